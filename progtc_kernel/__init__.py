@@ -1,0 +1,99 @@
+"""progtc_kernel: programmatic tool calling on Jupyter kernels.
+
+Host code imports the API below; kernels load this package as an IPython extension
+(``%load_ext progtc_kernel``). Names are imported on first use so that loading the
+extension inside a kernel does not pull in the host side (pydantic and friends).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .exceptions import (
+        ExecutionError,
+        ExtensionNotLoadedError,
+        HostDisconnectedError,
+        KernelDiedError,
+        KernelError,
+        ProgtcKernelError,
+        ProtocolMismatchError,
+        ToolArgumentError,
+        ToolDefinitionError,
+        ToolError,
+        ToolTimeoutError,
+    )
+    from .host.bridge import ToolBridge
+    from .host.events import (
+        DisplayOutput,
+        Event,
+        ExecutionFinished,
+        StreamOutput,
+        ToolCallFinished,
+        ToolCallStarted,
+    )
+    from .host.registry import Tool, ToolRegistry
+    from .host.results import ExecutionResult, Output, RunError, ToolCallRecord
+    from .host.sync import SyncToolKernel, run
+    from .host.tool_kernel import ToolKernel
+
+_EXPORTS = {
+    "ToolKernel": ".host.tool_kernel",
+    "ToolBridge": ".host.bridge",
+    "SyncToolKernel": ".host.sync",
+    "run": ".host.sync",
+    "Tool": ".host.registry",
+    "ToolRegistry": ".host.registry",
+    "ExecutionResult": ".host.results",
+    "Output": ".host.results",
+    "RunError": ".host.results",
+    "ToolCallRecord": ".host.results",
+    "Event": ".host.events",
+    "StreamOutput": ".host.events",
+    "DisplayOutput": ".host.events",
+    "ToolCallStarted": ".host.events",
+    "ToolCallFinished": ".host.events",
+    "ExecutionFinished": ".host.events",
+    "ProgtcKernelError": ".exceptions",
+    "ToolError": ".exceptions",
+    "ToolArgumentError": ".exceptions",
+    "ToolTimeoutError": ".exceptions",
+    "HostDisconnectedError": ".exceptions",
+    "ToolDefinitionError": ".exceptions",
+    "KernelError": ".exceptions",
+    "ExtensionNotLoadedError": ".exceptions",
+    "ProtocolMismatchError": ".exceptions",
+    "KernelDiedError": ".exceptions",
+    "ExecutionError": ".exceptions",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'progtc_kernel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext progtc_kernel``: serve host tools as the ``tools`` module."""
+    from .kernel.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .kernel.extension import unload_ipython_extension as unload
+
+    unload(ipython)

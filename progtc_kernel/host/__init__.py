@@ -1,0 +1,1 @@
+"""Host side: tool registry, the bridge that serves calls, and ToolKernel."""

@@ -1,0 +1,306 @@
+"""Serves host tools to one kernel: the host half of the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from ..exceptions import (
+    ExtensionNotLoadedError,
+    KernelDiedError,
+    KernelError,
+    ProtocolMismatchError,
+)
+from ..protocol import (
+    COMM_TARGET,
+    CallResult,
+    CallsBody,
+    CancelledBody,
+    Channel,
+    ErrorBody,
+    ReadyBody,
+    RegisterBody,
+    body_bytes,
+    pack,
+    unpack_header,
+)
+from .events import Event, ToolCallFinished, ToolCallStarted
+from .registry import ToolRegistry, ToolsLike
+from .results import ToolCallRecord
+from .transport import Transport, ZmqTransport
+
+# Called with the msg_id of the request whose code made the call, and the event.
+ToolEventListener = Callable[[str | None, Event], None]
+MessageListener = Callable[[str, dict[str, Any]], None]
+
+_LOAD_EXTENSION = "get_ipython().extension_manager.load_extension('progtc_kernel')"
+_calls = pydantic.TypeAdapter(CallsBody)
+_cancelled = pydantic.TypeAdapter(CancelledBody)
+_ready = pydantic.TypeAdapter(ReadyBody)
+_error = pydantic.TypeAdapter(ErrorBody)
+
+
+class ToolBridge:
+    """Serves tools to code running in one kernel, whoever runs that code.
+
+    Give it what you hold: a jupyter_client ``KernelManager`` or ``KernelClient``, a
+    connection-info dict or connection-file path (it opens its own connection, so
+    your client's messages stay yours), or a ``Transport``::
+
+        async with ToolBridge(km, tools=[get_weather]):
+            await run_cells_your_way(km)  # `from tools import get_weather` works there
+    """
+
+    def __init__(
+        self,
+        kernel: Any,
+        tools: ToolsLike = None,
+        *,
+        tool_timeout: float | None = 10.0,
+        max_in_flight: int = 256,
+        load_extension: bool = True,
+    ) -> None:
+        self.transport: Transport = _transport_for(kernel)
+        self.tools = ToolRegistry(tools)
+        self.tool_timeout = tool_timeout
+        self.max_in_flight = max_in_flight
+        self.load_extension = load_extension
+        self.kernel_info: ReadyBody | None = None
+        self.comm_id = ""
+        self._registered = ""
+        self._ready: asyncio.Future[ReadyBody] | None = None
+        self._load_msg_id: str | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._outbox: dict[Channel, list[CallResult]] = {"shell": [], "control": []}
+        self._flush_scheduled = False
+        self._tool_listeners: list[ToolEventListener] = []
+        self._message_listeners: list[MessageListener] = []
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ToolBridge:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, *, timeout: float = 30.0) -> ReadyBody:
+        """Connect, register the tools and wait until the kernel confirms."""
+        if not self._started:
+            try:
+                await self.transport.start(self._on_message, timeout=timeout)
+            except TimeoutError:
+                raise KernelDiedError(
+                    f"the kernel did not answer within {timeout:g} s; is it running?") from None
+            self._started = True
+        self.open()
+        return await self.wait_ready(timeout)
+
+    def open(self) -> None:
+        """Open a fresh comm (after a kernel restart, too) without waiting for it."""
+        self._fail_pending("the kernel restarted")
+        self._ready = asyncio.get_running_loop().create_future()
+        self.comm_id = uuid.uuid4().hex
+        if self.load_extension:
+            self._load_msg_id = self.transport.send("shell", "execute_request", {
+                "code": _LOAD_EXTENSION, "silent": True, "store_history": False,
+                "user_expressions": {}, "allow_stdin": False, "stop_on_error": False})
+        data, buffers = pack("register", self._register_body(), pydantic_core.to_json)
+        self.transport.send("shell", "comm_open", {
+            "comm_id": self.comm_id, "target_name": COMM_TARGET, "data": data},
+            buffers=buffers)
+        self._registered = self.tools.fingerprint
+
+    async def wait_ready(self, timeout: float = 30.0) -> ReadyBody:
+        assert self._ready is not None, "call start() first"
+        try:
+            self.kernel_info = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except asyncio.TimeoutError:
+            raise KernelError(
+                f"the kernel did not confirm the progtc_kernel comm within {timeout:g} s; "
+                "is it busy, or not an IPython kernel?") from None
+        return self.kernel_info
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self.comm_id:
+            # Control reaches a kernel even while a cell runs there.
+            data, buffers = pack("close", {"reason": "the host closed the connection"})
+            with contextlib.suppress(Exception):
+                self.transport.send("control", "comm_msg", {
+                    "comm_id": self.comm_id, "data": data}, buffers=buffers)
+                self.transport.send("shell", "comm_close", {"comm_id": self.comm_id, "data": {}})
+        self._fail_pending("the host closed")
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.transport.close()
+
+    # -- tools ----------------------------------------------------------------------
+
+    def use_tools(self, tools: ToolsLike) -> None:
+        """Serve this tool set from now on (sent to the kernel only when it changed)."""
+        registry = ToolRegistry(tools)
+        self.tools = registry
+        if registry.fingerprint != self._registered and self.comm_id:
+            self._send("shell", "tools", self._register_body())
+            self._registered = registry.fingerprint
+
+    def _register_body(self) -> RegisterBody:
+        return {"tools": self.tools.specs(), "tool_timeout": self.tool_timeout,
+                "max_in_flight": self.max_in_flight}
+
+    # -- listeners ----------------------------------------------------------------------
+
+    def add_tool_listener(self, listener: ToolEventListener) -> None:
+        self._tool_listeners.append(listener)
+
+    def add_message_listener(self, listener: MessageListener) -> None:
+        """Receive every kernel message that is not part of the tool protocol."""
+        self._message_listeners.append(listener)
+
+    # -- incoming -------------------------------------------------------------------
+
+    def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
+        content = msg.get("content", {})
+        msg_type = msg["header"]["msg_type"]
+        if channel == "iopub" and content.get("comm_id") == self.comm_id:
+            if msg_type == "comm_msg":
+                self._on_comm_msg(msg)
+            elif msg_type == "comm_close":
+                self._on_comm_close()
+            return
+        if msg_type == "execute_reply" and msg["parent_header"].get("msg_id") == self._load_msg_id:
+            self._on_extension_loaded(content)
+            return
+        for listener in self._message_listeners:
+            listener(channel, msg)
+
+    def _on_comm_msg(self, msg: dict[str, Any]) -> None:
+        _, kind = unpack_header(msg["content"].get("data") or {})
+        body = body_bytes(msg.get("buffers"))
+        parent_id = msg["parent_header"].get("msg_id")
+        if kind == "calls":
+            calls = _calls.validate_json(body)
+            for request in calls["calls"]:
+                self._serve(request["id"], request["tool"], request["arguments"],
+                            calls["reply_channel"], parent_id)
+        elif kind == "cancelled":
+            for call_id in _cancelled.validate_json(body)["ids"]:
+                task = self._tasks.get(call_id)
+                if task is not None:
+                    task.cancel()
+        elif kind == "ready":
+            self._resolve_ready(_ready.validate_json(body))
+        elif kind == "error":
+            self._resolve_ready(ProtocolMismatchError(_error.validate_json(body)["message"]))
+
+    def _on_comm_close(self) -> None:
+        self._resolve_ready(ExtensionNotLoadedError(
+            "the kernel refused the progtc_kernel comm: the extension is not loaded there. "
+            "Start the kernel with --ext=progtc_kernel (or `progtc-kernel install` and pick "
+            "'Python 3 (progtc)'), or run `%load_ext progtc_kernel` in it"))
+
+    def _on_extension_loaded(self, content: dict[str, Any]) -> None:
+        if content.get("status") == "error":
+            self._resolve_ready(ExtensionNotLoadedError(
+                f"the kernel could not load progtc_kernel ({content.get('ename')}: "
+                f"{content.get('evalue')}); install progtc-kernel in the kernel's "
+                "environment (pip install progtc-kernel)"))
+
+    def _resolve_ready(self, outcome: ReadyBody | Exception) -> None:
+        if self._ready is None or self._ready.done():
+            return
+        if isinstance(outcome, Exception):
+            self._ready.set_exception(outcome)
+        else:
+            self._ready.set_result(outcome)
+
+    # -- serving calls ----------------------------------------------------------------
+
+    def _serve(self, call_id: int, name: str, arguments: dict[str, Any], channel: Channel,
+               parent_id: str | None) -> None:
+        self._emit(parent_id, ToolCallStarted(call_id, name, arguments))
+        registry = self.tools
+        task = asyncio.get_running_loop().create_task(
+            self._run(registry, call_id, name, arguments, channel, parent_id))
+        self._tasks[call_id] = task
+
+    async def _run(self, registry: ToolRegistry, call_id: int, name: str,
+                   arguments: dict[str, Any], channel: Channel, parent_id: str | None) -> None:
+        started = time.perf_counter()
+        try:
+            result = await registry.call(name, arguments)
+        except asyncio.CancelledError:
+            record = ToolCallRecord(id=call_id, name=name, arguments=arguments, ok=False,
+                                    duration=time.perf_counter() - started, error="cancelled")
+            self._emit(parent_id, ToolCallFinished(record))
+            raise
+        finally:
+            self._tasks.pop(call_id, None)
+        result["id"] = call_id
+        self._reply(channel, result)
+        error = result.get("error")
+        record = ToolCallRecord(
+            id=call_id, name=name, arguments=arguments, ok=result["ok"],
+            duration=time.perf_counter() - started,
+            error=f"{error['type']}: {error['message']}" if error else None)
+        self._emit(parent_id, ToolCallFinished(record))
+
+    def _reply(self, channel: Channel, result: CallResult) -> None:
+        """Results finished in one loop turn leave together."""
+        self._outbox[channel].append(result)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for channel, results in self._outbox.items():
+            if results:
+                self._outbox[channel] = []
+                self._send(channel, "results", {"results": results})
+
+    def _send(self, channel: Channel, kind: str, body: Any) -> None:
+        data, buffers = pack(kind, body, pydantic_core.to_json)
+        self.transport.send(channel, "comm_msg", {"comm_id": self.comm_id, "data": data},
+                            buffers=buffers)
+
+    def _emit(self, parent_id: str | None, event: Event) -> None:
+        for listener in self._tool_listeners:
+            listener(parent_id, event)
+
+    def _fail_pending(self, reason: str) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(KernelError(reason))
+            self._ready.exception()  # mark retrieved: nobody may be waiting
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+
+def _transport_for(kernel: Any) -> Transport:
+    if hasattr(kernel, "send") and hasattr(kernel, "start") and hasattr(kernel, "session_id"):
+        return kernel  # type: ignore[no-any-return]
+    if isinstance(kernel, (str, os.PathLike)):
+        from jupyter_client.connect import load_connection_file
+
+        return ZmqTransport.from_connection_info(dict(load_connection_file(kernel)))
+    if isinstance(kernel, dict):
+        return ZmqTransport.from_connection_info(kernel)
+    if hasattr(kernel, "get_connection_info"):
+        return ZmqTransport.from_connection_info(kernel.get_connection_info())
+    raise TypeError(
+        f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
+        "KernelManager, a KernelClient, a connection-info dict or file, or a Transport")

@@ -1,0 +1,74 @@
+"""What an execution returns: output, errors and the tool calls it made."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..exceptions import ExecutionError
+
+ErrorKind = Literal["syntax", "runtime", "timeout", "cancelled", "kernel_died"]
+
+
+class Output(BaseModel):
+    """A rich output: display data or the value of the cell's last expression."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["display_data", "execute_result"]
+    data: dict[str, Any]
+    """The mime bundle: ``{"text/plain": ..., "image/png": <base64>, "text/html": ...}``."""
+    metadata: dict[str, Any] = {}
+    display_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        return str(self.data.get("text/plain", ""))
+
+
+class RunError(BaseModel):
+    """Why an execution did not succeed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ErrorKind
+    ename: str
+    evalue: str
+    traceback: str = ""
+    """The traceback as plain text: user code frames, no ANSI colour codes."""
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call made by the code, as the host served it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str
+    arguments: dict[str, Any]
+    ok: bool
+    duration: float
+    """Seconds from the call's arrival on the host to its result."""
+    error: str | None = None
+
+
+class ExecutionResult(BaseModel):
+    """The outcome of ``ToolKernel.execute``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    stdout: str = ""
+    stderr: str = ""
+    outputs: list[Output] = []
+    error: RunError | None = None
+    tool_calls: list[ToolCallRecord] = []
+    duration: float = 0.0
+    execution_count: int | None = None
+
+    def raise_for_error(self) -> ExecutionResult:
+        """Raise ``ExecutionError`` if the run failed; return the result otherwise."""
+        if not self.ok:
+            raise ExecutionError(self)
+        return self

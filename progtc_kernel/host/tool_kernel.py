@@ -1,0 +1,366 @@
+"""ToolKernel: a local IPython kernel whose code can call your tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import EllipsisType
+from typing import Any
+
+from ..exceptions import KernelDiedError
+from .bridge import ToolBridge
+from .events import (
+    DisplayOutput,
+    Event,
+    ExecutionFinished,
+    StreamOutput,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from .registry import ToolRegistry, ToolsLike
+from .results import ExecutionResult, Output, RunError, ToolCallRecord
+from .transport import ZmqTransport
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+_SYNTAX_ERRORS = {"SyntaxError", "IndentationError", "TabError"}
+_INTERRUPTS = {"KeyboardInterrupt", "CancelledError"}
+# How long an interrupted or timed-out run may take to stop before the kernel restarts.
+INTERRUPT_GRACE = 5.0
+
+
+class ToolKernel:
+    """A local IPython kernel with the ``tools`` module wired to host callables.
+
+    ::
+
+        async with ToolKernel(tools=[get_weather]) as kernel:
+            result = await kernel.execute("from tools import get_weather\\n"
+                                          "print(await get_weather('Paris', 'France'))")
+            print(result.stdout)
+
+    State persists across ``execute`` calls; ``reset()`` clears it, ``restart()``
+    starts a fresh process. ``python`` picks another interpreter for the kernel (it
+    needs ``progtc-kernel`` installed); ``kernel_manager`` adopts one you created.
+    """
+
+    def __init__(
+        self,
+        tools: ToolsLike = None,
+        *,
+        timeout: float | None = 30.0,
+        tool_timeout: float | None = 10.0,
+        max_in_flight: int = 256,
+        python: str | None = None,
+        kernel_name: str | None = None,
+        kernel_manager: Any = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.tools = ToolRegistry(tools)
+        self.timeout = timeout
+        self.tool_timeout = tool_timeout
+        self.max_in_flight = max_in_flight
+        self.startup_timeout = startup_timeout
+        self.kernel_manager = kernel_manager or _kernel_manager(python, kernel_name)
+        self._cwd = cwd
+        self._env = env
+        self._bridge: ToolBridge | None = None
+        self._runs: dict[str, _Run] = {}
+        self._lock = asyncio.Lock()
+        self._needs_restart = False
+
+    @property
+    def bridge(self) -> ToolBridge:
+        if self._bridge is None:
+            raise RuntimeError("the kernel is not started: use `async with ToolKernel(...)`")
+        return self._bridge
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ToolKernel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        km = self.kernel_manager
+        if not await _maybe_await(km.is_alive()):
+            kwargs: dict[str, Any] = {"extra_arguments": ["--ext=progtc_kernel"]}
+            if self._cwd:
+                kwargs["cwd"] = self._cwd
+            if self._env is not None:
+                kwargs["env"] = self._env
+            await _maybe_await(km.start_kernel(**kwargs))
+        client = km.client()
+        bridge = ToolBridge(
+            ZmqTransport(client), self.tools, tool_timeout=self.tool_timeout,
+            max_in_flight=self.max_in_flight, load_extension=False)
+        bridge.add_message_listener(self._on_message)
+        bridge.add_tool_listener(self._on_tool_event)
+        self._bridge = bridge
+        try:
+            await bridge.start(timeout=self.startup_timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._bridge is not None:
+            await self._bridge.close()
+            self._bridge = None
+        km = self.kernel_manager
+        if km.has_kernel:
+            await _maybe_await(km.shutdown_kernel(now=True))
+
+    async def restart(self) -> None:
+        """A fresh kernel process: all state is gone, the tools stay."""
+        async with self._lock:
+            await self._restart()
+
+    async def _restart(self) -> None:
+        await _maybe_await(self.kernel_manager.restart_kernel(now=True))
+        self._needs_restart = False
+        self.bridge.open()
+        await self.bridge.wait_ready(self.startup_timeout)
+
+    async def reset(self) -> None:
+        """Forget every variable and import of earlier executions (keeps the process)."""
+        result = await self.execute("get_ipython().reset(new_session=False)",
+                                    silent=True)
+        result.raise_for_error()
+
+    async def interrupt(self) -> None:
+        await _maybe_await(self.kernel_manager.interrupt_kernel())
+
+    # -- running code -----------------------------------------------------------------
+
+    async def execute(
+        self, code: str, *, tools: ToolsLike = None, timeout: float | None | EllipsisType = ...,
+        silent: bool = False,
+    ) -> ExecutionResult:
+        """Run code; returns its output, error and tool calls. Never raises for the
+        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``."""
+        result: ExecutionResult | None = None
+        async for event in self.stream(code, tools=tools, timeout=timeout, silent=silent):
+            if isinstance(event, ExecutionFinished):
+                result = event.result
+        assert result is not None
+        return result
+
+    async def stream(
+        self, code: str, *, tools: ToolsLike = None, timeout: float | None | EllipsisType = ...,
+        silent: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Run code, yielding output and tool-call events live; the last one is
+        ``ExecutionFinished`` with the result. Leaving early interrupts the run: wrap
+        it in ``contextlib.aclosing`` to have that happen at once.
+
+        ``timeout`` (seconds, default: the kernel's) interrupts a run that takes
+        longer; its output so far is kept. ``tools`` replaces the tool set for this
+        run. ``silent`` runs without history or displayed results."""
+        async with self._lock:
+            if self._needs_restart:
+                await self._restart()
+            bridge = self.bridge
+            bridge.use_tools(self.tools if tools is None else tools)
+            msg_id = bridge.transport.send("shell", "execute_request", {
+                "code": code, "silent": silent, "store_history": not silent,
+                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+            run = self._runs[msg_id] = _Run()
+            limit = self.timeout if timeout is ... else timeout
+            finisher = asyncio.create_task(self._finish(run, limit))
+            try:
+                while True:
+                    event = await run.events.get()
+                    yield event
+                    if isinstance(event, ExecutionFinished):
+                        break
+            finally:
+                if not finisher.done():
+                    run.interrupted_by_host = True
+                    await self.interrupt()
+                await finisher
+                self._runs.pop(msg_id, None)
+
+    async def _finish(self, run: _Run, timeout: float | None) -> None:
+        """Wait for the run to end, by itself or by timeout or death; emit the result."""
+        outcome = await self._wait(run, timeout)
+        if outcome == "timeout":
+            run.timed_out = True
+            await self.interrupt()
+            outcome = await self._wait(run, INTERRUPT_GRACE)
+            if outcome == "timeout":
+                outcome = "stuck"
+        elif outcome == "cancelled":
+            outcome = await self._wait(run, INTERRUPT_GRACE)
+        if outcome in ("died", "stuck"):
+            self._needs_restart = True
+        run.finish(outcome)
+
+    async def _wait(self, run: _Run, timeout: float | None) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(run.done), step)
+            if run.done.done():
+                return "done"
+            if run.interrupted_by_host and not run.timed_out:
+                return "cancelled"
+            if not await _maybe_await(self.kernel_manager.is_alive()):
+                return "died"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+
+    def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
+        run = self._runs.get(msg["parent_header"].get("msg_id", ""))
+        if run is not None:
+            run.handle(channel, msg)
+
+    def _on_tool_event(self, parent_id: str | None, event: Event) -> None:
+        run = self._runs.get(parent_id or "")
+        if run is None and len(self._runs) == 1:
+            run = next(iter(self._runs.values()))  # a call made from a thread or callback
+        if run is not None:
+            run.on_tool_event(event)
+
+
+class _Run:
+    """Collects one execution's messages into events and a result."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.started = time.perf_counter()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.outputs: list[Output] = []
+        self.tool_calls: list[ToolCallRecord] = []
+        self.error: RunError | None = None
+        self.execution_count: int | None = None
+        self.idle = False
+        self.replied = False
+        self.timed_out = False
+        self.interrupted_by_host = False
+
+    def handle(self, channel: str, msg: dict[str, Any]) -> None:
+        msg_type = msg["header"]["msg_type"]
+        content = msg["content"]
+        if msg_type == "stream":
+            name = "stderr" if content.get("name") == "stderr" else "stdout"
+            (self.stderr if name == "stderr" else self.stdout).append(content["text"])
+            self.events.put_nowait(StreamOutput(name, content["text"]))
+        elif msg_type in ("display_data", "execute_result"):
+            output = Output(kind=msg_type, data=content.get("data", {}),
+                            metadata=content.get("metadata", {}),
+                            display_id=content.get("transient", {}).get("display_id"))
+            self.outputs.append(output)
+            self.events.put_nowait(DisplayOutput(output))
+        elif msg_type == "update_display_data":
+            self._update_display(content)
+        elif msg_type == "clear_output":
+            self.outputs.clear()
+        elif msg_type == "error":
+            self.error = _run_error(content)
+        elif msg_type == "status" and content.get("execution_state") == "idle":
+            self.idle = True
+        elif msg_type == "execute_reply":
+            self.replied = True
+            self.execution_count = content.get("execution_count")
+            if content.get("status") == "error" and self.error is None:
+                self.error = _run_error(content)
+        if self.idle and self.replied and not self.done.done():
+            self.done.set_result(None)
+
+    def _update_display(self, content: dict[str, Any]) -> None:
+        display_id = content.get("transient", {}).get("display_id")
+        for index, output in enumerate(self.outputs):
+            if display_id and output.display_id == display_id:
+                self.outputs[index] = output.model_copy(update={
+                    "data": content.get("data", {}), "metadata": content.get("metadata", {})})
+
+    def on_tool_event(self, event: Event) -> None:
+        if isinstance(event, ToolCallFinished):
+            self.tool_calls.append(event.call)
+        if isinstance(event, (ToolCallStarted, ToolCallFinished)):
+            self.events.put_nowait(event)
+
+    def finish(self, outcome: str) -> None:
+        error = self.error
+        if outcome in ("died", "stuck"):
+            what = ("the kernel died while running this code" if outcome == "died" else
+                    "the kernel did not stop after an interrupt and will be restarted")
+            error = RunError(kind="kernel_died" if outcome == "died" else "timeout",
+                             ename="KernelDiedError" if outcome == "died" else "TimeoutError",
+                             evalue=what, traceback="")
+        elif self.timed_out:
+            error = RunError(kind="timeout", ename="TimeoutError",
+                             evalue="the execution exceeded its timeout and was interrupted",
+                             traceback=error.traceback if error else "")
+        elif error is not None and self.interrupted_by_host and error.ename in _INTERRUPTS:
+            error = error.model_copy(update={"kind": "cancelled"})
+        result = ExecutionResult(
+            ok=error is None, stdout="".join(self.stdout), stderr="".join(self.stderr),
+            outputs=list(self.outputs), error=error, tool_calls=list(self.tool_calls),
+            duration=time.perf_counter() - self.started, execution_count=self.execution_count)
+        self.events.put_nowait(ExecutionFinished(result))
+
+
+def _run_error(content: dict[str, Any]) -> RunError:
+    ename = str(content.get("ename", "Error"))
+    if ename in _SYNTAX_ERRORS:
+        kind = "syntax"
+    elif ename in _INTERRUPTS:
+        kind = "cancelled"
+    else:
+        kind = "runtime"
+    return RunError(kind=kind, ename=ename, evalue=str(content.get("evalue", "")),
+                    traceback=clean_traceback(content.get("traceback", [])))
+
+
+def clean_traceback(frames: list[str]) -> str:
+    """IPython's traceback as plain text, without this package's own frames."""
+    kept = [_ANSI.sub("", frame) for frame in frames]
+    kept = [frame for frame in kept if _PACKAGE_DIR not in frame]
+    return "\n".join(kept).strip("\n")
+
+
+def _kernel_manager(python: str | None, kernel_name: str | None) -> Any:
+    from jupyter_client.manager import AsyncKernelManager
+
+    if python is None and kernel_name is not None:
+        return AsyncKernelManager(kernel_name=kernel_name)
+    return AsyncKernelManager(kernel_spec_manager=_single_spec(python or sys.executable),
+                              kernel_name="progtc")
+
+
+def _single_spec(python: str) -> Any:
+    """A kernel spec manager that knows one spec: an IPython kernel on ``python``."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+
+    spec = KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                      display_name="Python 3 (progtc)", language="python",
+                      metadata={"debugger": False}, interrupt_mode="signal")
+
+    class SingleSpecManager(KernelSpecManager):  # type: ignore[misc]
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            if kernel_name != "progtc":
+                raise NoSuchKernel(kernel_name)
+            return spec
+
+    return SingleSpecManager()
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value

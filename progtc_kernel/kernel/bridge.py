@@ -1,0 +1,340 @@
+"""One host connection, as the kernel sees it: sends tool calls, takes results.
+
+Calls made in one event-loop turn (an ``asyncio.gather``) leave as one batch. At
+most ``max_in_flight`` calls are outstanding; the rest wait here, because iopub
+drops messages under large bursts. Results may arrive on the main thread, the
+shell-channel thread or the control thread, so every call owns a thread-safe
+``concurrent.futures.Future`` and all shared state sits behind one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import signal
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError, ToolTimeoutError
+from ..protocol import CallRequest, CallResult, Channel, RegisterBody, ToolSpec, pack
+
+# While calls are pending the main thread wakes this often, so that Ctrl-C (which
+# only runs Python signal handlers when the main thread runs) answers promptly.
+WAKE_INTERVAL = 0.1
+
+_ERRORS: dict[str, type[ToolError]] = {"arguments": ToolArgumentError, "unknown_tool": ToolError}
+
+
+class PendingCall:
+    __slots__ = ("awaited", "deadline", "future", "id", "parent", "request", "tool")
+
+    def __init__(self, call_id: int, tool: str, arguments: dict[str, Any], awaited: bool) -> None:
+        self.id = call_id
+        self.tool = tool
+        # Encoded now, so that an unsendable argument fails on the caller's own line.
+        request: CallRequest = {"id": call_id, "tool": tool, "arguments": arguments}
+        try:
+            self.request = _dumps(request)
+        except (TypeError, ValueError) as exc:
+            raise ToolArgumentError(tool, "TypeError", _unsendable(exc)) from None
+        self.awaited = awaited
+        self.deadline: float | None = None
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.parent: dict[str, Any] = {}
+
+
+class KernelBridge:
+    """Tool calls from kernel code to one host, and their results back."""
+
+    def __init__(
+        self, kernel: Any, comm_id: str, topic: bytes, host_session: str | None, *,
+        shell_replies: Any, loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.kernel = kernel
+        self.comm_id = comm_id
+        self.topic = topic
+        self.host_session = host_session
+        self.shell_replies = shell_replies  # a ShellInterception, or None
+        self.loop = loop
+        self.tools: dict[str, ToolSpec] = {}
+        self.functions: dict[str, Any] = {}
+        self.tool_timeout: float | None = None
+        self.max_in_flight = 256
+        self.closed_reason: str | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, PendingCall] = {}
+        self._waiting: deque[PendingCall] = deque()
+        self._outbox: list[PendingCall] = []
+        self._cancelled: list[int] = []
+        self._flush_scheduled = False
+        self._ticking = False
+
+    # -- configuration from the host ------------------------------------------------
+
+    def configure(self, body: RegisterBody) -> None:
+        self.tools = {spec["name"]: spec for spec in body["tools"]}
+        self.functions = {}
+        self.tool_timeout = body.get("tool_timeout")
+        self.max_in_flight = max(1, int(body.get("max_in_flight") or 256))
+
+    # -- calls from kernel code -----------------------------------------------------
+
+    async def call_async(self, tool: str, arguments: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        call = self._start(tool, arguments, awaited=True)
+        try:
+            return await asyncio.wrap_future(call.future)
+        except asyncio.CancelledError:
+            self._cancel(call, "interrupt")
+            raise
+
+    def call_blocking(self, tool: str, arguments: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        call = self._start(tool, arguments, awaited=False)
+        try:
+            with _interruptible():
+                while not call.future.done():
+                    concurrent.futures.wait((call.future,), timeout=WAKE_INTERVAL)
+                    if call.deadline is not None and time.monotonic() > call.deadline:
+                        self._expire(call)
+        except BaseException:
+            self._cancel(call, "interrupt")
+            raise
+        return call.future.result()
+
+    def _start(self, tool: str, arguments: dict[str, Any], awaited: bool) -> PendingCall:
+        if self.closed_reason is not None:
+            raise HostDisconnectedError(tool, "HostDisconnectedError", self.closed_reason)
+        call = PendingCall(next(self._ids), tool, arguments, awaited)
+        call.parent = self.kernel.get_parent("shell")
+        with self._lock:
+            self._waiting.append(call)
+        self._pump()
+        return call
+
+    # -- sending --------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Move waiting calls into flight while there is room, and send them."""
+        admitted: list[PendingCall] = []
+        with self._lock:
+            while self._waiting and len(self._in_flight) < self.max_in_flight:
+                call = self._waiting.popleft()
+                if self.tool_timeout:
+                    call.deadline = time.monotonic() + self.tool_timeout
+                self._in_flight[call.id] = call
+                admitted.append(call)
+        blocking = [call for call in admitted if not call.awaited]
+        awaited = [call for call in admitted if call.awaited]
+        if blocking:
+            self._send_calls(blocking)
+        if awaited:
+            self._queue(awaited)
+
+    def _queue(self, calls: list[PendingCall] | None = None, cancelled: list[int] | None = None
+               ) -> None:
+        """Coalesce what one loop turn produces into one message per kind."""
+        with self._lock:
+            self._outbox.extend(calls or ())
+            self._cancelled.extend(cancelled or ())
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        if _on_loop_thread(self.loop):
+            self.loop.call_soon(self._flush)
+            self._start_ticking()
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            calls, self._outbox = self._outbox, []
+            cancelled, self._cancelled = self._cancelled, []
+            self._flush_scheduled = False
+        if calls:
+            self._send_calls(calls)
+        if cancelled:
+            self._send("cancelled", {"ids": cancelled, "reason": "interrupt"})
+
+    def _send_calls(self, calls: list[PendingCall]) -> None:
+        channel = self._reply_channel(awaited=calls[0].awaited)
+        # A CallsBody, assembled from the requests each call encoded up front.
+        body = b'{"calls":[%s],"reply_channel":"%s"}' % (
+            b",".join(c.request for c in calls), channel.encode())
+        self._send("calls", body, calls[0].parent)
+
+    def _reply_channel(self, awaited: bool) -> Channel:
+        shell = self.shell_replies
+        if shell is None or not shell.installed.is_set():
+            return "control"
+        # On ipykernel 6 the shell stream shares the main thread: a blocking call
+        # there would starve the very callback that brings its result.
+        if not awaited and shell.on_main_thread:
+            return "control"
+        return "shell"
+
+    def _send(self, msg_type: str, body: Any, parent: dict[str, Any] | None = None) -> None:
+        data, buffers = pack(msg_type, body, _dumps)
+        self.kernel.session.send(
+            self.kernel.iopub_socket, "comm_msg", {"comm_id": self.comm_id, "data": data},
+            parent=parent if parent is not None else self.kernel.get_parent("shell"),
+            ident=self.topic, buffers=buffers,
+        )
+
+    # -- results and cancellation -----------------------------------------------------
+
+    def take_results(self, results: list[CallResult]) -> None:
+        """Resolve calls from a ``results`` message. Runs on any thread."""
+        for result in results:
+            with self._lock:
+                call = self._in_flight.pop(result["id"], None)
+            if call is None:
+                continue  # timed out or cancelled meanwhile
+            if result.get("ok"):
+                _settle(call.future, value=result.get("value"))
+            else:
+                error = result.get("error") or {"kind": "tool", "type": "Error", "message": ""}
+                cls = _ERRORS.get(error["kind"], ToolError)
+                _settle(call.future, error=cls(call.tool, error["type"], error["message"]))
+        self._pump()
+
+    def close(self, reason: str) -> None:
+        """The host is gone: fail every pending call and refuse new ones."""
+        self.closed_reason = reason
+        with self._lock:
+            pending = list(self._in_flight.values()) + list(self._waiting)
+            self._in_flight.clear()
+            self._waiting.clear()
+        for call in pending:
+            _settle(call.future, error=HostDisconnectedError(
+                call.tool, "HostDisconnectedError", reason))
+
+    def _expire(self, call: PendingCall) -> None:
+        timeout = ToolTimeoutError(
+            call.tool, "TimeoutError", f"no result within {self.tool_timeout:g} s (tool_timeout)")
+        with self._lock:
+            known = self._in_flight.pop(call.id, None) is not None
+        _settle(call.future, error=timeout)
+        if known:
+            self._send("cancelled", {"ids": [call.id], "reason": "timeout"}, call.parent)
+        self._pump()
+
+    def _cancel(self, call: PendingCall, reason: str) -> None:
+        with self._lock:
+            in_flight = self._in_flight.pop(call.id, None) is not None
+            if not in_flight and call in self._waiting:
+                self._waiting.remove(call)
+        call.future.cancel()
+        if in_flight and self.closed_reason is None:
+            if call.awaited and _on_loop_thread(self.loop):
+                self._queue(cancelled=[call.id])
+            else:
+                self._send("cancelled", {"ids": [call.id], "reason": "interrupt"}, call.parent)
+        self._pump()
+
+    # -- the wake-up tick: per-call timeouts and prompt interrupts -------------------
+
+    def _start_ticking(self) -> None:
+        if not self._ticking:
+            self._ticking = True
+            self.loop.call_later(WAKE_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [c for c in self._in_flight.values()
+                       if c.awaited and c.deadline is not None and now > c.deadline]
+            busy = bool(self._in_flight or self._waiting)
+        for call in expired:
+            self._expire(call)
+        if busy:
+            self.loop.call_later(WAKE_INTERVAL, self._tick)
+        else:
+            self._ticking = False
+
+
+class _interruptible:
+    """Let Ctrl-C stop a blocking call, even in a cell that ipykernel runs as async.
+
+    For async cells ipykernel swaps in a SIGINT handler that cancels the cell on the
+    event loop, which a blocked main thread never reaches. While we block we raise
+    KeyboardInterrupt ourselves, or CancelledError inside a task (a KeyboardInterrupt
+    escaping a task would stop the kernel's event loop).
+    """
+
+    def __enter__(self) -> None:
+        self.saved: Any = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            in_task = asyncio.current_task() is not None
+        except RuntimeError:
+            in_task = False
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if in_task:
+                raise asyncio.CancelledError("interrupted during a tool call")
+            raise KeyboardInterrupt
+
+        self.saved = signal.signal(signal.SIGINT, on_sigint)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            signal.signal(signal.SIGINT, self.saved)
+
+
+def _settle(future: concurrent.futures.Future[Any], *, value: Any = None,
+            error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled or timed out just before
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _json_default(value: Any) -> Any:
+    """Send the richer values kernel code commonly holds as their JSON form."""
+    if hasattr(value, "model_dump"):  # pydantic models
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        import dataclasses
+
+        return dataclasses.asdict(value)
+    if hasattr(value, "isoformat"):  # datetime, date, time
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    import enum
+    import uuid
+    from decimal import Decimal
+    from pathlib import PurePath
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (uuid.UUID, Decimal, PurePath)):
+        return str(value)
+    raise TypeError(f"a {type(value).__name__} value cannot be sent to the host")
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=_json_default).encode()
+
+
+def _unsendable(exc: Exception) -> str:
+    return f"{exc}; pass JSON-compatible values (str, int, float, bool, None, list, dict)"

@@ -1,0 +1,132 @@
+"""The wire protocol both sides speak: typed, versioned comm messages.
+
+Every message travels on one comm (target ``progtc_kernel``). Its comm ``data`` is
+a small routing dict ``{"v": PROTOCOL_VERSION, "type": ...}`` and its first buffer
+holds the body as JSON bytes, so large arguments and results skip Jupyter's
+per-message JSON cleaning and are never encoded twice.
+
+Host to kernel:  ``register`` (the comm_open), ``tools``, ``results``, ``close``.
+Kernel to host:  ``ready``, ``calls``, ``cancelled``, ``error``.
+
+This module imports nothing heavy: the kernel side loads it, and the kernel must
+stay light. The host validates bodies with pydantic against these TypedDicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+try:  # pydantic (host side) needs typing_extensions' TypedDict before Python 3.12
+    from typing_extensions import TypedDict
+except ImportError:  # pragma: no cover - a kernel without typing_extensions
+    from typing import TypedDict
+
+PROTOCOL_VERSION = 1
+COMM_TARGET = "progtc_kernel"
+
+Channel = Literal["shell", "control"]
+ParameterKind = Literal[
+    "positional_only", "positional_or_keyword", "var_positional", "keyword_only", "var_keyword"
+]
+ErrorKind = Literal["tool", "arguments", "unknown_tool", "result", "cancelled"]
+CancelReason = Literal["interrupt", "timeout", "cancelled"]
+
+HostMessageType = Literal["register", "tools", "results", "close"]
+KernelMessageType = Literal["ready", "calls", "cancelled", "error"]
+
+
+class ParameterSpec(TypedDict):
+    name: str
+    kind: ParameterKind
+    annotation: str | None
+    default_repr: str | None  # None: the parameter has no default
+
+
+class ToolSpec(TypedDict):
+    name: str
+    description: str | None
+    parameters: list[ParameterSpec]
+    returns: str | None
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None
+
+
+class RegisterBody(TypedDict):
+    """Sent with the comm_open, and again as ``tools`` whenever the set changes."""
+
+    tools: list[ToolSpec]
+    tool_timeout: float | None
+    max_in_flight: int
+
+
+class CallRequest(TypedDict):
+    id: int
+    tool: str
+    arguments: dict[str, Any]
+
+
+class CallsBody(TypedDict):
+    calls: list[CallRequest]
+    reply_channel: Channel
+
+
+class CallError(TypedDict):
+    kind: ErrorKind
+    type: str
+    message: str
+
+
+class CallResult(TypedDict, total=False):
+    id: int
+    ok: bool
+    value: Any
+    error: CallError
+
+
+class ResultsBody(TypedDict):
+    results: list[CallResult]
+
+
+class CancelledBody(TypedDict):
+    ids: list[int]
+    reason: CancelReason
+
+
+class ReadyBody(TypedDict):
+    protocol: int
+    ipykernel: str
+    python: str
+    shell_replies: bool
+
+
+class CloseBody(TypedDict):
+    reason: str
+
+
+class ErrorBody(TypedDict):
+    message: str
+
+
+def pack(
+    msg_type: str, body: Mapping[str, Any] | bytes, dumps: Callable[[Any], bytes] | None = None
+) -> tuple[dict[str, Any], list[bytes]]:
+    """Build comm ``data`` and ``buffers`` for one message (``body`` may be JSON bytes)."""
+    if isinstance(body, bytes):
+        payload = body
+    else:
+        payload = dumps(body) if dumps else json.dumps(body, separators=(",", ":")).encode()
+    return {"v": PROTOCOL_VERSION, "type": msg_type}, [payload]
+
+
+def unpack_header(data: Mapping[str, Any]) -> tuple[int, str]:
+    """The (version, type) of a message, without touching its body."""
+    return int(data.get("v", 0)), str(data.get("type", ""))
+
+
+def body_bytes(buffers: list[Any] | None) -> bytes:
+    if not buffers:
+        raise ValueError("progtc_kernel message without a body buffer")
+    buf = buffers[0]
+    return buf if isinstance(buf, bytes) else bytes(buf)
