@@ -132,16 +132,20 @@ class Tool:
     def _call_arguments(self, validated: pydantic.BaseModel) -> tuple[list[Any], dict[str, Any]]:
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        positional = True  # until a defaulted parameter is left out
         for index, p in enumerate(self.signature.parameters.values()):
             name = f"p{index}"
-            if name not in validated.model_fields_set and p.default is not p.empty:
-                continue  # let the function apply its own default
             value = getattr(validated, name)
             if p.kind is p.VAR_POSITIONAL:
                 args.extend(value)
             elif p.kind is p.VAR_KEYWORD:
                 kwargs.update(value)
-            elif p.kind is p.POSITIONAL_ONLY:
+            elif name not in validated.model_fields_set and p.default is not p.empty:
+                if p.kind is p.POSITIONAL_ONLY:
+                    args.append(p.default)
+                else:
+                    positional = False  # the function applies its own default
+            elif p.kind is p.POSITIONAL_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and positional):
                 args.append(value)
             else:
                 kwargs[p.name] = value

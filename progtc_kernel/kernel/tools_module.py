@@ -14,6 +14,7 @@ so ``asyncio.gather(*[get_weather(c) for c in cities])`` works as written.
 
 from __future__ import annotations
 
+import dis
 import inspect
 import sys
 import types
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .bridge import KernelBridge
 
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+_IMPORT_FROM = dis.opmap["IMPORT_FROM"]
 _TRANSPARENT = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
 _KINDS = {
     "positional_only": inspect.Parameter.POSITIONAL_ONLY,
@@ -126,8 +128,12 @@ class ToolsModule(types.ModuleType):
         tools = bridge.tools if bridge else {}
         if name not in tools:
             available = ", ".join(sorted(tools)) or "none"
-            raise AttributeError(
-                f"module 'tools' has no tool {name!r}; available tools: {available}")
+            message = f"module 'tools' has no tool {name!r}; available tools: {available}"
+            # ``from tools import x`` would swap an AttributeError for a bare ImportError.
+            caller = sys._getframe(1)
+            if caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM:
+                raise ImportError(message, name="tools")
+            raise AttributeError(message)
         assert bridge is not None
         function = bridge.functions.get(name)
         if function is None:
