@@ -293,14 +293,10 @@ class ToolBridge:
 def _transport_for(kernel: Any) -> Transport:
     if hasattr(kernel, "send") and hasattr(kernel, "start") and hasattr(kernel, "session_id"):
         return kernel  # type: ignore[no-any-return]
-    if isinstance(kernel, (str, os.PathLike)):
-        from jupyter_client.connect import load_connection_file
-
-        return ZmqTransport.from_connection_info(dict(load_connection_file(kernel)))
-    if isinstance(kernel, dict):
-        return ZmqTransport.from_connection_info(kernel)
+    if isinstance(kernel, (str, os.PathLike, dict)):
+        return ZmqTransport.connect(kernel)
     if hasattr(kernel, "get_connection_info"):
-        return ZmqTransport.from_connection_info(kernel.get_connection_info())
+        return ZmqTransport.connect(kernel.get_connection_info())
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, or a Transport")

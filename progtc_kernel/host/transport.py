@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
@@ -50,11 +51,15 @@ class ZmqTransport:
         self._readers: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_connection_info(cls, info: dict[str, Any]) -> ZmqTransport:
+    def connect(cls, connection: dict[str, Any] | str | os.PathLike[str]) -> ZmqTransport:
+        """A transport with its own client, from connection info or a connection file."""
         from jupyter_client.asynchronous import AsyncKernelClient
 
         client = AsyncKernelClient()
-        client.load_connection_info(info)
+        if isinstance(connection, dict):
+            client.load_connection_info(connection)
+        else:
+            client.load_connection_file(os.fspath(connection))
         return cls(client)
 
     @property

@@ -39,6 +39,10 @@ _KINDS = {
 }
 
 
+_NO_HOST = ("no host is serving tools to this kernel; connect one with "
+            "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge")
+
+
 class _Source:
     """Shows as the source text it holds: ``city: str = 'Paris'`` in signatures."""
 
@@ -113,10 +117,7 @@ class ToolsModule(types.ModuleType):
     def _bridge(self) -> KernelBridge:
         bridge = self._current_bridge()
         if bridge is None:
-            raise HostDisconnectedError(
-                "tools", "HostDisconnectedError",
-                "no host is serving tools to this kernel; connect one with "
-                "progtc_kernel.ToolKernel or ToolBridge")
+            raise HostDisconnectedError("tools", "HostDisconnectedError", _NO_HOST)
         return bridge
 
     def __getattr__(self, name: str) -> Any:
@@ -128,7 +129,8 @@ class ToolsModule(types.ModuleType):
         tools = bridge.tools if bridge else {}
         if name not in tools:
             available = ", ".join(sorted(tools)) or "none"
-            message = f"module 'tools' has no tool {name!r}; available tools: {available}"
+            message = (f"module 'tools' has no tool {name!r}; available tools: {available}"
+                       if bridge else f"module 'tools' has no tool {name!r}: {_NO_HOST}")
             # ``from tools import x`` would swap an AttributeError for a bare ImportError.
             caller = sys._getframe(1)
             if caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM:
