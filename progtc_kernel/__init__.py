@@ -40,37 +40,53 @@ if TYPE_CHECKING:
     from .host.sync import SyncToolKernel, run
     from .host.tool_kernel import ToolKernel
 
-_EXPORTS = {
-    "ToolKernel": ".host.tool_kernel",
-    "ToolBridge": ".host.bridge",
-    "SyncToolKernel": ".host.sync",
-    "run": ".host.sync",
-    "Tool": ".host.registry",
-    "ToolRegistry": ".host.registry",
-    "ExecutionResult": ".host.results",
-    "Output": ".host.results",
-    "RunError": ".host.results",
-    "ToolCallRecord": ".host.results",
-    "Event": ".host.events",
-    "StreamOutput": ".host.events",
-    "DisplayOutput": ".host.events",
-    "ToolCallStarted": ".host.events",
-    "ToolCallFinished": ".host.events",
-    "ExecutionFinished": ".host.events",
-    "ProgtcKernelError": ".exceptions",
-    "ToolError": ".exceptions",
-    "ToolArgumentError": ".exceptions",
-    "ToolTimeoutError": ".exceptions",
-    "HostDisconnectedError": ".exceptions",
-    "ToolDefinitionError": ".exceptions",
-    "KernelError": ".exceptions",
-    "ExtensionNotLoadedError": ".exceptions",
-    "ProtocolMismatchError": ".exceptions",
-    "KernelDiedError": ".exceptions",
-    "ExecutionError": ".exceptions",
-}
+__all__ = [
+    "DisplayOutput",
+    "Event",
+    "ExecutionError",
+    "ExecutionFinished",
+    "ExecutionResult",
+    "ExtensionNotLoadedError",
+    "HostDisconnectedError",
+    "KernelDiedError",
+    "KernelError",
+    "Output",
+    "ProgtcKernelError",
+    "ProtocolMismatchError",
+    "RunError",
+    "StreamOutput",
+    "SyncToolKernel",
+    "Tool",
+    "ToolArgumentError",
+    "ToolBridge",
+    "ToolCallFinished",
+    "ToolCallRecord",
+    "ToolCallStarted",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolKernel",
+    "ToolRegistry",
+    "ToolTimeoutError",
+    "__version__",
+    "load_ipython_extension",
+    "run",
+    "unload_ipython_extension",
+]
 
-__all__ = [*sorted(_EXPORTS), "__version__", "load_ipython_extension", "unload_ipython_extension"]
+_HOMES = {
+    ".host.tool_kernel": ["ToolKernel"],
+    ".host.bridge": ["ToolBridge"],
+    ".host.sync": ["SyncToolKernel", "run"],
+    ".host.registry": ["Tool", "ToolRegistry"],
+    ".host.results": ["ExecutionResult", "Output", "RunError", "ToolCallRecord"],
+    ".host.events": ["Event", "StreamOutput", "DisplayOutput", "ToolCallStarted",
+                     "ToolCallFinished", "ExecutionFinished"],
+    ".exceptions": ["ProgtcKernelError", "ToolError", "ToolArgumentError", "ToolTimeoutError",
+                    "HostDisconnectedError", "ToolDefinitionError", "KernelError",
+                    "ExtensionNotLoadedError", "ProtocolMismatchError", "KernelDiedError",
+                    "ExecutionError"],
+}
+_EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:

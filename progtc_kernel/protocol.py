@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - a kernel without typing_extensions
 
 PROTOCOL_VERSION = 1
 COMM_TARGET = "progtc_kernel"
+HOST_CLOSED = "the host closed the connection"
 
 Channel = Literal["shell", "control"]
 ParameterKind = Literal[

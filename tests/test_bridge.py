@@ -104,15 +104,17 @@ async def test_calls_go_to_the_host_whose_client_ran_the_cell(
             ToolBridge(own_kernel, tools={"who": who_else}) as second:
         for bridge, expected in ((first, "first"), (second, "second")):
             done = asyncio.get_running_loop().create_future()
+            msg_id = bridge.transport.send("shell", "execute_request", {
+                "code": "import tools\nprint(tools.who())", "silent": False,
+                "store_history": False, "user_expressions": {}, "allow_stdin": False})
 
-            def on_message(channel: str, msg: dict[str, Any], done: Any = done) -> None:
-                if msg["header"]["msg_type"] == "stream" and not done.done():
+            def on_message(channel: str, msg: dict[str, Any], done: Any = done,
+                           msg_id: str = msg_id) -> None:
+                if (msg["header"]["msg_type"] == "stream" and not done.done()
+                        and msg["parent_header"].get("msg_id") == msg_id):
                     done.set_result(msg["content"]["text"])
 
             bridge.add_message_listener(on_message)
-            bridge.transport.send("shell", "execute_request", {
-                "code": "import tools\nprint(tools.who())", "silent": False,
-                "store_history": False, "user_expressions": {}, "allow_stdin": False})
             assert await asyncio.wait_for(done, 10) == expected + "\n"
 
 

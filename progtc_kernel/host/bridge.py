@@ -21,6 +21,7 @@ from ..exceptions import (
 )
 from ..protocol import (
     COMM_TARGET,
+    HOST_CLOSED,
     CallResult,
     CallsBody,
     CancelledBody,
@@ -124,12 +125,13 @@ class ToolBridge:
     async def wait_ready(self, timeout: float = 30.0) -> ReadyBody:
         assert self._ready is not None, "call start() first"
         try:
-            self.kernel_info = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+            info = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except asyncio.TimeoutError:
             raise KernelError(
                 f"the kernel did not confirm the progtc_kernel comm within {timeout:g} s; "
                 "is it busy, or not an IPython kernel?") from None
-        return self.kernel_info
+        self.kernel_info = info
+        return info
 
     async def close(self) -> None:
         if not self._started:
@@ -137,7 +139,7 @@ class ToolBridge:
         self._started = False
         if self.comm_id:
             # Control reaches a kernel even while a cell runs there.
-            data, buffers = pack("close", {"reason": "the host closed the connection"})
+            data, buffers = pack("close", {"reason": HOST_CLOSED})
             with contextlib.suppress(Exception):
                 self.transport.send("control", "comm_msg", {
                     "comm_id": self.comm_id, "data": data}, buffers=buffers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .results import ExecutionResult, Output, ToolCallRecord
 
@@ -47,4 +47,4 @@ class ExecutionFinished:
     kind: Literal["finished"] = "finished"
 
 
-Event = Union[StreamOutput, DisplayOutput, ToolCallStarted, ToolCallFinished, ExecutionFinished]
+Event = StreamOutput | DisplayOutput | ToolCallStarted | ToolCallFinished | ExecutionFinished

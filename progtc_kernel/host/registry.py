@@ -44,7 +44,7 @@ class Tool:
 
     @classmethod
     def from_function(
-        cls, function: Callable[..., Any], *, name: str | None = None,
+        cls, function: Any, *, name: str | None = None,
         description: str | None = None,
     ) -> Tool:
         if isinstance(function, Tool):
@@ -159,7 +159,7 @@ class ToolRegistry(Mapping[str, Tool]):
         if isinstance(tools, ToolRegistry):
             self._tools: dict[str, Tool] = dict(tools._tools)
         elif isinstance(tools, Mapping):
-            self._tools = {n: Tool.from_function(f, name=n) for n, f in tools.items()}
+            self._tools = {str(n): Tool.from_function(f, name=str(n)) for n, f in tools.items()}
         else:
             self._tools = {}
             for item in tools or ():
@@ -213,7 +213,7 @@ def _describe(exc: pydantic.ValidationError) -> str:
 
 
 def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
-    target = function if inspect.isroutine(function) else getattr(function, "__call__", function)
+    target = _code_of(function)
     try:
         return typing.get_type_hints(target, include_extras=True)
     except Exception:
@@ -221,11 +221,17 @@ def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _is_async(function: Callable[..., Any]) -> bool:
-    target = inspect.unwrap(function)
+    return inspect.iscoroutinefunction(_code_of(function))
+
+
+def _code_of(function: Callable[..., Any]) -> Any:
+    """The function that really runs: through decorators, partials, callable objects."""
+    target: Any = inspect.unwrap(function)
     while isinstance(target, functools.partial):
         target = target.func
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-        getattr(target, "__call__", None))
+    if not inspect.isroutine(target) and not isinstance(target, type):
+        target = type(target).__call__
+    return target
 
 
 def _adapter(name: str, annotation: Any) -> pydantic.TypeAdapter[Any]:
@@ -243,13 +249,12 @@ def _arguments_model(
     # be called anything (even "model_config" or "json") without clashing.
     fields: dict[str, Any] = {}
     for index, p in enumerate(signature.parameters.values()):
-        annotation = hints.get(p.name, Any)
+        annotation: Any = hints.get(p.name, Any)
+        default: Any = ... if p.default is p.empty else p.default
         if p.kind is p.VAR_POSITIONAL:
-            annotation, default = list[annotation], []  # type: ignore[valid-type]
+            annotation, default = list[annotation], []
         elif p.kind is p.VAR_KEYWORD:
-            annotation, default = dict[str, annotation], {}  # type: ignore[valid-type]
-        else:
-            default = ... if p.default is p.empty else p.default
+            annotation, default = dict[str, annotation], {}
         fields[f"p{index}"] = (annotation, pydantic.Field(default, alias=p.name, title=p.name))
     try:
         return pydantic.create_model(

@@ -50,7 +50,7 @@ class SyncToolKernel:
         self._call(self.kernel.start())
 
     def execute(self, code: str, *, tools: ToolsLike = None,
-                timeout: float | None | EllipsisType = ..., silent: bool = False
+                timeout: float | EllipsisType | None = ..., silent: bool = False
                 ) -> ExecutionResult:
         return self._call(self.kernel.execute(code, tools=tools, timeout=timeout, silent=silent))
 

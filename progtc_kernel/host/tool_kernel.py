@@ -12,7 +12,6 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from ..exceptions import KernelDiedError
 from .bridge import ToolBridge
 from .events import (
     DisplayOutput,
@@ -23,7 +22,7 @@ from .events import (
     ToolCallStarted,
 )
 from .registry import ToolRegistry, ToolsLike
-from .results import ExecutionResult, Output, RunError, ToolCallRecord
+from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecord
 from .transport import ZmqTransport
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -144,7 +143,7 @@ class ToolKernel:
     # -- running code -----------------------------------------------------------------
 
     async def execute(
-        self, code: str, *, tools: ToolsLike = None, timeout: float | None | EllipsisType = ...,
+        self, code: str, *, tools: ToolsLike = None, timeout: float | EllipsisType | None = ...,
         silent: bool = False,
     ) -> ExecutionResult:
         """Run code; returns its output, error and tool calls. Never raises for the
@@ -157,7 +156,7 @@ class ToolKernel:
         return result
 
     async def stream(
-        self, code: str, *, tools: ToolsLike = None, timeout: float | None | EllipsisType = ...,
+        self, code: str, *, tools: ToolsLike = None, timeout: float | EllipsisType | None = ...,
         silent: bool = False,
     ) -> AsyncIterator[Event]:
         """Run code, yielding output and tool-call events live; the last one is
@@ -256,9 +255,9 @@ class _Run:
         msg_type = msg["header"]["msg_type"]
         content = msg["content"]
         if msg_type == "stream":
-            name = "stderr" if content.get("name") == "stderr" else "stdout"
-            (self.stderr if name == "stderr" else self.stdout).append(content["text"])
-            self.events.put_nowait(StreamOutput(name, content["text"]))
+            stderr = content.get("name") == "stderr"
+            (self.stderr if stderr else self.stdout).append(content["text"])
+            self.events.put_nowait(StreamOutput("stderr" if stderr else "stdout", content["text"]))
         elif msg_type in ("display_data", "execute_result"):
             output = Output(kind=msg_type, data=content.get("data", {}),
                             metadata=content.get("metadata", {}),
@@ -317,6 +316,7 @@ class _Run:
 
 def _run_error(content: dict[str, Any]) -> RunError:
     ename = str(content.get("ename", "Error"))
+    kind: ErrorKind
     if ename in _SYNTAX_ERRORS:
         kind = "syntax"
     elif ename in _INTERRUPTS:
@@ -351,7 +351,7 @@ def _single_spec(python: str) -> Any:
                       display_name="Python 3 (progtc)", language="python",
                       metadata={"debugger": False}, interrupt_mode="signal")
 
-    class SingleSpecManager(KernelSpecManager):  # type: ignore[misc]
+    class SingleSpecManager(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             if kernel_name != "progtc":
                 raise NoSuchKernel(kernel_name)

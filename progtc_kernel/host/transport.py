@@ -53,11 +53,11 @@ class ZmqTransport:
     @classmethod
     def connect(cls, connection: dict[str, Any] | str | os.PathLike[str]) -> ZmqTransport:
         """A transport with its own client, from connection info or a connection file."""
-        from jupyter_client.asynchronous import AsyncKernelClient
+        from jupyter_client.asynchronous.client import AsyncKernelClient
 
         client = AsyncKernelClient()
         if isinstance(connection, dict):
-            client.load_connection_info(connection)
+            client.load_connection_info(connection)  # type: ignore[arg-type]
         else:
             client.load_connection_file(os.fspath(connection))
         return cls(client)

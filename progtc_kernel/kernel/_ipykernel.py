@@ -28,9 +28,9 @@ Wanted = Callable[[str], bool]
 
 
 def ipykernel_version() -> str:
-    import ipykernel
+    from importlib.metadata import version
 
-    return str(ipykernel.__version__)
+    return version("ipykernel")
 
 
 def current_kernel() -> Any | None:
@@ -48,7 +48,8 @@ def parent_session(kernel: Any) -> str | None:
         parent = kernel.get_parent("shell")
     except TypeError:  # very old signature without a channel argument
         parent = kernel.get_parent()
-    return (parent or {}).get("header", {}).get("session")
+    session = (parent or {}).get("header", {}).get("session")
+    return str(session) if session is not None else None
 
 
 def install_control_route(kernel: Any, wanted: Wanted, handle: MessageHandler) -> None:
@@ -72,7 +73,7 @@ class ShellInterception:
         self.wanted = wanted
         self.handle = handle
         self.installed = threading.Event()
-        stream = getattr(kernel, "shell_stream", None)
+        stream: Any = getattr(kernel, "shell_stream", None)
         self.stream = stream
         # On ipykernel 7 the shell stream runs on its own thread; on 6 on the main one.
         self.on_main_thread = stream is None or stream.io_loop is kernel.io_loop

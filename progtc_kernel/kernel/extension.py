@@ -17,6 +17,7 @@ from typing import Any
 
 from ..protocol import (
     COMM_TARGET,
+    HOST_CLOSED,
     PROTOCOL_VERSION,
     ReadyBody,
     RegisterBody,
@@ -88,7 +89,7 @@ class Extension:
         bridge.configure(body)
         self.bridges[comm.comm_id] = bridge
         comm.on_msg(self.on_message)
-        comm.on_close(lambda close_msg: self.close(comm.comm_id, "the host closed"))
+        comm.on_close(lambda close_msg: self.close(comm.comm_id, HOST_CLOSED))
         ready: ReadyBody = {
             "protocol": PROTOCOL_VERSION,
             "ipykernel": _ipykernel.ipykernel_version(),
@@ -119,7 +120,7 @@ class Extension:
         elif msg_type == "tools":
             bridge.configure(body)
         elif msg_type == "close":
-            self.close(bridge.comm_id, body.get("reason") or "the host closed")
+            self.close(bridge.comm_id, body.get("reason") or HOST_CLOSED)
         else:
             log.warning("progtc_kernel: unknown message type %r", msg_type)
 
