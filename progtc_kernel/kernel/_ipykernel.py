@@ -17,6 +17,7 @@ Tested against ipykernel 6.29+ and 7.x; keep every version difference in here.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,17 @@ def parent_session(kernel: Any) -> str | None:
         parent = kernel.get_parent()
     session = (parent or {}).get("header", {}).get("session")
     return str(session) if session is not None else None
+
+
+def flush_pending_output() -> None:
+    """Publish buffered ``print`` output now, so that it stays ahead of a tool call.
+
+    ipykernel's streams batch output for up to 0.2 s; flushing costs a thread round
+    trip, so only streams with output pending (a private flag) are flushed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "_flush_pending", False):
+            stream.flush()
 
 
 def install_control_route(kernel: Any, wanted: Wanted, handle: MessageHandler) -> None:

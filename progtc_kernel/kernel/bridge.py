@@ -21,6 +21,7 @@ from typing import Any
 
 from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError, ToolTimeoutError
 from ..protocol import CallRequest, CallResult, Channel, RegisterBody, ToolSpec, pack
+from . import _ipykernel
 
 # While calls are pending the main thread wakes this often, so that Ctrl-C (which
 # only runs Python signal handlers when the main thread runs) answers promptly.
@@ -166,6 +167,7 @@ class KernelBridge:
         # A CallsBody, assembled from the requests each call encoded up front.
         body = b'{"calls":[%s],"reply_channel":"%s"}' % (
             b",".join(c.request for c in calls), channel.encode())
+        _ipykernel.flush_pending_output()
         self._send("calls", body, calls[0].parent)
 
     def _reply_channel(self, awaited: bool) -> Channel:

@@ -1,0 +1,491 @@
+"""The ``progtc-kernel`` command.
+
+    progtc-kernel run SCRIPT --tools MODULE_OR_FILE   run code in a kernel that serves tools
+    progtc-kernel install                             install the "Python 3 (progtc)" kernelspec
+
+``run`` writes the code's stdout to stdout and everything else (its stderr, the
+tool-call trace, errors) to stderr, so its output can be piped. Exit status: 0 when
+the code ran, 1 when it failed, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import reprlib
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from .host.events import Event
+    from .host.registry import Tool
+    from .host.results import ExecutionResult, Output
+    from .host.tool_kernel import ToolKernel
+
+PROG = "progtc-kernel"
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs: exit status 2, no traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``progtc-kernel`` command; returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argparse's own usage errors
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        status: int = args.handler(args)
+    except UsageError as exc:
+        _console().print(_error_text(str(exc)))
+        return 2
+    except KeyboardInterrupt:
+        _console().print(_error_text("interrupted"))
+        return 130
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Programmatic tool calling on Jupyter kernels.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run a script in a kernel whose `tools` module calls your functions",
+        description="Run SCRIPT in a fresh IPython kernel where `from tools import ...` "
+        "calls the functions of the --tools modules or files. The code's stdout goes to "
+        "stdout; its stderr, a trace of tool calls and errors go to stderr. Exit status: "
+        "0 when the code ran, 1 when it failed, 2 for usage errors.")
+    run.add_argument("script", metavar="SCRIPT", help="the Python file to run ('-' reads stdin)")
+    run.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a module name or .py file with the tools: its TOOLS list or dict, else the "
+        "names in __all__, else its public functions (repeat to combine)")
+    run.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                     help="interrupt the code after S seconds (default: 30; 0: no limit)")
+    run.add_argument("--tool-timeout", type=_seconds, default=10.0, metavar="S",
+                     help="fail a tool call after S seconds (default: 10; 0: no limit)")
+    run.add_argument("--python", metavar="PATH",
+                     help="the kernel's interpreter; it needs progtc-kernel installed "
+                     "(default: this one)")
+    run.set_defaults(handler=_run_command)
+
+    install = commands.add_parser(
+        "install", help="install a Jupyter kernelspec that loads progtc_kernel",
+        description="Install the kernelspec of a kernel on this interpreter with "
+        "--ext=progtc_kernel, so that hosts can serve it tools with ToolBridge.")
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true",
+                       help="install for the current user (the default)")
+    where.add_argument("--sys-prefix", action="store_true",
+                       help=f"install into this environment ({sys.prefix})")
+    where.add_argument("--prefix", metavar="P", help="install under P/share/jupyter/kernels")
+    install.add_argument("--name", default="progtc", help="the kernel name (default: progtc)")
+    install.add_argument("--display-name", default="Python 3 (progtc)",
+                         help="the name shown in Jupyter (default: 'Python 3 (progtc)')")
+    install.set_defaults(handler=_install_command)
+    return parser
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("give a positive number of seconds, or 0 for no limit")
+    return value or None
+
+
+# -- install --------------------------------------------------------------------------
+
+
+def _install_command(args: argparse.Namespace) -> int:
+    from .kernelspec import install_kernelspec
+
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    try:
+        path = install_kernelspec(user=prefix is None, prefix=prefix, name=args.name,
+                                  display_name=args.display_name)
+    except PermissionError as exc:
+        raise UsageError(f"cannot write the kernelspec ({exc}); try --user or --prefix") from None
+    print(f"Installed kernelspec {args.name!r} ({args.display_name}) in {path}")
+    return 0
+
+
+# -- run ------------------------------------------------------------------------------
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    code = _read_script(args.script)
+    tools = load_tools(args.tools)
+    if args.python:
+        _check_python(args.python)
+    return asyncio.run(_run(code, tools, args))
+
+
+def _read_script(script: str) -> str:
+    if script == "-":
+        return sys.stdin.read()
+    path = Path(script)
+    if path.is_dir():
+        raise UsageError(f"{script} is a directory; give the Python file to run")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"script not found: {script} (give a file path, or '-' to read "
+                         "the code from stdin)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {script}: {exc}") from None
+
+
+def _check_python(python: str) -> None:
+    """Fail early, and clearly, if ``python`` cannot run a progtc kernel."""
+    executable = shutil.which(python)
+    if executable is None:
+        raise UsageError(f"--python {python}: no such interpreter; give the path of a "
+                         "Python executable (e.g. .venv/bin/python)")
+    probe = ("import importlib.util as u, sys; "
+             "sys.exit(u.find_spec('progtc_kernel') is None or u.find_spec('ipykernel') is None)")
+    try:
+        found = subprocess.run([executable, "-c", probe], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--python {python}: cannot run it ({exc})") from None
+    if found.returncode != 0:
+        raise UsageError(f"--python {python}: progtc-kernel is not installed there; install "
+                         f"it with: {python} -m pip install progtc-kernel")
+
+
+async def _run(code: str, tools: Mapping[str, Tool], args: argparse.Namespace) -> int:
+    from .exceptions import KernelError
+    from .host.tool_kernel import ToolKernel
+
+    kernel = ToolKernel(tools, python=args.python, timeout=args.timeout,
+                        tool_timeout=args.tool_timeout)
+    try:
+        await kernel.start()
+    except (KernelError, OSError) as exc:
+        where = f" with --python {args.python}" if args.python else ""
+        raise UsageError(f"could not start a kernel{where}: {exc}") from None
+    return await _stream(kernel, code, timeout=args.timeout)
+
+
+async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> int:
+    printer = _Printer(_console(), timeout=timeout)
+    try:
+        # stream() is an async generator; aclosing() interrupts the run on Ctrl-C at once.
+        events = kernel.stream(code)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                printer.show(event)
+    finally:
+        await kernel.close()
+    return printer.status
+
+
+# -- loading tools --------------------------------------------------------------------
+
+
+def load_tools(sources: Sequence[str]) -> dict[str, Tool]:
+    """The tools of each module name or .py file in ``sources``, by name.
+
+    A source's tools are its ``TOOLS`` (a list, or a dict of name to function) if it
+    has one, else the callables named in ``__all__``, else the public functions
+    defined in it (not the ones it imports). Raises ``UsageError`` for anything amiss.
+    """
+    from .exceptions import ToolDefinitionError
+    from .host.registry import ToolRegistry
+
+    tools: dict[str, Tool] = {}
+    origin: dict[str, str] = {}
+    for source in sources:
+        found = tools_of(import_tools(source), source)
+        try:
+            registry = ToolRegistry(found)
+        except ToolDefinitionError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+        if not registry:
+            raise UsageError(
+                f"{source} defines no tools: define public functions in it, or list the "
+                "tools to serve in TOOLS = [...] (or __all__)")
+        for name, tool in registry.items():
+            if name in tools:
+                raise UsageError(
+                    f"two tools are named {name!r} (in {origin[name]} and {source}); rename "
+                    "one, or choose the tools each file serves with TOOLS = [...]")
+            tools[name] = tool
+            origin[name] = source
+    return tools
+
+
+def tools_of(module: ModuleType, source: str | None = None) -> Any:
+    """What a tools module offers: ``TOOLS``, else ``__all__``, else its own functions."""
+    if hasattr(module, "TOOLS"):
+        declared = module.TOOLS
+        if not isinstance(declared, (Mapping, list, tuple)):
+            raise UsageError(f"{source or module.__name__}: TOOLS must be a list of functions "
+                             f"or a dict of name to function, not {type(declared).__name__}")
+        return declared
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return [value for value in (getattr(module, name, None) for name in names)
+                if callable(value)]
+    return [value for name, value in vars(module).items()
+            if not name.startswith("_") and inspect.isfunction(value)
+            and value.__module__ == module.__name__]
+
+
+def import_tools(source: str) -> ModuleType:
+    """Import a module by name, or a .py file under a private module name."""
+    path = Path(source)
+    if source.endswith(".py") or "/" in source or os.sep in source or path.is_file():
+        if path.is_dir():
+            raise UsageError(f"--tools {source} is a directory; give a .py file or a module name")
+        if not path.is_file():
+            raise UsageError(f"tools file not found: {source} (give the path of a .py file, "
+                             "or the name of an importable module)")
+        return _import_file(path.resolve(), source)
+    return _import_module(source)
+
+
+def _import_file(path: Path, source: str) -> ModuleType:
+    # A private name: a file called tools.py (or json.py...) shadows nothing this way.
+    name = "_progtc_tools_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {source}: it is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    directory = str(path.parent)
+    if directory not in sys.path:
+        sys.path.append(directory)  # for its sibling imports; last, so it shadows nothing
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        del sys.modules[name]
+        if not isinstance(exc, Exception):
+            raise
+        raise UsageError(f"importing {source} failed:\n{_format_exception(exc)}") from None
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you import
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(
+                f"no module named {name!r}: give a .py file path (e.g. --tools "
+                f"{name.replace('.', '/')}.py) or the name of a module importable from "
+                "here") from None
+        raise UsageError(f"importing {name} failed:\n{_format_exception(exc)}") from None
+    except Exception as exc:
+        raise UsageError(f"importing {name} failed:\n{_format_exception(exc)}") from None
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(os.getcwd())
+
+
+def _format_exception(exc: BaseException) -> str:
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if frame.filename != __file__ and not frame.filename.startswith("<frozen")]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return ("Traceback (most recent call last):\n" if frames else "") + "".join(lines).rstrip()
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def _error_text(message: str) -> Text:
+    from rich.text import Text
+
+    return Text.assemble((f"{PROG}: error: ", "bold red"), message)
+
+
+class _Printer:
+    """Shows a run's events as they arrive; ``status`` is the exit status."""
+
+    def __init__(self, console: Console, *, timeout: float | None) -> None:
+        self.console = console
+        self.timeout = timeout
+        self.status = 0
+        self.mid_line = False  # the code's last output did not end its line
+        self.symbols = _symbols(console)
+        self.repr = reprlib.Repr()
+        self.repr.maxstring = self.repr.maxother = 60
+
+    def show(self, event: Event) -> None:
+        from .host.events import (
+            DisplayOutput,
+            ExecutionFinished,
+            StreamOutput,
+            ToolCallFinished,
+            ToolCallStarted,
+        )
+
+        if isinstance(event, StreamOutput):
+            self._write(sys.stdout if event.name == "stdout" else sys.stderr, event.text)
+        elif isinstance(event, DisplayOutput):
+            self._display(event.output)
+        elif isinstance(event, ToolCallStarted):
+            arguments = ", ".join(f"{name}={self.repr.repr(value)}"
+                                  for name, value in event.arguments.items())
+            self._trace((f"{self.symbols[0]} ", "cyan"), (event.name, "bold"), f"({arguments})")
+        elif isinstance(event, ToolCallFinished):
+            call = event.call
+            if call.ok:
+                self._trace((f"{self.symbols[1]} ", "green"), call.name,
+                            (f" {_duration(call.duration)}", "dim"))
+            else:
+                self._trace((f"{self.symbols[2]} ", "red"), call.name,
+                            (f" {call.error or 'failed'}", "red"))
+        elif isinstance(event, ExecutionFinished):
+            self._finish(event.result)
+
+    def _write(self, stream: Any, text: str) -> None:
+        if text:
+            stream.write(text)
+            stream.flush()
+            self.mid_line = not text.endswith("\n")
+
+    def _trace(self, *parts: str | tuple[str, str]) -> None:
+        from rich.text import Text
+
+        sys.stdout.flush()
+        if self.mid_line:  # keep the trace off the end of the code's last line
+            self.console.print()
+            self.mid_line = False
+        self.console.print(Text.assemble(*parts))
+
+    def _display(self, output: Output) -> None:
+        text, note = describe_output(output.data)
+        if text is not None:
+            if "text/markdown" in output.data and sys.stdout.isatty():
+                from rich.console import Console
+                from rich.markdown import Markdown
+
+                Console(soft_wrap=False).print(Markdown(text))
+                self.mid_line = False
+            else:
+                self._write(sys.stdout, text if text.endswith("\n") else text + "\n")
+        elif note is not None:
+            self._trace((note, "dim"))
+
+    def _finish(self, result: ExecutionResult) -> None:
+        from rich.text import Text
+
+        calls = len(result.tool_calls)
+        failed = sum(not call.ok for call in result.tool_calls)
+        summary = f"{_duration(result.duration)}, {calls} tool call{'s' * (calls != 1)}"
+        summary += f" ({failed} failed)" if failed else ""
+        error = result.error
+        if error is None:
+            self._trace((f"done in {summary}", "dim"))
+            return
+        self.status = 1
+        sys.stdout.flush()
+        if self.mid_line:
+            self.console.print()
+        if error.traceback:
+            self.console.print(Text(error.traceback))
+        if error.kind == "timeout":
+            after = f" after {self.timeout:g} s" if self.timeout else ""
+            self.console.print(Text.assemble(
+                (f"timed out{after}: ", "bold red"), f"{error.evalue}; give it longer with "
+                "--timeout S, or --timeout 0 for no limit"))
+        elif error.traceback:  # it ends with the error itself
+            self.console.print(Text.assemble(("failed", "bold red"), (f" after {summary}", "dim")))
+        else:
+            self.console.print(Text.assemble(
+                ("failed: ", "bold red"), f"{error.ename}: {error.evalue}",
+                (f" after {summary}", "dim")))
+
+
+def describe_output(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """How to show a mime bundle in a terminal: ``(text for stdout, note for stderr)``.
+
+    Markdown and meaningful ``text/plain`` are shown as text; anything else becomes a
+    note such as ``[image/png, 12.3 kB]``.
+    """
+    if isinstance(data.get("text/markdown"), str):
+        return data["text/markdown"], None
+    plain = data.get("text/plain")
+    richer = [mime for mime in data if mime != "text/plain"]
+    if isinstance(plain, str) and not (richer and _is_placeholder(plain)):
+        return plain, None
+    if not richer:
+        return None, None
+    mime = next((m for m in richer if m.startswith("image/")), richer[0])
+    return None, f"[{mime}, {_size(mime, data[mime])}]"
+
+
+def _is_placeholder(plain: str) -> bool:
+    """``<IPython.core.display.HTML object>``, ``<Figure size 640x480 with 1 Axes>``..."""
+    plain = plain.strip()
+    return plain.startswith("<") and plain.endswith(">") and "\n" not in plain
+
+
+def _size(mime: str, value: Any) -> str:
+    if not isinstance(value, str):
+        count = len(json.dumps(value).encode())
+    elif mime.startswith(("image/", "audio/", "video/", "application/pdf")) and "svg" not in mime:
+        encoded = "".join(value.split())  # base64: 3 bytes per 4 characters
+        count = len(encoded) * 3 // 4 - encoded[-2:].count("=")
+    else:
+        count = len(value.encode())
+    if count < 1000:
+        return f"{count} B"
+    return f"{count / 1000:.1f} kB" if count < 1_000_000 else f"{count / 1_000_000:.1f} MB"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _symbols(console: Console) -> tuple[str, str, str]:
+    fancy = ("→", "✓", "✗")
+    try:
+        "".join(fancy).encode(console.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return ("->", "ok", "x")
+    return fancy
+
+
+if __name__ == "__main__":
+    sys.exit(main())
