@@ -103,9 +103,22 @@ async def test_comprehensions_inside_async_code_stay_awaitable(kernel: ToolKerne
     assert "Weather in Tokyo, X" in first and "Weather in Cairo, Y" in second
 
 
-async def test_a_cell_without_await_blocks_at_top_level(kernel: ToolKernel) -> None:
+async def test_top_level_statements_without_await_block(kernel: ToolKernel) -> None:
     out = await run_ok(kernel, "import tools\nprint(tools.get_weather('Quito', 'EC'))")
     assert out.strip() == "Weather in Quito, EC: Sunny, 22°C"
+    # IPython compiles each top-level statement on its own: only those with `await`
+    # are coroutines, so a plain statement in an awaiting cell still blocks.
+    out = await run_ok(kernel, (
+        "import asyncio, tools\n"
+        "w = tools.get_weather('Cusco', 'PE')\n"
+        "await asyncio.sleep(0)\n"
+        "for city in ['Lima']:\n"
+        "    pending = tools.get_weather(city, 'PE')\n"
+        "    await asyncio.sleep(0)\n"
+        "print(w)\n"
+        "print(await pending)\n"))
+    assert out.splitlines() == ["Weather in Cusco, PE: Sunny, 22°C",
+                                "Weather in Lima, PE: Sunny, 22°C"]
 
 
 async def test_wrong_arguments_fail_on_the_callers_line(kernel: ToolKernel) -> None:
