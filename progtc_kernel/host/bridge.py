@@ -85,6 +85,9 @@ class ToolBridge:
         self._tool_listeners: list[ToolEventListener] = []
         self._message_listeners: list[MessageListener] = []
         self._started = False
+        self._probes: set[str] = set()
+        self._probe_seen: asyncio.Future[None] | None = None
+        self._iopub_seen: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -95,17 +98,49 @@ class ToolBridge:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self, *, timeout: float = 30.0) -> ReadyBody:
-        """Connect, register the tools and wait until the kernel confirms."""
+    async def start(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
+        """Connect, register the tools and wait until the kernel confirms.
+
+        ``fresh``: the kernel is starting right now (its first iopub message is news)."""
         if not self._started:
-            try:
-                await self.transport.start(self._on_message, timeout=timeout)
-            except TimeoutError:
-                raise KernelDiedError(
-                    f"the kernel did not answer within {timeout:g} s; is it running?") from None
+            self._iopub_seen = asyncio.get_running_loop().create_future()
+            await self.transport.start(self._on_message)
             self._started = True
+        return await self.reopen(timeout=timeout, fresh=fresh)
+
+    async def reopen(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
+        """Register afresh (after a kernel restart) and wait until the kernel confirms."""
+        await self._until_iopub_flows(timeout, fresh)
         self.open()
         return await self.wait_ready(timeout)
+
+    async def _until_iopub_flows(self, timeout: float, fresh: bool) -> None:
+        """A fresh iopub subscription misses what is published before it lands.
+
+        A starting kernel announces itself on iopub: any message proves the way open.
+        Otherwise ask for kernel info on control (it answers even while a cell runs)
+        until a status message about a request comes through. Probes are held back
+        from a starting kernel: ipykernel 6 fails on control messages that arrive
+        before it has started."""
+        loop = asyncio.get_running_loop()
+        if fresh:
+            seen = self._iopub_seen = loop.create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(seen), min(timeout, 5))
+            if seen.done():
+                return
+        live = self._probe_seen = loop.create_future()
+        deadline = loop.time() + timeout
+        try:
+            while not live.done():
+                self._probes.add(self.transport.send("control", "kernel_info_request", {}))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(live), 0.2)
+                if not live.done() and loop.time() > deadline:
+                    raise KernelDiedError(
+                        f"the kernel did not answer within {timeout:g} s; is it running?")
+        finally:
+            self._probes.clear()
 
     def open(self) -> None:
         """Open a fresh comm (after a kernel restart, too) without waiting for it."""
@@ -154,7 +189,7 @@ class ToolBridge:
 
     def use_tools(self, tools: ToolsLike) -> None:
         """Serve this tool set from now on (sent to the kernel only when it changed)."""
-        registry = ToolRegistry(tools)
+        registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
         self.tools = registry
         if registry.fingerprint != self._registered and self.comm_id:
             self._send("shell", "tools", self._register_body())
@@ -176,6 +211,13 @@ class ToolBridge:
     # -- incoming -------------------------------------------------------------------
 
     def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
+        if channel == "iopub" and self._iopub_seen is not None and not self._iopub_seen.done():
+            self._iopub_seen.set_result(None)
+        if self._probes and msg["parent_header"].get("msg_id") in self._probes:
+            seen = self._probe_seen
+            if channel == "iopub" and seen is not None and not seen.done():
+                seen.set_result(None)
+            return
         content = msg.get("content", {})
         msg_type = msg["header"]["msg_type"]
         if channel == "iopub" and content.get("comm_id") == self.comm_id:
@@ -262,11 +304,14 @@ class ToolBridge:
         self._emit(parent_id, ToolCallFinished(record))
 
     def _reply(self, channel: Channel, result: CallResult) -> None:
-        """Results finished in one loop turn leave together."""
-        self._outbox[channel].append(result)
+        """The first result of a loop turn leaves at once; the rest of the turn's
+        results (a gather's) follow together."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+            self._send(channel, "results", {"results": [result]})
+        else:
+            self._outbox[channel].append(result)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

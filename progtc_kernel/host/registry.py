@@ -9,6 +9,7 @@ import inspect
 import json
 import keyword
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -86,6 +87,11 @@ class Tool:
         except pydantic.PydanticUserError:
             return None
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        text = json.dumps(self.spec(), sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()
+
     def spec(self) -> ToolSpec:
         parameters: list[ParameterSpec] = [
             {
@@ -159,11 +165,11 @@ class ToolRegistry(Mapping[str, Tool]):
         if isinstance(tools, ToolRegistry):
             self._tools: dict[str, Tool] = dict(tools._tools)
         elif isinstance(tools, Mapping):
-            self._tools = {str(n): Tool.from_function(f, name=str(n)) for n, f in tools.items()}
+            self._tools = {str(n): _tool_for(f, str(n)) for n, f in tools.items()}
         else:
             self._tools = {}
             for item in tools or ():
-                tool = Tool.from_function(item)
+                tool = _tool_for(item)
                 if tool.name in self._tools:
                     raise ToolDefinitionError(
                         f"two tools are named {tool.name!r}; pass a mapping to name them apart")
@@ -187,7 +193,7 @@ class ToolRegistry(Mapping[str, Tool]):
     @functools.cached_property
     def fingerprint(self) -> str:
         """Changes whenever what the kernel sees of these tools changes."""
-        text = json.dumps(self.specs(), sort_keys=True, default=str)
+        text = ",".join(f"{name}:{tool.fingerprint}" for name, tool in self._tools.items())
         return hashlib.sha1(text.encode()).hexdigest()
 
     async def call(self, name: str, arguments: dict[str, Any]) -> CallResult:
@@ -197,6 +203,24 @@ class ToolRegistry(Mapping[str, Tool]):
             return _failure("unknown_tool", "LookupError",
                             f"no tool named {name!r}; available tools: {available}")
         return await tool.call(arguments)
+
+
+# Building a Tool (pydantic models, schemas) costs about a millisecond; agents pass
+# the same functions on every execute, so each is built once.
+_BUILT: weakref.WeakKeyDictionary[Any, dict[str | None, Tool]] = weakref.WeakKeyDictionary()
+
+
+def _tool_for(function: Any, name: str | None = None) -> Tool:
+    if isinstance(function, Tool):
+        return function
+    try:
+        built = _BUILT.setdefault(function, {})
+    except TypeError:  # not weak-referenceable: build it every time
+        return Tool.from_function(function, name=name)
+    tool = built.get(name)
+    if tool is None:
+        tool = built[name] = Tool.from_function(function, name=name)
+    return tool
 
 
 def _failure(kind: Any, error_type: str, message: str) -> CallResult:

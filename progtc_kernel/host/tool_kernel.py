@@ -110,15 +110,17 @@ class ToolKernel:
             if self._env is not None:
                 kwargs["env"] = self._env
             await _maybe_await(km.start_kernel(**kwargs))
-        client = km.client()
+        # A client of our own session: km.client() would share the manager's session id,
+        # hence the ZMQ identity, with any other client made the same way.
         bridge = ToolBridge(
-            ZmqTransport(client), self.tools, tool_timeout=self.tool_timeout,
-            max_in_flight=self.max_in_flight, load_extension=False)
+            ZmqTransport.connect(km.get_connection_info()), self.tools,
+            tool_timeout=self.tool_timeout, max_in_flight=self.max_in_flight,
+            load_extension=False)
         bridge.add_message_listener(self._on_message)
         bridge.add_tool_listener(self._on_tool_event)
         self._bridge = bridge
         try:
-            await bridge.start(timeout=self.startup_timeout)
+            await bridge.start(timeout=self.startup_timeout, fresh=True)
         except BaseException:
             await self.close()
             raise
@@ -141,8 +143,7 @@ class ToolKernel:
     async def _restart(self) -> None:
         await _maybe_await(self.kernel_manager.restart_kernel(now=True))
         self._needs_restart = False
-        self.bridge.open()
-        await self.bridge.wait_ready(self.startup_timeout)
+        await self.bridge.reopen(timeout=self.startup_timeout, fresh=True)
 
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""

@@ -27,9 +27,8 @@ class Transport(Protocol):
         """Our client session id: kernels stamp it on messages from our requests."""
         ...
 
-    async def start(self, on_message: MessageCallback, *, timeout: float = 60.0) -> None:
-        """Connect, then call ``on_message(channel, msg)`` for every message received.
-        Returns once messages flow both ways; TimeoutError if they do not."""
+    async def start(self, on_message: MessageCallback) -> None:
+        """Connect, then call ``on_message(channel, msg)`` for every message received."""
         ...
 
     def send(
@@ -66,33 +65,12 @@ class ZmqTransport:
     def session_id(self) -> str:
         return str(self.client.session.session)
 
-    async def start(self, on_message: MessageCallback, *, timeout: float = 60.0) -> None:
-        """Connect and return once iopub delivers (a fresh SUB socket misses what is
-        published before its subscription lands)."""
+    async def start(self, on_message: MessageCallback) -> None:
         self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
-        probes: set[str] = set()
-        live = asyncio.get_running_loop().create_future()
-
-        def route(channel: str, msg: dict[str, Any]) -> None:
-            if msg["parent_header"].get("msg_id") in probes:
-                if channel == "iopub" and not live.done():
-                    live.set_result(None)
-                return
-            on_message(channel, msg)
-
         for name in ("iopub", "shell", "control"):
             socket = getattr(self.client, f"{name}_channel").socket
-            reader = _read(name, socket, self.client.session, route)
+            reader = _read(name, socket, self.client.session, on_message)
             self._readers.append(asyncio.create_task(reader))
-        # Control answers even while a cell runs; each request publishes a status.
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not live.done():
-            probes.add(self.send("control", "kernel_info_request", {}))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(live), 0.2)
-            if not live.done() and asyncio.get_running_loop().time() > deadline:
-                await self.close()
-                raise TimeoutError(f"the kernel did not answer within {timeout:g} s")
 
     def send(
         self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,

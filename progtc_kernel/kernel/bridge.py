@@ -3,14 +3,17 @@
 Calls made in one event-loop turn (an ``asyncio.gather``) leave as one batch. At
 most ``max_in_flight`` calls are outstanding; the rest wait here, because iopub
 drops messages under large bursts. Results may arrive on the main thread, the
-shell-channel thread or the control thread, so every call owns a thread-safe
-``concurrent.futures.Future`` and all shared state sits behind one lock.
+shell-channel thread or the control thread: shared state sits behind one lock, an
+awaited call's ``asyncio.Future`` is settled on the event loop (a batch in one hop),
+and a blocking call's ``concurrent.futures.Future`` on whichever thread brought it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import itertools
 import json
 import signal
@@ -44,7 +47,9 @@ class PendingCall:
             raise ToolArgumentError(tool, "TypeError", _unsendable(exc)) from None
         self.awaited = awaited
         self.deadline: float | None = None
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.future: asyncio.Future[Any] | concurrent.futures.Future[Any] = (
+            asyncio.get_running_loop().create_future() if awaited
+            else concurrent.futures.Future())
         self.parent: dict[str, Any] = {}
 
 
@@ -89,7 +94,7 @@ class KernelBridge:
         __tracebackhide__ = True
         call = self._start(tool, arguments, awaited=True)
         try:
-            return await asyncio.wrap_future(call.future)
+            return await call.future  # type: ignore[misc]
         except asyncio.CancelledError:
             self._cancel(call, "interrupt")
             raise
@@ -97,16 +102,18 @@ class KernelBridge:
     def call_blocking(self, tool: str, arguments: dict[str, Any]) -> Any:
         __tracebackhide__ = True
         call = self._start(tool, arguments, awaited=False)
+        future = call.future
+        assert isinstance(future, concurrent.futures.Future)
         try:
             with _interruptible():
-                while not call.future.done():
-                    concurrent.futures.wait((call.future,), timeout=WAKE_INTERVAL)
+                while not future.done():
+                    concurrent.futures.wait((future,), timeout=WAKE_INTERVAL)
                     if call.deadline is not None and time.monotonic() > call.deadline:
                         self._expire(call)
         except BaseException:
             self._cancel(call, "interrupt")
             raise
-        return call.future.result()
+        return future.result()
 
     def _start(self, tool: str, arguments: dict[str, Any], awaited: bool) -> PendingCall:
         if self.closed_reason is not None:
@@ -139,17 +146,22 @@ class KernelBridge:
 
     def _queue(self, calls: list[PendingCall] | None = None, cancelled: list[int] | None = None
                ) -> None:
-        """Coalesce what one loop turn produces into one message per kind."""
+        """Coalesce what one loop turn produces into one message per kind; the first
+        call of a turn leaves at once, so that a lone call waits for nothing."""
+        on_loop = _on_loop_thread(self.loop)
         with self._lock:
-            self._outbox.extend(calls or ())
+            send_now = bool(calls) and on_loop and not self._flush_scheduled
+            if not send_now:
+                self._outbox.extend(calls or ())
             self._cancelled.extend(cancelled or ())
-            if self._flush_scheduled:
-                return
-            self._flush_scheduled = True
-        if _on_loop_thread(self.loop):
+            schedule = on_loop and not self._flush_scheduled
+            self._flush_scheduled = self._flush_scheduled or on_loop
+        if send_now and calls:
+            self._send_calls(calls)
+        if schedule:
             self.loop.call_soon(self._flush)
             self._start_ticking()
-        else:
+        elif not on_loop:
             self._flush()
 
     def _flush(self) -> None:
@@ -192,18 +204,50 @@ class KernelBridge:
 
     def take_results(self, results: list[CallResult]) -> None:
         """Resolve calls from a ``results`` message. Runs on any thread."""
-        for result in results:
-            with self._lock:
-                call = self._in_flight.pop(result["id"], None)
-            if call is None:
-                continue  # timed out or cancelled meanwhile
-            if result.get("ok"):
-                _settle(call.future, value=result.get("value"))
+        awaited: list[tuple[PendingCall, CallResult]] = []
+        with self._lock:
+            settled = [(call, result) for result in results
+                       if (call := self._in_flight.pop(result["id"], None)) is not None]
+        for call, result in settled:  # a call missing here timed out or was cancelled
+            if call.awaited:
+                awaited.append((call, result))
             else:
-                error = result.get("error") or {"kind": "tool", "type": "Error", "message": ""}
-                cls = _ERRORS.get(error["kind"], ToolError)
-                _settle(call.future, error=cls(call.tool, error["type"], error["message"]))
+                self._settle_result(call, result)
+        if awaited:
+            if _on_loop_thread(self.loop):
+                self._settle_results(awaited)
+            else:  # one hop to the loop for the whole batch
+                self.loop.call_soon_threadsafe(self._settle_results, awaited)
         self._pump()
+
+    def _settle_results(self, pairs: list[tuple[PendingCall, CallResult]]) -> None:
+        for call, result in pairs:
+            self._settle_result(call, result)
+
+    def _settle_result(self, call: PendingCall, result: CallResult) -> None:
+        if result.get("ok"):
+            self._settle(call, value=result.get("value"))
+            return
+        error = result.get("error") or {"kind": "tool", "type": "Error", "message": ""}
+        cls = _ERRORS.get(error["kind"], ToolError)
+        self._settle(call, error=cls(call.tool, error["type"], error["message"]))
+
+    def _settle(self, call: PendingCall, *, value: Any = None,
+                error: BaseException | None = None) -> None:
+        """Complete a call's future on the thread that may touch it."""
+        if call.awaited and not _on_loop_thread(self.loop):
+            self.loop.call_soon_threadsafe(
+                functools.partial(self._settle, call, value=value, error=error))
+            return
+        future = call.future
+        if future.done():
+            return  # cancelled or timed out just before
+        with contextlib.suppress(concurrent.futures.InvalidStateError,
+                                 asyncio.InvalidStateError):
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
     def close(self, reason: str) -> None:
         """The host is gone: fail every pending call and refuse new ones."""
@@ -213,7 +257,7 @@ class KernelBridge:
             self._in_flight.clear()
             self._waiting.clear()
         for call in pending:
-            _settle(call.future, error=HostDisconnectedError(
+            self._settle(call, error=HostDisconnectedError(
                 call.tool, "HostDisconnectedError", reason))
 
     def _expire(self, call: PendingCall) -> None:
@@ -221,7 +265,7 @@ class KernelBridge:
             call.tool, "TimeoutError", f"no result within {self.tool_timeout:g} s (tool_timeout)")
         with self._lock:
             known = self._in_flight.pop(call.id, None) is not None
-        _settle(call.future, error=timeout)
+        self._settle(call, error=timeout)
         if known:
             self._send("cancelled", {"ids": [call.id], "reason": "timeout"}, call.parent)
         self._pump()
@@ -288,17 +332,6 @@ class _interruptible:
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
             signal.signal(signal.SIGINT, self.saved)
-
-
-def _settle(future: concurrent.futures.Future[Any], *, value: Any = None,
-            error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled or timed out just before
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
