@@ -27,6 +27,18 @@ async def own_kernel(kernel_python: str) -> AsyncIterator[AsyncKernelManager]:
         await km.shutdown_kernel(now=True)
 
 
+@pytest.fixture
+async def own_client(own_kernel: AsyncKernelManager) -> AsyncIterator[Any]:
+    """The user's own client on that kernel."""
+    client = own_kernel.client()
+    client.start_channels()
+    await client.wait_for_ready()
+    try:
+        yield client
+    finally:
+        client.stop_channels()
+
+
 async def run_cell(client: Any, code: str, timeout: float = 30) -> str:
     """Run code on the user's own client; return its stdout."""
     out: list[str] = []
@@ -41,39 +53,36 @@ async def run_cell(client: Any, code: str, timeout: float = 30) -> str:
     return "".join(out)
 
 
-async def test_serve_tools_to_your_own_kernel(own_kernel: AsyncKernelManager) -> None:
-    client = own_kernel.client()
-    client.start_channels()
-    await client.wait_for_ready()
+async def test_serve_tools_to_your_own_kernel(
+    own_kernel: AsyncKernelManager, own_client: Any,
+) -> None:
     async with ToolBridge(own_kernel, tools=TOOLS) as bridge:
         assert bridge.kernel_info is not None
-        out = await run_cell(client, (
+        out = await run_cell(own_client, (
             "from tools import get_weather\n"
             "print(await get_weather('Porto', 'PT'))"))
     assert out == "Weather in Porto, PT: Sunny, 22°C\n"
-    client.stop_channels()
 
 
 async def test_bridge_accepts_a_client_or_a_connection_file(
-    own_kernel: AsyncKernelManager,
+    own_kernel: AsyncKernelManager, own_client: Any,
 ) -> None:
-    client = own_kernel.client()
-    client.start_channels()
+    client = own_client
     async with ToolBridge(client, tools=TOOLS):
         out = await run_cell(client, "import tools\nprint(tools.get_weather('Bonn', 'DE'))")
     assert out == "Weather in Bonn, DE: Sunny, 22°C\n"
     async with ToolBridge(own_kernel.connection_file, tools=TOOLS):
         out = await run_cell(client, "import tools\nprint(tools.get_weather('Gent', 'BE'))")
     assert out == "Weather in Gent, BE: Sunny, 22°C\n"
-    client.stop_channels()
 
 
-async def test_host_closing_fails_pending_calls(own_kernel: AsyncKernelManager) -> None:
+async def test_host_closing_fails_pending_calls(
+    own_kernel: AsyncKernelManager, own_client: Any,
+) -> None:
     async def slow() -> None:
         await asyncio.sleep(30)
 
-    client = own_kernel.client()
-    client.start_channels()
+    client = own_client
     bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
     await bridge.start()
     cell = asyncio.create_task(run_cell(client, (
@@ -88,7 +97,6 @@ async def test_host_closing_fails_pending_calls(own_kernel: AsyncKernelManager) 
     assert out == "HostDisconnectedError the host closed the connection\n"
     out = await run_cell(client, "import tools\ntools.get_weather('x', 'y')")
     assert "no host is serving tools" in out
-    client.stop_channels()
 
 
 async def test_calls_go_to_the_host_whose_client_ran_the_cell(

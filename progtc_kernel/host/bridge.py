@@ -106,7 +106,11 @@ class ToolBridge:
             self._iopub_seen = asyncio.get_running_loop().create_future()
             await self.transport.start(self._on_message)
             self._started = True
-        return await self.reopen(timeout=timeout, fresh=fresh)
+        try:
+            return await self.reopen(timeout=timeout, fresh=fresh)
+        except BaseException:
+            await self.close()
+            raise
 
     async def reopen(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
         """Register afresh (after a kernel restart) and wait until the kernel confirms."""

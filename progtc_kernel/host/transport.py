@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+from .._wire import SignatureCheck, decode
+
 ChannelName = Literal["shell", "control", "iopub", "stdin"]
 MessageCallback = Callable[[str, dict[str, Any]], None]
 log = logging.getLogger("progtc_kernel")
@@ -67,9 +69,10 @@ class ZmqTransport:
 
     async def start(self, on_message: MessageCallback) -> None:
         self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        check = SignatureCheck(self.client.session)
         for name in ("iopub", "shell", "control"):
             socket = getattr(self.client, f"{name}_channel").socket
-            reader = _read(name, socket, self.client.session, on_message)
+            reader = _read(name, socket, self.client.session, check, on_message)
             self._readers.append(asyncio.create_task(reader))
 
     def send(
@@ -92,12 +95,12 @@ class ZmqTransport:
             self.client.stop_channels()
 
 
-async def _read(name: str, socket: Any, session: Any, on_message: MessageCallback) -> None:
+async def _read(name: str, socket: Any, session: Any, check: SignatureCheck,
+                on_message: MessageCallback) -> None:
     while True:
         frames = await socket.recv_multipart(copy=False)
         try:
-            _, frames = session.feed_identities(frames, copy=False)
-            msg = session.deserialize(frames, content=True, copy=False)
+            msg = decode(session, check, frames)
         except Exception:
             log.warning("dropped an unreadable message on %s", name, exc_info=True)
             continue

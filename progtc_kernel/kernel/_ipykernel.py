@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import _wire
+
 log = logging.getLogger("progtc_kernel")
 
 MessageHandler = Callable[[dict[str, Any]], None]
@@ -85,6 +87,7 @@ class ShellInterception:
         self.wanted = wanted
         self.handle = handle
         self.installed = threading.Event()
+        self.check = _wire.SignatureCheck(kernel.session)
         stream: Any = getattr(kernel, "shell_stream", None)
         self.stream = stream
         # On ipykernel 7 the shell stream runs on its own thread; on 6 on the main one.
@@ -117,18 +120,17 @@ class ShellInterception:
         self.installed.set()
 
     def _take(self, frames: list[Any]) -> dict[str, Any] | None:
-        """Our message, verified and deserialized; None for anything else."""
+        """Our message, verified and decoded; None for anything else."""
         session = self.kernel.session
         try:
             _, rest = session.feed_identities(frames, copy=False)
-            if session.unpack(rest[1].bytes).get("msg_type") != "comm_msg":
+            head = _wire.head_of(rest)
+            if session.unpack(head[1]).get("msg_type") != "comm_msg":
                 return None
-            content = session.unpack(rest[4].bytes)
+            content = session.unpack(head[4])
             if not self.wanted(content.get("comm_id", "")):
                 return None
-            # content=True checks the HMAC signature and records its digest, exactly
-            # as ipykernel would have done for this message.
-            msg: dict[str, Any] = session.deserialize(rest, content=True, copy=False)
+            self.check(head)
         except Exception:
             return None  # let ipykernel see it, and complain about it if it must
-        return msg
+        return {"content": content, "buffers": [memoryview(f) for f in rest[5:]]}
