@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
+import functools
 import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
 from progtc_kernel import ToolKernel, ToolRegistry
+from progtc_kernel._wire import SignatureCheck, decode
 
 SMALL_CALLS = 300  # sequential awaited calls, and input() round trips
 ROUNDS = 6  # ... measured in alternating rounds
@@ -138,13 +143,19 @@ def bare_kernel_manager(python: str) -> AsyncKernelManager:
                       display_name="bench", language="python", interrupt_mode="signal",
                       metadata={"debugger": False})
 
-    class OneSpec(KernelSpecManager):  # type: ignore[misc]
+    class OneSpec(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             if kernel_name != "bench":
                 raise NoSuchKernel(kernel_name)
             return spec
 
-    return AsyncKernelManager(kernel_spec_manager=OneSpec(), kernel_name="bench")
+    km = AsyncKernelManager(kernel_spec_manager=OneSpec(), kernel_name="bench")
+    if os.name == "posix":  # the same transport as ToolKernel's: Unix sockets
+        km.transport = "ipc"
+        sockets = tempfile.mkdtemp(prefix="progtc-bench-")
+        atexit.register(shutil.rmtree, sockets, ignore_errors=True)
+        km.ip = os.path.join(sockets, "kernel")
+    return km
 
 
 def kernel_pid(km: Any) -> int:
@@ -184,17 +195,15 @@ async def plain_client(km: Any, *, iopub: bool, stdin: bool) -> AsyncKernelClien
     return kc
 
 
-def receive(kc: AsyncKernelClient, channel: str) -> Callable[[], Any]:
+def receive(kc: AsyncKernelClient, channel: str) -> Callable[[], Awaitable[dict[str, Any]]]:
     """Read one message straight off a client's channel socket (the floor's fast path:
-    what jupyter_client's ``get_*_msg`` does, minus its poll)."""
+    one receive and one decode per message, as ToolKernel's own reader does)."""
     socket = getattr(kc, f"{channel}_channel").socket
-    session = kc.session
+    check = SignatureCheck(kc.session)
 
     async def recv() -> dict[str, Any]:
-        frames = await socket.recv_multipart(copy=False)
-        _, frames = session.feed_identities(frames, copy=False)
-        msg: dict[str, Any] = session.deserialize(frames, content=True, copy=False)
-        return msg
+        # The same decoding as ToolKernel's own reader, so that both sides pay alike.
+        return decode(kc.session, check, await socket.recv_multipart(copy=False))
 
     return recv
 
@@ -202,9 +211,11 @@ def receive(kc: AsyncKernelClient, channel: str) -> Callable[[], Any]:
 async def bare_execute(kc: AsyncKernelClient, code: str = "pass", *, api: bool = False) -> float:
     """Seconds from sending execute_request to having its execute_reply and idle.
     ``api``: read with jupyter_client's ``get_shell_msg``/``get_iopub_msg`` instead."""
+    shell: Callable[[], Awaitable[dict[str, Any]]]
+    iopub: Callable[[], Awaitable[dict[str, Any]]]
     if api:
-        shell = lambda: kc.get_shell_msg(timeout=TIMEOUT)  # noqa: E731
-        iopub = lambda: kc.get_iopub_msg(timeout=TIMEOUT)  # noqa: E731
+        shell = functools.partial(kc.get_shell_msg, timeout=TIMEOUT)
+        iopub = functools.partial(kc.get_iopub_msg, timeout=TIMEOUT)
     else:
         shell, iopub = receive(kc, "shell"), receive(kc, "iopub")
     start = time.perf_counter()
@@ -268,9 +279,8 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         started = time.perf_counter()
         await stack.enter_async_context(kernel)
         out["start_s"] = time.perf_counter() - started
-        info = kernel.bridge.kernel_info or {}
-        out["kernel"] = {"ipykernel": info.get("ipykernel"), "python": info.get("python"),
-                         "shell_replies": info.get("shell_replies")}
+        info = kernel.bridge.kernel_info
+        out["kernel"] = dict(info) if info else {}
 
         # 5. Memory with the extension loaded, tools registered, a few calls made.
         log("tool kernel: warm-up, RSS")
@@ -304,10 +314,10 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         samples: dict[str, list[float]] = {"tools": [], "prebuilt": [], "bare": [], "api": []}
         for i in range(EXECUTIONS + 10):
             timings = {
-                "tools": await timed(lambda i=i: kernel.execute("pass", tools=sets[i % 2])),
+                "tools": await timed(functools.partial(kernel.execute, "pass", tools=sets[i % 2])),
                 "bare": await timed(lambda: bare_execute(bare_kc)),
                 "prebuilt": await timed(
-                    lambda i=i: kernel.execute("pass", tools=registries[i % 2])),
+                    functools.partial(kernel.execute, "pass", tools=registries[i % 2])),
                 "api": await timed(lambda: bare_execute(bare_kc, api=True)),
             }
             if i >= 10:  # the first ten are warm-up

@@ -99,6 +99,25 @@ async def test_host_closing_fails_pending_calls(
     assert "no host is serving tools" in out
 
 
+async def test_a_vanished_host_is_noticed_through_the_call_timeout(
+    own_kernel: AsyncKernelManager, own_client: Any,
+) -> None:
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=1)
+    await bridge.start()
+    cell = asyncio.create_task(run_cell(own_client, (
+        "import tools\n"
+        "try:\n"
+        "    await tools.slow()\n"
+        "except TimeoutError as e:\n"
+        "    print(type(e).__name__)\n")))
+    await asyncio.sleep(0.3)
+    await bridge.transport.close()  # gone without a word, as a crashed host would be
+    assert await asyncio.wait_for(cell, 5) == "ToolTimeoutError\n"
+
+
 async def test_calls_go_to_the_host_whose_client_ran_the_cell(
     own_kernel: AsyncKernelManager,
 ) -> None:
