@@ -18,6 +18,8 @@ from progtc_kernel import (
     ToolKernel,
 )
 
+from .conftest import search_database
+
 
 async def test_result_holds_stdout_stderr_and_rich_outputs(kernel: ToolKernel) -> None:
     result = await kernel.execute(
@@ -160,3 +162,20 @@ async def test_restart_gives_a_fresh_process_with_the_same_tools(kernel: ToolKer
     result = await kernel.execute(
         "import os, tools\nprint('pid' in globals())\nprint(await tools.get_weather('Ulm', 'DE'))")
     assert result.stdout == "False\nWeather in Ulm, DE: Sunny, 22°C\n"
+
+
+async def test_adopting_a_running_kernel_manager(kernel_python: str) -> None:
+    from jupyter_client.manager import AsyncKernelManager
+
+    from progtc_kernel.host.tool_kernel import _single_spec
+
+    km = AsyncKernelManager(kernel_spec_manager=_single_spec(kernel_python),
+                            kernel_name="progtc")
+    await km.start_kernel()  # no --ext: the extension is loaded on adoption
+    try:
+        async with ToolKernel([search_database], kernel_manager=km) as kernel:
+            result = await kernel.execute("import tools\nprint(len(tools.search_database('x')))")
+            assert result.stdout == "3\n"
+        assert await km.is_alive()  # yours, so left running
+    finally:
+        await km.shutdown_kernel(now=True)

@@ -47,7 +47,9 @@ class ToolKernel:
 
     State persists across ``execute`` calls; ``reset()`` clears it, ``restart()``
     starts a fresh process. ``python`` picks another interpreter for the kernel (it
-    needs ``progtc-kernel`` installed); ``kernel_manager`` adopts one you created.
+    needs ``progtc-kernel`` installed). ``kernel_manager`` adopts a jupyter_client
+    ``AsyncKernelManager`` of yours: a kernel already running there gets the extension
+    loaded, and is left running by ``close()``.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class ToolKernel:
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
         self._needs_restart = False
+        self._owns_kernel = False  # a kernel we started is ours to shut down
 
     @property
     def bridge(self) -> ToolBridge:
@@ -104,6 +107,7 @@ class ToolKernel:
     async def start(self) -> None:
         km = self.kernel_manager
         if not await _maybe_await(km.is_alive()):
+            self._owns_kernel = True
             kwargs: dict[str, Any] = {"extra_arguments": ["--ext=progtc_kernel"]}
             if self._cwd:
                 kwargs["cwd"] = self._cwd
@@ -115,7 +119,7 @@ class ToolKernel:
         bridge = ToolBridge(
             ZmqTransport.connect(km.get_connection_info()), self.tools,
             tool_timeout=self.tool_timeout, max_in_flight=self.max_in_flight,
-            load_extension=False)
+            load_extension=not self._owns_kernel)  # ours started with --ext
         bridge.add_message_listener(self._on_message)
         bridge.add_tool_listener(self._on_tool_event)
         self._bridge = bridge
@@ -130,7 +134,7 @@ class ToolKernel:
             await self._bridge.close()
             self._bridge = None
         km = self.kernel_manager
-        if km.has_kernel:
+        if self._owns_kernel and km.has_kernel:
             await _maybe_await(km.shutdown_kernel(now=True))
         if self._sockets is not None:
             self._sockets.cleanup()

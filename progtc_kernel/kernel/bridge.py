@@ -96,7 +96,7 @@ class KernelBridge:
         try:
             return await call.future  # type: ignore[misc]
         except asyncio.CancelledError:
-            self._cancel(call, "interrupt")
+            self._cancel(call)
             raise
 
     def call_blocking(self, tool: str, arguments: dict[str, Any]) -> Any:
@@ -111,7 +111,7 @@ class KernelBridge:
                     if call.deadline is not None and time.monotonic() > call.deadline:
                         self._expire(call)
         except BaseException:
-            self._cancel(call, "interrupt")
+            self._cancel(call)
             raise
         return future.result()
 
@@ -270,7 +270,8 @@ class KernelBridge:
             self._send("cancelled", {"ids": [call.id], "reason": "timeout"}, call.parent)
         self._pump()
 
-    def _cancel(self, call: PendingCall, reason: str) -> None:
+    def _cancel(self, call: PendingCall) -> None:
+        """The caller gave up (Ctrl-C, a cancelled task): tell the host to stop too."""
         with self._lock:
             in_flight = self._in_flight.pop(call.id, None) is not None
             if not in_flight and call in self._waiting:
