@@ -23,6 +23,9 @@ from progtc_kernel import ToolKernel
 ROOT = Path(__file__).resolve().parent.parent
 ENVS = ROOT / ".kernel-envs"
 LINES = {"6.31": "ipykernel==6.31.*", "7": "ipykernel>=7,<8"}
+# Every other supported release line, for the checks of the private-internals module.
+OTHER_LINES = {f"{major}.{minor}": f"ipykernel=={major}.{minor}.*"
+               for major, minor in [(6, 29), (6, 30), (7, 0), (7, 1), (7, 2), (7, 3)]}
 
 
 def _selected_lines() -> list[str]:
@@ -41,7 +44,7 @@ def kernel_env(line: str) -> str:
     marker = env / ".ready"
     if not marker.exists():
         shutil.rmtree(env, ignore_errors=True)
-        requirement = LINES[line]
+        requirement = {**LINES, **OTHER_LINES}[line]
         uv = shutil.which("uv") or (shutil.which("uv", path=str(Path(sys.executable).parent)))
         if uv:
             subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(env)], check=True)
