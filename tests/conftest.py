@@ -8,17 +8,19 @@ e.g. ``PROGTC_TEST_KERNELS=7`` for a quick run.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import ExecutionFinished, ToolCallStarted, ToolKernel
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVS = ROOT / ".kernel-envs"
@@ -104,3 +106,18 @@ def make_kernel(kernel_python: str) -> Callable[..., ToolKernel]:
         return ToolKernel(tools, **options)
 
     return make
+
+
+async def interrupt_during_call(kernel: ToolKernel, code: str) -> tuple[float, str]:
+    """Run code, interrupt it 0.2 s into its first tool call; returns how long the
+    run took to end after the interrupt, and its error kind."""
+    interrupted_at = 0.0
+    async for event in kernel.stream(code):
+        if isinstance(event, ToolCallStarted):
+            await asyncio.sleep(0.2)
+            interrupted_at = time.monotonic()
+            await kernel.interrupt()
+        if isinstance(event, ExecutionFinished):
+            assert event.result.error is not None
+            return time.monotonic() - interrupted_at, event.result.error.kind
+    raise AssertionError("the run ended without a result")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import pytest
 
-from progtc_kernel import ExecutionFinished, ToolCallStarted, ToolKernel
+from progtc_kernel import ToolKernel
 
-from .conftest import OTHER_LINES, kernel_env
+from .conftest import OTHER_LINES, interrupt_during_call, kernel_env
 
 LINES = (os.environ["PROGTC_TEST_KERNELS"].split(",") if os.environ.get("PROGTC_TEST_KERNELS")
          else list(OTHER_LINES))
@@ -46,13 +45,5 @@ async def test_replies_reach_running_cells(line: str) -> None:
             "print(tools.lookup('plain'))\n")
         assert result.stdout == "['A', 'B', 'C']\nBLOCKING\nPLAIN\n", result.error
 
-        interrupted = 0.0
-        async for event in kernel.stream("import tools\nawait tools.stall()"):
-            if isinstance(event, ToolCallStarted):
-                await asyncio.sleep(0.2)
-                interrupted = time.monotonic()
-                await kernel.interrupt()
-            elif isinstance(event, ExecutionFinished):
-                assert event.result.error is not None
-                assert event.result.error.kind == "cancelled"
-        assert time.monotonic() - interrupted < 0.5
+        delay, kind = await interrupt_during_call(kernel, "import tools\nawait tools.stall()")
+        assert (kind, delay < 0.5) == ("cancelled", True)

@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 import pydantic
 
-from progtc_kernel import ExecutionFinished, ToolCallStarted, ToolKernel
+from progtc_kernel import ToolKernel
+
+from .conftest import interrupt_during_call
 
 
 class Hotel(pydantic.BaseModel):
@@ -134,19 +136,6 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
         await asyncio.wait_for(cancelled.wait(), 2)
 
 
-async def _interrupt_during_call(kernel: ToolKernel, code: str) -> tuple[float, str]:
-    interrupted_at = 0.0
-    async for event in kernel.stream(code):
-        if isinstance(event, ToolCallStarted):
-            await asyncio.sleep(0.2)
-            interrupted_at = time.monotonic()
-            await kernel.interrupt()
-        if isinstance(event, ExecutionFinished):
-            assert event.result.error is not None
-            return time.monotonic() - interrupted_at, event.result.error.kind
-    raise AssertionError("no result")
-
-
 async def test_interrupt_cancels_pending_calls_promptly(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -160,7 +149,7 @@ async def test_interrupt_cancels_pending_calls_promptly(
             raise
 
     async with make_kernel([slow]) as kernel:
-        delay, kind = await _interrupt_during_call(
+        delay, kind = await interrupt_during_call(
             kernel, "import asyncio, tools\n"
                     "await asyncio.gather(tools.slow('a'), tools.slow('b'))")
         assert delay < 0.5
@@ -168,7 +157,7 @@ async def test_interrupt_cancels_pending_calls_promptly(
         await asyncio.sleep(0.2)
         assert sorted(cancelled) == ["a", "b"]
 
-        delay, kind = await _interrupt_during_call(
+        delay, kind = await interrupt_during_call(
             kernel, "import tools\ndef run():\n    tools.slow('c')\nrun()")
         assert delay < 0.5
         assert kind == "cancelled"
