@@ -103,7 +103,6 @@ class ToolBridge:
 
         ``fresh``: the kernel is starting right now (its first iopub message is news)."""
         if not self._started:
-            self._iopub_seen = asyncio.get_running_loop().create_future()
             await self.transport.start(self._on_message)
             self._started = True
         try:
