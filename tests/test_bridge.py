@@ -17,10 +17,14 @@ from .conftest import TOOLS
 
 @pytest.fixture
 async def own_kernel(kernel_python: str) -> AsyncIterator[AsyncKernelManager]:
-    """A plain kernel, started without the extension, as a user would have."""
+    """A plain kernel, started without the extension and running, as a user would have."""
     km = AsyncKernelManager(kernel_spec_manager=_single_spec(kernel_python),
                             kernel_name="progtc")
     await km.start_kernel()
+    waiter = km.client()
+    waiter.start_channels()
+    await waiter.wait_for_ready()
+    waiter.stop_channels()
     try:
         yield km
     finally:
