@@ -70,7 +70,7 @@ class ToolBridge:
         load_extension: bool = True,
     ) -> None:
         self.transport: Transport = _transport_for(kernel)
-        self.tools = ToolRegistry(tools)
+        self.tools = ToolRegistry.of(tools)
         self.tool_timeout = tool_timeout
         self.max_in_flight = max_in_flight
         self.load_extension = load_extension
@@ -192,7 +192,7 @@ class ToolBridge:
 
     def use_tools(self, tools: ToolsLike) -> None:
         """Serve this tool set from now on (sent to the kernel only when it changed)."""
-        registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        registry = ToolRegistry.of(tools)
         self.tools = registry
         if registry.fingerprint != self._registered and self.comm_id:
             self._send("shell", "tools", self._register_body())

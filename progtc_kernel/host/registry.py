@@ -175,6 +175,11 @@ class ToolRegistry(Mapping[str, Tool]):
                         f"two tools are named {tool.name!r}; pass a mapping to name them apart")
                 self._tools[tool.name] = tool
 
+    @classmethod
+    def of(cls, tools: ToolsLike) -> ToolRegistry:
+        """``tools`` itself if it is a registry (they are immutable), else a new one."""
+        return tools if isinstance(tools, ToolRegistry) else cls(tools)
+
     def __getitem__(self, name: str) -> Tool:
         return self._tools[name]
 

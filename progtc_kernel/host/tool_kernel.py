@@ -66,7 +66,7 @@ class ToolKernel:
         env: dict[str, str] | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
-        self.tools = ToolRegistry(tools)
+        self.tools = ToolRegistry.of(tools)
         self.timeout = timeout
         self.tool_timeout = tool_timeout
         self.max_in_flight = max_in_flight
