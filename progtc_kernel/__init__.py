@@ -14,19 +14,23 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .exceptions import (
-        ExecutionError,
-        ExtensionNotLoadedError,
         HostDisconnectedError,
-        KernelDiedError,
-        KernelError,
         ProgtcKernelError,
-        ProtocolMismatchError,
         ToolArgumentError,
-        ToolDefinitionError,
         ToolError,
         ToolTimeoutError,
     )
     from .host.bridge import ToolBridge
+    from .host.errors import (
+        ExecutionError,
+        ExtensionNotLoadedError,
+        KernelDiedError,
+        KernelError,
+        KernelStartError,
+        ProtocolMismatchError,
+        ReentrantExecutionError,
+        ToolDefinitionError,
+    )
     from .host.events import (
         DisplayOutput,
         Event,
@@ -35,10 +39,12 @@ if TYPE_CHECKING:
         ToolCallFinished,
         ToolCallStarted,
     )
-    from .host.registry import Tool, ToolRegistry
+    from .host.loading import load_tools
     from .host.results import ExecutionResult, Output, RunError, ToolCallRecord
     from .host.sync import SyncToolKernel, run
     from .host.tool_kernel import ToolKernel
+    from .host.tools import Tool, ToolRegistry
+    from .kernels.base import KernelLifecycle, Transport
 
 __all__ = [
     "DisplayOutput",
@@ -50,9 +56,12 @@ __all__ = [
     "HostDisconnectedError",
     "KernelDiedError",
     "KernelError",
+    "KernelLifecycle",
+    "KernelStartError",
     "Output",
     "ProgtcKernelError",
     "ProtocolMismatchError",
+    "ReentrantExecutionError",
     "RunError",
     "StreamOutput",
     "SyncToolKernel",
@@ -67,8 +76,10 @@ __all__ = [
     "ToolKernel",
     "ToolRegistry",
     "ToolTimeoutError",
+    "Transport",
     "__version__",
     "load_ipython_extension",
+    "load_tools",
     "run",
     "unload_ipython_extension",
 ]
@@ -77,14 +88,17 @@ _HOMES = {
     ".host.tool_kernel": ["ToolKernel"],
     ".host.bridge": ["ToolBridge"],
     ".host.sync": ["SyncToolKernel", "run"],
-    ".host.registry": ["Tool", "ToolRegistry"],
+    ".host.tools": ["Tool", "ToolRegistry"],
+    ".host.loading": ["load_tools"],
     ".host.results": ["ExecutionResult", "Output", "RunError", "ToolCallRecord"],
     ".host.events": ["Event", "StreamOutput", "DisplayOutput", "ToolCallStarted",
                      "ToolCallFinished", "ExecutionFinished"],
     ".exceptions": ["ProgtcKernelError", "ToolError", "ToolArgumentError", "ToolTimeoutError",
-                    "HostDisconnectedError", "ToolDefinitionError", "KernelError",
-                    "ExtensionNotLoadedError", "ProtocolMismatchError", "KernelDiedError",
-                    "ExecutionError"],
+                    "HostDisconnectedError"],
+    ".host.errors": ["ToolDefinitionError", "KernelError", "KernelStartError",
+                     "ExtensionNotLoadedError", "ProtocolMismatchError", "KernelDiedError",
+                     "ReentrantExecutionError", "ExecutionError"],
+    ".kernels.base": ["KernelLifecycle", "Transport"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -13,20 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import importlib
-import importlib.util
-import inspect
 import json
-import os
 import reprlib
-import shutil
-import subprocess
 import sys
-import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -36,9 +27,9 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from .host.events import Event
-    from .host.registry import Tool
     from .host.results import ExecutionResult, Output
     from .host.tool_kernel import ToolKernel
+    from .host.tools import ToolRegistry
 
 PROG = "progtc-kernel"
 
@@ -141,10 +132,14 @@ def _install_command(args: argparse.Namespace) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    from .host.errors import ToolDefinitionError
+    from .host.loading import load_tools
+
     code = _read_script(args.script)
-    tools = load_tools(args.tools)
-    if args.python:
-        _check_python(args.python)
+    try:
+        tools = load_tools(args.tools)
+    except ToolDefinitionError as exc:
+        raise UsageError(str(exc)) from None
     return asyncio.run(_run(code, tools, args))
 
 
@@ -163,32 +158,15 @@ def _read_script(script: str) -> str:
         raise UsageError(f"cannot read {script}: {exc}") from None
 
 
-def _check_python(python: str) -> None:
-    """Fail early, and clearly, if ``python`` cannot run a progtc kernel."""
-    executable = shutil.which(python)
-    if executable is None:
-        raise UsageError(f"--python {python}: no such interpreter; give the path of a "
-                         "Python executable (e.g. .venv/bin/python)")
-    probe = ("import importlib.util as u, sys; "
-             "sys.exit(u.find_spec('progtc_kernel') is None or u.find_spec('ipykernel') is None)")
-    try:
-        found = subprocess.run([executable, "-c", probe], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"--python {python}: cannot run it ({exc})") from None
-    if found.returncode != 0:
-        raise UsageError(f"--python {python}: progtc-kernel is not installed there; install "
-                         f"it with: {python} -m pip install progtc-kernel")
-
-
-async def _run(code: str, tools: Mapping[str, Tool], args: argparse.Namespace) -> int:
-    from .exceptions import KernelError
+async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
+    from .host.errors import KernelError
     from .host.tool_kernel import ToolKernel
 
     kernel = ToolKernel(tools, python=args.python, timeout=args.timeout,
                         tool_timeout=args.tool_timeout)
     try:
         await kernel.start()
-    except (KernelError, OSError) as exc:
+    except KernelError as exc:
         where = f" with --python {args.python}" if args.python else ""
         raise UsageError(f"could not start a kernel{where}: {exc}") from None
     return await _stream(kernel, code, timeout=args.timeout)
@@ -205,122 +183,6 @@ async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> in
     finally:
         await kernel.close()
     return printer.status
-
-
-# -- loading tools --------------------------------------------------------------------
-
-
-def load_tools(sources: Sequence[str]) -> dict[str, Tool]:
-    """The tools of each module name or .py file in ``sources``, by name.
-
-    A source's tools are its ``TOOLS`` (a list, or a dict of name to function) if it
-    has one, else the callables named in ``__all__``, else the public functions
-    defined in it (not the ones it imports). Raises ``UsageError`` for anything amiss.
-    """
-    from .exceptions import ToolDefinitionError
-    from .host.registry import ToolRegistry
-
-    tools: dict[str, Tool] = {}
-    origin: dict[str, str] = {}
-    for source in sources:
-        found = tools_of(import_tools(source), source)
-        try:
-            registry = ToolRegistry(found)
-        except ToolDefinitionError as exc:
-            raise UsageError(f"{source}: {exc}") from None
-        if not registry:
-            raise UsageError(
-                f"{source} defines no tools: define public functions in it, or list the "
-                "tools to serve in TOOLS = [...] (or __all__)")
-        for name, tool in registry.items():
-            if name in tools:
-                raise UsageError(
-                    f"two tools are named {name!r} (in {origin[name]} and {source}); rename "
-                    "one, or choose the tools each file serves with TOOLS = [...]")
-            tools[name] = tool
-            origin[name] = source
-    return tools
-
-
-def tools_of(module: ModuleType, source: str | None = None) -> Any:
-    """What a tools module offers: ``TOOLS``, else ``__all__``, else its own functions."""
-    if hasattr(module, "TOOLS"):
-        declared = module.TOOLS
-        if not isinstance(declared, (Mapping, list, tuple)):
-            raise UsageError(f"{source or module.__name__}: TOOLS must be a list of functions "
-                             f"or a dict of name to function, not {type(declared).__name__}")
-        return declared
-    names = getattr(module, "__all__", None)
-    if names is not None:
-        return [value for value in (getattr(module, name, None) for name in names)
-                if callable(value)]
-    return [value for name, value in vars(module).items()
-            if not name.startswith("_") and inspect.isfunction(value)
-            and value.__module__ == module.__name__]
-
-
-def import_tools(source: str) -> ModuleType:
-    """Import a module by name, or a .py file under a private module name."""
-    path = Path(source)
-    if source.endswith(".py") or "/" in source or os.sep in source or path.is_file():
-        if path.is_dir():
-            raise UsageError(f"--tools {source} is a directory; give a .py file or a module name")
-        if not path.is_file():
-            raise UsageError(f"tools file not found: {source} (give the path of a .py file, "
-                             "or the name of an importable module)")
-        return _import_file(path.resolve(), source)
-    return _import_module(source)
-
-
-def _import_file(path: Path, source: str) -> ModuleType:
-    # A private name: a file called tools.py (or json.py...) shadows nothing this way.
-    name = "_progtc_tools_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import {source}: it is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    directory = str(path.parent)
-    if directory not in sys.path:
-        sys.path.append(directory)  # for its sibling imports; last, so it shadows nothing
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        del sys.modules[name]
-        if not isinstance(exc, Exception):
-            raise
-        raise UsageError(f"importing {source} failed:\n{_format_exception(exc)}") from None
-    return module
-
-
-def _import_module(name: str) -> ModuleType:
-    added = os.getcwd() not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you import
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UsageError(
-                f"no module named {name!r}: give a .py file path (e.g. --tools "
-                f"{name.replace('.', '/')}.py) or the name of a module importable from "
-                "here") from None
-        raise UsageError(f"importing {name} failed:\n{_format_exception(exc)}") from None
-    except Exception as exc:
-        raise UsageError(f"importing {name} failed:\n{_format_exception(exc)}") from None
-    finally:
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(os.getcwd())
-
-
-def _format_exception(exc: BaseException) -> str:
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
-              if frame.filename != __file__ and not frame.filename.startswith("<frozen")]
-    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
-    return ("Traceback (most recent call last):\n" if frames else "") + "".join(lines).rstrip()
 
 
 # -- output ---------------------------------------------------------------------------

@@ -4,24 +4,23 @@
     ├── ToolError                     in kernel code: a tool call failed on the host
     │   ├── ToolArgumentError         the arguments did not fit the tool's signature
     │   ├── ToolTimeoutError          no reply within the per-call timeout (also a TimeoutError)
-    │   └── HostDisconnectedError     the host closed or restarted while the call was pending
+    │   └── HostDisconnectedError     no host is serving tools, or it left during the call
     ├── ToolDefinitionError           on the host: a callable cannot be served as a tool
     ├── KernelError                   on the host: the kernel side is not usable
+    │   ├── KernelStartError          the kernel process could not start
     │   ├── ExtensionNotLoadedError   the kernel has no progtc_kernel extension
     │   ├── ProtocolMismatchError     host and kernel speak different protocol versions
-    │   └── KernelDiedError           the kernel process died or stopped answering
+    │   ├── KernelDiedError           the kernel process died or stopped answering
+    │   └── ReentrantExecutionError   a tool ran code on the kernel that is calling it
     └── ExecutionError                raised by ExecutionResult.raise_for_error()
 
-Kernel code sees the ``ToolError`` branch (importable as ``tools.ToolError``); the
-host sees the rest. Builtin ``TimeoutError`` catches ``ToolTimeoutError`` too.
+This module holds the ``ToolError`` branch: kernel code sees it (``from tools import
+ToolError``), so it imports nothing. The host-side branches live in
+``progtc_kernel.host.errors``; all are exported from ``progtc_kernel``. Builtin
+``TimeoutError`` catches ``ToolTimeoutError`` too.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .host.results import ExecutionResult
 
 
 class ProgtcKernelError(Exception):
@@ -37,6 +36,9 @@ class ToolError(ProgtcKernelError):
         self.error_type = error_type
         self.message = message
 
+    def __reduce__(self) -> tuple[type[ToolError], tuple[str, str, str]]:
+        return type(self), (self.tool, self.error_type, self.message)
+
 
 class ToolArgumentError(ToolError, TypeError):
     """The arguments given to a tool do not match its signature or types."""
@@ -47,34 +49,9 @@ class ToolTimeoutError(ToolError, TimeoutError):
 
 
 class HostDisconnectedError(ToolError, ConnectionError):
-    """The host closed its connection while the call was pending."""
+    """No host is serving tools, or the host left while the call was pending."""
 
 
-class ToolDefinitionError(ProgtcKernelError, TypeError):
-    """A host callable cannot be offered as a tool (bad name, unsupported types...)."""
-
-
-class KernelError(ProgtcKernelError):
-    """The kernel cannot serve tool calls."""
-
-
-class ExtensionNotLoadedError(KernelError):
-    """The kernel did not load the progtc_kernel extension."""
-
-
-class ProtocolMismatchError(KernelError):
-    """Host and kernel run incompatible progtc_kernel versions."""
-
-
-class KernelDiedError(KernelError):
-    """The kernel process died or stopped answering."""
-
-
-class ExecutionError(ProgtcKernelError):
-    """Code run in the kernel ended with an error (see ``ExecutionResult.error``)."""
-
-    def __init__(self, result: ExecutionResult) -> None:
-        error = result.error
-        summary = f"{error.kind}: {error.ename}: {error.evalue}" if error else "unknown error"
-        super().__init__(summary)
-        self.result = result
+# The exceptions kernel code can import from the ``tools`` module.
+TOOL_EXCEPTIONS: tuple[type[ToolError], ...] = (
+    ToolError, ToolArgumentError, ToolTimeoutError, HostDisconnectedError)

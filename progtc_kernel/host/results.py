@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..exceptions import ExecutionError
+from .errors import ExecutionError
 
 ErrorKind = Literal["syntax", "runtime", "timeout", "cancelled", "kernel_died"]
 

@@ -1,0 +1,134 @@
+"""Tools from a module name or a ``.py`` file, as the CLI and servers take them.
+
+A source's tools are its ``TOOLS`` (a list, or a dict of name to function) if it has
+one, else the callables named in ``__all__``, else the public functions defined in
+it (not the ones it imports). Anything amiss raises ``ToolDefinitionError`` saying
+what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import ToolDefinitionError
+from .tools import Tool, ToolRegistry
+
+
+def load_tools(sources: Sequence[str]) -> ToolRegistry:
+    """The tools of every module name or ``.py`` file in ``sources``, in one registry."""
+    tools: dict[str, Tool] = {}
+    origin: dict[str, str] = {}
+    for source in sources:
+        try:
+            registry = ToolRegistry(tools_of(import_tools(source), source))
+        except ToolDefinitionError as exc:
+            raise ToolDefinitionError(f"{source}: {exc}") from None
+        if not registry:
+            raise ToolDefinitionError(
+                f"{source} defines no tools: define public functions in it, or list the "
+                "tools to serve in TOOLS = [...] (or __all__)")
+        for name, tool in registry.items():
+            if name in tools:
+                raise ToolDefinitionError(
+                    f"two tools are named {name!r} (in {origin[name]} and {source}); rename "
+                    "one, or choose the tools each file serves with TOOLS = [...]")
+            tools[name] = tool
+            origin[name] = source
+    return ToolRegistry(tools)
+
+
+def tools_of(module: ModuleType, source: str | None = None) -> Any:
+    """What a tools module offers: ``TOOLS``, else ``__all__``, else its own functions."""
+    if hasattr(module, "TOOLS"):
+        declared = module.TOOLS
+        if not isinstance(declared, (Mapping, list, tuple)):
+            raise ToolDefinitionError(
+                f"{source or module.__name__}: TOOLS must be a list of functions or a dict "
+                f"of name to function, not {type(declared).__name__}")
+        return declared
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return [value for value in (getattr(module, name, None) for name in names)
+                if callable(value)]
+    return [value for name, value in vars(module).items()
+            if not name.startswith("_") and inspect.isfunction(value)
+            and value.__module__ == module.__name__]
+
+
+def import_tools(source: str) -> ModuleType:
+    """Import a module by name, or a .py file under a private module name."""
+    path = Path(source)
+    if source.endswith(".py") or "/" in source or os.sep in source or path.is_file():
+        if path.is_dir():
+            raise ToolDefinitionError(
+                f"{source} is a directory; give a .py file or a module name")
+        if not path.is_file():
+            raise ToolDefinitionError(f"tools file not found: {source} (give the path of a "
+                                      ".py file, or the name of an importable module)")
+        return _import_file(path.resolve(), source)
+    return _import_module(source)
+
+
+def _import_file(path: Path, source: str) -> ModuleType:
+    # A private name: a file called tools.py (or json.py...) shadows nothing this way.
+    name = "_progtc_tools_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ToolDefinitionError(f"cannot import {source}: it is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    directory = str(path.parent)
+    if directory not in sys.path:
+        sys.path.append(directory)  # for its sibling imports; last, so it shadows nothing
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        del sys.modules[name]
+        if not isinstance(exc, Exception):
+            raise
+        raise ToolDefinitionError(
+            f"importing {source} failed:\n{_format_exception(exc)}") from None
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you import
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ToolDefinitionError(
+                f"no module named {name!r}: give a .py file path (e.g. --tools "
+                f"{name.replace('.', '/')}.py) or the name of a module importable from "
+                "here") from None
+        raise ToolDefinitionError(
+            f"importing {name} failed:\n{_format_exception(exc)}") from None
+    except Exception as exc:
+        raise ToolDefinitionError(
+            f"importing {name} failed:\n{_format_exception(exc)}") from None
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(os.getcwd())
+
+
+def _format_exception(exc: BaseException) -> str:
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if frame.filename != __file__ and not frame.filename.startswith("<frozen")]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return ("Traceback (most recent call last):\n" if frames else "") + "".join(lines).rstrip()
