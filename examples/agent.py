@@ -16,7 +16,8 @@ from tools import ToolError, book_hotel, convert_currency, get_weather, search_d
 
 trip = [("London", "UK"), ("Paris", "France"), ("Tokyo", "Japan")]
 
-# Independent calls run concurrently: start them all, await them together.
+# In a script that awaits, every tool call gives an awaitable, and plain `def`
+# functions block instead. Independent calls run concurrently: await them together.
 forecasts = await asyncio.gather(*[get_weather(city, country) for city, country in trip])
 weather = {city: forecast for (city, _), forecast in zip(trip, forecasts, strict=True)}
 for city, forecast in weather.items():
@@ -28,7 +29,7 @@ def price_in_euros(product):
     return convert_currency(product["price_usd"], "USD", "EUR")
 
 
-gear = search_database("electronics", limit=3)
+gear = await search_database("electronics", limit=3)
 print(f"\nTravel gear ({len(gear)} found):")
 for product in gear:
     print(f"  {product['name']:<28} €{price_in_euros(product):>7.2f}")

@@ -8,7 +8,8 @@ Signatures are checked, and replays refused, just as jupyter_client does.
 from __future__ import annotations
 
 import hmac
-from collections import deque
+import logging
+from collections import Counter, deque
 from typing import Any
 
 
@@ -36,9 +37,13 @@ class SignatureCheck:
             self._seen.discard(self._order.popleft())
 
 
+def frame_bytes(frame: Any) -> bytes:
+    return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
+
+
 def head_of(frames: list[Any]) -> list[bytes]:
     """The five leading frames of a message (after its identities), as bytes."""
-    return [frame.bytes if hasattr(frame, "bytes") else bytes(frame) for frame in frames[:5]]
+    return [frame_bytes(frame) for frame in frames[:5]]
 
 
 def decode(session: Any, check: SignatureCheck, frames: list[Any]) -> dict[str, Any]:
@@ -56,3 +61,27 @@ def decode(session: Any, check: SignatureCheck, frames: list[Any]) -> dict[str, 
         "content": session.unpack(head[4]),
         "buffers": [memoryview(frame) for frame in frames[5:]],
     }
+
+
+class BadMessages:
+    """Logs the first bad message of each kind in one line, and counts the rest.
+
+    A peer that sends garbage (a bug, a fuzzer, a forged message) must not flood the
+    log with tracebacks; ``counts`` says how many of each kind were dropped."""
+
+    def __init__(self, logger: logging.Logger, side: str) -> None:
+        self.logger = logger
+        self.side = side
+        self.counts: Counter[str] = Counter()
+
+    def report(self, kind: str, detail: object) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] == 1:
+            self.logger.warning(
+                "progtc_kernel %s: dropped a bad message (%s): %s; further ones of this "
+                "kind are only counted", self.side, kind, _short(detail))
+
+
+def _short(detail: object, limit: int = 200) -> str:
+    text = " ".join(str(detail).split())
+    return text if len(text) <= limit else text[:limit] + "..."

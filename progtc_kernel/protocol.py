@@ -5,8 +5,14 @@ a small routing dict ``{"v": PROTOCOL_VERSION, "type": ...}`` and its first buff
 holds the body as JSON bytes, so large arguments and results skip Jupyter's
 per-message JSON cleaning and are never encoded twice.
 
-Host to kernel:  ``register`` (the comm_open), ``tools``, ``results``, ``close``.
+Host to kernel:  ``register`` (the comm_open), ``hello``, ``tools``, ``results``,
+                 ``queued``, ``started``, ``close``.
 Kernel to host:  ``ready``, ``calls``, ``cancelled``, ``error``.
+
+``hello`` follows ``ready`` on the shell channel: from it the kernel learns which
+connection is this host's, to notice when it closes. ``queued`` and ``started``
+concern sync tools that wait for a free host thread: the kernel does not charge
+that wait to ``tool_timeout``.
 
 This module imports nothing heavy: the kernel side loads it, and the kernel must
 stay light. The host validates bodies with pydantic against these TypedDicts.
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 try:  # pydantic (host side) needs typing_extensions' TypedDict before Python 3.12
     from typing_extensions import TypedDict
@@ -34,7 +40,8 @@ ParameterKind = Literal[
 ErrorKind = Literal["tool", "arguments", "unknown_tool", "result", "cancelled"]
 CancelReason = Literal["interrupt", "timeout", "cancelled"]
 
-HostMessageType = Literal["register", "tools", "results", "close"]
+HostMessageType = Literal[
+    "register", "hello", "tools", "results", "queued", "started", "close"]
 KernelMessageType = Literal["ready", "calls", "cancelled", "error"]
 
 
@@ -90,6 +97,12 @@ class ResultsBody(TypedDict):
     results: list[CallResult]
 
 
+class CallIdsBody(TypedDict):
+    """``queued``: these calls wait for a free host thread; ``started``: now they run."""
+
+    ids: list[int]
+
+
 class CancelledBody(TypedDict):
     ids: list[int]
     reason: CancelReason
@@ -108,6 +121,27 @@ class CloseBody(TypedDict):
 
 class ErrorBody(TypedDict):
     message: str
+
+
+_ERROR_KINDS = frozenset(get_args(ErrorKind))
+
+
+def result_problem(entry: Any) -> str | None:
+    """What is wrong with one entry of a ``results`` body, or None if it is sound."""
+    if not isinstance(entry, dict):
+        return f"a result must be an object, not {type(entry).__name__}"
+    if entry.get("ok") is True:
+        return None if "value" in entry else "a successful result has no 'value'"
+    if entry.get("ok") is not False:
+        return "a result's 'ok' must be true or false"
+    error = entry.get("error")
+    if not isinstance(error, dict):
+        return "a failed result has no 'error' object"
+    if error.get("kind") not in _ERROR_KINDS:
+        return f"unknown error kind {error.get('kind')!r}"
+    if not (isinstance(error.get("type"), str) and isinstance(error.get("message"), str)):
+        return "a failed result's error needs a 'type' and a 'message' string"
+    return None
 
 
 def pack(

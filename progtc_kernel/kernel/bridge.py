@@ -4,8 +4,9 @@ Calls made in one event-loop turn (an ``asyncio.gather``) leave as one batch. At
 most ``max_in_flight`` calls are outstanding; the rest wait here, because iopub
 drops messages under large bursts. Results may arrive on the main thread, the
 shell-channel thread or the control thread: shared state sits behind one lock, an
-awaited call's ``asyncio.Future`` is settled on the event loop (a batch in one hop),
-and a blocking call's ``concurrent.futures.Future`` on whichever thread brought it.
+awaited call's ``asyncio.Future`` is settled on its own event loop (a batch in one
+hop), and a blocking call's ``concurrent.futures.Future`` on whichever thread
+brought it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from collections import deque
 from typing import Any
 
 from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError, ToolTimeoutError
-from ..protocol import CallRequest, CallResult, Channel, RegisterBody, ToolSpec, pack
+from ..protocol import (
+    CallRequest,
+    CallResult,
+    Channel,
+    RegisterBody,
+    ToolSpec,
+    pack,
+    result_problem,
+)
 from . import _ipykernel
 
 # While calls are pending the main thread wakes this often, so that Ctrl-C (which
@@ -31,12 +40,16 @@ from . import _ipykernel
 WAKE_INTERVAL = 0.1
 
 _ERRORS: dict[str, type[ToolError]] = {"arguments": ToolArgumentError, "unknown_tool": ToolError}
+_Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
 
 
 class PendingCall:
-    __slots__ = ("awaited", "deadline", "future", "id", "parent", "request", "tool")
+    """One call, from the line that made it to its result."""
 
-    def __init__(self, call_id: int, tool: str, arguments: dict[str, Any], awaited: bool) -> None:
+    __slots__ = ("deadline", "future", "id", "loop", "parent", "request", "tool")
+
+    def __init__(self, call_id: int, tool: str, arguments: dict[str, Any],
+                 parent: dict[str, Any]) -> None:
         self.id = call_id
         self.tool = tool
         # Encoded now, so that an unsendable argument fails on the caller's own line.
@@ -45,12 +58,14 @@ class PendingCall:
             self.request = _dumps(request)
         except (TypeError, ValueError) as exc:
             raise ToolArgumentError(tool, "TypeError", _unsendable(exc)) from None
-        self.awaited = awaited
+        self.parent = parent
+        self.loop: asyncio.AbstractEventLoop | None = None  # where it is awaited, if it is
         self.deadline: float | None = None
-        self.future: asyncio.Future[Any] | concurrent.futures.Future[Any] = (
-            asyncio.get_running_loop().create_future() if awaited
-            else concurrent.futures.Future())
-        self.parent: dict[str, Any] = {}
+        self.future: _Future | None = None
+
+    @property
+    def awaited(self) -> bool:
+        return self.loop is not None
 
 
 class KernelBridge:
@@ -65,7 +80,7 @@ class KernelBridge:
         self.topic = topic
         self.host_session = host_session
         self.shell_replies = shell_replies  # a ShellInterception, or None
-        self.loop = loop
+        self.loop = loop  # the kernel's own loop: cells run here
         self.tools: dict[str, ToolSpec] = {}
         self.functions: dict[str, Any] = {}
         self.tool_timeout: float | None = None
@@ -90,20 +105,31 @@ class KernelBridge:
 
     # -- calls from kernel code -----------------------------------------------------
 
-    async def call_async(self, tool: str, arguments: dict[str, Any]) -> Any:
+    def new_call(self, tool: str, arguments: dict[str, Any]) -> PendingCall:
+        """A call, checked and encoded, not sent yet."""
+        if self.closed_reason is not None:
+            raise HostDisconnectedError(tool, "HostDisconnectedError", self.closed_reason)
+        return PendingCall(next(self._ids), tool, arguments,
+                           _ipykernel.parent_header(self.kernel))
+
+    async def call_async(self, call: PendingCall) -> Any:
         __tracebackhide__ = True
-        call = self._start(tool, arguments, awaited=True)
+        loop = call.loop = asyncio.get_running_loop()
+        future = call.future = loop.create_future()
+        self._start(call)
         try:
-            return await call.future  # type: ignore[misc]
+            return await future
         except asyncio.CancelledError:
             self._cancel(call)
             raise
+        except ToolError as error:
+            raise error.with_traceback(None) from None  # the caller's frames only
 
-    def call_blocking(self, tool: str, arguments: dict[str, Any]) -> Any:
+    def call_blocking(self, call: PendingCall) -> Any:
         __tracebackhide__ = True
-        call = self._start(tool, arguments, awaited=False)
-        future = call.future
-        assert isinstance(future, concurrent.futures.Future)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        call.future = future
+        self._start(call)
         try:
             with _interruptible():
                 while not future.done():
@@ -113,17 +139,17 @@ class KernelBridge:
         except BaseException:
             self._cancel(call)
             raise
+        error = future.exception()
+        if error is not None:  # raised here, so that no concurrent.futures frames show
+            raise error.with_traceback(None) from None
         return future.result()
 
-    def _start(self, tool: str, arguments: dict[str, Any], awaited: bool) -> PendingCall:
+    def _start(self, call: PendingCall) -> None:
         if self.closed_reason is not None:
-            raise HostDisconnectedError(tool, "HostDisconnectedError", self.closed_reason)
-        call = PendingCall(next(self._ids), tool, arguments, awaited)
-        call.parent = self.kernel.get_parent("shell")
+            raise HostDisconnectedError(call.tool, "HostDisconnectedError", self.closed_reason)
         with self._lock:
             self._waiting.append(call)
         self._pump()
-        return call
 
     # -- sending --------------------------------------------------------------------
 
@@ -137,12 +163,12 @@ class KernelBridge:
                     call.deadline = time.monotonic() + self.tool_timeout
                 self._in_flight[call.id] = call
                 admitted.append(call)
-        blocking = [call for call in admitted if not call.awaited]
-        awaited = [call for call in admitted if call.awaited]
-        if blocking:
-            self._send_calls(blocking)
-        if awaited:
-            self._queue(awaited)
+        on_loop = [call for call in admitted if call.loop is self.loop]
+        elsewhere = [call for call in admitted if call.loop is not self.loop]
+        if elsewhere:  # blocking calls, and calls awaited on other threads' loops
+            self._send_calls(elsewhere)
+        if on_loop:
+            self._queue(on_loop)
 
     def _queue(self, calls: list[PendingCall] | None = None, cancelled: list[int] | None = None
                ) -> None:
@@ -172,75 +198,108 @@ class KernelBridge:
         if calls:
             self._send_calls(calls)
         if cancelled:
-            self._send("cancelled", {"ids": cancelled, "reason": "interrupt"})
+            self.send("cancelled", {"ids": cancelled, "reason": "interrupt"})
 
     def _send_calls(self, calls: list[PendingCall]) -> None:
-        channel = self._reply_channel(awaited=calls[0].awaited)
+        channel = self._reply_channel(on_loop=calls[0].loop is self.loop)
         # A CallsBody, assembled from the requests each call encoded up front.
         body = b'{"calls":[%s],"reply_channel":"%s"}' % (
             b",".join(c.request for c in calls), channel.encode())
         _ipykernel.flush_pending_output()
-        self._send("calls", body, calls[0].parent)
+        self.send("calls", body, calls[0].parent)
+        self._start_ticking()
 
-    def _reply_channel(self, awaited: bool) -> Channel:
+    def _reply_channel(self, on_loop: bool) -> Channel:
         shell = self.shell_replies
         if shell is None or not shell.installed.is_set():
             return "control"
         # On ipykernel 6 the shell stream shares the main thread: a blocking call
         # there would starve the very callback that brings its result.
-        if not awaited and shell.on_main_thread:
+        if not on_loop and shell.on_main_thread:
             return "control"
         return "shell"
 
-    def _send(self, msg_type: str, body: Any, parent: dict[str, Any] | None = None) -> None:
+    def send(self, msg_type: str, body: Any, parent: dict[str, Any] | None = None) -> None:
+        """Send one protocol message to the host, from any thread."""
         data, buffers = pack(msg_type, body, _dumps)
-        self.kernel.session.send(
-            self.kernel.iopub_socket, "comm_msg", {"comm_id": self.comm_id, "data": data},
-            parent=parent if parent is not None else self.kernel.get_parent("shell"),
-            ident=self.topic, buffers=buffers,
-        )
+        _ipykernel.publish_comm_msg(
+            self.kernel, self.comm_id, self.topic, data, buffers,
+            parent if parent is not None else _ipykernel.parent_header(self.kernel))
 
     # -- results and cancellation -----------------------------------------------------
 
-    def take_results(self, results: list[CallResult]) -> None:
-        """Resolve calls from a ``results`` message. Runs on any thread."""
-        awaited: list[tuple[PendingCall, CallResult]] = []
+    def take_results(self, results: list[Any]) -> list[str]:
+        """Resolve calls from a ``results`` message; returns what was wrong with it.
+        Runs on any thread.
+
+        Each entry is checked before its call leaves the in-flight table, so that a
+        malformed one fails its call instead of orphaning it."""
+        if not isinstance(results, list):
+            return ["'results' must be a list"]
+        settled: list[tuple[PendingCall, Any]] = []
         with self._lock:
-            settled = [(call, result) for result in results
-                       if (call := self._in_flight.pop(result["id"], None)) is not None]
-        for call, result in settled:  # a call missing here timed out or was cancelled
-            if call.awaited:
-                awaited.append((call, result))
-            else:
+            for result in results:
+                call_id = result.get("id") if isinstance(result, dict) else None
+                call = self._in_flight.pop(call_id, None) if isinstance(call_id, int) else None
+                if call is not None:  # a call missing here timed out or was cancelled
+                    settled.append((call, result))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PendingCall, Any]]] = {}
+        for call, result in settled:
+            if call.loop is None or _on_loop_thread(call.loop):
                 self._settle_result(call, result)
-        if awaited:
-            if _on_loop_thread(self.loop):
-                self._settle_results(awaited)
-            else:  # one hop to the loop for the whole batch
-                self.loop.call_soon_threadsafe(self._settle_results, awaited)
+            else:
+                by_loop.setdefault(call.loop, []).append((call, result))
+        for loop, pairs in by_loop.items():  # one hop to each loop for the whole batch
+            loop.call_soon_threadsafe(self._settle_results, pairs)
+        self._pump()
+        return [problem for _, result in settled if (problem := result_problem(result))]
+
+    def fail(self, ids: list[int], message: str) -> None:
+        """Fail these calls with a ToolError (a message about them was unusable)."""
+        with self._lock:
+            calls = [call for i in ids if (call := self._in_flight.pop(i, None)) is not None]
+        for call in calls:
+            self._settle(call, error=ToolError(call.tool, "ProtocolError", message))
         self._pump()
 
-    def _settle_results(self, pairs: list[tuple[PendingCall, CallResult]]) -> None:
+    def mark_queued(self, ids: list[int], queued: bool) -> None:
+        """The host says these calls wait for a free thread (or, no longer: they run
+        now). Waiting is not charged to ``tool_timeout``: the clock stops while they
+        wait and starts afresh when they run. (Slots free up as running calls end or
+        time out, and a host that leaves fails them all, so nothing waits forever.)"""
+        now = time.monotonic()
+        with self._lock:
+            for call_id in ids:
+                call = self._in_flight.get(call_id)
+                if call is not None:
+                    call.deadline = (None if queued or not self.tool_timeout
+                                     else now + self.tool_timeout)
+
+    def _settle_results(self, pairs: list[tuple[PendingCall, Any]]) -> None:
         for call, result in pairs:
             self._settle_result(call, result)
 
     def _settle_result(self, call: PendingCall, result: CallResult) -> None:
-        if result.get("ok"):
-            self._settle(call, value=result.get("value"))
-            return
-        error = result.get("error") or {"kind": "tool", "type": "Error", "message": ""}
-        cls = _ERRORS.get(error["kind"], ToolError)
-        self._settle(call, error=cls(call.tool, error["type"], error["message"]))
+        problem = result_problem(result)
+        if problem is not None:
+            self._settle(call, error=ToolError(
+                call.tool, "ProtocolError", f"the host sent a malformed result ({problem})"))
+        elif result["ok"]:
+            self._settle(call, value=result["value"])
+        else:
+            error = result["error"]
+            cls = _ERRORS.get(error["kind"], ToolError)
+            self._settle(call, error=cls(call.tool, error["type"], error["message"]))
 
     def _settle(self, call: PendingCall, *, value: Any = None,
                 error: BaseException | None = None) -> None:
         """Complete a call's future on the thread that may touch it."""
-        if call.awaited and not _on_loop_thread(self.loop):
-            self.loop.call_soon_threadsafe(
+        if call.loop is not None and not _on_loop_thread(call.loop):
+            call.loop.call_soon_threadsafe(
                 functools.partial(self._settle, call, value=value, error=error))
             return
         future = call.future
-        if future.done():
+        if future is None or future.done():
             return  # cancelled or timed out just before
         with contextlib.suppress(concurrent.futures.InvalidStateError,
                                  asyncio.InvalidStateError):
@@ -261,13 +320,12 @@ class KernelBridge:
                 call.tool, "HostDisconnectedError", reason))
 
     def _expire(self, call: PendingCall) -> None:
-        timeout = ToolTimeoutError(
-            call.tool, "TimeoutError", f"no result within {self.tool_timeout:g} s (tool_timeout)")
+        message = f"no result within {self.tool_timeout:g} s (tool_timeout)"
         with self._lock:
             known = self._in_flight.pop(call.id, None) is not None
-        self._settle(call, error=timeout)
+        self._settle(call, error=ToolTimeoutError(call.tool, "TimeoutError", message))
         if known:
-            self._send("cancelled", {"ids": [call.id], "reason": "timeout"}, call.parent)
+            self.send("cancelled", {"ids": [call.id], "reason": "timeout"}, call.parent)
         self._pump()
 
     def _cancel(self, call: PendingCall) -> None:
@@ -276,12 +334,13 @@ class KernelBridge:
             in_flight = self._in_flight.pop(call.id, None) is not None
             if not in_flight and call in self._waiting:
                 self._waiting.remove(call)
-        call.future.cancel()
+        if call.future is not None:
+            call.future.cancel()
         if in_flight and self.closed_reason is None:
-            if call.awaited and _on_loop_thread(self.loop):
+            if call.loop is self.loop and _on_loop_thread(self.loop):
                 self._queue(cancelled=[call.id])
             else:
-                self._send("cancelled", {"ids": [call.id], "reason": "interrupt"}, call.parent)
+                self.send("cancelled", {"ids": [call.id], "reason": "interrupt"}, call.parent)
         self._pump()
 
     # -- the wake-up tick: per-call timeouts and prompt interrupts -------------------
@@ -289,7 +348,7 @@ class KernelBridge:
     def _start_ticking(self) -> None:
         if not self._ticking:
             self._ticking = True
-            self.loop.call_later(WAKE_INTERVAL, self._tick)
+            self.loop.call_soon_threadsafe(self.loop.call_later, WAKE_INTERVAL, self._tick)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -365,10 +424,14 @@ def _json_default(value: Any) -> Any:
         return value.value
     if isinstance(value, (uuid.UUID, Decimal, PurePath)):
         return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        raise TypeError("bytes cannot be sent to the host as they are; send text, e.g. "
+                        "base64.b64encode(data).decode('ascii')")
     raise TypeError(f"a {type(value).__name__} value cannot be sent to the host")
 
 
 def _dumps(body: Any) -> bytes:
+    # NaN and infinities travel as JSON's common extension (NaN, Infinity), both ways.
     return json.dumps(body, separators=(",", ":"), default=_json_default).encode()
 
 

@@ -4,7 +4,8 @@ It registers the ``progtc_kernel`` comm target, takes replies on the control
 channel (and, once a host connects, straight off the shell socket), and puts the
 ``tools`` module in ``sys.modules``. A host connects by opening a comm; each open
 comm is one ``KernelBridge``. Calls go to the host whose client ran the current
-cell, or to the most recently connected one.
+cell, or else to the most recently connected one. A host that disconnects (its
+socket closes, even without a word) is forgotten at once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 import logging
 import platform
 import sys
+from collections import Counter
 from typing import Any
 
+from .._wire import BadMessages
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
@@ -30,6 +33,8 @@ from .tools_module import ToolsModule
 
 log = logging.getLogger("progtc_kernel")
 
+HOST_GONE = "the host disconnected (its connection to the kernel closed)"
+
 
 class Extension:
     """The kernel-side state: open host connections and the ``tools`` module."""
@@ -37,8 +42,12 @@ class Extension:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.bridges: dict[str, KernelBridge] = {}
+        # Made at the first connection: with --ext the extension loads before the
+        # kernel has started its streams.
         self.shell: _ipykernel.ShellInterception | None = None
         self.tools = ToolsModule(self.current_bridge)
+        self.bad_messages = BadMessages(log, "kernel")
+        self.routes: Counter[str] = Counter()  # which route brought each host message
         self._replaced_tools = sys.modules.get("tools")
 
     def load(self) -> None:
@@ -78,59 +87,110 @@ class Extension:
 
     def on_open(self, comm: Any, msg: dict[str, Any]) -> None:
         version, _ = unpack_header(msg["content"].get("data") or {})
-        bridge = self._new_bridge(comm, msg)
-        if version != PROTOCOL_VERSION:
-            bridge._send("error", {"message": (
-                f"the host speaks progtc_kernel protocol {version}, this kernel "
-                f"speaks {PROTOCOL_VERSION}: install the same progtc-kernel version "
-                "in the kernel's environment and the host's")})
-            return
-        body: RegisterBody = json.loads(body_bytes(msg.get("buffers")))
-        bridge.configure(body)
-        self.bridges[comm.comm_id] = bridge
-        comm.on_msg(self.on_message)
-        comm.on_close(lambda close_msg: self.close(comm.comm_id, HOST_CLOSED))
-        ready: ReadyBody = {
-            "protocol": PROTOCOL_VERSION,
-            "ipykernel": _ipykernel.ipykernel_version(),
-            "python": platform.python_version(),
-            "shell_replies": bridge.shell_replies is not None,
-        }
-        bridge._send("ready", ready)
-
-    def _new_bridge(self, comm: Any, msg: dict[str, Any]) -> KernelBridge:
+        parent = _ipykernel.parent_header(self.kernel)
         if self.shell is None:
-            shell = _ipykernel.ShellInterception(self.kernel, self.owns, self.on_message)
-            self.shell = shell if shell.install() else None
-        return KernelBridge(
+            self.shell = _ipykernel.ShellInterception(
+                self.kernel, self.owns, self.on_message, self.on_host_gone)
+        shell = self.shell
+        bridge = KernelBridge(
             self.kernel, comm.comm_id, comm.topic, msg["header"].get("session"),
-            shell_replies=self.shell, loop=self.kernel.io_loop.asyncio_loop,
-        )
+            shell_replies=shell, loop=_ipykernel.event_loop(self.kernel))
+        if version != PROTOCOL_VERSION:
+            bridge.send("error", {"message": _mismatch(version)}, parent)
+            return
+        try:
+            body: RegisterBody = json.loads(body_bytes(msg.get("buffers")))
+            bridge.configure(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            bridge.send("error", {"message": f"unreadable register message: {exc}"}, parent)
+            return
+        self.bridges[comm.comm_id] = bridge
+        self.tools.describe(list(bridge.tools))
+        comm.on_msg(lambda comm_msg: self.on_message(comm_msg, "comm"))
+        comm.on_close(lambda close_msg: self.close(comm.comm_id, HOST_CLOSED))
 
-    def on_message(self, msg: dict[str, Any]) -> None:
-        """A host message, from whichever thread brought it."""
+        def ready(shell_replies: bool) -> None:
+            body: ReadyBody = {
+                "protocol": PROTOCOL_VERSION,
+                "ipykernel": _ipykernel.ipykernel_version(),
+                "python": platform.python_version(),
+                "shell_replies": shell_replies,
+            }
+            bridge.send("ready", body, parent)
+
+        # Ready only once replies can take the shell route: the host may use it next.
+        shell.when_installed(ready)
+
+    def on_message(self, msg: dict[str, Any], route: str) -> None:
+        """A host message, from whichever thread (route) brought it."""
         content = msg["content"]
         bridge = self.bridges.get(content.get("comm_id", ""))
         if bridge is None:
             return
-        _, msg_type = unpack_header(content.get("data") or {})
-        body = json.loads(body_bytes(msg.get("buffers")))
+        self.routes[route] += 1
+        version, msg_type = unpack_header(content.get("data") or {})
+        try:
+            body = json.loads(body_bytes(msg.get("buffers")))
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.bad_messages.report("unreadable body", exc)
+            return
+        if version != PROTOCOL_VERSION:
+            self.bad_messages.report("protocol version", _mismatch(version))
+            if msg_type == "results" and isinstance(body.get("results"), list):
+                ids = [r.get("id") for r in body["results"] if isinstance(r, dict)]
+                bridge.fail([i for i in ids if isinstance(i, int)], _mismatch(version))
+            return
+        self._dispatch(bridge, msg_type, body)
+
+    def _dispatch(self, bridge: KernelBridge, msg_type: str, body: dict[str, Any]) -> None:
+        ids = body.get("ids")
         if msg_type == "results":
-            bridge.take_results(body["results"])
+            for problem in bridge.take_results(body.get("results")):  # type: ignore[arg-type]
+                self.bad_messages.report("malformed result", problem)
+        elif msg_type in ("queued", "started") and isinstance(ids, list):
+            bridge.mark_queued([i for i in ids if isinstance(i, int)], msg_type == "queued")
         elif msg_type == "tools":
-            bridge.configure(body)
+            try:
+                bridge.configure(body)  # type: ignore[arg-type]
+            except (KeyError, TypeError, ValueError) as exc:
+                self.bad_messages.report("tools", exc)
+                return
+            self.tools.describe(list(bridge.tools))
+        elif msg_type == "hello":
+            pass  # seen by the shell interception: it now knows this host's connection
         elif msg_type == "close":
-            self.close(bridge.comm_id, body.get("reason") or HOST_CLOSED)
+            self.close(bridge.comm_id, str(body.get("reason") or HOST_CLOSED))
         else:
-            log.warning("progtc_kernel: unknown message type %r", msg_type)
+            self.bad_messages.report("unknown type", repr(msg_type))
+
+    def on_host_gone(self, session: str) -> None:
+        """A client's shell connection closed: forget the hosts it was."""
+        for comm_id, bridge in list(self.bridges.items()):
+            if bridge.host_session == session:
+                self.close(comm_id, HOST_GONE)
 
     def close(self, comm_id: str, reason: str) -> None:
         bridge = self.bridges.pop(comm_id, None)
         if bridge is not None:
             bridge.close(reason)
+        current = self.current_bridge()
+        self.tools.describe(list(current.tools) if current else [])
+
+
+def _mismatch(version: int) -> str:
+    return (f"the host speaks progtc_kernel protocol {version}, this kernel speaks "
+            f"{PROTOCOL_VERSION}: install the same progtc-kernel version in the kernel's "
+            "environment and the host's")
 
 
 _extension: Extension | None = None
+
+
+def current() -> Extension | None:
+    """The loaded extension of this kernel, if any (for diagnostics)."""
+    return _extension
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,31 +1,34 @@
 """The ``tools`` module kernel code imports: one function per host tool.
 
-Each function carries the host tool's real signature and docstring. How a call
-behaves depends on where it is written:
-
-* in ``async def`` code or at the top level of a cell that uses ``await``, it
-  returns an awaitable: ``await get_weather("Paris")``, ``asyncio.gather(...)``;
-* in plain ``def`` code (or a cell without ``await``), it blocks and returns the
-  result: ``def run(): return get_weather("Paris")``.
-
-Comprehensions, generator expressions and lambdas count as the code around them,
-so ``asyncio.gather(*[get_weather(c) for c in cities])`` works as written.
+Each function carries the host tool's real signature and docstring. Whether a call
+returns an awaitable or blocks is decided by where it is written (``RULE``):
+progtc-style code (``c = get_weather(...)`` in one statement, ``await c`` in
+another; ``asyncio.create_task(get_weather(...))``) runs unchanged, and a plain
+``def run():`` can call tools without ``await``.
 """
 
 from __future__ import annotations
 
+import ast
 import dis
 import inspect
+import linecache
 import sys
 import types
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError
+from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError
 from ..protocol import ToolSpec
 
 if TYPE_CHECKING:
-    from .bridge import KernelBridge
+    from .bridge import KernelBridge, PendingCall
+
+RULE = ("A tool call returns an awaitable wherever `await` can be written - in "
+        "`async def` code and anywhere in a cell that uses `await` at its top level - "
+        "and blocks and returns the result everywhere else: in plain `def` functions "
+        "(however they are reached), in threads, and in cells without `await`.")
 
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _IMPORT_FROM = dis.opmap["IMPORT_FROM"]
@@ -37,10 +40,10 @@ _KINDS = {
     "keyword_only": inspect.Parameter.KEYWORD_ONLY,
     "var_keyword": inspect.Parameter.VAR_KEYWORD,
 }
-
-
 _NO_HOST = ("no host is serving tools to this kernel; connect one with "
             "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge")
+
+BridgeFor = Callable[[str], "KernelBridge"]
 
 
 class _Source:
@@ -73,14 +76,141 @@ def signature_of(spec: ToolSpec) -> inspect.Signature:
         else _Source(returns))
 
 
-def called_from_async(frame: types.FrameType | None) -> bool:
-    """Whether the calling code can ``await`` (see the module docstring)."""
+# -- where a call is written: the RULE ----------------------------------------------
+
+def awaitable_wanted(frame: types.FrameType | None) -> bool:
+    """Whether the calling code can ``await`` (see ``RULE``).
+
+    Comprehensions, generator expressions and lambdas count as the code around them.
+    Module-level code is a cell's: it can await when its cell awaits anywhere at
+    the top level (IPython compiles such a cell statement by statement, so the
+    statement's own code object cannot tell)."""
     while frame is not None and frame.f_code.co_name in _TRANSPARENT:
         frame = frame.f_back
-    return frame is not None and bool(frame.f_code.co_flags & _ASYNC_FLAGS)
+    if frame is None:
+        return False
+    code = frame.f_code
+    if code.co_flags & _ASYNC_FLAGS:
+        return True
+    return code.co_name == "<module>" and _cell_awaits(code.co_filename)
 
 
-def make_tool_function(spec: ToolSpec, bridge_for: Callable[[], KernelBridge]) -> Any:
+_AWAITING_CELLS: dict[str, tuple[list[str], bool]] = {}
+
+
+def _cell_awaits(filename: str) -> bool:
+    """Whether the source IPython cached for this cell has a top-level ``await``."""
+    lines = linecache.getlines(filename)
+    known = _AWAITING_CELLS.get(filename)
+    if known is not None and known[0] is lines:
+        return known[1]
+    try:
+        code = compile("".join(lines), filename, "exec", dont_inherit=True,
+                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    except (SyntaxError, ValueError):
+        awaits = False
+    else:
+        awaits = bool(code.co_flags & inspect.CO_COROUTINE)
+    if len(_AWAITING_CELLS) > 256:
+        _AWAITING_CELLS.clear()
+    _AWAITING_CELLS[filename] = (lines, awaits)
+    return awaits
+
+
+# -- awaitable calls ----------------------------------------------------------------
+
+class ToolCall(Coroutine[Any, Any, Any]):
+    """A tool call in async code: nothing is sent until it is awaited or run as a task.
+
+    It behaves like the coroutine of an ``async def`` tool: ``await`` it,
+    ``asyncio.gather`` it, or ``asyncio.create_task`` it. Used as if it were the
+    result, it raises an error that states ``RULE``; dropped without being awaited,
+    it warns, pointing at the line that made it."""
+
+    __slots__ = ("_bridge", "_call", "_closed", "_coroutine", "_where")
+
+    def __init__(self, bridge: KernelBridge, call: PendingCall,
+                 where: tuple[str, int]) -> None:
+        self._bridge = bridge
+        self._call = call
+        self._where = where
+        self._coroutine: Coroutine[Any, Any, Any] | None = None
+        self._closed = False
+
+    @property
+    def _name(self) -> str:
+        return f"tools.{self._call.tool}"
+
+    def _begin(self) -> Coroutine[Any, Any, Any]:
+        if self._coroutine is None:
+            self._coroutine = self._bridge.call_async(self._call)
+        return self._coroutine
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._coroutine is not None:
+            raise RuntimeError(f"this {self._name}(...) call was already awaited; call the "
+                               "tool again for a new result")
+        return self._begin().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._begin().send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        return self._begin().throw(*exc)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._coroutine is not None:
+            self._coroutine.close()
+
+    def __del__(self) -> None:
+        if self._coroutine is None and not self._closed:
+            filename, line = self._where
+            warnings.warn_explicit(
+                f"{self._name}(...) was never awaited, so it was never sent to the host. "
+                f"{RULE} Write `await {self._name}(...)`.",
+                RuntimeWarning, filename, line, registry={})
+
+    def __repr__(self) -> str:
+        state = "not awaited yet" if self._coroutine is None else "awaited"
+        return f"<awaitable {self._name}(...) call, {state}>"
+
+    def _misused(self, what: str) -> TypeError:
+        return TypeError(
+            f"{self._name}(...) returned an awaitable here, not its result, so it has no "
+            f"{what}. {RULE} Write `await {self._name}(...)` (several calls: "
+            f"`await asyncio.gather(...)`).")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("__name__", "__qualname__"):
+            return self._name
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError(str(self._misused(f"attribute {name!r}"))) from None
+
+    def __str__(self) -> str:
+        raise self._misused("text")
+
+    def __format__(self, spec: str) -> str:
+        raise self._misused("text")
+
+    def __bool__(self) -> bool:
+        raise self._misused("truth value")
+
+    def __iter__(self) -> Any:
+        raise self._misused("items to iterate over")
+
+    def __len__(self) -> int:
+        raise self._misused("length")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise self._misused("items")
+
+    def __contains__(self, item: Any) -> bool:
+        raise self._misused("items")
+
+
+def make_tool_function(spec: ToolSpec, bridge_for: BridgeFor) -> Any:
     name = spec["name"]
     signature = signature_of(spec)
 
@@ -89,13 +219,16 @@ def make_tool_function(spec: ToolSpec, bridge_for: Callable[[], KernelBridge]) -
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise ToolArgumentError(name, "TypeError", str(exc)) from None
+            raise ToolArgumentError(name, "TypeError", f"{exc}; the signature is "
+                                    f"{name}{signature}") from None
         arguments = {k: list(v) if isinstance(v, tuple) else v
                      for k, v in bound.arguments.items()}
-        bridge = bridge_for()
-        if called_from_async(sys._getframe(1)):
-            return bridge.call_async(name, arguments)
-        return bridge.call_blocking(name, arguments)
+        bridge = bridge_for(name)
+        caller = sys._getframe(1)
+        if awaitable_wanted(caller):
+            call = bridge.new_call(name, arguments)
+            return ToolCall(bridge, call, (caller.f_code.co_filename, caller.f_lineno))
+        return bridge.call_blocking(bridge.new_call(name, arguments))
 
     tool.__name__ = tool.__qualname__ = name
     tool.__module__ = "tools"
@@ -107,41 +240,78 @@ def make_tool_function(spec: ToolSpec, bridge_for: Callable[[], KernelBridge]) -
 
 
 class ToolsModule(types.ModuleType):
-    """``sys.modules["tools"]``: attributes are the tools of the current host."""
+    """``sys.modules["tools"]``: attributes are the tools of the current host.
+
+    With no host connected, ``tools.x`` and ``from tools import x`` still work, and
+    calling ``x`` raises ``HostDisconnectedError`` naming ``x``."""
 
     def __init__(self, current_bridge: Callable[[], KernelBridge | None]) -> None:
-        super().__init__("tools", "Tools served by the host application (progtc_kernel).")
+        super().__init__("tools", _module_doc([]))
         self._current_bridge = current_bridge
-        self.ToolError = ToolError
+        self._offline: dict[str, Any] = {}
+        for exception in TOOL_EXCEPTIONS:
+            setattr(self, exception.__name__, exception)
 
-    def _bridge(self) -> KernelBridge:
+    def _bridge_for(self, tool: str) -> KernelBridge:
         bridge = self._current_bridge()
         if bridge is None:
-            raise HostDisconnectedError("tools", "HostDisconnectedError", _NO_HOST)
+            raise HostDisconnectedError(tool, "HostDisconnectedError", _NO_HOST)
         return bridge
 
     def __getattr__(self, name: str) -> Any:
         bridge = self._current_bridge()
         if name == "__all__":  # for ``from tools import *``
-            return sorted(bridge.tools if bridge else ())
+            return [*sorted(bridge.tools if bridge else ()), *_EXCEPTION_NAMES]
         if name.startswith("__"):
             raise AttributeError(name)
-        tools = bridge.tools if bridge else {}
-        if name not in tools:
-            available = ", ".join(sorted(tools)) or "none"
-            message = (f"module 'tools' has no tool {name!r}; available tools: {available}"
-                       if bridge else f"module 'tools' has no tool {name!r}: {_NO_HOST}")
+        if bridge is None:
+            return self._offline_tool(name)
+        if name not in bridge.tools:
+            available = ", ".join(sorted(bridge.tools)) or "none"
+            message = f"module 'tools' has no tool {name!r}; available tools: {available}"
             # ``from tools import x`` would swap an AttributeError for a bare ImportError.
             caller = sys._getframe(1)
             if caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM:
                 raise ImportError(message, name="tools")
             raise AttributeError(message)
-        assert bridge is not None
         function = bridge.functions.get(name)
         if function is None:
-            function = bridge.functions[name] = make_tool_function(tools[name], self._bridge)
+            function = bridge.functions[name] = make_tool_function(
+                bridge.tools[name], self._bridge_for)
+        return function
+
+    def _offline_tool(self, name: str) -> Any:
+        function = self._offline.get(name)
+        if function is None:
+            def offline(*args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
+                raise HostDisconnectedError(name, "HostDisconnectedError", _NO_HOST)
+
+            offline.__name__ = offline.__qualname__ = name
+            offline.__module__ = "tools"
+            function = self._offline[name] = offline
         return function
 
     def __dir__(self) -> list[str]:
         bridge = self._current_bridge()
-        return sorted([*(bridge.tools if bridge else ()), "ToolError"])
+        return sorted([*(bridge.tools if bridge else ()), *_EXCEPTION_NAMES])
+
+    def describe(self, tools: list[str]) -> None:
+        """Refresh ``help(tools)`` for the tools now served."""
+        self.__doc__ = _module_doc(tools)
+
+
+_EXCEPTION_NAMES = [exception.__name__ for exception in TOOL_EXCEPTIONS]
+
+
+def _module_doc(tools: list[str]) -> str:
+    served = ", ".join(sorted(tools)) if tools else "none yet (no host is connected)"
+    return (
+        "Tools served by the host application (progtc_kernel).\n\n"
+        f"Tools: {served}.\n\n{RULE}\n\n"
+        "    w = await tools.get_weather('Oslo', 'NO')           # in a cell that awaits\n"
+        "    ws = await asyncio.gather(*[tools.get_weather(c, 'FR') for c in cities])\n"
+        "    def run():\n"
+        "        return tools.get_weather('Oslo', 'NO')          # blocks: a plain def\n\n"
+        "A failed call raises ToolError (ToolArgumentError, ToolTimeoutError, "
+        "HostDisconnectedError), all importable from here.")
