@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import os
 import time
 import uuid
@@ -13,16 +15,12 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from ..exceptions import (
-    ExtensionNotLoadedError,
-    KernelDiedError,
-    KernelError,
-    ProtocolMismatchError,
-)
+from .._wire import BadMessages
+from ..kernels.base import Transport
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
-    CallResult,
+    PROTOCOL_VERSION,
     CallsBody,
     CancelledBody,
     Channel,
@@ -33,16 +31,35 @@ from ..protocol import (
     pack,
     unpack_header,
 )
+from .errors import ExtensionNotLoadedError, KernelDiedError, KernelError, ProtocolMismatchError
 from .events import Event, ToolCallFinished, ToolCallStarted
-from .registry import ToolRegistry, ToolsLike
 from .results import ToolCallRecord
-from .transport import Transport, ZmqTransport
+from .threads import DEFAULT_TOOL_THREADS, ToolThreads
+from .tools import ToolRegistry, ToolsLike
 
 # Called with the msg_id of the request whose code made the call, and the event.
 ToolEventListener = Callable[[str | None, Event], None]
 MessageListener = Callable[[str, dict[str, Any]], None]
 
-_LOAD_EXTENSION = "get_ipython().extension_manager.load_extension('progtc_kernel')"
+# The bridge whose tool is running in this context (a task or a tool's thread).
+serving: contextvars.ContextVar[ToolBridge | None] = contextvars.ContextVar(
+    "progtc_kernel_serving", default=None)
+
+# Loads the extension; where progtc-kernel is missing, the kernel says where to
+# install it, naming its own interpreter.
+_LOAD_EXTENSION = """\
+def _progtc_kernel_load():
+    import importlib.util, sys
+    if importlib.util.find_spec("progtc_kernel") is None:
+        raise ModuleNotFoundError(
+            "progtc-kernel is not installed in the kernel's environment; install it with: "
+            f"{sys.executable} -m pip install progtc-kernel")
+    get_ipython().extension_manager.load_extension("progtc_kernel")
+try:
+    _progtc_kernel_load()
+finally:
+    del _progtc_kernel_load
+"""
 _calls = pydantic.TypeAdapter(CallsBody)
 _cancelled = pydantic.TypeAdapter(CancelledBody)
 _ready = pydantic.TypeAdapter(ReadyBody)
@@ -58,6 +75,13 @@ class ToolBridge:
 
         async with ToolBridge(km, tools=[get_weather]):
             await run_cells_your_way(km)  # `from tools import get_weather` works there
+
+    ``tools``: the tools to serve (see ``ToolRegistry``). ``tool_timeout``: seconds a
+    call may take before the kernel gives up on it (``None``: no limit; time spent
+    waiting for a free thread does not count). ``max_in_flight``: calls outstanding
+    at once; the kernel holds back the rest. ``tool_threads``: how many sync tools
+    may run at once (each on a thread of its own). ``load_extension``: load the
+    extension into the kernel if it is not loaded yet.
     """
 
     def __init__(
@@ -67,20 +91,24 @@ class ToolBridge:
         *,
         tool_timeout: float | None = 10.0,
         max_in_flight: int = 256,
+        tool_threads: int = DEFAULT_TOOL_THREADS,
         load_extension: bool = True,
     ) -> None:
         self.transport: Transport = _transport_for(kernel)
         self.tools = ToolRegistry.of(tools)
         self.tool_timeout = tool_timeout
         self.max_in_flight = max_in_flight
+        self.threads = ToolThreads(tool_threads)
         self.load_extension = load_extension
         self.kernel_info: ReadyBody | None = None
         self.comm_id = ""
+        self.bad_messages = BadMessages(logging.getLogger("progtc_kernel"), "host")
         self._registered = ""
         self._ready: asyncio.Future[ReadyBody] | None = None
         self._load_msg_id: str | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._outbox: dict[Channel, list[CallResult]] = {"shell": [], "control": []}
+        self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
+        self._notices: dict[tuple[str, Channel], list[int]] = {}
         self._flush_scheduled = False
         self._tool_listeners: list[ToolEventListener] = []
         self._message_listeners: list[MessageListener] = []
@@ -147,7 +175,10 @@ class ToolBridge:
 
     def open(self) -> None:
         """Open a fresh comm (after a kernel restart, too) without waiting for it."""
-        self._fail_pending("the kernel restarted")
+        self.cancel_calls()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(KernelError("the kernel restarted"))
+            self._ready.exception()  # mark retrieved: nobody may be waiting
         self._ready = asyncio.get_running_loop().create_future()
         self.comm_id = uuid.uuid4().hex
         if self.load_extension:
@@ -169,6 +200,8 @@ class ToolBridge:
                 f"the kernel did not confirm the progtc_kernel comm within {timeout:g} s; "
                 "is it busy, or not an IPython kernel?") from None
         self.kernel_info = info
+        # On shell, so that the kernel learns which connection is ours (see protocol).
+        self._send("shell", "hello", {})
         return info
 
     async def close(self) -> None:
@@ -182,11 +215,14 @@ class ToolBridge:
                 self.transport.send("control", "comm_msg", {
                     "comm_id": self.comm_id, "data": data}, buffers=buffers)
                 self.transport.send("shell", "comm_close", {"comm_id": self.comm_id, "data": {}})
-        self._fail_pending("the host closed")
-        for task in list(self._tasks.values()):
-            task.cancel()
+        self.cancel_calls()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.transport.close()
+
+    def cancel_calls(self) -> None:
+        """Cancel every tool running for this kernel (it restarted, died, or we leave)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
 
     # -- tools ----------------------------------------------------------------------
 
@@ -236,9 +272,18 @@ class ToolBridge:
             listener(channel, msg)
 
     def _on_comm_msg(self, msg: dict[str, Any]) -> None:
-        _, kind = unpack_header(msg["content"].get("data") or {})
-        body = body_bytes(msg.get("buffers"))
-        parent_id = msg["parent_header"].get("msg_id")
+        version, kind = unpack_header(msg["content"].get("data") or {})
+        if version != PROTOCOL_VERSION:
+            self.bad_messages.report("protocol version", f"{kind!r} message of version "
+                                     f"{version}, expected {PROTOCOL_VERSION}")
+            return
+        try:
+            self._dispatch(kind, body_bytes(msg.get("buffers")),
+                           msg["parent_header"].get("msg_id"))
+        except (ValueError, pydantic.ValidationError) as exc:
+            self.bad_messages.report(f"bad {kind!r} message", exc)
+
+    def _dispatch(self, kind: str, body: bytes, parent_id: str | None) -> None:
         if kind == "calls":
             calls = _calls.validate_json(body)
             for request in calls["calls"]:
@@ -253,6 +298,8 @@ class ToolBridge:
             self._resolve_ready(_ready.validate_json(body))
         elif kind == "error":
             self._resolve_ready(ProtocolMismatchError(_error.validate_json(body)["message"]))
+        else:
+            raise ValueError(f"unknown message type {kind!r}")
 
     def _on_comm_close(self) -> None:
         self._resolve_ready(ExtensionNotLoadedError(
@@ -261,11 +308,14 @@ class ToolBridge:
             "'Python 3 (progtc)'), or run `%load_ext progtc_kernel` in it"))
 
     def _on_extension_loaded(self, content: dict[str, Any]) -> None:
-        if content.get("status") == "error":
-            self._resolve_ready(ExtensionNotLoadedError(
-                f"the kernel could not load progtc_kernel ({content.get('ename')}: "
-                f"{content.get('evalue')}); install progtc-kernel in the kernel's "
-                "environment (pip install progtc-kernel)"))
+        if content.get("status") != "error":
+            return
+        if content.get("ename") == "ModuleNotFoundError":
+            reason = str(content.get("evalue"))
+        else:
+            reason = (f"the kernel could not load progtc_kernel ({content.get('ename')}: "
+                      f"{content.get('evalue')})")
+        self._resolve_ready(ExtensionNotLoadedError(reason))
 
     def _resolve_ready(self, outcome: ReadyBody | Exception) -> None:
         if self._ready is None or self._ready.done():
@@ -287,9 +337,13 @@ class ToolBridge:
 
     async def _run(self, registry: ToolRegistry, call_id: int, name: str,
                    arguments: dict[str, Any], channel: Channel, parent_id: str | None) -> None:
+        serving.set(self)
         started = time.perf_counter()
         try:
-            result = await registry.call(name, arguments)
+            outcome = await registry.call(
+                name, arguments, self.threads,
+                on_queued=lambda: self._notice("queued", channel, call_id),
+                on_started=lambda: self._notice("started", channel, call_id))
         except asyncio.CancelledError:
             record = ToolCallRecord(id=call_id, name=name, arguments=arguments, ok=False,
                                     duration=time.perf_counter() - started, error="cancelled")
@@ -297,31 +351,41 @@ class ToolBridge:
             raise
         finally:
             self._tasks.pop(call_id, None)
-        result["id"] = call_id
-        self._reply(channel, result)
-        error = result.get("error")
+        self._reply(channel, outcome.entry(call_id))
         record = ToolCallRecord(
-            id=call_id, name=name, arguments=arguments, ok=result["ok"],
-            duration=time.perf_counter() - started,
-            error=f"{error['type']}: {error['message']}" if error else None)
+            id=call_id, name=name, arguments=arguments, ok=outcome.ok,
+            duration=time.perf_counter() - started, error=outcome.describe_error())
         self._emit(parent_id, ToolCallFinished(record))
 
-    def _reply(self, channel: Channel, result: CallResult) -> None:
+    def _reply(self, channel: Channel, entry: bytes) -> None:
         """The first result of a loop turn leaves at once; the rest of the turn's
         results (a gather's) follow together."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-            self._send(channel, "results", {"results": [result]})
+            self._send_results(channel, [entry])
         else:
-            self._outbox[channel].append(result)
+            self._outbox[channel].append(entry)
+
+    def _notice(self, kind: str, channel: Channel, call_id: int) -> None:
+        """Tell the kernel a call waits for a thread, or runs now (batched per turn)."""
+        self._notices.setdefault((kind, channel), []).append(call_id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for channel, results in self._outbox.items():
-            if results:
+        notices, self._notices = self._notices, {}
+        for (kind, channel), ids in notices.items():
+            self._send(channel, kind, {"ids": ids})
+        for channel, entries in self._outbox.items():
+            if entries:
                 self._outbox[channel] = []
-                self._send(channel, "results", {"results": results})
+                self._send_results(channel, entries)
+
+    def _send_results(self, channel: Channel, entries: list[bytes]) -> None:
+        self._send(channel, "results", b'{"results":[%s]}' % b",".join(entries))
 
     def _send(self, channel: Channel, kind: str, body: Any) -> None:
         data, buffers = pack(kind, body, pydantic_core.to_json)
@@ -332,20 +396,17 @@ class ToolBridge:
         for listener in self._tool_listeners:
             listener(parent_id, event)
 
-    def _fail_pending(self, reason: str) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(KernelError(reason))
-            self._ready.exception()  # mark retrieved: nobody may be waiting
-        for task in list(self._tasks.values()):
-            task.cancel()
-
 
 def _transport_for(kernel: Any) -> Transport:
-    if hasattr(kernel, "send") and hasattr(kernel, "start") and hasattr(kernel, "session_id"):
-        return kernel  # type: ignore[no-any-return]
+    if isinstance(kernel, Transport):
+        return kernel
     if isinstance(kernel, (str, os.PathLike, dict)):
+        from ..kernels.local import ZmqTransport
+
         return ZmqTransport.connect(kernel)
     if hasattr(kernel, "get_connection_info"):
+        from ..kernels.local import ZmqTransport
+
         return ZmqTransport.connect(kernel.get_connection_info())
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "

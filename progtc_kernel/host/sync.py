@@ -12,9 +12,9 @@ from collections.abc import Coroutine
 from types import EllipsisType
 from typing import Any, TypeVar
 
-from .registry import ToolsLike
 from .results import ExecutionResult
 from .tool_kernel import ToolKernel
+from .tools import ToolsLike
 
 T = TypeVar("T")
 
@@ -37,7 +37,11 @@ class SyncToolKernel:
         self.kernel: ToolKernel = self._call(_create(tools, options))
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        except BaseException:
+            coroutine.close()  # if it never ran: no "never awaited" warning
+            raise
 
     def __enter__(self) -> SyncToolKernel:
         self.start()
@@ -52,6 +56,7 @@ class SyncToolKernel:
     def execute(self, code: str, *, tools: ToolsLike = None,
                 timeout: float | EllipsisType | None = ..., silent: bool = False
                 ) -> ExecutionResult:
+        self.kernel.refuse_reentry()  # before waiting on the loop a tool of ours may hold
         return self._call(self.kernel.execute(code, tools=tools, timeout=timeout, silent=silent))
 
     def reset(self) -> None:

@@ -1,20 +1,21 @@
-"""ToolKernel: a local IPython kernel whose code can call your tools."""
+"""ToolKernel: a kernel whose code can call your tools, known through a lifecycle and
+a transport (``progtc_kernel.kernels``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import sys
-import tempfile
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from .bridge import ToolBridge
+from ..kernels.base import KernelLifecycle
+from ..kernels.local import LocalKernel, lifecycle_for
+from .bridge import ToolBridge, serving
+from .errors import KernelDiedError, KernelStartError, ReentrantExecutionError
 from .events import (
     DisplayOutput,
     Event,
@@ -23,9 +24,9 @@ from .events import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from .registry import ToolRegistry, ToolsLike
 from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecord
-from .transport import ZmqTransport
+from .threads import DEFAULT_TOOL_THREADS
+from .tools import ToolRegistry, ToolsLike
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
@@ -36,7 +37,7 @@ INTERRUPT_GRACE = 5.0
 
 
 class ToolKernel:
-    """A local IPython kernel with the ``tools`` module wired to host callables.
+    """An IPython kernel with the ``tools`` module wired to host callables.
 
     ::
 
@@ -45,20 +46,33 @@ class ToolKernel:
                                           "print(await get_weather('Paris', 'France'))")
             print(result.stdout)
 
-    State persists across ``execute`` calls; ``reset()`` clears it, ``restart()``
-    starts a fresh process. ``python`` picks another interpreter for the kernel (it
-    needs ``progtc-kernel`` installed). ``kernel_manager`` adopts a jupyter_client
-    ``AsyncKernelManager`` of yours: a kernel already running there gets the extension
-    loaded, and is left running by ``close()``.
+    By default it starts a local kernel of its own on this interpreter, restarts it
+    if it dies and shuts it down on close. State persists across ``execute`` calls;
+    ``reset()`` clears it, ``restart()`` starts a fresh process.
+
+    ``tools``: callables, ``Tool`` objects or a mapping of name to either.
+    ``kernel``: a kernel to attach to instead: a running kernel's connection file or
+    info dict, a jupyter_client ``KernelClient`` or ``KernelManager`` (an idle manager
+    is started, and then owned), or a lifecycle from ``progtc_kernel.kernels``. A
+    kernel attached to is never replaced or restarted behind your back, its files are
+    left alone, and it keeps running on close. ``kernel_manager`` is the same as
+    ``kernel``. ``timeout``: seconds a run may take (default 30; ``None``: no limit).
+    ``tool_timeout``: seconds a tool call may take. ``max_in_flight``: tool calls
+    outstanding at once. ``tool_threads``: how many sync tools may run at once.
+    ``python``, ``kernel_name``, ``cwd``, ``env``: how to start a kernel of its own
+    (another interpreter needs progtc-kernel installed). ``startup_timeout``: seconds
+    a starting kernel may take to answer.
     """
 
     def __init__(
         self,
         tools: ToolsLike = None,
         *,
+        kernel: Any = None,
         timeout: float | None = 30.0,
         tool_timeout: float | None = 10.0,
         max_in_flight: int = 256,
+        tool_threads: int = DEFAULT_TOOL_THREADS,
         python: str | None = None,
         kernel_name: str | None = None,
         kernel_manager: Any = None,
@@ -70,30 +84,33 @@ class ToolKernel:
         self.timeout = timeout
         self.tool_timeout = tool_timeout
         self.max_in_flight = max_in_flight
+        self.tool_threads = tool_threads
         self.startup_timeout = startup_timeout
-        self._sockets: tempfile.TemporaryDirectory[str] | None = None
-        if kernel_manager is None:
-            kernel_manager = _kernel_manager(python, kernel_name)
-            if os.name == "posix":
-                # Unix sockets in a private folder: faster than loopback TCP, no ports
-                # to open, and no "unencrypted TCP" warnings from ipykernel 7.
-                self._sockets = tempfile.TemporaryDirectory(prefix="progtc-")
-                kernel_manager.transport = "ipc"
-                kernel_manager.ip = os.path.join(self._sockets.name, "kernel")
-        self.kernel_manager = kernel_manager
-        self._cwd = cwd
-        self._env = env
+        given = kernel if kernel is not None else kernel_manager
+        if given is None:
+            self.lifecycle: KernelLifecycle = LocalKernel(
+                python=python, kernel_name=kernel_name, cwd=cwd, env=env)
+        else:
+            if any(option is not None for option in (python, kernel_name, cwd, env)):
+                raise TypeError("python=, kernel_name=, cwd= and env= describe a kernel for "
+                                "ToolKernel to start; they cannot apply to the kernel given")
+            self.lifecycle = (given if isinstance(given, KernelLifecycle)
+                              else lifecycle_for(given))
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
-        self._needs_restart = False
-        self._owns_kernel = False  # a kernel we started is ours to shut down
+        self._dead = False
 
     @property
     def bridge(self) -> ToolBridge:
         if self._bridge is None:
             raise RuntimeError("the kernel is not started: use `async with ToolKernel(...)`")
         return self._bridge
+
+    @property
+    def kernel_manager(self) -> Any:
+        """The jupyter_client manager of a local kernel, if there is one."""
+        return getattr(self.lifecycle, "manager", None)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -105,39 +122,45 @@ class ToolKernel:
         await self.close()
 
     async def start(self) -> None:
-        km = self.kernel_manager
-        if not await _maybe_await(km.is_alive()):
-            self._owns_kernel = True
-            kwargs: dict[str, Any] = {"extra_arguments": ["--ext=progtc_kernel"]}
-            if self._cwd:
-                kwargs["cwd"] = self._cwd
-            if self._env is not None:
-                kwargs["env"] = self._env
-            await _maybe_await(km.start_kernel(**kwargs))
-        # A client of our own session: km.client() would share the manager's session id,
-        # hence the ZMQ identity, with any other client made the same way.
-        bridge = ToolBridge(
-            ZmqTransport.connect(km.get_connection_info()), self.tools,
-            tool_timeout=self.tool_timeout, max_in_flight=self.max_in_flight,
-            load_extension=not self._owns_kernel)  # ours started with --ext
-        bridge.add_message_listener(self._on_message)
-        bridge.add_tool_listener(self._on_tool_event)
-        self._bridge = bridge
+        """Start (or attach to) the kernel and register the tools; fails fast, with the
+        kernel's own words, when it dies while starting."""
         try:
-            await bridge.start(timeout=self.startup_timeout, fresh=True)
+            await self.lifecycle.start()
+            # A client of our own session: km.client() would share the manager's
+            # session id, hence the ZMQ identity, with any other client made that way.
+            bridge = ToolBridge(
+                self.lifecycle.connect(), self.tools, tool_timeout=self.tool_timeout,
+                max_in_flight=self.max_in_flight, tool_threads=self.tool_threads)
+            bridge.add_message_listener(self._on_message)
+            bridge.add_tool_listener(self._on_tool_event)
+            self._bridge = bridge
+            await self._while_alive(bridge.start(timeout=self.startup_timeout,
+                                                 fresh=self.lifecycle.owned))
         except BaseException:
             await self.close()
             raise
+
+    async def _while_alive(self, starting: Any) -> Any:
+        """Await a start or restart, failing at once if the kernel dies meanwhile."""
+        task = asyncio.ensure_future(starting)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.1)
+                if done:
+                    return task.result()
+                if not await self.lifecycle.is_alive():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                    raise KernelStartError(self.lifecycle.startup_failure())
+        finally:
+            task.cancel()
 
     async def close(self) -> None:
         if self._bridge is not None:
             await self._bridge.close()
             self._bridge = None
-        km = self.kernel_manager
-        if self._owns_kernel and km.has_kernel:
-            await _maybe_await(km.shutdown_kernel(now=True))
-        if self._sockets is not None:
-            self._sockets.cleanup()
+        await self.lifecycle.shutdown()
 
     async def restart(self) -> None:
         """A fresh kernel process: all state is gone, the tools stay."""
@@ -145,9 +168,9 @@ class ToolKernel:
             await self._restart()
 
     async def _restart(self) -> None:
-        await _maybe_await(self.kernel_manager.restart_kernel(now=True))
-        self._needs_restart = False
-        await self.bridge.reopen(timeout=self.startup_timeout, fresh=True)
+        await self.lifecycle.restart()
+        self._dead = False
+        await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
 
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""
@@ -156,7 +179,7 @@ class ToolKernel:
         result.raise_for_error()
 
     async def interrupt(self) -> None:
-        await _maybe_await(self.kernel_manager.interrupt_kernel())
+        await self.lifecycle.interrupt()
 
     # -- running code -----------------------------------------------------------------
 
@@ -184,8 +207,13 @@ class ToolKernel:
         ``timeout`` (seconds, default: the kernel's) interrupts a run that takes
         longer; its output so far is kept. ``tools`` replaces the tool set for this
         run. ``silent`` runs without history or displayed results."""
+        self.refuse_reentry()
         async with self._lock:
-            if self._needs_restart:
+            if self._dead:
+                if not self.lifecycle.owned:
+                    raise KernelDiedError(
+                        "the kernel given to ToolKernel died; restart it where it runs "
+                        "(or call restart() if ToolKernel holds its manager)")
                 await self._restart()
             bridge = self.bridge
             bridge.use_tools(self.tools if tools is None else tools)
@@ -220,7 +248,8 @@ class ToolKernel:
         elif outcome == "cancelled":
             outcome = await self._wait(run, INTERRUPT_GRACE)
         if outcome in ("died", "stuck"):
-            self._needs_restart = True
+            self._dead = True
+            self.bridge.cancel_calls()  # the code waiting for them is gone
         run.finish(outcome)
 
     async def _wait(self, run: _Run, timeout: float | None) -> str:
@@ -233,10 +262,20 @@ class ToolKernel:
                 return "done"
             if run.interrupted_by_host and not run.timed_out:
                 return "cancelled"
-            if not await _maybe_await(self.kernel_manager.is_alive()):
+            if not await self.lifecycle.is_alive():
                 return "died"
             if deadline is not None and time.monotonic() >= deadline:
                 return "timeout"
+
+    def refuse_reentry(self) -> None:
+        """A tool of this kernel may not run code on it: that code would wait for the
+        cell that is waiting for the tool, forever."""
+        if self._bridge is not None and serving.get() is self._bridge:
+            raise ReentrantExecutionError(
+                "a tool tried to run code on the kernel that is calling it; that kernel is "
+                "busy running the code waiting for this tool, so both would wait forever. "
+                "Run that code in a second ToolKernel, or return data for the calling "
+                "code to use")
 
     def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
         run = self._runs.get(msg["parent_header"].get("msg_id", ""))
@@ -350,35 +389,3 @@ def clean_traceback(frames: list[str]) -> str:
     kept = [_ANSI.sub("", frame) for frame in frames]
     kept = [frame for frame in kept if _PACKAGE_DIR not in frame]
     return "\n".join(kept).strip("\n")
-
-
-def _kernel_manager(python: str | None, kernel_name: str | None) -> Any:
-    from jupyter_client.manager import AsyncKernelManager
-
-    if python is None and kernel_name is not None:
-        return AsyncKernelManager(kernel_name=kernel_name)
-    return AsyncKernelManager(kernel_spec_manager=_single_spec(python or sys.executable),
-                              kernel_name="progtc")
-
-
-def _single_spec(python: str) -> Any:
-    """A kernel spec manager that knows one spec: an IPython kernel on ``python``."""
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
-
-    spec = KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                      display_name="Python 3 (progtc)", language="python",
-                      metadata={"debugger": False}, interrupt_mode="signal")
-
-    class SingleSpecManager(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-            if kernel_name != "progtc":
-                raise NoSuchKernel(kernel_name)
-            return spec
-
-    return SingleSpecManager()
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value

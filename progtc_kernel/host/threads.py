@@ -1,0 +1,79 @@
+"""Where sync tools run: daemon threads of their own, a bounded number at once.
+
+Not asyncio's default executor: it is small (6 threads on 2 cores), shared with
+everything else on the loop, and both ``asyncio.run`` and the interpreter wait for
+its threads at exit, so one hung tool would keep the host from ever exiting. Here a
+call that is cancelled (interrupt, per-call timeout) frees its slot at once; its
+thread, if the tool hangs, is abandoned and dies with the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_TOOL_THREADS = 32
+
+# (True, value) or (False, the exception the function raised, whatever its kind)
+Outcome = tuple[bool, Any]
+
+
+class ToolThreads:
+    """Runs sync tools, at most ``size`` at once; the rest wait for a slot.
+
+    ``size``: how many sync tools may run at the same time (default 32)."""
+
+    def __init__(self, size: int = DEFAULT_TOOL_THREADS) -> None:
+        if size < 1:
+            raise ValueError("tool_threads must be at least 1")
+        self.size = size
+        self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def _slots_here(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            for old in [old for old in self._slots if old.is_closed()]:
+                del self._slots[old]
+            slots = self._slots[loop] = asyncio.Semaphore(self.size)
+        return slots
+
+    async def run(self, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
+                  *, on_queued: Callable[[], None] | None = None,
+                  on_started: Callable[[], None] | None = None) -> Outcome:
+        """Run ``function`` on a thread of its own once a slot is free.
+
+        Never raises what the function raised (not even SystemExit): it comes back as
+        ``(False, exception)``. Cancelling the caller frees the slot at once."""
+        slots = self._slots_here()
+        queued = slots.locked()
+        if queued and on_queued is not None:
+            on_queued()
+        async with slots:
+            if queued and on_started is not None:
+                on_started()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Outcome] = loop.create_future()
+            context = contextvars.copy_context()  # the caller's context vars, as to_thread
+
+            def work() -> None:
+                outcome: Outcome
+                try:
+                    outcome = (True, context.run(function, *args, **kwargs))
+                except BaseException as exc:
+                    outcome = (False, exc)
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(_deliver, future, outcome)
+
+            threading.Thread(target=work, daemon=True,
+                             name=f"progtc-tool-{getattr(function, '__name__', 'tool')}").start()
+            return await future
+
+
+def _deliver(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)

@@ -1,0 +1,327 @@
+"""Kernels on this machine (or reachable over ZMQ): jupyter_client and pyzmq.
+
+* ``ZmqTransport``: one connection (shell, iopub, control) with a session of its own.
+* ``LocalKernel``: a kernel started here, on an interpreter of your choice, over
+  private Unix sockets; owned: restarted when it dies, shut down on close.
+* ``AttachedKernel``: a kernel someone else runs, from its connection file or info,
+  a ``KernelClient`` or a ``KernelManager``; never restarted behind the user's back,
+  never replaced, its files never touched, left running on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from typing import Any
+
+from .._wire import BadMessages, SignatureCheck, decode
+from ..host.errors import KernelError
+from .base import ChannelName, MessageCallback
+
+log = logging.getLogger("progtc_kernel")
+SPEC_NAME = "progtc"
+
+
+class ZmqTransport:
+    """One connection to a kernel over ZMQ, through a jupyter_client client."""
+
+    def __init__(self, client: Any) -> None:
+        """``client``: a jupyter_client ``AsyncKernelClient`` this transport owns."""
+        self.client = client
+        self.bad_messages = BadMessages(log, "host")
+        self._readers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def connect(cls, connection: dict[str, Any] | str | os.PathLike[str]) -> ZmqTransport:
+        """A transport with its own client and session, from connection info or file."""
+        from jupyter_client.asynchronous.client import AsyncKernelClient
+
+        client = AsyncKernelClient()
+        if isinstance(connection, dict):
+            client.load_connection_info(connection)  # type: ignore[arg-type]
+        else:
+            client.load_connection_file(os.fspath(connection))
+        return cls(client)
+
+    @property
+    def session_id(self) -> str:
+        return str(self.client.session.session)
+
+    async def start(self, on_message: MessageCallback) -> None:
+        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        check = SignatureCheck(self.client.session)
+        for name in ("iopub", "shell", "control"):
+            socket = getattr(self.client, f"{name}_channel").socket
+            reader = self._read(name, socket, check, on_message)
+            self._readers.append(asyncio.create_task(reader))
+
+    def send(
+        self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,
+        buffers: list[bytes] | None = None, metadata: dict[str, Any] | None = None,
+    ) -> str:
+        socket = getattr(self.client, f"{channel}_channel").socket
+        session = self.client.session
+        msg = session.msg(msg_type, content, metadata=metadata)
+        # Through the asyncio socket itself, not Session.send: that sends on a plain
+        # shadow of the socket, which consumes ZMQ's edge-triggered readiness signal
+        # behind the asyncio socket's back, so a reader waiting on the same socket
+        # could sleep forever with a reply queued (a stall seen on attach).
+        socket.send_multipart([*session.serialize(msg), *(buffers or ())], copy=False)
+        return str(msg["header"]["msg_id"])
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._readers.clear()
+        if self.client.channels_running:
+            self.client.stop_channels()
+
+    async def _read(self, name: str, socket: Any, check: SignatureCheck,
+                    on_message: MessageCallback) -> None:
+        session = self.client.session
+        while True:
+            frames = await socket.recv_multipart(copy=False)
+            try:
+                msg = decode(session, check, frames)
+            except Exception as exc:
+                self.bad_messages.report(f"unreadable {name} message", exc)
+                continue
+            try:
+                on_message(name, msg)
+            except Exception as exc:
+                self.bad_messages.report(f"unhandled {name} message", repr(exc))
+
+
+class _StderrTail:
+    """Copies a kernel's stderr to ours, keeping its last lines to explain a failure."""
+
+    def __init__(self, pipe: Any, keep: int = 20) -> None:
+        self.lines: deque[str] = deque(maxlen=keep)
+        self._thread = threading.Thread(target=self._copy, args=(pipe,), daemon=True,
+                                        name="progtc-kernel-stderr")
+        self._thread.start()
+
+    def _copy(self, pipe: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", "replace")
+                self.lines.append(line.rstrip("\n"))
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+
+    def text(self) -> str:
+        self._thread.join(timeout=1)  # the process is gone: its last words are coming
+        return "\n".join(self.lines)
+
+
+class LocalKernel:
+    """A kernel this process starts and owns, on ``python`` (default: this one) or
+    on the kernelspec ``kernel_name``, in ``cwd`` with ``env``."""
+
+    owned = True
+
+    def __init__(self, *, python: str | None = None, kernel_name: str | None = None,
+                 cwd: str | None = None, env: dict[str, str] | None = None,
+                 manager: Any = None) -> None:
+        self.python = python
+        self.cwd = cwd
+        self.env = env
+        self._stderr: _StderrTail | None = None
+        self._sockets: tempfile.TemporaryDirectory[str] | None = None
+        if manager is None:
+            manager = _kernel_manager(python, kernel_name)
+            if os.name == "posix":
+                # Unix sockets in a private folder: faster than loopback TCP, no ports
+                # to open, and no "unencrypted TCP" warnings from ipykernel 7.
+                self._sockets = tempfile.TemporaryDirectory(prefix="progtc-")
+                manager.transport = "ipc"
+                manager.ip = os.path.join(self._sockets.name, "kernel")
+        self.manager = manager
+
+    async def start(self) -> None:
+        if self.python is not None and shutil.which(self.python) is None:
+            raise KernelError(f"no Python interpreter at {self.python!r}: give the path of "
+                              "a Python executable (e.g. .venv/bin/python)")
+        kwargs: dict[str, Any] = {"stderr": subprocess.PIPE}
+        if self.cwd:
+            kwargs["cwd"] = self.cwd
+        if self.env is not None:
+            kwargs["env"] = self.env
+        try:
+            await _maybe_await(self.manager.start_kernel(**kwargs))
+        except (OSError, RuntimeError) as exc:
+            raise KernelError(f"could not start the kernel: {exc}") from None
+        self._watch_stderr()
+
+    def _watch_stderr(self) -> None:
+        process = getattr(self.manager.provisioner, "process", None)
+        pipe = getattr(process, "stderr", None)
+        self._stderr = _StderrTail(pipe) if pipe is not None else None
+
+    def connect(self) -> ZmqTransport:
+        return ZmqTransport.connect(self.manager.get_connection_info())
+
+    async def is_alive(self) -> bool:
+        return bool(await _maybe_await(self.manager.is_alive()))
+
+    async def interrupt(self) -> None:
+        await _maybe_await(self.manager.interrupt_kernel())
+
+    async def restart(self) -> None:
+        await _maybe_await(self.manager.restart_kernel(now=True))
+        self._watch_stderr()
+
+    async def shutdown(self) -> None:
+        if self.manager.has_kernel:
+            await _maybe_await(self.manager.shutdown_kernel(now=True))
+        if self._sockets is not None:
+            self._sockets.cleanup()
+
+    def startup_failure(self) -> str:
+        provisioner = self.manager.provisioner
+        process = getattr(provisioner, "process", None)
+        code = process.poll() if process is not None else None
+        said = self._stderr.text() if self._stderr is not None else ""
+        python = self.python or (self.manager.kernel_spec.argv[0]
+                                 if self.manager.kernel_spec else sys.executable)
+        what = ("the kernel process exited while starting" if code is None
+                else f"the kernel process exited while starting (exit code {code})")
+        if said:
+            what += ":\n    " + "\n    ".join(said.splitlines()[-8:])
+        if "No module named" in said and "ipykernel" in said:
+            what += (f"\nipykernel is not installed there; install progtc-kernel (it brings "
+                     f"ipykernel) with: {python} -m pip install progtc-kernel")
+        return what
+
+
+class AttachedKernel:
+    """A kernel someone else runs; see the module docstring.
+
+    ``manager``: a jupyter_client KernelManager that started it (interrupts and an
+    explicit restart go through it); else ``connection``: its connection info or file,
+    and interrupts go as ``interrupt_request`` messages."""
+
+    owned = False
+
+    def __init__(self, connection: dict[str, Any] | str | os.PathLike[str],
+                 manager: Any = None) -> None:
+        self.connection = connection
+        self.manager = manager
+        self._monitor: Any = None  # a client for heartbeats and interrupt requests
+        self._beat_seen = False
+
+    async def start(self) -> None:
+        if isinstance(self.connection, (str, os.PathLike)) and not os.path.exists(
+                self.connection):
+            raise KernelError(f"no connection file at {os.fspath(self.connection)!r}: give "
+                              "the path of a running kernel's connection file")
+        if self.manager is None:
+            from jupyter_client.asynchronous.client import AsyncKernelClient
+
+            monitor = AsyncKernelClient()
+            if isinstance(self.connection, dict):
+                monitor.load_connection_info(self.connection)  # type: ignore[arg-type]
+            else:
+                monitor.load_connection_file(os.fspath(self.connection))
+            monitor.start_channels(shell=False, iopub=False, stdin=False, hb=True, control=True)
+            self._monitor = monitor
+
+    def connect(self) -> ZmqTransport:
+        return ZmqTransport.connect(self.connection)
+
+    async def is_alive(self) -> bool:
+        if self.manager is not None:
+            return bool(await _maybe_await(self.manager.is_alive()))
+        if self._monitor is None:
+            return False
+        beating = bool(self._monitor.hb_channel.is_beating())
+        self._beat_seen = self._beat_seen or beating
+        return beating or not self._beat_seen  # alive until it has beaten and stopped
+
+    async def interrupt(self) -> None:
+        if self.manager is not None:
+            await _maybe_await(self.manager.interrupt_kernel())
+        elif self._monitor is not None:
+            socket = self._monitor.control_channel.socket
+            msg = self._monitor.session.msg("interrupt_request", {})
+            socket.send_multipart(self._monitor.session.serialize(msg))
+
+    async def restart(self) -> None:
+        if self.manager is None:
+            raise KernelError(
+                "this kernel was given by its connection info, so it cannot be restarted "
+                "from here: restart it where it runs, or let ToolKernel start its own")
+        await _maybe_await(self.manager.restart_kernel(now=True))
+
+    async def shutdown(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop_channels()
+            self._monitor = None
+
+    def startup_failure(self) -> str:
+        return "the kernel attached to does not answer; is it running?"
+
+
+def lifecycle_for(kernel: Any) -> Any:
+    """The lifecycle of what a user holds: a manager, a client, connection info, a file.
+
+    A manager running a kernel, or holding a running kernel's connection info, is
+    attached to; an idle manager is started here (and so owned)."""
+    if isinstance(kernel, (str, os.PathLike, dict)):
+        return AttachedKernel(kernel)
+    if hasattr(kernel, "start_kernel"):  # a KernelManager
+        if kernel.has_kernel:
+            return AttachedKernel(kernel.get_connection_info(), manager=kernel)
+        if kernel.shell_port:  # loaded from a running kernel's connection file
+            return AttachedKernel(kernel.get_connection_info())
+        return LocalKernel(manager=kernel)
+    if hasattr(kernel, "get_connection_info"):  # a KernelClient
+        return AttachedKernel(kernel.get_connection_info())
+    raise TypeError(
+        f"ToolKernel cannot use a {type(kernel).__name__} as a kernel; pass a KernelManager, "
+        "a KernelClient, a connection file or info dict, or a kernel lifecycle "
+        "(progtc_kernel.kernels.local.LocalKernel...)")
+
+
+def _kernel_manager(python: str | None, kernel_name: str | None) -> Any:
+    from jupyter_client.manager import AsyncKernelManager
+
+    if python is None and kernel_name is not None:
+        return AsyncKernelManager(kernel_name=kernel_name)
+    return AsyncKernelManager(kernel_spec_manager=single_spec(python or sys.executable),
+                              kernel_name=SPEC_NAME)
+
+
+def single_spec(python: str) -> Any:
+    """A kernel spec manager that knows one spec: an IPython kernel on ``python``."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+
+    spec = KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                      display_name="Python 3 (progtc)", language="python",
+                      metadata={"debugger": False}, interrupt_mode="signal")
+
+    class SingleSpecManager(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            if kernel_name != SPEC_NAME:
+                raise NoSuchKernel(kernel_name)
+            return spec
+
+    return SingleSpecManager()
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
