@@ -13,14 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import ExecutionFinished, ToolCallStarted, ToolKernel
+from progtc_kernel import ToolKernel
+from progtc_kernel.kernels.local import single_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVS = ROOT / ".kernel-envs"
@@ -41,22 +42,30 @@ def _python_of(env: Path) -> Path:
 
 def kernel_env(line: str) -> str:
     """Path of a Python with progtc_kernel and the given ipykernel line (built once)."""
-    env = ENVS / f"ipykernel-{line}"
+    requirement = {**LINES, **OTHER_LINES}[line]
+    return build_env(f"ipykernel-{line}", ["-e", str(ROOT), requirement])
+
+
+def build_env(name: str, requirements: list[str]) -> str:
+    """Path of the Python of a virtual environment with these requirements (built once;
+    none at all gives a bare interpreter)."""
+    env = ENVS / name
     python = _python_of(env)
     marker = env / ".ready"
     if not marker.exists():
         shutil.rmtree(env, ignore_errors=True)
-        requirement = {**LINES, **OTHER_LINES}[line]
         uv = shutil.which("uv") or (shutil.which("uv", path=str(Path(sys.executable).parent)))
         if uv:
             subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(env)], check=True)
-            subprocess.run([uv, "pip", "install", "-q", "--python", str(python), "-e", str(ROOT),
-                            requirement], check=True)
+            if requirements:
+                subprocess.run([uv, "pip", "install", "-q", "--python", str(python),
+                                *requirements], check=True)
         else:
             subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT),
-                            requirement], check=True)
-        marker.write_text(requirement)
+            if requirements:
+                subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements],
+                               check=True)
+        marker.write_text(" ".join(requirements))
     return str(python)
 
 
@@ -108,16 +117,46 @@ def make_kernel(kernel_python: str) -> Callable[..., ToolKernel]:
     return make
 
 
-async def interrupt_during_call(kernel: ToolKernel, code: str) -> tuple[float, str]:
-    """Run code, interrupt it 0.2 s into its first tool call; returns how long the
-    run took to end after the interrupt, and its error kind."""
-    interrupted_at = 0.0
-    async for event in kernel.stream(code):
-        if isinstance(event, ToolCallStarted):
-            await asyncio.sleep(0.2)
-            interrupted_at = time.monotonic()
-            await kernel.interrupt()
-        if isinstance(event, ExecutionFinished):
-            assert event.result.error is not None
-            return time.monotonic() - interrupted_at, event.result.error.kind
-    raise AssertionError("the run ended without a result")
+async def plain_kernel(python: str, transport: str = "ipc",
+                       tmp: Path | None = None) -> AsyncKernelManager:
+    """A kernel started the way a user would, without the extension, and up."""
+    km = AsyncKernelManager(kernel_spec_manager=single_spec(python), kernel_name="progtc")
+    if transport == "ipc":
+        km.transport = "ipc"
+        km.ip = str((tmp or Path(os.environ.get("TMPDIR", "/tmp"))) / f"k{os.getpid()}-{id(km)}")
+    await km.start_kernel()
+    waiter = km.client()
+    waiter.start_channels()
+    try:
+        await waiter.wait_for_ready(timeout=60)
+    finally:
+        waiter.stop_channels()
+    return km
+
+
+@pytest.fixture
+async def own_kernel(kernel_python: str) -> AsyncIterator[AsyncKernelManager]:
+    """A plain kernel of the user's, started without the extension, and running."""
+    km = await plain_kernel(kernel_python)
+    try:
+        yield km
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+async def interrupt_during_call(kernel: ToolKernel, code: str,
+                                started: Callable[[], Awaitable[Any]]) -> str:
+    """Run code and interrupt it once ``started()`` returns (a tool says it runs);
+    returns the run's error kind."""
+
+    async def interrupt_when_started() -> None:
+        await started()
+        await kernel.interrupt()
+
+    interrupter = asyncio.ensure_future(interrupt_when_started())
+    try:
+        result = await kernel.execute(code)
+    finally:
+        interrupter.cancel()
+    assert result.error is not None, "the run was not interrupted"
+    return result.error.kind

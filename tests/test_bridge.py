@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import random
+import sys
+import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import ExtensionNotLoadedError, ToolBridge
-from progtc_kernel.host.tool_kernel import _single_spec
+from progtc_kernel import Event, ExtensionNotLoadedError, ToolBridge, ToolCallStarted
+from progtc_kernel.kernels.local import ZmqTransport
 
 from .conftest import TOOLS
-
-
-@pytest.fixture
-async def own_kernel(kernel_python: str) -> AsyncIterator[AsyncKernelManager]:
-    """A plain kernel, started without the extension and running, as a user would have."""
-    km = AsyncKernelManager(kernel_spec_manager=_single_spec(kernel_python),
-                            kernel_name="progtc")
-    await km.start_kernel()
-    waiter = km.client()
-    waiter.start_channels()
-    await waiter.wait_for_ready()
-    waiter.stop_channels()
-    try:
-        yield km
-    finally:
-        await km.shutdown_kernel(now=True)
 
 
 @pytest.fixture
@@ -83,43 +72,105 @@ async def test_bridge_accepts_a_client_or_a_connection_file(
 async def test_host_closing_fails_pending_calls(
     own_kernel: AsyncKernelManager, own_client: Any,
 ) -> None:
-    async def slow() -> None:
-        await asyncio.sleep(30)
+    running = asyncio.Event()
 
-    client = own_client
+    async def slow() -> None:
+        running.set()
+        await asyncio.Event().wait()
+
     bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
-    await bridge.start()
-    cell = asyncio.create_task(run_cell(client, (
-        "import tools\n"
-        "try:\n"
-        "    await tools.slow()\n"
-        "except tools.ToolError as e:\n"
-        "    print(type(e).__name__, e.message)\n")))
-    await asyncio.sleep(0.5)
-    await bridge.close()
-    out = await asyncio.wait_for(cell, 5)
-    assert out == "HostDisconnectedError the host closed the connection\n"
-    out = await run_cell(client, "import tools\ntools.get_weather('x', 'y')")
-    assert "no host is serving tools" in out
-
-
-async def test_a_vanished_host_is_noticed_through_the_call_timeout(
-    own_kernel: AsyncKernelManager, own_client: Any,
-) -> None:
-    async def slow() -> None:
-        await asyncio.sleep(30)
-
-    bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=1)
     await bridge.start()
     cell = asyncio.create_task(run_cell(own_client, (
         "import tools\n"
         "try:\n"
         "    await tools.slow()\n"
-        "except TimeoutError as e:\n"
-        "    print(type(e).__name__)\n")))
-    await asyncio.sleep(0.3)
-    await bridge.transport.close()  # gone without a word, as a crashed host would be
-    assert await asyncio.wait_for(cell, 5) == "ToolTimeoutError\n"
+        "except tools.ToolError as e:\n"
+        "    print(type(e).__name__, e.message)\n")))
+    await running.wait()
+    await bridge.close()
+    out = await asyncio.wait_for(cell, 30)
+    assert out == "HostDisconnectedError the host closed the connection\n"
+
+
+async def test_with_no_host_a_call_names_its_tool(own_kernel: AsyncKernelManager,
+                                                  own_client: Any) -> None:
+    async with ToolBridge(own_kernel, tools=TOOLS):
+        pass  # the extension is loaded, and no host is left
+    out = await run_cell(own_client, (
+        "from tools import get_weather\n"
+        "import tools\n"
+        "for call in (lambda: get_weather('x', 'y'), tools.anything):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except tools.HostDisconnectedError as e:\n"
+        "        print(e.tool, '|', e.message)\n"))
+    assert out.splitlines() == [
+        "get_weather | no host is serving tools to this kernel; connect one with "
+        "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge",
+        "anything | no host is serving tools to this kernel; connect one with "
+        "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge"]
+
+
+async def test_a_host_whose_connection_drops_is_noticed_at_once(
+    own_kernel: AsyncKernelManager, own_client: Any,
+) -> None:
+    running = asyncio.Event()
+
+    async def slow() -> None:
+        running.set()
+        await asyncio.Event().wait()
+
+    bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
+    await bridge.start()
+    cell = asyncio.create_task(run_cell(own_client, (
+        "import tools\n"
+        "try:\n"
+        "    await tools.slow()\n"
+        "except tools.HostDisconnectedError as e:\n"
+        "    print(e.message)\n")))
+    await running.wait()
+    await bridge.transport.close()  # sockets closed without a goodbye, as in a crash
+    out = await asyncio.wait_for(cell, 30)  # tool_timeout=None: it would wait forever
+    assert out == "the host disconnected (its connection to the kernel closed)\n"
+    bridge.cancel_calls()
+
+
+async def test_a_killed_host_is_forgotten_at_once(
+    own_kernel: AsyncKernelManager, own_client: Any, tmp_path: Path,
+) -> None:
+    host = tmp_path / "host.py"
+    host.write_text(textwrap.dedent("""\
+        import asyncio, sys
+        from progtc_kernel import ToolBridge
+
+        async def who() -> str:
+            return "A"
+
+        async def main() -> None:
+            async with ToolBridge(sys.argv[1], tools={"who": who}, tool_timeout=None):
+                print("serving", flush=True)
+                await asyncio.Event().wait()
+
+        asyncio.run(main())
+        """))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(host), own_kernel.connection_file, stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    assert await asyncio.wait_for(process.stdout.readline(), 60) == b"serving\n"
+    assert await run_cell(own_client, "import tools\nprint(tools.who())") == "A\n"
+    process.kill()  # SIGKILL: no goodbye
+    await process.wait()
+    async with ToolBridge(own_kernel, tools={"who": lambda: "B"}):
+        assert await run_cell(own_client, "import tools\nprint(tools.who())") == "B\n"
+    # B left cleanly and A is dead: the call fails at once instead of waiting on A
+    # (whose tool_timeout was None: it would hang).
+    out = await run_cell(own_client, (
+        "import tools\n"
+        "try:\n"
+        "    tools.who()\n"
+        "except tools.HostDisconnectedError as e:\n"
+        "    print(e.message)\n"))
+    assert out.startswith("no host is serving tools to this kernel")
 
 
 async def test_calls_go_to_the_host_whose_client_ran_the_cell(
@@ -155,3 +206,100 @@ async def test_a_kernel_without_progtc_kernel_is_a_clear_error(
     with pytest.raises(ExtensionNotLoadedError, match="--ext=progtc_kernel"):
         async with ToolBridge(own_kernel, tools=TOOLS, load_extension=False):
             pass
+
+
+# -- forged and garbage messages from a second client holding the key ----------------
+
+
+async def forge(own_kernel: AsyncKernelManager, bridge: ToolBridge,
+                messages: list[tuple[dict[str, Any], bytes]]) -> None:
+    """Send comm messages on the bridge's comm from another client, on control, and
+    wait until the kernel has handled them (control answers in order)."""
+    forger = ZmqTransport.connect(dict(own_kernel.get_connection_info()))
+    handled = asyncio.get_running_loop().create_future()
+    probe = ""
+
+    def on_message(channel: str, msg: dict[str, Any]) -> None:
+        if channel == "control" and msg["parent_header"].get("msg_id") == probe \
+                and not handled.done():
+            handled.set_result(None)
+
+    await forger.start(on_message)
+    try:
+        for data, body in messages:
+            forger.send("control", "comm_msg", {"comm_id": bridge.comm_id, "data": data},
+                        buffers=[body])
+        probe = forger.send("control", "kernel_info_request", {})
+        await asyncio.wait_for(handled, 30)
+    finally:
+        await forger.close()
+
+
+@pytest.mark.parametrize(("data", "entry", "message"), [
+    ({"v": 1, "type": "results"}, {"ok": False, "error": {}},
+     "the host sent a malformed result (unknown error kind None)"),
+    ({"v": 1, "type": "results"}, {"ok": True},
+     "the host sent a malformed result (a successful result has no 'value')"),
+    ({"v": 99, "type": "results"}, {"ok": True, "value": 1},
+     "the host speaks progtc_kernel protocol 99, this kernel speaks 1"),
+], ids=["error-without-fields", "ok-without-value", "version-99"])
+async def test_a_bad_result_fails_its_call_instead_of_orphaning_it(
+    own_kernel: AsyncKernelManager, own_client: Any,
+    data: dict[str, Any], entry: dict[str, Any], message: str,
+) -> None:
+    async def stall() -> None:
+        await asyncio.Event().wait()
+
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    async with ToolBridge(own_kernel, tools=[stall], tool_timeout=None) as bridge:
+
+        def on_tool_event(parent: str | None, event: Event) -> None:
+            if isinstance(event, ToolCallStarted) and not started.done():
+                started.set_result(event.id)
+
+        bridge.add_tool_listener(on_tool_event)
+        cell = asyncio.create_task(run_cell(own_client, (
+            "import tools\n"
+            "try:\n"
+            "    await tools.stall()\n"
+            "except tools.ToolError as e:\n"
+            "    print(e.error_type, '|', e.message)\n")))
+        call_id = await started
+        await forge(own_kernel, bridge, [(data, json.dumps(
+            {"results": [{"id": call_id, **entry}]}).encode())])
+        out = await asyncio.wait_for(cell, 30)
+    assert out.startswith("ProtocolError | " + message)
+
+
+async def test_garbage_is_logged_once_per_kind_and_counted(
+    own_kernel: AsyncKernelManager, own_client: Any,
+) -> None:
+    chaos = random.Random(7)
+    kinds = ["results", "tools", "queued", "close-ish", "calls", ""]
+    garbage = []
+    for _ in range(400):
+        data = {"v": chaos.choice([1, 1, 1, 0, 99, "x"]), "type": chaos.choice(kinds)}
+        body = chaos.choice([
+            chaos.randbytes(chaos.randint(0, 40)),
+            json.dumps(chaos.choice([[], 3, "s", {"results": 5}, {"results": [7, {}]},
+                                     {"results": [{"id": "x"}]}, {"ids": "no"}])).encode(),
+        ])
+        garbage.append((data, body))
+    async with ToolBridge(own_kernel, tools=TOOLS) as bridge:
+        await run_cell(own_client, (
+            "import logging\n"
+            "records = []\n"
+            "handler = logging.Handler()\n"
+            "handler.emit = records.append\n"
+            "logging.getLogger('progtc_kernel').addHandler(handler)\n"))
+        await forge(own_kernel, bridge, garbage)
+        out = await run_cell(own_client, (
+            "from progtc_kernel.kernel import extension\n"
+            "counts = extension.current().bad_messages.counts\n"
+            "print(len(records), len(counts), any(r.exc_info for r in records))\n"
+            "import tools\n"
+            "print(tools.get_weather('Oslo', 'NO'))\n"))
+    logged, kinds_seen, with_traceback = out.splitlines()[0].split()
+    assert int(logged) == int(kinds_seen) <= 6  # one line per kind, however many came
+    assert with_traceback == "False"
+    assert out.splitlines()[1] == "Weather in Oslo, NO: Sunny, 22°C"  # still serving

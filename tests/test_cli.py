@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from progtc_kernel import ToolBridge
-from progtc_kernel.cli import describe_output, load_tools, main
+from progtc_kernel import ToolBridge, load_tools
+from progtc_kernel.cli import describe_output, main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -118,7 +118,8 @@ def test_tools_files_serve_the_functions_they_define(kernel_python: str, tmp_pat
                          cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "['ToolError', 'shout']\nHELLO!\n"
+    assert done.stdout == ("['HostDisconnectedError', 'ToolArgumentError', 'ToolError', "
+                           "'ToolTimeoutError', 'shout']\nHELLO!\n")
 
 
 def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
@@ -157,7 +158,8 @@ def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
     (["run", "examples/agent.py", "--tools", "no_such_module"],
      "no module named 'no_such_module': give a .py file path"),
     (["run", "examples/agent.py", "--tools", "examples/tools.py", "--python", "/no/python"],
-     "--python /no/python: no such interpreter"),
+     "could not start a kernel with --python /no/python: no Python interpreter at "
+     "'/no/python'"),
     (["run", "examples/agent.py", "--timeout", "soon"], "'soon' is not a number of seconds"),
     (["run"], "the following arguments are required: SCRIPT"),
 ])

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+
+import pydantic
 
 from progtc_kernel import ToolKernel
+from progtc_kernel.kernel.tools_module import RULE
+
+ERRORS = ["HostDisconnectedError", "ToolArgumentError", "ToolError", "ToolTimeoutError"]
 
 
 async def run_ok(kernel: ToolKernel, code: str) -> str:
@@ -40,9 +46,25 @@ async def test_tools_have_real_signatures_and_docstrings(kernel: ToolKernel) -> 
     assert "Search the database." in out
 
 
-async def test_dir_lists_the_tools(kernel: ToolKernel) -> None:
+async def test_dir_lists_the_tools_and_their_errors(kernel: ToolKernel) -> None:
     out = await run_ok(kernel, "import tools; print(dir(tools))")
-    assert out.strip() == "['ToolError', 'fail', 'get_weather', 'search_database']"
+    assert out.strip() == str(sorted([*ERRORS, "fail", "get_weather", "search_database"]))
+
+
+async def test_every_error_a_call_can_raise_is_importable_from_tools(kernel: ToolKernel) -> None:
+    out = await run_ok(kernel, (
+        "from tools import ToolError, ToolArgumentError, ToolTimeoutError, "
+        "HostDisconnectedError\n"
+        "print(all(issubclass(e, ToolError) for e in "
+        "(ToolArgumentError, ToolTimeoutError, HostDisconnectedError)))\n"
+        "print(issubclass(ToolTimeoutError, TimeoutError))"))
+    assert out.splitlines() == ["True", "True"]
+
+
+async def test_help_states_the_await_rule(kernel: ToolKernel) -> None:
+    out = await run_ok(kernel, "import tools\nhelp(tools)")
+    assert "Tools: fail, get_weather, search_database." in out
+    assert RULE in " ".join(out.split())
 
 
 async def test_star_import_brings_every_tool(kernel: ToolKernel) -> None:
@@ -103,22 +125,73 @@ async def test_comprehensions_inside_async_code_stay_awaitable(kernel: ToolKerne
     assert "Weather in Tokyo, X" in first and "Weather in Cairo, Y" in second
 
 
-async def test_top_level_statements_without_await_block(kernel: ToolKernel) -> None:
+async def test_a_cell_without_await_blocks(kernel: ToolKernel) -> None:
     out = await run_ok(kernel, "import tools\nprint(tools.get_weather('Quito', 'EC'))")
     assert out.strip() == "Weather in Quito, EC: Sunny, 22°C"
-    # IPython compiles each top-level statement on its own: only those with `await`
-    # are coroutines, so a plain statement in an awaiting cell still blocks.
+
+
+async def test_in_a_cell_that_awaits_every_top_level_call_is_awaitable(
+    kernel: ToolKernel,
+) -> None:
+    # The rule is per cell: a statement without `await` in a cell that awaits still
+    # gives an awaitable, so progtc-style code runs as written.
     out = await run_ok(kernel, (
         "import asyncio, tools\n"
         "w = tools.get_weather('Cusco', 'PE')\n"
-        "await asyncio.sleep(0)\n"
         "for city in ['Lima']:\n"
         "    pending = tools.get_weather(city, 'PE')\n"
-        "    await asyncio.sleep(0)\n"
-        "print(w)\n"
+        "print(await w)\n"
         "print(await pending)\n"))
     assert out.splitlines() == ["Weather in Cusco, PE: Sunny, 22°C",
                                 "Weather in Lima, PE: Sunny, 22°C"]
+
+
+async def test_calls_in_threads_block(kernel: ToolKernel) -> None:
+    out = await run_ok(kernel, (
+        "import asyncio, tools\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(4) as pool:\n"
+        "    found = list(pool.map(lambda c: tools.get_weather(c, 'IT'), ['Rome', 'Pisa']))\n"
+        "print(found)\n"
+        "print(await asyncio.to_thread(tools.search_database, 'x', 1))\n"))
+    assert out.splitlines() == [
+        "['Weather in Rome, IT: Sunny, 22°C', 'Weather in Pisa, IT: Sunny, 22°C']",
+        "[{'id': 0, 'name': 'x 0'}]"]
+
+
+async def test_using_an_awaitable_as_a_result_states_the_rule(kernel: ToolKernel) -> None:
+    for misuse, ename in [("w.upper()", "AttributeError"), ("print(w)", "TypeError"),
+                          ("w['key']", "TypeError"), ("len(w)", "TypeError")]:
+        result = await kernel.execute(
+            "import asyncio, tools\n"
+            "await asyncio.sleep(0)\n"
+            "w = tools.get_weather('Oslo', 'NO')\n"
+            f"{misuse}\n")
+        assert result.error is not None, misuse
+        assert result.error.ename == ename, misuse
+        assert "tools.get_weather(...) returned an awaitable here" in result.error.evalue
+        assert RULE in result.error.evalue
+        assert "Write `await tools.get_weather(...)`" in result.error.evalue
+
+
+async def test_a_call_never_awaited_says_so(kernel: ToolKernel) -> None:
+    result = await kernel.execute(
+        "import asyncio, tools\n"
+        "await asyncio.sleep(0)\n"
+        "tools.get_weather('Oslo', 'NO')\n"
+        "print('next')\n")
+    assert result.ok, result.error
+    assert [call.name for call in result.tool_calls] == []  # it was never sent
+    assert "tools.get_weather(...) was never awaited, so it was never sent to the host" \
+        in result.stderr
+    assert "line 3" in result.stderr or ":3:" in result.stderr  # the line that made it
+
+
+async def test_an_awaitable_call_cannot_be_awaited_twice(kernel: ToolKernel) -> None:
+    result = await kernel.execute(
+        "import tools\nc = tools.get_weather('Oslo', 'NO')\nawait c\nawait c\n")
+    assert result.error is not None and result.error.ename == "RuntimeError"
+    assert "already awaited; call the tool again" in result.error.evalue
 
 
 async def test_wrong_arguments_fail_on_the_callers_line(kernel: ToolKernel) -> None:
@@ -126,6 +199,7 @@ async def test_wrong_arguments_fail_on_the_callers_line(kernel: ToolKernel) -> N
     assert result.error is not None
     assert result.error.ename == "ToolArgumentError"
     assert "missing a required argument: 'country'" in result.error.evalue
+    assert "the signature is get_weather(city: str, country: str) -> str" in result.error.evalue
     assert "tools.get_weather('Paris')" in result.error.traceback
 
 
@@ -150,3 +224,93 @@ async def test_uncaught_tool_error_shows_user_code_only(kernel: ToolKernel) -> N
     assert "\x1b[" not in result.error.traceback
     [call] = result.tool_calls
     assert (call.name, call.ok, call.error) == ("fail", False, "ValueError: no rooms")
+
+
+async def test_failed_blocking_calls_show_the_users_lines_only(kernel: ToolKernel) -> None:
+    result = await kernel.execute(
+        "from tools import fail\n"
+        "def run():\n"
+        "    return fail('in a def')\n"
+        "run()\n")
+    assert result.error is not None and result.error.ename == "ToolError"
+    traceback = result.error.traceback
+    assert "return fail('in a def')" in traceback and "----> 4 run()" in traceback
+    assert "concurrent" not in traceback and "futures" not in traceback
+
+
+async def test_nan_and_infinity_cross_both_ways(make_kernel: Callable[..., ToolKernel]) -> None:
+    def echo(values: list[float]) -> list[float]:
+        return [*values, float("nan")]
+
+    class Reading(pydantic.BaseModel):
+        value: float
+
+    def reading(value: float) -> Reading:
+        return Reading(value=value)
+
+    async with make_kernel([echo, reading]) as kernel:
+        out = await run_ok(kernel, (
+            "import math, tools\n"
+            "print(await tools.echo([math.inf, -math.inf, math.nan]))\n"
+            "print(await tools.reading(math.nan))\n"))
+    assert out.splitlines() == ["[inf, -inf, nan, nan]", "{'value': nan}"]
+
+
+async def test_binary_results_get_an_error_that_says_how(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    def blob() -> bytes:
+        return b"\xff\xfe\x00"
+
+    def text_bytes() -> bytes:
+        return "héllo".encode()
+
+    async with make_kernel([blob, text_bytes]) as kernel:
+        result = await kernel.execute("import tools\nprint(tools.text_bytes())\ntools.blob()")
+    assert result.stdout == "héllo\n"  # UTF-8 bytes arrive as text
+    assert result.error is not None and result.error.ename == "ToolError"
+    assert "base64.b64encode(data).decode('ascii')" in result.error.evalue
+    assert "pydantic.Base64Bytes" in result.error.evalue
+
+
+async def test_code_written_for_progtc_runs_unchanged(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    async def get_weather(city: str, country: str) -> str:
+        return f"{city}: sunny"
+
+    async def slow(tag: str) -> str:
+        return f"slow {tag}"
+
+    async with make_kernel([get_weather, slow]) as kernel:
+        out = await run_ok(kernel, (
+            "import asyncio, tools\n"
+            "from tools import get_weather\n"
+            "cities = ['Paris', 'Lyon']\n"
+            "coros = [get_weather(c, 'FR') for c in cities]\n"
+            "results = await asyncio.gather(*coros)\n"
+            "print(results)\n"
+            "c = get_weather('Paris', 'FR')\n"
+            "print(await c)\n"
+            "task = asyncio.create_task(tools.slow('bg'))\n"
+            "print('started')\n"
+            "print(await task)\n"
+            "pending = {c: tools.get_weather(c, 'FR') for c in cities}\n"
+            "done = dict(zip(pending, await asyncio.gather(*pending.values())))\n"
+            "print(done)\n"))
+        # and a ProgrammaticToolset-style `def run()`, reached from a cell that awaits
+        out_run = await run_ok(kernel, (
+            "import asyncio, tools\n"
+            "def run():\n"
+            "    return {'w': tools.get_weather('Nice', 'FR')}\n"
+            "async def main():\n"
+            "    return run()\n"
+            "print(await main())\n"))
+    assert out.splitlines() == [
+        "['Paris: sunny', 'Lyon: sunny']",
+        "Paris: sunny",
+        "started",
+        "slow bg",
+        "{'Paris': 'Paris: sunny', 'Lyon': 'Lyon: sunny'}",
+    ]
+    assert out_run == "{'w': 'Nice: sunny'}\n"
