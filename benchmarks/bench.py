@@ -9,6 +9,8 @@ Measures, on one ToolKernel (plus one bare kernel for memory):
 3. 1000 sequential calls / 1000 gathered calls (time)          (goal >= 3)
 4. 1 MB argument + 1 MB result / small call round trip          (goal <= 15)
 5. kernel RSS with the extension and tools / bare kernel RSS    (goal <= 1.10)
+6. interrupt with 100 awaited calls pending, to the run's end    (goal: median <= 0.2 s;
+   interrupting ``time.sleep`` in the bare kernel is shown beside it)
 
 Per-call times are taken inside the kernel with ``time.perf_counter``; execution
 times on the host. The kernel interpreter needs progtc-kernel installed.
@@ -47,6 +49,8 @@ BULK_CALLS = 1000  # sequential vs gathered
 BULK_REPEATS = 3
 BIG_SIZE = 1 << 20  # 1 MiB string, sent and returned
 BIG_CALLS = 20
+INTERRUPTS = 10  # runs interrupted with PENDING calls outstanding
+PENDING = 100
 TIMEOUT = 60.0
 
 
@@ -66,6 +70,29 @@ async def alpha(x: int = 0) -> int:
 async def beta(x: int = 0) -> int:
     """Registration filler B."""
     return x
+
+
+class Stalls:
+    """Counts running ``stall`` calls; ``all_started`` is set once ``expected`` run."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.expected = PENDING
+        self.all_started = asyncio.Event()
+
+
+STALLS = Stalls()
+
+
+async def stall() -> None:
+    """Wait until cancelled."""
+    STALLS.running += 1
+    if STALLS.running >= STALLS.expected:
+        STALLS.all_started.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        STALLS.running -= 1
 
 
 # -- kernel-side code -----------------------------------------------------------------
@@ -132,6 +159,11 @@ print(_j.dumps({{"median": _s.median(_ts), "mean": _s.fmean(_ts)}}))
 """
 
 GC_CELL = "import gc as _gc; _gc.collect()"
+
+STALL_CELL = """
+import asyncio as _a, tools as _tools
+await _a.gather(*[_tools.stall() for _ in range({n})])
+"""
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -251,6 +283,41 @@ async def run_input_cell(kc: AsyncKernelClient, n: int) -> None:
             return
 
 
+async def interrupt_latency(kernel: ToolKernel) -> float:
+    """Seconds from interrupting a run with PENDING calls outstanding to its result."""
+    STALLS.all_started.clear()
+    run = asyncio.ensure_future(kernel.execute(STALL_CELL.format(n=PENDING), timeout=TIMEOUT))
+    await asyncio.wait_for(STALLS.all_started.wait(), TIMEOUT)
+    start = time.perf_counter()
+    await kernel.interrupt()
+    result = await run
+    latency = time.perf_counter() - start
+    if result.error is None or result.error.kind != "cancelled":
+        raise RuntimeError(f"the interrupted run did not end as cancelled: {result.error}")
+    return latency
+
+
+async def bare_interrupt_latency(km: Any, kc: AsyncKernelClient) -> float:
+    """The floor: interrupting ``time.sleep`` in a bare kernel, to its reply and idle."""
+    shell, iopub = receive(kc, "shell"), receive(kc, "iopub")
+    msg_id = kc.execute("import time; time.sleep(30)", allow_stdin=False)
+    while True:  # running: the kernel said busy for this request
+        msg = await iopub()
+        if (msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "execute_input"):
+            break
+    start = time.perf_counter()
+    await km.interrupt_kernel()
+    while (await shell())["parent_header"].get("msg_id") != msg_id:
+        pass
+    while True:
+        msg = await iopub()
+        if (msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            return time.perf_counter() - start
+
+
 async def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     await fn()
@@ -275,7 +342,7 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         await bare_execute(bare_kc, GC_CELL)
         out["rss_bare_mib"] = rss_mib(kernel_pid(bare))
 
-        kernel = ToolKernel([echo], python=python, timeout=TIMEOUT, tool_timeout=TIMEOUT)
+        kernel = ToolKernel([echo, stall], python=python, timeout=TIMEOUT, tool_timeout=TIMEOUT)
         started = time.perf_counter()
         await stack.enter_async_context(kernel)
         out["start_s"] = time.perf_counter() - started
@@ -325,6 +392,15 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                     samples[key].append(value)
         for key, values in samples.items():
             out[f"exec_{key}_s"] = statistics.median(values)
+
+        # 6. Interrupts: ours with 100 calls pending, and the bare kernel's floor.
+        log(f"6: interrupt with {PENDING} calls pending")
+        await bare_interrupt_latency(bare, bare_kc)  # warm-up
+        out["interrupt_bare_s"] = statistics.median(
+            [await bare_interrupt_latency(bare, bare_kc) for _ in range(INTERRUPTS // 2)])
+        await interrupt_latency(kernel)  # warm-up
+        out["interrupt_s"] = statistics.median(
+            [await interrupt_latency(kernel) for _ in range(INTERRUPTS)])
         await bare_stack.aclose()
 
         # 3. Sequential vs gathered.
@@ -398,6 +474,16 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
                        "tools_kernel_end_mib": raw["rss_tools_end_mib"]},
             "detail": f"{raw['rss_tools_mib']:.1f} MiB vs {raw['rss_bare_mib']:.1f} MiB "
                       f"(after the run: {raw['rss_tools_end_mib']:.1f} MiB)",
+        },
+        {
+            "name": f"interrupt, {PENDING} calls pending (s)",
+            "ratio": raw["interrupt_s"],
+            "goal": ("<=", 0.2),
+            "values": {"interrupt_ms": raw["interrupt_s"] * ms,
+                       "bare_sleep_interrupt_ms": raw["interrupt_bare_s"] * ms},
+            "detail": f"{raw['interrupt_s'] * ms:.0f} ms to the run's end (median of "
+                      f"{INTERRUPTS}); interrupting time.sleep in a bare kernel: "
+                      f"{raw['interrupt_bare_s'] * ms:.0f} ms",
         },
     ]
     for row in rows:
