@@ -251,18 +251,21 @@ async def bare_execute(kc: AsyncKernelClient, code: str = "pass", *, api: bool =
     else:
         shell, iopub = receive(kc, "shell"), receive(kc, "iopub")
     start = time.perf_counter()
-    msg_id = kc.execute(code, allow_stdin=False)
-    while True:
-        msg = await shell()
-        if msg["parent_header"].get("msg_id") == msg_id:
-            break
+    await until_done(shell, iopub, kc.execute(code, allow_stdin=False))
+    return time.perf_counter() - start
+
+
+async def until_done(shell: Callable[[], Awaitable[dict[str, Any]]],
+                     iopub: Callable[[], Awaitable[dict[str, Any]]], msg_id: str) -> None:
+    """Read until the request's execute_reply and its idle status have both come."""
+    while (await shell())["parent_header"].get("msg_id") != msg_id:
+        pass
     while True:
         msg = await iopub()
         if (msg["parent_header"].get("msg_id") == msg_id
                 and msg["header"]["msg_type"] == "status"
                 and msg["content"]["execution_state"] == "idle"):
-            break
-    return time.perf_counter() - start
+            return
 
 
 async def run_input_cell(kc: AsyncKernelClient, n: int) -> None:
@@ -300,22 +303,17 @@ async def interrupt_latency(kernel: ToolKernel) -> float:
 async def bare_interrupt_latency(km: Any, kc: AsyncKernelClient) -> float:
     """The floor: interrupting ``time.sleep`` in a bare kernel, to its reply and idle."""
     shell, iopub = receive(kc, "shell"), receive(kc, "iopub")
-    msg_id = kc.execute("import time; time.sleep(30)", allow_stdin=False)
-    while True:  # running: the kernel said busy for this request
+    msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)",
+                        allow_stdin=False)
+    while True:  # interrupt only once the sleep runs: earlier, ipykernel drops the request
         msg = await iopub()
         if (msg["parent_header"].get("msg_id") == msg_id
-                and msg["header"]["msg_type"] == "execute_input"):
+                and msg["header"]["msg_type"] == "stream"):
             break
     start = time.perf_counter()
     await km.interrupt_kernel()
-    while (await shell())["parent_header"].get("msg_id") != msg_id:
-        pass
-    while True:
-        msg = await iopub()
-        if (msg["parent_header"].get("msg_id") == msg_id
-                and msg["header"]["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"):
-            return time.perf_counter() - start
+    await asyncio.wait_for(until_done(shell, iopub, msg_id), TIMEOUT)
+    return time.perf_counter() - start
 
 
 async def timed(fn: Callable[[], Any]) -> float:

@@ -108,6 +108,21 @@ async def test_a_result_that_is_not_json_becomes_a_tool_error(
     assert call.error is not None and call.error.startswith("ResultError")
 
 
+async def test_a_result_json_cannot_carry_fails_at_once(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    def broken() -> str:
+        return "lone \udc80 surrogate"
+
+    # No tool_timeout: a result that never left the host would hang the call.
+    async with make_kernel([broken], tool_timeout=None) as kernel:
+        result = await kernel.execute("import tools\ntools.broken()", timeout=120)
+    assert result.error is not None and result.error.ename == "ToolError"
+    assert "lone surrogate" in result.error.evalue
+    [call] = result.tool_calls
+    assert not call.ok
+
+
 async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:

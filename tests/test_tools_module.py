@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pydantic
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import Tool, ToolKernel
 from progtc_kernel.kernel.tools_module import RULE
 
 ERRORS = ["HostDisconnectedError", "ToolArgumentError", "ToolError", "ToolTimeoutError"]
@@ -314,3 +315,35 @@ async def test_code_written_for_progtc_runs_unchanged(
         "{'Paris': 'Paris: sunny', 'Lyon': 'Lyon: sunny'}",
     ]
     assert out_run == "{'w': 'Nice: sunny'}\n"
+
+
+async def test_a_tool_described_by_a_schema_looks_like_a_function_in_the_kernel(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 3}},
+        "required": ["city"],
+    }
+
+    async def forecast(arguments: dict[str, Any]) -> str:
+        return f"{arguments['city']} for {arguments.get('days', 3)} days"
+
+    tool = Tool.from_schema("forecast", schema, forecast, description="A forecast.",
+                            output_schema={"type": "string"})
+    async with make_kernel([tool]) as kernel:
+        out = await run_ok(kernel, (
+            "import inspect, tools\n"
+            "print(inspect.signature(tools.forecast))\n"
+            "print(tools.forecast.__doc__)\n"
+            "print(await tools.forecast('Oslo'), '|', await tools.forecast(city='Rome', days=2))\n"
+            "try:\n"
+            "    await tools.forecast(3)\n"
+            "except tools.ToolArgumentError as e:\n"
+            "    print(e.message)\n"))
+    assert out.splitlines() == [
+        "(city: str, days: int = 3) -> str",
+        "A forecast.",
+        "Oslo for 3 days | Rome for 2 days",
+        "city: 3 is not of type 'string'",
+    ]

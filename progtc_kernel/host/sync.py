@@ -37,11 +37,7 @@ class SyncToolKernel:
         self.kernel: ToolKernel = self._call(_create(tools, options))
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        try:
-            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-        except BaseException:
-            coroutine.close()  # if it never ran: no "never awaited" warning
-            raise
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def __enter__(self) -> SyncToolKernel:
         self.start()

@@ -167,6 +167,8 @@ class KernelBridge:
         elsewhere = [call for call in admitted if call.loop is not self.loop]
         if elsewhere:  # blocking calls, and calls awaited on other threads' loops
             self._send_calls(elsewhere)
+            if any(call.awaited for call in elsewhere):
+                self._start_ticking()  # their timeouts are kept on the kernel's loop
         if on_loop:
             self._queue(on_loop)
 
@@ -207,7 +209,6 @@ class KernelBridge:
             b",".join(c.request for c in calls), channel.encode())
         _ipykernel.flush_pending_output()
         self.send("calls", body, calls[0].parent)
-        self._start_ticking()
 
     def _reply_channel(self, on_loop: bool) -> Channel:
         shell = self.shell_replies
@@ -348,7 +349,10 @@ class KernelBridge:
     def _start_ticking(self) -> None:
         if not self._ticking:
             self._ticking = True
-            self.loop.call_soon_threadsafe(self.loop.call_later, WAKE_INTERVAL, self._tick)
+            if _on_loop_thread(self.loop):
+                self.loop.call_later(WAKE_INTERVAL, self._tick)
+            else:
+                self.loop.call_soon_threadsafe(self.loop.call_later, WAKE_INTERVAL, self._tick)
 
     def _tick(self) -> None:
         now = time.monotonic()
