@@ -105,7 +105,8 @@ class ToolBridge:
         self.bad_messages = BadMessages(logging.getLogger("progtc_kernel"), "host")
         self._registered = ""
         self._ready: asyncio.Future[ReadyBody] | None = None
-        self._load_msg_id: str | None = None
+        self._load_msg_id: str | None = None  # while the extension is being loaded
+        self._refused: ExtensionNotLoadedError | None = None  # the comm, meanwhile
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
         self._notices: dict[tuple[str, Channel], list[int]] = {}
@@ -181,6 +182,7 @@ class ToolBridge:
             self._ready.exception()  # mark retrieved: nobody may be waiting
         self._ready = asyncio.get_running_loop().create_future()
         self.comm_id = uuid.uuid4().hex
+        self._refused = None
         if self.load_extension:
             self._load_msg_id = self.transport.send("shell", "execute_request", {
                 "code": _LOAD_EXTENSION, "silent": True, "store_history": False,
@@ -265,7 +267,8 @@ class ToolBridge:
             elif msg_type == "comm_close":
                 self._on_comm_close()
             return
-        if msg_type == "execute_reply" and msg["parent_header"].get("msg_id") == self._load_msg_id:
+        if (msg_type == "execute_reply" and self._load_msg_id is not None
+                and msg["parent_header"].get("msg_id") == self._load_msg_id):
             self._on_extension_loaded(content)
             return
         for listener in self._message_listeners:
@@ -302,13 +305,22 @@ class ToolBridge:
             raise ValueError(f"unknown message type {kind!r}")
 
     def _on_comm_close(self) -> None:
-        self._resolve_ready(ExtensionNotLoadedError(
+        refused = ExtensionNotLoadedError(
             "the kernel refused the progtc_kernel comm: the extension is not loaded there. "
             "Start the kernel with --ext=progtc_kernel (or `progtc-kernel install` and pick "
-            "'Python 3 (progtc)'), or run `%load_ext progtc_kernel` in it"))
+            "'Python 3 (progtc)'), or run `%load_ext progtc_kernel` in it")
+        if self._load_msg_id is not None:
+            # The reply to loading the extension (on shell) says why better, and may come
+            # after this (on iopub): let it decide.
+            self._refused = refused
+        else:
+            self._resolve_ready(refused)
 
     def _on_extension_loaded(self, content: dict[str, Any]) -> None:
+        self._load_msg_id = None
         if content.get("status") != "error":
+            if self._refused is not None:
+                self._resolve_ready(self._refused)
             return
         if content.get("ename") == "ModuleNotFoundError":
             reason = str(content.get("evalue"))

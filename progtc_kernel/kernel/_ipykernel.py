@@ -25,9 +25,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import zmq
+
 from .. import _wire
 
 log = logging.getLogger("progtc_kernel")
+_SRCFD = zmq.SRCFD  # a message's connection (file descriptor); deprecated, still in libzmq 4.3
 
 MessageHandler = Callable[[dict[str, Any], str], None]  # (message, route)
 Wanted = Callable[[str], bool]
@@ -166,16 +169,13 @@ class ShellInterception:
             then(original is not None)
 
     def _note_sender(self, identity: Any) -> None:
-        import zmq
-
         try:
-            fd = identity.get(zmq.SRCFD)
-        except (AttributeError, zmq.ZMQError):
+            fd = identity.get(_SRCFD)
+        except Exception:  # not a zmq Frame, or the option is gone from libzmq
             return
         self._senders[fd] = _wire.frame_bytes(identity).decode("utf-8", "replace")
 
     def _watch_disconnects(self, stream: Any) -> None:
-        import zmq
         from zmq.eventloop.zmqstream import ZMQStream
         from zmq.utils.monitor import parse_monitor_message
 

@@ -116,8 +116,8 @@ class KernelBridge:
         __tracebackhide__ = True
         loop = call.loop = asyncio.get_running_loop()
         future = call.future = loop.create_future()
-        self._start(call)
         try:
+            self._start(call)
             return await future
         except asyncio.CancelledError:
             self._cancel(call)
@@ -129,9 +129,11 @@ class KernelBridge:
         __tracebackhide__ = True
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call.future = future
-        self._start(call)
         try:
+            # Ready for Ctrl-C before the call leaves: an interrupt landing just after
+            # it left must cancel it on the host too.
             with _interruptible():
+                self._start(call)
                 while not future.done():
                     concurrent.futures.wait((future,), timeout=WAKE_INTERVAL)
                     if call.deadline is not None and time.monotonic() > call.deadline:
