@@ -116,6 +116,7 @@ class ToolBridge:
         self._started = False
         self._probes: set[str] = set()
         self._probe_seen: asyncio.Future[None] | None = None
+        self._replies: dict[str, asyncio.Future[None]] = {}  # control replies awaited
         self._iopub_seen: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -211,15 +212,27 @@ class ToolBridge:
             return
         self._started = False
         if self.comm_id:
-            # Control reaches a kernel even while a cell runs there.
+            # Control reaches a kernel even while a cell runs there, and handles messages
+            # in order: its reply to the probe says the close was seen before our
+            # connection drops (which the kernel would take for a crash).
             data, buffers = pack("close", {"reason": HOST_CLOSED})
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a kernel gone or hung is left behind
                 self.transport.send("control", "comm_msg", {
                     "comm_id": self.comm_id, "data": data}, buffers=buffers)
                 self.transport.send("shell", "comm_close", {"comm_id": self.comm_id, "data": {}})
+                await self._reply_to(
+                    self.transport.send("control", "kernel_info_request", {}), timeout=1)
         self.cancel_calls()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.transport.close()
+
+    async def _reply_to(self, msg_id: str, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the control reply to ``msg_id``."""
+        reply = self._replies[msg_id] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(reply, timeout)
+        finally:
+            self._replies.pop(msg_id, None)
 
     def cancel_calls(self) -> None:
         """Cancel every tool running for this kernel (it restarted, died, or we leave)."""
@@ -259,6 +272,11 @@ class ToolBridge:
             if channel == "iopub" and seen is not None and not seen.done():
                 seen.set_result(None)
             return
+        if channel == "control" and self._replies:
+            reply = self._replies.get(msg["parent_header"].get("msg_id", ""))
+            if reply is not None and not reply.done():
+                reply.set_result(None)
+                return
         content = msg.get("content", {})
         msg_type = msg["header"]["msg_type"]
         if channel == "iopub" and content.get("comm_id") == self.comm_id:
