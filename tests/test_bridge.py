@@ -190,14 +190,20 @@ async def test_calls_go_to_the_host_whose_client_ran_the_cell(
                 "code": "import tools\nprint(tools.who())", "silent": False,
                 "store_history": False, "user_expressions": {}, "allow_stdin": False})
 
+            printed: list[str] = []
+
             def on_message(channel: str, msg: dict[str, Any], done: Any = done,
-                           msg_id: str = msg_id) -> None:
-                if (msg["header"]["msg_type"] == "stream" and not done.done()
-                        and msg["parent_header"].get("msg_id") == msg_id):
-                    done.set_result(msg["content"]["text"])
+                           msg_id: str = msg_id, printed: list[str] = printed) -> None:
+                if msg["parent_header"].get("msg_id") != msg_id or done.done():
+                    return
+                if msg["header"]["msg_type"] == "stream":
+                    printed.append(msg["content"]["text"])  # a print may come in pieces
+                elif msg["header"]["msg_type"] == "status" and \
+                        msg["content"]["execution_state"] == "idle":
+                    done.set_result("".join(printed))
 
             bridge.add_message_listener(on_message)
-            assert await asyncio.wait_for(done, 10) == expected + "\n"
+            assert await asyncio.wait_for(done, 30) == expected + "\n"
 
 
 async def test_a_kernel_without_progtc_kernel_is_a_clear_error(
