@@ -390,9 +390,7 @@ class ToolBridge:
     def _reply(self, channel: Channel, entry: bytes) -> None:
         """The first result of a loop turn leaves at once; the rest of the turn's
         results (a gather's) follow together."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._schedule_flush():
             self._send_results(channel, [entry])
         else:
             self._outbox[channel].append(entry)
@@ -400,9 +398,15 @@ class ToolBridge:
     def _notice(self, kind: str, channel: Channel, call_id: int) -> None:
         """Tell the kernel a call waits for a thread, or runs now (batched per turn)."""
         self._notices.setdefault((kind, channel), []).append(call_id)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> bool:
+        """Flush at the end of this loop turn; True if this call scheduled it."""
+        if self._flush_scheduled:
+            return False
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
+        return True
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -430,14 +434,12 @@ class ToolBridge:
 def _transport_for(kernel: Any) -> Transport:
     if isinstance(kernel, Transport):
         return kernel
+    if hasattr(kernel, "get_connection_info"):  # a KernelManager or KernelClient
+        kernel = dict(kernel.get_connection_info())
     if isinstance(kernel, (str, os.PathLike, dict)):
         from ..kernels.local import ZmqTransport
 
         return ZmqTransport.connect(kernel)
-    if hasattr(kernel, "get_connection_info"):
-        from ..kernels.local import ZmqTransport
-
-        return ZmqTransport.connect(kernel.get_connection_info())
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, or a Transport")

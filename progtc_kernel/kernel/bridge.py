@@ -26,7 +26,6 @@ from typing import Any
 from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError, ToolTimeoutError
 from ..protocol import (
     CallRequest,
-    CallResult,
     Channel,
     RegisterBody,
     ToolSpec,
@@ -239,23 +238,28 @@ class KernelBridge:
         malformed one fails its call instead of orphaning it."""
         if not isinstance(results, list):
             return ["'results' must be a list"]
-        settled: list[tuple[PendingCall, Any]] = []
+        taken: list[tuple[PendingCall, Any]] = []
         with self._lock:
             for result in results:
                 call_id = result.get("id") if isinstance(result, dict) else None
                 call = self._in_flight.pop(call_id, None) if isinstance(call_id, int) else None
                 if call is not None:  # a call missing here timed out or was cancelled
-                    settled.append((call, result))
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PendingCall, Any]]] = {}
-        for call, result in settled:
+                    taken.append((call, result))
+        problems: list[str] = []
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
+        for call, result in taken:
+            problem = result_problem(result)
+            if problem is not None:
+                problems.append(problem)
+            settlement = _settlement(call, result, problem)
             if call.loop is None or _on_loop_thread(call.loop):
-                self._settle_result(call, result)
+                self._settle(*settlement)
             else:
-                by_loop.setdefault(call.loop, []).append((call, result))
-        for loop, pairs in by_loop.items():  # one hop to each loop for the whole batch
-            loop.call_soon_threadsafe(self._settle_results, pairs)
+                by_loop.setdefault(call.loop, []).append(settlement)
+        for loop, batch in by_loop.items():  # one hop to each loop for the whole batch
+            loop.call_soon_threadsafe(self._settle_all, batch)
         self._pump()
-        return [problem for _, result in settled if (problem := result_problem(result))]
+        return problems
 
     def fail(self, ids: list[int], message: str) -> None:
         """Fail these calls with a ToolError (a message about them was unusable)."""
@@ -278,28 +282,16 @@ class KernelBridge:
                     call.deadline = (None if queued or not self.tool_timeout
                                      else now + self.tool_timeout)
 
-    def _settle_results(self, pairs: list[tuple[PendingCall, Any]]) -> None:
-        for call, result in pairs:
-            self._settle_result(call, result)
+    def _settle_all(self, batch: list[_Settlement]) -> None:
+        for settlement in batch:
+            self._settle(*settlement)
 
-    def _settle_result(self, call: PendingCall, result: CallResult) -> None:
-        problem = result_problem(result)
-        if problem is not None:
-            self._settle(call, error=ToolError(
-                call.tool, "ProtocolError", f"the host sent a malformed result ({problem})"))
-        elif result["ok"]:
-            self._settle(call, value=result["value"])
-        else:
-            error = result["error"]
-            cls = _ERRORS.get(error["kind"], ToolError)
-            self._settle(call, error=cls(call.tool, error["type"], error["message"]))
-
-    def _settle(self, call: PendingCall, *, value: Any = None,
+    def _settle(self, call: PendingCall, value: Any = None,
                 error: BaseException | None = None) -> None:
         """Complete a call's future on the thread that may touch it."""
         if call.loop is not None and not _on_loop_thread(call.loop):
             call.loop.call_soon_threadsafe(
-                functools.partial(self._settle, call, value=value, error=error))
+                functools.partial(self._settle, call, value, error))
             return
         future = call.future
         if future is None or future.done():
@@ -398,6 +390,22 @@ class _interruptible:
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
             signal.signal(signal.SIGINT, self.saved)
+
+
+# A call, and the value or error to complete it with.
+_Settlement = tuple[PendingCall, Any, BaseException | None]
+
+
+def _settlement(call: PendingCall, result: Any, problem: str | None) -> _Settlement:
+    """What a ``results`` entry completes its call with (``problem``: what is wrong)."""
+    if problem is not None:
+        return call, None, ToolError(
+            call.tool, "ProtocolError", f"the host sent a malformed result ({problem})")
+    if result["ok"]:
+        return call, result["value"], None
+    error = result["error"]
+    return call, None, _ERRORS.get(error["kind"], ToolError)(
+        call.tool, error["type"], error["message"])
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
