@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         KernelStartError,
         ProtocolMismatchError,
         ReentrantExecutionError,
+        ServerError,
         ToolDefinitionError,
     )
     from .host.events import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .host.tool_kernel import ToolKernel
     from .host.tools import Tool, ToolRegistry
     from .kernels.base import KernelLifecycle, Transport
+    from .kernels.jupyter_server import JupyterServer, RemoteKernel
 
 __all__ = [
     "DisplayOutput",
@@ -54,6 +56,7 @@ __all__ = [
     "ExecutionResult",
     "ExtensionNotLoadedError",
     "HostDisconnectedError",
+    "JupyterServer",
     "KernelDiedError",
     "KernelError",
     "KernelLifecycle",
@@ -62,7 +65,9 @@ __all__ = [
     "ProgtcKernelError",
     "ProtocolMismatchError",
     "ReentrantExecutionError",
+    "RemoteKernel",
     "RunError",
+    "ServerError",
     "StreamOutput",
     "SyncToolKernel",
     "Tool",
@@ -97,8 +102,9 @@ _HOMES = {
                     "HostDisconnectedError"],
     ".host.errors": ["ToolDefinitionError", "KernelError", "KernelStartError",
                      "ExtensionNotLoadedError", "ProtocolMismatchError", "KernelDiedError",
-                     "ReentrantExecutionError", "ExecutionError"],
+                     "ReentrantExecutionError", "ServerError", "ExecutionError"],
     ".kernels.base": ["KernelLifecycle", "Transport"],
+    ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -11,7 +11,8 @@
     │   ├── ExtensionNotLoadedError   the kernel has no progtc_kernel extension
     │   ├── ProtocolMismatchError     host and kernel speak different protocol versions
     │   ├── KernelDiedError           the kernel process died or stopped answering
-    │   └── ReentrantExecutionError   a tool ran code on the kernel that is calling it
+    │   ├── ReentrantExecutionError   a tool ran code on the kernel that is calling it
+    │   └── ServerError               a Jupyter Server refused a request or did not answer
     └── ExecutionError                raised by ExecutionResult.raise_for_error()
 
 This module holds the ``ToolError`` branch: kernel code sees it (``from tools import

@@ -6,13 +6,16 @@ holds the body as JSON bytes, so large arguments and results skip Jupyter's
 per-message JSON cleaning and are never encoded twice.
 
 Host to kernel:  ``register`` (the comm_open), ``hello``, ``tools``, ``results``,
-                 ``queued``, ``started``, ``close``.
+                 ``queued``, ``started``, ``resume``, ``close``.
 Kernel to host:  ``ready``, ``calls``, ``cancelled``, ``error``.
 
 ``hello`` follows ``ready`` on the shell channel: from it the kernel learns which
 connection is this host's, to notice when it closes. ``queued`` and ``started``
 concern sync tools that wait for a free host thread: the kernel does not charge
-that wait to ``tool_timeout``.
+that wait to ``tool_timeout``. ``resume`` follows a dropped connection that came
+back (a remote kernel's websocket): the kernel sends again every call still waiting
+for its result, since the call or its result may have been lost with the connection;
+the host answers each call id once, replaying a result it already sent.
 
 This module imports nothing heavy: the kernel side loads it, and the kernel must
 stay light. The host validates bodies with pydantic against these TypedDicts.
@@ -41,7 +44,7 @@ ErrorKind = Literal["tool", "arguments", "unknown_tool", "result", "cancelled"]
 CancelReason = Literal["interrupt", "timeout", "cancelled"]
 
 HostMessageType = Literal[
-    "register", "hello", "tools", "results", "queued", "started", "close"]
+    "register", "hello", "tools", "results", "queued", "started", "resume", "close"]
 KernelMessageType = Literal["ready", "calls", "cancelled", "error"]
 
 

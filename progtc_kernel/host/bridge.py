@@ -9,6 +9,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import pydantic
 import pydantic_core
 
 from .._wire import BadMessages
-from ..kernels.base import Transport
+from ..kernels.base import KernelLifecycle, Transport
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
@@ -64,14 +65,19 @@ _calls = pydantic.TypeAdapter(CallsBody)
 _cancelled = pydantic.TypeAdapter(CancelledBody)
 _ready = pydantic.TypeAdapter(ReadyBody)
 _error = pydantic.TypeAdapter(ErrorBody)
+# Results kept to answer a call the kernel sends again after a reconnect without
+# running its tool twice. A lost result belongs to a call still in flight, and at
+# most ``max_in_flight`` calls are: twice that many recent results cover them.
+ANSWER_BYTES_KEPT = 64 * 2**20
 
 
 class ToolBridge:
     """Serves tools to code running in one kernel, whoever runs that code.
 
     Give it what you hold: a jupyter_client ``KernelManager`` or ``KernelClient``, a
-    connection-info dict or connection-file path (it opens its own connection, so
-    your client's messages stay yours), or a ``Transport``::
+    connection-info dict or connection-file path, a kernel on a Jupyter Server
+    (``server.kernel(kernel_id)``), or a ``Transport``. It opens a connection of its
+    own, so your client's messages stay yours::
 
         async with ToolBridge(km, tools=[get_weather]):
             await run_cells_your_way(km)  # `from tools import get_weather` works there
@@ -108,6 +114,8 @@ class ToolBridge:
         self._load_msg_id: str | None = None  # while the extension is being loaded
         self._refused: ExtensionNotLoadedError | None = None  # the comm, meanwhile
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._answered: OrderedDict[int, bytes] = OrderedDict()  # call id -> result entry
+        self._answered_bytes = 0
         self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
         self._notices: dict[tuple[str, Channel], list[int]] = {}
         self._flush_scheduled = False
@@ -133,6 +141,7 @@ class ToolBridge:
 
         ``fresh``: the kernel is starting right now (its first iopub message is news)."""
         if not self._started:
+            self.transport.add_reconnect_listener(self._on_reconnect)
             await self.transport.start(self._on_message)
             self._started = True
         try:
@@ -183,6 +192,8 @@ class ToolBridge:
             self._ready.exception()  # mark retrieved: nobody may be waiting
         self._ready = asyncio.get_running_loop().create_future()
         self.comm_id = uuid.uuid4().hex
+        self._answered.clear()  # a new comm numbers its calls from 1 again
+        self._answered_bytes = 0
         self._refused = None
         if self.load_extension:
             self._load_msg_id = self.transport.send("shell", "execute_request", {
@@ -238,6 +249,14 @@ class ToolBridge:
         """Cancel every tool running for this kernel (it restarted, died, or we leave)."""
         for task in list(self._tasks.values()):
             task.cancel()
+
+    def _on_reconnect(self) -> None:
+        """The connection dropped and came back (a websocket): tell the kernel which
+        connection is ours now, and have it send again the calls still waiting for
+        a result, since the drop may have lost a call or a result."""
+        if self.comm_id and self._ready is not None and self._ready.done():
+            self._send("shell", "hello", {})
+            self._send("control", "resume", {})
 
     # -- tools ----------------------------------------------------------------------
 
@@ -359,6 +378,12 @@ class ToolBridge:
 
     def _serve(self, call_id: int, name: str, arguments: dict[str, Any], channel: Channel,
                parent_id: str | None) -> None:
+        if call_id in self._tasks:
+            return  # sent again after a reconnect: it runs, and will answer
+        answered = self._answered.get(call_id)
+        if answered is not None:  # sent again after a reconnect: its result was lost
+            self._reply(channel, answered)
+            return
         self._emit(parent_id, ToolCallStarted(call_id, name, arguments))
         registry = self.tools
         task = asyncio.get_running_loop().create_task(
@@ -381,11 +406,21 @@ class ToolBridge:
             raise
         finally:
             self._tasks.pop(call_id, None)
-        self._reply(channel, outcome.entry(call_id))
+        entry = outcome.entry(call_id)
+        self._reply(channel, entry)
+        self._remember(call_id, entry)
         record = ToolCallRecord(
             id=call_id, name=name, arguments=arguments, ok=outcome.ok,
             duration=time.perf_counter() - started, error=outcome.describe_error())
         self._emit(parent_id, ToolCallFinished(record))
+
+    def _remember(self, call_id: int, entry: bytes) -> None:
+        self._answered[call_id] = entry
+        self._answered_bytes += len(entry)
+        while self._answered and (len(self._answered) > 2 * self.max_in_flight
+                                  or self._answered_bytes > ANSWER_BYTES_KEPT):
+            _, dropped = self._answered.popitem(last=False)
+            self._answered_bytes -= len(dropped)
 
     def _reply(self, channel: Channel, entry: bytes) -> None:
         """The first result of a loop turn leaves at once; the rest of the turn's
@@ -434,6 +469,8 @@ class ToolBridge:
 def _transport_for(kernel: Any) -> Transport:
     if isinstance(kernel, Transport):
         return kernel
+    if isinstance(kernel, KernelLifecycle):  # e.g. JupyterServer(...).kernel(kernel_id)
+        return kernel.connect()
     if hasattr(kernel, "get_connection_info"):  # a KernelManager or KernelClient
         kernel = dict(kernel.get_connection_info())
     if isinstance(kernel, (str, os.PathLike, dict)):
@@ -442,4 +479,5 @@ def _transport_for(kernel: Any) -> Transport:
         return ZmqTransport.connect(kernel)
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
-        "KernelManager, a KernelClient, a connection-info dict or file, or a Transport")
+        "KernelManager, a KernelClient, a connection-info dict or file, a remote kernel "
+        "(JupyterServer(url, token=...).kernel(kernel_id)), or a Transport")

@@ -41,6 +41,16 @@ class ReentrantExecutionError(KernelError):
     """A tool tried to run code on the kernel whose code is waiting for that tool."""
 
 
+class ServerError(KernelError):
+    """A Jupyter Server (or gateway) refused a request, or did not answer.
+
+    ``status`` is the HTTP status it answered with (``None``: no answer at all)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ExecutionError(ProgtcKernelError):
     """Code run in the kernel ended with an error (see ``ExecutionResult.error``)."""
 

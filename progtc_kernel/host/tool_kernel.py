@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import EllipsisType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..kernels.base import KernelLifecycle
 from ..kernels.local import LocalKernel, lifecycle_for
 from .bridge import ToolBridge, serving
-from .errors import KernelDiedError, KernelStartError, ReentrantExecutionError
+from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
 from .events import (
     DisplayOutput,
     Event,
@@ -28,6 +29,10 @@ from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecor
 from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike
 
+if TYPE_CHECKING:
+    from ..kernels.jupyter_server import JupyterServer
+
+log = logging.getLogger("progtc_kernel")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 _SYNTAX_ERRORS = {"SyntaxError", "IndentationError", "TabError"}
@@ -61,7 +66,11 @@ class ToolKernel:
     outstanding at once. ``tool_threads``: how many sync tools may run at once.
     ``python``, ``kernel_name``, ``cwd``, ``env``: how to start a kernel of its own
     (another interpreter needs progtc-kernel installed). ``startup_timeout``: seconds
-    a starting kernel may take to answer.
+    a starting kernel may take to answer. ``server``: a ``JupyterServer`` (or Kernel
+    Gateway, Enterprise Gateway) to run the kernel on: one is started there
+    (``kernel_name``: its kernelspec; ``env``: its environment, where the server
+    passes it on) and shut down on close, or with ``kernel_id`` the running kernel
+    of that id is attached to and left running.
     """
 
     def __init__(
@@ -79,6 +88,8 @@ class ToolKernel:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 60.0,
+        server: JupyterServer | None = None,
+        kernel_id: str | None = None,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = timeout
@@ -86,16 +97,9 @@ class ToolKernel:
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
         self.startup_timeout = startup_timeout
-        given = kernel if kernel is not None else kernel_manager
-        if given is None:
-            self.lifecycle: KernelLifecycle = LocalKernel(
-                python=python, kernel_name=kernel_name, cwd=cwd, env=env)
-        else:
-            if any(option is not None for option in (python, kernel_name, cwd, env)):
-                raise TypeError("python=, kernel_name=, cwd= and env= describe a kernel for "
-                                "ToolKernel to start; they cannot apply to the kernel given")
-            self.lifecycle = (given if isinstance(given, KernelLifecycle)
-                              else lifecycle_for(given))
+        self.lifecycle: KernelLifecycle = _lifecycle(
+            kernel if kernel is not None else kernel_manager, server=server,
+            kernel_id=kernel_id, python=python, kernel_name=kernel_name, cwd=cwd, env=env)
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
@@ -232,7 +236,7 @@ class ToolKernel:
             finally:
                 if not finisher.done():
                     run.interrupted_by_host = True
-                    await self.interrupt()
+                    await self._interrupt_quietly()
                 await finisher
                 self._runs.pop(msg_id, None)
 
@@ -241,10 +245,12 @@ class ToolKernel:
         outcome = await self._wait(run, timeout)
         if outcome == "timeout":
             run.timed_out = True
-            await self.interrupt()
-            outcome = await self._wait(run, INTERRUPT_GRACE)
-            if outcome == "timeout":
-                outcome = "stuck"
+            if await self._interrupt_quietly():
+                outcome = await self._wait(run, INTERRUPT_GRACE)
+                if outcome == "timeout":
+                    outcome = "stuck"
+            else:
+                outcome = "died"
         elif outcome == "cancelled":
             outcome = await self._wait(run, INTERRUPT_GRACE)
         if outcome in ("died", "stuck"):
@@ -267,6 +273,16 @@ class ToolKernel:
             if deadline is not None and time.monotonic() >= deadline:
                 return "timeout"
 
+    async def _interrupt_quietly(self) -> bool:
+        """Interrupt on the host's own account (a timeout, a run left early); False
+        when the kernel cannot be reached to be interrupted (its server is gone)."""
+        try:
+            await self.lifecycle.interrupt()
+        except KernelError as exc:
+            log.warning("progtc_kernel: could not interrupt the kernel: %s", exc)
+            return False
+        return True
+
     def refuse_reentry(self) -> None:
         """A tool of this kernel may not run code on it: that code would wait for the
         cell that is waiting for the tool, forever."""
@@ -288,6 +304,28 @@ class ToolKernel:
             run = next(iter(self._runs.values()))  # a call made from a thread or callback
         if run is not None:
             run.on_tool_event(event)
+
+
+def _lifecycle(given: Any, *, server: JupyterServer | None, kernel_id: str | None,
+               python: str | None, kernel_name: str | None, cwd: str | None,
+               env: dict[str, str] | None) -> KernelLifecycle:
+    """The lifecycle of the kernel ToolKernel's arguments describe."""
+    if server is not None:
+        if given is not None or python is not None or cwd is not None:
+            raise TypeError("server= runs the kernel on that server; kernel=, python= and "
+                            "cwd= cannot apply to it")
+        if kernel_id is not None:
+            return server.kernel(kernel_id)
+        return server.new_kernel(kernel_name, env=env)
+    if kernel_id is not None:
+        raise TypeError("kernel_id= names a kernel on a Jupyter Server: pass "
+                        "server=JupyterServer(url, token=...) too")
+    if given is None:
+        return LocalKernel(python=python, kernel_name=kernel_name, cwd=cwd, env=env)
+    if any(option is not None for option in (python, kernel_name, cwd, env)):
+        raise TypeError("python=, kernel_name=, cwd= and env= describe a kernel for "
+                        "ToolKernel to start; they cannot apply to the kernel given")
+    return given if isinstance(given, KernelLifecycle) else lifecycle_for(given)
 
 
 class _Run:

@@ -211,6 +211,18 @@ class KernelBridge:
         _ipykernel.flush_pending_output()
         self.send("calls", body, calls[0].parent)
 
+    def resend_in_flight(self) -> None:
+        """Send again every call still waiting for its result: the connection to the
+        host dropped and came back, and the call or its result may have been lost."""
+        with self._lock:
+            calls = sorted(self._in_flight.values(), key=lambda call: call.id)
+        groups: dict[tuple[bool, str], list[PendingCall]] = {}
+        for call in calls:
+            key = (call.loop is self.loop, str(call.parent.get("msg_id", "")))
+            groups.setdefault(key, []).append(call)
+        for group in groups.values():
+            self._send_calls(group)
+
     def _reply_channel(self, on_loop: bool) -> Channel:
         shell = self.shell_replies
         if shell is None or not shell.installed.is_set():

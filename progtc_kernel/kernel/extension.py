@@ -160,6 +160,8 @@ class Extension:
             self.tools.describe(list(bridge.tools))
         elif msg_type == "hello":
             pass  # seen by the shell interception: it now knows this host's connection
+        elif msg_type == "resume":
+            bridge.resend_in_flight()
         elif msg_type == "close":
             self.close(bridge.comm_id, str(body.get("reason") or HOST_CLOSED))
         else:

@@ -1,10 +1,11 @@
 """The two interfaces a kernel is known by: its lifecycle and a transport.
 
 A ``Transport`` sends signed Jupyter messages on a channel and hands every message
-it receives (iopub, shell and control replies) to one callback. A
+it receives (iopub, shell and control replies) to one callback; one that can drop
+and come back (a websocket) says so to its reconnect listeners. A
 ``KernelLifecycle`` starts or attaches to a kernel, interrupts, restarts and shuts
 it down, tells whether it is alive, and opens transports to it. ``local.py`` has
-the local implementations; remote ones implement the same.
+the local implementations, ``jupyter_server.py`` the remote ones.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class Transport(Protocol):
         buffers: list[bytes] | None = None, metadata: dict[str, Any] | None = None,
     ) -> str:
         """Send one message; returns its msg_id."""
+        ...
+
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever the connection came back after a drop (a
+        websocket can; a ZMQ connection never drops, so it never calls)."""
         ...
 
     async def close(self) -> None: ...

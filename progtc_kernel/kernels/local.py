@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .._wire import BadMessages, SignatureCheck, decode
@@ -76,6 +77,9 @@ class ZmqTransport:
         # could sleep forever with a reply queued (a stall seen on attach).
         socket.send_multipart([*session.serialize(msg), *(buffers or ())], copy=False)
         return str(msg["header"]["msg_id"])
+
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
+        """A ZMQ connection never drops and comes back: nothing to listen for."""
 
     async def close(self) -> None:
         for task in self._readers:

@@ -1,0 +1,314 @@
+"""ToolKernel and ToolBridge on kernels behind a Jupyter Server and a Kernel Gateway.
+
+Each server runs on loopback with a kernelspec per ipykernel line; the kernels do
+not have the extension loaded until ToolKernel loads it. Nothing is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from progtc_kernel import (
+    DisplayOutput,
+    ExecutionFinished,
+    ExtensionNotLoadedError,
+    JupyterServer,
+    ServerError,
+    StreamOutput,
+    ToolBridge,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolKernel,
+)
+from progtc_kernel.kernels.jupyter_server import WebsocketTransport
+
+from .conftest import TOOLS, build_env, interrupt_during_call
+from .servers import JupyterProcess, Proxy, jupyter_server, kernel_gateway, kernelspec
+
+SERVERS = {"jupyter-server": jupyter_server, "kernel-gateway": kernel_gateway}
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+async def served(request: pytest.FixtureRequest, kernel_python: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
+    """A server on loopback whose kernelspec ``progtc`` runs this ipykernel line."""
+    home = tmp_path_factory.mktemp(request.param)
+    kernelspec(home / "share", "progtc", kernel_python)
+    kernelspec(home / "share", "no-progtc", build_env("ipykernel-only", ["ipykernel"]))
+    process = await SERVERS[request.param](home).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
+    async with ToolKernel(TOOLS, server=served.server(), kernel_name="progtc",
+                          timeout=120) as k:
+        yield k
+
+
+@pytest.fixture
+def remote_kernel(served: JupyterProcess) -> Callable[..., ToolKernel]:
+    """A fresh ToolKernel on the server, with your own tools and options."""
+
+    def make(tools: Any = TOOLS, **options: Any) -> ToolKernel:
+        options.setdefault("server", served.server())
+        if "kernel_id" not in options:
+            options.setdefault("kernel_name", "progtc")
+        return ToolKernel(tools, **options)
+
+    return make
+
+
+async def start_kernel_on(server: JupyterServer) -> str:
+    """A kernel someone else started on the server (as JupyterLab or E2B would)."""
+    return str((await server.request("POST", "api/kernels", {"name": "progtc"}))["id"])
+
+
+# -- the core scenarios -------------------------------------------------------------
+
+async def test_code_calls_host_tools_over_the_websocket(kernel: ToolKernel) -> None:
+    result = await kernel.execute(
+        "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+    assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
+    assert kernel.bridge.transport.framing == "v1"  # type: ignore[attr-defined]
+
+
+async def test_2000_gathered_calls_all_come_back(kernel: ToolKernel) -> None:
+    # The servers run with their default iopub rate limit (1000 msg/s).
+    result = await kernel.execute(
+        "import asyncio\nfrom tools import get_weather\n"
+        "done = await asyncio.gather(*(get_weather(str(i), 'X') for i in range(2000)))\n"
+        "print(len(done), done[1999])")
+    assert result.stdout == "2000 Weather in 1999, X: Sunny, 22°C\n", result.stderr
+    assert len(result.tool_calls) == 2000
+
+
+async def test_blocking_calls_in_def_run(kernel: ToolKernel) -> None:
+    result = await kernel.execute(
+        "from tools import search_database\n"
+        "def run():\n    return [row['name'] for row in search_database('hotel', limit=2)]\n"
+        "print(run())")
+    assert result.stdout == "['hotel 0', 'hotel 1']\n"
+
+
+async def test_events_stream_live(kernel: ToolKernel) -> None:
+    code = "from tools import get_weather\nprint('asking')\nprint(await get_weather('Rome', 'IT'))"
+    kinds = [type(event) async for event in kernel.stream(code)]
+    assert kinds[0] is StreamOutput
+    assert kinds.index(ToolCallStarted) < kinds.index(ToolCallFinished)
+    assert kinds[-1] is ExecutionFinished
+
+
+async def test_display_outputs_come_back(kernel: ToolKernel) -> None:
+    events = [event async for event in kernel.stream(
+        "from IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))\n42")]
+    shown = [event.output for event in events if isinstance(event, DisplayOutput)]
+    assert [output.kind for output in shown] == ["display_data", "execute_result"]
+    assert shown[0].data["text/html"] == "<b>hi</b>"
+
+
+async def test_a_failing_tool_is_a_catchable_tool_error(kernel: ToolKernel) -> None:
+    result = await kernel.execute(
+        "from tools import fail, ToolError\n"
+        "try:\n    await fail('no luck')\nexcept ToolError as e:\n    print(type(e).__name__, e)")
+    assert result.ok
+    assert "no luck" in result.stdout
+
+
+async def test_state_stays_across_runs(kernel: ToolKernel) -> None:
+    await kernel.execute("answer = 41")
+    assert (await kernel.execute("print(answer + 1)")).stdout == "42\n"
+
+
+async def test_a_slow_tool_times_out_in_the_kernel_and_is_cancelled_on_the_host(
+        remote_kernel: Callable[..., ToolKernel]) -> None:
+    cancelled = asyncio.Event()
+
+    async def slow() -> str:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+        return "never"
+
+    async with remote_kernel([slow], tool_timeout=0.5) as kernel:
+        result = await kernel.execute(
+            "from tools import slow, ToolTimeoutError\n"
+            "try:\n    await slow()\nexcept ToolTimeoutError as e:\n    print('timed out')")
+        assert result.stdout == "timed out\n"
+        await cancelled.wait()
+
+
+async def test_a_run_timeout_interrupts_and_keeps_the_output(kernel: ToolKernel) -> None:
+    result = await kernel.execute("print('before', flush=True)\nimport time\ntime.sleep(600)",
+                                  timeout=1)
+    assert result.error is not None and result.error.kind == "timeout"
+    assert result.stdout == "before\n"
+    assert (await kernel.execute("print('still here')")).stdout == "still here\n"
+
+
+async def test_an_interrupt_cancels_the_host_tool(
+        remote_kernel: Callable[..., ToolKernel]) -> None:
+    running, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def wait_forever() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    async with remote_kernel([wait_forever]) as kernel:
+        kind = await interrupt_during_call(
+            kernel, "from tools import wait_forever\nawait wait_forever()", running.wait)
+        assert kind == "cancelled"
+        await cancelled.wait()
+
+
+async def test_a_kernel_that_dies_is_reported_and_replaced(
+        remote_kernel: Callable[..., ToolKernel]) -> None:
+    async with remote_kernel() as kernel:
+        died = await kernel.execute("import os\nos._exit(1)")
+        assert died.error is not None and died.error.kind == "kernel_died"
+        after = await kernel.execute(
+            "from tools import get_weather\nprint(await get_weather('Lima', 'PE'))")
+        assert after.stdout == "Weather in Lima, PE: Sunny, 22°C\n"
+
+
+# -- kernels someone else started -----------------------------------------------------
+
+async def test_attach_by_kernel_id_leaves_the_kernel_running(
+        served: JupyterProcess, remote_kernel: Callable[..., ToolKernel]) -> None:
+    server = served.server()
+    kernel_id = await start_kernel_on(server)
+    try:
+        async with remote_kernel(kernel_id=kernel_id) as kernel:
+            result = await kernel.execute(
+                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+            assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
+        assert (await server.kernel(kernel_id).model())["id"] == kernel_id  # still there
+    finally:
+        await server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+async def test_a_bridge_serves_cells_someone_else_runs(served: JupyterProcess) -> None:
+    server = served.server()
+    kernel_id = await start_kernel_on(server)
+    someone_else = WebsocketTransport(server, kernel_id)
+    printed: list[str] = []
+    idle = asyncio.Event()
+    request_id = ""
+
+    def on_message(channel: str, msg: dict[str, Any]) -> None:
+        if msg["parent_header"].get("msg_id") != request_id:
+            return
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            idle.set()
+
+    try:
+        await someone_else.start(on_message)
+        async with ToolBridge(server.kernel(kernel_id), tools=TOOLS):
+            request_id = someone_else.send("shell", "execute_request", {
+                "code": "from tools import get_weather\nprint(get_weather('Bern', 'CH'))",
+                "silent": False, "store_history": True, "user_expressions": {},
+                "allow_stdin": False, "stop_on_error": True})
+            await idle.wait()
+        assert "".join(printed) == "Weather in Bern, CH: Sunny, 22°C\n"
+    finally:
+        await someone_else.close()
+        await server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+# -- faults and bad input ---------------------------------------------------------------
+
+async def test_a_wrong_or_missing_token_says_to_pass_the_right_one(
+        served: JupyterProcess) -> None:
+    for token in ("wrong", ""):
+        with pytest.raises(ServerError, match="token") as caught:
+            async with ToolKernel(TOOLS, server=JupyterServer(served.url, token=token)):
+                pass
+        assert caught.value.status in (401, 403)
+
+
+async def test_an_unknown_kernel_id_is_named(served: JupyterProcess) -> None:
+    with pytest.raises(ServerError, match="no kernel 'no-such-kernel'"):
+        async with ToolKernel(TOOLS, server=served.server(), kernel_id="no-such-kernel"):
+            pass
+
+
+async def test_an_unknown_kernelspec_lists_the_servers(served: JupyterProcess) -> None:
+    with pytest.raises(ServerError, match=r"no kernelspec 'python9'.*progtc"):
+        async with ToolKernel(TOOLS, server=served.server(), kernel_name="python9"):
+            pass
+
+
+async def test_a_kernel_without_progtc_kernel_says_how_to_install_it(
+        served: JupyterProcess) -> None:
+    with pytest.raises(ExtensionNotLoadedError, match=r"-m pip install progtc-kernel"):
+        async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc"):
+            pass
+
+
+async def test_a_dropped_websocket_comes_back_and_no_call_is_lost_or_run_twice(
+        served: JupyterProcess) -> None:
+    async with Proxy(served.port) as proxy:
+        server = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=served.token)
+        ran: list[int] = []
+
+        async def double(n: int) -> int:
+            ran.append(n)
+            if n == 100:  # drop every connection while calls are in flight
+                proxy.cut()
+            await asyncio.sleep(0)
+            return 2 * n
+
+        async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
+            result = await kernel.execute(
+                "import asyncio\nfrom tools import double\n"
+                "got = await asyncio.gather(*(double(n) for n in range(500)))\n"
+                "print(got == [2 * n for n in range(500)])")
+            assert result.stdout == "True\n", (result.stderr, result.error)
+            assert sorted(ran) == list(range(500))  # each tool ran exactly once
+            assert kernel.bridge.transport.reconnects >= 1  # type: ignore[attr-defined]
+
+            ran.clear()
+            blocking = await kernel.execute(
+                "from tools import double\n"
+                "def run():\n    return [double(n) for n in (7, 100, 8)]\n"
+                "print(run())")
+            assert blocking.stdout == "[14, 200, 16]\n", (blocking.stderr, blocking.error)
+            assert ran == [7, 100, 8]
+
+
+async def test_a_server_that_vanishes_mid_run_ends_the_run(
+        kernel_python: str, tmp_path: Path) -> None:
+    kernelspec(tmp_path / "share", "progtc", kernel_python)
+    doomed = await jupyter_server(tmp_path).start()
+    kernel_pid: int | None = None
+
+    async def vanish() -> str:
+        doomed.kill()
+        return "too late"
+
+    try:
+        async with ToolKernel([vanish], server=doomed.server(reconnect_timeout=2),
+                              kernel_name="progtc") as kernel:
+            kernel_pid = int((await kernel.execute("import os\nprint(os.getpid())")).stdout)
+            result = await kernel.execute("from tools import vanish\nawait vanish()")
+            assert result.error is not None
+            assert result.error.kind == "kernel_died", result.error
+    finally:
+        doomed.kill()
+        if kernel_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kernel_pid, signal.SIGKILL)
