@@ -150,6 +150,21 @@ def kernel_gateway(home: Path, *args: str, token: str = TOKEN) -> JupyterProcess
         f"--KernelGatewayApp.auth_token={token}", *args], port, home, token=token)
 
 
+def enterprise_gateway(home: Path, python: str, *args: str, token: str = TOKEN
+                       ) -> JupyterProcess:
+    """Enterprise Gateway, from its own environment (``python``'s): it pins
+    jupyter_server<2 and jupyter_client<7. Kernels run as local processes here, as
+    they would in a cluster's pods."""
+    port = free_port()
+    return JupyterProcess([
+        str(Path(python).parent / "jupyter-enterprisegateway"),
+        "--EnterpriseGatewayApp.ip=127.0.0.1", f"--EnterpriseGatewayApp.port={port}",
+        "--EnterpriseGatewayApp.port_retries=0", f"--EnterpriseGatewayApp.auth_token={token}",
+        # It refuses kernels for root unless told whom to refuse; the tests run as root
+        # (a real client names its user in the kernel's env: KERNEL_USERNAME).
+        "--EnterpriseGatewayApp.unauthorized_users=nobody", *args], port, home, token=token)
+
+
 class Proxy:
     """Forwards TCP connections to ``upstream``; can require a header, speak TLS,
     and cut every connection at once."""

@@ -1,4 +1,5 @@
-"""ToolKernel and ToolBridge on kernels behind a Jupyter Server and a Kernel Gateway.
+"""ToolKernel and ToolBridge on kernels behind a Jupyter Server, a Kernel Gateway
+and an Enterprise Gateway (in an environment of its own).
 
 Each server runs on loopback with a kernelspec per ipykernel line; the kernels do
 not have the extension loaded until ToolKernel loads it. Nothing is mocked."""
@@ -30,9 +31,24 @@ from progtc_kernel import (
 from progtc_kernel.kernels.jupyter_server import WebsocketTransport
 
 from .conftest import TOOLS, build_env, interrupt_during_call
-from .servers import JupyterProcess, Proxy, jupyter_server, kernel_gateway, kernelspec
+from .servers import (
+    JupyterProcess,
+    Proxy,
+    enterprise_gateway,
+    jupyter_server,
+    kernel_gateway,
+    kernelspec,
+)
 
-SERVERS = {"jupyter-server": jupyter_server, "kernel-gateway": kernel_gateway}
+
+def _enterprise_gateway(home: Path) -> JupyterProcess:
+    python = build_env("enterprise-gateway", ["jupyter_enterprise_gateway==3.3.0"])
+    return enterprise_gateway(home, python)
+
+
+SERVERS: dict[str, Callable[[Path], JupyterProcess]] = {
+    "jupyter-server": jupyter_server, "kernel-gateway": kernel_gateway,
+    "enterprise-gateway": _enterprise_gateway}
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))

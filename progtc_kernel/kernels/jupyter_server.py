@@ -169,6 +169,8 @@ class JupyterServer:
 
     def _refused(self, method: str, path: str, status: int, response: Any) -> ServerError:
         said = _server_message(response)
+        if status == 403 and said not in ("", "Forbidden"):  # refused for a reason it gives
+            return ServerError(f"{self.url} refused {method} {path} (HTTP 403): {said}", status)
         if status in (401, 403):
             how = ("pass the server's token: JupyterServer(url, token=...); `jupyter server "
                    "list` shows it" if self.token else
@@ -245,8 +247,10 @@ class RemoteKernel:
             await self.model()  # it exists, and the token is right
             return
         body: dict[str, Any] = {}
+        # Asked first, with the short request timeout: a server that does not answer,
+        # or refuses the token, is told apart before a long wait for a kernel to start.
+        specs = (await self.server.kernelspecs()).get("kernelspecs", {})
         if self.kernel_name is not None:
-            specs = (await self.server.kernelspecs()).get("kernelspecs", {})
             if self.kernel_name not in specs:
                 raise ServerError(
                     f"{self.server.url} has no kernelspec {self.kernel_name!r}; it has "
