@@ -31,7 +31,7 @@ OTHER_LINES = {f"{major}.{minor}": f"ipykernel=={major}.{minor}.*"
                for major, minor in [(6, 29), (6, 30), (7, 0), (7, 1), (7, 2), (7, 3)]}
 
 
-def _selected_lines() -> list[str]:
+def selected_lines() -> list[str]:
     wanted = os.environ.get("PROGTC_TEST_KERNELS")
     return [line.strip() for line in wanted.split(",")] if wanted else list(LINES)
 
@@ -69,14 +69,14 @@ def build_env(name: str, requirements: list[str]) -> str:
     return str(python)
 
 
-@pytest.fixture(scope="session", params=_selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
 def kernel_python(request: pytest.FixtureRequest) -> str:
     return kernel_env(request.param)
 
 
 @pytest.fixture(scope="session")
 def newest_kernel_python() -> str:
-    return kernel_env(_selected_lines()[-1])
+    return kernel_env(selected_lines()[-1])
 
 
 # -- tools used across the tests ----------------------------------------------------

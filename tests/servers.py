@@ -85,10 +85,25 @@ class JupyterProcess:
         threading.Thread(target=self._watch, args=(loop, listening), daemon=True).start()
         try:
             await asyncio.wait_for(listening, timeout)
+            await asyncio.wait_for(self._until_listening(), timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    async def _until_listening(self) -> None:
+        """Jupyter Server logs its URL one loop turn before it binds the port: connect
+        until the port takes the connection (or the process is gone)."""
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except ConnectionRefusedError:
+                if self.process is None or self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited: {self.log_text()}") from None
+                await asyncio.sleep(0.02)  # retry pacing; the connection is the event
+                continue
+            writer.close()
+            return
 
     def _watch(self, loop: asyncio.AbstractEventLoop, listening: asyncio.Future[None]) -> None:
         assert self.process is not None and self.process.stdout is not None

@@ -30,7 +30,7 @@ from progtc_kernel import (
 )
 from progtc_kernel.kernels.jupyter_server import WebsocketTransport
 
-from .conftest import TOOLS, build_env, interrupt_during_call
+from .conftest import TOOLS, build_env, interrupt_during_call, kernel_env, selected_lines
 from .servers import (
     JupyterProcess,
     Proxy,
@@ -51,14 +51,22 @@ SERVERS: dict[str, Callable[[Path], JupyterProcess]] = {
     "enterprise-gateway": _enterprise_gateway}
 
 
-@pytest.fixture(scope="module", params=list(SERVERS))
-async def served(request: pytest.FixtureRequest, kernel_python: str,
+# Every server kind on every ipykernel line. The fixture is parametrized by both itself
+# (rather than depending on the session's kernel_python) so that pytest keys its cache
+# by both: a server is never reused across lines.
+SERVED = [(line, kind) for line in selected_lines() for kind in SERVERS]
+SERVED_IDS = [f"ipykernel-{line}-{kind}" for line, kind in SERVED]
+
+
+@pytest.fixture(scope="module", params=SERVED, ids=SERVED_IDS)
+async def served(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
     """A server on loopback whose kernelspec ``progtc`` runs this ipykernel line."""
-    home = tmp_path_factory.mktemp(request.param)
-    kernelspec(home / "share", "progtc", kernel_python)
+    line, kind = request.param
+    home = tmp_path_factory.mktemp(kind)
+    kernelspec(home / "share", "progtc", kernel_env(line))
     kernelspec(home / "share", "no-progtc", build_env("ipykernel-only", ["ipykernel"]))
-    process = await SERVERS[request.param](home).start()
+    process = await SERVERS[kind](home).start()
     yield process
     process.stop()
 
@@ -306,10 +314,11 @@ async def test_a_dropped_websocket_comes_back_and_no_call_is_lost_or_run_twice(
             assert ran == [7, 100, 8]
 
 
+@pytest.mark.parametrize(("line", "kind"), SERVED, ids=SERVED_IDS)
 async def test_a_server_that_vanishes_mid_run_ends_the_run(
-        kernel_python: str, tmp_path: Path) -> None:
-    kernelspec(tmp_path / "share", "progtc", kernel_python)
-    doomed = await jupyter_server(tmp_path).start()
+        line: str, kind: str, tmp_path: Path) -> None:
+    kernelspec(tmp_path / "share", "progtc", kernel_env(line))
+    doomed = await SERVERS[kind](tmp_path).start()
     kernel_pid: int | None = None
 
     async def vanish() -> str:

@@ -281,6 +281,9 @@ class ToolBridge:
         """Receive every kernel message that is not part of the tool protocol."""
         self._message_listeners.append(listener)
 
+    def remove_message_listener(self, listener: MessageListener) -> None:
+        self._message_listeners.remove(listener)
+
     # -- incoming -------------------------------------------------------------------
 
     def _on_message(self, channel: str, msg: dict[str, Any]) -> None:

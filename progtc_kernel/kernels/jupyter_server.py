@@ -233,6 +233,7 @@ class RemoteKernel:
         self.env = dict(env) if env is not None else None
         self.owned = kernel_id is None
         self.ended: str | None = None  # why the kernel counts as gone
+        self._server_restarts = False  # the server said it restarts the kernel itself
         self._transports: weakref.WeakSet[WebsocketTransport] = weakref.WeakSet()
 
     def __repr__(self) -> str:
@@ -280,9 +281,10 @@ class RemoteKernel:
         self._transports.add(transport)
         return transport
 
-    def _gone(self, reason: str) -> None:
+    def _gone(self, reason: str, server_restarts: bool) -> None:
         if self.ended is None:
             self.ended = reason
+            self._server_restarts = server_restarts
 
     async def is_alive(self) -> bool:
         """What the server said over the websocket: alive until it reports the
@@ -293,9 +295,14 @@ class RemoteKernel:
         await self.server.request("POST", f"{self._path}/interrupt")
 
     async def restart(self) -> None:
-        await self.server.request("POST", f"{self._path}/restart",
-                                  timeout=self.server.start_timeout)
+        """A fresh kernel process. One the server is restarting already (it died, and
+        the server's restarter caught it) is left to the server: asking again while it
+        restarts fails (HTTP 500)."""
+        if not (self.ended is not None and self._server_restarts):
+            await self.server.request("POST", f"{self._path}/restart",
+                                      timeout=self.server.start_timeout)
         self.ended = None
+        self._server_restarts = False
 
     async def shutdown(self) -> None:
         if not self.owned or self.kernel_id is None:
@@ -316,9 +323,10 @@ class WebsocketTransport:
     """One connection to a kernel's websocket, with a session id of its own."""
 
     def __init__(self, server: JupyterServer, kernel_id: str, *,
-                 on_gone: Callable[[str], None] | None = None) -> None:
-        """``on_gone(reason)``: called when the server reports the kernel restarting
-        or dead, or the connection is lost for good."""
+                 on_gone: Callable[[str, bool], None] | None = None) -> None:
+        """``on_gone(reason, server_restarts)``: called when the server reports the
+        kernel restarting (``server_restarts``: True) or dead, or the connection is
+        lost for good."""
         from jupyter_client.session import Session
 
         self.server = server
@@ -415,10 +423,11 @@ class WebsocketTransport:
             except Exception as exc:
                 self.bad_messages.report("unreadable websocket message", exc)
                 continue
-            if (channel == "iopub" and msg["header"].get("msg_type") == "status"
-                    and msg["content"].get("execution_state") in _DEATH_STATES):
-                self._gone(f"was reported {msg['content']['execution_state']} by the server "
-                           "(the kernel process died)")
+            state = msg["content"].get("execution_state")
+            if (channel == "iopub" and state in _DEATH_STATES
+                    and msg["header"].get("msg_type") == "status"):
+                self._gone(f"was reported {state} by the server (the kernel process died)",
+                           server_restarts=state == "restarting")
             try:
                 on_message(channel, msg)
             except Exception as exc:
@@ -435,10 +444,10 @@ class WebsocketTransport:
                 await self._connect()
             except Exception as exc:  # every failure to connect is retried, until the deadline
                 if isinstance(exc, ServerError) and exc.status is not None:
-                    self._gone(f"cannot be reached any more ({exc})")  # no kernel, bad token
-                    return False
+                    self._gone(f"cannot be reached any more ({exc})", server_restarts=False)
+                    return False  # no such kernel any more, a token no longer valid
                 if loop.time() >= deadline:
-                    self._gone(f"cannot be reached any more: {exc}")
+                    self._gone(f"cannot be reached any more: {exc}", server_restarts=False)
                     return False
                 await asyncio.sleep(delay)  # pacing the retries, not waiting for an event
                 delay = min(delay * 2, 1.0)
@@ -448,9 +457,9 @@ class WebsocketTransport:
                 return True
         return False
 
-    def _gone(self, reason: str) -> None:
+    def _gone(self, reason: str, *, server_restarts: bool) -> None:
         if self._on_gone is not None:
-            self._on_gone(reason)
+            self._on_gone(reason, server_restarts)
 
 
 def no_kernel(server: JupyterServer, kernel_id: str) -> str:
