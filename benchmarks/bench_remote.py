@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -136,6 +137,9 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                     runs.append(json.loads(lines[-1]) if result.ok and lines
                                 else {"seconds": float("nan"), "answered": 0})
                 out["gather"] = runs
+        except Exception:
+            print(f"the server's log ends with:\n{served.log_text()}", file=sys.stderr)
+            raise
         finally:
             served.stop()
     return out
@@ -193,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  .. {text}", file=sys.stderr, flush=True)
 
     began = time.perf_counter()
-    raw = asyncio.run(measure(args.python, log))
+    # The server starts kernels from its own folder: give it an absolute path.
+    python = os.path.abspath(shutil.which(args.python) or args.python)
+    raw = asyncio.run(measure(python, log))
     rows = summarize(raw)
     report = {"python": args.python, "kernel": raw["kernel"], "framing": raw["framing"],
               "host": {"python": platform.python_version(), "cpus": os.cpu_count()},

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from .._wire import BadMessages
-from ..host.errors import ServerError
+from ..host.errors import KernelStartError, ServerError
 from .base import ChannelName, MessageCallback
 
 log = logging.getLogger("progtc_kernel")
@@ -186,8 +186,12 @@ class JupyterServer:
 
     # -- websockets -----------------------------------------------------------------
 
-    async def connect_websocket(self, kernel_id: str, session_id: str) -> Any:
-        """Open the kernel's websocket for this session; raises ``ServerError``."""
+    async def connect_websocket(self, kernel_id: str, session_id: str,
+                                on_frame: Callable[[str | bytes | None], None]) -> Any:
+        """Open the kernel's websocket for this session; raises ``ServerError``.
+
+        ``on_frame`` gets every frame as it is read (None when the connection closes):
+        a callback, not ``read_message``, saves each message a few loop turns."""
         from tornado.httpclient import HTTPClientError, HTTPRequest
         from tornado.websocket import websocket_connect
 
@@ -199,8 +203,9 @@ class JupyterServer:
                               request_timeout=self.request_timeout)
         try:
             return await websocket_connect(
-                request, subprotocols=[V1_PROTOCOL], max_message_size=MAX_MESSAGE_SIZE,
-                ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT)
+                request, on_message_callback=on_frame, subprotocols=[V1_PROTOCOL],
+                max_message_size=MAX_MESSAGE_SIZE, ping_interval=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT)
         except HTTPClientError as exc:
             if exc.code == 404:
                 raise ServerError(no_kernel(self, kernel_id), 404) from None
@@ -260,8 +265,16 @@ class RemoteKernel:
             body["name"] = self.kernel_name
         if self.env is not None:
             body["env"] = self.env
-        model = await self.server.request("POST", "api/kernels", body,
-                                          timeout=self.server.start_timeout)
+        try:
+            model = await self.server.request("POST", "api/kernels", body,
+                                              timeout=self.server.start_timeout)
+        except ServerError as exc:
+            if exc.status != 500:
+                raise
+            raise KernelStartError(
+                f"{self.server.url} could not start a {self.kernel_name or 'default'} kernel "
+                f"({exc}); the server's log says why (does the kernelspec's interpreter "
+                "exist there?)") from None
         self.kernel_id = str(model["id"])
         self.ended = None
 
@@ -338,9 +351,12 @@ class WebsocketTransport:
         self.bad_messages = BadMessages(log, "host")
         self.reconnects = 0
         self._on_gone = on_gone
+        self._on_message: MessageCallback | None = None
         self._connection: Any = None
+        self._generation = 0  # which connection is the current one
+        self._early: list[str | bytes] | None = None  # read before the framing was known
         self._backlog: list[tuple[bytes, bool]] = []  # written while disconnected
-        self._reader: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._closing = False
 
@@ -352,8 +368,8 @@ class WebsocketTransport:
         self._reconnect_listeners.append(listener)
 
     async def start(self, on_message: MessageCallback) -> None:
+        self._on_message = on_message
         await self._connect()
-        self._reader = asyncio.create_task(self._read(on_message))
 
     def send(
         self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,
@@ -386,11 +402,11 @@ class WebsocketTransport:
 
     async def close(self) -> None:
         self._closing = True
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+                await self._reconnecting
+            self._reconnecting = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -398,44 +414,66 @@ class WebsocketTransport:
     # -- connection ---------------------------------------------------------------
 
     async def _connect(self) -> None:
-        connection = await self.server.connect_websocket(self.kernel_id, self.session_id)
+        self._generation += 1
+        generation = self._generation
+        # Frames may be read before the connection is handed to us (a server replays
+        # what it buffered at once): they wait here until the framing is known.
+        self._early = []
+        try:
+            connection = await self.server.connect_websocket(
+                self.kernel_id, self.session_id,
+                on_frame=lambda frame: self._on_frame(frame, generation))
+        except BaseException:
+            self._early = None
+            raise
         legacy = connection.selected_subprotocol != V1_PROTOCOL
         if self.framing is not None and (self.framing == "legacy") != legacy:
+            self._early = None
             connection.close()  # frames in the backlog were built for the other framing
             raise ServerError("the server changed its websocket protocol on reconnect")
         self.framing = "legacy" if legacy else "v1"
         self._connection = connection
+        early, self._early = self._early, None
+        for frame in early:
+            self._dispatch(frame)
         backlog, self._backlog = self._backlog, []
         for frame, binary in backlog:
             self._write(frame, binary)
 
-    async def _read(self, on_message: MessageCallback) -> None:
-        while True:
-            frame = await self._connection.read_message()
-            if frame is None:
-                if self._closing or not await self._reconnect():
-                    return
-                for listener in self._reconnect_listeners:
-                    listener()
-                continue
-            try:
-                channel, msg = _decode(frame, legacy=self.framing == "legacy")
-            except Exception as exc:
-                self.bad_messages.report("unreadable websocket message", exc)
-                continue
-            state = msg["content"].get("execution_state")
-            if (channel == "iopub" and state in _DEATH_STATES
-                    and msg["header"].get("msg_type") == "status"):
-                self._gone(f"was reported {state} by the server (the kernel process died)",
-                           server_restarts=state == "restarting")
-            try:
-                on_message(channel, msg)
-            except Exception as exc:
-                self.bad_messages.report(f"unhandled {channel} message", repr(exc))
+    def _on_frame(self, frame: str | bytes | None, generation: int) -> None:
+        if frame is None:  # this connection closed
+            if generation == self._generation and not self._closing:
+                self._connection = None
+                self._reconnecting = asyncio.ensure_future(self._come_back())
+        elif self._early is not None:
+            self._early.append(frame)
+        else:
+            self._dispatch(frame)
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        try:
+            channel, msg = _decode(frame, legacy=self.framing == "legacy")
+        except Exception as exc:
+            self.bad_messages.report("unreadable websocket message", exc)
+            return
+        state = msg["content"].get("execution_state")
+        if (channel == "iopub" and state in _DEATH_STATES
+                and msg["header"].get("msg_type") == "status"):
+            self._gone(f"was reported {state} by the server (the kernel process died)",
+                       server_restarts=state == "restarting")
+        try:
+            assert self._on_message is not None
+            self._on_message(channel, msg)
+        except Exception as exc:
+            self.bad_messages.report(f"unhandled {channel} message", repr(exc))
+
+    async def _come_back(self) -> None:
+        if await self._reconnect():
+            for listener in self._reconnect_listeners:
+                listener()
 
     async def _reconnect(self) -> bool:
         """Connect again with the same session id until ``reconnect_timeout``."""
-        self._connection = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.server.reconnect_timeout
         delay = 0.05
