@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from progtc_kernel import JupyterServer
+from progtc_kernel.kernels.jupyter_server import WebsocketTransport
 
 TOKEN = "progtc-test-token"
 
@@ -180,6 +181,46 @@ def enterprise_gateway(home: Path, python: str, *args: str, token: str = TOKEN
         "--EnterpriseGatewayApp.unauthorized_users=nobody", *args], port, home, token=token)
 
 
+class Frontend:
+    """Someone else's client of a kernel on a server (a JupyterLab tab, an E2B code
+    context): it runs cells over a websocket of its own and collects what they print."""
+
+    def __init__(self, server: JupyterServer, kernel_id: str) -> None:
+        self.transport = WebsocketTransport(server, kernel_id)
+        self._runs: dict[str, tuple[list[str], asyncio.Event]] = {}
+
+    async def __aenter__(self) -> Frontend:
+        await self.transport.start(self._on_message)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.transport.close()
+
+    async def run(self, code: str) -> str:
+        """Run a cell; returns its printed output once the kernel is idle again."""
+        printed: list[str] = []
+        idle = asyncio.Event()
+        msg_id = self.transport.send("shell", "execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True})
+        self._runs[msg_id] = (printed, idle)
+        await idle.wait()
+        del self._runs[msg_id]
+        return "".join(printed)
+
+    def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
+        run = self._runs.get(msg["parent_header"].get("msg_id", ""))
+        if run is None:
+            return
+        printed, idle = run
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            printed.append(f"{msg['content']['ename']}: {msg['content']['evalue']}\n")
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            idle.set()
+
+
 class Proxy:
     """Forwards TCP connections to ``upstream``; can require a header, speak TLS,
     and cut every connection at once."""
@@ -194,6 +235,7 @@ class Proxy:
         self.refused = 0
         self._server: asyncio.AbstractServer | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Proxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
@@ -204,6 +246,9 @@ class Proxy:
         assert self._server is not None
         self._server.close()
         self.cut()
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     def cut(self) -> int:
@@ -216,6 +261,18 @@ class Proxy:
         return len(links) // 2
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._forward(reader, writer)
+        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
+            writer.transport.abort()  # the proxy is closing, or the client left early
+        finally:
+            self._handlers.discard(handler)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                       ) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests_seen += 1
         if self.require_header and not _has_header(head, *self.require_header):

@@ -11,19 +11,16 @@ template as well.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from progtc_kernel import JupyterServer, ServerError, ToolBridge, ToolKernel
-from progtc_kernel.kernels.jupyter_server import WebsocketTransport
 
 from .conftest import TOOLS, kernel_env
-from .servers import JupyterProcess, Proxy, jupyter_server, kernelspec
+from .servers import Frontend, JupyterProcess, Proxy, jupyter_server, kernelspec
 
 TRAFFIC_TOKEN = "traffic-secret"
 
@@ -84,28 +81,13 @@ async def test_a_code_context_kernel_has_tools_from_its_profile(edge: Proxy) -> 
         "path": "context-1", "name": "context-1", "type": "notebook",
         "kernel": {"name": "python3"}})
     kernel_id = session["kernel"]["id"]
-    context = WebsocketTransport(server, kernel_id)  # the code context's own client
-    printed: list[str] = []
-    idle = asyncio.Event()
-
-    def on_message(channel: str, msg: dict[str, Any]) -> None:
-        if msg["msg_type"] == "stream":
-            printed.append(msg["content"]["text"])
-        elif (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
-              and msg["parent_header"].get("msg_type") == "execute_request"):
-            idle.set()
-
     try:
-        await context.start(on_message)
-        async with ToolBridge(server.kernel(kernel_id), tools=TOOLS, load_extension=False):
-            context.send("shell", "execute_request", {
-                "code": "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))",
-                "silent": False, "store_history": True, "user_expressions": {},
-                "allow_stdin": False, "stop_on_error": True})
-            await idle.wait()
-        assert "".join(printed) == "Weather in Nuuk, GL: Sunny, 22°C\n"
+        async with Frontend(server, kernel_id) as context, \
+                ToolBridge(server.kernel(kernel_id), tools=TOOLS, load_extension=False):
+            printed = await context.run(
+                "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
+        assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"
     finally:
-        await context.close()
         await server.request("DELETE", f"api/sessions/{session['id']}")
 
 

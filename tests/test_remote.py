@@ -28,10 +28,10 @@ from progtc_kernel import (
     ToolCallStarted,
     ToolKernel,
 )
-from progtc_kernel.kernels.jupyter_server import WebsocketTransport
 
 from .conftest import TOOLS, build_env, interrupt_during_call, kernel_env, selected_lines
 from .servers import (
+    Frontend,
     JupyterProcess,
     Proxy,
     enterprise_gateway,
@@ -226,30 +226,35 @@ async def test_attach_by_kernel_id_leaves_the_kernel_running(
 async def test_a_bridge_serves_cells_someone_else_runs(served: JupyterProcess) -> None:
     server = served.server()
     kernel_id = await start_kernel_on(server)
-    someone_else = WebsocketTransport(server, kernel_id)
-    printed: list[str] = []
-    idle = asyncio.Event()
-    request_id = ""
-
-    def on_message(channel: str, msg: dict[str, Any]) -> None:
-        if msg["parent_header"].get("msg_id") != request_id:
-            return
-        if msg["msg_type"] == "stream":
-            printed.append(msg["content"]["text"])
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            idle.set()
-
     try:
-        await someone_else.start(on_message)
-        async with ToolBridge(server.kernel(kernel_id), tools=TOOLS):
-            request_id = someone_else.send("shell", "execute_request", {
-                "code": "from tools import get_weather\nprint(get_weather('Bern', 'CH'))",
-                "silent": False, "store_history": True, "user_expressions": {},
-                "allow_stdin": False, "stop_on_error": True})
-            await idle.wait()
-        assert "".join(printed) == "Weather in Bern, CH: Sunny, 22°C\n"
+        async with Frontend(server, kernel_id) as someone_else, \
+                ToolBridge(server.kernel(kernel_id), tools=TOOLS):
+            printed = await someone_else.run(
+                "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
+        assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
     finally:
-        await someone_else.close()
+        await server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+async def test_a_bridge_that_drops_while_others_stay_connected_registers_again(
+        served: JupyterProcess) -> None:
+    """With another client connected the server does not buffer for us: it closes
+    our channels, and the kernel forgets us. Back, the bridge registers again."""
+    server = served.server()
+    kernel_id = await start_kernel_on(server)
+    try:
+        async with Frontend(server, kernel_id) as someone_else, Proxy(served.port) as proxy:
+            via_proxy = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=served.token)
+            async with ToolBridge(via_proxy.kernel(kernel_id), tools=TOOLS) as bridge:
+                back = asyncio.Event()
+                bridge.transport.add_reconnect_listener(back.set)
+                proxy.cut()
+                await back.wait()
+                await bridge.wait_ready()
+                printed = await someone_else.run(
+                    "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
+        assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
+    finally:
         await server.request("DELETE", f"api/kernels/{kernel_id}")
 
 

@@ -42,6 +42,8 @@ from .tools import ToolRegistry, ToolsLike
 ToolEventListener = Callable[[str | None, Event], None]
 MessageListener = Callable[[str, dict[str, Any]], None]
 
+log = logging.getLogger("progtc_kernel")
+
 # The bridge whose tool is running in this context (a task or a tool's thread).
 serving: contextvars.ContextVar[ToolBridge | None] = contextvars.ContextVar(
     "progtc_kernel_serving", default=None)
@@ -108,7 +110,7 @@ class ToolBridge:
         self.load_extension = load_extension
         self.kernel_info: ReadyBody | None = None
         self.comm_id = ""
-        self.bad_messages = BadMessages(logging.getLogger("progtc_kernel"), "host")
+        self.bad_messages = BadMessages(log, "host")
         self._registered = ""
         self._ready: asyncio.Future[ReadyBody] | None = None
         self._load_msg_id: str | None = None  # while the extension is being loaded
@@ -124,7 +126,8 @@ class ToolBridge:
         self._started = False
         self._probes: set[str] = set()
         self._probe_seen: asyncio.Future[None] | None = None
-        self._replies: dict[str, asyncio.Future[None]] = {}  # control replies awaited
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}  # control replies
+        self._recovery: asyncio.Task[None] | None = None
         self._iopub_seen: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -206,13 +209,25 @@ class ToolBridge:
         self._registered = self.tools.fingerprint
 
     async def wait_ready(self, timeout: float = 30.0) -> ReadyBody:
+        """Wait until the kernel confirms the comm (again, after a reconnect)."""
         assert self._ready is not None, "call start() first"
-        try:
-            info = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
-        except asyncio.TimeoutError:
-            raise KernelError(
-                f"the kernel did not confirm the progtc_kernel comm within {timeout:g} s; "
-                "is it busy, or not an IPython kernel?") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ready = self._ready
+            try:
+                info = await asyncio.wait_for(asyncio.shield(ready),
+                                              max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise KernelError(
+                    f"the kernel did not confirm the progtc_kernel comm within {timeout:g} "
+                    "s; is it busy, or not an IPython kernel?") from None
+            except KernelError:
+                if ready is self._ready:
+                    raise
+                continue  # superseded: registering again
+            if ready is self._ready:
+                break
         self.kernel_info = info
         # On shell, so that the kernel learns which connection is ours (see protocol).
         self._send("shell", "hello", {})
@@ -234,14 +249,16 @@ class ToolBridge:
                 await self._reply_to(
                     self.transport.send("control", "kernel_info_request", {}), timeout=1)
         self.cancel_calls()
+        if self._recovery is not None:
+            self._recovery.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.transport.close()
 
-    async def _reply_to(self, msg_id: str, timeout: float) -> None:
+    async def _reply_to(self, msg_id: str, timeout: float) -> dict[str, Any]:
         """Wait (at most ``timeout``) for the control reply to ``msg_id``."""
         reply = self._replies[msg_id] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(reply, timeout)
+            return await asyncio.wait_for(reply, timeout)
         finally:
             self._replies.pop(msg_id, None)
 
@@ -253,10 +270,39 @@ class ToolBridge:
     def _on_reconnect(self) -> None:
         """The connection dropped and came back (a websocket): tell the kernel which
         connection is ours now, and have it send again the calls still waiting for
-        a result, since the drop may have lost a call or a result."""
-        if self.comm_id and self._ready is not None and self._ready.done():
-            self._send("shell", "hello", {})
-            self._send("control", "resume", {})
+        a result, since the drop may have lost a call or a result. ``wait_ready()``
+        waits until the kernel is known to serve through us again."""
+        if not (self.comm_id and self._ready is not None and self._ready.done()
+                and not self._ready.exception()):
+            return
+        self._send("shell", "hello", {})
+        self._send("control", "resume", {})
+        self._ready = asyncio.get_running_loop().create_future()
+        self._recovery = asyncio.ensure_future(self._recover(self._ready))
+
+    async def _recover(self, ready: asyncio.Future[ReadyBody]) -> None:
+        """Register afresh if the kernel forgot us while we were away: a server that
+        buffers only for a kernel's last connection closed ours, or restarted it."""
+        try:
+            reply = await self._reply_to(self.transport.send(
+                "control", "comm_info_request", {"target_name": COMM_TARGET}), timeout=30)
+        except asyncio.TimeoutError:
+            self._resolve_ready(KernelError("the kernel did not answer after reconnecting"))
+            return
+        if self.comm_id in reply["content"].get("comms", {}):
+            if not ready.done() and self.kernel_info is not None:
+                ready.set_result(self.kernel_info)
+            return
+        log.info("progtc_kernel: the kernel forgot this host while it was away; "
+                 "registering again")
+        await self._register_again()
+
+    async def _register_again(self) -> None:
+        self.open()
+        try:
+            await self.wait_ready()
+        except KernelError as exc:
+            log.warning("progtc_kernel: could not register again: %s", exc)
 
     # -- tools ----------------------------------------------------------------------
 
@@ -297,7 +343,7 @@ class ToolBridge:
         if channel == "control" and self._replies:
             reply = self._replies.get(msg["parent_header"].get("msg_id", ""))
             if reply is not None and not reply.done():
-                reply.set_result(None)
+                reply.set_result(msg)
                 return
         content = msg.get("content", {})
         msg_type = msg["header"]["msg_type"]
@@ -345,6 +391,12 @@ class ToolBridge:
             raise ValueError(f"unknown message type {kind!r}")
 
     def _on_comm_close(self) -> None:
+        if self._ready is not None and self._ready.done() and not self._ready.exception():
+            # Registered, then closed by the kernel: it took our connection for gone
+            # (a websocket that dropped and came back). Register again.
+            log.info("progtc_kernel: the kernel closed this host's comm; registering again")
+            self._recovery = asyncio.ensure_future(self._register_again())
+            return
         refused = ExtensionNotLoadedError(
             "the kernel refused the progtc_kernel comm: the extension is not loaded there. "
             "Start the kernel with --ext=progtc_kernel (or `progtc-kernel install` and pick "

@@ -42,6 +42,7 @@ class Extension:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.bridges: dict[str, KernelBridge] = {}
+        self.comms: dict[str, Any] = {}  # the ipykernel Comm of each bridge
         # Made at the first connection: with --ext the extension loads before the
         # kernel has started its streams.
         self.shell: _ipykernel.ShellInterception | None = None
@@ -105,6 +106,7 @@ class Extension:
             bridge.send("error", {"message": f"unreadable register message: {exc}"}, parent)
             return
         self.bridges[comm.comm_id] = bridge
+        self.comms[comm.comm_id] = comm
         self.tools.describe(list(bridge.tools))
         comm.on_msg(lambda comm_msg: self.on_message(comm_msg, "comm"))
         comm.on_close(lambda close_msg: self.close(comm.comm_id, HOST_CLOSED))
@@ -177,6 +179,12 @@ class Extension:
         bridge = self.bridges.pop(comm_id, None)
         if bridge is not None:
             bridge.close(reason)
+        comm = self.comms.pop(comm_id, None)
+        if comm is not None and reason != HOST_CLOSED:
+            # Say so on iopub (and forget the comm): a host whose connection came back
+            # hears it and registers again; one that asks (comm_info_request) learns
+            # it is gone. A host that closed sends its own comm_close.
+            comm.close({"reason": reason})
         current = self.current_bridge()
         self.tools.describe(list(current.tools) if current else [])
 
