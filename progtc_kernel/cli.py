@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import reprlib
 import sys
 from collections.abc import Mapping
@@ -83,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--python", metavar="PATH",
                      help="the kernel's interpreter; it needs progtc-kernel installed "
                      "(default: this one)")
+    remote = run.add_argument_group(
+        "a kernel on a Jupyter Server, Kernel Gateway or Enterprise Gateway")
+    remote.add_argument("--server", metavar="URL",
+                        help="run on that server: a kernel is started there and shut "
+                        "down after, or the one given by --kernel-id is used")
+    remote.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
+                        help="the server's token (default: $JUPYTER_TOKEN)")
+    remote.add_argument("--kernel-id", metavar="ID",
+                        help="a running kernel on the server, left running after")
+    remote.add_argument("--kernel-name", metavar="NAME",
+                        help="the kernelspec to start (here or on the server)")
     run.set_defaults(handler=_run_command)
 
     install = commands.add_parser(
@@ -161,15 +173,37 @@ def _read_script(script: str) -> str:
 async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
     from .host.errors import KernelError
     from .host.tool_kernel import ToolKernel
+    from .kernels.jupyter_server import JupyterServer
 
-    kernel = ToolKernel(tools, python=args.python, timeout=args.timeout,
+    problem = _remote_usage(args)
+    if problem:
+        raise UsageError(problem)
+    try:
+        server = JupyterServer(args.server, token=args.token) if args.server else None
+    except ValueError as exc:
+        raise UsageError(f"--server: {exc}") from None
+    kernel = ToolKernel(tools, python=args.python, kernel_name=args.kernel_name,
+                        server=server, kernel_id=args.kernel_id, timeout=args.timeout,
                         tool_timeout=args.tool_timeout)
     try:
         await kernel.start()
     except KernelError as exc:
-        where = f" with --python {args.python}" if args.python else ""
+        where = (f" on {args.server}" if args.server
+                 else f" with --python {args.python}" if args.python else "")
         raise UsageError(f"could not start a kernel{where}: {exc}") from None
     return await _stream(kernel, code, timeout=args.timeout)
+
+
+def _remote_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of kernel options, if anything."""
+    if args.kernel_id and not args.server:
+        return "--kernel-id names a kernel on a server: give --server URL too"
+    if args.server and args.python:
+        return ("--python picks a local interpreter; a kernel on --server runs one of the "
+                "server's kernelspecs: pick it with --kernel-name")
+    if args.kernel_id and args.kernel_name:
+        return "--kernel-name starts a kernel and --kernel-id uses a running one: give one"
+    return None
 
 
 async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> int:

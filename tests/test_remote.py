@@ -39,6 +39,7 @@ from .servers import (
     kernel_gateway,
     kernelspec,
 )
+from .test_cli import progtc_kernel
 
 
 def _enterprise_gateway(home: Path) -> JupyterProcess:
@@ -342,3 +343,20 @@ async def test_a_server_that_vanishes_mid_run_ends_the_run(
         if kernel_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(kernel_pid, signal.SIGKILL)
+
+
+def test_the_cli_runs_a_script_on_the_server(served: JupyterProcess, tmp_path: Path) -> None:
+    script = tmp_path / "weather.py"
+    script.write_text("from tools import get_weather\n"
+                      "print(await get_weather('Paris', 'France'))\n")
+    done = progtc_kernel("run", str(script), "--tools", "examples/tools.py",
+                         "--server", served.url, "--token", served.token,
+                         "--kernel-name", "progtc")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Sunny, 22°C\n"
+
+
+def test_the_cli_names_a_wrong_combination_of_options(tmp_path: Path) -> None:
+    done = progtc_kernel("run", "-", "--kernel-id", "abc", stdin="print(1)")
+    assert done.returncode == 2
+    assert "--kernel-id names a kernel on a server: give --server URL too" in done.stderr

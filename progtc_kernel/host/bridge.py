@@ -415,7 +415,8 @@ class ToolBridge:
                 self._resolve_ready(self._refused)
             return
         if content.get("ename") == "ModuleNotFoundError":
-            reason = str(content.get("evalue"))
+            reason = (f"{content.get('evalue')} (for an E2B sandbox, build the template in "
+                      "progtc-kernel's e2b/ folder)")
         else:
             reason = (f"the kernel could not load progtc_kernel ({content.get('ename')}: "
                       f"{content.get('evalue')})")
