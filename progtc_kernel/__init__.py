@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         KernelStartError,
         ProtocolMismatchError,
         ReentrantExecutionError,
+        ScriptError,
         ServerError,
         ToolDefinitionError,
     )
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .host.tools import Tool, ToolRegistry
     from .kernels.base import KernelLifecycle, Transport
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
+    from .toolset import ProgrammaticToolset, ScriptResult
 
 __all__ = [
     "DisplayOutput",
@@ -62,11 +64,14 @@ __all__ = [
     "KernelLifecycle",
     "KernelStartError",
     "Output",
+    "ProgrammaticToolset",
     "ProgtcKernelError",
     "ProtocolMismatchError",
     "ReentrantExecutionError",
     "RemoteKernel",
     "RunError",
+    "ScriptError",
+    "ScriptResult",
     "ServerError",
     "StreamOutput",
     "SyncToolKernel",
@@ -102,9 +107,11 @@ _HOMES = {
                     "HostDisconnectedError"],
     ".host.errors": ["ToolDefinitionError", "KernelError", "KernelStartError",
                      "ExtensionNotLoadedError", "ProtocolMismatchError", "KernelDiedError",
-                     "ReentrantExecutionError", "ServerError", "ExecutionError"],
+                     "ReentrantExecutionError", "ServerError", "ScriptError",
+                     "ExecutionError"],
     ".kernels.base": ["KernelLifecycle", "Transport"],
     ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
+    ".toolset": ["ProgrammaticToolset", "ScriptResult"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -13,6 +13,7 @@
     │   ├── KernelDiedError           the kernel process died or stopped answering
     │   ├── ReentrantExecutionError   a tool ran code on the kernel that is calling it
     │   └── ServerError               a Jupyter Server refused a request or did not answer
+    ├── ScriptError                   a toolset script raised a non-builtin exception
     └── ExecutionError                raised by ExecutionResult.raise_for_error()
 
 This module holds the ``ToolError`` branch: kernel code sees it (``from tools import

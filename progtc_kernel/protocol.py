@@ -23,6 +23,7 @@ stay light. The host validates bodies with pydantic against these TypedDicts.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
@@ -168,3 +169,45 @@ def body_bytes(buffers: list[Any] | None) -> bytes:
         raise ValueError("progtc_kernel message without a body buffer")
     buf = buffers[0]
     return buf if isinstance(buf, bytes) else bytes(buf)
+
+
+# -- a tool's signature, from its spec -------------------------------------------
+
+_KINDS = {
+    "positional_only": inspect.Parameter.POSITIONAL_ONLY,
+    "positional_or_keyword": inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    "var_positional": inspect.Parameter.VAR_POSITIONAL,
+    "keyword_only": inspect.Parameter.KEYWORD_ONLY,
+    "var_keyword": inspect.Parameter.VAR_KEYWORD,
+}
+
+
+class _Source:
+    """Shows as the source text it holds: ``city: str = 'Paris'`` in signatures."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def signature_of(spec: ToolSpec) -> inspect.Signature:
+    """The tool's Python signature, as the kernel shows it (annotations as text)."""
+    parameters = [
+        inspect.Parameter(
+            p["name"],
+            _KINDS[p["kind"]],
+            default=(inspect.Parameter.empty if p["default_repr"] is None
+                     else _Source(p["default_repr"])),
+            annotation=(inspect.Parameter.empty if p["annotation"] is None
+                        else _Source(p["annotation"])),
+        )
+        for p in spec["parameters"]
+    ]
+    returns = spec["returns"]
+    return inspect.Signature(
+        parameters, return_annotation=inspect.Signature.empty if returns is None
+        else _Source(returns))

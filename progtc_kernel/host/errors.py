@@ -51,6 +51,16 @@ class ServerError(KernelError):
         self.status = status
 
 
+class ScriptError(ProgtcKernelError):
+    """A script run by ``ProgrammaticToolset`` raised an exception that is not one of
+    Python's built-in ones (those are raised as themselves). ``type_name`` is its
+    class name; the message starts with it, as ``ToolError: ...``."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
 class ExecutionError(ProgtcKernelError):
     """Code run in the kernel ended with an error (see ``ExecutionResult.error``)."""
 

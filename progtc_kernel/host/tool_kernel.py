@@ -106,6 +106,11 @@ class ToolKernel:
         self._dead = False
 
     @property
+    def running(self) -> bool:
+        """Started (or attached) and not closed."""
+        return self._bridge is not None
+
+    @property
     def bridge(self) -> ToolBridge:
         if self._bridge is None:
             raise RuntimeError("the kernel is not started: use `async with ToolKernel(...)`")

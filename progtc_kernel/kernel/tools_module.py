@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError
-from ..protocol import ToolSpec
+from ..protocol import ToolSpec, signature_of
 
 if TYPE_CHECKING:
     from .bridge import KernelBridge, PendingCall
@@ -33,48 +33,10 @@ RULE = ("A tool call returns an awaitable wherever `await` can be written - in "
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _IMPORT_FROM = dis.opmap["IMPORT_FROM"]
 _TRANSPARENT = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
-_KINDS = {
-    "positional_only": inspect.Parameter.POSITIONAL_ONLY,
-    "positional_or_keyword": inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    "var_positional": inspect.Parameter.VAR_POSITIONAL,
-    "keyword_only": inspect.Parameter.KEYWORD_ONLY,
-    "var_keyword": inspect.Parameter.VAR_KEYWORD,
-}
 _NO_HOST = ("no host is serving tools to this kernel; connect one with "
             "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge")
 
 BridgeFor = Callable[[str], "KernelBridge"]
-
-
-class _Source:
-    """Shows as the source text it holds: ``city: str = 'Paris'`` in signatures."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def signature_of(spec: ToolSpec) -> inspect.Signature:
-    parameters = [
-        inspect.Parameter(
-            p["name"],
-            _KINDS[p["kind"]],
-            default=(inspect.Parameter.empty if p["default_repr"] is None
-                     else _Source(p["default_repr"])),
-            annotation=(inspect.Parameter.empty if p["annotation"] is None
-                        else _Source(p["annotation"])),
-        )
-        for p in spec["parameters"]
-    ]
-    returns = spec["returns"]
-    return inspect.Signature(
-        parameters, return_annotation=inspect.Signature.empty if returns is None
-        else _Source(returns))
-
 
 # -- where a call is written: the RULE ----------------------------------------------
 

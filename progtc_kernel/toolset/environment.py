@@ -1,0 +1,139 @@
+"""What a model is told before it writes a script: ``get_execution_environment()``.
+
+The instructions say how to write the script (``run()`` returning a dict; tools
+called plainly in ``def run()``, awaited in ``async def run()``), what errors look
+like, where printed output goes and what may be imported, then list a typed Python
+stub for every tool, with its docstring and, where declared, the JSON schema of
+what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..protocol import ToolSpec, signature_of
+
+# Modules a script may import by default: pure computation, no files, processes or
+# network. A guard-rail for models, not a sandbox.
+DEFAULT_MODULES: dict[str, str] = {
+    "asyncio": "concurrency: `await asyncio.gather(...)` runs tool calls at once "
+               "(inside `async def run()`)",
+    "json": "encode and decode JSON",
+    "math": "mathematical functions",
+    "re": "regular expressions",
+    "datetime": "dates, times and time deltas",
+    "collections": "Counter, defaultdict, deque, namedtuple, OrderedDict",
+    "itertools": "iterator building blocks (chain, groupby, islice, product...)",
+    "functools": "reduce, partial, lru_cache, cmp_to_key",
+    "statistics": "mean, median, stdev and other statistics",
+    "operator": "itemgetter, attrgetter and operators as functions",
+    "heapq": "heaps: nlargest, nsmallest, merge",
+    "bisect": "binary search in sorted lists",
+    "string": "string constants and templates",
+    "textwrap": "wrap, shorten and dedent text",
+    "decimal": "exact decimal arithmetic",
+    "fractions": "rational numbers",
+    "random": "pseudo-random numbers",
+    "copy": "shallow and deep copies",
+    "dataclasses": "simple record classes",
+    "typing": "type annotations",
+    "enum": "enumerations",
+    "uuid": "unique identifiers",
+    "zoneinfo": "time zones",
+}
+
+
+def modules_of(supported: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+    """The supported modules, by name with a description; ``None``: the defaults."""
+    if supported is None:
+        return dict(DEFAULT_MODULES)
+    if isinstance(supported, Mapping):
+        named = {str(name): str(text) for name, text in supported.items()}
+    else:
+        named = {str(name): DEFAULT_MODULES.get(str(name), "") for name in supported}
+    for name in named:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"{name!r} is not a module name")
+    return named
+
+
+def stub(spec: ToolSpec) -> str:
+    """A tool as a typed Python stub: signature, docstring, output schema."""
+    doc = (spec["description"] or "").strip()
+    if spec["output_schema"]:
+        schema = json.dumps(spec["output_schema"], separators=(",", ":"), sort_keys=True)
+        doc = f"{doc}\n\nReturns JSON matching: {schema}".strip()
+    body = textwrap.indent(f'"""{doc}"""' if doc else "...", "    ")
+    return f"def {spec['name']}{signature_of(spec)}:\n{body}"
+
+
+def instructions(specs: list[ToolSpec], modules: Mapping[str, str], *,
+                 max_tool_calls: int | None, timeout: float | None, fresh_namespace: bool,
+                 max_output_chars: int) -> str:
+    names = ", ".join(spec["name"] for spec in specs) or "(none)"
+    first = specs[0]["name"] if specs else "some_tool"
+    limits = [f"it may run for at most {timeout:g} s" if timeout else None,
+              f"it may make at most {max_tool_calls} tool calls" if max_tool_calls else None]
+    stated = " and ".join(limit for limit in limits if limit)
+    stubs = "\n\n".join(stub(spec) for spec in specs) or "# no tools are available"
+    return f"""\
+Write a Python script that defines `run()` and returns a dict. The script runs in a
+Python kernel; the dict comes back to you as JSON (use only str, int, float, bool,
+None, lists and dicts with string keys). Use the script to call several tools, combine
+their results in code and return only what you need.
+
+Call the tools by importing them from the `tools` module ({names}).
+In a plain `def run()`, each call returns its result:
+
+    from tools import {first}
+
+    def run():
+        result = {first}(...)
+        return {{"result": result}}
+
+In `async def run()`, await each call; `asyncio.gather` runs calls at the same time:
+
+    import asyncio
+    from tools import {first}
+
+    async def run():
+        results = await asyncio.gather({first}(...), {first}(...))
+        return {{"results": results}}
+
+A tool that fails raises `ToolError` (import it from `tools`; `ToolArgumentError`
+when the arguments do not fit the tool, `ToolTimeoutError` when it takes too long).
+Catch it to carry on without that result; uncaught, the script fails with it.
+The script fails with SyntaxError for invalid syntax, with ValueError when it imports a
+module that is not supported or defines no `run()`, with TypeError when `run()` returns
+something that is not a dict, and with any other exception it raises; each error names
+the line of the script.
+
+Text the script prints is returned to you after the return value (at most
+{max_output_chars:,} characters); put what you need in the returned dict.
+{"Each script starts with a fresh namespace." if fresh_namespace else
+ "Names defined by one script are still there for the next one."}\
+{f" Limits: {stated}." if stated else ""}
+
+Only these modules can be imported (besides `tools`):
+{chr(10).join(f"- {name}: {text}" if text else f"- {name}" for name, text in modules.items())}
+
+The tools, as Python stubs (with the JSON schema of what a tool returns, where known):
+
+```python
+{stubs}
+```
+"""
+
+
+def environment(specs: list[ToolSpec], modules: Mapping[str, str],
+                **limits: Any) -> dict[str, Any]:
+    """The contract's ``ProgrammaticApiExecutionEnvironmentInfo``."""
+    return {
+        "instructions": instructions(specs, modules, **limits),
+        "language": "python",
+        "supported_modules": [{"name": name, "description": text}
+                              for name, text in modules.items()],
+    }

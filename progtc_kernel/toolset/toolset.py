@@ -1,0 +1,189 @@
+"""``ProgrammaticToolset``: the two tools an agent uses to call the host's tools
+through a script (the "ProgrammaticToolset" contract).
+
+* ``get_execution_environment()``: how to write a script, the supported modules,
+  and a typed stub for every tool (see ``environment.py``).
+* ``execute_tool_script(script)``: runs the script's ``run()`` in the kernel and
+  returns the JSON of the dict it returned. Errors are raised as the contract
+  says: ``SyntaxError``, ``ValueError`` (an unsupported import, no ``run()``),
+  ``TypeError`` (not a dict), else the script's own exception; each message names
+  the fix and the script's line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..host.errors import KernelDiedError, ScriptError
+from ..host.results import ExecutionResult, ToolCallRecord
+from ..host.threads import ToolThreads
+from ..host.tool_kernel import ToolKernel
+from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
+from ..kernel.script import OUTCOME_MIME
+from .environment import environment, modules_of
+from .imports import check_script
+
+_RUNNER = ("from progtc_kernel.kernel.script import run_script as _progtc_run_script\n"
+           "await _progtc_run_script({source!r}, {modules!r}, {keep!r})")
+
+
+class ScriptResult(BaseModel):
+    """A script's run: what ``run()`` returned, and what it printed."""
+
+    value: dict[str, Any]
+    json_text: str
+    """``value`` as the JSON the script produced (what ``execute_tool_script`` returns)."""
+    stdout: str = ""
+    """What the script printed, cut to ``max_output_chars`` (the cut is said)."""
+    stderr: str = ""
+    tool_calls: list[ToolCallRecord] = []
+    duration: float = 0.0
+
+
+class ProgrammaticToolset:
+    """The agent-facing tools ``get_execution_environment`` and ``execute_tool_script``.
+
+    ::
+
+        async with ProgrammaticToolset(tools=[get_weather, search_database]) as toolset:
+            env = await toolset.get_execution_environment()
+            out = await toolset.execute_tool_script(script)
+
+    ``tools``: the host tools scripts may call (see ``ToolRegistry``). ``kernel``: a
+    ``ToolKernel`` to run scripts on (a remote one, say); by default a local kernel
+    of its own. A kernel given unstarted is started and closed with the toolset.
+    ``supported_modules``: the modules a script may import, as names or a mapping of
+    name to description (default: ``DEFAULT_MODULES``). ``max_tool_calls``: tool
+    calls one script may make (``None``: no limit). ``timeout``: seconds a script may
+    run (``None``: no limit). ``fresh_namespace``: each script starts with no names
+    left by earlier ones (set False to keep them). ``max_output_chars``: how much of
+    what a script prints is returned.
+    """
+
+    def __init__(
+        self,
+        tools: ToolsLike = None,
+        *,
+        kernel: ToolKernel | None = None,
+        supported_modules: Mapping[str, str] | Iterable[str] | None = None,
+        max_tool_calls: int | None = None,
+        timeout: float | None = 60.0,
+        fresh_namespace: bool = True,
+        max_output_chars: int = 20_000,
+    ) -> None:
+        self.tools = ToolRegistry.of(tools)
+        self.kernel = kernel if kernel is not None else ToolKernel(self.tools)
+        self.modules = modules_of(supported_modules)
+        self.max_tool_calls = max_tool_calls
+        self.timeout = timeout
+        self.fresh_namespace = fresh_namespace
+        self.max_output_chars = max_output_chars
+        self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
+        self._started_kernel = False
+
+    async def __aenter__(self) -> ProgrammaticToolset:
+        if not self.kernel.running:
+            await self.kernel.start()
+            self._started_kernel = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._started_kernel:
+            self._started_kernel = False
+            await self.kernel.close()
+
+    # -- the two tools ----------------------------------------------------------------
+
+    async def get_execution_environment(self) -> dict[str, Any]:
+        """``{"instructions", "language", "supported_modules"}``, as the contract's
+        ``ProgrammaticApiExecutionEnvironmentInfo``."""
+        return environment(
+            self.tools.specs(), self.modules, max_tool_calls=self.max_tool_calls,
+            timeout=self.timeout, fresh_namespace=self.fresh_namespace,
+            max_output_chars=self.max_output_chars)
+
+    async def execute_tool_script(self, script: str) -> str:
+        """Run the script; returns the JSON of the dict its ``run()`` returned."""
+        return (await self.run_script(script)).json_text
+
+    async def run_script(self, script: str) -> ScriptResult:
+        """Run the script; returns its value, printed output and tool calls."""
+        check_script(script, self.modules)
+        code = _RUNNER.format(source=script, modules=sorted(self.modules),
+                              keep=self._namespace_key)
+        result = await self.kernel.execute(
+            code, tools=_Budgeted(self.tools, self.max_tool_calls), timeout=self.timeout,
+            silent=True)
+        outcome = self._outcome(result)
+        if not outcome["ok"]:
+            raise _script_exception(outcome)
+        text = str(outcome["json"])
+        return ScriptResult(
+            value=json.loads(text), json_text=text, stdout=self._cut(result.stdout),
+            stderr=self._cut(result.stderr), tool_calls=result.tool_calls,
+            duration=result.duration)
+
+    def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
+        error = result.error
+        if error is not None and error.kind == "timeout":
+            raise TimeoutError(
+                f"the script ran for more than {self.timeout:g} s and was stopped: make it "
+                "do less per script (fewer or faster tool calls), or split the work")
+        if error is not None and error.kind == "kernel_died":
+            raise KernelDiedError(f"the kernel running the script died: {error.evalue}")
+        for output in result.outputs:
+            if OUTCOME_MIME in output.data:
+                return dict(output.data[OUTCOME_MIME])
+        what = f"{error.ename}: {error.evalue}" if error else "no outcome"
+        raise ScriptError("RuntimeError", f"the script runner failed ({what}); is "
+                          "progtc-kernel the same version in the kernel as here?")
+
+    def _cut(self, text: str) -> str:
+        if len(text) <= self.max_output_chars:
+            return text
+        dropped = len(text) - self.max_output_chars
+        return (f"{text[:self.max_output_chars]}\n[... {dropped:,} more characters were "
+                "printed and cut; return data in the dict instead]")
+
+
+class _Budgeted(ToolRegistry):
+    """The toolset's tools, counting the calls of one script against its budget."""
+
+    def __init__(self, tools: ToolRegistry, budget: int | None) -> None:
+        super().__init__(tools)
+        self.budget = budget
+        self.spent = 0
+
+    async def call(self, name: str, arguments: dict[str, Any],
+                   threads: ToolThreads | None = None, *, on_queued: QueueHook | None = None,
+                   on_started: QueueHook | None = None) -> Outcome:
+        self.spent += 1
+        if self.budget is not None and self.spent > self.budget:
+            return failure("tool", "CallBudgetExceeded", (
+                f"this script already made {self.budget} tool calls, its limit: make fewer "
+                "calls per script (batch lookups, or split the work over scripts)"))
+        return await super().call(name, arguments, threads, on_queued=on_queued,
+                                  on_started=on_started)
+
+
+def _script_exception(outcome: Mapping[str, Any]) -> Exception:
+    """The exception the contract says to raise, with the script's line in its text."""
+    kind, message = str(outcome["type"]), str(outcome["message"])
+    if outcome.get("line"):
+        where = f"line {outcome['line']}"
+        if outcome.get("code"):
+            where += f": `{outcome['code']}`"
+        message = f"{message} ({where})"
+    builtin = getattr(builtins, kind, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except TypeError:  # a builtin that wants more than a message
+            pass
+    return ScriptError(kind, message)
