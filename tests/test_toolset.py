@@ -186,13 +186,14 @@ async def test_a_script_without_run_is_a_value_error(toolset: ProgrammaticToolse
 
 @pytest.mark.parametrize(("returned", "said"), [
     ("[1, 2]", "returned list, not a dict"),
+    ("{'w': __import__('tools').get_weather('a', 'b')}", "never awaited: in `async def run"),
     ("{'x': {1, 2}}", "that JSON cannot carry"),
     ("{'x': float('inf')}", "that JSON cannot carry"),
 ])
 async def test_run_returning_no_json_dict_is_a_type_error(
         toolset: ProgrammaticToolset, returned: str, said: str) -> None:
     with pytest.raises(TypeError, match=said):
-        await run(toolset, f"def run():\n    return {returned}")
+        await run(toolset, f"async def run():\n    return {returned}")
 
 
 async def test_the_scripts_own_exception_is_raised_with_its_line(

@@ -75,11 +75,18 @@ async def _run(source: str, filename: str, modules: set[str], keep: str | None) 
         raise ScriptProblem(TypeError, f"run() returned {type(value).__name__}, not a dict: "
                             "return a dict, e.g. {\"result\": value}", _def_line(run))
     try:
-        return json.dumps(value, allow_nan=False)
+        return json.dumps(value, allow_nan=False, default=_not_json)
     except (TypeError, ValueError) as exc:
         raise ScriptProblem(TypeError, f"run() returned a dict that JSON cannot carry ({exc}): "
                             "return only str, int, float, bool, None, lists and dicts with "
                             "string keys", _def_line(run)) from None
+
+
+def _not_json(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        raise TypeError(f"{value!r} was never awaited: in `async def run()`, write "
+                        "`await` before each tool call")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _namespace(modules: set[str], keep: str | None) -> dict[str, Any]:

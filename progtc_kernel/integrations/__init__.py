@@ -1,0 +1,1 @@
+"""Bridges to agent frameworks and protocols; each needs its optional extra."""

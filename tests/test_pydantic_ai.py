@@ -1,0 +1,108 @@
+"""CodeModeToolset: a pydantic-ai agent calls tools through one script.
+
+The model is pydantic-ai's ``FunctionModel``, playing a model that reads the
+environment, writes a script gathering several tool calls, then answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pydantic_ai", reason="pydantic-ai needs Python 3.11+")
+
+from pydantic_ai import Agent, FunctionToolset
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from progtc_kernel import ToolKernel
+from progtc_kernel.integrations.pydantic_ai import CodeModeToolset
+
+SCRIPT = """\
+import asyncio
+from tools import get_weather, convert
+
+async def run():
+    cities = ["Oslo", "Rome", "Lima"]
+    weather = await asyncio.gather(*(get_weather(city) for city in cities))
+    print("asked", len(cities), "cities")
+    return {"weather": dict(zip(cities, weather)), "price": await convert(amount=10)}
+"""
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city."""
+    return f"Sunny in {city}"
+
+
+def convert(amount: float, rate: float = 0.5) -> float:
+    """Convert an amount with an exchange rate."""
+    return amount * rate
+
+
+def returns(messages: list[ModelMessage]) -> list[ToolReturnPart]:
+    return [part for message in messages if isinstance(message, ModelRequest)
+            for part in message.parts if isinstance(part, ToolReturnPart)]
+
+
+async def test_an_agent_reads_the_environment_runs_a_script_and_answers(
+        kernel_python: str) -> None:
+    seen: dict[str, Any] = {}
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            seen["tools"] = sorted(tool.name for tool in info.function_tools)
+            return ModelResponse(parts=[ToolCallPart("get_execution_environment", {})])
+        if step == 1:
+            seen["environment"] = returns(messages)[-1].content
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": SCRIPT})])
+        seen["result"] = json.loads(str(returns(messages)[-1].content))
+        return ModelResponse(parts=[TextPart(f"Oslo: {seen['result']['weather']['Oslo']}")])
+
+    toolset = CodeModeToolset(toolsets=[FunctionToolset([get_weather, convert])],
+                              kernel=ToolKernel(python=kernel_python))
+    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Weather?")
+
+    assert result.output == "Oslo: Sunny in Oslo"
+    # The model sees only the two tools; the function tools are in the scripts' stubs.
+    assert seen["tools"] == ["execute_tool_script", "get_execution_environment"]
+    instructions = seen["environment"]["instructions"]
+    assert "def get_weather(city: str) -> str:" in instructions
+    assert "def convert(amount: float, rate: float = 0.5) -> float:" in instructions
+    assert seen["result"] == {"weather": {"Oslo": "Sunny in Oslo", "Rome": "Sunny in Rome",
+                                          "Lima": "Sunny in Lima"}, "price": 5.0}
+    printed = [part.content for message in result.all_messages()
+               if isinstance(message, ModelRequest) for part in message.parts
+               if isinstance(part, UserPromptPart)]
+    assert "The script printed:\nasked 3 cities\n" in printed
+
+
+async def test_a_failing_script_is_reported_to_the_model_which_tries_again(
+        kernel_python: str) -> None:
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart(
+                "execute_tool_script", {"script": "import os\ndef run():\n    return {}"})])
+        if step == 1:
+            return ModelResponse(parts=[ToolCallPart(
+                "execute_tool_script", {"script": "def run():\n    return {'ok': True}"})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    toolset = CodeModeToolset([get_weather], kernel=ToolKernel(python=kernel_python))
+    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Go")
+
+    first, _ = returns(result.all_messages())
+    assert first.outcome == "failed"
+    assert str(first.content).startswith("ValueError: importing 'os' is not allowed")
+    assert result.output == '{"ok": true}'
