@@ -298,7 +298,8 @@ async def test_an_interpreter_without_progtc_kernel_says_how_to_install_it(
             pass
     assert str(failure.value) == (
         "progtc-kernel is not installed in the kernel's environment; install it with: "
-        f"{python} -m pip install progtc-kernel")
+        f"{python} -m pip install progtc-kernel (for an E2B sandbox, build the template in "
+        "progtc-kernel's e2b/ folder)")
 
 
 def test_the_cli_gives_the_same_advice(
