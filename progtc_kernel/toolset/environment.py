@@ -46,6 +46,22 @@ DEFAULT_MODULES: dict[str, str] = {
 }
 
 
+# The contract's ProgrammaticApiExecutionEnvironmentInfo.
+ENVIRONMENT_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "instructions": {"type": "string"},
+        "language": {"type": "string"},
+        "supported_modules": {"items": {
+            "properties": {"description": {"type": "string"}, "name": {"type": "string"}},
+            "required": ["description", "name"], "title": "ProgrammaticApiSupportedModule",
+            "type": "object"}, "type": "array"},
+    },
+    "required": ["instructions", "supported_modules", "language"],
+    "title": "ProgrammaticApiExecutionEnvironmentInfo",
+    "type": "object",
+}
+
+
 def modules_of(supported: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
     """The supported modules, by name with a description; ``None``: the defaults."""
     if supported is None:

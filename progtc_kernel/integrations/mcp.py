@@ -1,0 +1,236 @@
+"""``ProgrammaticToolset`` over MCP, and other MCP servers' tools as host tools.
+
+* ``serve_stdio(toolset)``: an MCP server on stdin/stdout with the contract's two
+  tools and their input and output schemas. A script's value comes back as
+  ``{"returnValue": "<JSON>"}`` (with the JSON as text too); what it printed as a
+  second text block; a contract error as a tool error whose text starts with the
+  exception's type (``ValueError: ...``).
+* ``upstream_tools(stack, command)``: connects to an MCP server ("code mode" for
+  any of them) and offers its tools as host tools, with their input and output
+  schemas in the stubs. A server that crashes or hangs fails its own tools with a
+  clear error; the others keep working.
+
+Needs ``pip install "progtc-kernel[mcp]"`` (the MCP SDK, 2.x).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import sys
+from typing import Any
+
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
+    CallToolRequestParams,
+    CallToolResult,
+    ContentBlock,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+)
+from mcp.types import Tool as MCPTool
+
+from .._version import __version__
+from ..host.tool_kernel import ToolKernel
+from ..host.tools import Tool, ToolRegistry
+from ..toolset import ProgrammaticToolset
+from ..toolset.environment import ENVIRONMENT_SCHEMA
+
+# The contract's schemas (../shared/seeds/programmatic-toolset.txt).
+SCRIPT_INPUT = {"type": "object", "properties": {"script": {"type": "string"}},
+                "required": ["script"]}
+SCRIPT_OUTPUT = {"type": "object", "properties": {"returnValue": {
+    "type": "string", "description": "Value of the result."}}, "required": ["returnValue"]}
+ENVIRONMENT_INPUT = {"type": "object"}
+ENVIRONMENT_OUTPUT = {"type": "object", "properties": {"returnValue": ENVIRONMENT_SCHEMA},
+                      "required": ["returnValue"]}
+
+EXECUTE_DESCRIPTION = """\
+Execute a Python script against the toolset APIs.
+Use this to batch multiple tool calls into a single script execution, reducing
+round-trips and context usage.
+IMPORTANT: Available modules and usage instructions are described by the value
+returned by `get_execution_environment`. You MUST call `get_execution_environment`
+once in the conversation before using this tool, and read its `instructions`.
+The script must define a `run()` function that returns a dict; its JSON comes back
+as `returnValue`. Raises SyntaxError for invalid syntax, ValueError for a disallowed
+import or a missing `run()`, TypeError when `run()` does not return a dict, and any
+unhandled exception the script raises."""
+ENVIRONMENT_DESCRIPTION = """\
+Get details about the execution environment: instructions on how to write scripts,
+the modules that may be imported, the script entrypoint and its signature, and a
+typed stub (with its output schema) for every tool a script can call."""
+
+
+def make_server(toolset: ProgrammaticToolset) -> Server:
+    """The MCP server offering ``toolset``'s two tools."""
+    tools = [
+        MCPTool(name="get_execution_environment", description=ENVIRONMENT_DESCRIPTION,
+                input_schema=ENVIRONMENT_INPUT, output_schema=ENVIRONMENT_OUTPUT),
+        MCPTool(name="execute_tool_script", description=EXECUTE_DESCRIPTION,
+                input_schema=SCRIPT_INPUT, output_schema=SCRIPT_OUTPUT),
+    ]
+
+    async def on_list_tools(ctx: ServerRequestContext, params: PaginatedRequestParams | None
+                            ) -> ListToolsResult:
+        return ListToolsResult(tools=tools)
+
+    async def on_call_tool(ctx: ServerRequestContext, params: CallToolRequestParams
+                           ) -> CallToolResult:
+        try:
+            return await _call(toolset, params.name, params.arguments or {})
+        except Exception as exc:  # the contract's errors, as tool errors the model reads
+            return CallToolResult(is_error=True, content=[
+                TextContent(type="text", text=f"{type(exc).__name__}: {exc}")])
+
+    return Server("progtc-kernel", version=__version__, on_list_tools=on_list_tools,
+                  on_call_tool=on_call_tool)
+
+
+async def _call(toolset: ProgrammaticToolset, name: str, arguments: dict[str, Any]
+                ) -> CallToolResult:
+    if name == "get_execution_environment":
+        environment = await toolset.get_execution_environment()
+        return CallToolResult(structured_content={"returnValue": environment},
+                              content=[TextContent(type="text", text=json.dumps(environment))])
+    if name != "execute_tool_script":
+        raise LookupError(f"no tool named {name!r}: use get_execution_environment or "
+                          "execute_tool_script")
+    script = arguments.get("script")
+    if not isinstance(script, str):
+        raise TypeError("execute_tool_script takes {'script': '<Python code>'}")
+    result = await toolset.run_script(script)
+    content: list[ContentBlock] = [TextContent(type="text", text=result.json_text)]
+    printed = "".join(part for part in (result.stdout, result.stderr) if part)
+    if printed:
+        content.append(TextContent(type="text", text=f"The script printed:\n{printed}"))
+    return CallToolResult(structured_content={"returnValue": result.json_text},
+                          content=content)
+
+
+async def serve_stdio(toolset: ProgrammaticToolset) -> None:
+    """Serve the toolset over stdin/stdout until the client goes away. The toolset
+    (its kernel) starts inside, once stdout is the protocol's alone: what the
+    kernel process writes to its standard output goes to stderr."""
+    server = make_server(toolset)
+    async with stdio_server() as (read, write), toolset:
+        await server.run(read, write, server.create_initialization_options())
+
+
+# -- other MCP servers' tools as host tools ---------------------------------------------
+
+async def upstream_tools(stack: contextlib.AsyncExitStack, command: str, *,
+                         timeout: float = 60.0) -> list[Tool]:
+    """Start the MCP server ``command`` (kept until ``stack`` closes) and return its
+    tools as host tools. ``timeout``: seconds one of its calls may take."""
+    program, *args = shlex.split(command)
+    parameters = StdioServerParameters(command=program, args=args)
+    try:
+        read, write = await stack.enter_async_context(stdio_client(parameters,
+                                                                   errlog=sys.stderr))
+        session = await stack.enter_async_context(
+            ClientSession(read, write, read_timeout_seconds=timeout))
+        await session.initialize()
+        listed = await _list_all(session)
+    except (OSError, MCPError) as exc:
+        raise RuntimeError(f"could not start the MCP server {command!r}: {exc}") from None
+    return [_as_host_tool(session, command, tool, timeout) for tool in listed]
+
+
+async def _list_all(session: ClientSession) -> list[MCPTool]:
+    tools: list[MCPTool] = []
+    cursor: str | None = None
+    while True:
+        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor)
+                                        if cursor else None)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+
+
+class UpstreamError(Exception):
+    """An upstream MCP server's tool failed, or the server is gone."""
+
+
+def _as_host_tool(session: ClientSession, command: str, tool: MCPTool,
+                  timeout: float) -> Tool:
+    async def call(arguments: dict[str, Any]) -> Any:
+        try:
+            result = await session.call_tool(tool.name, arguments, read_timeout_seconds=timeout)
+        except MCPError as exc:
+            if exc.code == REQUEST_TIMEOUT:
+                raise UpstreamError(f"the MCP server {command!r} did not answer within "
+                                    f"{timeout:g} s") from None
+            if exc.code == CONNECTION_CLOSED:
+                raise UpstreamError(f"the MCP server {command!r} is gone (it exited or "
+                                    "crashed); its tools cannot be called") from None
+            raise UpstreamError(f"the MCP server {command!r} refused the call: "
+                                f"{exc}") from None
+        except RuntimeError as exc:  # the SDK's check of structured content
+            raise UpstreamError(str(exc)) from None
+        text = "\n".join(block.text for block in result.content
+                         if isinstance(block, TextContent))
+        if result.is_error:
+            raise UpstreamError(text or f"{tool.name} failed")
+        if result.structured_content is not None:
+            return result.structured_content
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    return Tool.from_schema(tool.name, tool.input_schema, call, description=tool.description,
+                            output_schema=tool.output_schema)
+
+
+async def serve(tools: ToolRegistry, *, upstreams: list[str], upstream_timeout: float | None,
+                python: str | None, kernel_url: str | None, token: str | None,
+                kernel_name: str | None, supported_modules: list[str] | None,
+                max_tool_calls: int | None, timeout: float | None) -> None:
+    """``progtc-kernel mcp``: the toolset over stdio, with the upstream servers' tools."""
+    try:
+        await _serve(tools, upstreams, upstream_timeout, python, kernel_url, token,
+                     kernel_name, supported_modules, max_tool_calls, timeout)
+    except Exception as exc:
+        raise _first_cause(exc) from None
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The error itself, out of the exception groups the SDK's task groups wrap it in."""
+    while isinstance(getattr(exc, "exceptions", None), tuple) and exc.exceptions:  # type: ignore[attr-defined]
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    return exc
+
+
+async def _serve(tools: ToolRegistry, upstreams: list[str], upstream_timeout: float | None,
+                 python: str | None, kernel_url: str | None, token: str | None,
+                 kernel_name: str | None, supported_modules: list[str] | None,
+                 max_tool_calls: int | None, timeout: float | None) -> None:
+    from ..kernels.jupyter_server import JupyterServer
+
+    async with contextlib.AsyncExitStack() as stack:
+        offered: dict[str, str] = dict.fromkeys(tools, "the host tools")
+        every = list(tools.values())
+        for command in upstreams:
+            for tool in await upstream_tools(stack, command, timeout=upstream_timeout or 3600):
+                if tool.name in offered:
+                    raise ValueError(
+                        f"two tools are named {tool.name!r}: one in {offered[tool.name]}, one "
+                        f"in the MCP server {command!r}; rename the host tool (a TOOLS "
+                        "mapping gives it another name) or leave one server out")
+                offered[tool.name] = f"the MCP server {command!r}"
+                every.append(tool)
+        server = JupyterServer(kernel_url, token=token) if kernel_url else None
+        kernel = ToolKernel(python=python, kernel_name=kernel_name, server=server,
+                            timeout=timeout)
+        toolset = ProgrammaticToolset(every, kernel=kernel, supported_modules=supported_modules,
+                                      max_tool_calls=max_tool_calls, timeout=timeout)
+        await serve_stdio(toolset)
