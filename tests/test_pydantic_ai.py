@@ -6,6 +6,8 @@ environment, writes a script gathering several tool calls, then answers."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from progtc_kernel import ToolKernel
 from progtc_kernel.integrations.pydantic_ai import CodeModeToolset
 
+UPSTREAM = Path(__file__).resolve().parent / "mcp_upstream.py"
 SCRIPT = """\
 import asyncio
 from tools import get_weather, convert
@@ -106,3 +109,29 @@ async def test_a_failing_script_is_reported_to_the_model_which_tries_again(
     assert first.outcome == "failed"
     assert str(first.content).startswith("ValueError: importing 'os' is not allowed")
     assert result.output == '{"ok": true}'
+
+
+async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str) -> None:
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    upstream = MCPToolset(StdioTransport(command=sys.executable, args=[str(UPSTREAM)]),
+                          id="upstream", tool_error_behavior="error")
+    script = ("from tools import add, lookup\n"
+              "def run():\n    return {'sum': add(a=2, b=3), 'row': lookup(key='beta')}")
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("get_execution_environment", {})])
+        if step == 1:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    toolset = CodeModeToolset(toolsets=[upstream], kernel=ToolKernel(python=kernel_python))
+    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sum?")
+
+    environment = returns(result.all_messages())[0].content
+    assert isinstance(environment, dict)
+    assert "def add(a: int, b: int) -> int:" in environment["instructions"]
+    assert json.loads(result.output) == {"sum": 5, "row": {"id": 2, "tags": []}}

@@ -135,5 +135,15 @@ class CodeModeToolset(AbstractToolset[Any]):
 
         return Tool.from_schema(definition.name, definition.parameters_json_schema, call,
                                 description=definition.description,
-                                output_schema=definition.return_schema)
+                                output_schema=_as_returned(definition.return_schema))
+
+
+def _as_returned(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema of what a forwarded tool's call returns. pydantic-ai hands back an MCP
+    tool's ``{"result": value}`` (how the MCP SDK wraps a plain value) as ``value``."""
+    properties = (schema or {}).get("properties")
+    if isinstance(properties, dict) and list(properties) == ["result"]:
+        inner = properties["result"]
+        return inner if isinstance(inner, dict) else None
+    return schema
 
