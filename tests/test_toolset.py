@@ -274,3 +274,17 @@ async def test_tools_defined_by_schema_show_as_stubs(make_toolset: Callable[...,
         assert '{"properties":{"price":{"type":"number"}},"type":"object"}' in instructions
         assert await run(toolset, "from tools import price\ndef run():\n"
                                   "    return price(qty=2)") == {"price": 25.0}
+
+
+def test_the_code_mode_example_runs() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "code_mode.py"
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "def get_weather(city: str, country: str) -> str:" in done.stdout
+    assert ('{"rainy": ["London"], "cheapest_gadget": "Travel adapter", "usd": 19.99}'
+            in done.stdout)
