@@ -21,6 +21,7 @@ from progtc_kernel import (
     ExecutionFinished,
     ExtensionNotLoadedError,
     JupyterServer,
+    ProgrammaticToolset,
     ServerError,
     StreamOutput,
     ToolBridge,
@@ -360,3 +361,13 @@ def test_the_cli_names_a_wrong_combination_of_options(tmp_path: Path) -> None:
     done = progtc_kernel("run", "-", "--kernel-id", "abc", stdin="print(1)")
     assert done.returncode == 2
     assert "--kernel-id names a kernel on a server: give --server URL too" in done.stderr
+
+
+async def test_a_toolset_runs_its_scripts_on_a_remote_kernel(served: JupyterProcess) -> None:
+    kernel = ToolKernel(server=served.server(), kernel_name="progtc")
+    async with ProgrammaticToolset(TOOLS, kernel=kernel) as toolset:
+        out = await toolset.execute_tool_script(
+            "from tools import get_weather\ndef run():\n"
+            "    return {'w': get_weather('Oslo', 'NO')}")
+    assert out == '{"w": "Weather in Oslo, NO: Sunny, 22°C"}'
+    assert not kernel.running
