@@ -75,7 +75,7 @@ async def _run(source: str, filename: str, modules: set[str], keep: str | None) 
         raise ScriptProblem(TypeError, f"run() returned {type(value).__name__}, not a dict: "
                             "return a dict, e.g. {\"result\": value}", _def_line(run))
     try:
-        return json.dumps(value, allow_nan=False, default=_not_json)
+        return json.dumps(value, allow_nan=False, default=_not_json, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ScriptProblem(TypeError, f"run() returned a dict that JSON cannot carry ({exc}): "
                             "return only str, int, float, bool, None, lists and dicts with "
