@@ -287,7 +287,9 @@ class ToolBridge:
             reply = await self._reply_to(self.transport.send(
                 "control", "comm_info_request", {"target_name": COMM_TARGET}), timeout=30)
         except asyncio.TimeoutError:
-            self._resolve_ready(KernelError("the kernel did not answer after reconnecting"))
+            if not ready.done():
+                ready.set_exception(KernelError("the kernel did not answer after reconnecting"))
+                ready.exception()  # mark retrieved: nobody may be waiting
             return
         if self.comm_id in reply["content"].get("comms", {}):
             if not ready.done() and self.kernel_info is not None:

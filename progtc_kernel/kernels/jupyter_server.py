@@ -22,7 +22,6 @@ import json
 import logging
 import struct
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
@@ -39,7 +38,7 @@ MAX_MESSAGE_SIZE = 256 * 2**20
 # Pings keep proxies from closing an idle connection, and notice one that died.
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 10.0
-# Kernels are up to their sessions: `restarting`/`dead` come from the server itself.
+# Statuses the server itself publishes when a kernel dies: it restarts it, or gives up.
 _DEATH_STATES = frozenset({"restarting", "dead"})
 
 
@@ -239,7 +238,6 @@ class RemoteKernel:
         self.owned = kernel_id is None
         self.ended: str | None = None  # why the kernel counts as gone
         self._server_restarts = False  # the server said it restarts the kernel itself
-        self._transports: weakref.WeakSet[WebsocketTransport] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"RemoteKernel({self.server.url!r}, kernel_id={self.kernel_id!r})"
@@ -290,9 +288,7 @@ class RemoteKernel:
     def connect(self) -> WebsocketTransport:
         if self.kernel_id is None:
             raise RuntimeError("the kernel is not started yet: await start() first")
-        transport = WebsocketTransport(self.server, self.kernel_id, on_gone=self._gone)
-        self._transports.add(transport)
-        return transport
+        return WebsocketTransport(self.server, self.kernel_id, on_gone=self._gone)
 
     def _gone(self, reason: str, server_restarts: bool) -> None:
         if self.ended is None:
