@@ -196,9 +196,28 @@ async def serve(tools: ToolRegistry, *, upstreams: list[str], upstream_timeout: 
                 kernel_name: str | None, supported_modules: list[str] | None,
                 max_tool_calls: int | None, timeout: float | None) -> None:
     """``progtc-kernel mcp``: the toolset over stdio, with the upstream servers' tools."""
+    from ..kernels.jupyter_server import JupyterServer
+
     try:
-        await _serve(tools, upstreams, upstream_timeout, python, kernel_url, token,
-                     kernel_name, supported_modules, max_tool_calls, timeout)
+        async with contextlib.AsyncExitStack() as stack:
+            offered: dict[str, str] = dict.fromkeys(tools, "the host tools")
+            every = list(tools.values())
+            for command in upstreams:
+                for tool in await upstream_tools(stack, command,
+                                                 timeout=upstream_timeout or 3600):
+                    if tool.name in offered:
+                        raise ValueError(
+                            f"two tools are named {tool.name!r}: one in {offered[tool.name]}, "
+                            f"one in the MCP server {command!r}; rename the host tool (a "
+                            "TOOLS mapping gives it another name) or leave one server out")
+                    offered[tool.name] = f"the MCP server {command!r}"
+                    every.append(tool)
+            server = JupyterServer(kernel_url, token=token) if kernel_url else None
+            kernel = ToolKernel(python=python, kernel_name=kernel_name, server=server,
+                                timeout=timeout)
+            await serve_stdio(ProgrammaticToolset(
+                every, kernel=kernel, supported_modules=supported_modules,
+                max_tool_calls=max_tool_calls, timeout=timeout))
     except Exception as exc:
         raise _first_cause(exc) from None
 
@@ -208,29 +227,3 @@ def _first_cause(exc: BaseException) -> BaseException:
     while isinstance(getattr(exc, "exceptions", None), tuple) and exc.exceptions:  # type: ignore[attr-defined]
         exc = exc.exceptions[0]  # type: ignore[attr-defined]
     return exc
-
-
-async def _serve(tools: ToolRegistry, upstreams: list[str], upstream_timeout: float | None,
-                 python: str | None, kernel_url: str | None, token: str | None,
-                 kernel_name: str | None, supported_modules: list[str] | None,
-                 max_tool_calls: int | None, timeout: float | None) -> None:
-    from ..kernels.jupyter_server import JupyterServer
-
-    async with contextlib.AsyncExitStack() as stack:
-        offered: dict[str, str] = dict.fromkeys(tools, "the host tools")
-        every = list(tools.values())
-        for command in upstreams:
-            for tool in await upstream_tools(stack, command, timeout=upstream_timeout or 3600):
-                if tool.name in offered:
-                    raise ValueError(
-                        f"two tools are named {tool.name!r}: one in {offered[tool.name]}, one "
-                        f"in the MCP server {command!r}; rename the host tool (a TOOLS "
-                        "mapping gives it another name) or leave one server out")
-                offered[tool.name] = f"the MCP server {command!r}"
-                every.append(tool)
-        server = JupyterServer(kernel_url, token=token) if kernel_url else None
-        kernel = ToolKernel(python=python, kernel_name=kernel_name, server=server,
-                            timeout=timeout)
-        toolset = ProgrammaticToolset(every, kernel=kernel, supported_modules=supported_modules,
-                                      max_tool_calls=max_tool_calls, timeout=timeout)
-        await serve_stdio(toolset)
