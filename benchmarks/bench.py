@@ -484,15 +484,16 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
                       f"{raw['interrupt_bare_s'] * ms:.0f} ms",
         },
     ]
-    for row in rows:
-        op, goal = row["goal"]
-        row["pass"] = row["ratio"] <= goal if op == "<=" else row["ratio"] >= goal
-        row["goal"] = f"{op} {goal:g}"
-    return rows
+    return judged(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+# -- what every benchmark here shares -------------------------------------------------
+
+
+def command_line(doc: str, argv: list[str] | None
+                 ) -> tuple[argparse.Namespace, Callable[[str], None]]:
+    """``--python`` and ``--json``, and a progress log that ``--json`` silences."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--python", default=sys.executable,
                         help="kernel interpreter (default: this one)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -502,6 +503,31 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"  .. {text}", file=sys.stderr, flush=True)
 
+    return args, log
+
+
+def judged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark each row met or missed against its goal (``None``: for information)."""
+    for row in rows:
+        if row["goal"] is None:
+            row["pass"], row["goal"] = True, "(info)"
+            continue
+        op, goal = row["goal"]
+        row["pass"] = row["ratio"] <= goal if op == "<=" else row["ratio"] >= goal
+        row["goal"] = f"{op} {goal:g}"
+    return rows
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        verdict = "PASS" if row["pass"] else "MISS"
+        print(f"{row['name']:<{width}}  {row['ratio']:7.2f}  goal {row['goal']:<7} "
+              f"{verdict}  {row['detail']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, log = command_line(__doc__, argv)
     gc.collect()
     began = time.perf_counter()
     raw = asyncio.run(measure(args.python, log))
@@ -521,11 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel: {args.python} (ipykernel {kernel['ipykernel']}, Python "
               f"{kernel['python']}, shell replies: {kernel['shell_replies']}); "
               f"start {raw['start_s']:.2f} s; run {report['duration_s']:.1f} s")
-        width = max(len(row["name"]) for row in rows)
-        for row in rows:
-            verdict = "PASS" if row["pass"] else "MISS"
-            print(f"{row['name']:<{width}}  {row['ratio']:7.2f}  goal {row['goal']:<7} "
-                  f"{verdict}  {row['detail']}")
+        print_rows(rows)
     return 0 if all(row["pass"] for row in rows) else 1
 
 

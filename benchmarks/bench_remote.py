@@ -17,7 +17,6 @@ Per-call times are taken inside the kernel with ``time.perf_counter``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -39,8 +38,11 @@ from bench import (
     ROUND_SETUP_CELL,
     ROUNDS,
     SMALL_CALLS,
+    command_line,
     echo,
+    judged,
     plain_client,
+    print_rows,
     run_cell,
     run_input_cell,
 )
@@ -175,27 +177,11 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
                       "the server's default iopub rate limit applies",
         },
     ]
-    for row in rows:
-        if row["goal"] is None:
-            row["pass"], row["goal"] = True, "(info)"
-            continue
-        op, goal = row["goal"]
-        row["pass"] = row["ratio"] <= goal if op == "<=" else row["ratio"] >= goal
-        row["goal"] = f"{op} {goal:g}"
-    return rows
+    return judged(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python", default=sys.executable,
-                        help="kernel interpreter (default: this one)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args(argv)
-
-    def log(text: str) -> None:
-        if not args.json:
-            print(f"  .. {text}", file=sys.stderr, flush=True)
-
+    args, log = command_line(__doc__, argv)
     began = time.perf_counter()
     # The server starts kernels from its own folder: give it an absolute path.
     python = os.path.abspath(shutil.which(args.python) or args.python)
@@ -209,11 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"kernel: {args.python} (ipykernel {raw['kernel'].get('ipykernel')}); "
               f"websocket framing {raw['framing']}; run {report['duration_s']:.1f} s")
-        width = max(len(row["name"]) for row in rows)
-        for row in rows:
-            verdict = "PASS" if row["pass"] else "MISS"
-            print(f"{row['name']:<{width}}  {row['ratio']:7.2f}  goal {row['goal']:<7} "
-                  f"{verdict}  {row['detail']}")
+        print_rows(rows)
     return 0 if all(row["pass"] for row in rows) else 1
 
 

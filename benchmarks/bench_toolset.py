@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -22,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from bench import bare_execute, bare_kernel_manager, plain_client
+from bench import bare_execute, bare_kernel_manager, command_line, plain_client
 
 from progtc_kernel import ProgrammaticToolset, ToolKernel
 
@@ -95,16 +94,7 @@ async def measure(python: str, log: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python", default=sys.executable,
-                        help="kernel interpreter (default: this one)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args(argv)
-
-    def log(text: str) -> None:
-        if not args.json:
-            print(f"  .. {text}", file=sys.stderr, flush=True)
-
+    args, log = command_line(__doc__, argv)
     raw = asyncio.run(measure(args.python, log))
     saving = raw["direct_bytes"] / raw["script_bytes"]
     overhead = raw["script_s"] / raw["bare_s"]
