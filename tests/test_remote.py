@@ -93,9 +93,14 @@ def remote_kernel(served: JupyterProcess) -> Callable[..., ToolKernel]:
     return make
 
 
-async def start_kernel_on(server: JupyterServer) -> str:
-    """A kernel someone else started on the server (as JupyterLab or E2B would)."""
-    return str((await server.request("POST", "api/kernels", {"name": "progtc"}))["id"])
+@pytest.fixture
+async def someone_elses_kernel(served: JupyterProcess) -> AsyncIterator[str]:
+    """The id of a kernel someone else started on the server (as JupyterLab or E2B
+    would), shut down after the test."""
+    server = served.server()
+    kernel_id = str((await server.request("POST", "api/kernels", {"name": "progtc"}))["id"])
+    yield kernel_id
+    await server.request("DELETE", f"api/kernels/{kernel_id}")
 
 
 # -- the core scenarios -------------------------------------------------------------
@@ -212,52 +217,42 @@ async def test_a_kernel_that_dies_is_reported_and_replaced(
 # -- kernels someone else started -----------------------------------------------------
 
 async def test_attach_by_kernel_id_leaves_the_kernel_running(
-        served: JupyterProcess, remote_kernel: Callable[..., ToolKernel]) -> None:
-    server = served.server()
-    kernel_id = await start_kernel_on(server)
-    try:
-        async with remote_kernel(kernel_id=kernel_id) as kernel:
-            result = await kernel.execute(
-                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
-            assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
-        assert (await server.kernel(kernel_id).model())["id"] == kernel_id  # still there
-    finally:
-        await server.request("DELETE", f"api/kernels/{kernel_id}")
+        served: JupyterProcess, remote_kernel: Callable[..., ToolKernel],
+        someone_elses_kernel: str) -> None:
+    async with remote_kernel(kernel_id=someone_elses_kernel) as kernel:
+        result = await kernel.execute(
+            "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+        assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
+    still_there = await served.server().kernel(someone_elses_kernel).model()
+    assert still_there["id"] == someone_elses_kernel
 
 
-async def test_a_bridge_serves_cells_someone_else_runs(served: JupyterProcess) -> None:
+async def test_a_bridge_serves_cells_someone_else_runs(
+        served: JupyterProcess, someone_elses_kernel: str) -> None:
     server = served.server()
-    kernel_id = await start_kernel_on(server)
-    try:
-        async with Frontend(server, kernel_id) as someone_else, \
-                ToolBridge(server.kernel(kernel_id), tools=TOOLS):
-            printed = await someone_else.run(
-                "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
-        assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
-    finally:
-        await server.request("DELETE", f"api/kernels/{kernel_id}")
+    async with Frontend(server, someone_elses_kernel) as someone_else, \
+            ToolBridge(server.kernel(someone_elses_kernel), tools=TOOLS):
+        printed = await someone_else.run(
+            "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
+    assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
 
 
 async def test_a_bridge_that_drops_while_others_stay_connected_registers_again(
-        served: JupyterProcess) -> None:
+        served: JupyterProcess, someone_elses_kernel: str) -> None:
     """With another client connected the server does not buffer for us: it closes
     our channels, and the kernel forgets us. Back, the bridge registers again."""
-    server = served.server()
-    kernel_id = await start_kernel_on(server)
-    try:
-        async with Frontend(server, kernel_id) as someone_else, Proxy(served.port) as proxy:
-            via_proxy = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=served.token)
-            async with ToolBridge(via_proxy.kernel(kernel_id), tools=TOOLS) as bridge:
-                back = asyncio.Event()
-                bridge.transport.add_reconnect_listener(back.set)
-                proxy.cut()
-                await back.wait()
-                await bridge.wait_ready()
-                printed = await someone_else.run(
-                    "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
-        assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
-    finally:
-        await server.request("DELETE", f"api/kernels/{kernel_id}")
+    async with Frontend(served.server(), someone_elses_kernel) as someone_else, \
+            Proxy(served.port) as proxy:
+        via_proxy = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=served.token)
+        async with ToolBridge(via_proxy.kernel(someone_elses_kernel), tools=TOOLS) as bridge:
+            back = asyncio.Event()
+            bridge.transport.add_reconnect_listener(back.set)
+            proxy.cut()
+            await back.wait()
+            await bridge.wait_ready()
+            printed = await someone_else.run(
+                "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
+    assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
 
 
 # -- faults and bad input ---------------------------------------------------------------
