@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from progtc_kernel import ToolBridge, load_tools
-from progtc_kernel.cli import describe_output, main
+from progtc_kernel.cli import main
+from progtc_kernel.cli.run import describe_output
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -1,11 +1,8 @@
-"""The ``progtc-kernel`` command.
+"""``progtc-kernel run``: a script in a kernel that serves tools, with a live trace.
 
-    progtc-kernel run SCRIPT --tools MODULE_OR_FILE   run code in a kernel that serves tools
-    progtc-kernel install                             install the "Python 3 (progtc)" kernelspec
-
-``run`` writes the code's stdout to stdout and everything else (its stderr, the
-tool-call trace, errors) to stderr, so its output can be piped. Exit status: 0 when
-the code ran, 1 when it failed, 2 for usage errors.
+The code's stdout goes to stdout and everything else (its stderr, the tool-call trace,
+errors) to stderr, so its output can be piped. Exit status: 0 when the code ran, 1 when
+it failed, 2 for usage errors.
 """
 
 from __future__ import annotations
@@ -21,51 +18,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from ._common import UsageError, console, seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.text import Text
 
-    from .host.events import Event
-    from .host.results import ExecutionResult, Output
-    from .host.tool_kernel import ToolKernel
-    from .host.tools import ToolRegistry
-
-PROG = "progtc-kernel"
+    from ..host.events import Event
+    from ..host.results import ExecutionResult, Output
+    from ..host.tool_kernel import ToolKernel
+    from ..host.tools import ToolRegistry
+    from ._common import Subcommands
 
 
-class UsageError(Exception):
-    """A problem with the command line or its inputs: exit status 2, no traceback."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``progtc-kernel`` command; returns the exit status."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version and argparse's own usage errors
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        status: int = args.handler(args)
-    except UsageError as exc:
-        _console().print(_error_text(str(exc)))
-        return 2
-    except KeyboardInterrupt:
-        _console().print(_error_text("interrupted"))
-        return 130
-    return status
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Programmatic tool calling on Jupyter kernels.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_parser(commands: Subcommands) -> None:
     run = commands.add_parser(
         "run", help="run a script in a kernel whose `tools` module calls your functions",
         description="Run SCRIPT in a fresh IPython kernel where `from tools import ...` "
@@ -77,9 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
         "names in __all__, else its public functions (repeat to combine)")
-    run.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+    run.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
                      help="interrupt the code after S seconds (default: 30; 0: no limit)")
-    run.add_argument("--tool-timeout", type=_seconds, default=10.0, metavar="S",
+    run.add_argument("--tool-timeout", type=seconds, default=10.0, metavar="S",
                      help="fail a tool call after S seconds (default: 10; 0: no limit)")
     run.add_argument("--python", metavar="PATH",
                      help="the kernel's interpreter; it needs progtc-kernel installed "
@@ -95,116 +60,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="a running kernel on the server, left running after")
     remote.add_argument("--kernel-name", metavar="NAME",
                         help="the kernelspec to start (here or on the server)")
-    run.set_defaults(handler=_run_command)
-
-    mcp = commands.add_parser(
-        "mcp", help="serve get_execution_environment and execute_tool_script over MCP (stdio)",
-        description="An MCP server on stdin/stdout with the two ProgrammaticToolset tools: a "
-        "model writes one script that calls the --tools functions and the tools of the "
-        "--upstream MCP servers. Needs: pip install 'progtc-kernel[mcp]'.")
-    mcp.add_argument(
-        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="a module name or .py file with host tools (repeat to combine)")
-    mcp.add_argument(
-        "--upstream", action="append", default=[], metavar="'COMMAND ARGS'",
-        help="an MCP server to start; its tools become tools scripts can call (repeatable)")
-    mcp.add_argument("--upstream-timeout", type=_seconds, default=60.0, metavar="S",
-                     help="fail an upstream tool call after S seconds (default: 60)")
-    mcp.add_argument("--module", action="append", dest="modules", metavar="NAME",
-                     help="a module scripts may import (repeat; default: json, math, re, "
-                     "datetime, collections, itertools, functools, statistics, asyncio...)")
-    mcp.add_argument("--max-tool-calls", type=int, metavar="N",
-                     help="tool calls one script may make (default: no limit)")
-    mcp.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
-                     help="stop a script after S seconds (default: 60; 0: no limit)")
-    mcp.add_argument("--python", metavar="PATH",
-                     help="the local kernel's interpreter (default: this one)")
-    mcp.add_argument("--kernel-url", metavar="URL",
-                     help="run scripts on a kernel of this Jupyter Server or gateway")
-    mcp.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
-                     help="the server's token (default: $JUPYTER_TOKEN)")
-    mcp.add_argument("--kernel-name", metavar="NAME", help="the kernelspec to start")
-    mcp.set_defaults(handler=_mcp_command)
-
-    install = commands.add_parser(
-        "install", help="install a Jupyter kernelspec that loads progtc_kernel",
-        description="Install the kernelspec of a kernel on this interpreter with "
-        "--ext=progtc_kernel, so that hosts can serve it tools with ToolBridge.")
-    where = install.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true",
-                       help="install for the current user (the default)")
-    where.add_argument("--sys-prefix", action="store_true",
-                       help=f"install into this environment ({sys.prefix})")
-    where.add_argument("--prefix", metavar="P", help="install under P/share/jupyter/kernels")
-    install.add_argument("--name", default="progtc", help="the kernel name (default: progtc)")
-    install.add_argument("--display-name", default="Python 3 (progtc)",
-                         help="the name shown in Jupyter (default: 'Python 3 (progtc)')")
-    install.set_defaults(handler=_install_command)
-    return parser
+    run.set_defaults(handler=command)
 
 
-def _seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("give a positive number of seconds, or 0 for no limit")
-    return value or None
-
-
-# -- install --------------------------------------------------------------------------
-
-
-def _install_command(args: argparse.Namespace) -> int:
-    from .kernelspec import install_kernelspec
-
-    prefix = sys.prefix if args.sys_prefix else args.prefix
-    try:
-        path = install_kernelspec(user=prefix is None, prefix=prefix, name=args.name,
-                                  display_name=args.display_name)
-    except PermissionError as exc:
-        raise UsageError(f"cannot write the kernelspec ({exc}); try --user or --prefix") from None
-    print(f"Installed kernelspec {args.name!r} ({args.display_name}) in {path}")
-    return 0
-
-
-# -- mcp ------------------------------------------------------------------------------
-
-
-def _mcp_command(args: argparse.Namespace) -> int:
-    from .host.errors import ToolDefinitionError
-    from .host.loading import load_tools
-
-    try:
-        from .integrations.mcp import serve
-    except ImportError as exc:
-        raise UsageError(f"the MCP SDK is not installed ({exc}): pip install "
-                         "'progtc-kernel[mcp]'") from None
-    if args.kernel_url and args.python:
-        raise UsageError("--python picks a local interpreter; with --kernel-url the server "
-                         "runs the kernel: pick its kernelspec with --kernel-name")
-    try:
-        tools = load_tools(args.tools)
-    except ToolDefinitionError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        asyncio.run(serve(
-            tools, upstreams=args.upstream, upstream_timeout=args.upstream_timeout,
-            python=args.python, kernel_url=args.kernel_url, token=args.token,
-            kernel_name=args.kernel_name, supported_modules=args.modules,
-            max_tool_calls=args.max_tool_calls, timeout=args.timeout))
-    except (ValueError, RuntimeError) as exc:  # bad options, an upstream that cannot start
-        raise UsageError(str(exc)) from None
-    return 0
-
-
-# -- run ------------------------------------------------------------------------------
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    from .host.errors import ToolDefinitionError
-    from .host.loading import load_tools
+def command(args: argparse.Namespace) -> int:
+    from ..host.errors import ToolDefinitionError
+    from ..host.loading import load_tools
 
     code = _read_script(args.script)
     try:
@@ -230,9 +91,9 @@ def _read_script(script: str) -> str:
 
 
 async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
-    from .host.errors import KernelError
-    from .host.tool_kernel import ToolKernel
-    from .kernels.jupyter_server import JupyterServer
+    from ..host.errors import KernelError
+    from ..host.tool_kernel import ToolKernel
+    from ..kernels.jupyter_server import JupyterServer
 
     problem = _remote_usage(args)
     if problem:
@@ -266,7 +127,7 @@ def _remote_usage(args: argparse.Namespace) -> str | None:
 
 
 async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> int:
-    printer = _Printer(_console(), timeout=timeout)
+    printer = _Printer(console(), timeout=timeout)
     try:
         # stream() is an async generator; aclosing() interrupts the run on Ctrl-C at once.
         events = kernel.stream(code)
@@ -276,21 +137,6 @@ async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> in
     finally:
         await kernel.close()
     return printer.status
-
-
-# -- output ---------------------------------------------------------------------------
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-
-
-def _error_text(message: str) -> Text:
-    from rich.text import Text
-
-    return Text.assemble((f"{PROG}: error: ", "bold red"), message)
 
 
 class _Printer:
@@ -306,7 +152,7 @@ class _Printer:
         self.repr.maxstring = self.repr.maxother = 60
 
     def show(self, event: Event) -> None:
-        from .host.events import (
+        from ..host.events import (
             DisplayOutput,
             ExecutionFinished,
             StreamOutput,
@@ -440,7 +286,3 @@ def _symbols(console: Console) -> tuple[str, str, str]:
     except (UnicodeEncodeError, LookupError):
         return ("->", "ok", "x")
     return fancy
-
-
-if __name__ == "__main__":
-    sys.exit(main())

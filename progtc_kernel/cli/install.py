@@ -1,0 +1,42 @@
+"""``progtc-kernel install``: the "Python 3 (progtc)" kernelspec."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from ._common import UsageError
+
+if TYPE_CHECKING:
+    from ._common import Subcommands
+
+
+def add_parser(commands: Subcommands) -> None:
+    install = commands.add_parser(
+        "install", help="install a Jupyter kernelspec that loads progtc_kernel",
+        description="Install the kernelspec of a kernel on this interpreter with "
+        "--ext=progtc_kernel, so that hosts can serve it tools with ToolBridge.")
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true",
+                       help="install for the current user (the default)")
+    where.add_argument("--sys-prefix", action="store_true",
+                       help=f"install into this environment ({sys.prefix})")
+    where.add_argument("--prefix", metavar="P", help="install under P/share/jupyter/kernels")
+    install.add_argument("--name", default="progtc", help="the kernel name (default: progtc)")
+    install.add_argument("--display-name", default="Python 3 (progtc)",
+                         help="the name shown in Jupyter (default: 'Python 3 (progtc)')")
+    install.set_defaults(handler=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    from ..kernelspec import install_kernelspec
+
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    try:
+        path = install_kernelspec(user=prefix is None, prefix=prefix, name=args.name,
+                                  display_name=args.display_name)
+    except PermissionError as exc:
+        raise UsageError(f"cannot write the kernelspec ({exc}); try --user or --prefix") from None
+    print(f"Installed kernelspec {args.name!r} ({args.display_name}) in {path}")
+    return 0

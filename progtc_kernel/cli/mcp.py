@@ -1,0 +1,71 @@
+"""``progtc-kernel mcp``: the two ProgrammaticToolset tools as an MCP server on stdio."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from ._common import UsageError, seconds
+
+if TYPE_CHECKING:
+    from ._common import Subcommands
+
+
+def add_parser(commands: Subcommands) -> None:
+    mcp = commands.add_parser(
+        "mcp", help="serve get_execution_environment and execute_tool_script over MCP (stdio)",
+        description="An MCP server on stdin/stdout with the two ProgrammaticToolset tools: a "
+        "model writes one script that calls the --tools functions and the tools of the "
+        "--upstream MCP servers. Needs: pip install 'progtc-kernel[mcp]'.")
+    mcp.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a module name or .py file with host tools (repeat to combine)")
+    mcp.add_argument(
+        "--upstream", action="append", default=[], metavar="'COMMAND ARGS'",
+        help="an MCP server to start; its tools become tools scripts can call (repeatable)")
+    mcp.add_argument("--upstream-timeout", type=seconds, default=60.0, metavar="S",
+                     help="fail an upstream tool call after S seconds (default: 60)")
+    mcp.add_argument("--module", action="append", dest="modules", metavar="NAME",
+                     help="a module scripts may import (repeat; default: json, math, re, "
+                     "datetime, collections, itertools, functools, statistics, asyncio...)")
+    mcp.add_argument("--max-tool-calls", type=int, metavar="N",
+                     help="tool calls one script may make (default: no limit)")
+    mcp.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
+                     help="stop a script after S seconds (default: 60; 0: no limit)")
+    mcp.add_argument("--python", metavar="PATH",
+                     help="the local kernel's interpreter (default: this one)")
+    mcp.add_argument("--kernel-url", metavar="URL",
+                     help="run scripts on a kernel of this Jupyter Server or gateway")
+    mcp.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
+                     help="the server's token (default: $JUPYTER_TOKEN)")
+    mcp.add_argument("--kernel-name", metavar="NAME", help="the kernelspec to start")
+    mcp.set_defaults(handler=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    from ..host.errors import ToolDefinitionError
+    from ..host.loading import load_tools
+
+    try:
+        from ..integrations.mcp import serve
+    except ImportError as exc:
+        raise UsageError(f"the MCP SDK is not installed ({exc}): pip install "
+                         "'progtc-kernel[mcp]'") from None
+    if args.kernel_url and args.python:
+        raise UsageError("--python picks a local interpreter; with --kernel-url the server "
+                         "runs the kernel: pick its kernelspec with --kernel-name")
+    try:
+        tools = load_tools(args.tools)
+    except ToolDefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        asyncio.run(serve(
+            tools, upstreams=args.upstream, upstream_timeout=args.upstream_timeout,
+            python=args.python, kernel_url=args.kernel_url, token=args.token,
+            kernel_name=args.kernel_name, supported_modules=args.modules,
+            max_tool_calls=args.max_tool_calls, timeout=args.timeout))
+    except (ValueError, RuntimeError) as exc:  # bad options, an upstream that cannot start
+        raise UsageError(str(exc)) from None
+    return 0
