@@ -22,6 +22,7 @@ import json
 import logging
 import struct
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
@@ -135,7 +136,7 @@ class JupyterServer:
 
         Raises ``ServerError`` naming the fix: a refused token, a server that does
         not answer, a path that does not exist, or what the server said."""
-        from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+        from tornado.httpclient import HTTPClientError, HTTPRequest
 
         timeout = timeout or self.request_timeout
         payload = json.dumps(body) if body is not None else ("" if method == "POST" else None)
@@ -144,7 +145,7 @@ class JupyterServer:
             connect_timeout=min(timeout, self.request_timeout), request_timeout=timeout,
             validate_cert=self.validate_cert)
         try:
-            response = await AsyncHTTPClient().fetch(request)
+            response = await _http_client().fetch(request)
         except HTTPClientError as exc:
             if exc.code == 599:  # no HTTP answer: timeout, connection closed
                 raise self._unreachable(exc, timeout) from None
@@ -494,6 +495,25 @@ class WebsocketTransport:
     def _gone(self, reason: str, *, server_restarts: bool) -> None:
         if self._on_gone is not None:
             self._on_gone(reason, server_restarts)
+
+
+# One HTTP client per event loop. Tornado's shared one runs at most 10 requests at
+# once and fails the rest after their timeout: twenty executions starting together
+# would time out waiting in its queue.
+_HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary())
+MAX_CONCURRENT_REQUESTS = 256
+
+
+def _http_client() -> Any:
+    from tornado.httpclient import AsyncHTTPClient
+
+    loop = asyncio.get_running_loop()
+    client = _HTTP_CLIENTS.get(loop)
+    if client is None:
+        client = AsyncHTTPClient(force_instance=True, max_clients=MAX_CONCURRENT_REQUESTS)
+        _HTTP_CLIENTS[loop] = client
+    return client
 
 
 def no_kernel(server: JupyterServer, kernel_id: str) -> str:
