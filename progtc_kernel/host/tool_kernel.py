@@ -8,7 +8,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -189,6 +189,20 @@ class ToolKernel:
 
     async def interrupt(self) -> None:
         await self.lifecycle.interrupt()
+
+    async def install_modules(self, modules: Mapping[str, str]) -> None:
+        """Make helper modules importable by the code: ``{"helpers": "def f(): ..."}``.
+
+        Each runs when first imported (it may ``from tools import ...``); a later call
+        replaces them. Raises ``ValueError`` for a name that is not an identifier, is
+        ``tools``, or shadows a module the kernel has."""
+        source = ("__import__('progtc_kernel.kernel.modules', fromlist=['install'])"
+                  f".install({dict(modules)!r})")
+        result = await self.execute(source, silent=True, timeout=None)
+        if result.error is not None:
+            if result.error.ename == "ValueError":
+                raise ValueError(result.error.evalue)
+            result.raise_for_error()
 
     # -- running code -----------------------------------------------------------------
 
