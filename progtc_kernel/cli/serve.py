@@ -1,0 +1,110 @@
+"""``progtc-kernel serve``: progtc's server, on Jupyter kernels, inside the sandbox.
+
+A Jupyter Server whose token is the API key, with a pool of warm kernels and
+progtc's HTTP API (see ``progtc_kernel.server``). It stops on Ctrl-C or SIGTERM,
+shutting down every kernel it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING
+
+from ._common import UsageError, seconds
+
+if TYPE_CHECKING:
+    from ._common import Subcommands
+
+
+def add_parser(commands: Subcommands) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve progtc's API and a warm kernel pool (a Jupyter Server)",
+        description="Run a Jupyter Server with a pool of warm kernels that serve host "
+        "tools, for AsyncProgtcClient (progtc_kernel) and for the progtc package's own "
+        "clients. The API key is the server's token. Needs: pip install "
+        "'progtc-kernel[server]'.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
+    serve.add_argument("--api-key", default=os.environ.get("PROGTC_API_KEY"), metavar="KEY",
+                       help="the key clients must send (default: $PROGTC_API_KEY); "
+                       "required unless --host is a loopback address")
+    serve.add_argument("--tool-call-timeout", type=seconds, default=10.0, metavar="S",
+                       help="ceiling of one tool call (default: 10; 0: none)")
+    serve.add_argument("--code-execution-timeout", type=seconds, default=30.0, metavar="S",
+                       help="ceiling of one execution (default: 30; 0: none)")
+    serve.add_argument("--pool-size", type=int, default=2, metavar="N",
+                       help="warm kernels kept ready (default: 2)")
+    serve.add_argument("--max-kernels", type=int, default=16, metavar="N",
+                       help="kernels running at once, warm and busy (default: 16)")
+    serve.add_argument("--pool-timeout", type=seconds, default=30.0, metavar="S",
+                       help="how long a request waits for a free kernel (default: 30; 0: no limit)")
+    serve.add_argument("--kernel-name", metavar="NAME",
+                       help="the kernelspec of the pool's kernels (default: python3); it "
+                       "needs progtc-kernel installed")
+    serve.add_argument("--verbose", action="store_true",
+                       help="log every request, as Jupyter Server does")
+    serve.set_defaults(handler=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        from traitlets.config import Config
+
+        from ..server.app import ProgtcKernelApp
+    except ImportError as exc:
+        raise UsageError(f"the server needs Jupyter Server ({exc}): pip install "
+                         "'progtc-kernel[server]'") from None
+    if not args.api_key and not is_loopback(args.host):
+        raise UsageError(f"refusing to listen on {args.host} without an API key: anyone "
+                         "who can reach it could run code; give --api-key KEY (or set "
+                         "PROGTC_API_KEY), or listen on 127.0.0.1")
+    if not 0 <= args.pool_size <= args.max_kernels:
+        raise UsageError(f"--pool-size {args.pool_size} with --max-kernels "
+                         f"{args.max_kernels}: give 0 <= pool size <= max kernels")
+    config = Config()
+    config.ServerApp.update(
+        ip=args.host, port=args.port, port_retries=0, open_browser=False, answer_yes=True,
+        allow_root=True,  # sandboxes and containers often run as root
+        log_level="INFO" if args.verbose else "WARN",
+        # Clients authenticate with the key in a header, never a cookie, so cross-site
+        # request forgery has nothing to ride on; a keyless server is loopback-only.
+        disable_check_xsrf=True,
+        kernel_websocket_connection_class="progtc_kernel.server.websocket.NoDelayConnection")
+    config.IdentityProvider.token = args.api_key or ""
+    config.ProgtcKernelApp.update(
+        pool_size=args.pool_size, max_kernels=args.max_kernels,
+        pool_timeout=args.pool_timeout, kernel_name=args.kernel_name,
+        tool_call_timeout=args.tool_call_timeout,
+        code_execution_timeout=args.code_execution_timeout, announce=True)
+    try:
+        server = ProgtcKernelApp.initialize_server(argv=[], config=config)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the port in use, a bad address: say it, without a traceback
+        raise UsageError(f"cannot start the server on {args.host}:{args.port}: {exc}") from None
+    # Ctrl-C stops the server as SIGTERM does, kernels and all. (Jupyter Server handles
+    # it only on a terminal, with a question; elsewhere the loop just ends and the
+    # kernels outlive it.)
+    signal.signal(signal.SIGINT, lambda signum, frame: server.stop(from_signal=True))
+    server.start()
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback
+                                   for a in addresses)
+

@@ -1,0 +1,230 @@
+"""``AsyncProgtcClient``: progtc's client, running the code on Jupyter kernels.
+
+It talks to a Jupyter Server (``progtc-kernel serve``, or any Jupyter Server whose
+kernels have progtc-kernel, such as an E2B sandbox's) through its REST API and kernel
+websocket, and serves the handlers as tools to the code while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..host.errors import ServerError
+from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
+from ..host.results import ExecutionResult
+from ..host.tool_kernel import ToolKernel
+from ..kernels.jupyter_server import JupyterServer
+from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess
+
+LEASES = "progtc-kernel/api"
+# Timeouts where the client asks for none and the server sets no ceiling (progtc's).
+DEFAULT_EXECUTION_TIMEOUT = 30.0
+DEFAULT_TOOL_CALL_TIMEOUT = 10.0
+
+ToolEventCallback = Callable[[ToolCallStarted | ToolCallFinished], Any]
+TextCallback = Callable[[str], Any]
+
+
+class AsyncProgtcClient:
+    """Runs code on a server's kernels, serving it your tools::
+
+        client = AsyncProgtcClient(base_url="http://127.0.0.1:8000", api_key="KEY")
+        result = await client.execute_code(code, tool_call_handlers={"get_weather": f})
+
+    ``base_url``: the server (``progtc-kernel serve``, or any Jupyter Server whose
+    kernels have progtc-kernel installed). ``api_key``: its key (a Jupyter Server's
+    token). ``headers``: sent with every request (an E2B traffic token, say).
+    ``kernel_name``: the kernelspec to start on a plain Jupyter Server (default: its
+    default); ``progtc-kernel serve`` hands out warm kernels of its own instead.
+    ``request_timeout``: seconds one REST request may take.
+
+    Each ``execute_code`` runs in a fresh kernel unless it names a ``session``.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None,
+                 headers: Mapping[str, str] | None = None, *, kernel_name: str | None = None,
+                 request_timeout: float = 10.0) -> None:
+        self.base_url = base_url
+        self.api_key = api_key or ""
+        self.headers = dict(headers or {})
+        self.kernel_name = kernel_name
+        self.request_timeout = request_timeout
+        self._pooled: bool | None = None  # does the server lease warm kernels? (asked once)
+        self._plain_sessions: dict[str, str] = {}  # on a plain server: session -> kernel id
+
+    async def __aenter__(self) -> AsyncProgtcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _server(self, headers: Mapping[str, str] | None = None) -> JupyterServer:
+        return JupyterServer(self.base_url, token=self.api_key,
+                             headers={**self.headers, **(headers or {})},
+                             request_timeout=self.request_timeout)
+
+    # -- the server -------------------------------------------------------------------
+
+    async def ping(self, timeout: float = 5.0) -> bool:
+        """Whether the server answers (its key is not needed)."""
+        try:
+            await self._server().request("GET", "api", timeout=timeout)
+        except ServerError:
+            return False
+        return True
+
+    async def wait_for_server(self, timeout: float | None = 10.0) -> None:
+        """Return once the server answers; ``TimeoutError`` after ``timeout`` seconds
+        (``None``: wait for ever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.05
+        while not await self.ping(timeout=min(5.0, timeout or 5.0)):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Progtc server not ready after {timeout}s: nothing "
+                                   f"answers at {self.base_url}")
+            await asyncio.sleep(pause)  # polling a server that is not there yet
+            pause = min(pause * 2, 0.5)
+
+    async def close_session(self, session: str) -> None:
+        """End a persistent session: its kernel and everything in it are gone."""
+        server = self._server()
+        if kernel_id := self._plain_sessions.pop(session, None):
+            await server.request("DELETE", f"api/kernels/{kernel_id}")
+        elif self._pooled is not False:
+            try:
+                await server.request("DELETE", f"{LEASES}/sessions/{session}")
+            except ServerError as exc:
+                if exc.status != 404:
+                    raise
+
+    async def aclose(self) -> None:
+        """End the sessions this client started on a plain Jupyter Server."""
+        for session in list(self._plain_sessions):
+            with contextlib.suppress(ServerError):
+                await self.close_session(session)
+
+    # -- running code -----------------------------------------------------------------
+
+    async def execute_code(
+        self,
+        code: str,
+        tool_call_handlers: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        modules: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        tool_call_timeout: float | None = None,
+        session: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_stdout: TextCallback | None = None,
+        on_stderr: TextCallback | None = None,
+        on_tool_call: ToolEventCallback | None = None,
+    ) -> ExecuteCodeResult:
+        """Run ``code``; its ``from tools import name`` calls your handlers.
+
+        ``tool_call_handlers`` (or ``tools``, progtc 0.2's name): ``{name: callable}``,
+        sync or async; arguments are checked against their signatures, and one that
+        raises becomes a ``ToolError`` the code can catch. ``modules``: ``{name:
+        source}`` helper modules the code (and each other) can import. ``timeout`` and
+        ``tool_call_timeout``: seconds, at most the server's ceilings (default: those).
+        ``session``: run in the kernel of that name, keeping its state across calls
+        (``close_session`` ends it); by default each call gets a fresh kernel.
+        ``headers``: extra headers for this call. ``on_stdout``, ``on_stderr``: called
+        with output as it comes; ``on_tool_call``: with ``ToolCallStarted`` and
+        ``ToolCallFinished`` events. Callbacks may be async.
+        """
+        if tool_call_handlers is not None and tools is not None:
+            raise TypeError("give the handlers once: tool_call_handlers= or tools=")
+        handlers = dict(tool_call_handlers if tool_call_handlers is not None else tools or {})
+        server = self._server(headers)
+        kernel_id, limits, leased = await self._kernel_for(server, session)
+        try:
+            kernel = ToolKernel(
+                handlers, server=server, kernel_id=kernel_id,
+                timeout=_within(timeout, limits.get("code_execution_timeout"),
+                                DEFAULT_EXECUTION_TIMEOUT),
+                tool_timeout=_within(tool_call_timeout, limits.get("tool_call_timeout"),
+                                     DEFAULT_TOOL_CALL_TIMEOUT))
+            async with kernel:
+                if modules:
+                    await kernel.install_modules(modules)
+                result = await self._run(kernel, code, on_stdout, on_stderr, on_tool_call)
+        finally:
+            if session is None:
+                await self._release(server, kernel_id, leased)
+        return to_progtc(result)
+
+    async def _run(self, kernel: ToolKernel, code: str, on_stdout: TextCallback | None,
+                   on_stderr: TextCallback | None,
+                   on_tool_call: ToolEventCallback | None) -> ExecutionResult:
+        events = kernel.stream(code)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, ExecutionFinished):
+                    return event.result
+                callback: Any = None
+                argument: Any = event
+                if isinstance(event, StreamOutput):
+                    callback = on_stdout if event.name == "stdout" else on_stderr
+                    argument = event.text
+                elif isinstance(event, ToolCallStarted | ToolCallFinished):
+                    callback = on_tool_call
+                if callback is not None and asyncio.iscoroutine(value := callback(argument)):
+                    await value
+        raise AssertionError("a run's events end with ExecutionFinished")
+
+    async def _kernel_for(self, server: JupyterServer,
+                          session: str | None) -> tuple[str, dict[str, Any], bool]:
+        """A kernel for one execution: ``(id, the server's ceilings, leased?)``."""
+        if self._pooled is not False:
+            try:
+                # The server may make the request wait for a kernel to come free.
+                lease = await server.request("POST", f"{LEASES}/kernels", {"session": session},
+                                             timeout=server.start_timeout)
+            except ServerError as exc:
+                if exc.status != 404:
+                    raise
+                self._pooled = False  # a plain Jupyter Server
+            else:
+                self._pooled = True
+                return lease["id"], dict(lease["limits"]), True
+        if session is not None and session in self._plain_sessions:
+            return self._plain_sessions[session], {}, False
+        body = {"name": self.kernel_name} if self.kernel_name else {}
+        model = await server.request("POST", "api/kernels", body, timeout=server.start_timeout)
+        if session is not None:
+            self._plain_sessions[session] = model["id"]
+        return model["id"], {}, False
+
+    async def _release(self, server: JupyterServer, kernel_id: str, leased: bool) -> None:
+        path = f"{LEASES}/kernels/{kernel_id}" if leased else f"api/kernels/{kernel_id}"
+        with contextlib.suppress(ServerError):  # already reaped: a dead kernel, say
+            await server.request("DELETE", path)
+
+
+def _within(asked: float | None, ceiling: float | None, default: float) -> float:
+    """The client's timeout, never above the server's ceiling; by default the ceiling
+    (or progtc's default, where the server sets none)."""
+    if asked is None or asked <= 0:
+        return ceiling if ceiling is not None else default
+    return asked if ceiling is None else min(asked, ceiling)
+
+
+def to_progtc(result: ExecutionResult) -> ExecuteCodeResult:
+    """An execution's result as progtc's success or error."""
+    error = result.error
+    if error is None:
+        return ExecuteCodeSuccess(stdout=result.stdout, stderr=result.stderr,
+                                  outputs=result.outputs, tool_calls=result.tool_calls,
+                                  duration=result.duration)
+    code = {"syntax": ErrorCode.CODE_COMPILATION_ERROR, "timeout": ErrorCode.CODE_TIMEOUT_ERROR,
+            "kernel_died": ErrorCode.KERNEL_DIED}.get(error.kind, ErrorCode.CODE_RUNTIME_ERROR)
+    stderr = result.stderr + (error.traceback + "\n" if error.traceback else "")
+    return ExecuteCodeError(code=code, message=f"{error.ename}: {error.evalue}",
+                            traceback=error.traceback, stdout=result.stdout, stderr=stderr,
+                            outputs=result.outputs, tool_calls=result.tool_calls,
+                            duration=result.duration)

@@ -1,0 +1,119 @@
+"""The Jupyter Server extension behind ``progtc-kernel serve``.
+
+It adds to a Jupyter Server (whose token is the API key):
+
+- a pool of warm kernels with the ``progtc_kernel`` extension loaded, leased through
+  ``/progtc-kernel/api/kernels`` (``AsyncProgtcClient`` then drives its kernel over
+  the server's own kernel websocket);
+- progtc's HTTP API (``/ping``, ``/execute-code``, ``/tool-results``) for the clients
+  of the ``progtc`` package, which the server itself hosts on a pool kernel.
+
+It loads into any Jupyter Server too: ``jupyter server
+--ServerApp.jpserver_extensions="{'progtc_kernel.server': True}"``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Int, Unicode
+
+from .._version import __version__
+from .pool import KernelPool
+
+
+@dataclass
+class Limits:
+    """The server's ceilings: a client may ask for less, never more (seconds)."""
+
+    tool_call_timeout: float | None
+    code_execution_timeout: float | None
+
+
+# Finished progtc API executions remembered, so that a result their client posts late
+# (a handler still running when the run ended) is accepted, not refused.
+FINISHED_KEPT = 4096
+
+
+@dataclass
+class Service:
+    """What the handlers share: the pool, the ceilings, the key, the live executions."""
+
+    pool: KernelPool
+    limits: Limits
+    api_key: str
+    executions: dict[str, Any] = field(default_factory=dict)  # progtc API runs by id
+    finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def end(self, execution_id: str) -> None:
+        """A progtc API execution is over: forget it, remembering that it was."""
+        self.executions.pop(execution_id, None)
+        self.finished[execution_id] = None
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+    def status(self) -> dict[str, Any]:
+        return {"version": __version__, "pool": self.pool.status(),
+                "limits": {"tool_call_timeout": self.limits.tool_call_timeout,
+                           "code_execution_timeout": self.limits.code_execution_timeout}}
+
+
+class ProgtcKernelApp(ExtensionApp):
+    """progtc-kernel's server extension: the warm pool and progtc's HTTP API."""
+
+    name = "progtc_kernel"
+    load_other_extensions = False
+
+    @classmethod
+    def get_extension_package(cls) -> str:
+        return "progtc_kernel.server"  # not the top package: kernels import that one
+
+    pool_size = Int(2, help="Warm kernels kept ready.").tag(config=True)
+    max_kernels = Int(16, help="Kernels running at once, warm and leased.").tag(config=True)
+    pool_timeout = Float(30.0, allow_none=True,
+                         help="Seconds a request waits for a kernel before a 503.").tag(config=True)
+    kernel_name = Unicode(None, allow_none=True,
+                          help="The kernelspec of pool kernels (default: the server's).").tag(
+        config=True)
+    tool_call_timeout = Float(10.0, allow_none=True,
+                              help="Ceiling of one tool call, in seconds.").tag(config=True)
+    code_execution_timeout = Float(30.0, allow_none=True,
+                                   help="Ceiling of one execution, in seconds.").tag(config=True)
+    announce = Bool(False, help="Print where the server listens, once it does.").tag(
+        config=True)
+
+    def initialize_settings(self) -> None:
+        assert self.serverapp is not None  # linked before settings are initialized
+        pool = KernelPool(self.serverapp.kernel_manager, size=self.pool_size,
+                          max_kernels=self.max_kernels, wait_timeout=self.pool_timeout,
+                          execution_timeout=self.code_execution_timeout,
+                          kernel_name=self.kernel_name)
+        limits = Limits(self.tool_call_timeout, self.code_execution_timeout)
+        self.service = Service(pool, limits, self.serverapp.identity_provider.token)
+        self.settings["progtc_kernel"] = self.service
+
+    def initialize_handlers(self) -> None:
+        from . import handlers, progtc_api
+
+        self.handlers.extend([*handlers.routes(), *progtc_api.routes()])
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self.service.pool.start()
+        if self.announce:
+            limits = self.service.limits
+            print(f"progtc-kernel serve: listening on {serverapp.connection_url} "
+                  f"({self.pool_size} warm kernels, at most {self.max_kernels}; ceilings: "
+                  f"{_seconds(limits.code_execution_timeout)} per execution, "
+                  f"{_seconds(limits.tool_call_timeout)} per tool call). Ctrl-C stops it.",
+                  flush=True)
+
+
+    async def stop_extension(self) -> None:
+        await self.service.pool.stop()
+
+
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:g} s"
