@@ -57,6 +57,16 @@ async def test_serve_tools_to_your_own_kernel(
     assert out == "Weather in Porto, PT: Sunny, 22°C\n"
 
 
+async def test_a_kernel_that_served_tools_exits_when_asked(
+    own_kernel: AsyncKernelManager, own_client: Any,
+) -> None:
+    async with ToolBridge(own_kernel, tools=TOOLS):
+        assert await run_cell(own_client, "import tools; print(tools.__all__)") != ""
+    process = own_kernel.provisioner.process  # type: ignore[union-attr]
+    await own_kernel.shutdown_kernel()  # a shutdown request; SIGTERM if it does not exit
+    assert process.returncode == 0  # it exited by itself, not by a signal
+
+
 async def test_bridge_accepts_a_client_or_a_connection_file(
     own_kernel: AsyncKernelManager, own_client: Any,
 ) -> None:
