@@ -193,26 +193,26 @@ class ShellInterception:
 
         self._monitor = ZMQStream(monitor, io_loop=stream.io_loop)
         self._monitor.on_recv(on_event)
-        self._close_monitor_at_shutdown()
+        self._close_monitor_at_shutdown(stream)
 
-    def _close_monitor_at_shutdown(self) -> None:
+    def _close_monitor_at_shutdown(self, stream: Any) -> None:
         """An open monitor socket keeps ipykernel's ``context.term()`` waiting for ever:
         the kernel would not exit when asked, only when killed. ``do_shutdown`` (called
         on every shutdown request, on the control thread) closes it first, on the
         shell stream's own thread."""
         kernel, original = self.kernel, self.kernel.do_shutdown
 
+        def stop_watching() -> None:
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+                self._monitor = None
+                stream.socket.disable_monitor()
+
         def do_shutdown(restart: bool) -> Any:
-            self.stream.io_loop.add_callback(self._stop_watching)
+            stream.io_loop.add_callback(stop_watching)
             return original(restart)
 
         kernel.do_shutdown = do_shutdown
-
-    def _stop_watching(self) -> None:
-        if self._monitor is not None:
-            self._monitor.close(linger=0)
-            self._monitor = None
-            self.stream.socket.disable_monitor()
 
     def _take(self, frames: list[Any]) -> dict[str, Any] | None:
         """Our message, verified and decoded; None for anything else (ipykernel's)."""
