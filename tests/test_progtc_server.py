@@ -43,8 +43,9 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Jupy
 
 
 @pytest.fixture
-def client(served: JupyterProcess) -> AsyncProgtcClient:
-    return AsyncProgtcClient(base_url=served.url, api_key=served.token)
+async def client(served: JupyterProcess) -> AsyncIterator[AsyncProgtcClient]:
+    async with AsyncProgtcClient(base_url=served.url, api_key=served.token) as client:
+        yield client
 
 
 async def get_weather(city: str, country: str) -> str:
@@ -346,8 +347,10 @@ async def test_an_exhausted_pool_makes_requests_wait_then_fail_clearly(
         assert caught.value.status == 503
         release.set()
         assert (await holding).type == MessageType.SUCCESS
-        waited = await client.execute_code("print('room again')")  # waits for the refill
-        assert waited.stdout == "room again\n"
+        await client.aclose()  # its kernel let go of
+        await until(warm, "warm again")
+        again = await client.execute_code("print('room again')")
+        assert again.stdout == "room again\n"
     finally:
         process.stop()
 

@@ -70,7 +70,9 @@ class ToolKernel:
     Gateway, Enterprise Gateway) to run the kernel on: one is started there
     (``kernel_name``: its kernelspec; ``env``: its environment, where the server
     passes it on) and shut down on close, or with ``kernel_id`` the running kernel
-    of that id is attached to and left running.
+    of that id is attached to and left running. ``load_extension``: load the
+    extension if the kernel has not (``False`` where it always has: a kernel from
+    ``progtc-kernel serve``'s pool, or one whose profile loads it; saves a round trip).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class ToolKernel:
         startup_timeout: float = 60.0,
         server: JupyterServer | None = None,
         kernel_id: str | None = None,
+        load_extension: bool = True,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = timeout
@@ -97,6 +100,7 @@ class ToolKernel:
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
         self.startup_timeout = startup_timeout
+        self.load_extension = load_extension
         self.lifecycle: KernelLifecycle = _lifecycle(
             kernel if kernel is not None else kernel_manager, server=server,
             kernel_id=kernel_id, python=python, kernel_name=kernel_name, cwd=cwd, env=env)
@@ -139,7 +143,8 @@ class ToolKernel:
             # session id, hence the ZMQ identity, with any other client made that way.
             bridge = ToolBridge(
                 self.lifecycle.connect(), self.tools, tool_timeout=self.tool_timeout,
-                max_in_flight=self.max_in_flight, tool_threads=self.tool_threads)
+                max_in_flight=self.max_in_flight, tool_threads=self.tool_threads,
+                load_extension=self.load_extension)
             bridge.add_message_listener(self._on_message)
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge

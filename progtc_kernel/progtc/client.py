@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..host.errors import ServerError
@@ -55,6 +56,7 @@ class AsyncProgtcClient:
         self.request_timeout = request_timeout
         self._pooled: bool | None = None  # does the server lease warm kernels? (asked once)
         self._plain_sessions: dict[str, str] = {}  # on a plain server: session -> kernel id
+        self._cleanups: set[asyncio.Future[None]] = set()  # kernels being let go of
 
     async def __aenter__(self) -> AsyncProgtcClient:
         return self
@@ -102,7 +104,9 @@ class AsyncProgtcClient:
                     raise
 
     async def aclose(self) -> None:
-        """End the sessions this client started on a plain Jupyter Server."""
+        """Finish letting go of kernels, and end the sessions this client started on a
+        plain Jupyter Server."""
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         for session in list(self._plain_sessions):
             with contextlib.suppress(ServerError):
                 await self.close_session(session)
@@ -141,22 +145,34 @@ class AsyncProgtcClient:
             raise TypeError("give the handlers once: tool_call_handlers= or tools=")
         handlers = dict(tool_call_handlers if tool_call_handlers is not None else tools or {})
         server = self._server(headers)
-        kernel_id, limits, leased = await self._kernel_for(server, session)
+        lease = await self._kernel_for(server, session)
+        kernel = ToolKernel(
+            handlers, server=server, kernel_id=lease.kernel_id,
+            load_extension=not lease.extension_loaded,
+            timeout=_within(timeout, lease.limits.get("code_execution_timeout"),
+                            DEFAULT_EXECUTION_TIMEOUT),
+            tool_timeout=_within(tool_call_timeout, lease.limits.get("tool_call_timeout"),
+                                 DEFAULT_TOOL_CALL_TIMEOUT))
         try:
-            kernel = ToolKernel(
-                handlers, server=server, kernel_id=kernel_id,
-                timeout=_within(timeout, limits.get("code_execution_timeout"),
-                                DEFAULT_EXECUTION_TIMEOUT),
-                tool_timeout=_within(tool_call_timeout, limits.get("tool_call_timeout"),
-                                     DEFAULT_TOOL_CALL_TIMEOUT))
-            async with kernel:
-                if modules:
-                    await kernel.install_modules(modules)
-                result = await self._run(kernel, code, on_stdout, on_stderr, on_tool_call)
-        finally:
-            if session is None:
-                await self._release(server, kernel_id, leased)
+            await kernel.start()
+            if modules:
+                await kernel.install_modules(modules)
+            result = await self._run(kernel, code, on_stdout, on_stderr, on_tool_call)
+        except BaseException:
+            await self._end(kernel, server, lease, session)
+            raise
+        # The result is complete: hand it over now, and let go of the kernel after.
+        cleanup = asyncio.ensure_future(self._end(kernel, server, lease, session))
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
         return to_progtc(result)
+
+    async def _end(self, kernel: ToolKernel, server: JupyterServer, lease: _Lease,
+                   session: str | None) -> None:
+        """Disconnect from the kernel, and end its lease unless it is a session's."""
+        await kernel.close()
+        if session is None:
+            await self._release(server, lease)
 
     async def _run(self, kernel: ToolKernel, code: str, on_stdout: TextCallback | None,
                    on_stderr: TextCallback | None,
@@ -177,9 +193,9 @@ class AsyncProgtcClient:
                     await value
         raise AssertionError("a run's events end with ExecutionFinished")
 
-    async def _kernel_for(self, server: JupyterServer,
-                          session: str | None) -> tuple[str, dict[str, Any], bool]:
-        """A kernel for one execution: ``(id, the server's ceilings, leased?)``."""
+    async def _kernel_for(self, server: JupyterServer, session: str | None) -> _Lease:
+        """A kernel for one execution: leased from the pool, or started on a plain
+        Jupyter Server (or the session's, either way)."""
         if self._pooled is not False:
             try:
                 # The server may make the request wait for a kernel to come free.
@@ -191,19 +207,32 @@ class AsyncProgtcClient:
                 self._pooled = False  # a plain Jupyter Server
             else:
                 self._pooled = True
-                return lease["id"], dict(lease["limits"]), True
+                return _Lease(lease["id"], dict(lease["limits"]), pooled=True,
+                              extension_loaded=bool(lease.get("extension_loaded")))
         if session is not None and session in self._plain_sessions:
-            return self._plain_sessions[session], {}, False
+            return _Lease(self._plain_sessions[session])
         body = {"name": self.kernel_name} if self.kernel_name else {}
         model = await server.request("POST", "api/kernels", body, timeout=server.start_timeout)
         if session is not None:
             self._plain_sessions[session] = model["id"]
-        return model["id"], {}, False
+        return _Lease(model["id"])
 
-    async def _release(self, server: JupyterServer, kernel_id: str, leased: bool) -> None:
-        path = f"{LEASES}/kernels/{kernel_id}" if leased else f"api/kernels/{kernel_id}"
+    async def _release(self, server: JupyterServer, lease: _Lease) -> None:
+        path = (f"{LEASES}/kernels/{lease.kernel_id}" if lease.pooled
+                else f"api/kernels/{lease.kernel_id}")
         with contextlib.suppress(ServerError):  # already reaped: a dead kernel, say
             await server.request("DELETE", path)
+
+
+@dataclass
+class _Lease:
+    """The kernel an execution runs on. ``limits``: the server's ceilings (none from a
+    plain Jupyter Server). ``pooled``: leased from ``progtc-kernel serve``'s pool."""
+
+    kernel_id: str
+    limits: dict[str, Any] = field(default_factory=dict)
+    pooled: bool = False
+    extension_loaded: bool = False
 
 
 def _within(asked: float | None, ceiling: float | None, default: float) -> float:

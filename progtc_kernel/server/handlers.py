@@ -5,9 +5,10 @@
     DELETE /progtc-kernel/api/sessions/NAME    end a persistent session
     GET    /progtc-kernel/api/status           version, pool, ceilings
 
-A lease is ``{"id": kernel_id, "session": ..., "limits": {...}}``; the client then
-talks to ``/api/kernels/ID/channels`` like any Jupyter client. Authenticated as the
-rest of the server: the token (the API key) as ``Authorization: token KEY``.
+A lease is ``{"id": kernel_id, "session": ..., "extension_loaded": true, "limits":
+{...}}``; the client then talks to ``/api/kernels/ID/channels`` like any Jupyter
+client. Authenticated as the rest of the server: the token (the API key) as
+``Authorization: token KEY``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LeaseHandler(_Handler):
             raise web.HTTPError(500, str(exc)) from None
         self.set_status(201)
         self.finish(json.dumps({"id": lease.kernel_id, "session": lease.session,
+                                "extension_loaded": True,  # pool kernels are warmed with it
                                 "limits": self.service.status()["limits"]}))
 
     def _session_from_body(self) -> str | None:

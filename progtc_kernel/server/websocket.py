@@ -9,16 +9,17 @@ it off.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from jupyter_server.services.kernels.connection.channels import (
     ZMQChannelsWebsocketConnection,
 )
 
 
-class NoDelayConnection(ZMQChannelsWebsocketConnection):  # type: ignore[misc]
+class NoDelayConnection(ZMQChannelsWebsocketConnection):
     """Jupyter Server's ZMQ-backed kernel websocket, writing small messages at once."""
 
-    async def connect(self) -> Any:
+    # (jupyter_server types it a coroutine in the base class, a future here: its own mismatch)
+    def connect(self) -> asyncio.Future[None] | None:  # type: ignore[override]
         self.websocket_handler.set_nodelay(True)
-        return await super().connect()
+        return super().connect()
