@@ -55,7 +55,7 @@ async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
 async def execute(http: httpx.AsyncClient, body: dict[str, Any],
                   answer: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run code as progtc's client does: answer each tool call; return (calls, final)."""
-    calls = []
+    calls: list[dict[str, Any]] = []
     async with http.stream("POST", "/execute-code", json=body) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
