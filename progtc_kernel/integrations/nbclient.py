@@ -1,0 +1,357 @@
+"""Run a notebook whose cells call host tools, on nbclient.
+
+    from progtc_kernel import execute_notebook
+
+    nb = execute_notebook("report.ipynb", tools=[get_weather], parameters={"city": "Oslo"})
+    nbformat.write(nb, "report-oslo.ipynb")
+
+``ToolNotebookClient`` is an nbclient ``NotebookClient`` whose kernel serves host
+tools: once the kernel's client is up, and before the first cell runs, a
+``ToolBridge`` on the same kernel loads the progtc_kernel extension there (a kernel
+without progtc-kernel installed is refused with the ``pip install`` command it
+needs) and serves the tools until the kernel is shut down. The bridge runs on an
+event loop and thread of its own, so tools answer however nbclient is driven:
+``execute()``, ``async_execute()``, papermill's cell-by-cell calls, or
+``execute()`` from a notebook whose loop is running.
+
+Errors show in the executed notebook as any cell error does, and end the run as
+nbclient does (unless ``allow_errors``): a failing tool call is the cell's
+``ToolError`` traceback; a cell that outlives ``timeout`` is interrupted and gets a
+``CellTimeoutError`` output after the kernel's ``KeyboardInterrupt``; a kernel that
+dies gives the running cell a ``DeadKernelError`` output and always ends the run.
+Each raises ``NotebookExecutionError``, an nbclient ``CellExecutionError`` that
+carries the executed notebook and the failing cell's index.
+
+Needs ``pip install "progtc-kernel[notebook]"`` (nbclient and nbformat).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import keyword
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+try:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
+    from nbclient.util import ensure_async, run_sync
+    from nbformat import NotebookNode
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"{exc}: running notebooks needs nbclient and nbformat; install them "
+                      "with: pip install 'progtc-kernel[notebook]'") from exc
+
+from ..host.bridge import ToolBridge
+from ..host.events import Event, ToolCallFinished
+from ..host.results import ToolCallRecord
+from ..host.tools import ToolRegistry, ToolsLike
+from ..kernels.local import SPEC_NAME, single_spec
+
+__all__ = ["NotebookExecutionError", "ToolNotebookClient", "execute_notebook",
+           "inject_parameters"]
+
+T = TypeVar("T")
+INJECTED_TAG = "injected-parameters"
+
+
+class NotebookExecutionError(CellExecutionError):
+    """A cell failed, timed out or lost its kernel: nbclient's ``CellExecutionError``
+    (``str()`` shows the cell and its traceback; ``ename``, ``evalue``), plus
+    ``notebook``, the executed notebook with the failing cell's outputs, and
+    ``cell_index``, that cell's position."""
+
+    def __init__(self, traceback: str, ename: str, evalue: str, *,
+                 notebook: NotebookNode | None = None, cell_index: int | None = None) -> None:
+        """``traceback``, ``ename``, ``evalue``: as nbclient's ``CellExecutionError``.
+        ``notebook``: the executed notebook. ``cell_index``: the failing cell's index."""
+        super().__init__(traceback, ename, evalue)
+        self.notebook = notebook
+        self.cell_index = cell_index
+
+
+class ToolNotebookClient(NotebookClient):
+    """An nbclient ``NotebookClient`` whose kernel serves ``tools`` to the cells.
+
+    Everything nbclient offers works as usual (``execute()``, ``async_execute()``,
+    hooks, ``kernel_name``, ``timeout``, ``allow_errors``...). Differences: a cell
+    that outlives ``timeout`` is interrupted rather than left running
+    (``interrupt_on_timeout`` defaults to true), and every cell error is raised as
+    ``NotebookExecutionError``. ``tool_calls`` lists the calls served so far;
+    ``kernel_died`` says whether the kernel died while a cell ran.
+    """
+
+    def __init__(self, nb: Any, km: Any = None, *, tools: ToolsLike = None,
+                 tool_timeout: float | None = 10.0, python: str | None = None,
+                 **options: Any) -> None:
+        """``nb``: the notebook to run (an nbformat ``NotebookNode``; edited in place).
+        ``km``: a jupyter_client kernel manager to use, as nbclient takes it.
+        ``tools``: the host tools (functions, ``Tool`` objects, a dict of name to
+        callable, or a ``ToolRegistry``). ``tool_timeout``: seconds a tool call may
+        take (``None``: no limit). ``python``: run the kernel on this interpreter,
+        which needs progtc-kernel installed (default: the notebook's kernelspec, or
+        ``kernel_name``). ``options``: ``NotebookClient`` options."""
+        if python is not None and shutil.which(python) is None:
+            raise ValueError(f"no Python interpreter at {python!r}: give the path of a Python "
+                             "executable (e.g. .venv/bin/python)")
+        if python is not None and options.get("kernel_name"):
+            raise ValueError("give python (an interpreter) or kernel_name (a kernelspec), "
+                             "not both")
+        options.setdefault("interrupt_on_timeout", True)
+        super().__init__(nb, km=km, **options)
+        self.tools = ToolRegistry.of(tools)  # invalid tools fail here, before any kernel
+        self.tool_timeout = tool_timeout
+        self.python = python
+        self.tool_calls: list[ToolCallRecord] = []
+        self.kernel_died = False
+        self._host: _ToolHost | None = None
+        self._timed_out: str | None = None  # why the running cell was interrupted
+        self._sockets: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- the kernel, with the tools served ---------------------------------------------
+
+    def create_kernel_manager(self) -> Any:
+        if self.python is None:
+            km = super().create_kernel_manager()
+        else:
+            km = self.km = self.kernel_manager_class(
+                kernel_spec_manager=single_spec(self.python), kernel_name=SPEC_NAME,
+                config=self.config)
+        if os.name == "posix":
+            # Unix sockets in a private folder, as ToolKernel's own kernels: no ports to
+            # open, and no "unencrypted TCP" warning from ipykernel 7.
+            self._sockets = tempfile.TemporaryDirectory(prefix="progtc-notebook-")
+            km.transport = "ipc"
+            km.ip = os.path.join(self._sockets.name, "kernel")
+        return km
+
+    async def async_start_new_kernel_client(self) -> Any:
+        kc = await super().async_start_new_kernel_client()
+        self._host = _ToolHost()
+        try:
+            await self._host.start(self.km, self.tools, tool_timeout=self.tool_timeout,
+                                   timeout=self.startup_timeout, listener=self._on_tool_event)
+        except BaseException:
+            await self._async_cleanup_kernel()
+            raise
+        return kc
+
+    async def async_execute(self, reset_kc: bool = False, **kwargs: Any) -> NotebookNode:
+        try:
+            return await super().async_execute(reset_kc=reset_kc, **kwargs)
+        finally:
+            await self._close_host()  # a kernel given as km= keeps running, unserved
+
+    async def _async_cleanup_kernel(self) -> None:
+        if self.km is None:
+            return  # cleaned up already (nbclient's exit hook outlives a failed start)
+        try:
+            await self._close_host()  # before the kernel goes: it says goodbye to the kernel
+        finally:
+            try:
+                await super()._async_cleanup_kernel()
+            finally:
+                if self._sockets is not None:
+                    self._sockets.cleanup()
+
+    async def _close_host(self) -> None:
+        host, self._host = self._host, None
+        if host is not None:
+            await host.close()
+
+    def _on_tool_event(self, parent_id: str | None, event: Event) -> None:
+        if isinstance(event, ToolCallFinished):
+            self.tool_calls.append(event.call)  # on the tools' thread: list.append is atomic
+
+    # -- cells: errors in the notebook, raised with it -------------------------------
+
+    async def async_execute_cell(self, cell: NotebookNode, cell_index: int,
+                                 execution_count: int | None = None,
+                                 store_history: bool = True) -> NotebookNode:
+        self._timed_out = None
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count,
+                                                    store_history)
+        except DeadKernelError:
+            self.kernel_died = True
+            error = {"ename": "DeadKernelError", "evalue": (
+                f"the kernel died while this cell ran{_exit_status(self.km)}; the cells "
+                "after it were not run")}
+            cell.outputs.append(_error_output(**error))
+            failure = CellExecutionError.from_cell_and_msg(cell, _with_traceback(error))
+            raise self._error(failure, cell_index) from None
+        except NotebookExecutionError:
+            raise
+        except CellExecutionError as exc:
+            raise self._error(exc, cell_index) from None
+        finally:
+            if self._timed_out is not None:
+                cell.outputs.append(_error_output("CellTimeoutError", self._timed_out))
+
+    async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None
+                                    ) -> dict[str, Any] | None:
+        if not self.interrupt_on_timeout:
+            return await super()._async_handle_timeout(timeout, cell)  # raises
+        self._timed_out = (f"the cell ran longer than its timeout ({timeout} s) and was "
+                           "interrupted; give it more time with timeout=... (--timeout on "
+                           "the command line)")
+        self.log.error("Cell timed out after %s s: interrupting the kernel", timeout)
+        assert self.km is not None
+        await ensure_async(self.km.interrupt_kernel())
+        # The cell ends once its interrupted run goes idle, rather than waiting for a
+        # reply from a kernel that may never give one.
+        error = self.error_on_timeout or _with_traceback(
+            {"ename": "CellTimeoutError", "evalue": self._timed_out})
+        return {"content": {**error, "status": "error"}}
+
+    def _error(self, exc: CellExecutionError, cell_index: int) -> NotebookExecutionError:
+        return NotebookExecutionError(exc.traceback, exc.ename, exc.evalue, notebook=self.nb,
+                                      cell_index=cell_index)
+
+    # nbclient's blocking methods wrap its own coroutines: wrap ours instead.
+    execute = run_sync(async_execute)
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)
+    _cleanup_kernel = run_sync(_async_cleanup_kernel)
+    execute_cell = run_sync(async_execute_cell)
+
+
+def execute_notebook(
+    notebook: NotebookNode | str | os.PathLike[str],
+    tools: ToolsLike = None,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    python: str | None = None,
+    kernel_name: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: int | None = None,
+    tool_timeout: float | None = 10.0,
+    startup_timeout: int = 60,
+    allow_errors: bool = False,
+    **options: Any,
+) -> NotebookNode:
+    """Run a notebook on a fresh kernel whose ``tools`` module calls ``tools``;
+    return the executed notebook (an nbformat object given is edited in place).
+
+    ``notebook``: a ``.ipynb`` path or an nbformat ``NotebookNode``. ``tools``: the
+    host tools. ``parameters``: values to set, as papermill does: a cell assigning
+    them (tagged ``injected-parameters``) goes after the cell tagged ``parameters``,
+    or first; values are Python literals (str, int, float, bool, None, lists and
+    dicts of them). ``python``: the kernel's interpreter (it needs progtc-kernel);
+    ``kernel_name``: a kernelspec instead (default: the notebook's). ``cwd``: the
+    kernel's working directory (default: the notebook's folder for a path, else
+    this process's). ``timeout``: seconds a cell may run before it is interrupted
+    (``None``: no limit). ``tool_timeout``: seconds a tool call may take (``None``:
+    no limit). ``startup_timeout``: seconds to wait for the kernel to start.
+    ``allow_errors``: run every cell and return the notebook with its errors instead
+    of raising at the first one (a dead kernel still ends the run). ``options``:
+    other ``NotebookClient`` options.
+
+    Raises ``NotebookExecutionError`` (an nbclient ``CellExecutionError``) when a
+    cell fails, times out or its kernel dies; its ``notebook`` holds the outputs so
+    far, the error included. ``ToolDefinitionError`` for a function that cannot be a
+    tool; ``ExtensionNotLoadedError`` for a kernel without progtc-kernel.
+    """
+    if isinstance(notebook, NotebookNode):
+        nb, path = notebook, None
+    else:
+        path = Path(notebook)
+        nb = nbformat.read(path, as_version=4)
+    if parameters:
+        inject_parameters(nb, parameters)
+    folder = cwd if cwd is not None else path.resolve().parent if path is not None else None
+    resources = {"metadata": {"path": os.fspath(folder)}} if folder is not None else {}
+    client = ToolNotebookClient(
+        nb, tools=tools, tool_timeout=tool_timeout, python=python,
+        kernel_name=kernel_name or "", timeout=timeout, startup_timeout=startup_timeout,
+        allow_errors=allow_errors, resources=resources, **options)
+    return client.execute()
+
+
+def inject_parameters(nb: NotebookNode, parameters: Mapping[str, Any]) -> None:
+    """Set ``parameters`` (a dict of name to value) in the notebook ``nb`` as papermill
+    does: a code cell tagged ``injected-parameters`` that assigns them, after the cell
+    tagged ``parameters`` (or first), in place of an injected cell already there.
+    Values must be Python literals (str, int, float, bool, None, and lists, tuples and
+    dicts of them)."""
+    lines = ["# Parameters"]
+    for name, value in parameters.items():
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"parameter name {name!r} is not a Python variable name")
+        source = repr(value)
+        try:
+            ast.literal_eval(source)
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"parameter {name!r}: {type(value).__name__} values cannot be written in a "
+                "cell; give a str, int, float, bool, None, or a list or dict of those"
+            ) from None
+        lines.append(f"{name} = {source}")
+    cell = nbformat.v4.new_code_cell(
+        "\n".join(lines) + "\n", metadata={"tags": [INJECTED_TAG]})
+    cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    tagged = [i for i, c in enumerate(cells)
+              if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cells.insert(tagged[-1] + 1 if tagged else 0, cell)
+    nb.cells = cells
+
+
+class _ToolHost:
+    """A ``ToolBridge`` on an event loop and thread of its own, so that tool calls
+    are answered whichever loop nbclient runs (its own, a runner thread's when the
+    caller's loop is busy, or papermill's cell-by-cell ones, idle between cells)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="progtc-kernel-notebook-tools")
+        self._thread.start()
+        self._bridge: ToolBridge | None = None
+
+    async def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
+    async def start(self, km: Any, tools: ToolRegistry, *, tool_timeout: float | None,
+                    timeout: float, listener: Any) -> None:
+        async def start() -> None:
+            # Built on its loop: the bridge owns asyncio primitives and sockets there.
+            bridge = self._bridge = ToolBridge(km, tools, tool_timeout=tool_timeout)
+            bridge.add_tool_listener(listener)
+            await bridge.start(timeout=timeout)
+
+        await self._on_loop(start())
+
+    async def close(self) -> None:
+        try:
+            if self._bridge is not None:
+                await self._on_loop(self._bridge.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            # Stopping takes one loop turn (the bridge's tasks are done): no executor,
+            # which would fail in nbclient's exit hook, once Python is shutting down.
+            self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+
+def _exit_status(km: Any) -> str:
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    code = process.poll() if process is not None else None
+    if code is None:
+        return ""
+    return f" (killed by signal {-code})" if code < 0 else f" (exit code {code})"
+
+
+def _with_traceback(error: dict[str, str]) -> dict[str, Any]:
+    return {**error, "traceback": [f"{error['ename']}: {error['evalue']}"]}
+
+
+def _error_output(ename: str, evalue: str) -> NotebookNode:
+    output: NotebookNode = nbformat.v4.new_output(
+        "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+    return output
