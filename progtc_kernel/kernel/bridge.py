@@ -137,9 +137,10 @@ class KernelBridge:
                     concurrent.futures.wait((future,), timeout=WAKE_INTERVAL)
                     if call.deadline is not None and time.monotonic() > call.deadline:
                         self._expire(call)
-        except BaseException:
+        except BaseException as exc:
             self._cancel(call)
-            raise
+            # Ctrl-C lands inside concurrent.futures and threading: show no such frames.
+            raise exc.with_traceback(None) from None
         error = future.exception()
         if error is not None:  # raised here, so that no concurrent.futures frames show
             raise error.with_traceback(None) from None

@@ -3,9 +3,11 @@
 It registers the ``progtc_kernel`` comm target, takes replies on the control
 channel (and, once a host connects, straight off the shell socket), and puts the
 ``tools`` module in ``sys.modules``. A host connects by opening a comm; each open
-comm is one ``KernelBridge``. Calls go to the host whose client ran the current
-cell, or else to the most recently connected one. A host that disconnects (its
-socket closes, even without a word) is forgotten at once.
+comm is one ``KernelBridge``. With several hosts, ``tools`` offers every tool any
+of them serves, and a call goes to the host whose client ran the current cell if
+that host serves the tool, else to the most recently connected host that does (so
+a host attached for a notebook serves the cells the notebook's frontend runs). A
+host that disconnects (its socket closes, even without a word) is forgotten at once.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Extension:
         # Made at the first connection: with --ext the extension loads before the
         # kernel has started its streams.
         self.shell: _ipykernel.ShellInterception | None = None
-        self.tools = ToolsModule(self.current_bridge)
+        self.tools = ToolsModule(self.hosts)
         self.bad_messages = BadMessages(log, "kernel")
         self.routes: Counter[str] = Counter()  # which route brought each host message
         self._replaced_tools = sys.modules.get("tools")
@@ -75,14 +77,14 @@ class Extension:
     def owns(self, comm_id: str) -> bool:
         return comm_id in self.bridges
 
-    def current_bridge(self) -> KernelBridge | None:
-        if not self.bridges:
-            return None
+    def hosts(self) -> list[KernelBridge]:
+        """The connected hosts in the order calls prefer them: the host whose client
+        ran the current cell, then the others, most recently connected first."""
+        newest_first = list(self.bridges.values())[::-1]  # one C-level copy: thread-safe
+        if len(newest_first) < 2:
+            return newest_first
         session = _ipykernel.parent_session(self.kernel)
-        for bridge in reversed(self.bridges.values()):
-            if bridge.host_session == session:
-                return bridge
-        return next(reversed(self.bridges.values()))
+        return sorted(newest_first, key=lambda bridge: bridge.host_session != session)
 
     # -- comm events ----------------------------------------------------------------
 
@@ -107,7 +109,7 @@ class Extension:
             return
         self.bridges[comm.comm_id] = bridge
         self.comms[comm.comm_id] = comm
-        self.tools.describe(list(bridge.tools))
+        self.tools.describe()
         comm.on_msg(lambda comm_msg: self.on_message(comm_msg, "comm"))
         comm.on_close(lambda close_msg: self.close(comm.comm_id, HOST_CLOSED))
 
@@ -159,7 +161,7 @@ class Extension:
             except (KeyError, TypeError, ValueError) as exc:
                 self.bad_messages.report("tools", exc)
                 return
-            self.tools.describe(list(bridge.tools))
+            self.tools.describe()
         elif msg_type == "hello":
             pass  # seen by the shell interception: it now knows this host's connection
         elif msg_type == "resume":
@@ -185,8 +187,7 @@ class Extension:
             # hears it and registers again; one that asks (comm_info_request) learns
             # it is gone. A host that closed sends its own comm_close.
             comm.close({"reason": reason})
-        current = self.current_bridge()
-        self.tools.describe(list(current.tools) if current else [])
+        self.tools.describe()
 
 
 def _mismatch(version: int) -> str:

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError
+from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError, ToolError
 from ..protocol import ToolSpec, signature_of
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ _NO_HOST = ("no host is serving tools to this kernel; connect one with "
             "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge")
 
 BridgeFor = Callable[[str], "KernelBridge"]
+Hosts = Callable[[], "list[KernelBridge]"]
 
 # -- where a call is written: the RULE ----------------------------------------------
 
@@ -172,12 +173,16 @@ class ToolCall(Coroutine[Any, Any, Any]):
         raise self._misused("items")
 
 
-def make_tool_function(spec: ToolSpec, bridge_for: BridgeFor) -> Any:
-    name = spec["name"]
-    signature = signature_of(spec)
+def make_tool_function(name: str, spec: ToolSpec | None, bridge_for: BridgeFor) -> Any:
+    """The function kernel code calls for tool ``name``; ``bridge_for`` picks the host
+    of each call. ``spec``: the tool as a host describes it (signature, docstring,
+    schemas), or None for a name no host serves yet: its calls then take the
+    signature of the host that serves it by the time they are made."""
+    known = signature_of(spec) if spec is not None else None
 
     def tool(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
+        signature = known if known is not None else _signature_served(name, bridge_for)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -194,42 +199,63 @@ def make_tool_function(spec: ToolSpec, bridge_for: BridgeFor) -> Any:
 
     tool.__name__ = tool.__qualname__ = name
     tool.__module__ = "tools"
-    tool.__doc__ = spec["description"]
-    tool.__signature__ = signature  # type: ignore[attr-defined]
-    tool.input_schema = spec["input_schema"]  # type: ignore[attr-defined]
-    tool.output_schema = spec["output_schema"]  # type: ignore[attr-defined]
+    if spec is not None:
+        tool.__doc__ = spec["description"]
+        tool.__signature__ = known  # type: ignore[attr-defined]
+        tool.input_schema = spec["input_schema"]  # type: ignore[attr-defined]
+        tool.output_schema = spec["output_schema"]  # type: ignore[attr-defined]
     return tool
 
 
+def _signature_served(name: str, bridge_for: BridgeFor) -> inspect.Signature:
+    __tracebackhide__ = True
+    bridge = bridge_for(name)
+    spec = bridge.tools.get(name)
+    if spec is None:
+        available = ", ".join(sorted(bridge.tools)) or "none"
+        raise ToolError(name, "LookupError", f"no tool named {name!r}; available tools: "
+                        f"{available}")
+    return signature_of(spec)
+
+
 class ToolsModule(types.ModuleType):
-    """``sys.modules["tools"]``: attributes are the tools of the current host.
+    """``sys.modules["tools"]``: attributes are the tools the connected hosts serve.
 
-    With no host connected, ``tools.x`` and ``from tools import x`` still work, and
-    calling ``x`` raises ``HostDisconnectedError`` naming ``x``."""
+    ``hosts()`` lists the hosts in the order calls prefer them (see the extension).
+    A name is looked up in that order, and each call goes to the first host that
+    serves its tool when it is made (or, if none does, to the first host, which
+    answers that it has no such tool). With no host connected, ``tools.x`` and
+    ``from tools import x`` still work, and calling ``x`` raises
+    ``HostDisconnectedError`` naming ``x`` until a host serving ``x`` connects."""
 
-    def __init__(self, current_bridge: Callable[[], KernelBridge | None]) -> None:
+    def __init__(self, hosts: Hosts) -> None:
         super().__init__("tools", _module_doc([]))
-        self._current_bridge = current_bridge
+        self._hosts = hosts
         self._offline: dict[str, Any] = {}
         for exception in TOOL_EXCEPTIONS:
             setattr(self, exception.__name__, exception)
 
     def _bridge_for(self, tool: str) -> KernelBridge:
-        bridge = self._current_bridge()
-        if bridge is None:
+        __tracebackhide__ = True
+        hosts = self._hosts()
+        if not hosts:
             raise HostDisconnectedError(tool, "HostDisconnectedError", _NO_HOST)
-        return bridge
+        return next((bridge for bridge in hosts if tool in bridge.tools), hosts[0])
+
+    def _served(self) -> list[str]:
+        return sorted({name for bridge in self._hosts() for name in bridge.tools})
 
     def __getattr__(self, name: str) -> Any:
-        bridge = self._current_bridge()
         if name == "__all__":  # for ``from tools import *``
-            return [*sorted(bridge.tools if bridge else ()), *_EXCEPTION_NAMES]
+            return [*self._served(), *_EXCEPTION_NAMES]
         if name.startswith("__"):
             raise AttributeError(name)
-        if bridge is None:
+        hosts = self._hosts()
+        if not hosts:
             return self._offline_tool(name)
-        if name not in bridge.tools:
-            available = ", ".join(sorted(bridge.tools)) or "none"
+        bridge = next((bridge for bridge in hosts if name in bridge.tools), None)
+        if bridge is None:
+            available = ", ".join(self._served()) or "none"
             message = f"module 'tools' has no tool {name!r}; available tools: {available}"
             # ``from tools import x`` would swap an AttributeError for a bare ImportError.
             caller = sys._getframe(1)
@@ -239,28 +265,23 @@ class ToolsModule(types.ModuleType):
         function = bridge.functions.get(name)
         if function is None:
             function = bridge.functions[name] = make_tool_function(
-                bridge.tools[name], self._bridge_for)
+                name, bridge.tools[name], self._bridge_for)
         return function
 
     def _offline_tool(self, name: str) -> Any:
+        """A tool imported while no host is connected: it is served by whichever host
+        serves it when it is called."""
         function = self._offline.get(name)
         if function is None:
-            def offline(*args: Any, **kwargs: Any) -> Any:
-                __tracebackhide__ = True
-                raise HostDisconnectedError(name, "HostDisconnectedError", _NO_HOST)
-
-            offline.__name__ = offline.__qualname__ = name
-            offline.__module__ = "tools"
-            function = self._offline[name] = offline
+            function = self._offline[name] = make_tool_function(name, None, self._bridge_for)
         return function
 
     def __dir__(self) -> list[str]:
-        bridge = self._current_bridge()
-        return sorted([*(bridge.tools if bridge else ()), *_EXCEPTION_NAMES])
+        return sorted([*self._served(), *_EXCEPTION_NAMES])
 
-    def describe(self, tools: list[str]) -> None:
+    def describe(self) -> None:
         """Refresh ``help(tools)`` for the tools now served."""
-        self.__doc__ = _module_doc(tools)
+        self.__doc__ = _module_doc(self._served())
 
 
 _EXCEPTION_NAMES = [exception.__name__ for exception in TOOL_EXCEPTIONS]
