@@ -1,0 +1,290 @@
+"""``progtc-kernel attach``: serve tools to a kernel someone else runs, such as the
+kernel of a notebook open in JupyterLab.
+
+It reaches a running kernel (a local one through its connection file, or one on a
+Jupyter Server by id), registers the ``--tools`` there, traces every call on stderr,
+and serves until Ctrl-C or SIGTERM. Then it detaches cleanly: the kernel is told at
+once, calls still pending there fail with ``HostDisconnectedError``, and the kernel
+keeps running. Exit status: 0 after a clean detach, 1 when the kernel went away,
+2 for usage errors (a kernel that cannot be reached, or lacks progtc-kernel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from ._common import UsageError, console, error_text, seconds
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..host.bridge import ToolBridge
+    from ..host.tools import ToolRegistry
+    from ..kernels.base import KernelLifecycle
+    from ._common import Subcommands
+
+# How often the kernel's liveness is checked while serving, and how long it may stay
+# silent (a restart takes a few seconds) before it counts as gone.
+LIVENESS_INTERVAL = 1.0
+GONE_AFTER = 15.0
+PROBE_INTERVAL = 0.2  # how often a restarting kernel is asked whether it is up
+# What jupyter console's bare --existing picks: the most recently used kernel.
+ANY_KERNEL = "kernel-*.json"
+_EXTENSION_FIX = ("in JupyterLab, pick the 'Python 3 (progtc)' kernel (`progtc-kernel "
+                  "install` adds it), or run `%load_ext progtc_kernel` in the notebook")
+
+
+def add_parser(commands: Subcommands) -> None:
+    attach = commands.add_parser(
+        "attach", help="serve tools to a running kernel (a notebook's) until Ctrl-C",
+        description="Serve the --tools to a kernel that is already running, such as the "
+        "kernel of a notebook open in JupyterLab: code there can then `from tools import "
+        "...` and call them. A trace of tool calls goes to stderr. Runs until Ctrl-C or "
+        "SIGTERM, then detaches and leaves the kernel running. Exit status: 0 after a "
+        "clean detach, 1 when the kernel went away, 2 for usage errors.")
+    kernel = attach.add_argument_group("the kernel: --existing, or --server with --kernel-id")
+    kernel.add_argument(
+        "--existing", nargs="?", const=ANY_KERNEL, metavar="CONNECTION_FILE",
+        help="a local kernel's connection file, or its file name or kernel id as `jupyter "
+        "console --existing` takes them (looked up here and in Jupyter's runtime "
+        "directory; `%%connect_info` in the notebook shows it); alone: the most recently "
+        "used kernel")
+    kernel.add_argument("--server", metavar="URL",
+                        help="the Jupyter Server (JupyterLab's) that runs the kernel")
+    kernel.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
+                        help="the server's token (default: $JUPYTER_TOKEN)")
+    kernel.add_argument("--kernel-id", metavar="ID",
+                        help="the kernel's id on the server (GET /api/kernels lists them)")
+    attach.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a module name or .py file with the tools: its TOOLS list or dict, else the "
+        "names in __all__, else its public functions (repeat to combine)")
+    attach.add_argument("--tool-timeout", type=seconds, default=10.0, metavar="S",
+                        help="fail a tool call after S seconds (default: 10; 0: no limit)")
+    attach.add_argument("--timeout", type=_positive, default=30.0, metavar="S",
+                        help="give up when the kernel does not answer within S seconds "
+                        "(default: 30)")
+    attach.set_defaults(handler=command)
+
+
+def _positive(text: str) -> float:
+    value = seconds(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("give a positive number of seconds")
+    return value
+
+
+def command(args: argparse.Namespace) -> int:
+    from ..host.errors import ToolDefinitionError
+    from ..host.loading import load_tools
+
+    if not args.tools:
+        raise UsageError("give the tools to serve: --tools MODULE_OR_FILE (repeatable)")
+    try:
+        tools = load_tools(args.tools)
+    except ToolDefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    lifecycle, where = _kernel(args)
+    return asyncio.run(_attach(lifecycle, where, tools, args))
+
+
+def _kernel(args: argparse.Namespace) -> tuple[KernelLifecycle, str]:
+    """The kernel the options name, and how to name it to the person."""
+    if (args.existing is None) == (args.server is None):
+        raise UsageError("name one kernel: --existing CONNECTION_FILE for a local kernel, "
+                         "or --server URL --kernel-id ID for a kernel on a Jupyter Server")
+    if args.existing is not None:
+        if args.kernel_id:
+            raise UsageError("--kernel-id names a kernel on a server: give --server URL "
+                             "instead of --existing")
+        from ..kernels.local import AttachedKernel
+
+        path = _connection_file(args.existing)
+        return AttachedKernel(path), f"kernel {path}"
+    if not args.kernel_id:
+        raise UsageError("give the kernel to serve on that server: --kernel-id ID (GET "
+                         "/api/kernels lists them; in JupyterLab, the kernel's id is in "
+                         "its connection file name, shown by `%connect_info`)")
+    from ..kernels.jupyter_server import JupyterServer
+
+    try:
+        server = JupyterServer(args.server, token=args.token)
+    except ValueError as exc:
+        raise UsageError(f"--server: {exc}") from None
+    return server.kernel(args.kernel_id), f"kernel {args.kernel_id} on {server.url}"
+
+
+def _connection_file(existing: str) -> str:
+    from jupyter_client.connect import find_connection_file
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    try:
+        return find_connection_file(existing)
+    except OSError:
+        what = ("no kernel is running" if existing == ANY_KERNEL
+                else f"no kernel matches {existing!r}")
+        raise UsageError(
+            f"{what} (looked in the current directory and {jupyter_runtime_dir()}): give "
+            "the path of a running kernel's connection file; `%connect_info` in the "
+            "notebook shows it") from None
+
+
+async def _attach(lifecycle: KernelLifecycle, where: str, tools: ToolRegistry,
+                  args: argparse.Namespace) -> int:
+    from ..host.bridge import ToolBridge
+    from ..host.errors import ExtensionNotLoadedError, KernelError
+    from .run import _Printer
+
+    out = console()
+    printer = _Printer(out, timeout=None)
+    try:
+        await lifecycle.start()  # the kernel exists, the token is right
+        bridge = ToolBridge(lifecycle, tools, tool_timeout=args.tool_timeout)
+        bridge.add_tool_listener(lambda parent, event: printer.show(event))
+        host = _Host(lifecycle, bridge, args.timeout, out)
+        info = await bridge.start(timeout=args.timeout)
+    except (KernelError, OSError, ValueError) as exc:
+        await lifecycle.shutdown()
+        if isinstance(exc, ExtensionNotLoadedError):
+            raise UsageError(f"could not attach to {where}: {exc}; {_EXTENSION_FIX}") from None
+        if isinstance(exc, ValueError):  # JSON that is no connection info
+            raise UsageError(f"could not attach to {where}: its connection file is "
+                             f"unreadable ({exc})") from None
+        raise UsageError(f"could not attach to {where}: {exc}") from None
+    out.print(f"serving {', '.join(sorted(tools))} to {where} (ipykernel "
+              f"{info['ipykernel']}, Python {info['python']}); Ctrl-C detaches",
+              markup=False)
+    try:
+        gone = await host.serve_until_stopped()
+    finally:
+        await host.detach()
+    if gone:
+        out.print(error_text(f"{where} went away ({gone}); detached"))
+        return 1
+    out.print(f"detached from {where}", markup=False)
+    return 0
+
+
+class _Host:
+    """An attached host while it serves: it registers again in a restarted kernel,
+    notices a kernel that went away, and detaches cleanly."""
+
+    def __init__(self, lifecycle: KernelLifecycle, bridge: ToolBridge, timeout: float,
+                 out: Console) -> None:
+        self.lifecycle = lifecycle
+        self.bridge = bridge
+        self.timeout = timeout
+        self.out = out
+        self.kernel_session: str | None = None  # the kernel process's own session id
+        self.registering: asyncio.Task[None] | None = None
+        self.probing: asyncio.Task[None] | None = None
+        bridge.add_message_listener(self._on_message)
+
+    async def serve_until_stopped(self) -> str | None:
+        """Serve (the bridge answers calls by itself) until Ctrl-C or SIGTERM, or until
+        the kernel is gone; returns why it is gone (None: stopped)."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C cancels instead
+                loop.add_signal_handler(signum, stop.set)
+        silent_since: float | None = None
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LIVENESS_INTERVAL)
+                gone, answering = await _liveness(self.lifecycle)
+                if gone or stop.is_set():
+                    return gone
+                # A restarting kernel is silent for a moment: only a long silence counts.
+                silent_since = None if answering else silent_since or loop.time()
+                if silent_since is not None and loop.time() - silent_since > GONE_AFTER:
+                    return f"it has not answered for {GONE_AFTER:g} s"
+            return None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(signum)
+
+    async def detach(self) -> None:
+        """Close our comm (the kernel fails our pending calls at once and forgets us),
+        then our connections; the kernel itself is left running."""
+        for task in (self.registering, self.probing):
+            if task is not None:
+                task.cancel()
+        await self.bridge.close()
+        await self.lifecycle.shutdown()  # for a kernel attached to, it only lets go
+
+    def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
+        """A new kernel process (a restart from JupyterLab's toolbar, or the server
+        replacing a kernel that died) knows no host: register there again. It says
+        ``starting``; if that was missed, its status messages carry a new session id.
+        (Unparented statuses other than ``starting`` are the server's own notes.)"""
+        if channel != "iopub":
+            return
+        msg_type, content = msg["header"].get("msg_type"), msg["content"]
+        state = content.get("execution_state") if msg_type == "status" else None
+        if (msg_type == "shutdown_reply" and content.get("restart")) or state == "restarting":
+            self._until_a_new_kernel_answers()
+        if msg_type != "status" or not (state == "starting" or msg["parent_header"].get("msg_id")):
+            return
+        known, self.kernel_session = self.kernel_session, msg["header"].get("session")
+        if state == "starting" or (known is not None and known != self.kernel_session):
+            if self.registering is not None:
+                self.registering.cancel()
+            self.registering = asyncio.ensure_future(self._register_again())
+
+    def _until_a_new_kernel_answers(self) -> None:
+        """The kernel is being replaced (its last words, or the server's note). Its
+        successor's ``starting`` may reach nobody, and its first status messages may
+        wait for someone to ask it something: ask it, until its answer (a status with a
+        new session id) shows that it is up. (On shell: ipykernel 6 logs errors for
+        control messages that reach it before it has started.)"""
+        if self.probing is not None and not self.probing.done():
+            return
+
+        async def probe(old: str | None) -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            while self.kernel_session == old and loop.time() < deadline:
+                self.bridge.transport.send("shell", "kernel_info_request", {})
+                await asyncio.sleep(PROBE_INTERVAL)  # pacing: the answer is the event
+
+        self.probing = asyncio.ensure_future(probe(self.kernel_session))
+
+    async def _register_again(self) -> None:
+        from ..host.errors import KernelError
+
+        try:
+            await self.bridge.reopen(timeout=self.timeout)
+        except KernelError as exc:
+            self.out.print(error_text(f"the kernel restarted, and the tools could not be "
+                                      f"registered there again: {exc}"))
+            return
+        self.out.print("the kernel restarted: serving it again", markup=False)
+
+
+async def _liveness(lifecycle: KernelLifecycle) -> tuple[str | None, bool]:
+    """``(why the kernel is gone for good, or None; whether it answers now)``, learned
+    without sending the kernel a message: from the server's REST API, or from the
+    local kernel's connection file and heartbeat."""
+    from ..host.errors import ServerError
+    from ..kernels.jupyter_server import RemoteKernel
+    from ..kernels.local import AttachedKernel
+
+    if isinstance(lifecycle, RemoteKernel):
+        try:
+            model = await lifecycle.model()
+        except ServerError as exc:
+            return ("it was shut down" if exc.status == 404 else None), False
+        return ("the server reports it dead" if model.get("execution_state") == "dead"
+                else None), True
+    if isinstance(lifecycle, AttachedKernel) and isinstance(lifecycle.connection, str) \
+            and not os.path.exists(lifecycle.connection):
+        return "its connection file was removed: it was shut down", False
+    return None, await lifecycle.is_alive()
