@@ -304,3 +304,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.transport.abort()
+
+
+def jupyter_lab(home: Path, *args: str, token: str = TOKEN) -> JupyterProcess:
+    """JupyterLab on loopback, serving notebooks from ``home/root``: no browser of its
+    own, no update checks or news (the tests are offline)."""
+    port = free_port()
+    (home / "root").mkdir(parents=True, exist_ok=True)
+    return JupyterProcess([
+        sys.executable, "-m", "jupyterlab", "--ip=127.0.0.1", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--allow-root",
+        f"--ServerApp.root_dir={home / 'root'}", "--no-browser",
+        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        "--LabApp.news_url=None", *args], port, home, token=token)
