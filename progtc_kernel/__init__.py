@@ -46,11 +46,14 @@ if TYPE_CHECKING:
     from .host.sync import SyncToolKernel, run
     from .host.tool_kernel import ToolKernel
     from .host.tools import Tool, ToolRegistry
+    from .integrations.nbclient import NotebookExecutionError, execute_notebook
     from .kernels.base import KernelLifecycle, Transport
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
+    from .progtc.client import AsyncProgtcClient
     from .toolset import ProgrammaticToolset, ScriptResult
 
 __all__ = [
+    "AsyncProgtcClient",
     "DisplayOutput",
     "Event",
     "ExecutionError",
@@ -63,6 +66,7 @@ __all__ = [
     "KernelError",
     "KernelLifecycle",
     "KernelStartError",
+    "NotebookExecutionError",
     "Output",
     "ProgrammaticToolset",
     "ProgtcKernelError",
@@ -88,6 +92,7 @@ __all__ = [
     "ToolTimeoutError",
     "Transport",
     "__version__",
+    "execute_notebook",
     "load_ipython_extension",
     "load_tools",
     "run",
@@ -112,6 +117,8 @@ _HOMES = {
     ".kernels.base": ["KernelLifecycle", "Transport"],
     ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
     ".toolset": ["ProgrammaticToolset", "ScriptResult"],
+    ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]
+    ".progtc.client": ["AsyncProgtcClient"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -1,8 +1,11 @@
 """The ``progtc-kernel`` command, one module per subcommand.
 
     progtc-kernel run SCRIPT --tools MODULE_OR_FILE   run code in a kernel that serves tools
+    progtc-kernel serve --api-key KEY                 progtc's server on a warm kernel pool
     progtc-kernel mcp --tools MODULE_OR_FILE          the agent toolset as an MCP server
+    progtc-kernel notebook IN OUT --tools M           run a notebook whose cells call tools
     progtc-kernel install                             install the "Python 3 (progtc)" kernelspec
+    progtc-kernel attach --existing FILE --tools M    serve tools to a running kernel (a notebook's)
 
 Each module has ``add_parser(commands)``, which sets the ``handler`` its command runs.
 Exit status: 0 on success, 1 when the work failed, 2 for usage errors.
@@ -14,12 +17,12 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import install, mcp, run
+from . import attach, install, mcp, notebook, run, serve
 from ._common import PROG, UsageError, console, error_text
 
 __all__ = ["main"]
 
-COMMANDS = (run, mcp, install)
+COMMANDS = (run, serve, mcp, notebook, install, attach)
 
 
 def main(argv: list[str] | None = None) -> int:
