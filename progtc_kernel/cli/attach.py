@@ -138,10 +138,10 @@ async def _attach(lifecycle: KernelLifecycle, where: str, tools: ToolRegistry,
                   args: argparse.Namespace) -> int:
     from ..host.bridge import ToolBridge
     from ..host.errors import ExtensionNotLoadedError, KernelError
-    from .run import _Printer
+    from .run import Printer
 
     out = console()
-    printer = _Printer(out, timeout=None)
+    printer = Printer(out, timeout=None)
     try:
         await lifecycle.start()  # the kernel exists, the token is right
         bridge = ToolBridge(lifecycle, tools, tool_timeout=args.tool_timeout)

@@ -127,7 +127,7 @@ def _remote_usage(args: argparse.Namespace) -> str | None:
 
 
 async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> int:
-    printer = _Printer(console(), timeout=timeout)
+    printer = Printer(console(), timeout=timeout)
     try:
         # stream() is an async generator; aclosing() interrupts the run on Ctrl-C at once.
         events = kernel.stream(code)
@@ -139,7 +139,7 @@ async def _stream(kernel: ToolKernel, code: str, *, timeout: float | None) -> in
     return printer.status
 
 
-class _Printer:
+class Printer:
     """Shows a run's events as they arrive; ``status`` is the exit status."""
 
     def __init__(self, console: Console, *, timeout: float | None) -> None:
