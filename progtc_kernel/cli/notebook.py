@@ -205,12 +205,14 @@ class _Run:
             raise outcome[0]
 
     def _interrupt_kernel(self) -> None:
+        from jupyter_core.utils import ensure_async
+
         km = self.client.km
         if km is None or self.loop.is_closed():
             return
         with contextlib.suppress(Exception):  # not started, or already gone: nothing to stop
             asyncio.run_coroutine_threadsafe(
-                _maybe_await(km.interrupt_kernel()), self.loop).result(timeout=10)
+                ensure_async(km.interrupt_kernel()), self.loop).result(timeout=10)
 
     def _follow(self, progress: Progress, task: TaskID) -> None:
         """Move the bar on as cells start and finish (nbclient's hooks)."""
@@ -258,7 +260,3 @@ class _Run:
                                              f"{failure.ename}: {failure.evalue}"))
         self.console.print(Text(f"failed: {summary}", style="bold red"))
         return 1
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if asyncio.iscoroutine(value) else value

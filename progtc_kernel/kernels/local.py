@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from jupyter_core.utils import ensure_async
+
 from .._wire import BadMessages, SignatureCheck, decode
 from ..host.errors import KernelError
 from .base import ChannelName, MessageCallback
@@ -164,7 +166,7 @@ class LocalKernel:
         if self.env is not None:
             kwargs["env"] = self.env
         try:
-            await _maybe_await(self.manager.start_kernel(**kwargs))
+            await ensure_async(self.manager.start_kernel(**kwargs))
         except (OSError, RuntimeError) as exc:
             raise KernelError(f"could not start the kernel: {exc}") from None
         self._watch_stderr()
@@ -178,18 +180,18 @@ class LocalKernel:
         return ZmqTransport.connect(self.manager.get_connection_info())
 
     async def is_alive(self) -> bool:
-        return bool(await _maybe_await(self.manager.is_alive()))
+        return bool(await ensure_async(self.manager.is_alive()))
 
     async def interrupt(self) -> None:
-        await _maybe_await(self.manager.interrupt_kernel())
+        await ensure_async(self.manager.interrupt_kernel())
 
     async def restart(self) -> None:
-        await _maybe_await(self.manager.restart_kernel(now=True))
+        await ensure_async(self.manager.restart_kernel(now=True))
         self._watch_stderr()
 
     async def shutdown(self) -> None:
         if self.manager.has_kernel:
-            await _maybe_await(self.manager.shutdown_kernel(now=True))
+            await ensure_async(self.manager.shutdown_kernel(now=True))
         if self._sockets is not None:
             self._sockets.cleanup()
 
@@ -247,7 +249,7 @@ class AttachedKernel:
 
     async def is_alive(self) -> bool:
         if self.manager is not None:
-            return bool(await _maybe_await(self.manager.is_alive()))
+            return bool(await ensure_async(self.manager.is_alive()))
         if self._monitor is None:
             return False
         beating = bool(self._monitor.hb_channel.is_beating())
@@ -256,7 +258,7 @@ class AttachedKernel:
 
     async def interrupt(self) -> None:
         if self.manager is not None:
-            await _maybe_await(self.manager.interrupt_kernel())
+            await ensure_async(self.manager.interrupt_kernel())
         elif self._monitor is not None:
             socket = self._monitor.control_channel.socket
             msg = self._monitor.session.msg("interrupt_request", {})
@@ -267,7 +269,7 @@ class AttachedKernel:
             raise KernelError(
                 "this kernel was given by its connection info, so it cannot be restarted "
                 "from here: restart it where it runs, or let ToolKernel start its own")
-        await _maybe_await(self.manager.restart_kernel(now=True))
+        await ensure_async(self.manager.restart_kernel(now=True))
 
     async def shutdown(self) -> None:
         if self._monitor is not None:
@@ -323,9 +325,3 @@ def single_spec(python: str) -> Any:
             return spec
 
     return SingleSpecManager()
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from jupyter_core.utils import ensure_async
+
 log = logging.getLogger("progtc_kernel.server")
 
 # A websocket client that drops may come back with the same session (the transport
@@ -224,7 +226,7 @@ class KernelPool:
 
     async def _alive(self, kernel_id: str) -> bool:
         try:
-            return bool(await _maybe_await(self.kernel_manager.get_kernel(kernel_id)
+            return bool(await ensure_async(self.kernel_manager.get_kernel(kernel_id)
                                            .is_alive()))
         except KeyError:
             return False
@@ -265,7 +267,7 @@ class KernelPool:
             log.info("progtc_kernel: interrupting kernel %s: busy past the server's "
                      "%g s ceiling", lease.kernel_id, ceiling)
             lease.busy_since = None
-            await _maybe_await(self.kernel_manager.interrupt_kernel(lease.kernel_id))
+            await ensure_async(self.kernel_manager.interrupt_kernel(lease.kernel_id))
 
     def _client_gone(self, lease: Lease, connections: int, now: float) -> str | None:
         if connections:
@@ -299,8 +301,3 @@ async def warm_up(kernel_manager: Any) -> None:
         await bridge.start(timeout=60.0, fresh=True)
     finally:
         await bridge.close()
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future) \
-        else value
