@@ -15,7 +15,7 @@ It loads into any Jupyter Server too: ``jupyter server
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -57,8 +57,7 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         return {"version": __version__, "pool": self.pool.status(),
-                "limits": {"tool_call_timeout": self.limits.tool_call_timeout,
-                           "code_execution_timeout": self.limits.code_execution_timeout}}
+                "limits": asdict(self.limits)}
 
 
 class ProgtcKernelApp(ExtensionApp):

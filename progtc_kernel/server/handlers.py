@@ -14,6 +14,7 @@ client. Authenticated as the rest of the server: the token (the API key) as
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -43,7 +44,7 @@ class LeaseHandler(_Handler):
         self.set_status(201)
         self.finish(json.dumps({"id": lease.kernel_id, "session": lease.session,
                                 "extension_loaded": True,  # pool kernels are warmed with it
-                                "limits": self.service.status()["limits"]}))
+                                "limits": asdict(self.service.limits)}))
 
     def _session_from_body(self) -> str | None:
         try:
