@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +317,20 @@ def jupyter_lab(home: Path, *args: str, token: str = TOKEN) -> JupyterProcess:
         f"--ServerApp.root_dir={home / 'root'}", "--no-browser",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
         "--LabApp.news_url=None", *args], port, home, token=token)
+
+
+async def pool_status(process: JupyterProcess) -> dict[str, Any]:
+    """``progtc-kernel serve``'s status: its version, its pool, its ceilings."""
+    answer: dict[str, Any] = await process.server().request("GET", "progtc-kernel/api/status")
+    return answer
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str,
+                deadline: float = 60.0) -> None:
+    """Wait for a condition of a server's state (it has no event to wait on)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not await condition():
+        if loop.time() > end:
+            raise AssertionError(f"still not {what} after {deadline:g} s")
+        await asyncio.sleep(0.05)  # polling pace, not synchronization

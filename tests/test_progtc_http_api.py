@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from .conftest import build_env
-from .servers import TOKEN, JupyterProcess, free_port
+from .servers import TOKEN, JupyterProcess, free_port, pool_status, until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -188,18 +188,16 @@ async def test_a_result_for_an_unknown_execution_or_call_is_404(
 
 async def test_a_client_that_disconnects_mid_run_has_its_run_cancelled_and_kernel_reaped(
         served: JupyterProcess, http: httpx.AsyncClient) -> None:
-    server = served.server()
     async with http.stream("POST", "/execute-code", json={
             "tool_names": ["wait"], "code": "from tools import wait\nawait wait()"}
             ) as response:
         call = await anext(events(response))
-        assert (await server.request("GET", "progtc-kernel/api/status"))["pool"]["leased"] == 1
+        assert (await pool_status(served))["pool"]["leased"] == 1
+
     # The connection is closed: the run is cancelled and its kernel shut down.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while (await server.request("GET", "progtc-kernel/api/status"))["pool"]["leased"]:
-        assert loop.time() < deadline, "the kernel of a vanished client was not reaped"
-        await asyncio.sleep(0.05)  # polling pace: the server has no event to wait on
+    async def reaped() -> bool:
+        return bool((await pool_status(served))["pool"]["leased"] == 0)
+    await until(reaped, "the kernel of a vanished client reaped")
     late = await http.post("/tool-results", json={
         "execution_id": call["execution_id"], "tool_call_id": call["id"], "result": 1})
     assert late.status_code == 200  # a finished execution: its late results are dropped

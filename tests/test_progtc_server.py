@@ -20,7 +20,7 @@ import pytest
 from progtc_kernel import AsyncProgtcClient, ServerError, ToolCallStarted
 from progtc_kernel.types import ErrorCode, ExecuteCodeError, ExecuteCodeSuccess, MessageType
 
-from .servers import TOKEN, JupyterProcess, free_port, jupyter_server
+from .servers import TOKEN, JupyterProcess, free_port, jupyter_server, pool_status, until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,21 +54,6 @@ async def get_weather(city: str, country: str) -> str:
 
 async def search_database(query: str) -> list[dict[str, Any]]:
     return [{"id": 1, "name": "Result"}]
-
-
-async def status(process: JupyterProcess) -> dict[str, Any]:
-    answer: dict[str, Any] = await process.server().request("GET", "progtc-kernel/api/status")
-    return answer
-
-
-async def until(condition: Any, what: str, deadline: float = 60.0) -> None:
-    """Wait for a condition of the server's state (it has no event to wait on)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not await condition():
-        if loop.time() > end:
-            raise AssertionError(f"still not {what} after {deadline:g} s")
-        await asyncio.sleep(0.1)  # polling pace, not synchronization
 
 
 # -- the seed's quick start, with only the import changed -----------------------------
@@ -187,7 +172,7 @@ async def test_a_kernel_that_dies_is_a_clear_error_and_the_pool_heals(
     assert again.type == MessageType.SUCCESS and again.stdout == "alive\n"
 
     async def healed() -> bool:
-        pool = (await status(served))["pool"]
+        pool = (await pool_status(served))["pool"]
         return bool(pool["leased"] == 0 and pool["warm"] == pool["size"])
     await until(healed, "back to two warm kernels")
 
@@ -244,10 +229,10 @@ async def test_a_persistent_session_keeps_state_until_closed(
     assert result.stdout == "2\n"
     other = await client.execute_code("print('counter' in dir())", session="bob")
     assert other.stdout == "False\n"
-    assert (await status(served))["pool"]["sessions"] == ["alice", "bob"]
+    assert (await pool_status(served))["pool"]["sessions"] == ["alice", "bob"]
     await client.close_session("alice")
     await client.close_session("bob")
-    assert (await status(served))["pool"]["sessions"] == []
+    assert (await pool_status(served))["pool"]["sessions"] == []
     fresh = await client.execute_code("print('counter' in dir())", session="alice")
     assert fresh.stdout == "False\n"
     await client.close_session("alice")
@@ -330,7 +315,7 @@ async def test_an_exhausted_pool_makes_requests_wait_then_fail_clearly(
         client = AsyncProgtcClient(process.url, api_key=process.token)
 
         async def warm() -> bool:
-            return bool((await status(process))["pool"]["warm"] == 1)
+            return bool((await pool_status(process))["pool"]["warm"] == 1)
         await until(warm, "warm")
         started = asyncio.Event()
         release = asyncio.Event()
@@ -380,13 +365,13 @@ async def test_a_client_that_vanishes_mid_run_has_its_kernel_reaped(
     try:
         assert child.stdout is not None
         assert await asyncio.to_thread(child.stdout.readline) == b"called\n"
-        assert (await status(served))["pool"]["leased"] == 1
+        assert (await pool_status(served))["pool"]["leased"] == 1
     finally:
         child.kill()
         child.wait()
 
     async def reaped() -> bool:
-        return bool((await status(served))["pool"]["leased"] == 0)
+        return bool((await pool_status(served))["pool"]["leased"] == 0)
     await until(reaped, "reaped")
 
 
@@ -404,7 +389,7 @@ async def test_cancelling_execute_code_releases_its_kernel_at_once(
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert (await status(served))["pool"]["leased"] == 0
+    assert (await pool_status(served))["pool"]["leased"] == 0
 
 
 # -- other servers, and the command itself ----------------------------------------
@@ -450,7 +435,7 @@ async def test_the_server_stops_on_ctrl_c_or_sigterm_reaping_every_kernel(
         await client.execute_code("x = 1", session="kept")
 
         async def warm() -> bool:
-            return bool((await status(process))["pool"]["warm"] == 2)
+            return bool((await pool_status(process))["pool"]["warm"] == 2)
         await until(warm, "two warm kernels")
         assert len(kernel_processes(tmp_path)) == 3
         assert process.process is not None
