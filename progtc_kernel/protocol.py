@@ -17,6 +17,12 @@ back (a remote kernel's websocket): the kernel sends again every call still wait
 for its result, since the call or its result may have been lost with the connection;
 the host answers each call id once, replaying a result it already sent.
 
+``error`` is the one message every version reads (a body with a ``message``), so a
+host and a kernel of different versions can always tell each other so.
+``PROTOCOL_VERSION`` covers the messages and what the host runs in the kernel
+besides them (``kernel.modules.install``, ``kernel.script.run_script``): it changes
+whenever either changes incompatibly.
+
 This module imports nothing heavy: the kernel side loads it, and the kernel must
 stay light. The host validates bodies with pydantic against these TypedDicts.
 """
@@ -33,7 +39,7 @@ try:  # pydantic (host side) needs typing_extensions' TypedDict before Python 3.
 except ImportError:  # pragma: no cover - a kernel without typing_extensions
     from typing import TypedDict
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 COMM_TARGET = "progtc_kernel"
 HOST_CLOSED = "the host closed the connection"
 
@@ -114,6 +120,8 @@ class CancelledBody(TypedDict):
 
 class ReadyBody(TypedDict):
     protocol: int
+    package: str  # the kernel side's progtc_kernel version
+    injected: bool  # True where the host brought the kernel-side code (not installed)
     ipykernel: str
     python: str
     shell_replies: bool
@@ -123,8 +131,15 @@ class CloseBody(TypedDict):
     reason: str
 
 
-class ErrorBody(TypedDict):
+class _ErrorMessage(TypedDict):
     message: str
+
+
+class ErrorBody(_ErrorMessage, total=False):
+    """Protocol 1 kernels sent the message alone."""
+
+    protocol: int
+    package: str
 
 
 _ERROR_KINDS = frozenset(get_args(ErrorKind))

@@ -46,9 +46,22 @@ def kernel_env(line: str) -> str:
     return build_env(f"ipykernel-{line}", ["-e", str(ROOT), requirement])
 
 
-def build_env(name: str, requirements: list[str]) -> str:
+def bare_kernel_env(line: str) -> str:
+    """Path of a Python with the given ipykernel line and nothing of this project: the
+    host brings the kernel side along (see progtc_kernel/host/injection.py)."""
+    return build_env(f"ipykernel-{line}-only", [{**LINES, **OTHER_LINES}[line]])
+
+
+def interpreter(version: str) -> str:
+    """This machine's Python of that version (pyenv's, where it has one), else ours."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(root.glob(f"versions/{version}.*/bin/python3"))
+    return str(found[-1]) if found else sys.executable
+
+
+def build_env(name: str, requirements: list[str], base: str = sys.executable) -> str:
     """Path of the Python of a virtual environment with these requirements (built once;
-    none at all gives a bare interpreter)."""
+    none at all gives a bare interpreter), made from the ``base`` interpreter."""
     env = ENVS / name
     python = _python_of(env)
     marker = env / ".ready"
@@ -56,12 +69,12 @@ def build_env(name: str, requirements: list[str]) -> str:
         shutil.rmtree(env, ignore_errors=True)
         uv = shutil.which("uv") or (shutil.which("uv", path=str(Path(sys.executable).parent)))
         if uv:
-            subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(env)], check=True)
+            subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
             if requirements:
                 subprocess.run([uv, "pip", "install", "-q", "--python", str(python),
                                 *requirements], check=True)
         else:
-            subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+            subprocess.run([base, "-m", "venv", str(env)], check=True)
             if requirements:
                 subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements],
                                check=True)
@@ -72,6 +85,12 @@ def build_env(name: str, requirements: list[str]) -> str:
 @pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
 def kernel_python(request: pytest.FixtureRequest) -> str:
     return kernel_env(request.param)
+
+
+@pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+def bare_kernel_python(request: pytest.FixtureRequest) -> str:
+    """A Python with ipykernel alone, on each selected line."""
+    return bare_kernel_env(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from jupyter_client.manager import AsyncKernelManager
 from progtc_kernel import ToolBridge
 from progtc_kernel.cli import main
 
-from .conftest import build_env, kernel_env, plain_kernel, selected_lines
+from .conftest import bare_kernel_env, kernel_env, plain_kernel, selected_lines
 from .servers import Frontend, JupyterProcess, free_port, jupyter_server, kernelspec
 from .test_bridge import run_cell
 
@@ -260,7 +260,7 @@ async def lab_server(request: pytest.FixtureRequest,
     ipykernel line and ``no-progtc`` for a Python without progtc-kernel."""
     home = tmp_path_factory.mktemp("lab")
     kernelspec(home / "share", "progtc", kernel_env(request.param))
-    kernelspec(home / "share", "no-progtc", build_env("ipykernel-only", ["ipykernel"]))
+    kernelspec(home / "share", "no-progtc", bare_kernel_env(request.param))
     process = await jupyter_server(home).start()
     yield process
     process.stop()
@@ -315,15 +315,15 @@ async def test_attach_serves_a_kernel_on_a_jupyter_server(
             "progtc_kernel.ToolBridge\n")
 
 
-async def test_attach_says_which_kernel_to_pick_and_which_kernel_is_missing(
+async def test_attach_serves_a_kernel_with_only_ipykernel_and_names_a_missing_one(
         lab_server: JupyterProcess, start_kernel: Callable[..., Any], host_tools: str) -> None:
-    plain = await start_kernel("no-progtc")
+    plain = await start_kernel("no-progtc")  # JupyterLab's plain "Python 3" kernel
     server = ["--server", lab_server.url, "--token", lab_server.token]
-    async with Attach(*server, "--kernel-id", plain, "--tools", host_tools) as host:
-        assert await host.ended() == 2
-    said = " ".join(" ".join(host.lines).split())
-    assert "progtc-kernel is not installed in the kernel's environment; install it with:" in said
-    assert "pick the 'Python 3 (progtc)' kernel (`progtc-kernel install` adds it)" in said
+    async with Frontend(lab_server.server(), plain) as notebook, \
+            Attach(*server, "--kernel-id", plain, "--tools", host_tools) as host:
+        await host.line("serving ")
+        assert await notebook.run(CALLS) == CALLS_PRINT
+        assert await host.ended(signal.SIGTERM) == 0
 
     async with Attach(*server, "--kernel-id", "nope", "--tools", host_tools) as host:
         assert await host.ended() == 2

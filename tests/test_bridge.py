@@ -220,7 +220,7 @@ async def test_a_kernel_without_progtc_kernel_is_a_clear_error(
     own_kernel: AsyncKernelManager,
 ) -> None:
     with pytest.raises(ExtensionNotLoadedError, match="--ext=progtc_kernel"):
-        async with ToolBridge(own_kernel, tools=TOOLS, load_extension=False):
+        async with ToolBridge(own_kernel, tools=TOOLS, extension="loaded"):
             pass
 
 

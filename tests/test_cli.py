@@ -240,8 +240,8 @@ async def test_an_installed_kernelspec_serves_tools(kernel_python: str, tmp_path
     try:
         client.start_channels()
         await client.wait_for_ready(timeout=60)
-        # load_extension=False: the kernelspec's --ext=progtc_kernel already loaded it.
-        async with ToolBridge(km, tools=[get_weather], load_extension=False):
+        # extension="loaded": the kernelspec's --ext=progtc_kernel already loaded it.
+        async with ToolBridge(km, tools=[get_weather], extension="loaded"):
             printed: list[str] = []
 
             def collect(msg: dict[str, object]) -> None:

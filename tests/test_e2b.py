@@ -11,6 +11,7 @@ template as well.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ import pytest
 
 from progtc_kernel import JupyterServer, ServerError, ToolBridge, ToolKernel
 
-from .conftest import TOOLS, kernel_env
+from .conftest import TOOLS, build_env, interpreter, kernel_env
 from .servers import Frontend, JupyterProcess, Proxy, jupyter_server, kernelspec
 
 TRAFFIC_TOKEN = "traffic-secret"
@@ -50,15 +51,64 @@ async def sandbox_server(tmp_path_factory: pytest.TempPathFactory
     process.stop()
 
 
+@pytest.fixture(scope="module")
+async def stock_sandbox_server(tmp_path_factory: pytest.TempPathFactory
+                               ) -> AsyncIterator[JupyterProcess]:
+    """A sandbox of E2B's stock ``code-interpreter-v1`` template: Python 3.13 (where
+    this machine has it), ipykernel 6.31.0 and IPython 9.15, nothing of ours."""
+    home = tmp_path_factory.mktemp("e2b-stock")
+    python = build_env("e2b-code-interpreter-v1", ["ipykernel==6.31.0", "ipython==9.15.*"],
+                       base=interpreter("3.13"))
+    kernelspec(home / "share", "python3", python)
+    process = await jupyter_server(
+        home, "--ServerApp.disable_check_xsrf=True", "--ServerApp.allow_remote_access=True",
+        token="").start()
+    yield process
+    process.stop()
+
+
+async def test_the_stock_template_needs_nothing_of_ours(
+        stock_sandbox_server: JupyterProcess) -> None:
+    async with edge_for(stock_sandbox_server) as proxy:
+        server = JupyterServer.e2b(StandInSandbox(proxy, TRAFFIC_TOKEN), validate_cert=False)
+        async with ToolKernel(TOOLS, server=server) as kernel:
+            assert kernel.bridge.kernel_info is not None
+            assert kernel.bridge.kernel_info["injected"] is True
+            assert kernel.bridge.kernel_info["ipykernel"] == "6.31.0"
+            result = await kernel.execute(
+                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+            assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
+
+        # A code context (a kernel E2B's own API started) is served the same way.
+        session = await server.request("POST", "api/sessions", {
+            "path": "context-2", "name": "context-2", "type": "notebook",
+            "kernel": {"name": "python3"}})
+        kernel_id = session["kernel"]["id"]
+        try:
+            async with Frontend(server, kernel_id) as context, \
+                    ToolBridge(server.kernel(kernel_id), tools=TOOLS):
+                printed = await context.run(
+                    "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
+            assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"
+        finally:
+            await server.request("DELETE", f"api/sessions/{session['id']}")
+
+
 @pytest.fixture
 async def edge(sandbox_server: JupyterProcess) -> AsyncIterator[Proxy]:
     """E2B's edge: HTTPS, and the traffic token required on every request."""
+    async with edge_for(sandbox_server) as proxy:
+        yield proxy
+
+
+@contextlib.asynccontextmanager
+async def edge_for(sandbox: JupyterProcess) -> AsyncIterator[Proxy]:
     import trustme
 
     authority = trustme.CA()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(tls)
-    async with Proxy(sandbox_server.port, tls=tls,
+    async with Proxy(sandbox.port, tls=tls,
                      require_header=("E2B-Traffic-Access-Token", TRAFFIC_TOKEN)) as proxy:
         yield proxy
 
@@ -83,7 +133,7 @@ async def test_a_code_context_kernel_has_tools_from_its_profile(edge: Proxy) -> 
     kernel_id = session["kernel"]["id"]
     try:
         async with Frontend(server, kernel_id) as context, \
-                ToolBridge(server.kernel(kernel_id), tools=TOOLS, load_extension=False):
+                ToolBridge(server.kernel(kernel_id), tools=TOOLS, extension="loaded"):
             printed = await context.run(
                 "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
         assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"

@@ -32,7 +32,7 @@ from progtc_kernel.cli.notebook import parameter_value
 from progtc_kernel.integrations.nbclient import ToolNotebookClient, inject_parameters
 from progtc_kernel.kernels.local import single_spec
 
-from .conftest import TOOLS, build_env, plain_kernel
+from .conftest import TOOLS, bare_kernel_env, plain_kernel, selected_lines
 from .servers import jupyter_server, kernelspec
 from .test_cli import progtc_kernel
 
@@ -384,16 +384,16 @@ def test_ctrl_c_interrupts_the_running_cell_and_stops_the_notebook_command(
         os.kill(int(started.read_text()), 0)
 
 
-def test_a_kernel_without_progtc_kernel_is_a_usage_error(tmp_path: Path) -> None:
-    bare = build_env("ipykernel-only", ["ipykernel"])
+def test_a_kernel_with_only_ipykernel_runs_the_notebook(tmp_path: Path) -> None:
+    bare = bare_kernel_env(selected_lines()[-1])  # nothing of progtc-kernel there
+    out = tmp_path / "tokyo.ipynb"
 
-    done = progtc_kernel("notebook", str(TRIP), str(tmp_path / "out.ipynb"),
-                         "--tools", EXAMPLE_TOOLS, "--python", bare)
+    done = progtc_kernel("notebook", str(TRIP), str(out), "--tools", EXAMPLE_TOOLS,
+                         "-p", "city", "Tokyo", "-p", "country", "Japan", "--python", bare)
 
-    assert done.returncode == 2
-    assert f"could not start a kernel: progtc-kernel is not installed in the kernel's " \
-           f"environment; install it with: {bare} -m pip install progtc-kernel" in done.stderr
-    assert not (tmp_path / "out.ipynb").exists()
+    assert done.returncode == 0, done.stderr
+    assert printed(nbformat.read(out, as_version=4).cells[4]) == (
+        "Hotel booked for 2 nights: HTL-TOK-002\n")
 
 
 def test_parameter_values_are_read_as_papermill_reads_them() -> None:

@@ -30,7 +30,14 @@ from progtc_kernel import (
     ToolKernel,
 )
 
-from .conftest import TOOLS, build_env, interrupt_during_call, kernel_env, selected_lines
+from .conftest import (
+    TOOLS,
+    bare_kernel_env,
+    build_env,
+    interrupt_during_call,
+    kernel_env,
+    selected_lines,
+)
 from .servers import (
     Frontend,
     JupyterProcess,
@@ -67,7 +74,7 @@ async def served(request: pytest.FixtureRequest,
     line, kind = request.param
     home = tmp_path_factory.mktemp(kind)
     kernelspec(home / "share", "progtc", kernel_env(line))
-    kernelspec(home / "share", "no-progtc", build_env("ipykernel-only", ["ipykernel"]))
+    kernelspec(home / "share", "no-progtc", bare_kernel_env(line))
     process = await SERVERS[kind](home).start()
     yield process
     process.stop()
@@ -278,10 +285,38 @@ async def test_an_unknown_kernelspec_lists_the_servers(served: JupyterProcess) -
             pass
 
 
-async def test_a_kernel_without_progtc_kernel_says_how_to_install_it(
+async def test_a_kernel_with_only_ipykernel_gets_the_hosts_kernel_side(
         served: JupyterProcess) -> None:
-    with pytest.raises(ExtensionNotLoadedError, match=r"-m pip install progtc-kernel"):
-        async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc"):
+    async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc") as kernel:
+        assert kernel.bridge.kernel_info is not None
+        assert kernel.bridge.kernel_info["injected"] is True
+        result = await kernel.execute(
+            "import asyncio\nfrom tools import get_weather, search_database\n"
+            "w, hits = await asyncio.gather(get_weather('Oslo', 'NO'), search_database('x'))\n"
+            "print(w, len(hits))")
+        assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C 3\n"
+
+
+async def test_a_bridge_brings_the_kernel_side_to_someone_elses_plain_kernel(
+        served: JupyterProcess) -> None:
+    server = served.server()
+    kernel_id = str((await server.request("POST", "api/kernels", {"name": "no-progtc"}))["id"])
+    try:
+        async with Frontend(server, kernel_id) as notebook, \
+                ToolBridge(server.kernel(kernel_id), tools=TOOLS):
+            printed = await notebook.run(
+                "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
+        assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"
+    finally:
+        await server.request("DELETE", f"api/kernels/{kernel_id}")
+
+
+async def test_a_kernel_without_the_package_and_extension_installed_says_what_to_do(
+        served: JupyterProcess) -> None:
+    with pytest.raises(ExtensionNotLoadedError,
+                       match=r"the host was told not to bring its own \(extension='installed'\)"):
+        async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc",
+                              extension="installed"):
             pass
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from .._install import install_hint
+from .._version import __version__
 from .._wire import BadMessages
 from ..kernels.base import KernelLifecycle, Transport
 from ..protocol import (
@@ -34,6 +36,7 @@ from ..protocol import (
 )
 from .errors import ExtensionNotLoadedError, KernelDiedError, KernelError, ProtocolMismatchError
 from .events import Event, ToolCallFinished, ToolCallStarted
+from .injection import ExtensionPolicy, check_policy, load_cell
 from .results import ToolCallRecord
 from .threads import DEFAULT_TOOL_THREADS, ToolThreads
 from .tools import ToolRegistry, ToolsLike
@@ -48,21 +51,7 @@ log = logging.getLogger("progtc_kernel")
 serving: contextvars.ContextVar[ToolBridge | None] = contextvars.ContextVar(
     "progtc_kernel_serving", default=None)
 
-# Loads the extension; where progtc-kernel is missing, the kernel says where to
-# install it, naming its own interpreter.
-_LOAD_EXTENSION = """\
-def _progtc_kernel_load():
-    import importlib.util, sys
-    if importlib.util.find_spec("progtc_kernel") is None:
-        raise ModuleNotFoundError(
-            "progtc-kernel is not installed in the kernel's environment; install it with: "
-            f"{sys.executable} -m pip install progtc-kernel")
-    get_ipython().extension_manager.load_extension("progtc_kernel")
-try:
-    _progtc_kernel_load()
-finally:
-    del _progtc_kernel_load
-"""
+_KERNEL_PYTHON = "<the kernel's python>"  # in install hints: the host cannot know it
 _calls = pydantic.TypeAdapter(CallsBody)
 _cancelled = pydantic.TypeAdapter(CancelledBody)
 _ready = pydantic.TypeAdapter(ReadyBody)
@@ -88,8 +77,12 @@ class ToolBridge:
     call may take before the kernel gives up on it (``None``: no limit; time spent
     waiting for a free thread does not count). ``max_in_flight``: calls outstanding
     at once; the kernel holds back the rest. ``tool_threads``: how many sync tools
-    may run at once (each on a thread of its own). ``load_extension``: load the
-    extension into the kernel if it is not loaded yet.
+    may run at once (each on a thread of its own). ``extension``: how the kernel gets
+    the extension: ``"inject"`` (default) loads it if the kernel has not, from the
+    kernel's environment when that has exactly this version's kernel-side code, else
+    from code this host brings along (nothing is written to the kernel's disk), so a
+    kernel needs nothing but ipykernel; ``"installed"`` loads only an installed copy;
+    ``"loaded"`` sends nothing, for kernels that load it at start (saves a round trip).
     """
 
     def __init__(
@@ -100,14 +93,14 @@ class ToolBridge:
         tool_timeout: float | None = 10.0,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
-        load_extension: bool = True,
+        extension: ExtensionPolicy = "inject",
     ) -> None:
+        self.extension = check_policy(extension)
         self.transport: Transport = _transport_for(kernel)
         self.tools = ToolRegistry.of(tools)
         self.tool_timeout = tool_timeout
         self.max_in_flight = max_in_flight
         self.threads = ToolThreads(tool_threads)
-        self.load_extension = load_extension
         self.kernel_info: ReadyBody | None = None
         self.comm_id = ""
         self.bad_messages = BadMessages(log, "host")
@@ -198,10 +191,11 @@ class ToolBridge:
         self._answered.clear()  # a new comm numbers its calls from 1 again
         self._answered_bytes = 0
         self._refused = None
-        if self.load_extension:
+        if self.extension != "loaded":
             self._load_msg_id = self.transport.send("shell", "execute_request", {
-                "code": _LOAD_EXTENSION, "silent": True, "store_history": False,
-                "user_expressions": {}, "allow_stdin": False, "stop_on_error": False})
+                "code": load_cell(inject=self.extension == "inject"), "silent": True,
+                "store_history": False, "user_expressions": {}, "allow_stdin": False,
+                "stop_on_error": False})
         data, buffers = pack("register", self._register_body(), pydantic_core.to_json)
         self.transport.send("shell", "comm_open", {
             "comm_id": self.comm_id, "target_name": COMM_TARGET, "data": data},
@@ -364,7 +358,7 @@ class ToolBridge:
 
     def _on_comm_msg(self, msg: dict[str, Any]) -> None:
         version, kind = unpack_header(msg["content"].get("data") or {})
-        if version != PROTOCOL_VERSION:
+        if version != PROTOCOL_VERSION and kind != "error":  # every version reads errors
             self.bad_messages.report("protocol version", f"{kind!r} message of version "
                                      f"{version}, expected {PROTOCOL_VERSION}")
             return
@@ -388,7 +382,7 @@ class ToolBridge:
         elif kind == "ready":
             self._resolve_ready(_ready.validate_json(body))
         elif kind == "error":
-            self._resolve_ready(ProtocolMismatchError(_error.validate_json(body)["message"]))
+            self._resolve_ready(ProtocolMismatchError(_mismatch(_error.validate_json(body))))
         else:
             raise ValueError(f"unknown message type {kind!r}")
 
@@ -400,9 +394,9 @@ class ToolBridge:
             self._recovery = asyncio.ensure_future(self._register_again())
             return
         refused = ExtensionNotLoadedError(
-            "the kernel refused the progtc_kernel comm: the extension is not loaded there. "
-            "Start the kernel with --ext=progtc_kernel (or `progtc-kernel install` and pick "
-            "'Python 3 (progtc)'), or run `%load_ext progtc_kernel` in it")
+            "the kernel refused the progtc_kernel comm: the extension is not loaded there, "
+            "and extension='loaded' told this host not to load it. Leave extension at its "
+            "default ('inject'), or start the kernel with --ext=progtc_kernel")
         if self._load_msg_id is not None:
             # The reply to loading the extension (on shell) says why better, and may come
             # after this (on iopub): let it decide.
@@ -417,8 +411,9 @@ class ToolBridge:
                 self._resolve_ready(self._refused)
             return
         if content.get("ename") == "ModuleNotFoundError":
-            reason = (f"{content.get('evalue')} (for an E2B sandbox, build the template in "
-                      "progtc-kernel's e2b/ folder)")
+            reason = (f"{content.get('evalue')}. Leave extension at its default ('inject') "
+                      "to have this host bring it, or install it there: "
+                      f"{install_hint(python=_KERNEL_PYTHON)}")
         else:
             reason = (f"the kernel could not load progtc_kernel ({content.get('ename')}: "
                       f"{content.get('evalue')})")
@@ -522,6 +517,17 @@ class ToolBridge:
     def _emit(self, parent_id: str | None, event: Event) -> None:
         for listener in self._tool_listeners:
             listener(parent_id, event)
+
+
+def _mismatch(error: ErrorBody) -> str:
+    """Why a kernel refused this host, and what to do about it."""
+    theirs = (f"progtc-kernel {error['package']} (protocol {error['protocol']})"
+              if "package" in error and "protocol" in error else "another version")
+    return (f"this kernel has the progtc_kernel extension of {theirs} loaded, and this host "
+            f"runs progtc-kernel {__version__} (protocol {PROTOCOL_VERSION}); the kernel "
+            f"says: {error['message']}. Restart the kernel without loading the extension at "
+            "start (the host brings its own when the kernel has none), or install this "
+            f"version in the kernel's environment: {install_hint(python=_KERNEL_PYTHON)}")
 
 
 def _transport_for(kernel: Any) -> Transport:

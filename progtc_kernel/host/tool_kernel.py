@@ -25,6 +25,7 @@ from .events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from .injection import ExtensionPolicy
 from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecord
 from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("progtc_kernel")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+_INJECTED_FILES = "<progtc_kernel "  # how kernel/bootstrap.py names the modules it brings
 _SYNTAX_ERRORS = {"SyntaxError", "IndentationError", "TabError"}
 _INTERRUPTS = {"KeyboardInterrupt", "CancelledError"}
 # How long an interrupted or timed-out run may take to stop before the kernel restarts.
@@ -65,14 +67,17 @@ class ToolKernel:
     ``tool_timeout``: seconds a tool call may take. ``max_in_flight``: tool calls
     outstanding at once. ``tool_threads``: how many sync tools may run at once.
     ``python``, ``kernel_name``, ``cwd``, ``env``: how to start a kernel of its own
-    (another interpreter needs progtc-kernel installed). ``startup_timeout``: seconds
+    (another interpreter needs only ipykernel). ``startup_timeout``: seconds
     a starting kernel may take to answer. ``server``: a ``JupyterServer`` (or Kernel
     Gateway, Enterprise Gateway) to run the kernel on: one is started there
     (``kernel_name``: its kernelspec; ``env``: its environment, where the server
     passes it on) and shut down on close, or with ``kernel_id`` the running kernel
-    of that id is attached to and left running. ``load_extension``: load the
-    extension if the kernel has not (``False`` where it always has: a kernel from
-    ``progtc-kernel serve``'s pool, or one whose profile loads it; saves a round trip).
+    of that id is attached to and left running. ``extension``: how the kernel gets
+    the extension (see ``ToolBridge``): by default it is loaded if the kernel has
+    not, from the host's own code where the kernel lacks this version, so any kernel
+    with ipykernel works; ``"installed"`` forbids bringing code, ``"loaded"`` sends
+    nothing (a kernel from ``progtc-kernel serve``'s pool, or one whose profile
+    loads it; saves a round trip).
     """
 
     def __init__(
@@ -92,7 +97,7 @@ class ToolKernel:
         startup_timeout: float = 60.0,
         server: JupyterServer | None = None,
         kernel_id: str | None = None,
-        load_extension: bool = True,
+        extension: ExtensionPolicy = "inject",
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = timeout
@@ -100,7 +105,7 @@ class ToolKernel:
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
         self.startup_timeout = startup_timeout
-        self.load_extension = load_extension
+        self.extension = extension
         self.lifecycle: KernelLifecycle = _lifecycle(
             kernel if kernel is not None else kernel_manager, server=server,
             kernel_id=kernel_id, python=python, kernel_name=kernel_name, cwd=cwd, env=env)
@@ -144,7 +149,7 @@ class ToolKernel:
             bridge = ToolBridge(
                 self.lifecycle.connect(), self.tools, tool_timeout=self.tool_timeout,
                 max_in_flight=self.max_in_flight, tool_threads=self.tool_threads,
-                load_extension=self.load_extension)
+                extension=self.extension)
             bridge.add_message_listener(self._on_message)
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge
@@ -449,5 +454,6 @@ def _run_error(content: dict[str, Any]) -> RunError:
 def clean_traceback(frames: list[str]) -> str:
     """IPython's traceback as plain text, without this package's own frames."""
     kept = [_ANSI.sub("", frame) for frame in frames]
-    kept = [frame for frame in kept if _PACKAGE_DIR not in frame]
+    kept = [frame for frame in kept
+            if _PACKAGE_DIR not in frame and _INJECTED_FILES not in frame]
     return "\n".join(kept).strip("\n")

@@ -19,11 +19,13 @@ import sys
 from collections import Counter
 from typing import Any
 
+from .._version import __version__
 from .._wire import BadMessages
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
     PROTOCOL_VERSION,
+    ErrorBody,
     ReadyBody,
     RegisterBody,
     body_bytes,
@@ -99,7 +101,9 @@ class Extension:
             self.kernel, comm.comm_id, comm.topic, msg["header"].get("session"),
             shell_replies=shell, loop=_ipykernel.event_loop(self.kernel))
         if version != PROTOCOL_VERSION:
-            bridge.send("error", {"message": _mismatch(version)}, parent)
+            refusal: ErrorBody = {"message": _mismatch(version), "protocol": PROTOCOL_VERSION,
+                                  "package": __version__}
+            bridge.send("error", refusal, parent)
             return
         try:
             body: RegisterBody = json.loads(body_bytes(msg.get("buffers")))
@@ -116,6 +120,8 @@ class Extension:
         def ready(shell_replies: bool) -> None:
             body: ReadyBody = {
                 "protocol": PROTOCOL_VERSION,
+                "package": __version__,
+                "injected": bool(globals().get("__injected__")),
                 "ipykernel": _ipykernel.ipykernel_version(),
                 "python": platform.python_version(),
                 "shell_replies": shell_replies,
@@ -191,9 +197,8 @@ class Extension:
 
 
 def _mismatch(version: int) -> str:
-    return (f"the host speaks progtc_kernel protocol {version}, this kernel speaks "
-            f"{PROTOCOL_VERSION}: install the same progtc-kernel version in the kernel's "
-            "environment and the host's")
+    return (f"the host speaks progtc_kernel protocol {version}, this kernel's extension "
+            f"(progtc-kernel {__version__}) speaks {PROTOCOL_VERSION}")
 
 
 _extension: Extension | None = None

@@ -207,8 +207,9 @@ class LocalKernel:
         if said:
             what += ":\n    " + "\n    ".join(said.splitlines()[-8:])
         if "No module named" in said and "ipykernel" in said:
-            what += (f"\nipykernel is not installed there; install progtc-kernel (it brings "
-                     f"ipykernel) with: {python} -m pip install progtc-kernel")
+            what += (f"\nipykernel is not installed there; install it with: {python} -m pip "
+                     "install ipykernel (the kernel needs nothing else: the host brings "
+                     "progtc_kernel's kernel side along)")
         return what
 
 

@@ -148,7 +148,7 @@ class AsyncProgtcClient:
         lease = await self._kernel_for(server, session)
         kernel = ToolKernel(
             handlers, server=server, kernel_id=lease.kernel_id,
-            load_extension=not lease.extension_loaded,
+            extension="loaded" if lease.extension_loaded else "inject",
             timeout=_within(timeout, lease.limits.get("code_execution_timeout"),
                             DEFAULT_EXECUTION_TIMEOUT),
             tool_timeout=_within(tool_call_timeout, lease.limits.get("tool_call_timeout"),
