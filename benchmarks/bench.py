@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -490,13 +490,18 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
 # -- what every benchmark here shares -------------------------------------------------
 
 
-def command_line(doc: str, argv: list[str] | None
+def command_line(doc: str, argv: list[str] | None, extra: Sequence[tuple[str, str]] = (),
+                 python_default: str | None = sys.executable,
                  ) -> tuple[argparse.Namespace, Callable[[str], None]]:
-    """``--python`` and ``--json``, and a progress log that ``--json`` silences."""
+    """``--python`` and ``--json`` (and ``extra`` options: flag and help, taking a
+    value), and a progress log that ``--json`` silences."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--python", default=sys.executable,
-                        help="kernel interpreter (default: this one)")
+    parser.add_argument("--python", default=python_default,
+                        help="kernel interpreter (default: " + (
+                            "this one)" if python_default else "one built for the run)"))
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    for flag, help_text in extra:
+        parser.add_argument(flag, help=help_text)
     args = parser.parse_args(argv)
 
     def log(text: str) -> None:
