@@ -21,22 +21,19 @@ HERE = Path(__file__).resolve().parent
 BASE_TEMPLATE = "code-interpreter-v1"
 """E2B's code-interpreter template (``e2b_code_interpreter.constants.DEFAULT_TEMPLATE``)."""
 
-DEFAULT_PACKAGE = "progtc-kernel"
 
 # Files are copied here, used by setup_kernel.sh (run as root) and removed again.
 SETUP_DIR = "/opt/progtc-kernel-setup"
 
 
-def make_template(
-    package: str = DEFAULT_PACKAGE,
-    base_template: str = BASE_TEMPLATE,
-) -> TemplateClass:
+def make_template(package: str, base_template: str = BASE_TEMPLATE) -> TemplateClass:
     """The template definition.
 
-    ``package`` is what pip installs: a requirement (``"progtc-kernel"``,
-    ``"progtc-kernel==0.1.0"``, ``"progtc-kernel @ git+https://github.com/OWNER/REPO@REF"``)
-    or the path, relative to this directory, of a wheel or sdist inside it (``build.py
-    --package path/to/progtc_kernel-*.whl`` stages files from elsewhere under ``wheels/``).
+    ``package`` is what pip installs: the path, relative to this directory, of a wheel
+    or sdist inside it (``build.py`` builds one from the checkout, and stages files from
+    elsewhere under ``wheels/``), or a requirement pip can resolve there
+    (``"progtc-kernel @ git+https://github.com/OWNER/REPO@REF"``; progtc-kernel is on no
+    public index).
     """
     template = (
         Template(file_context_path=str(HERE))
