@@ -20,6 +20,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from progtc_kernel import (
+    AsyncProgtcClient,
     ExtensionNotLoadedError,
     ProgrammaticToolset,
     ProtocolMismatchError,
@@ -29,7 +30,9 @@ from progtc_kernel import (
 from progtc_kernel.kernels.local import SPEC_NAME, single_spec
 from progtc_kernel.protocol import PROTOCOL_VERSION
 
-from .conftest import ROOT, TOOLS
+from .conftest import ROOT, TOOLS, bare_kernel_env, selected_lines
+from .servers import jupyter_server, kernelspec
+from .test_progtc_server import progtc_serve
 
 GATHER = ("import asyncio\nfrom tools import get_weather, search_database\n"
           "w, hits = await asyncio.gather(get_weather('Oslo', 'NO'), search_database('x', 2))\n"
@@ -229,3 +232,36 @@ def test_the_load_cell_carries_every_kernel_side_module() -> None:
     assert kernel_modules <= set(files)
     assert {"__init__.py", "protocol.py", "_wire.py", "exceptions.py"} <= set(files)
 
+
+
+# -- progtc's client and server on kernels with ipykernel alone ----------------------
+
+async def get_weather(city: str, country: str) -> str:
+    return f"Weather in {city}, {country}: Sunny, 22°C"
+
+
+async def test_the_progtc_client_on_a_plain_jupyter_server_with_only_ipykernel(
+        tmp_path: Path) -> None:
+    kernelspec(tmp_path / "share", "python3", bare_kernel_env(selected_lines()[-1]))
+    process = await jupyter_server(tmp_path).start()
+    try:
+        async with AsyncProgtcClient(process.url, api_key=process.token) as client:
+            result = await client.execute_code(
+                "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
+                {"get_weather": get_weather})
+        assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
+    finally:
+        process.stop()
+
+
+async def test_serve_warms_kernels_of_a_kernelspec_with_only_ipykernel(tmp_path: Path) -> None:
+    kernelspec(tmp_path / "share", "bare", bare_kernel_env(selected_lines()[-1]))
+    process = await progtc_serve(tmp_path, "--kernel-name", "bare", "--pool-size", "1").start()
+    try:
+        async with AsyncProgtcClient(process.url, api_key=process.token) as client:
+            result = await client.execute_code(
+                "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
+                {"get_weather": get_weather})
+        assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
+    finally:
+        process.stop()
