@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import Event, ExtensionNotLoadedError, ToolBridge, ToolCallStarted
+from progtc_kernel import Event, ExtensionNotLoadedError, ToolBridge, ToolCallStarted, __version__
 from progtc_kernel.kernels.local import ZmqTransport
+from progtc_kernel.protocol import PROTOCOL_VERSION
 
 from .conftest import TOOLS
 
@@ -252,12 +253,13 @@ async def forge(own_kernel: AsyncKernelManager, bridge: ToolBridge,
 
 
 @pytest.mark.parametrize(("data", "entry", "message"), [
-    ({"v": 1, "type": "results"}, {"ok": False, "error": {}},
+    ({"v": PROTOCOL_VERSION, "type": "results"}, {"ok": False, "error": {}},
      "the host sent a malformed result (unknown error kind None)"),
-    ({"v": 1, "type": "results"}, {"ok": True},
+    ({"v": PROTOCOL_VERSION, "type": "results"}, {"ok": True},
      "the host sent a malformed result (a successful result has no 'value')"),
     ({"v": 99, "type": "results"}, {"ok": True, "value": 1},
-     "the host speaks progtc_kernel protocol 99, this kernel speaks 1"),
+     f"the host speaks progtc_kernel protocol 99, this kernel's extension (progtc-kernel "
+     f"{__version__}) speaks {PROTOCOL_VERSION}"),
 ], ids=["error-without-fields", "ok-without-value", "version-99"])
 async def test_a_bad_result_fails_its_call_instead_of_orphaning_it(
     own_kernel: AsyncKernelManager, own_client: Any,
