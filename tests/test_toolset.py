@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -257,6 +258,46 @@ async def test_a_flood_of_printing_is_cut_and_says_so(make_toolset: Callable[...
             "def run():\n    print('x' * 50_000_000)\n    return {'done': True}")
         assert result.value == {"done": True}
         assert result.stdout.startswith("x" * 1000 + "\n[... 49,999,001 more characters")
+
+
+async def test_a_large_result_is_cut_and_the_cut_is_said(
+        make_toolset: Callable[..., Any]) -> None:
+    async with make_toolset(max_result_chars=1000) as toolset:
+        result = await toolset.run_script("def run():\n    return {'big': 'y' * 5000}")
+        assert result.value == {"big": "y" * 5000}  # the whole value, for the host
+        assert result.json_text == (
+            '{"big": "' + "y" * 991 + "\n[... 4,011 more characters of the returned JSON "
+            "were cut: return less (filter, count or summarise in the script)]")
+        assert await toolset.execute_tool_script(
+            "def run():\n    return {'big': 'y' * 5000}") == result.json_text
+
+
+async def test_the_instructions_say_what_the_caller_gets_of_printed_text(
+        make_toolset: Callable[..., Any]) -> None:
+    # execute_tool_script returns only the JSON: the instructions must not promise
+    # printed text, unless the caller says it passes run_script's stdout on.
+    async with make_toolset() as toolset:
+        instructions = (await toolset.get_execution_environment())["instructions"]
+        assert "Text the script prints is not returned to you" in instructions
+        assert await toolset.execute_tool_script(
+            "def run():\n    print('lost')\n    return {'a': 1}") == '{"a": 1}'
+    async with make_toolset(returns_printed_text=True) as toolset:
+        instructions = (await toolset.get_execution_environment())["instructions"]
+        assert "Text the script prints is returned to you after the return value" in (
+            instructions)
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ("def run():\n    raise SystemExit(7)", "the script raised SystemExit(7): a script "
+     "cannot exit or interrupt the kernel; return a dict from run()"),
+    ("def run():\n    raise SystemExit", "the script raised SystemExit: a script"),
+    ("def run():\n    raise KeyboardInterrupt", "the script raised KeyboardInterrupt: a"),
+])
+async def test_a_script_that_exits_is_told_so(toolset: ProgrammaticToolset, code: str,
+                                             message: str) -> None:
+    with pytest.raises(ScriptError, match=re.escape(message)):
+        await toolset.execute_tool_script(code)
+    assert await run(toolset, "def run():\n    return {'ok': True}") == {"ok": True}
 
 
 async def test_tools_defined_by_schema_show_as_stubs(make_toolset: Callable[..., Any]) -> None:

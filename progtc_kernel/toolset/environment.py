@@ -88,13 +88,20 @@ def stub(spec: ToolSpec) -> str:
 
 def instructions(specs: list[ToolSpec], modules: Mapping[str, str], *,
                  max_tool_calls: int | None, timeout: float | None, fresh_namespace: bool,
-                 max_output_chars: int) -> str:
+                 max_output_chars: int | None, max_result_chars: int) -> str:
+    """``max_output_chars``: how much printed text the caller returns; ``None``: it
+    returns none."""
     names = ", ".join(spec["name"] for spec in specs) or "(none)"
     first = specs[0]["name"] if specs else "some_tool"
     limits = [f"it may run for at most {timeout:g} s" if timeout else None,
               f"it may make at most {max_tool_calls} tool calls" if max_tool_calls else None]
     stated = " and ".join(limit for limit in limits if limit)
     stubs = "\n\n".join(stub(spec) for spec in specs) or "# no tools are available"
+    printed = ("Text the script prints is not returned to you: put what you need in the "
+               "returned dict." if max_output_chars is None else
+               "Text the script prints is returned to you after the return value (at "
+               f"most {max_output_chars:,} characters); put what you need in the "
+               "returned dict.")
     return f"""\
 Write a Python script that defines `run()` and returns a dict. The script runs in a
 Python kernel; the dict comes back to you as JSON (use only str, int, float, bool,
@@ -127,8 +134,8 @@ module that is not supported or defines no `run()`, with TypeError when `run()` 
 something that is not a dict, and with any other exception it raises; each error names
 the line of the script.
 
-Text the script prints is returned to you after the return value (at most
-{max_output_chars:,} characters); put what you need in the returned dict.
+{textwrap.fill(printed, 88)} The returned JSON is cut after {max_result_chars:,}
+characters: return what you need, not everything the tools gave.
 {"Each script starts with a fresh namespace." if fresh_namespace else
  "Names defined by one script are still there for the next one."}\
 {f" Limits: {stated}." if stated else ""}

@@ -29,6 +29,10 @@ from ..kernel.script import OUTCOME_MIME
 from .environment import environment, modules_of
 from .imports import check_script
 
+# A script's returned JSON passed on at most: a model's context holds far less, and
+# 50 MB took 99 s through MCP's stdio layer.
+MAX_RESULT_CHARS = 200_000
+
 _RUNNER = ("from progtc_kernel.kernel.script import run_script as _progtc_run_script\n"
            "await _progtc_run_script({source!r}, {modules!r}, {keep!r})")
 
@@ -38,7 +42,8 @@ class ScriptResult(BaseModel):
 
     value: dict[str, Any]
     json_text: str
-    """``value`` as the JSON the script produced (what ``execute_tool_script`` returns)."""
+    """``value`` as the JSON the script produced (what ``execute_tool_script`` returns),
+    cut to ``max_result_chars`` (the cut is said; cut, it is no longer JSON)."""
     stdout: str = ""
     """What the script printed, cut to ``max_output_chars`` (the cut is said)."""
     stderr: str = ""
@@ -63,7 +68,13 @@ class ProgrammaticToolset:
     calls one script may make (``None``: no limit). ``timeout``: seconds a script may
     run (``None``: no limit). ``fresh_namespace``: each script starts with no names
     left by earlier ones (set False to keep them). ``max_output_chars``: how much of
-    what a script prints is returned.
+    what a script prints is returned. ``max_result_chars``: how much of the JSON of
+    what ``run()`` returns is passed on (a model's context holds little, and a large
+    result is slow through MCP's stdio); a longer one is cut, the cut said.
+    ``returns_printed_text``: whether the caller passes what a script prints on to
+    the model (``run_script``'s ``stdout``, as the MCP server and ``CodeModeToolset``
+    do); ``execute_tool_script`` alone returns only the JSON. The instructions say
+    which.
     """
 
     def __init__(
@@ -76,6 +87,8 @@ class ProgrammaticToolset:
         timeout: float | None = 60.0,
         fresh_namespace: bool = True,
         max_output_chars: int = 20_000,
+        max_result_chars: int = MAX_RESULT_CHARS,
+        returns_printed_text: bool = False,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.kernel = kernel if kernel is not None else ToolKernel(self.tools)
@@ -84,6 +97,8 @@ class ProgrammaticToolset:
         self.timeout = timeout
         self.fresh_namespace = fresh_namespace
         self.max_output_chars = max_output_chars
+        self.max_result_chars = max_result_chars
+        self.returns_printed_text = returns_printed_text
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
         self._started_kernel = False
 
@@ -106,7 +121,8 @@ class ProgrammaticToolset:
         return environment(
             self.tools.specs(), self.modules, max_tool_calls=self.max_tool_calls,
             timeout=self.timeout, fresh_namespace=self.fresh_namespace,
-            max_output_chars=self.max_output_chars)
+            max_output_chars=self.max_output_chars if self.returns_printed_text else None,
+            max_result_chars=self.max_result_chars)
 
     async def execute_tool_script(self, script: str) -> str:
         """Run the script; returns the JSON of the dict its ``run()`` returned."""
@@ -125,9 +141,11 @@ class ProgrammaticToolset:
             raise _script_exception(outcome)
         text = str(outcome["json"])
         return ScriptResult(
-            value=json.loads(text), json_text=text, stdout=self._cut(result.stdout),
-            stderr=self._cut(result.stderr), tool_calls=result.tool_calls,
-            duration=result.duration)
+            value=json.loads(text), json_text=_cut(text, self.max_result_chars, (
+                "characters of the returned JSON were cut: return less (filter, count or "
+                "summarise in the script)")),
+            stdout=self._cut(result.stdout), stderr=self._cut(result.stderr),
+            tool_calls=result.tool_calls, duration=result.duration)
 
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
@@ -140,16 +158,25 @@ class ProgrammaticToolset:
         for output in result.outputs:
             if OUTCOME_MIME in output.data:
                 return dict(output.data[OUTCOME_MIME])
+        if error is not None and error.ename in ("SystemExit", "KeyboardInterrupt"):
+            raised = f"{error.ename}({error.evalue})" if error.evalue else error.ename
+            raise ScriptError(error.ename, (
+                f"the script raised {raised}: a script cannot exit or interrupt the "
+                "kernel; return a dict from run(), or raise an Exception to fail"))
         what = f"{error.ename}: {error.evalue}" if error else "no outcome"
         raise ScriptError("RuntimeError", f"the script runner failed ({what}); is "
                           "progtc-kernel the same version in the kernel as here?")
 
     def _cut(self, text: str) -> str:
-        if len(text) <= self.max_output_chars:
-            return text
-        dropped = len(text) - self.max_output_chars
-        return (f"{text[:self.max_output_chars]}\n[... {dropped:,} more characters were "
-                "printed and cut; return data in the dict instead]")
+        return _cut(text, self.max_output_chars,
+                    "characters were printed and cut; return data in the dict instead")
+
+
+def _cut(text: str, limit: int, said: str) -> str:
+    """``text`` cut to ``limit`` characters, saying how much more there was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[... {len(text) - limit:,} more {said}]"
 
 
 class _Budgeted(ToolRegistry):
@@ -170,6 +197,12 @@ class _Budgeted(ToolRegistry):
                 "calls per script (batch lookups, or split the work over scripts)"))
         return await super().call(name, arguments, threads, on_queued=on_queued,
                                   on_started=on_started)
+
+
+def error_text(exc: BaseException) -> str:
+    """A failed script's error as a model reads it, led by the exception's type
+    (``ValueError: ...``; a ``ScriptError``'s text already starts with the script's)."""
+    return str(exc) if isinstance(exc, ScriptError) else f"{type(exc).__name__}: {exc}"
 
 
 def _script_exception(outcome: Mapping[str, Any]) -> Exception:
