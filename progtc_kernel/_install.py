@@ -49,3 +49,18 @@ def _source() -> tuple[str | None, bool]:
     if (_CHECKOUT / "pyproject.toml").exists():  # a checkout on sys.path, not installed
         return str(_CHECKOUT), True
     return None, False
+
+
+def missing_extra(extra: str, exc: ImportError, needs: str) -> ModuleNotFoundError:
+    """The error for an optional dependency that is not installed, naming the pip
+    command that fixes it. ``needs``: what wants it ("CodeModeToolset needs
+    pydantic-ai")::
+
+        try:
+            from pydantic_ai import RunContext
+        except ImportError as exc:
+            raise missing_extra("pydantic-ai", exc, "CodeModeToolset needs pydantic-ai") from exc
+    """
+    return ModuleNotFoundError(
+        f"{needs} ({exc}); install the {extra!r} extra: {install_hint(extra)}",
+        name=exc.name)

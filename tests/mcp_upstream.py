@@ -1,11 +1,13 @@
 """A small upstream MCP server for the tests (the MCP SDK's high-level API).
 
-``crash`` ends the process and ``hang`` sleeps, for a server that fails or hangs."""
+``crash`` ends the process and ``hang`` waits until ``release`` is called, for a
+server that fails or hangs. ``get-sum`` has the name server-everything gives a tool
+of its own, for a clash of renamed tools."""
 
 from __future__ import annotations
 
 import os
-import time
+import threading
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -26,11 +28,27 @@ def lookup(key: str) -> dict[str, Any]:
     return TABLE[key]
 
 
+RELEASED = threading.Event()
+
+
 @server.tool()
-def hang(seconds: float) -> str:
-    """Sleep, then answer."""
-    time.sleep(seconds)
-    return "awake"
+def hang() -> str:
+    """Answer once ``release`` is called."""
+    RELEASED.wait()
+    return "released"
+
+
+@server.tool()
+def release() -> str:
+    """Let every ``hang`` call answer."""
+    RELEASED.set()
+    return "released"
+
+
+@server.tool(name="get-sum")
+def get_sum(a: int, b: int) -> dict[str, Any]:
+    """Add two integers (this server's)."""
+    return {"sum": a + b, "by": "upstream-test"}
 
 
 @server.tool()

@@ -1,7 +1,11 @@
 """``progtc-kernel mcp``, driven by the MCP SDK's real stdio client.
 
-The server runs as a user would start it, with host tools from a file and an
-upstream MCP server (``mcp_upstream.py``) whose tools scripts call too."""
+The server runs as a user would start it, with host tools from a file and two
+upstream MCP servers whose tools scripts call too: ``mcp_upstream.py`` and
+server-everything from npm, whose tools are named ``get-sum`` and the like.
+
+No handshake here has a timeout of its own that load could beat: the MCP sessions
+wait as long as the test may run (pytest-timeout)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ pytest.importorskip("mcp", reason="the MCP SDK is an optional extra")
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
+from .npm_servers import everything_command
 from .test_cli import progtc_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,18 +40,29 @@ SCRIPT_OUTPUT = {"properties": {"returnValue": {"description": "Value of the res
 
 
 @contextlib.asynccontextmanager
-async def mcp_session(*args: str) -> AsyncIterator[ClientSession]:
+async def mcp_session(*args: str, errlog: Any = sys.stderr) -> AsyncIterator[ClientSession]:
     command = [sys.executable, "-c", "from progtc_kernel.cli import main; raise SystemExit(main())",
                "mcp", *args]
     parameters = StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT))
-    async with stdio_client(parameters, errlog=sys.stderr) as (read, write), \
-            ClientSession(read, write, read_timeout_seconds=120) as session:
+    async with stdio_client(parameters, errlog=errlog) as (read, write), \
+            ClientSession(read, write) as session:
         await session.initialize()
         yield session
 
 
 @pytest.fixture(scope="module")
-async def session(kernel_python: str) -> AsyncIterator[ClientSession]:
+def everything() -> str:
+    return everything_command()
+
+
+@pytest.fixture(scope="module")
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mcp") / "stderr.txt"
+
+
+@pytest.fixture(scope="module")
+async def session(kernel_python: str, everything: str, server_log: Path
+                  ) -> AsyncIterator[ClientSession]:
     """One server for the module, held by a task of its own: the SDK's task groups
     must be left by the task that entered them."""
     loop = asyncio.get_running_loop()
@@ -54,10 +70,13 @@ async def session(kernel_python: str) -> AsyncIterator[ClientSession]:
     done = asyncio.Event()
 
     async def hold() -> None:
-        async with mcp_session("--tools", "examples/tools.py", "--upstream", UPSTREAM,
-                               "--upstream-timeout", "5", "--python", kernel_python) as session:
-            opened.set_result(session)
-            await done.wait()
+        with server_log.open("w") as errlog:
+            async with mcp_session(
+                    "--tools", "examples/tools.py", "--upstream", everything, "--upstream",
+                    UPSTREAM, "--tool-timeout", "5", "--max-result-chars", "50000",
+                    "--python", kernel_python, errlog=errlog) as session:
+                opened.set_result(session)
+                await done.wait()
 
     holder = asyncio.ensure_future(hold())
     either: set[asyncio.Future[Any]] = {holder, opened}
@@ -125,6 +144,10 @@ async def run():
     ("x = 1", "ValueError: the script defines no run() function"),
     ("def run():\n    return 42", "TypeError: run() returned int, not a dict"),
     ("def run():\n    raise LookupError('nothing here')", "LookupError: nothing here"),
+    ("def run():\n    raise SystemExit(3)",
+     "SystemExit: the script raised SystemExit(3): a script cannot exit or interrupt"),
+    ("def run():\n    raise KeyboardInterrupt",
+     "KeyboardInterrupt: the script raised KeyboardInterrupt: a script cannot exit"),
 ])
 async def test_contract_errors_are_tool_errors_led_by_their_type(
         session: ClientSession, code: str, starts: str) -> None:
@@ -135,19 +158,89 @@ async def test_contract_errors_are_tool_errors_led_by_their_type(
 
 async def test_an_upstream_that_hangs_fails_its_call_and_the_others_keep_working(
         session: ClientSession) -> None:
+    # hang() answers only once release() is called: the call can end only by the
+    # one timeout that governs it, --tool-timeout (5 s here; the kernel's default
+    # is 10 s, --upstream-timeout's was 60 s).
     result = await script(session, """\
 from tools import hang, add, ToolError
 def run():
     try:
-        hang(seconds=30)
+        hang()
     except ToolError as e:
         return {"error": str(e), "after": add(a=1, b=1)["result"]}
+""")
+    await script(session, "from tools import release\ndef run():\n    return {'r': release()}")
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    value = json.loads(result.structured_content["returnValue"])
+    assert "no result within 5 s (tool_timeout)" in value["error"]
+    assert value["after"] == 2
+
+
+def test_one_timeout_governs_a_tool_call_and_it_defaults_to_60_s() -> None:
+    from progtc_kernel.cli import _parser
+    from progtc_kernel.cli.mcp import toolset_options
+    from progtc_kernel.integrations.mcp import toolset_for
+
+    for argv, expected in ((["mcp"], 60.0), (["mcp", "--tool-timeout", "12"], 12.0),
+                           (["mcp", "--upstream-timeout", "12"], 12.0),
+                           (["mcp", "--tool-timeout", "0"], None)):
+        toolset = toolset_for([], **toolset_options(_parser().parse_args(argv)))
+        assert toolset.kernel.tool_timeout == expected, argv
+    assert "--tool-timeout S, --upstream-timeout S" in progtc_kernel("mcp", "--help").stdout
+
+
+# -- server-everything: tools whose names are not Python names ----------------------
+
+
+async def test_tools_named_with_hyphens_get_python_names_and_show_both(
+        session: ClientSession) -> None:
+    result = await session.call_tool("get_execution_environment", {})
+    assert result.structured_content is not None
+    instructions = result.structured_content["returnValue"]["instructions"]
+    assert "def get_annotated_message(messageType: Literal['error', 'success', 'debug']" in (
+        instructions)
+    assert "Called 'get-annotated-message' by the MCP server" in instructions
+    assert "get-annotated-message" not in instructions.split("def ")[0]  # no hyphen in code
+
+
+async def test_a_script_calls_server_everythings_tools_by_their_python_names(
+        session: ClientSession) -> None:
+    result = await script(session, """\
+from tools import echo, get_sum, get_annotated_message
+def run():
+    return {"echo": echo(message="hi"), "sum": get_sum(a=2, b=3),
+            "note": get_annotated_message(messageType="success", includeImage=False)}
 """)
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
     value = json.loads(result.structured_content["returnValue"])
-    assert "did not answer within 5 s" in value["error"]
-    assert value["after"] == 2
+    assert value["echo"] == "Echo: hi"
+    assert "5" in value["sum"]
+    assert "success" in json.dumps(value["note"]).lower()
+
+
+async def test_a_clash_after_renaming_takes_a_numbered_name_and_says_so(
+        session: ClientSession, server_log: Path) -> None:
+    # Both upstreams have a tool named "get-sum": server-everything's, listed first,
+    # is get_sum; mcp_upstream.py's is get_sum_2, and the upstream is called by the
+    # tool's own name.
+    environment = await session.call_tool("get_execution_environment", {})
+    assert environment.structured_content is not None
+    instructions = environment.structured_content["returnValue"]["instructions"]
+    assert "def get_sum_2(a: int, b: int)" in instructions
+    assert "'get_sum_2' here ('get_sum' is taken by the MCP server" in instructions
+    result = await script(session, """\
+from tools import get_sum_2
+def run():
+    return get_sum_2(a=2, b=3)
+""")
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    assert json.loads(result.structured_content["returnValue"]) == {
+        "sum": 5, "by": "upstream-test"}
+    assert "the tool 'get-sum' of the MCP server" in server_log.read_text()
+    assert "is named 'get_sum_2': 'get_sum' is taken by" in server_log.read_text()
 
 
 async def test_an_upstream_that_crashes_fails_its_tools_and_the_host_tools_keep_working(
@@ -180,3 +273,22 @@ def test_a_name_offered_twice_is_refused_at_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "two tools are named 'add': one in the host tools, one in the MCP server" in (
         done.stderr)
+
+
+async def test_a_large_result_is_cut_and_the_cut_is_said(session: ClientSession) -> None:
+    result = await script(session, "def run():\n    return {'rows': ['x' * 100] * 5000}")
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    text = result.structured_content["returnValue"]
+    assert text.startswith('{"rows": ["xxxx')
+    assert text.endswith("more characters of the returned JSON were cut: return less "
+                         "(filter, count or summarise in the script)]")
+    assert len(text) < 50_200
+
+
+async def test_the_instructions_promise_printed_text_which_comes_back(
+        session: ClientSession) -> None:
+    result = await session.call_tool("get_execution_environment", {})
+    assert result.structured_content is not None
+    assert "Text the script prints is returned to you after the return value" in (
+        result.structured_content["returnValue"]["instructions"])

@@ -6,6 +6,7 @@ environment, writes a script gathering several tool calls, then answers."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from progtc_kernel import ToolKernel
+from progtc_kernel._install import install_hint
 from progtc_kernel.integrations.pydantic_ai import CodeModeToolset
+
+from .npm_servers import everything_binary
 
 UPSTREAM = Path(__file__).resolve().parent / "mcp_upstream.py"
 SCRIPT = """\
@@ -115,8 +119,9 @@ async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str)
     from fastmcp.client.transports import StdioTransport
     from pydantic_ai.mcp import MCPToolset
 
+    # init_timeout=None: pydantic-ai's 5 s handshake timeout is one load can beat.
     upstream = MCPToolset(StdioTransport(command=sys.executable, args=[str(UPSTREAM)]),
-                          id="upstream", tool_error_behavior="error")
+                          id="upstream", tool_error_behavior="error", init_timeout=None)
     script = ("from tools import add, lookup\n"
               "def run():\n    return {'sum': add(a=2, b=3), 'row': lookup(key='beta')}")
 
@@ -135,3 +140,45 @@ async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str)
     assert isinstance(environment, dict)
     assert "def add(a: int, b: int) -> int:" in environment["instructions"]
     assert json.loads(result.output) == {"sum": 5, "row": {"id": 2, "tags": []}}
+
+
+async def test_server_everythings_hyphenated_tools_are_served_under_python_names(
+        kernel_python: str) -> None:
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    everything = MCPToolset(StdioTransport(command=str(everything_binary()), args=["stdio"]),
+                            id="everything", tool_error_behavior="error", init_timeout=None)
+    script = ("from tools import get_sum, echo\n"
+              "def run():\n    return {'sum': get_sum(a=2, b=3), 'echo': echo(message='hi')}")
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("get_execution_environment", {})])
+        if step == 1:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    toolset = CodeModeToolset(toolsets=[everything], kernel=ToolKernel(python=kernel_python))
+    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sum?")
+
+    environment = returns(result.all_messages())[0].content
+    assert isinstance(environment, dict)
+    assert "def get_sum(a: float, b: float)" in environment["instructions"]
+    assert ("Called 'get-sum' by the toolset MCPToolset 'everything'; 'get_sum' here."
+            in environment["instructions"])
+    value = json.loads(result.output)
+    assert "is 5" in json.dumps(value["sum"])
+    assert "Echo: hi" in json.dumps(value["echo"])
+
+
+def test_without_pydantic_ai_the_import_names_the_pip_install_that_fixes_it() -> None:
+    blocked = ("import sys; sys.modules['pydantic_ai'] = None\n"
+               "import progtc_kernel.integrations.pydantic_ai")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: CodeModeToolset needs pydantic-ai")
+    assert last.endswith(f"install the 'pydantic-ai' extra: {install_hint('pydantic-ai')}")

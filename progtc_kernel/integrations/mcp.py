@@ -10,7 +10,8 @@
   schemas in the stubs. A server that crashes or hangs fails its own tools with a
   clear error; the others keep working.
 
-Needs ``pip install "progtc-kernel[mcp]"`` (the MCP SDK, 2.x).
+Needs the ``mcp`` extra (the MCP SDK, 2.x); without it, importing this module
+names the ``pip install`` that fixes it.
 """
 
 from __future__ import annotations
@@ -19,29 +20,37 @@ import contextlib
 import json
 import shlex
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.server import Server, ServerRequestContext
-from mcp.server.stdio import stdio_server
-from mcp.shared.exceptions import MCPError
-from mcp.types import (
-    CONNECTION_CLOSED,
-    REQUEST_TIMEOUT,
-    CallToolRequestParams,
-    CallToolResult,
-    ContentBlock,
-    ListToolsResult,
-    PaginatedRequestParams,
-    TextContent,
-)
-from mcp.types import Tool as MCPTool
+from .._install import missing_extra
+
+try:
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+    from mcp.server import Server, ServerRequestContext
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import (
+        CONNECTION_CLOSED,
+        REQUEST_TIMEOUT,
+        CallToolRequestParams,
+        CallToolResult,
+        ContentBlock,
+        ListToolsResult,
+        PaginatedRequestParams,
+        TextContent,
+    )
+    from mcp.types import Tool as MCPTool
+except ImportError as exc:
+    raise missing_extra("mcp", exc, "progtc-kernel's MCP server needs the MCP SDK") from exc
 
 from .._version import __version__
+from ..host.naming import ForeignTool, foreign_tools
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
 from ..toolset import ProgrammaticToolset
 from ..toolset.environment import ENVIRONMENT_SCHEMA
+from ..toolset.toolset import MAX_RESULT_CHARS, error_text
 
 # The contract's schemas (../shared/seeds/programmatic-toolset.txt).
 SCRIPT_INPUT = {"type": "object", "properties": {"script": {"type": "string"}},
@@ -88,7 +97,7 @@ def make_server(toolset: ProgrammaticToolset) -> Server:
             return await _call(toolset, params.name, params.arguments or {})
         except Exception as exc:  # the contract's errors, as tool errors the model reads
             return CallToolResult(is_error=True, content=[
-                TextContent(type="text", text=f"{type(exc).__name__}: {exc}")])
+                TextContent(type="text", text=error_text(exc))])
 
     return Server("progtc-kernel", version=__version__, on_list_tools=on_list_tools,
                   on_call_tool=on_call_tool)
@@ -127,21 +136,33 @@ async def serve_stdio(toolset: ProgrammaticToolset) -> None:
 # -- other MCP servers' tools as host tools ---------------------------------------------
 
 async def upstream_tools(stack: contextlib.AsyncExitStack, command: str, *,
-                         timeout: float = 60.0) -> list[Tool]:
+                         timeout: float | None = None,
+                         taken: Mapping[str, str] | Iterable[str] = ()) -> list[Tool]:
     """Start the MCP server ``command`` (kept until ``stack`` closes) and return its
-    tools as host tools. ``timeout``: seconds one of its calls may take."""
+    tools as host tools, under Python names (``get-sum`` is ``get_sum``; see
+    ``progtc_kernel.host.naming``). ``timeout``: seconds one of its calls may take
+    (``None``: the kernel's ``tool_timeout`` alone governs). ``taken``: names
+    already offered."""
+    return foreign_tools(await upstream_definitions(stack, command, timeout=timeout),
+                         taken=taken)
+
+
+async def upstream_definitions(stack: contextlib.AsyncExitStack, command: str, *,
+                               timeout: float | None = None) -> list[ForeignTool]:
+    """Start the MCP server ``command`` and describe its tools, under their own names."""
     program, *args = shlex.split(command)
     parameters = StdioServerParameters(command=program, args=args)
     try:
         read, write = await stack.enter_async_context(stdio_client(parameters,
                                                                    errlog=sys.stderr))
-        session = await stack.enter_async_context(
-            ClientSession(read, write, read_timeout_seconds=timeout))
+        # No timeout of ours on the handshake: a server that exits is seen at once
+        # (the pipe closes), and a slow start under load is not a failure.
+        session = await stack.enter_async_context(ClientSession(read, write))
         await session.initialize()
         listed = await _list_all(session)
     except (OSError, MCPError) as exc:
         raise RuntimeError(f"could not start the MCP server {command!r}: {exc}") from None
-    return [_as_host_tool(session, command, tool, timeout) for tool in listed]
+    return [_as_foreign_tool(session, command, tool, timeout) for tool in listed]
 
 
 async def _list_all(session: ClientSession) -> list[MCPTool]:
@@ -160,15 +181,15 @@ class UpstreamError(Exception):
     """An upstream MCP server's tool failed, or the server is gone."""
 
 
-def _as_host_tool(session: ClientSession, command: str, tool: MCPTool,
-                  timeout: float) -> Tool:
+def _as_foreign_tool(session: ClientSession, command: str, tool: MCPTool,
+                     timeout: float | None) -> ForeignTool:
     async def call(arguments: dict[str, Any]) -> Any:
         try:
             result = await session.call_tool(tool.name, arguments, read_timeout_seconds=timeout)
         except MCPError as exc:
             if exc.code == REQUEST_TIMEOUT:
                 raise UpstreamError(f"the MCP server {command!r} did not answer within "
-                                    f"{timeout:g} s") from None
+                                    f"{timeout or 0:g} s") from None
             if exc.code == CONNECTION_CLOSED:
                 raise UpstreamError(f"the MCP server {command!r} is gone (it exited or "
                                     "crashed); its tools cannot be called") from None
@@ -187,39 +208,40 @@ def _as_host_tool(session: ClientSession, command: str, tool: MCPTool,
         except ValueError:
             return text
 
-    return Tool.from_schema(tool.name, tool.input_schema, call, description=tool.description,
-                            output_schema=tool.output_schema)
+    return ForeignTool(tool.name, tool.input_schema, call, f"the MCP server {command!r}",
+                       description=tool.description, output_schema=tool.output_schema)
 
 
-async def serve(tools: ToolRegistry, *, upstreams: list[str], upstream_timeout: float | None,
-                python: str | None, kernel_url: str | None, token: str | None,
-                kernel_name: str | None, supported_modules: list[str] | None,
-                max_tool_calls: int | None, timeout: float | None) -> None:
-    """``progtc-kernel mcp``: the toolset over stdio, with the upstream servers' tools."""
-    from ..kernels.jupyter_server import JupyterServer
-
+async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) -> None:
+    """``progtc-kernel mcp``: the toolset over stdio, with the upstream servers' tools.
+    ``options``: as for ``toolset_for``."""
     try:
         async with contextlib.AsyncExitStack() as stack:
-            offered: dict[str, str] = dict.fromkeys(tools, "the host tools")
-            every = list(tools.values())
-            for command in upstreams:
-                for tool in await upstream_tools(stack, command,
-                                                 timeout=upstream_timeout or 3600):
-                    if tool.name in offered:
-                        raise ValueError(
-                            f"two tools are named {tool.name!r}: one in {offered[tool.name]}, "
-                            f"one in the MCP server {command!r}; rename the host tool (a "
-                            "TOOLS mapping gives it another name) or leave one server out")
-                    offered[tool.name] = f"the MCP server {command!r}"
-                    every.append(tool)
-            server = JupyterServer(kernel_url, token=token) if kernel_url else None
-            kernel = ToolKernel(python=python, kernel_name=kernel_name, server=server,
-                                timeout=timeout)
-            await serve_stdio(ProgrammaticToolset(
-                every, kernel=kernel, supported_modules=supported_modules,
-                max_tool_calls=max_tool_calls, timeout=timeout))
+            # No timeout of the upstream session: the kernel's tool_timeout governs
+            # every call (it cancels the host's side when it fires).
+            upstream = [tool for command in upstreams
+                        for tool in await upstream_definitions(stack, command)]
+            every = [*tools.values(), *foreign_tools(upstream, taken=list(tools))]
+            await serve_stdio(toolset_for(every, **options))
     except Exception as exc:
         raise _first_cause(exc) from None
+
+
+def toolset_for(tools: list[Tool], *, tool_timeout: float | None, python: str | None = None,
+                kernel_url: str | None = None, token: str | None = None,
+                kernel_name: str | None = None, supported_modules: list[str] | None = None,
+                max_tool_calls: int | None = None, timeout: float | None = 60.0,
+                max_result_chars: int = MAX_RESULT_CHARS) -> ProgrammaticToolset:
+    """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
+    (unstarted). ``tool_timeout`` is the one ceiling of a tool call, upstream or not."""
+    from ..kernels.jupyter_server import JupyterServer
+
+    server = JupyterServer(kernel_url, token=token) if kernel_url else None
+    kernel = ToolKernel(python=python, kernel_name=kernel_name, server=server,
+                        timeout=timeout, tool_timeout=tool_timeout)
+    return ProgrammaticToolset(tools, kernel=kernel, supported_modules=supported_modules,
+                               max_tool_calls=max_tool_calls, timeout=timeout,
+                               max_result_chars=max_result_chars, returns_printed_text=True)
 
 
 def _first_cause(exc: BaseException) -> BaseException:

@@ -11,7 +11,9 @@
 The agent sees two tools, ``get_execution_environment`` and ``execute_tool_script``
 (``ProgrammaticToolset``); the tools of the toolsets given (function tools, an MCP
 server's tools...) are not offered to the model directly but served to its scripts,
-with their schemas in the stubs. Needs ``pip install "progtc-kernel[pydantic-ai]"``.
+with their schemas in the stubs, under Python names (``get-sum`` is ``get_sum``).
+Needs the ``pydantic-ai`` extra; without it, importing this module names the
+``pip install`` that fixes it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic_ai import RunContext, ToolFailed, ToolReturn
-from pydantic_ai.tools import ToolDefinition
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
+from .._install import missing_extra
+
+try:
+    from pydantic_ai import RunContext, ToolFailed, ToolReturn
+    from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
+except ImportError as exc:
+    raise missing_extra("pydantic-ai", exc, "CodeModeToolset needs pydantic-ai (Python 3.11+)"
+                        ) from exc
 from pydantic_core import SchemaValidator, core_schema
 
+from ..host.naming import ForeignTool, foreign_tools
 from ..host.tool_kernel import ToolKernel
-from ..host.tools import Tool, ToolRegistry, ToolsLike
+from ..host.tools import ToolRegistry, ToolsLike
 from ..toolset import ProgrammaticToolset
+from ..toolset.toolset import error_text
 
 _ENVIRONMENT_DESCRIPTION = (
     "Get details about the execution environment: how to write a script for "
@@ -52,7 +62,9 @@ class CodeModeToolset(AbstractToolset[Any]):
     this toolset and called with the agent's run context. ``kernel``: the
     ``ToolKernel`` scripts run on (default: a local kernel of its own). ``id``: this
     toolset's id. ``options``: as for ``ProgrammaticToolset`` (``supported_modules``,
-    ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``).
+    ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
+    ``max_result_chars``). Tools of ``toolsets`` whose names are not Python names
+    (``get-sum``) get one (``get_sum``; see ``progtc_kernel.host.naming``).
     """
 
     def __init__(self, tools: ToolsLike = None, *, toolsets: Sequence[AbstractToolset[Any]] = (),
@@ -60,6 +72,7 @@ class CodeModeToolset(AbstractToolset[Any]):
                  **options: Any) -> None:
         self.own_tools = ToolRegistry.of(tools)
         self.toolsets = list(toolsets)
+        options.setdefault("returns_printed_text", True)  # call_tool returns it
         self.programmatic = ProgrammaticToolset(self.own_tools, kernel=kernel, **options)
         self._id = id
         self._ctx: RunContext[Any] | None = None
@@ -90,14 +103,8 @@ class CodeModeToolset(AbstractToolset[Any]):
         self._ctx = ctx
         forwarded = [tool for toolset in self.toolsets
                      for tool in (await toolset.get_tools(ctx)).values()]
-        names = set(self.own_tools)
-        for tool in forwarded:
-            if tool.tool_def.name in names:
-                raise ValueError(f"two tools are named {tool.tool_def.name!r}; rename one "
-                                 "(e.g. toolset.prefixed('name'))")
-            names.add(tool.tool_def.name)
-        self.programmatic.tools = ToolRegistry(
-            [*self.own_tools.values(), *(self._forward(tool) for tool in forwarded)])
+        self.programmatic.tools = ToolRegistry([*self.own_tools.values(), *foreign_tools(
+            (self._forward(tool) for tool in forwarded), taken=list(self.own_tools))])
         definitions = [
             ToolDefinition(name="get_execution_environment", parameters_json_schema=_NO_ARGUMENTS,
                            description=_ENVIRONMENT_DESCRIPTION),
@@ -117,14 +124,15 @@ class CodeModeToolset(AbstractToolset[Any]):
         try:
             result = await self.programmatic.run_script(str(tool_args.get("script", "")))
         except Exception as exc:  # the contract's errors: the model reads them and retries
-            raise ToolFailed(f"{type(exc).__name__}: {exc}") from None
+            raise ToolFailed(error_text(exc)) from None
         printed = "".join(part for part in (result.stdout, result.stderr) if part)
         return ToolReturn(return_value=result.json_text,
                           content=f"The script printed:\n{printed}" if printed else None,
                           metadata={"stdout": result.stdout, "stderr": result.stderr})
 
-    def _forward(self, tool: ToolsetTool[Any]) -> Tool:
-        """A forwarded toolset's tool as a host tool scripts can call."""
+    def _forward(self, tool: ToolsetTool[Any]) -> ForeignTool:
+        """A forwarded toolset's tool, called by its own name (scripts may know it
+        by another: see ``progtc_kernel.host.naming``)."""
         definition = tool.tool_def
 
         async def call(arguments: dict[str, Any]) -> Any:
@@ -133,9 +141,10 @@ class CodeModeToolset(AbstractToolset[Any]):
             value = await tool.toolset.call_tool(definition.name, validated, self._ctx, tool)
             return value.return_value if isinstance(value, ToolReturn) else value
 
-        return Tool.from_schema(definition.name, definition.parameters_json_schema, call,
-                                description=definition.description,
-                                output_schema=_as_returned(definition.return_schema))
+        source = f"the toolset {tool.toolset.label}"
+        return ForeignTool(definition.name, definition.parameters_json_schema, call, source,
+                           description=definition.description,
+                           output_schema=_as_returned(definition.return_schema))
 
 
 def _as_returned(schema: dict[str, Any] | None) -> dict[str, Any] | None:
