@@ -192,6 +192,78 @@ def test_a_tools_file_without_tools_is_a_usage_error(
     assert "importing" in err and "RuntimeError: no config" in err and "line 2" in err
 
 
+def command_with_tools(command: str, tools: Path, tmp_path: Path) -> list[str]:
+    """``command`` with ``--tools tools`` and whatever else it needs to get that far."""
+    notebook = tmp_path / "in.ipynb"
+    notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                    "nbformat_minor": 5}))
+    rest = {"run": [str(ROOT / "examples/agent.py")], "mcp": [], "attach": [],
+            "notebook": [str(notebook), str(tmp_path / "out.ipynb")]}[command]
+    return [command, *rest, "--tools", str(tools)]
+
+
+@pytest.mark.parametrize("command", ["run", "mcp", "notebook", "attach"])
+def test_a_tools_module_that_exits_or_fails_on_import_is_a_usage_error(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    exits = write(tmp_path / "exits.py", "import json\nraise SystemExit(7)\n")
+    fails = write(tmp_path / "fails.py", "def tool(): ...\n{}['missing']\n")
+
+    assert main(command_with_tools(command, exits, tmp_path)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"a --tools module raised SystemExit(7) while it was imported ({exits}, line 2): "
+            "a tools module must not exit when imported") in err
+    assert main(command_with_tools(command, fails, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"importing {fails} failed" in err and "KeyError: 'missing'" in err
+
+
+@pytest.mark.parametrize("content", ['{"a": 1}', '{"cells": "x", "nbformat": 4, '
+                                     '"nbformat_minor": 5, "metadata": {}}', "[1, 2]"])
+def test_json_that_is_not_a_notebook_is_a_usage_error(
+    content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = tmp_path / "data.ipynb"
+    source.write_text(content)
+
+    assert main(["notebook", str(source), str(tmp_path / "out.ipynb")]) == 2
+
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot read {source} as a notebook (" in err
+    assert "give a Jupyter notebook (.ipynb, nbformat 4)" in err
+    assert "Traceback" not in err
+
+
+def test_every_command_takes_log_level(capsys: pytest.CaptureFixture[str]) -> None:
+    from progtc_kernel.cli import COMMANDS
+
+    for command in COMMANDS:
+        name = command.__name__.rsplit(".", 1)[-1]
+        assert main([name, "--help"]) == 0
+        assert "--log-level {debug,info,warning,error,critical}" in capsys.readouterr().out
+
+
+def test_log_level_shows_the_records_it_asks_for(kernel_python: str) -> None:
+    quiet = progtc_kernel("run", "-", "--python", kernel_python, stdin="print(1)\n")
+    debug = progtc_kernel("run", "-", "--python", kernel_python, "--log-level", "DEBUG",
+                          stdin="print(1)\n")
+    assert quiet.returncode == debug.returncode == 0, debug.stderr
+    assert "DEBUG" not in quiet.stderr and "WARNING" not in quiet.stderr
+    assert " asyncio DEBUG: Using selector" in debug.stderr
+
+
+def test_a_missing_extra_names_the_pip_install_that_fixes_it() -> None:
+    from progtc_kernel._install import install_hint
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['mcp'] = None\n"
+         "from progtc_kernel.cli import main; raise SystemExit(main(['mcp']))"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 2
+    assert "progtc-kernel's MCP server needs the MCP SDK" in done.stderr
+    assert f"install the 'mcp' extra: {install_hint('mcp')}" in " ".join(done.stderr.split())
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == "progtc-kernel 0.1.0\n"

@@ -18,7 +18,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, error_text, seconds
+from ._common import UsageError, console, error_text, load_tools, seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -80,15 +80,9 @@ def _positive(text: str) -> float:
 
 
 def command(args: argparse.Namespace) -> int:
-    from ..host.errors import ToolDefinitionError
-    from ..host.loading import load_tools
-
     if not args.tools:
         raise UsageError("give the tools to serve: --tools MODULE_OR_FILE (repeatable)")
-    try:
-        tools = load_tools(args.tools)
-    except ToolDefinitionError as exc:
-        raise UsageError(str(exc)) from None
+    tools = load_tools(args.tools)
     lifecycle, where = _kernel(args)
     return asyncio.run(_attach(lifecycle, where, tools, args))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, seconds
+from ._common import UsageError, load_tools, seconds
 
 if TYPE_CHECKING:
     from ._common import Subcommands
@@ -18,15 +18,19 @@ def add_parser(commands: Subcommands) -> None:
         "mcp", help="serve get_execution_environment and execute_tool_script over MCP (stdio)",
         description="An MCP server on stdin/stdout with the two ProgrammaticToolset tools: a "
         "model writes one script that calls the --tools functions and the tools of the "
-        "--upstream MCP servers. Needs: pip install 'progtc-kernel[mcp]'.")
+        "--upstream MCP servers (a tool named 'get-sum' there is get_sum in scripts). "
+        "Needs the 'mcp' extra.")
     mcp.add_argument(
         "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
         help="a module name or .py file with host tools (repeat to combine)")
     mcp.add_argument(
         "--upstream", action="append", default=[], metavar="'COMMAND ARGS'",
         help="an MCP server to start; its tools become tools scripts can call (repeatable)")
-    mcp.add_argument("--upstream-timeout", type=seconds, default=60.0, metavar="S",
-                     help="fail an upstream tool call after S seconds (default: 60)")
+    mcp.add_argument("--tool-timeout", "--upstream-timeout", type=seconds, default=60.0,
+                     metavar="S", dest="tool_timeout",
+                     help="fail a tool call after S seconds, a --tools function's or an "
+                     "--upstream server's alike: the one timeout of a call (default: 60; 0: "
+                     "no limit; --upstream-timeout is its old name)")
     mcp.add_argument("--module", action="append", dest="modules", metavar="NAME",
                      help="a module scripts may import (repeat; default: json, math, re, "
                      "datetime, collections, itertools, functools, statistics, asyncio...)")
@@ -34,6 +38,9 @@ def add_parser(commands: Subcommands) -> None:
                      help="tool calls one script may make (default: no limit)")
     mcp.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
                      help="stop a script after S seconds (default: 60; 0: no limit)")
+    mcp.add_argument("--max-result-chars", type=int, metavar="N",
+                     help="cut the JSON a script returns after N characters, saying so "
+                     "(default: 200,000)")
     mcp.add_argument("--python", metavar="PATH",
                      help="the local kernel's interpreter (default: this one)")
     mcp.add_argument("--kernel-url", metavar="URL",
@@ -45,27 +52,25 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from ..host.errors import ToolDefinitionError
-    from ..host.loading import load_tools
-
     try:
         from ..integrations.mcp import serve
     except ImportError as exc:
-        raise UsageError(f"the MCP SDK is not installed ({exc}): pip install "
-                         "'progtc-kernel[mcp]'") from None
+        raise UsageError(str(exc)) from None
     if args.kernel_url and args.python:
         raise UsageError("--python picks a local interpreter; with --kernel-url the server "
                          "runs the kernel: pick its kernelspec with --kernel-name")
+    tools = load_tools(args.tools)
     try:
-        tools = load_tools(args.tools)
-    except ToolDefinitionError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        asyncio.run(serve(
-            tools, upstreams=args.upstream, upstream_timeout=args.upstream_timeout,
-            python=args.python, kernel_url=args.kernel_url, token=args.token,
-            kernel_name=args.kernel_name, supported_modules=args.modules,
-            max_tool_calls=args.max_tool_calls, timeout=args.timeout))
+        asyncio.run(serve(tools, upstreams=args.upstream, **toolset_options(args)))
     except (ValueError, RuntimeError) as exc:  # bad options, an upstream that cannot start
         raise UsageError(str(exc)) from None
     return 0
+
+
+def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``progtc_kernel.integrations.mcp.toolset_for`` the command gives."""
+    return {"tool_timeout": args.tool_timeout, "python": args.python,
+            "kernel_url": args.kernel_url, "token": args.token,
+            "kernel_name": args.kernel_name, "supported_modules": args.modules,
+            "max_tool_calls": args.max_tool_calls, "timeout": args.timeout,
+            **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {})}

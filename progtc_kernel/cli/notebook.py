@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, seconds
+from ._common import UsageError, console, load_tools, seconds
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -95,14 +95,9 @@ def command(args: argparse.Namespace) -> int:
         from ..integrations.nbclient import ToolNotebookClient, inject_parameters
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    from ..host.errors import ToolDefinitionError
-    from ..host.loading import load_tools
 
     nb = _read(args.input)
-    try:
-        tools = load_tools(args.tools)
-    except ToolDefinitionError as exc:
-        raise UsageError(str(exc)) from None
+    tools = load_tools(args.tools)
     parameters = {name: parameter_value(value) for name, value in args.parameter}
     parameters.update(dict(args.raw_parameter))
     try:
@@ -126,10 +121,15 @@ def _read(path: str) -> NotebookNode:
 
     try:
         nb: NotebookNode = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
     except FileNotFoundError:
         raise UsageError(f"notebook not found: {path}") from None
-    except (OSError, ValueError) as exc:  # not JSON, not a notebook
-        raise UsageError(f"cannot read {path} as a notebook: {exc}") from None
+    # Not JSON, or JSON that is not a notebook (nbformat's reader then fails anywhere).
+    except (OSError, ValueError, AttributeError, KeyError, TypeError,
+            nbformat.ValidationError) as exc:
+        problem = exc.message if isinstance(exc, nbformat.ValidationError) else exc
+        raise UsageError(f"cannot read {path} as a notebook ({problem}): give a Jupyter "
+                         "notebook (.ipynb, nbformat 4)") from None
     return nb
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, seconds
+from ._common import UsageError, console, load_tools, seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,14 +64,8 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from ..host.errors import ToolDefinitionError
-    from ..host.loading import load_tools
-
     code = _read_script(args.script)
-    try:
-        tools = load_tools(args.tools)
-    except ToolDefinitionError as exc:
-        raise UsageError(str(exc)) from None
+    tools = load_tools(args.tools)
     return asyncio.run(_run(code, tools, args))
 
 
