@@ -252,16 +252,22 @@ def test_log_level_shows_the_records_it_asks_for(kernel_python: str) -> None:
     assert " asyncio DEBUG: Using selector" in debug.stderr
 
 
-def test_a_missing_extra_names_the_pip_install_that_fixes_it() -> None:
+@pytest.mark.parametrize(("command", "module", "extra", "needs"), [
+    ("mcp", "mcp", "mcp", "progtc-kernel's MCP server needs the MCP SDK"),
+    ("serve", "jupyter_server", "server", "the server needs Jupyter Server"),
+])
+def test_a_missing_extra_names_the_pip_install_that_fixes_it(
+        command: str, module: str, extra: str, needs: str) -> None:
     from progtc_kernel._install import install_hint
 
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['mcp'] = None\n"
-         "from progtc_kernel.cli import main; raise SystemExit(main(['mcp']))"],
+        [sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None\n"
+         f"from progtc_kernel.cli import main; raise SystemExit(main([{command!r}]))"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
     assert done.returncode == 2
-    assert "progtc-kernel's MCP server needs the MCP SDK" in done.stderr
-    assert f"install the 'mcp' extra: {install_hint('mcp')}" in " ".join(done.stderr.split())
+    said = " ".join(done.stderr.split())
+    assert needs in said
+    assert f"install the {extra!r} extra: {install_hint(extra)}" in said
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

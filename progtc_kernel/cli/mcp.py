@@ -54,7 +54,7 @@ def add_parser(commands: Subcommands) -> None:
 def command(args: argparse.Namespace) -> int:
     try:
         from ..integrations.mcp import serve
-    except ImportError as exc:
+    except ImportError as exc:  # names the pip install that fixes it
         raise UsageError(str(exc)) from None
     if args.kernel_url and args.python:
         raise UsageError("--python picks a local interpreter; with --kernel-url the server "

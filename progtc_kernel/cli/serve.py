@@ -25,8 +25,7 @@ def add_parser(commands: Subcommands) -> None:
         "serve", help="serve progtc's API and a warm kernel pool (a Jupyter Server)",
         description="Run a Jupyter Server with a pool of warm kernels that serve host "
         "tools, for AsyncProgtcClient (progtc_kernel) and for the progtc package's own "
-        "clients. The API key is the server's token. Needs: pip install "
-        "'progtc-kernel[server]'.")
+        "clients. The API key is the server's token. Needs the 'server' extra.")
     serve.add_argument("--host", default="127.0.0.1",
                        help="the address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
@@ -57,8 +56,10 @@ def command(args: argparse.Namespace) -> int:
 
         from ..server.app import ProgtcKernelApp
     except ImportError as exc:
-        raise UsageError(f"the server needs Jupyter Server ({exc}): pip install "
-                         "'progtc-kernel[server]'") from None
+        from .._install import missing_extra
+
+        raise UsageError(str(missing_extra("server", exc, "the server needs Jupyter Server"))
+                         ) from None
     if not args.api_key and not is_loopback(args.host):
         raise UsageError(f"refusing to listen on {args.host} without an API key: anyone "
                          "who can reach it could run code; give --api-key KEY (or set "
@@ -70,7 +71,7 @@ def command(args: argparse.Namespace) -> int:
     config.ServerApp.update(
         ip=args.host, port=args.port, port_retries=0, open_browser=False, answer_yes=True,
         allow_root=True,  # sandboxes and containers often run as root
-        log_level="INFO" if args.verbose else "WARN",
+        log_level="INFO" if args.verbose else args.log_level.upper(),
         # Clients authenticate with the key in a header, never a cookie, so cross-site
         # request forgery has nothing to ride on; a keyless server is loopback-only.
         disable_check_xsrf=True,
