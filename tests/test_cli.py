@@ -163,6 +163,8 @@ def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
      "'/no/python'"),
     (["run", "examples/agent.py", "--timeout", "soon"], "'soon' is not a number of seconds"),
     (["run"], "the following arguments are required: SCRIPT"),
+    (["install", "--prefix", str(ROOT / "pyproject.toml")],
+     "cannot write the kernelspec ([Errno 20] Not a directory"),
 ])
 def test_usage_errors_exit_2_and_say_what_to_do(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str],
@@ -190,6 +192,18 @@ def test_a_tools_file_without_tools_is_a_usage_error(
     assert main(["run", str(ROOT / "examples/agent.py"), "--tools", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "importing" in err and "RuntimeError: no config" in err and "line 2" in err
+
+
+@pytest.mark.parametrize(("upstream", "message"), [
+    (f"{sys.executable} -c pass",
+     "-c pass': it exited before its handshake (its own output, above, says why)"),
+    ("no-such-program-here", "could not start the MCP server 'no-such-program-here': [Errno 2]"),
+])
+def test_an_upstream_that_cannot_start_is_a_usage_error(upstream: str, message: str) -> None:
+    done = progtc_kernel("mcp", "--upstream", upstream, stdin="")
+    assert done.returncode == 2
+    assert message in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
 
 
 def command_with_tools(command: str, tools: Path, tmp_path: Path) -> list[str]:

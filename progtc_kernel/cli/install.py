@@ -38,5 +38,8 @@ def command(args: argparse.Namespace) -> int:
                                   display_name=args.display_name)
     except PermissionError as exc:
         raise UsageError(f"cannot write the kernelspec ({exc}); try --user or --prefix") from None
+    except OSError as exc:  # --prefix names a file, a path that cannot be made...
+        raise UsageError(f"cannot write the kernelspec ({exc}); give --prefix a directory "
+                         "you can write to, or use --user") from None
     print(f"Installed kernelspec {args.name!r} ({args.display_name}) in {path}")
     return 0

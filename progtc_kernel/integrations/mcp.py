@@ -161,7 +161,9 @@ async def upstream_definitions(stack: contextlib.AsyncExitStack, command: str, *
         await session.initialize()
         listed = await _list_all(session)
     except (OSError, MCPError) as exc:
-        raise RuntimeError(f"could not start the MCP server {command!r}: {exc}") from None
+        why = ("it exited before its handshake (its own output, above, says why)"
+               if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED else exc)
+        raise RuntimeError(f"could not start the MCP server {command!r}: {why}") from None
     return [_as_foreign_tool(session, command, tool, timeout) for tool in listed]
 
 
