@@ -14,6 +14,8 @@ import pydantic
 import pytest
 
 from progtc_kernel import ProgrammaticToolset, ScriptError, Tool, ToolKernel
+from progtc_kernel.host.errors import ToolDefinitionError
+from progtc_kernel.host.naming import ForeignTool, foreign_tools, python_name
 
 # The contract's schemas, as it states them.
 ENVIRONMENT_SCHEMA = {
@@ -329,3 +331,48 @@ def test_the_code_mode_example_runs() -> None:
     assert "def get_weather(city: str, country: str) -> str:" in done.stdout
     assert ('{"rainy": ["London"], "cheapest_gadget": "Travel adapter", "usd": 19.99}'
             in done.stdout)
+
+
+# -- tools named elsewhere: get-sum, files.read ------------------------------------
+
+
+def named_elsewhere(name: str, source: str = "the MCP server 'demo'") -> ForeignTool:
+    """A tool called by ``name`` where it comes from; it answers with that name."""
+    def call(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"called": name, **arguments}
+
+    return ForeignTool(name, {"type": "object", "properties": {"x": {"type": "integer"}}},
+                       call, source, description=f"The {name} tool.")
+
+
+def test_names_that_are_not_python_names_are_spelled_in_python() -> None:
+    assert [python_name(name) for name in (
+        "get-annotated-message", "files.read", "3d-view", "class", "ok_name", "", "a b/c")] == [
+        "get_annotated_message", "files_read", "tool_3d_view", "class_", "ok_name", "tool",
+        "a_b_c"]
+
+
+def test_a_clash_after_renaming_is_resolved_in_order_and_a_python_name_keeps_its_own(
+        caplog: pytest.LogCaptureFixture) -> None:
+    tools = foreign_tools([named_elsewhere("get-sum"), named_elsewhere("get.sum"),
+                           named_elsewhere("get_sum", "the MCP server 'other'")],
+                          taken=["lookup"])
+    assert [tool.name for tool in tools] == ["get_sum_2", "get_sum_3", "get_sum"]
+    assert tools[0].description == (
+        "Called 'get-sum' by the MCP server 'demo'; 'get_sum_2' here ('get_sum' is taken "
+        "by the MCP server 'other').\n\nThe get-sum tool.")
+    assert "the tool 'get.sum' of the MCP server 'demo' is named 'get_sum_3'" in caplog.text
+    with pytest.raises(ToolDefinitionError, match=(
+            "two tools are named 'lookup': one in the host tools, one in the MCP server")):
+        foreign_tools([named_elsewhere("lookup")], taken=["lookup"])
+
+
+async def test_a_renamed_tool_is_called_by_its_own_name(
+        make_toolset: Callable[..., Any]) -> None:
+    tools = foreign_tools([named_elsewhere("get-sum"), named_elsewhere("get_sum")])
+    async with make_toolset(tools) as toolset:
+        instructions = (await toolset.get_execution_environment())["instructions"]
+        assert "def get_sum_2(x: int = ...)" in instructions
+        assert "Called 'get-sum' by the MCP server 'demo'; 'get_sum_2' here" in instructions
+        assert await run(toolset, "from tools import get_sum_2\ndef run():\n"
+                                  "    return get_sum_2(x=1)") == {"called": "get-sum", "x": 1}
