@@ -27,6 +27,8 @@ from .errors import ToolDefinitionError
 from .tools import Tool
 
 log = logging.getLogger("progtc_kernel.tools")
+# Renamings already logged: CodeModeToolset names its toolsets' tools on every step.
+_LOGGED: set[tuple[str, str, str]] = set()
 
 
 class ForeignTool(NamedTuple):
@@ -87,7 +89,8 @@ def _free_name(tool: ForeignTool, owners: dict[str, str]) -> str:
     while name in owners:
         number += 1
         name = f"{base}_{number}"
-    if name != base:
+    if name != base and (tool.name, tool.source, name) not in _LOGGED:
+        _LOGGED.add((tool.name, tool.source, name))
         log.warning("the tool %r of %s is named %r: %r is taken by %s", tool.name,
                     tool.source, name, base, owners[base])
     owners[name] = tool.source

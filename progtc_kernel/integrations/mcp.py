@@ -7,8 +7,10 @@
   exception's type (``ValueError: ...``).
 * ``upstream_tools(stack, command)``: connects to an MCP server ("code mode" for
   any of them) and offers its tools as host tools, with their input and output
-  schemas in the stubs. A server that crashes or hangs fails its own tools with a
-  clear error; the others keep working.
+  schemas in the stubs, under Python names (``get-annotated-message`` is
+  ``get_annotated_message``; the stub names both, the server is called by its
+  own). A server that crashes fails its own tools with a clear error; one that
+  hangs fails its call at the kernel's ``tool_timeout``; the others keep working.
 
 Needs the ``mcp`` extra (the MCP SDK, 2.x); without it, importing this module
 names the ``pip install`` that fixes it.
