@@ -163,6 +163,8 @@ def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
      "'/no/python'"),
     (["run", "examples/agent.py", "--timeout", "soon"], "'soon' is not a number of seconds"),
     (["run"], "the following arguments are required: SCRIPT"),
+    (["mcp", "--max-result-chars", "0"],
+     "'0': give a whole number of characters, 1 or more"),
     (["install", "--prefix", str(ROOT / "pyproject.toml")],
      "cannot write the kernelspec ([Errno 20] Not a directory"),
 ])

@@ -201,7 +201,7 @@ async def test_tools_named_with_hyphens_get_python_names_and_show_both(
     assert "def get_annotated_message(messageType: Literal['error', 'success', 'debug']" in (
         instructions)
     assert "Called 'get-annotated-message' by the MCP server" in instructions
-    assert "get-annotated-message" not in instructions.split("def ")[0]  # no hyphen in code
+    assert "get-annotated-message" not in instructions.split("def ")[0]  # the names to import
 
 
 async def test_a_script_calls_server_everythings_tools_by_their_python_names(

@@ -38,7 +38,7 @@ def add_parser(commands: Subcommands) -> None:
                      help="tool calls one script may make (default: no limit)")
     mcp.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
                      help="stop a script after S seconds (default: 60; 0: no limit)")
-    mcp.add_argument("--max-result-chars", type=int, metavar="N",
+    mcp.add_argument("--max-result-chars", type=_positive_int, metavar="N",
                      help="cut the JSON a script returns after N characters, saying so "
                      "(default: 200,000)")
     mcp.add_argument("--python", metavar="PATH",
@@ -49,6 +49,16 @@ def add_parser(commands: Subcommands) -> None:
                      help="the server's token (default: $JUPYTER_TOKEN)")
     mcp.add_argument("--kernel-name", metavar="NAME", help="the kernelspec to start")
     mcp.set_defaults(handler=command)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of characters, 1 or more")
+    return value
 
 
 def command(args: argparse.Namespace) -> int:
