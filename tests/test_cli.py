@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from progtc_kernel import ToolBridge, load_tools
+from progtc_kernel import ToolBridge, __version__, load_tools
 from progtc_kernel.cli import main
 from progtc_kernel.cli.run import describe_output
 
@@ -288,7 +288,7 @@ def test_a_missing_extra_names_the_pip_install_that_fixes_it(
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out == "progtc-kernel 0.1.0\n"
+    assert capsys.readouterr().out == f"progtc-kernel {__version__}\n"  # the wheel's too
 
 
 # -- display outputs ----------------------------------------------------------------
