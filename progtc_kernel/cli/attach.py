@@ -35,8 +35,6 @@ GONE_AFTER = 15.0
 PROBE_INTERVAL = 0.2  # how often a restarting kernel is asked whether it is up
 # What jupyter console's bare --existing picks: the most recently used kernel.
 ANY_KERNEL = "kernel-*.json"
-_EXTENSION_FIX = ("in JupyterLab, pick the 'Python 3 (progtc)' kernel (`progtc-kernel "
-                  "install` adds it), or run `%load_ext progtc_kernel` in the notebook")
 
 
 def add_parser(commands: Subcommands) -> None:
@@ -145,7 +143,7 @@ async def _attach(lifecycle: KernelLifecycle, where: str, tools: ToolRegistry,
     except (KernelError, OSError, ValueError) as exc:
         await lifecycle.shutdown()
         if isinstance(exc, ExtensionNotLoadedError):
-            raise UsageError(f"could not attach to {where}: {exc}; {_EXTENSION_FIX}") from None
+            raise UsageError(f"could not attach to {where}: {exc}") from None
         if isinstance(exc, ValueError):  # JSON that is no connection info
             raise UsageError(f"could not attach to {where}: its connection file is "
                              f"unreadable ({exc})") from None

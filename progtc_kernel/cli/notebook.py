@@ -61,7 +61,7 @@ def add_parser(commands: Subcommands) -> None:
                           help="fail a tool call after S seconds (default: 10; 0: no limit)")
     kernel = notebook.add_mutually_exclusive_group()
     kernel.add_argument("--python", metavar="PATH",
-                        help="the kernel's interpreter; it needs progtc-kernel installed")
+                        help="the kernel's interpreter; it needs only ipykernel")
     kernel.add_argument("--kernel-name", metavar="NAME",
                         help="the kernelspec to start (default: the notebook's)")
     notebook.add_argument("--cwd", metavar="DIR",

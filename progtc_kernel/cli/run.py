@@ -47,7 +47,7 @@ def add_parser(commands: Subcommands) -> None:
     run.add_argument("--tool-timeout", type=seconds, default=10.0, metavar="S",
                      help="fail a tool call after S seconds (default: 10; 0: no limit)")
     run.add_argument("--python", metavar="PATH",
-                     help="the kernel's interpreter; it needs progtc-kernel installed "
+                     help="the kernel's interpreter; it needs only ipykernel "
                      "(default: this one)")
     remote = run.add_argument_group(
         "a kernel on a Jupyter Server, Kernel Gateway or Enterprise Gateway")

@@ -44,7 +44,7 @@ def add_parser(commands: Subcommands) -> None:
                        help="how long a request waits for a free kernel (default: 30; 0: no limit)")
     serve.add_argument("--kernel-name", metavar="NAME",
                        help="the kernelspec of the pool's kernels (default: python3); it "
-                       "needs progtc-kernel installed")
+                       "needs only ipykernel")
     serve.add_argument("--verbose", action="store_true",
                        help="log every request, as Jupyter Server does")
     serve.set_defaults(handler=command)

@@ -36,8 +36,8 @@ class AsyncProgtcClient:
         client = AsyncProgtcClient(base_url="http://127.0.0.1:8000", api_key="KEY")
         result = await client.execute_code(code, tool_call_handlers={"get_weather": f})
 
-    ``base_url``: the server (``progtc-kernel serve``, or any Jupyter Server whose
-    kernels have progtc-kernel installed). ``api_key``: its key (a Jupyter Server's
+    ``base_url``: the server (``progtc-kernel serve``, or any Jupyter Server: its
+    kernels need only ipykernel). ``api_key``: its key (a Jupyter Server's
     token). ``headers``: sent with every request (an E2B traffic token, say).
     ``kernel_name``: the kernelspec to start on a plain Jupyter Server (default: its
     default); ``progtc-kernel serve`` hands out warm kernels of its own instead.
