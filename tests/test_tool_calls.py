@@ -187,6 +187,42 @@ async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKe
         assert (await kernel.execute("print('alive')")).stdout == "alive\n"
 
 
+async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    async def stall() -> None:
+        await asyncio.Event().wait()
+
+    async with make_kernel([stall], tool_timeout=None) as kernel:
+        assert (await kernel.execute("x = 1")).ok
+        for code in ("import asyncio\nawait asyncio.sleep(1000)",
+                     "import tools\nawait tools.stall()"):
+            result = await kernel.execute(code, timeout=1)
+            assert result.error is not None, code
+            # Interrupted, not restarted: "did not stop after an interrupt" would mean
+            # the kernel was replaced, and x lost with it.
+            assert (result.error.kind, result.error.evalue) == (
+                "timeout", "the execution exceeded its timeout and was interrupted"), code
+            assert (await kernel.execute("print(x)")).stdout == "1\n", code
+
+
+async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    reached = asyncio.Event()
+
+    async def mark() -> None:
+        reached.set()
+
+    async with make_kernel([mark], timeout=120) as kernel:
+        assert (await kernel.execute("x = 1")).ok
+        kind = await interrupt_during_call(
+            kernel, "import asyncio, tools\nawait tools.mark()\nawait asyncio.sleep(1000)",
+            started=reached.wait)
+        assert kind == "cancelled"
+        assert (await kernel.execute("print(x)")).stdout == "1\n"
+
+
 async def test_a_hung_sync_tool_never_blocks_the_others(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
