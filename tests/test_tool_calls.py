@@ -17,6 +17,7 @@ from pathlib import Path
 import pydantic
 
 from progtc_kernel import ExecutionFinished, StreamOutput, SyncToolKernel, ToolKernel
+from progtc_kernel.host.results import RunError
 
 from .conftest import interrupt_during_call
 
@@ -206,19 +207,25 @@ async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
             assert (await kernel.execute("print(x)")).stdout == "1\n", code
 
 
+async def interrupt_awaiting_code(kernel: ToolKernel) -> RunError | None:
+    """Run a cell that awaits with no tool call pending (nothing but the interrupt can
+    wake the kernel), interrupt it once it printed, and return the run's error."""
+    code = "import asyncio\nprint('sleeping')\nawait asyncio.sleep(1000)"
+    async for event in kernel.stream(code):
+        if isinstance(event, StreamOutput) and "sleeping" in event.text:
+            await kernel.interrupt()
+        elif isinstance(event, ExecutionFinished):
+            return event.result.error
+    raise AssertionError("the run did not finish")
+
+
 async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
     async with make_kernel([], timeout=60) as kernel:
         assert (await kernel.execute("x = 1")).ok
-        # No tool call is pending: nothing but the interrupt can wake the kernel.
-        code = "import asyncio\nprint('sleeping')\nawait asyncio.sleep(1000)"
-        async for event in kernel.stream(code):
-            if isinstance(event, StreamOutput) and "sleeping" in event.text:
-                await kernel.interrupt()
-            elif isinstance(event, ExecutionFinished):
-                error = event.result.error
-                assert error is not None and error.kind == "cancelled", error
+        error = await interrupt_awaiting_code(kernel)
+        assert error is not None and error.kind == "cancelled", error
         assert (await kernel.execute("print(x)")).stdout == "1\n"
 
 
