@@ -145,12 +145,14 @@ class Extension:
 
     def _on_message(self, msg: dict[str, Any], route: str) -> None:
         content = msg.get("content")
-        comm_id = content.get("comm_id") if isinstance(content, dict) else None
+        if not isinstance(content, dict):
+            return
+        comm_id = content.get("comm_id")
         bridge = self.bridges.get(comm_id) if isinstance(comm_id, str) else None
         if bridge is None:
             return
         self.routes[route] += 1
-        routing = _routing(content.get("data"))  # type: ignore[union-attr]
+        routing = _routing(content.get("data"))
         if routing is None:
             self.bad_messages.report(
                 "routing", "comm data must be {'v': <int>, 'type': <str>}")
