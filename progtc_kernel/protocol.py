@@ -146,7 +146,10 @@ _ERROR_KINDS = frozenset(get_args(ErrorKind))
 
 
 def result_problem(entry: Any) -> str | None:
-    """What is wrong with one entry of a ``results`` body, or None if it is sound."""
+    """What is wrong with one entry of a ``results`` body, or None if it is sound.
+
+    Never raises, whatever the entry holds: the kernel checks an entry completely
+    before its call leaves the in-flight table, so that every call ends."""
     if not isinstance(entry, dict):
         return f"a result must be an object, not {type(entry).__name__}"
     if entry.get("ok") is True:
@@ -156,11 +159,20 @@ def result_problem(entry: Any) -> str | None:
     error = entry.get("error")
     if not isinstance(error, dict):
         return "a failed result has no 'error' object"
-    if error.get("kind") not in _ERROR_KINDS:
-        return f"unknown error kind {error.get('kind')!r}"
+    kind = error.get("kind")
+    if not isinstance(kind, str) or kind not in _ERROR_KINDS:  # a list is unhashable
+        return f"unknown error kind {_short_repr(kind)}"
     if not (isinstance(error.get("type"), str) and isinstance(error.get("message"), str)):
         return "a failed result's error needs a 'type' and a 'message' string"
     return None
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:  # nested deeper than repr can go
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def pack(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 from progtc_kernel import Event, ExtensionNotLoadedError, ToolBridge, ToolCallStarted, __version__
@@ -260,7 +261,10 @@ async def forge(own_kernel: AsyncKernelManager, bridge: ToolBridge,
     ({"v": 99, "type": "results"}, {"ok": True, "value": 1},
      f"the host speaks progtc_kernel protocol 99, this kernel's extension (progtc-kernel "
      f"{__version__}) speaks {PROTOCOL_VERSION}"),
-], ids=["error-without-fields", "ok-without-value", "version-99"])
+    ({"v": PROTOCOL_VERSION, "type": "results"},
+     {"ok": False, "error": {"kind": ["tool"], "type": "ValueError", "message": "m"}},
+     "the host sent a malformed result (unknown error kind ['tool'])"),
+], ids=["error-without-fields", "ok-without-value", "version-99", "unhashable-kind"])
 async def test_a_bad_result_fails_its_call_instead_of_orphaning_it(
     own_kernel: AsyncKernelManager, own_client: Any,
     data: dict[str, Any], entry: dict[str, Any], message: str,
@@ -318,6 +322,103 @@ async def test_garbage_is_logged_once_per_kind_and_counted(
             "import tools\n"
             "print(tools.get_weather('Oslo', 'NO'))\n"))
     logged, kinds_seen, with_traceback = out.splitlines()[0].split()
-    assert int(logged) == int(kinds_seen) <= 6  # one line per kind, however many came
+    assert int(logged) == int(kinds_seen) <= 8  # one line per kind, however many came
     assert with_traceback == "False"
     assert out.splitlines()[1] == "Weather in Oslo, NO: Sunny, 22°C"  # still serving
+
+
+# -- a second client holding the key attacks a kernel that a ToolKernel serves -------
+
+CAPTURE_LOGS = (
+    "import logging\n"
+    "records = []\n"
+    "handler = logging.Handler(logging.WARNING)\n"
+    "handler.emit = records.append\n"
+    "for logger in (logging.getLogger(), get_ipython().kernel.log):  # root: ours too\n"
+    "    logger.addHandler(handler)\n")
+
+REPORT_LOGS = (
+    "from progtc_kernel.kernel import extension\n"
+    "counts = extension.current().bad_messages.counts\n"
+    "ours = [r for r in records if r.name == 'progtc_kernel']\n"
+    "print(sum(counts.values()), len(counts), len(ours),\n"
+    "      [r.getMessage()[:80] for r in records if r.exc_info or r.name != 'progtc_kernel'])\n")
+
+
+def malformed_comm_msgs(comm_id: str, count: int, seed: int) -> list[tuple[dict[str, Any], bytes]]:
+    """comm_msgs to the host's comm that no host sends: data that is not a dict, a
+    version that is not an int, bodies that are not JSON objects or nest 5,000 deep,
+    results and tool lists of the wrong shapes (never a valid ``tools`` or ``close``,
+    which would legitimately change what the kernel serves)."""
+    chaos = random.Random(seed)
+    deep = b"[" * 5000 + b"]" * 5000
+    datas: list[Any] = ["oops", [1], None, 7, {"v": "1", "type": "results"},
+                        {"v": 1.5, "type": "results"}, {"v": [1], "type": "results"},
+                        {"v": 1, "type": 5}, {"type": "results"}, {"v": 1, "type": "results"},
+                        {"v": 1, "type": "tools"}, {"v": 1, "type": "queued"}]
+    bodies = [deep, b'{"results": ' + deep + b"}", b"", b"\xff\xfe", b"[]", b'"s"',
+              b'{"results": 5}', b'{"results": [7, {}, {"id": "x"}, {"id": []}]}',
+              b'{"results": [{"id": 1, "ok": false, "error": {"kind": ["tool"]}}]}',
+              b'{"tools": "x"}', b'{"tools": [{"name": 5}]}',
+              b'{"tools": [{"name": "x", "parameters": "zz"}]}',
+              b'{"tools": [], "tool_timeout": "soon"}', b'{"ids": "no"}', b'{"ids": [[1]]}']
+    return [({"comm_id": comm_id, "data": chaos.choice(datas)}, chaos.choice(bodies))
+            for _ in range(count)]
+
+
+class SecondClient:
+    """Another client holding the kernel's key: jupyter_client's own client and
+    Session, signing every message it sends over ZMQ."""
+
+    def __init__(self, connection_info: dict[str, Any]) -> None:
+        self.client = AsyncKernelClient()
+        self.client.load_connection_info(connection_info)  # type: ignore[arg-type]
+        self.client.start_channels()
+
+    def send(self, channel: str, content: dict[str, Any], buffers: list[bytes]) -> None:
+        socket = getattr(self.client, f"{channel}_channel").socket
+        self.client.session.send(socket, "comm_msg", content, buffers=buffers)
+
+    async def kernel_info(self, channel: str) -> dict[str, Any]:
+        """Ask for kernel_info on a channel and wait for the answer: the kernel handles
+        a channel's messages in order, so all sent before it have been handled."""
+        msg = self.client.session.msg("kernel_info_request")
+        getattr(self.client, f"{channel}_channel").send(msg)
+        while True:
+            reply = await (self.client.get_shell_msg(timeout=120) if channel == "shell"
+                           else self.client.get_control_msg(timeout=120))
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                return reply["content"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.client.stop_channels()
+
+
+@pytest.mark.parametrize("channel", ["shell", "control"])
+async def test_malformed_messages_from_a_second_client_are_dropped_and_the_kernel_serves(
+    make_kernel: Any, channel: str,
+) -> None:
+    async with make_kernel(TOOLS, timeout=120) as kernel:
+        assert (await kernel.execute(CAPTURE_LOGS)).ok
+        attacker = SecondClient(kernel.kernel_manager.get_connection_info())
+        try:
+            for content, body in malformed_comm_msgs(kernel.bridge.comm_id, 300, seed=14):
+                attacker.send(channel, content, [body])
+            info = await attacker.kernel_info(channel)
+            assert info["status"] == "ok"
+            assert (await attacker.kernel_info("shell"))["status"] == "ok"
+        finally:
+            attacker.close()
+        result = await kernel.execute(
+            "import asyncio, tools\n"
+            "print(await tools.get_weather('Oslo', 'NO'))\n"
+            "def run():\n"
+            "    return tools.search_database('inns', limit=1)\n"
+            "print(run())\n")
+        assert result.stdout == ("Weather in Oslo, NO: Sunny, 22°C\n"
+                                 "[{'id': 0, 'name': 'inns 0'}]\n"), result.error
+        report = await kernel.execute(REPORT_LOGS)
+    dropped, kinds, logged, others = report.stdout.split(maxsplit=3)
+    assert int(dropped) >= 300  # every one dropped and counted (some twice: two faults)
+    assert int(logged) == int(kinds) <= 8  # one line per kind, however many came
+    assert others.strip() == "[]"  # nothing else logged: no traceback, ipykernel's or ours

@@ -16,6 +16,7 @@ import pytest
 from progtc_kernel import ToolKernel
 
 from .conftest import OTHER_LINES, interrupt_during_call, kernel_env
+from .test_tool_calls import interrupt_awaiting_code
 
 LINES = (os.environ["PROGTC_TEST_KERNELS"].split(",") if os.environ.get("PROGTC_TEST_KERNELS")
          else [*OTHER_LINES, "6.31", "7"])
@@ -61,3 +62,10 @@ async def test_replies_take_the_expected_route(line: str) -> None:
         kind = await interrupt_during_call(kernel, "import tools\nawait tools.stall()",
                                            started=running.wait)
         assert kind == "cancelled"
+
+        # An interrupt wakes a cell that awaits with no call pending (the signal
+        # wakeup), and the kernel keeps its state.
+        await kernel.execute("x = 1")
+        error = await interrupt_awaiting_code(kernel)
+        assert error is not None and error.kind == "cancelled", error
+        assert (await kernel.execute("print(x)")).stdout == "1\n"

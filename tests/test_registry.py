@@ -8,13 +8,14 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 import pytest
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
-from progtc_kernel import Tool, ToolDefinitionError, ToolRegistry
+from progtc_kernel import Tool, ToolDefinitionError, ToolRegistry, load_tools
 from progtc_kernel.host.tools import Outcome
 
 
@@ -254,3 +255,24 @@ def test_a_bad_schema_is_refused_when_the_tool_is_defined() -> None:
         Tool.from_schema("x", {"type": "object", "properties": 3}, forecast)
     with pytest.raises(ToolDefinitionError, match="must describe an object"):
         Tool.from_schema("x", {"type": "string"}, forecast)
+
+
+# -- tools from a module, as --tools takes them ---------------------------------------
+
+
+def test_a_module_serves_its_public_functions_not_its_classes(tmp_path: Path) -> None:
+    # json's __all__ names its functions and its classes (JSONDecoder, JSONDecodeError).
+    assert sorted(load_tools(["json"])) == ["dump", "dumps", "load", "loads"]
+    shapes = tmp_path / "shapes.py"
+    shapes.write_text(
+        "class Square:\n"
+        "    def __init__(self, side: float) -> None:\n"
+        "        self.side = side\n"
+        "def area(side: float) -> float:\n"
+        "    return side * side\n")
+    assert sorted(load_tools([str(shapes)])) == ["area"]
+    # A class is a tool only when the module lists it in TOOLS.
+    shapes.write_text(shapes.read_text() + "TOOLS = [Square, area]\n")
+    listed = tmp_path / "listed.py"
+    listed.write_text(shapes.read_text())
+    assert sorted(load_tools([str(listed)])) == ["Square", "area"]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pydantic
 
-from progtc_kernel import SyncToolKernel, ToolKernel
+from progtc_kernel import ExecutionFinished, StreamOutput, SyncToolKernel, ToolKernel
+from progtc_kernel.host.results import RunError
 
 from .conftest import interrupt_during_call
 
@@ -185,6 +186,47 @@ async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKe
 
         # the kernel is fine afterwards
         assert (await kernel.execute("print('alive')")).stdout == "alive\n"
+
+
+async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    async def stall() -> None:
+        await asyncio.Event().wait()
+
+    async with make_kernel([stall], tool_timeout=None) as kernel:
+        assert (await kernel.execute("x = 1")).ok
+        for code in ("import asyncio\nawait asyncio.sleep(1000)",
+                     "import tools\nawait tools.stall()"):
+            result = await kernel.execute(code, timeout=1)
+            assert result.error is not None, code
+            # Interrupted, not restarted: "did not stop after an interrupt" would mean
+            # the kernel was replaced, and x lost with it.
+            assert (result.error.kind, result.error.evalue) == (
+                "timeout", "the execution exceeded its timeout and was interrupted"), code
+            assert (await kernel.execute("print(x)")).stdout == "1\n", code
+
+
+async def interrupt_awaiting_code(kernel: ToolKernel) -> RunError | None:
+    """Run a cell that awaits with no tool call pending (nothing but the interrupt can
+    wake the kernel), interrupt it once it printed, and return the run's error."""
+    code = "import asyncio\nprint('sleeping')\nawait asyncio.sleep(1000)"
+    async for event in kernel.stream(code):
+        if isinstance(event, StreamOutput) and "sleeping" in event.text:
+            await kernel.interrupt()
+        elif isinstance(event, ExecutionFinished):
+            return event.result.error
+    raise AssertionError("the run did not finish")
+
+
+async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    async with make_kernel([], timeout=60) as kernel:
+        assert (await kernel.execute("x = 1")).ok
+        error = await interrupt_awaiting_code(kernel)
+        assert error is not None and error.kind == "cancelled", error
+        assert (await kernel.execute("print(x)")).stdout == "1\n"
 
 
 async def test_a_hung_sync_tool_never_blocks_the_others(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pydantic
+import pytest
 
-from progtc_kernel import Tool, ToolKernel
+from progtc_kernel import Tool, ToolDefinitionError, ToolKernel, ToolRegistry
+from progtc_kernel.exceptions import RESERVED_TOOL_NAMES
 from progtc_kernel.kernel.tools_module import RULE
+
+from .test_cli import progtc_kernel
 
 ERRORS = ["HostDisconnectedError", "ToolArgumentError", "ToolError", "ToolTimeoutError"]
 
@@ -161,8 +166,11 @@ async def test_calls_in_threads_block(kernel: ToolKernel) -> None:
 
 
 async def test_using_an_awaitable_as_a_result_states_the_rule(kernel: ToolKernel) -> None:
-    for misuse, ename in [("w.upper()", "AttributeError"), ("print(w)", "TypeError"),
-                          ("w['key']", "TypeError"), ("len(w)", "TypeError")]:
+    misuses = ["print(w)", "w['key']", "len(w)", "w + '!'", "1 + w", "w * 2", "-w", "w < 3",
+               "w == 'Sunny'", "int(w)", "round(w)", "w()", "w['key'] = 1", "w += 'x'",
+               "with w: pass", "async for x in w: pass", "divmod(w, 2)"]
+    for misuse, ename in [("w.upper()", "AttributeError"),
+                          *[(misuse, "TypeError") for misuse in misuses]]:
         result = await kernel.execute(
             "import asyncio, tools\n"
             "await asyncio.sleep(0)\n"
@@ -173,6 +181,20 @@ async def test_using_an_awaitable_as_a_result_states_the_rule(kernel: ToolKernel
         assert "tools.get_weather(...) returned an awaitable here" in result.error.evalue
         assert RULE in result.error.evalue
         assert "Write `await tools.get_weather(...)`" in result.error.evalue
+
+
+async def test_awaitable_calls_still_gather_and_compare_with_each_other(
+    kernel: ToolKernel,
+) -> None:
+    out = await run_ok(kernel, (
+        "import asyncio, tools\n"
+        "a, b = tools.get_weather('Oslo', 'NO'), tools.get_weather('Rome', 'IT')\n"
+        "print(a == a, a == b, a != b, len({a, b, a}), [a, b].index(b))\n"
+        "print(await asyncio.gather(a, b, a))\n"))
+    assert out.splitlines() == [
+        "True False True 2 1",
+        "['Weather in Oslo, NO: Sunny, 22°C', 'Weather in Rome, IT: Sunny, 22°C', "
+        "'Weather in Oslo, NO: Sunny, 22°C']"]
 
 
 async def test_a_call_never_awaited_says_so(kernel: ToolKernel) -> None:
@@ -347,3 +369,79 @@ async def test_a_tool_described_by_a_schema_looks_like_a_function_in_the_kernel(
         "Oslo for 3 days | Rome for 2 days",
         "city: 3 is not of type 'string'",
     ]
+
+
+# -- names: every valid tool name is callable, or refused with the reason ------------
+
+
+async def test_a_tool_may_take_any_name_the_module_does_not_keep(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    def echo(name: str) -> Callable[[], str]:
+        return lambda: name
+
+    names = ["describe", "_hosts", "_served", "_bridge_for", "function", "__private",
+             "_ipython_display_", "catalog_", "tools"]
+    async with make_kernel({name: echo(name) for name in names}) as kernel:
+        out = await run_ok(kernel, (
+            "import tools\n"
+            f"for name in {names!r}:\n"
+            "    print(name, await getattr(tools, name)())\n"))
+        out += await run_ok(kernel, (
+            "from tools import describe, _served\n"
+            "print(describe(), _served())\n"))
+        own = await run_ok(kernel, (
+            "import tools\n"
+            "dunder = lambda n: n.startswith('__') and n.endswith('__')\n"
+            "print(sorted(n for n in vars(tools) if not dunder(n)))\n"
+            "print([n for n in dir(type(tools)) if not dunder(n)])\n"))
+    assert out.splitlines() == [f"{name} {name}" for name in names] + [
+        "describe _served"]
+    # The module keeps exactly the reserved names (hosts refuse them) and dunders.
+    assert own.splitlines() == [str(sorted(RESERVED_TOOL_NAMES)), "[]"]
+
+
+def test_a_reserved_name_is_refused_when_the_tool_is_defined() -> None:
+    with pytest.raises(ToolDefinitionError, match=(
+            r"'ToolError' cannot name a tool: in the kernel's tools module it is the "
+            r"exception class kernel code catches \(from tools import ToolError\); pass "
+            r"tools as a mapping to name it otherwise")):
+        ToolRegistry({"ToolError": len})
+    for name in ("__init__", "__getattr__", "__all__", "__spec__"):
+        with pytest.raises(ToolDefinitionError, match="it is a dunder name"):
+            ToolRegistry({name: len})
+
+    def __dict__() -> None: ...  # a function named like a dunder
+
+    with pytest.raises(ToolDefinitionError, match="'__dict__' cannot name a tool"):
+        Tool.from_function(__dict__)
+    with pytest.raises(ToolDefinitionError, match="'HostDisconnectedError' cannot name"):
+        Tool.from_schema("HostDisconnectedError", {"type": "object"}, lambda arguments: None)
+
+
+# -- a host that serves no tools -----------------------------------------------------
+
+
+async def test_a_host_without_tools_says_how_to_give_it_some(
+    make_kernel: Callable[..., ToolKernel],
+) -> None:
+    async with make_kernel([]) as kernel:
+        for code, ename in [("import tools\ntools.get_weather('Oslo', 'NO')", "AttributeError"),
+                            ("from tools import get_weather", "ImportError")]:
+            result = await kernel.execute(code)
+            assert result.error is not None and result.error.ename == ename
+            assert result.error.evalue == (
+                "module 'tools' has no tool 'get_weather': the host serves no tools; give it "
+                "some: tools=[...] in Python (ToolKernel, ToolBridge, execute_notebook...) or "
+                "--tools MODULE_OR_FILE on the command line")
+
+
+def test_progtc_kernel_run_without_tools_says_how_to_give_them(
+    kernel_python: str, tmp_path: Path,
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text("from tools import get_weather\nprint(get_weather('Oslo', 'NO'))\n")
+    done = progtc_kernel("run", str(script), "--python", kernel_python)
+    assert done.returncode == 1
+    assert "the host serves no tools" in done.stderr
+    assert "--tools MODULE_OR_FILE on the command line" in done.stderr

@@ -1,9 +1,10 @@
 """Tools from a module name or a ``.py`` file, as the CLI and servers take them.
 
 A source's tools are its ``TOOLS`` (a list, or a dict of name to function) if it has
-one, else the callables named in ``__all__``, else the public functions defined in
-it (not the ones it imports). Anything amiss raises ``ToolDefinitionError`` saying
-what to do.
+one, else the functions named in ``__all__``, else the public functions defined in
+it (not the ones it imports). Classes are tools only when ``TOOLS`` lists them:
+``--tools json`` serves ``dumps`` and ``loads``, not ``JSONDecoder``. Anything amiss
+raises ``ToolDefinitionError`` saying what to do.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def load_tools(sources: Sequence[str]) -> ToolRegistry:
 
 
 def tools_of(module: ModuleType, source: str | None = None) -> Any:
-    """What a tools module offers: ``TOOLS``, else ``__all__``, else its own functions."""
+    """What a tools module offers: ``TOOLS``, else the functions in ``__all__`` (its
+    public names, classes and constants too), else its own public functions."""
     if hasattr(module, "TOOLS"):
         declared = module.TOOLS
         if not isinstance(declared, (Mapping, list, tuple)):
@@ -60,7 +62,7 @@ def tools_of(module: ModuleType, source: str | None = None) -> Any:
     names = getattr(module, "__all__", None)
     if names is not None:
         return [value for value in (getattr(module, name, None) for name in names)
-                if callable(value)]
+                if callable(value) and not isinstance(value, type)]
     return [value for name, value in vars(module).items()
             if not name.startswith("_") and inspect.isfunction(value)
             and value.__module__ == module.__name__]

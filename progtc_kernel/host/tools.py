@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
+from ..exceptions import RESERVED_TOOL_NAMES
 from ..protocol import CallError, ErrorKind, ToolSpec
 from .errors import ToolDefinitionError
 from .threads import ToolThreads
@@ -162,11 +163,24 @@ def _default_threads() -> ToolThreads:
 
 
 def check_name(name: str) -> str:
+    """``name`` if kernel code can call a tool by it as ``tools.<name>``."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ToolDefinitionError(
             f"{name!r} is not a valid Python name for a tool; pass tools as a mapping "
             "to name it, e.g. tools={'lookup': my_callable}")
+    reason = reserved_name_reason(name)
+    if reason is not None:
+        raise ToolDefinitionError(
+            f"{name!r} cannot name a tool: in the kernel's tools module {reason}; pass "
+            "tools as a mapping to name it otherwise, e.g. tools={'lookup': my_callable}")
     return name
+
+
+def reserved_name_reason(name: str) -> str | None:
+    """Why the ``tools`` module keeps ``name`` for itself, or None if a tool may take it."""
+    if len(name) > 4 and name.startswith("__") and name.endswith("__"):
+        return "it is a dunder name, kept for Python's own module attributes"
+    return RESERVED_TOOL_NAMES.get(name)
 
 
 class ToolRegistry(Mapping[str, Tool]):
@@ -220,7 +234,8 @@ class ToolRegistry(Mapping[str, Tool]):
                    on_started: QueueHook | None = None) -> Outcome:
         tool = self._tools.get(name)
         if tool is None:
-            available = ", ".join(sorted(self._tools)) or "none"
+            available = (", ".join(sorted(self._tools)) or "none: the host serves no tools; "
+                         "give it some: tools=[...] in Python or --tools on the command line")
             return failure("unknown_tool", "LookupError",
                            f"no tool named {name!r}; available tools: {available}")
         return await tool.call(arguments, threads, on_queued=on_queued, on_started=on_started)

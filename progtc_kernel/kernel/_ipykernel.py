@@ -19,7 +19,10 @@ Tested against ipykernel 6.29+ and 7.x; keep every version difference in here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -33,7 +36,17 @@ log = logging.getLogger("progtc_kernel")
 _SRCFD = zmq.SRCFD  # a message's connection (file descriptor); deprecated, still in libzmq 4.3
 
 MessageHandler = Callable[[dict[str, Any], str], None]  # (message, route)
-Wanted = Callable[[str], bool]
+Wanted = Callable[[object], bool]  # whether a comm id is ours (any JSON value)
+# The last guard of both routes: what a handler raises is logged once per kind, never
+# left to ipykernel (a traceback per message) or pyzmq (a broken shell stream).
+_unhandled = _wire.BadMessages(log, "kernel")
+
+
+def _handle_safely(handle: MessageHandler, msg: dict[str, Any], route: str) -> None:
+    try:
+        handle(msg, route)
+    except Exception as exc:
+        _unhandled.report(f"unhandled on {route} ({type(exc).__name__})", exc)
 
 
 def ipykernel_version() -> str:
@@ -90,13 +103,79 @@ def flush_pending_output() -> None:
             stream.flush()
 
 
+class InterruptWakeup:
+    """Lets an interrupt stop a cell that awaits (``await asyncio.sleep(1000)``).
+
+    For a cell that awaits, ipykernel swaps in a SIGINT handler that cancels the
+    cell's task through ``loop.call_soon``. That handler runs inside the loop's
+    ``select()``, which PEP 475 then resumes: the loop sleeps on without seeing the
+    cancellation, until some message or timer wakes it (ipykernel issue 881), and a
+    run timeout ends in a restart that loses the user's variables. A signal wakeup
+    fd, as asyncio's own ``add_signal_handler`` sets up, makes the C-level handler
+    write a byte that the loop watches: it wakes and cancels the cell at once.
+
+    ``install`` runs on the main thread (where Python handles signals) inside a
+    cell, when the kernel's loop runs; elsewhere it does nothing and is called again
+    before the next cell.
+    """
+
+    def __init__(self) -> None:
+        self._reader: socket.socket | None = None
+        self._writer: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self, *_: object) -> None:
+        if self._reader is not None or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # loaded at kernel start (--ext): the loop runs later
+            return
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        if previous != -1:  # someone wakes a loop on signals already (asyncio does)
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
+            return
+        try:
+            loop.add_reader(reader.fileno(), self._drain)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            signal.set_wakeup_fd(-1)
+            reader.close()
+            writer.close()
+            return
+        self._reader, self._writer, self._loop = reader, writer, loop
+
+    def uninstall(self) -> None:
+        if self._reader is None or self._writer is None or self._loop is None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.set_wakeup_fd(-1)
+            if previous != self._writer.fileno():  # someone replaced ours: keep theirs
+                signal.set_wakeup_fd(previous)
+        self._loop.remove_reader(self._reader.fileno())
+        self._reader.close()
+        self._writer.close()
+        self._reader = self._writer = self._loop = None
+
+    def _drain(self) -> None:
+        # The bytes say which signals came; Python's own handlers act on those.
+        with contextlib.suppress(OSError):
+            while self._reader is not None and self._reader.recv(4096):
+                pass
+
+
 def install_control_route(kernel: Any, wanted: Wanted, handle: MessageHandler) -> None:
     """Take our ``comm_msg`` on the control channel; pass any other on."""
     previous = kernel.control_handlers.get("comm_msg")
 
     def on_control_comm_msg(stream: Any, ident: Any, msg: dict[str, Any]) -> Any:
-        if wanted(msg["content"].get("comm_id", "")):
-            handle(msg, "control")
+        content = msg.get("content")
+        if isinstance(content, dict) and wanted(content.get("comm_id")):
+            _handle_safely(handle, msg, "control")
             return None
         return previous(stream, ident, msg) if previous else None
 
@@ -152,11 +231,13 @@ class ShellInterception:
         if original is not None and not getattr(original, "_progtc_wrapped", False):
 
             def on_shell_recv(frames: list[Any]) -> Any:
+                # Nothing raised here may reach pyzmq: an exception in this callback
+                # breaks the shell stream, and the kernel stops answering.
                 self._note_sender(frames[0])
                 msg = self._take(frames)
                 if msg is None:
                     return original(frames)
-                self.handle(msg, "shell")
+                _handle_safely(self.handle, msg, "shell")
                 return None
 
             on_shell_recv._progtc_wrapped = True  # type: ignore[attr-defined]
@@ -223,9 +304,9 @@ class ShellInterception:
             if session.unpack(head[1]).get("msg_type") != "comm_msg":
                 return None
             content = session.unpack(head[4])
-            if not self.wanted(content.get("comm_id", "")):
+            if not (isinstance(content, dict) and self.wanted(content.get("comm_id"))):
                 return None
             self.check(head)
-        except Exception:
+        except Exception:  # unreadable (RecursionError too), unsigned, or not ours
             return None  # let ipykernel see it, and complain about it if it must
         return {"content": content, "buffers": [memoryview(f) for f in rest[5:]]}

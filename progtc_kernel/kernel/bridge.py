@@ -17,6 +17,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from ..protocol import (
     ToolSpec,
     pack,
     result_problem,
+    signature_of,
 )
 from . import _ipykernel
 
@@ -97,10 +99,20 @@ class KernelBridge:
     # -- configuration from the host ------------------------------------------------
 
     def configure(self, body: RegisterBody) -> None:
-        self.tools = {spec["name"]: spec for spec in body["tools"]}
+        """Take the host's tools and limits; raises ValueError (changing nothing) for
+        a body that would break later, when code calls a tool."""
+        tools = _checked_tools(body.get("tools"))
+        tool_timeout = body.get("tool_timeout")
+        if tool_timeout is not None and not (_is_number(tool_timeout) and tool_timeout > 0):
+            raise ValueError(f"tool_timeout must be a positive number or null, not "
+                             f"{tool_timeout!r}")
+        max_in_flight = body.get("max_in_flight") or 256
+        if type(max_in_flight) is not int:
+            raise ValueError(f"max_in_flight must be an integer, not {max_in_flight!r}")
+        self.tools = tools
         self.functions = {}
-        self.tool_timeout = body.get("tool_timeout")
-        self.max_in_flight = max(1, int(body.get("max_in_flight") or 256))
+        self.tool_timeout = tool_timeout
+        self.max_in_flight = max(1, max_in_flight)
 
     # -- calls from kernel code -----------------------------------------------------
 
@@ -243,32 +255,36 @@ class KernelBridge:
 
     # -- results and cancellation -----------------------------------------------------
 
-    def take_results(self, results: list[Any]) -> list[str]:
+    def take_results(self, results: Any) -> list[str]:
         """Resolve calls from a ``results`` message; returns what was wrong with it.
         Runs on any thread.
 
-        Each entry is checked before its call leaves the in-flight table, so that a
-        malformed one fails its call instead of orphaning it."""
+        Each entry is checked completely before its call leaves the in-flight table
+        (``result_problem`` never raises), so that a malformed one fails its call
+        instead of orphaning it: every call ends."""
         if not isinstance(results, list):
             return ["'results' must be a list"]
-        taken: list[tuple[PendingCall, Any]] = []
-        with self._lock:
-            for result in results:
-                call_id = result.get("id") if isinstance(result, dict) else None
-                call = self._in_flight.pop(call_id, None) if isinstance(call_id, int) else None
-                if call is not None:  # a call missing here timed out or was cancelled
-                    taken.append((call, result))
         problems: list[str] = []
+        settlements: list[_Settlement] = []
+        with self._lock:
+            for entry in results:
+                call_id = entry.get("id") if isinstance(entry, dict) else None
+                if type(call_id) is not int:
+                    problems.append("a result needs an integer 'id'")
+                    continue
+                problem = result_problem(entry)
+                if problem is not None:
+                    problems.append(problem)
+                call = self._in_flight.pop(call_id, None)
+                if call is not None:  # a call missing here timed out or was cancelled
+                    settlements.append(_settlement(call, entry, problem))
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
-        for call, result in taken:
-            problem = result_problem(result)
-            if problem is not None:
-                problems.append(problem)
-            settlement = _settlement(call, result, problem)
-            if call.loop is None or _on_loop_thread(call.loop):
+        for settlement in settlements:
+            loop = settlement[0].loop
+            if loop is None or _on_loop_thread(loop):
                 self._settle(*settlement)
             else:
-                by_loop.setdefault(call.loop, []).append(settlement)
+                by_loop.setdefault(loop, []).append(settlement)
         for loop, batch in by_loop.items():  # one hop to each loop for the whole batch
             loop.call_soon_threadsafe(self._settle_all, batch)
         self._pump()
@@ -419,6 +435,30 @@ def _settlement(call: PendingCall, result: Any, problem: str | None) -> _Settlem
     error = result["error"]
     return call, None, _ERRORS.get(error["kind"], ToolError)(
         call.tool, error["type"], error["message"])
+
+
+def _checked_tools(specs: Any) -> dict[str, ToolSpec]:
+    """The tools of a ``register`` or ``tools`` body, each usable as a function."""
+    if not isinstance(specs, list):
+        raise ValueError("'tools' must be a list")
+    tools: dict[str, ToolSpec] = {}
+    for spec in specs:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"a tool needs a name that is a Python identifier: {spec!r:.80}")
+        if not isinstance(spec.get("description"), (str, type(None))):
+            raise ValueError(f"tool {name!r}: 'description' must be a string or null")
+        try:
+            str(signature_of(spec))  # what code sees of it: built and shown
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"tool {name!r}: unusable signature ({exc!r:.80})") from None
+        tools[name] = spec
+    return tools
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -29,11 +29,11 @@ from ..protocol import (
     ReadyBody,
     RegisterBody,
     body_bytes,
-    unpack_header,
 )
 from . import _ipykernel
 from .bridge import KernelBridge
 from .tools_module import ToolsModule
+from .tools_module import describe as describe_tools
 
 log = logging.getLogger("progtc_kernel")
 
@@ -53,6 +53,7 @@ class Extension:
         self.tools = ToolsModule(self.hosts)
         self.bad_messages = BadMessages(log, "kernel")
         self.routes: Counter[str] = Counter()  # which route brought each host message
+        self.interrupt_wakeup = _ipykernel.InterruptWakeup()
         self._replaced_tools = sys.modules.get("tools")
 
     def load(self) -> None:
@@ -60,6 +61,9 @@ class Extension:
 
         comm.get_comm_manager().register_target(COMM_TARGET, self.on_open)
         _ipykernel.install_control_route(self.kernel, self.owns, self.on_message)
+        # Now if loaded by a cell, else before the first cell (the loop runs by then).
+        self.interrupt_wakeup.install()
+        self.kernel.shell.events.register("pre_execute", self.interrupt_wakeup.install)
         if self._replaced_tools is not None:
             log.warning("progtc_kernel: the module 'tools' now refers to host tools, "
                         "shadowing %r", self._replaced_tools)
@@ -69,6 +73,8 @@ class Extension:
         import comm
 
         comm.get_comm_manager().unregister_target(COMM_TARGET, self.on_open)
+        self.kernel.shell.events.unregister("pre_execute", self.interrupt_wakeup.install)
+        self.interrupt_wakeup.uninstall()
         for comm_id in list(self.bridges):
             self.close(comm_id, "the progtc_kernel extension was unloaded")
         if sys.modules.get("tools") is self.tools:
@@ -76,8 +82,8 @@ class Extension:
             if self._replaced_tools is not None:
                 sys.modules["tools"] = self._replaced_tools
 
-    def owns(self, comm_id: str) -> bool:
-        return comm_id in self.bridges
+    def owns(self, comm_id: object) -> bool:
+        return isinstance(comm_id, str) and comm_id in self.bridges
 
     def hosts(self) -> list[KernelBridge]:
         """The connected hosts in the order calls prefer them: the host whose client
@@ -91,7 +97,7 @@ class Extension:
     # -- comm events ----------------------------------------------------------------
 
     def on_open(self, comm: Any, msg: dict[str, Any]) -> None:
-        version, _ = unpack_header(msg["content"].get("data") or {})
+        version, _ = _routing(msg["content"].get("data")) or (0, "")
         parent = _ipykernel.parent_header(self.kernel)
         if self.shell is None:
             self.shell = _ipykernel.ShellInterception(
@@ -107,13 +113,15 @@ class Extension:
             return
         try:
             body: RegisterBody = json.loads(body_bytes(msg.get("buffers")))
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
             bridge.configure(body)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, RecursionError) as exc:
             bridge.send("error", {"message": f"unreadable register message: {exc}"}, parent)
             return
         self.bridges[comm.comm_id] = bridge
         self.comms[comm.comm_id] = comm
-        self.tools.describe()
+        describe_tools(self.tools)
         comm.on_msg(lambda comm_msg: self.on_message(comm_msg, "comm"))
         comm.on_close(lambda close_msg: self.close(comm.comm_id, HOST_CLOSED))
 
@@ -132,42 +140,62 @@ class Extension:
         shell.when_installed(ready)
 
     def on_message(self, msg: dict[str, Any], route: str) -> None:
-        """A host message, from whichever thread (route) brought it."""
-        content = msg["content"]
-        bridge = self.bridges.get(content.get("comm_id", ""))
+        """A host message, from whichever thread (route) brought it.
+
+        Never raises: whatever a client sends, a malformed message is dropped, counted
+        and logged once per kind, and the route that brought it keeps serving."""
+        try:
+            self._on_message(msg, route)
+        except Exception as exc:  # a case the checks missed: still only this message
+            self.bad_messages.report(f"unhandled {type(exc).__name__}", exc)
+
+    def _on_message(self, msg: dict[str, Any], route: str) -> None:
+        content = msg.get("content")
+        if not isinstance(content, dict):
+            return
+        comm_id = content.get("comm_id")
+        bridge = self.bridges.get(comm_id) if isinstance(comm_id, str) else None
         if bridge is None:
             return
         self.routes[route] += 1
-        version, msg_type = unpack_header(content.get("data") or {})
+        routing = _routing(content.get("data"))
+        if routing is None:
+            self.bad_messages.report(
+                "routing", "comm data must be {'v': <int>, 'type': <str>}")
+            return
+        version, msg_type = routing
         try:
             body = json.loads(body_bytes(msg.get("buffers")))
             if not isinstance(body, dict):
                 raise ValueError("the body is not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.bad_messages.report("unreadable body", exc)
             return
         if version != PROTOCOL_VERSION:
             self.bad_messages.report("protocol version", _mismatch(version))
             if msg_type == "results" and isinstance(body.get("results"), list):
                 ids = [r.get("id") for r in body["results"] if isinstance(r, dict)]
-                bridge.fail([i for i in ids if isinstance(i, int)], _mismatch(version))
+                bridge.fail([i for i in ids if type(i) is int], _mismatch(version))
             return
         self._dispatch(bridge, msg_type, body)
 
     def _dispatch(self, bridge: KernelBridge, msg_type: str, body: dict[str, Any]) -> None:
         ids = body.get("ids")
         if msg_type == "results":
-            for problem in bridge.take_results(body.get("results")):  # type: ignore[arg-type]
+            for problem in bridge.take_results(body.get("results")):
                 self.bad_messages.report("malformed result", problem)
-        elif msg_type in ("queued", "started") and isinstance(ids, list):
-            bridge.mark_queued([i for i in ids if isinstance(i, int)], msg_type == "queued")
+        elif msg_type in ("queued", "started"):
+            if not (isinstance(ids, list) and all(type(i) is int for i in ids)):
+                self.bad_messages.report(msg_type, "'ids' must be a list of call ids")
+                return
+            bridge.mark_queued(ids, msg_type == "queued")
         elif msg_type == "tools":
             try:
                 bridge.configure(body)  # type: ignore[arg-type]
-            except (KeyError, TypeError, ValueError) as exc:
+            except ValueError as exc:
                 self.bad_messages.report("tools", exc)
                 return
-            self.tools.describe()
+            describe_tools(self.tools)
         elif msg_type == "hello":
             pass  # seen by the shell interception: it now knows this host's connection
         elif msg_type == "resume":
@@ -193,7 +221,18 @@ class Extension:
             # hears it and registers again; one that asks (comm_info_request) learns
             # it is gone. A host that closed sends its own comm_close.
             comm.close({"reason": reason})
-        self.tools.describe()
+        describe_tools(self.tools)
+
+
+def _routing(data: Any) -> tuple[int, str] | None:
+    """The (protocol version, message type) a message's comm data names, or None
+    for data that is not ``{"v": <int>, "type": <str>}``."""
+    if not isinstance(data, dict):
+        return None
+    version, msg_type = data.get("v"), data.get("type")
+    if type(version) is not int or not isinstance(msg_type, str):
+        return None
+    return version, msg_type
 
 
 def _mismatch(version: int) -> str:

@@ -35,6 +35,8 @@ _IMPORT_FROM = dis.opmap["IMPORT_FROM"]
 _TRANSPARENT = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
 _NO_HOST = ("no host is serving tools to this kernel; connect one with "
             "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge")
+_NO_TOOLS = ("the host serves no tools; give it some: tools=[...] in Python (ToolKernel, "
+             "ToolBridge, execute_notebook...) or --tools MODULE_OR_FILE on the command line")
 
 BridgeFor = Callable[[str], "KernelBridge"]
 Hosts = Callable[[], "list[KernelBridge]"]
@@ -172,6 +174,45 @@ class ToolCall(Coroutine[Any, Any, Any]):
     def __contains__(self, item: Any) -> bool:
         raise self._misused("items")
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ToolCall):  # asyncio keeps calls in sets and lists
+            return self is other
+        raise self._misused("value to compare")
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = object.__hash__
+
+
+def _misuse(what: str) -> Callable[..., Any]:
+    def misused(self: ToolCall, *args: Any) -> Any:
+        raise self._misused(what)
+
+    return misused
+
+
+# Everything else a result could be used for: arithmetic, comparisons, conversions,
+# calls, item assignment, ``with`` and ``async for``. Each raises a TypeError that
+# states RULE and the fix, instead of "unsupported operand type(s) ... 'ToolCall'".
+_MISUSES = {
+    "value to compute with": [
+        f"__{prefix}{op}__" for op in ("add", "sub", "mul", "matmul", "truediv", "floordiv",
+                                       "mod", "divmod", "pow", "lshift", "rshift", "and",
+                                       "xor", "or")
+        for prefix in ("", "r", "i") if (prefix, op) != ("i", "divmod")]
+    + ["__neg__", "__pos__", "__abs__", "__invert__", "__round__", "__trunc__",
+       "__floor__", "__ceil__"],
+    "value to compare": ["__lt__", "__le__", "__gt__", "__ge__"],
+    "number value": ["__int__", "__float__", "__complex__", "__index__"],
+    "items": ["__setitem__", "__delitem__", "__reversed__", "__aiter__"],
+    "function to call": ["__call__"],
+    "context to enter": ["__enter__", "__exit__", "__aenter__", "__aexit__"],
+}
+for _what, _methods in _MISUSES.items():
+    for _method in _methods:
+        setattr(ToolCall, _method, _misuse(_what))
+
 
 def make_tool_function(name: str, spec: ToolSpec | None, bridge_for: BridgeFor) -> Any:
     """The function kernel code calls for tool ``name``; ``bridge_for`` picks the host
@@ -212,14 +253,25 @@ def _signature_served(name: str, bridge_for: BridgeFor) -> inspect.Signature:
     bridge = bridge_for(name)
     spec = bridge.tools.get(name)
     if spec is None:
-        available = ", ".join(sorted(bridge.tools)) or "none"
-        raise ToolError(name, "LookupError", f"no tool named {name!r}; available tools: "
-                        f"{available}")
+        raise ToolError(name, "LookupError",
+                        _no_tool(f"no tool named {name!r}", sorted(bridge.tools)))
     return signature_of(spec)
+
+
+def _no_tool(what: str, served: list[str]) -> str:
+    """``what`` ("no tool named 'x'"), and what is served instead (or how to serve)."""
+    if not served:
+        return f"{what}: {_NO_TOOLS}"
+    return f"{what}; available tools: {', '.join(served)}"
 
 
 class ToolsModule(types.ModuleType):
     """``sys.modules["tools"]``: attributes are the tools the connected hosts serve.
+
+    The module's own attributes are dunders and ``RESERVED_TOOL_NAMES`` only (its
+    state lives in ``__progtc__``), so that every other name reaches ``__getattr__``
+    and is a tool: a tool named ``describe`` or ``_hosts`` is callable like any
+    other, and hosts refuse tools with the reserved names.
 
     ``hosts()`` lists the hosts in the order calls prefer them (see the extension).
     A name is looked up in that order, and each call goes to the first host that
@@ -230,58 +282,74 @@ class ToolsModule(types.ModuleType):
 
     def __init__(self, hosts: Hosts) -> None:
         super().__init__("tools", _module_doc([]))
-        self._hosts = hosts
-        self._offline: dict[str, Any] = {}
+        self.__progtc__ = _Tools(hosts)
         for exception in TOOL_EXCEPTIONS:
             setattr(self, exception.__name__, exception)
 
-    def _bridge_for(self, tool: str) -> KernelBridge:
+    def __getattr__(self, name: str) -> Any:
         __tracebackhide__ = True
-        hosts = self._hosts()
+        if name == "__all__":  # for ``from tools import *``
+            return [*self.__progtc__.served(), *_EXCEPTION_NAMES]
+        if _is_dunder(name):
+            raise AttributeError(name)
+        # ``from tools import x`` would swap an AttributeError for a bare ImportError.
+        caller = sys._getframe(1)
+        importing = caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM
+        return self.__progtc__.function(name, importing)
+
+    def __dir__(self) -> list[str]:
+        return sorted([*self.__progtc__.served(), *_EXCEPTION_NAMES])
+
+
+def describe(module: ToolsModule) -> None:
+    """Refresh ``help(tools)`` for the tools now served."""
+    module.__doc__ = _module_doc(module.__progtc__.served())
+
+
+class _Tools:
+    """What the ``tools`` module knows: the hosts, and the functions made for them."""
+
+    def __init__(self, hosts: Hosts) -> None:
+        self.hosts = hosts
+        self.offline: dict[str, Any] = {}
+
+    def bridge_for(self, tool: str) -> KernelBridge:
+        __tracebackhide__ = True
+        hosts = self.hosts()
         if not hosts:
             raise HostDisconnectedError(tool, "HostDisconnectedError", _NO_HOST)
         return next((bridge for bridge in hosts if tool in bridge.tools), hosts[0])
 
-    def _served(self) -> list[str]:
-        return sorted({name for bridge in self._hosts() for name in bridge.tools})
+    def served(self) -> list[str]:
+        return sorted({name for bridge in self.hosts() for name in bridge.tools})
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "__all__":  # for ``from tools import *``
-            return [*self._served(), *_EXCEPTION_NAMES]
-        if name.startswith("__"):
-            raise AttributeError(name)
-        hosts = self._hosts()
+    def function(self, name: str, importing: bool) -> Any:
+        __tracebackhide__ = True
+        hosts = self.hosts()
         if not hosts:
-            return self._offline_tool(name)
+            return self.offline_tool(name)
         bridge = next((bridge for bridge in hosts if name in bridge.tools), None)
         if bridge is None:
-            available = ", ".join(self._served()) or "none"
-            message = f"module 'tools' has no tool {name!r}; available tools: {available}"
-            # ``from tools import x`` would swap an AttributeError for a bare ImportError.
-            caller = sys._getframe(1)
-            if caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM:
-                raise ImportError(message, name="tools")
-            raise AttributeError(message)
+            message = _no_tool(f"module 'tools' has no tool {name!r}", self.served())
+            raise (ImportError(message, name="tools") if importing
+                   else AttributeError(message))
         function = bridge.functions.get(name)
         if function is None:
             function = bridge.functions[name] = make_tool_function(
-                name, bridge.tools[name], self._bridge_for)
+                name, bridge.tools[name], self.bridge_for)
         return function
 
-    def _offline_tool(self, name: str) -> Any:
+    def offline_tool(self, name: str) -> Any:
         """A tool imported while no host is connected: it is served by whichever host
         serves it when it is called."""
-        function = self._offline.get(name)
+        function = self.offline.get(name)
         if function is None:
-            function = self._offline[name] = make_tool_function(name, None, self._bridge_for)
+            function = self.offline[name] = make_tool_function(name, None, self.bridge_for)
         return function
 
-    def __dir__(self) -> list[str]:
-        return sorted([*self._served(), *_EXCEPTION_NAMES])
 
-    def describe(self) -> None:
-        """Refresh ``help(tools)`` for the tools now served."""
-        self.__doc__ = _module_doc(self._served())
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 _EXCEPTION_NAMES = [exception.__name__ for exception in TOOL_EXCEPTIONS]
