@@ -1,12 +1,6 @@
-"""A papermill engine whose kernels serve host tools: ``--engine progtc``.
-
-    PROGTC_KERNEL_TOOLS=tools.py papermill IN.ipynb OUT.ipynb -p city Oslo --engine progtc
-
-    papermill.execute_notebook("in.ipynb", "out.ipynb", engine_name="progtc",
-                               tools=[get_weather], parameters={"city": "Oslo"})
-
-Registered under the ``papermill.engine`` entry point group as ``progtc``. The tools
-are the ``tools=`` given to ``papermill.execute_notebook`` (with ``tool_timeout=``
+"""The papermill engine ``progtc``, registered from here under the ``papermill.engine``
+entry point group (see the package's docstring for why here). The tools are the
+``tools=`` given to ``papermill.execute_notebook`` (with ``tool_timeout=``
 and ``python=``, as ``execute_notebook`` takes them), else those of the modules or
 ``.py`` files named in ``PROGTC_KERNEL_TOOLS``, separated as in ``PATH`` (``:`` on
 POSIX, ``;`` on Windows). Cells run on ``ToolNotebookClient``, so a failing tool
@@ -26,10 +20,10 @@ from papermill.engines import NBClientEngine
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
-from ..host.errors import ToolDefinitionError
-from ..host.loading import load_tools
-from ..host.tools import ToolsLike
-from .nbclient import ToolNotebookClient
+from ...host.errors import ToolDefinitionError
+from ...host.loading import load_tools
+from ...host.tools import ToolsLike
+from ..nbclient import ToolNotebookClient
 
 __all__ = ["TOOLS_VARIABLE", "ProgtcEngine", "tools_from_environment"]
 
