@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,17 @@ import papermill
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from progtc_kernel import NotebookExecutionError, execute_notebook, load_tools
 from progtc_kernel.cli import main
 from progtc_kernel.cli.notebook import parameter_value
-from progtc_kernel.integrations.nbclient import ToolNotebookClient, inject_parameters
+from progtc_kernel.integrations.nbclient import (
+    ToolNotebookClient,
+    inject_parameters,
+)
 from progtc_kernel.kernels.local import single_spec
 
 from .conftest import TOOLS, bare_kernel_env, plain_kernel, selected_lines
@@ -149,7 +153,9 @@ def test_a_cell_that_runs_past_its_timeout_is_interrupted(kernel_python: str) ->
     # ipykernel 6 cancels the task that awaits; then the reason.
     assert interrupted in {"KeyboardInterrupt", "CancelledError"}
     assert timed_out == "CellTimeoutError"
-    assert why.startswith("the cell ran longer than its timeout (2 s) and was interrupted")
+    assert why == ("the cell ran longer than its timeout (2 s) and was interrupted; give it "
+                   "more time with timeout=...")  # execute_notebook's own parameter
+    assert isinstance(raised.value, CellTimeoutError)  # what nbclient raises for a timeout
     assert cancelled.wait(10), "the pending tool call was not cancelled"
     assert nb.cells[2].outputs == []
 
@@ -181,6 +187,7 @@ def test_a_kernel_that_dies_is_a_cell_error_that_ends_the_run(newest_kernel_pyth
         execute_notebook(nb, tools=[kill], python=newest_kernel_python, allow_errors=True)
 
     error = raised.value
+    assert isinstance(error, DeadKernelError)  # nbclient's, a RuntimeError
     assert error.ename == "DeadKernelError" and error.cell_index == 1
     assert error.evalue.startswith("the kernel died while this cell ran (killed by signal 9)")
     assert printed(nb.cells[1]) == "about to die\n"
@@ -204,6 +211,66 @@ async def test_a_kernel_of_your_own_is_served_and_left_running(newest_kernel_pyt
         if client.kc is not None:
             client.kc.stop_channels()
         await km.shutdown_kernel(now=True)
+
+
+# -- as nbclient: hooks, exception types --------------------------------------------
+
+HOOKS = ["on_notebook_start", "on_notebook_complete", "on_notebook_error", "on_cell_start",
+         "on_cell_execute", "on_cell_complete", "on_cell_executed", "on_cell_error"]
+
+
+def run_with_hooks(client_class: type[NotebookClient], cells: list[str],
+                   **options: Any) -> tuple[list[str], Exception | None]:
+    """Run a notebook of these cells (after a markdown cell) on the kernelspec
+    ``progtc-test``; return the hooks that fired, in order, and what was raised."""
+    seen: list[str] = []
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(cell_index: int | None = None, **_: Any) -> None:
+            seen.append(name if cell_index is None else f"{name} {cell_index}")
+        return hook
+
+    hooks: dict[str, Any] = {name: recorder(name) for name in HOOKS}
+    client = client_class(notebook(*cells), kernel_name="progtc-test", **hooks, **options)
+    try:
+        client.execute()
+    except Exception as exc:
+        return seen, exc
+    return seen, None
+
+
+SLEEP = "import time\ntime.sleep(120)"
+
+
+@pytest.mark.parametrize("cells, options, raised", [
+    (["print('ok')", "raise ValueError('no')", "print('never')"], {}, [CellExecutionError]),
+    (["print('ok')", "raise ValueError('no')", "print('after')"], {"allow_errors": True}, []),
+    (["print('ok')", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+      "print('never')"], {}, [DeadKernelError, RuntimeError]),
+    # nbclient's interrupt gives the cell the kernel's KeyboardInterrupt; ours also says why
+    (["print('ok')", SLEEP, "print('never')"], {"timeout": 1, "interrupt_on_timeout": True},
+     [CellExecutionError, CellTimeoutError]),
+    (["print('ok')", SLEEP, "print('never')"], {"timeout": 1, "interrupt_on_timeout": False},
+     [CellTimeoutError]),
+], ids=["a failing cell", "allow_errors", "a kernel that dies", "a timeout, interrupted",
+        "a timeout, not interrupted"])
+def test_hooks_fire_and_errors_are_raised_as_nbclient_does(
+        cells: list[str], options: dict[str, Any], raised: list[type[Exception]],
+        newest_kernel_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kernelspec(tmp_path / "share", "progtc-test", newest_kernel_python)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share"))
+
+    plain_hooks, plain_error = run_with_hooks(NotebookClient, cells, **options)
+    our_hooks, our_error = run_with_hooks(ToolNotebookClient, cells, tools=TOOLS, **options)
+
+    assert our_hooks == plain_hooks
+    assert type(plain_error) is (raised[0] if raised else type(None))  # nbclient's own
+    for kind in raised:  # what nbclient raised, and what code that catches it expects
+        assert isinstance(our_error, kind), (kind, our_error)
+    if raised:
+        assert isinstance(our_error, NotebookExecutionError) and our_error.cell_index == 2
+    else:
+        assert our_error is None
 
 
 def test_bad_input_is_refused_before_any_kernel_starts(tmp_path: Path) -> None:
@@ -394,6 +461,33 @@ def test_a_kernel_with_only_ipykernel_runs_the_notebook(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert printed(nbformat.read(out, as_version=4).cells[4]) == (
         "Hotel booked for 2 nights: HTL-TOK-002\n")
+
+
+def test_a_timeout_names_the_option_of_the_entry_point_in_use(newest_kernel_python: str,
+                                                               tmp_path: Path) -> None:
+    nbformat.write(notebook(SLEEP, "print('never')"), tmp_path / "slow.ipynb")
+
+    def why(path: Path) -> str:
+        return next(evalue for cell in nbformat.read(path, as_version=4).cells
+                    for ename, evalue in errors(cell) if ename == "CellTimeoutError")
+
+    with pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(tmp_path / "slow.ipynb"), str(tmp_path / "papermill.ipynb"),
+            engine_name="progtc", tools=TOOLS, python=newest_kernel_python,
+            kernel_name="python3",  # papermill wants one; python= picks the kernel
+            execution_timeout=1, progress_bar=False)
+    done = progtc_kernel("notebook", str(tmp_path / "slow.ipynb"), str(tmp_path / "cli.ipynb"),
+                         "--tools", EXAMPLE_TOOLS, "--timeout", "1",
+                         "--python", newest_kernel_python)
+
+    interrupted = "the cell ran longer than its timeout (1 s) and was interrupted; "
+    assert why(tmp_path / "papermill.ipynb") == interrupted + (
+        "give it more time with papermill's --execution-timeout (execution_timeout= in "
+        "papermill.execute_notebook)")
+    assert done.returncode == 1
+    assert why(tmp_path / "cli.ipynb") == interrupted + "give it more time with --timeout S"
+    assert "give it more time with --timeout S" in done.stderr
 
 
 def test_parameter_values_are_read_as_papermill_reads_them() -> None:

@@ -73,6 +73,9 @@ class _PapermillToolClient(ToolNotebookClient, PapermillNotebookClient):  # type
     """papermill's client (it saves the notebook and its metadata cell by cell) with
     the tools served; ``ToolNotebookClient`` turns a dead kernel into a cell error."""
 
+    timeout_option = ("papermill's --execution-timeout (execution_timeout= in "
+                      "papermill.execute_notebook)")
+
     def execute(self, **kwargs: Any) -> Any:
         """papermill's ``execute``, minus the closing ``kernel_info`` request when the
         kernel has died: that would wait for a reply that never comes."""
