@@ -38,6 +38,7 @@ from progtc_kernel.kernels.local import single_spec
 
 from .conftest import TOOLS, bare_kernel_env, plain_kernel, selected_lines
 from .servers import jupyter_server, kernelspec
+from .test_attach import HOST_TOOLS, Attach
 from .test_cli import progtc_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,17 @@ def errors(cell: NotebookNode) -> list[tuple[str, str]]:
 def plain(text: str) -> str:
     """Text without ANSI colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def frames(traceback: str) -> list[str]:
+    """The frames an IPython traceback shows: ``Cell In[1], line 2`` or ``File ...``."""
+    return [line.split(", in ")[0] for line in plain(traceback).splitlines()
+            if line.startswith(("Cell In[", "File ", "    [... skipping"))]
+
+
+def error_tracebacks(nb: NotebookNode) -> list[str]:
+    return [plain("\n".join(output.traceback)) for cell in nb.cells
+            for output in cell.get("outputs", []) if output.output_type == "error"]
 
 
 def no_tool_threads_left() -> bool:
@@ -119,6 +131,23 @@ def test_a_failing_tool_call_is_a_cell_error_that_stops_the_run(kernel_python: s
     assert errors(nb.cells[1]) == [("ToolError", "tool 'fail' failed: ValueError: no rooms left")]
     assert nb.cells[2].outputs == []  # not run
     assert "await tools.fail(" in str(error)  # nbclient's message: the cell and its traceback
+    assert frames(str(error)) == ["Cell In[1], line 3"]  # the user's lines only
+
+
+def test_tracebacks_show_the_users_lines_only(newest_kernel_python: str) -> None:
+    nb = notebook("import tools\nawait tools.fail('no rooms left')",
+                  "def book():\n    return tools.fail('no rooms left')\n\nbook()",
+                  "tools.no_such_tool()",
+                  "tools.get_weather('Oslo')",
+                  "import asyncio\nawait asyncio.gather(tools.fail('a'), tools.fail('b'))")
+
+    execute_notebook(nb, tools=TOOLS, python=newest_kernel_python, allow_errors=True)
+
+    assert [frames(traceback) for traceback in error_tracebacks(nb)] == [
+        ["Cell In[1], line 2"], ["Cell In[2], line 4", "Cell In[2], line 2"],
+        ["Cell In[3], line 1"], ["Cell In[4], line 1"], ["Cell In[5], line 2"]]
+    assert [name for cell in nb.cells for name, _ in errors(cell)] == [
+        "ToolError", "ToolError", "AttributeError", "ToolArgumentError", "ToolError"]
 
 
 def test_allow_errors_runs_every_cell(newest_kernel_python: str) -> None:
@@ -320,9 +349,11 @@ def test_papermill_runs_a_notebook_with_tools_from_python(newest_kernel_python: 
             str(TRIP), str(out), parameters={"city": "Paris", "country": "France"},
             engine_name="progtc", tools=load_tools([EXAMPLE_TOOLS]), python=newest_kernel_python,
             progress_bar=False)
-    cells = nbformat.read(out, as_version=4).cells
-    assert "An Exception was encountered" in cells[0].source  # papermill's banner
-    assert [name for cell in cells for name, _ in errors(cell)] == ["ToolError"]
+    failed = nbformat.read(out, as_version=4)
+    assert "An Exception was encountered" in failed.cells[0].source  # papermill's banner
+    assert [name for cell in failed.cells for name, _ in errors(cell)] == ["ToolError"]
+    assert [frames(traceback) for traceback in error_tracebacks(failed)] == [
+        ["Cell In[4], line 1"]]  # the user's lines only
 
 
 def test_the_papermill_command_serves_the_tools_named_in_the_environment(
@@ -358,6 +389,35 @@ def test_the_papermill_command_serves_the_tools_named_in_the_environment(
     unserved = run_papermill()
 
     assert unserved.returncode == 1 and "PROGTC_KERNEL_TOOLS" in unserved.stderr
+
+
+async def test_an_attached_kernel_shows_the_users_lines_only(newest_kernel_python: str,
+                                                             tmp_path: Path) -> None:
+    km = await plain_kernel(newest_kernel_python, tmp=tmp_path)  # a person's, in JupyterLab
+    client = km.client()
+    client.start_channels()
+    (tmp_path / "host_tools.py").write_text(HOST_TOOLS)
+    shown: list[str] = []
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "error":
+            shown.append(plain("\n".join(msg["content"]["traceback"])))
+
+    try:
+        async with Attach("--existing", km.connection_file,
+                          "--tools", str(tmp_path / "host_tools.py")) as host:
+            await host.line("serving ")
+            for code in ["from tools import book\nawait book('Paris')",
+                         "import tools\ndef total():\n    return tools.add(2)\n\ntotal()"]:
+                await client.execute_interactive(code, output_hook=collect, timeout=60)
+            assert await host.detach() == 0
+    finally:
+        client.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+    assert [frames(traceback) for traceback in shown] == [
+        ["Cell In[1], line 2"], ["Cell In[2], line 5", "Cell In[2], line 3"]]
+    assert shown[0].endswith("ToolError: tool 'book' failed: ValueError: no rooms in Paris")
 
 
 # -- progtc-kernel notebook -----------------------------------------------------------

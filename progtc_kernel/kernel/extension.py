@@ -31,7 +31,7 @@ from ..protocol import (
     body_bytes,
     unpack_header,
 )
-from . import _ipykernel
+from . import _ipykernel, tracebacks
 from .bridge import KernelBridge
 from .tools_module import ToolsModule
 
@@ -64,10 +64,12 @@ class Extension:
             log.warning("progtc_kernel: the module 'tools' now refers to host tools, "
                         "shadowing %r", self._replaced_tools)
         sys.modules["tools"] = self.tools
+        tracebacks.install(self.kernel.shell)
 
     def unload(self) -> None:
         import comm
 
+        tracebacks.uninstall(self.kernel.shell)
         comm.get_comm_manager().unregister_target(COMM_TARGET, self.on_open)
         for comm_id in list(self.bridges):
             self.close(comm_id, "the progtc_kernel extension was unloaded")
