@@ -76,6 +76,14 @@ def test_stream_install_modules_running_and_settings(newest_kernel_python: str) 
             assert next(running) == StreamOutput("stdout", "started\n")
         assert kernel.execute("print(weather.__name__)").stdout == "weather\n"
 
+        # interrupt() stops the running code, as the toolbar's button does.
+        events = kernel.stream("import time\nprint('started', flush=True)\ntime.sleep(120)")
+        assert next(events) == StreamOutput("stdout", "started\n")
+        kernel.interrupt()
+        *_, last = events
+        assert isinstance(last, ExecutionFinished) and last.result.error is not None
+        assert last.result.error.kind == "cancelled"
+
         kernel.timeout = 0.5  # the kernel's own setting
         assert kernel.kernel.timeout == 0.5
         assert kernel.execute("import time\ntime.sleep(30)").error.kind == "timeout"
