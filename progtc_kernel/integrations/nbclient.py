@@ -7,9 +7,9 @@
 
 ``ToolNotebookClient`` is an nbclient ``NotebookClient`` whose kernel serves host
 tools: once the kernel's client is up, and before the first cell runs, a
-``ToolBridge`` on the same kernel loads the progtc_kernel extension there (a kernel
-without progtc-kernel installed is refused with the ``pip install`` command it
-needs) and serves the tools until the kernel is shut down. The bridge runs on an
+``ToolBridge`` on the same kernel loads the progtc_kernel extension there (into a
+kernel with nothing but ipykernel, the host brings its own kernel side) and serves
+the tools until the kernel is shut down. The bridge runs on an
 event loop and thread of its own, so tools answer however nbclient is driven:
 ``execute()``, ``async_execute()``, papermill's cell-by-cell calls, or
 ``execute()`` from a notebook whose loop is running.
@@ -44,6 +44,8 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._install import missing_extra
+
 try:
     import nbformat
     from nbclient import NotebookClient
@@ -51,8 +53,8 @@ try:
     from nbclient.util import ensure_async, run_sync
     from nbformat import NotebookNode
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(f"{exc}: running notebooks needs nbclient and nbformat; install them "
-                      "with: pip install 'progtc-kernel[notebook]'") from exc
+    raise missing_extra("notebook", exc, "running notebooks needs nbclient and nbformat"
+                        ) from exc
 
 from ..host.bridge import ToolBridge
 from ..host.events import Event, ToolCallFinished
@@ -118,7 +120,7 @@ class ToolNotebookClient(NotebookClient):
         ``tools``: the host tools (functions, ``Tool`` objects, a dict of name to
         callable, or a ``ToolRegistry``). ``tool_timeout``: seconds a tool call may
         take (``None``: no limit). ``python``: run the kernel on this interpreter,
-        which needs progtc-kernel installed (default: the notebook's kernelspec, or
+        which needs ipykernel (default: the notebook's kernelspec, or
         ``kernel_name``). ``options``: ``NotebookClient`` options."""
         if python is not None and shutil.which(python) is None:
             raise ValueError(f"no Python interpreter at {python!r}: give the path of a Python "
@@ -281,7 +283,7 @@ def execute_notebook(
     host tools. ``parameters``: values to set, as papermill does: a cell assigning
     them (tagged ``injected-parameters``) goes after the cell tagged ``parameters``,
     or first; values are Python literals (str, int, float, bool, None, lists and
-    dicts of them). ``python``: the kernel's interpreter (it needs progtc-kernel);
+    dicts of them). ``python``: the kernel's interpreter (it needs ipykernel);
     ``kernel_name``: a kernelspec instead (default: the notebook's). ``cwd``: the
     kernel's working directory (default: the notebook's folder for a path, else
     this process's). ``timeout``: seconds a cell may run before it is interrupted
@@ -296,7 +298,7 @@ def execute_notebook(
     ``CellTimeoutError``) or its kernel dies (``NotebookKernelDiedError``, also
     nbclient's ``DeadKernelError``); its ``notebook`` holds the outputs so far, the
     error included. ``ToolDefinitionError`` for a function that cannot be a
-    tool; ``ExtensionNotLoadedError`` for a kernel without progtc-kernel.
+    tool; ``ExtensionNotLoadedError`` for a kernel that cannot load the extension.
     """
     if isinstance(notebook, NotebookNode):
         nb, path = notebook, None

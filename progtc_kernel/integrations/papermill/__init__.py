@@ -14,12 +14,12 @@ always finds the engine whole, whichever of the two is imported first.
 Needs ``pip install "progtc-kernel[papermill]"``.
 """
 
+from ..._install import missing_extra
+
 try:
     import papermill  # noqa: F401 - first: see above
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(f"{exc}: the papermill engine needs papermill; install it with: "
-                      "pip install 'progtc-kernel[papermill]' (from the checkout or wheel "
-                      "you installed progtc-kernel from)") from exc
+    raise missing_extra("papermill", exc, "the papermill engine needs papermill") from exc
 
 from .engine import TOOLS_VARIABLE, ProgtcEngine, tools_from_environment
 
