@@ -134,14 +134,18 @@ def test_a_failing_tool_call_is_a_cell_error_that_stops_the_run(kernel_python: s
     assert frames(str(error)) == ["Cell In[1], line 3"]  # the user's lines only
 
 
-def test_tracebacks_show_the_users_lines_only(newest_kernel_python: str) -> None:
+@pytest.mark.parametrize("kernel_side", ["installed", "brought by the host"])
+def test_tracebacks_show_the_users_lines_only(kernel_side: str,
+                                              newest_kernel_python: str) -> None:
+    python = newest_kernel_python if kernel_side == "installed" else bare_kernel_env(
+        selected_lines()[-1])  # ipykernel alone
     nb = notebook("import tools\nawait tools.fail('no rooms left')",
                   "def book():\n    return tools.fail('no rooms left')\n\nbook()",
                   "tools.no_such_tool()",
                   "tools.get_weather('Oslo')",
                   "import asyncio\nawait asyncio.gather(tools.fail('a'), tools.fail('b'))")
 
-    execute_notebook(nb, tools=TOOLS, python=newest_kernel_python, allow_errors=True)
+    execute_notebook(nb, tools=TOOLS, python=python, allow_errors=True)
 
     assert [frames(traceback) for traceback in error_tracebacks(nb)] == [
         ["Cell In[1], line 2"], ["Cell In[2], line 4", "Cell In[2], line 2"],
@@ -412,9 +416,9 @@ def test_the_papermill_command_serves_the_tools_named_in_the_environment(
     assert unserved.returncode == 1 and "PROGTC_KERNEL_TOOLS" in unserved.stderr
 
 
-async def test_an_attached_kernel_shows_the_users_lines_only(newest_kernel_python: str,
-                                                             tmp_path: Path) -> None:
-    km = await plain_kernel(newest_kernel_python, tmp=tmp_path)  # a person's, in JupyterLab
+async def test_an_attached_kernel_shows_the_users_lines_only(tmp_path: Path) -> None:
+    # A person's kernel, as JupyterLab runs it: ipykernel alone, the host brings the rest.
+    km = await plain_kernel(bare_kernel_env(selected_lines()[-1]), tmp=tmp_path)
     client = km.client()
     client.start_channels()
     (tmp_path / "host_tools.py").write_text(HOST_TOOLS)
