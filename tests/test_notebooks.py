@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,22 @@ import papermill
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from progtc_kernel import NotebookExecutionError, execute_notebook, load_tools
 from progtc_kernel.cli import main
 from progtc_kernel.cli.notebook import parameter_value
-from progtc_kernel.integrations.nbclient import ToolNotebookClient, inject_parameters
+from progtc_kernel.integrations.nbclient import (
+    ToolNotebookClient,
+    inject_parameters,
+)
 from progtc_kernel.kernels.local import single_spec
 
 from .conftest import TOOLS, bare_kernel_env, plain_kernel, selected_lines
 from .servers import jupyter_server, kernelspec
+from .test_attach import HOST_TOOLS, Attach
 from .test_cli import progtc_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +69,17 @@ def errors(cell: NotebookNode) -> list[tuple[str, str]]:
 def plain(text: str) -> str:
     """Text without ANSI colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def frames(traceback: str) -> list[str]:
+    """The frames an IPython traceback shows: ``Cell In[1], line 2`` or ``File ...``."""
+    return [line.split(", in ")[0] for line in plain(traceback).splitlines()
+            if line.startswith(("Cell In[", "File ", "    [... skipping"))]
+
+
+def error_tracebacks(nb: NotebookNode) -> list[str]:
+    return [plain("\n".join(output.traceback)) for cell in nb.cells
+            for output in cell.get("outputs", []) if output.output_type == "error"]
 
 
 def no_tool_threads_left() -> bool:
@@ -115,6 +131,27 @@ def test_a_failing_tool_call_is_a_cell_error_that_stops_the_run(kernel_python: s
     assert errors(nb.cells[1]) == [("ToolError", "tool 'fail' failed: ValueError: no rooms left")]
     assert nb.cells[2].outputs == []  # not run
     assert "await tools.fail(" in str(error)  # nbclient's message: the cell and its traceback
+    assert frames(str(error)) == ["Cell In[1], line 3"]  # the user's lines only
+
+
+@pytest.mark.parametrize("kernel_side", ["installed", "brought by the host"])
+def test_tracebacks_show_the_users_lines_only(kernel_side: str,
+                                              newest_kernel_python: str) -> None:
+    python = newest_kernel_python if kernel_side == "installed" else bare_kernel_env(
+        selected_lines()[-1])  # ipykernel alone
+    nb = notebook("import tools\nawait tools.fail('no rooms left')",
+                  "def book():\n    return tools.fail('no rooms left')\n\nbook()",
+                  "tools.no_such_tool()",
+                  "tools.get_weather('Oslo')",
+                  "import asyncio\nawait asyncio.gather(tools.fail('a'), tools.fail('b'))")
+
+    execute_notebook(nb, tools=TOOLS, python=python, allow_errors=True)
+
+    assert [frames(traceback) for traceback in error_tracebacks(nb)] == [
+        ["Cell In[1], line 2"], ["Cell In[2], line 4", "Cell In[2], line 2"],
+        ["Cell In[3], line 1"], ["Cell In[4], line 1"], ["Cell In[5], line 2"]]
+    assert [name for cell in nb.cells for name, _ in errors(cell)] == [
+        "ToolError", "ToolError", "AttributeError", "ToolArgumentError", "ToolError"]
 
 
 def test_allow_errors_runs_every_cell(newest_kernel_python: str) -> None:
@@ -149,7 +186,9 @@ def test_a_cell_that_runs_past_its_timeout_is_interrupted(kernel_python: str) ->
     # ipykernel 6 cancels the task that awaits; then the reason.
     assert interrupted in {"KeyboardInterrupt", "CancelledError"}
     assert timed_out == "CellTimeoutError"
-    assert why.startswith("the cell ran longer than its timeout (2 s) and was interrupted")
+    assert why == ("the cell ran longer than its timeout (2 s) and was interrupted; give it "
+                   "more time with timeout=...")  # execute_notebook's own parameter
+    assert isinstance(raised.value, CellTimeoutError)  # what nbclient raises for a timeout
     assert cancelled.wait(10), "the pending tool call was not cancelled"
     assert nb.cells[2].outputs == []
 
@@ -181,6 +220,7 @@ def test_a_kernel_that_dies_is_a_cell_error_that_ends_the_run(newest_kernel_pyth
         execute_notebook(nb, tools=[kill], python=newest_kernel_python, allow_errors=True)
 
     error = raised.value
+    assert isinstance(error, DeadKernelError)  # nbclient's, a RuntimeError
     assert error.ename == "DeadKernelError" and error.cell_index == 1
     assert error.evalue.startswith("the kernel died while this cell ran (killed by signal 9)")
     assert printed(nb.cells[1]) == "about to die\n"
@@ -204,6 +244,87 @@ async def test_a_kernel_of_your_own_is_served_and_left_running(newest_kernel_pyt
         if client.kc is not None:
             client.kc.stop_channels()
         await km.shutdown_kernel(now=True)
+
+
+# -- as nbclient: hooks, exception types --------------------------------------------
+
+HOOKS = ["on_notebook_start", "on_notebook_complete", "on_notebook_error", "on_cell_start",
+         "on_cell_execute", "on_cell_complete", "on_cell_executed", "on_cell_error"]
+
+
+async def run_with_hooks(client_class: type[NotebookClient], cells: list[str], folder: Path,
+                         **options: Any) -> tuple[list[str], Exception | None, list[Any]]:
+    """Run a notebook of these cells (after a markdown cell) on the kernelspec
+    ``progtc-test``, over Unix sockets in ``folder`` (no TCP ports to race for); return
+    the hooks that fired, in order, what was raised, and each cell's execution count
+    and outputs, but those the README says ToolNotebookClient adds (why a cell timed
+    out or lost its kernel)."""
+    seen: list[str] = []
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(cell_index: int | None = None, **_: Any) -> None:
+            seen.append(name if cell_index is None else f"{name} {cell_index}")
+        return hook
+
+    hooks: dict[str, Any] = {name: recorder(name) for name in HOOKS}
+    nb = notebook(*cells)
+    folder = folder / client_class.__name__  # each kernel's sockets apart
+    folder.mkdir()
+    km = AsyncKernelManager(kernel_name="progtc-test", transport="ipc",
+                            ip=str(folder / "kernel"))
+    client = client_class(nb, km, **hooks, **options)
+    raised = None
+    try:
+        await client.async_execute()
+    except Exception as exc:
+        raised = exc
+    finally:
+        if km.has_kernel:  # a kernel given to nbclient is the giver's to shut down
+            await km.shutdown_kernel(now=True)
+    documented = {"CellTimeoutError", "DeadKernelError"}
+    cells_run = [(cell.get("execution_count"), [
+        output for output in cell.get("outputs", [])
+        if output.get("ename") not in documented]) for cell in nb.cells]
+    return seen, raised, cells_run
+
+
+SLEEP = "import time\ntime.sleep(120)"
+
+
+@pytest.mark.parametrize("cells, options, raised", [
+    (["print('ok')", "raise ValueError('no')", "print('never')"], {}, [CellExecutionError]),
+    (["print('ok')", "raise ValueError('no')", "print('after')"], {"allow_errors": True}, []),
+    (["print('ok')", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+      "print('never')"], {}, [DeadKernelError, RuntimeError]),
+    # nbclient's interrupt gives the cell the kernel's KeyboardInterrupt; ours also says why
+    (["print('ok')", SLEEP, "print('never')"], {"timeout": 1, "interrupt_on_timeout": True},
+     [CellExecutionError, CellTimeoutError]),
+    (["print('ok')", SLEEP, "print('never')"], {"timeout": 1, "interrupt_on_timeout": False},
+     [CellTimeoutError]),
+], ids=["a failing cell", "allow_errors", "a kernel that dies", "a timeout, interrupted",
+        "a timeout, not interrupted"])
+async def test_hooks_fire_and_errors_are_raised_as_nbclient_does(
+        cells: list[str], options: dict[str, Any], raised: list[type[Exception]],
+        newest_kernel_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kernelspec(tmp_path / "share", "progtc-test", newest_kernel_python)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share"))
+
+    plain_hooks, plain_error, plain_cells = await run_with_hooks(
+        NotebookClient, cells, tmp_path, **options)
+    our_hooks, our_error, our_cells = await run_with_hooks(
+        ToolNotebookClient, cells, tmp_path, tools=TOOLS, **options)
+
+    assert our_hooks == plain_hooks
+    if DeadKernelError in raised:  # what a kernel sends as it is killed may never leave it
+        del our_cells[2], plain_cells[2]
+    assert our_cells == plain_cells
+    assert type(plain_error) is (raised[0] if raised else type(None))  # nbclient's own
+    for kind in raised:  # what nbclient raised, and what code that catches it expects
+        assert isinstance(our_error, kind), (kind, our_error)
+    if raised:
+        assert isinstance(our_error, NotebookExecutionError) and our_error.cell_index == 2
+    else:
+        assert our_error is None
 
 
 def test_bad_input_is_refused_before_any_kernel_starts(tmp_path: Path) -> None:
@@ -253,9 +374,11 @@ def test_papermill_runs_a_notebook_with_tools_from_python(newest_kernel_python: 
             str(TRIP), str(out), parameters={"city": "Paris", "country": "France"},
             engine_name="progtc", tools=load_tools([EXAMPLE_TOOLS]), python=newest_kernel_python,
             progress_bar=False)
-    cells = nbformat.read(out, as_version=4).cells
-    assert "An Exception was encountered" in cells[0].source  # papermill's banner
-    assert [name for cell in cells for name, _ in errors(cell)] == ["ToolError"]
+    failed = nbformat.read(out, as_version=4)
+    assert "An Exception was encountered" in failed.cells[0].source  # papermill's banner
+    assert [name for cell in failed.cells for name, _ in errors(cell)] == ["ToolError"]
+    assert [frames(traceback) for traceback in error_tracebacks(failed)] == [
+        ["Cell In[4], line 1"]]  # the user's lines only
 
 
 def test_the_papermill_command_serves_the_tools_named_in_the_environment(
@@ -291,6 +414,35 @@ def test_the_papermill_command_serves_the_tools_named_in_the_environment(
     unserved = run_papermill()
 
     assert unserved.returncode == 1 and "PROGTC_KERNEL_TOOLS" in unserved.stderr
+
+
+async def test_an_attached_kernel_shows_the_users_lines_only(tmp_path: Path) -> None:
+    # A person's kernel, as JupyterLab runs it: ipykernel alone, the host brings the rest.
+    km = await plain_kernel(bare_kernel_env(selected_lines()[-1]), tmp=tmp_path)
+    client = km.client()
+    client.start_channels()
+    (tmp_path / "host_tools.py").write_text(HOST_TOOLS)
+    shown: list[str] = []
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "error":
+            shown.append(plain("\n".join(msg["content"]["traceback"])))
+
+    try:
+        async with Attach("--existing", km.connection_file,
+                          "--tools", str(tmp_path / "host_tools.py")) as host:
+            await host.line("serving ")
+            for code in ["from tools import book\nawait book('Paris')",
+                         "import tools\ndef total():\n    return tools.add(2)\n\ntotal()"]:
+                await client.execute_interactive(code, output_hook=collect, timeout=60)
+            assert await host.detach() == 0
+    finally:
+        client.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+    assert [frames(traceback) for traceback in shown] == [
+        ["Cell In[1], line 2"], ["Cell In[2], line 5", "Cell In[2], line 3"]]
+    assert shown[0].endswith("ToolError: tool 'book' failed: ValueError: no rooms in Paris")
 
 
 # -- progtc-kernel notebook -----------------------------------------------------------
@@ -394,6 +546,33 @@ def test_a_kernel_with_only_ipykernel_runs_the_notebook(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert printed(nbformat.read(out, as_version=4).cells[4]) == (
         "Hotel booked for 2 nights: HTL-TOK-002\n")
+
+
+def test_a_timeout_names_the_option_of_the_entry_point_in_use(newest_kernel_python: str,
+                                                               tmp_path: Path) -> None:
+    nbformat.write(notebook(SLEEP, "print('never')"), tmp_path / "slow.ipynb")
+
+    def why(path: Path) -> str:
+        return next(evalue for cell in nbformat.read(path, as_version=4).cells
+                    for ename, evalue in errors(cell) if ename == "CellTimeoutError")
+
+    with pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(tmp_path / "slow.ipynb"), str(tmp_path / "papermill.ipynb"),
+            engine_name="progtc", tools=TOOLS, python=newest_kernel_python,
+            kernel_name="python3",  # papermill wants one; python= picks the kernel
+            execution_timeout=1, progress_bar=False)
+    done = progtc_kernel("notebook", str(tmp_path / "slow.ipynb"), str(tmp_path / "cli.ipynb"),
+                         "--tools", EXAMPLE_TOOLS, "--timeout", "1",
+                         "--python", newest_kernel_python)
+
+    interrupted = "the cell ran longer than its timeout (1 s) and was interrupted; "
+    assert why(tmp_path / "papermill.ipynb") == interrupted + (
+        "give it more time with papermill's --execution-timeout (execution_timeout= in "
+        "papermill.execute_notebook)")
+    assert done.returncode == 1
+    assert why(tmp_path / "cli.ipynb") == interrupted + "give it more time with --timeout S"
+    assert "give it more time with --timeout S" in done.stderr
 
 
 def test_parameter_values_are_read_as_papermill_reads_them() -> None:

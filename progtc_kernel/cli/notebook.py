@@ -111,6 +111,7 @@ def command(args: argparse.Namespace) -> int:
             kernel_name=args.kernel_name or "", allow_errors=args.allow_errors,
             timeout=None if args.timeout is None else math.ceil(args.timeout),
             resources={"metadata": {"path": os.fspath(cwd)}})
+        client.timeout_option = "--timeout S"
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return _Run(client, Path(args.output), console()).run()

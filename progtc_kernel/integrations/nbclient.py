@@ -7,9 +7,9 @@
 
 ``ToolNotebookClient`` is an nbclient ``NotebookClient`` whose kernel serves host
 tools: once the kernel's client is up, and before the first cell runs, a
-``ToolBridge`` on the same kernel loads the progtc_kernel extension there (a kernel
-without progtc-kernel installed is refused with the ``pip install`` command it
-needs) and serves the tools until the kernel is shut down. The bridge runs on an
+``ToolBridge`` on the same kernel loads the progtc_kernel extension there (into a
+kernel with nothing but ipykernel, the host brings its own kernel side) and serves
+the tools until the kernel is shut down. The bridge runs on an
 event loop and thread of its own, so tools answer however nbclient is driven:
 ``execute()``, ``async_execute()``, papermill's cell-by-cell calls, or
 ``execute()`` from a notebook whose loop is running.
@@ -20,7 +20,13 @@ nbclient does (unless ``allow_errors``): a failing tool call is the cell's
 ``CellTimeoutError`` output after the kernel's ``KeyboardInterrupt``; a kernel that
 dies gives the running cell a ``DeadKernelError`` output and always ends the run.
 Each raises ``NotebookExecutionError``, an nbclient ``CellExecutionError`` that
-carries the executed notebook and the failing cell's index.
+carries the executed notebook and the failing cell's index; a timeout is also
+nbclient's ``CellTimeoutError`` (``NotebookTimeoutError``), a dead kernel also
+nbclient's ``DeadKernelError`` (``NotebookKernelDiedError``, a ``RuntimeError``), so
+nbclient's hooks fire as they do for nbclient's own errors.
+
+Kernels keep IPython's history in memory (``ipython_hist_file``, ``:memory:``), as
+nbclient's ``python3`` kernels do, whatever their kernelspec is called.
 
 Needs ``pip install "progtc-kernel[notebook]"`` (nbclient and nbformat).
 """
@@ -38,15 +44,17 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._install import missing_extra
+
 try:
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, DeadKernelError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from nbclient.util import ensure_async, run_sync
     from nbformat import NotebookNode
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(f"{exc}: running notebooks needs nbclient and nbformat; install them "
-                      "with: pip install 'progtc-kernel[notebook]'") from exc
+    raise missing_extra("notebook", exc, "running notebooks needs nbclient and nbformat"
+                        ) from exc
 
 from ..host.bridge import ToolBridge
 from ..host.events import Event, ToolCallFinished
@@ -54,8 +62,8 @@ from ..host.results import ToolCallRecord
 from ..host.tools import ToolRegistry, ToolsLike
 from ..kernels.local import SPEC_NAME, single_spec
 
-__all__ = ["NotebookExecutionError", "ToolNotebookClient", "execute_notebook",
-           "inject_parameters"]
+__all__ = ["NotebookExecutionError", "NotebookKernelDiedError", "NotebookTimeoutError",
+           "ToolNotebookClient", "execute_notebook", "inject_parameters"]
 
 T = TypeVar("T")
 INJECTED_TAG = "injected-parameters"
@@ -76,16 +84,33 @@ class NotebookExecutionError(CellExecutionError):
         self.cell_index = cell_index
 
 
+class NotebookTimeoutError(NotebookExecutionError, CellTimeoutError):
+    """A cell ran past its timeout: a ``NotebookExecutionError`` that is also
+    nbclient's ``CellTimeoutError`` (a ``TimeoutError``)."""
+
+
+class NotebookKernelDiedError(NotebookExecutionError, DeadKernelError):
+    """The kernel died while a cell ran: a ``NotebookExecutionError`` that is also
+    nbclient's ``DeadKernelError`` (a ``RuntimeError``: nbclient's
+    ``on_notebook_error`` hook fires for it)."""
+
+
 class ToolNotebookClient(NotebookClient):
     """An nbclient ``NotebookClient`` whose kernel serves ``tools`` to the cells.
 
     Everything nbclient offers works as usual (``execute()``, ``async_execute()``,
     hooks, ``kernel_name``, ``timeout``, ``allow_errors``...). Differences: a cell
     that outlives ``timeout`` is interrupted rather than left running
-    (``interrupt_on_timeout`` defaults to true), and every cell error is raised as
-    ``NotebookExecutionError``. ``tool_calls`` lists the calls served so far;
-    ``kernel_died`` says whether the kernel died while a cell ran.
+    (``interrupt_on_timeout`` defaults to true), every cell error is raised as
+    ``NotebookExecutionError`` (and as the nbclient error it stands for), and IPython
+    history stays in memory on every kernel. ``tool_calls`` lists the calls served so
+    far; ``kernel_died`` says whether the kernel died while a cell ran.
+    ``timeout_option``: how the caller gives a cell more time, named in the timeout
+    error (``timeout=...``; ``progtc-kernel notebook`` and the papermill engine name
+    their own flags).
     """
+
+    timeout_option = "timeout=..."
 
     def __init__(self, nb: Any, km: Any = None, *, tools: ToolsLike = None,
                  tool_timeout: float | None = 10.0, python: str | None = None,
@@ -95,7 +120,7 @@ class ToolNotebookClient(NotebookClient):
         ``tools``: the host tools (functions, ``Tool`` objects, a dict of name to
         callable, or a ``ToolRegistry``). ``tool_timeout``: seconds a tool call may
         take (``None``: no limit). ``python``: run the kernel on this interpreter,
-        which needs progtc-kernel installed (default: the notebook's kernelspec, or
+        which needs ipykernel (default: the notebook's kernelspec, or
         ``kernel_name``). ``options``: ``NotebookClient`` options."""
         if python is not None and shutil.which(python) is None:
             raise ValueError(f"no Python interpreter at {python!r}: give the path of a Python "
@@ -130,6 +155,17 @@ class ToolNotebookClient(NotebookClient):
             km.transport = "ipc"
             km.ip = os.path.join(self._sockets.name, "kernel")
         return km
+
+    async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        # nbclient keeps history in memory only for kernels named python3 (jupyter_client
+        # guesses IPython by name); every kernel serving tools is IPython's, whatever
+        # its kernelspec is called (the progtc one, python=, a user's venv kernel).
+        has_history_file = any(argument.startswith("--HistoryManager.hist_file")
+                               for argument in self.extra_arguments)
+        if self.ipython_hist_file and not has_history_file:
+            self.extra_arguments = [*self.extra_arguments,
+                                    f"--HistoryManager.hist_file={self.ipython_hist_file}"]
+        await super().async_start_new_kernel(**kwargs)
 
     async def async_start_new_kernel_client(self) -> Any:
         kc = await super().async_start_new_kernel_client()
@@ -185,11 +221,15 @@ class ToolNotebookClient(NotebookClient):
                 "after it were not run")}
             cell.outputs.append(_error_output(**error))
             failure = CellExecutionError.from_cell_and_msg(cell, _with_traceback(error))
-            raise self._error(failure, cell_index) from None
+            raise self._error(NotebookKernelDiedError, failure, cell_index) from None
         except NotebookExecutionError:
             raise
+        except CellTimeoutError as exc:  # interrupt_on_timeout=False: nbclient's own
+            failure = CellExecutionError(str(exc), "CellTimeoutError", str(exc))
+            raise self._error(NotebookTimeoutError, failure, cell_index) from None
         except CellExecutionError as exc:
-            raise self._error(exc, cell_index) from None
+            kind = NotebookTimeoutError if self._timed_out else NotebookExecutionError
+            raise self._error(kind, exc, cell_index) from None
         finally:
             if self._timed_out is not None:
                 cell.outputs.append(_error_output("CellTimeoutError", self._timed_out))
@@ -199,8 +239,7 @@ class ToolNotebookClient(NotebookClient):
         if not self.interrupt_on_timeout:
             return await super()._async_handle_timeout(timeout, cell)  # raises
         self._timed_out = (f"the cell ran longer than its timeout ({timeout} s) and was "
-                           "interrupted; give it more time with timeout=... (--timeout on "
-                           "the command line)")
+                           f"interrupted; give it more time with {self.timeout_option}")
         self.log.error("Cell timed out after %s s: interrupting the kernel", timeout)
         assert self.km is not None
         await ensure_async(self.km.interrupt_kernel())
@@ -210,12 +249,14 @@ class ToolNotebookClient(NotebookClient):
             {"ename": "CellTimeoutError", "evalue": self._timed_out})
         return {"content": {**error, "status": "error"}}
 
-    def _error(self, exc: CellExecutionError, cell_index: int) -> NotebookExecutionError:
-        return NotebookExecutionError(exc.traceback, exc.ename, exc.evalue, notebook=self.nb,
-                                      cell_index=cell_index)
+    def _error(self, kind: type[NotebookExecutionError], exc: CellExecutionError,
+               cell_index: int) -> NotebookExecutionError:
+        return kind(exc.traceback, exc.ename, exc.evalue, notebook=self.nb,
+                    cell_index=cell_index)
 
     # nbclient's blocking methods wrap its own coroutines: wrap ours instead.
     execute = run_sync(async_execute)
+    start_new_kernel = run_sync(async_start_new_kernel)
     start_new_kernel_client = run_sync(async_start_new_kernel_client)
     _cleanup_kernel = run_sync(_async_cleanup_kernel)
     execute_cell = run_sync(async_execute_cell)
@@ -242,7 +283,7 @@ def execute_notebook(
     host tools. ``parameters``: values to set, as papermill does: a cell assigning
     them (tagged ``injected-parameters``) goes after the cell tagged ``parameters``,
     or first; values are Python literals (str, int, float, bool, None, lists and
-    dicts of them). ``python``: the kernel's interpreter (it needs progtc-kernel);
+    dicts of them). ``python``: the kernel's interpreter (it needs ipykernel);
     ``kernel_name``: a kernelspec instead (default: the notebook's). ``cwd``: the
     kernel's working directory (default: the notebook's folder for a path, else
     this process's). ``timeout``: seconds a cell may run before it is interrupted
@@ -253,9 +294,11 @@ def execute_notebook(
     other ``NotebookClient`` options.
 
     Raises ``NotebookExecutionError`` (an nbclient ``CellExecutionError``) when a
-    cell fails, times out or its kernel dies; its ``notebook`` holds the outputs so
-    far, the error included. ``ToolDefinitionError`` for a function that cannot be a
-    tool; ``ExtensionNotLoadedError`` for a kernel without progtc-kernel.
+    cell fails, times out (``NotebookTimeoutError``, also nbclient's
+    ``CellTimeoutError``) or its kernel dies (``NotebookKernelDiedError``, also
+    nbclient's ``DeadKernelError``); its ``notebook`` holds the outputs so far, the
+    error included. ``ToolDefinitionError`` for a function that cannot be a
+    tool; ``ExtensionNotLoadedError`` for a kernel that cannot load the extension.
     """
     if isinstance(notebook, NotebookNode):
         nb, path = notebook, None

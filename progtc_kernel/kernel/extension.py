@@ -30,7 +30,7 @@ from ..protocol import (
     RegisterBody,
     body_bytes,
 )
-from . import _ipykernel
+from . import _ipykernel, tracebacks
 from .bridge import KernelBridge
 from .tools_module import ToolsModule
 from .tools_module import describe as describe_tools
@@ -68,10 +68,12 @@ class Extension:
             log.warning("progtc_kernel: the module 'tools' now refers to host tools, "
                         "shadowing %r", self._replaced_tools)
         sys.modules["tools"] = self.tools
+        tracebacks.install(self.kernel.shell)
 
     def unload(self) -> None:
         import comm
 
+        tracebacks.uninstall(self.kernel.shell)
         comm.get_comm_manager().unregister_target(COMM_TARGET, self.on_open)
         self.kernel.shell.events.unregister("pre_execute", self.interrupt_wakeup.install)
         self.interrupt_wakeup.uninstall()

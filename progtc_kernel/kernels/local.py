@@ -134,16 +134,22 @@ class _StderrTail:
 
 class LocalKernel:
     """A kernel this process starts and owns, on ``python`` (default: this one) or
-    on the kernelspec ``kernel_name``, in ``cwd`` with ``env``."""
+    on the kernelspec ``kernel_name``, in ``cwd`` with ``env``.
+
+    ``ipython_hist_file``: where IPython keeps the code the kernel ran. ``":memory:"``
+    (the default, as nbclient does) writes nothing to disk, so no later kernel can
+    read it; a path keeps it in that SQLite file; ``None`` leaves it to the kernel's
+    IPython profile (``history.sqlite``, shared by every kernel of that profile)."""
 
     owned = True
 
     def __init__(self, *, python: str | None = None, kernel_name: str | None = None,
                  cwd: str | None = None, env: dict[str, str] | None = None,
-                 manager: Any = None) -> None:
+                 manager: Any = None, ipython_hist_file: str | None = ":memory:") -> None:
         self.python = python
         self.cwd = cwd
         self.env = env
+        self.ipython_hist_file = ipython_hist_file
         self._stderr: _StderrTail | None = None
         self._sockets: tempfile.TemporaryDirectory[str] | None = None
         if manager is None:
@@ -165,6 +171,9 @@ class LocalKernel:
             kwargs["cwd"] = self.cwd
         if self.env is not None:
             kwargs["env"] = self.env
+        if self.ipython_hist_file is not None:
+            # Kept for restarts too: jupyter_client starts them with the same arguments.
+            kwargs["extra_arguments"] = [f"--HistoryManager.hist_file={self.ipython_hist_file}"]
         try:
             await ensure_async(self.manager.start_kernel(**kwargs))
         except (OSError, RuntimeError) as exc:

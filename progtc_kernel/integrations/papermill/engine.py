@@ -1,12 +1,6 @@
-"""A papermill engine whose kernels serve host tools: ``--engine progtc``.
-
-    PROGTC_KERNEL_TOOLS=tools.py papermill IN.ipynb OUT.ipynb -p city Oslo --engine progtc
-
-    papermill.execute_notebook("in.ipynb", "out.ipynb", engine_name="progtc",
-                               tools=[get_weather], parameters={"city": "Oslo"})
-
-Registered under the ``papermill.engine`` entry point group as ``progtc``. The tools
-are the ``tools=`` given to ``papermill.execute_notebook`` (with ``tool_timeout=``
+"""The papermill engine ``progtc``, registered from here under the ``papermill.engine``
+entry point group (see the package's docstring for why here). The tools are the
+``tools=`` given to ``papermill.execute_notebook`` (with ``tool_timeout=``
 and ``python=``, as ``execute_notebook`` takes them), else those of the modules or
 ``.py`` files named in ``PROGTC_KERNEL_TOOLS``, separated as in ``PATH`` (``:`` on
 POSIX, ``;`` on Windows). Cells run on ``ToolNotebookClient``, so a failing tool
@@ -26,10 +20,10 @@ from papermill.engines import NBClientEngine
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
-from ..host.errors import ToolDefinitionError
-from ..host.loading import load_tools
-from ..host.tools import ToolsLike
-from .nbclient import ToolNotebookClient
+from ...host.errors import ToolDefinitionError
+from ...host.loading import load_tools
+from ...host.tools import ToolsLike
+from ..nbclient import ToolNotebookClient
 
 __all__ = ["TOOLS_VARIABLE", "ProgtcEngine", "tools_from_environment"]
 
@@ -78,6 +72,9 @@ def tools_from_environment() -> ToolsLike:
 class _PapermillToolClient(ToolNotebookClient, PapermillNotebookClient):  # type: ignore[misc]
     """papermill's client (it saves the notebook and its metadata cell by cell) with
     the tools served; ``ToolNotebookClient`` turns a dead kernel into a cell error."""
+
+    timeout_option = ("papermill's --execution-timeout (execution_timeout= in "
+                      "papermill.execute_notebook)")
 
     def execute(self, **kwargs: Any) -> Any:
         """papermill's ``execute``, minus the closing ``kernel_info`` request when the
