@@ -45,7 +45,6 @@ from typing import Any, TypeVar
 
 import pydantic
 from jupyter_server.auth import decorator as auth_decorator
-from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
@@ -55,6 +54,7 @@ from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
 from ..kernel.modules import problem_with_name
+from .handlers import AuthenticatedFirst
 from .pool import PoolError, PoolExhausted
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -157,7 +157,7 @@ class Execution:
             future.cancel()
 
 
-class _ProgtcHandler(APIHandler):
+class _ProgtcHandler(AuthenticatedFirst):
     """progtc's conventions (JSON bodies, ``{"detail": ...}`` errors, its two key
     headers) on top of Jupyter Server's checks: ``prepare`` refuses a forged ``Host``
     and a cross-origin request, and asks the server's identity provider who is
@@ -177,12 +177,6 @@ class _ProgtcHandler(APIHandler):
         key = self.request.headers.get("X-Progtc-API-Key")
         if key is not None and "Authorization" not in self.request.headers:
             self.request.headers["Authorization"] = f"token {key}"
-
-    def check_xsrf_cookie(self) -> None:
-        """Jupyter's check (it skips token-authenticated requests), except that a
-        request nobody authenticated gets progtc's 401 from ``authenticate``."""
-        if getattr(self, "_jupyter_current_user", None) is not None:
-            super().check_xsrf_cookie()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]

@@ -8,7 +8,8 @@ bytes say how many buffers, and its decoder builds a struct format that long. On
 every binary frame is checked before it is decoded: counts that fit in the frame and
 stay below ``MAX_PARTS``, offsets inside it, in order. A bad frame closes that
 websocket (code 1007, saying why); the server and its other clients go on.
-``MAX_MESSAGE_BYTES`` caps a frame's size (``serve`` gives it to tornado).
+``MAX_MESSAGE_BYTES`` caps a frame's size (``serve`` gives it to tornado, which closes
+the socket with 1009 for a larger one).
 
 Without Nagle: a kernel answers an execute request with several small messages in a
 row (status, input, output, reply). On a socket that holds back small writes until
@@ -34,7 +35,7 @@ V1 = "v1.kernel.websocket.jupyter.org"
 # A message has a channel, header, parent header, metadata and content, then its
 # binary buffers (widgets send a few).
 MAX_PARTS = 1024
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 10 * 2**20  # tornado's default, stated: one batch of tool results
 INVALID_FRAME = 1007  # websocket close code: the data does not fit its type
 
 
