@@ -26,7 +26,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from progtc_kernel import AsyncProgtcClient
-from progtc_kernel.server.progtc_api import MAX_TOOL_NAMES
+from progtc_kernel.server.progtc_api import MAX_BODY_BYTES, MAX_TOOL_NAMES
 from progtc_kernel.server.websocket import MAX_MESSAGE_BYTES
 
 from .servers import TOKEN, JupyterProcess, free_port, jupyter_server, pool_status, until
@@ -206,7 +206,7 @@ async def test_a_websocket_frame_that_lies_about_its_size_is_refused(
     assert result.stdout == "still serving\n"
 
 
-async def test_tool_names_are_bounded_and_python_names_refused(
+async def test_tool_names_and_bodies_are_bounded_and_python_names_refused(
         http: httpx.AsyncClient) -> None:
     too_many = await http.post("/execute-code", json={
         "code": "", "tool_names": [f"tool_{i}" for i in range(3000)]})
@@ -215,6 +215,9 @@ async def test_tool_names_are_bounded_and_python_names_refused(
     for dunder in ("__getattr__", "__init__"):
         refused = await http.post("/execute-code", json={"code": "", "tool_names": [dunder]})
         assert refused.status_code == 422 and "belong to Python" in refused.text
+    huge = await http.post("/execute-code", json={
+        "code": "#" * MAX_BODY_BYTES, "tool_names": []})
+    assert huge.status_code == 413 and f"at most {MAX_BODY_BYTES:,}" in huge.text
 
 
 async def test_the_server_answers_while_the_most_tools_are_built(

@@ -26,11 +26,11 @@ a 403), its ``Origin`` check (a cross-origin request is refused), and its
 authentication, whatever the server uses (a token, a password, JupyterHub): the
 progtc headers carry the server's token. Bodies must be ``application/json``.
 
-Bounds (each refused with a 4xx that says it): at most ``MAX_TOOL_NAMES`` tool names,
-each a Python name that is not a dunder; an execution keeps at most ``max_output``
-characters of output (one that prints more is stopped, and its final message says
-so); a client that does not take what the server sends within ``send_timeout``
-seconds is cut off.
+Bounds (each refused with a 4xx that says it): a body of at most ``MAX_BODY_BYTES``
+(413); at most ``MAX_TOOL_NAMES`` tool names, none starting with ``__`` (422). An
+execution keeps at most ``max_output`` characters of output: one that prints more is
+stopped, and its final message says so. A client that takes nothing the server sends
+for ``send_timeout`` seconds is cut off.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ DIALECTS = ("0.1.1", "0.1.5")  # what a client sending 'Authorization: Bearer' g
 # milliseconds; a real client offers tens.
 MAX_TOOL_NAMES = 256
 MAX_NAME_LENGTH = 128
+# A request body (code and modules, or one tool result): parsed on the event loop, so
+# bounded. Larger data belongs in a file the code reads, not in the request.
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class ExecuteCodeRequest(pydantic.BaseModel):
@@ -205,6 +208,9 @@ class _ProgtcHandler(AuthenticatedFirst):
         if media_type.strip().lower() != "application/json":
             raise _Detail(415, "send the body as JSON, with 'Content-Type: "
                           f"application/json' (this one was {media_type or 'untyped'!r})")
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise _Detail(413, f"the body is {len(self.request.body):,} bytes; this server "
+                          f"takes at most {MAX_BODY_BYTES:,} (pass large data another way)")
         try:
             return model.model_validate_json(self.request.body or b"")
         except pydantic.ValidationError as exc:
