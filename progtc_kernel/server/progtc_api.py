@@ -281,7 +281,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
         finally:
             execution.cancel()
             self.service.end(execution.id)
-            self.service.pool.release(lease.kernel_id)
+            self._reap(lease.kernel_id)
 
     async def _stream(self, tools: ToolRegistry, request: ExecuteCodeRequest,
                       kernel_id: str) -> None:
@@ -298,7 +298,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
                     raise _Detail(400, str(exc)) from None
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
             self.set_header("Cache-Control", "no-store")
-            self._run = asyncio.ensure_future(self._final(kernel, request.code))
+            self._run = asyncio.ensure_future(self._final(kernel, request.code, kernel_id))
             while not self._run.done():
                 await asyncio.wait({self._run}, timeout=KEEPALIVE)
                 if not self._run.done():
@@ -308,7 +308,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
         if not self._gone:
             self.finish()
 
-    async def _final(self, kernel: ToolKernel, code: str) -> dict[str, Any]:
+    async def _final(self, kernel: ToolKernel, code: str, kernel_id: str) -> dict[str, Any]:
         """Run the code, keeping at most ``max_output`` characters of its output: one
         that prints more is stopped (the server holds what it keeps for the client)."""
         dialect = (None if "X-Progtc-API-Key" in self.request.headers
@@ -327,6 +327,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
                 elif isinstance(event, DisplayOutput):
                     size += sum(len(str(value)) for value in event.output.data.values())
                 if size > most:
+                    await self._stop_reading(kernel, kernel_id)
                     break
         self.service.output_stopped += 1
         stdout, stderr = "".join(kept["stdout"]), "".join(kept["stderr"])
@@ -334,6 +335,19 @@ class ExecuteCodeHandler(_ProgtcHandler):
                    "the most this server keeps for one execution; it was stopped there "
                    "(print less, or raise progtc-kernel serve --max-output)")
         return error_message("runtime_error", stdout, f"{stderr}{message}\n", message, dialect)
+
+    async def _stop_reading(self, kernel: ToolKernel, kernel_id: str) -> None:
+        """Stop a kernel that prints too much, and stop reading it at once: by now it
+        has written far more than was read, into the server's sockets, and an
+        interrupt would leave the server to read (and hold) all of it. Its kernel is
+        shut down; what it wrote is dropped unread."""
+        self._reap(kernel_id)
+        await kernel.bridge.transport.close()
+
+    def _reap(self, kernel_id: str) -> None:
+        """End this execution's lease (its kernel is shut down), once."""
+        if kernel_id in self.service.pool.leases:
+            self.service.pool.release(kernel_id)
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self._write(b"data: %s\n\n" % json.dumps(message, separators=(",", ":")).encode())
