@@ -96,7 +96,8 @@ def command(args: argparse.Namespace) -> int:
     config.ServerApp.update(
         ip=args.host, port=args.port, port_retries=0, open_browser=False, answer_yes=True,
         allow_root=True,  # sandboxes and containers often run as root
-        log_level="INFO" if args.verbose else args.log_level.upper(),
+        # (Jupyter Server spells "warning" WARN)
+        log_level="INFO" if args.verbose else args.log_level.upper().replace("WARNING", "WARN"),
         # Kernel websocket frames are checked before Jupyter Server decodes them, and
         # none may be larger than this.
         kernel_websocket_connection_class="progtc_kernel.server.websocket.CheckedConnection",
