@@ -47,7 +47,7 @@ def progtc_serve(home: Path, *args: str, env: dict[str, str] | None = None
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
     """The key from the environment, as the help says to give it."""
     process = progtc_serve(tmp_path_factory.mktemp("serve-security"), "--pool-size", "1",
-                           "--max-output", str(MAX_OUTPUT), "--send-timeout", "5",
+                           "--max-output", str(MAX_OUTPUT), "--send-timeout", "15",
                            env={"PROGTC_API_KEY": TOKEN})
     await process.start()
     yield process
@@ -271,7 +271,7 @@ async def test_a_client_that_never_reads_is_cut_off(served: JupyterProcess) -> N
         return bool(status["progtc_api"]["clients_cut_off"] == before + 1
                     and status["progtc_api"]["running"] == 0
                     and status["pool"]["leased"] == 0)
-    await until(cut_off, "the client that reads nothing cut off")
+    await until(cut_off, "the client that reads nothing cut off", deadline=240)
     received = await reader.read()  # what was on its way, then the end: the server closed
     writer.close()
     assert b"200 OK" in received and len(received) < MAX_OUTPUT
