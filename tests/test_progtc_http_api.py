@@ -1,16 +1,20 @@
 """progtc's own HTTP API on ``progtc-kernel serve``, for the clients that exist today.
 
 Spoken here as a client does (httpx, server-sent events), and by the ``progtc``
-package's own client, installed from PyPI, in both wire generations: the
-``X-Progtc-API-Key`` one (0.1.6 to 0.2) and the ``Authorization: Bearer`` one (up
-to 0.1.5).
+package's own clients, installed from PyPI: 0.2.0 (``X-Progtc-API-Key``), and the
+two dialects of ``Authorization: Bearer`` clients, which send the same requests but
+expect different errors: 0.1.1 (the seed's release, served by default) and 0.1.5
+(``serve --progtc-dialect 0.1.5``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,22 +22,33 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import build_env
+from .conftest import ENVS, build_env
 from .servers import TOKEN, JupyterProcess, free_port, pool_status, until
 
 pytestmark = pytest.mark.timeout(300)
 
 
+def progtc_api_server(home: Path, *args: str) -> JupyterProcess:
+    port = free_port()
+    return JupyterProcess(
+        [sys.executable, "-m", "progtc_kernel.cli", "serve", "--port", str(port),
+         "--api-key", TOKEN, "--code-execution-timeout", "8", "--tool-call-timeout", "2",
+         *args], port, home)
+
+
 @pytest.fixture(scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
-    import sys
+    process = await progtc_api_server(tmp_path_factory.mktemp("serve-http")).start()
+    yield process
+    process.stop()
 
-    port = free_port()
-    process = JupyterProcess(
-        [sys.executable, "-m", "progtc_kernel.cli", "serve", "--port", str(port),
-         "--api-key", TOKEN, "--code-execution-timeout", "8", "--tool-call-timeout", "2"],
-        port, tmp_path_factory.mktemp("serve-http"))
-    await process.start()
+
+@pytest.fixture(scope="module")
+async def served_015(tmp_path_factory: pytest.TempPathFactory
+                     ) -> AsyncIterator[JupyterProcess]:
+    """A server for progtc 0.1.2 to 0.1.5's clients."""
+    process = await progtc_api_server(tmp_path_factory.mktemp("serve-http-015"),
+                                      "--progtc-dialect", "0.1.5", "--pool-size", "1").start()
     yield process
     process.stop()
 
@@ -143,6 +158,8 @@ async def test_keys_of_both_generations_and_clear_refusals(served: JupyterProces
         for headers in ({"X-Progtc-API-Key": TOKEN}, {"Authorization": f"Bearer {TOKEN}"}):
             response = await anyone.post("/execute-code", json=body, headers=headers)
             assert response.status_code == 200 and '"stdout":"ok\\n"' in response.text
+    # (Jupyter Server answered those with a login cookie, as it does: a stranger has none.)
+    async with httpx.AsyncClient(base_url=served.url, timeout=60) as anyone:
         missing = await anyone.post("/execute-code", json=body)
         assert missing.status_code == 401
         assert "X-Progtc-API-Key" in missing.json()["detail"]
@@ -154,8 +171,21 @@ async def test_keys_of_both_generations_and_clear_refusals(served: JupyterProces
         assert bearer_wrong.status_code == 401
 
 
+async def test_bearer_clients_get_the_seed_releases_errors_by_default(
+        served: JupyterProcess, served_015: JupyterProcess) -> None:
+    """progtc 0.1.1 and 0.1.5 send the same request; the server's dialect decides."""
+    body = {"tool_names": [], "code": "1 / 0"}
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(headers=bearer, timeout=60) as client:
+        seed = (await client.post(f"{served.url}/execute-code", json=body)).text
+        later = (await client.post(f"{served_015.url}/execute-code", json=body)).text
+    assert '"type":"error"' in seed and '"code":"code_runtime_error"' in seed
+    assert '"type":"runtime_error"' in later
+
+
 async def test_bad_bodies_name_what_is_wrong(http: httpx.AsyncClient) -> None:
-    malformed = await http.post("/execute-code", content=b"{not json")
+    malformed = await http.post("/execute-code", content=b"{not json",
+                                headers={"Content-Type": "application/json"})
     assert malformed.status_code == 422 and malformed.json()["detail"][0]["type"] == \
         "json_invalid"
     unknown = await http.post("/execute-code", json={"code": "", "tool_names": [],
@@ -212,37 +242,84 @@ from progtc import AsyncProgtcClient
 async def add(a, b, c=0):
     return a + b + c
 
+def kind(result):
+    code = getattr(result, "code", None)  # progtc 0.1.1 only
+    return [result.type.value, code and code.value]
+
 async def main():
     client = AsyncProgtcClient(base_url=sys.argv[1], api_key=sys.argv[2])
-    report = {"ping": await client.ping()}
-    if hasattr(client, "wait_for_server"):
+    report = {}
+    if hasattr(client, "ping"):  # from 0.1.4
+        report["ping"] = await client.ping()
+    if hasattr(client, "wait_for_server"):  # from 0.1.6
         await client.wait_for_server(timeout=30)
-        report["waited"] = True
     ok = await client.execute_code(
         "from tools import add\\nimport asyncio\\n"
         "print(await asyncio.gather(add(1, 2), add(1, 2, c=3)))", {"add": add})
     failed = await client.execute_code("print('x')\\n1/0", {"add": add})
+    syntax = await client.execute_code("x = = 1", {})
     report["ok"] = [ok.type.value, ok.stdout]
-    report["failed"] = [failed.type.value, failed.stdout, "ZeroDivisionError" in failed.stderr]
+    report["failed"] = [*kind(failed), failed.stdout, "ZeroDivisionError" in failed.stderr]
+    report["syntax"] = kind(syntax)
     print(json.dumps(report))
 
 asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize(("release", "generation"), [
-    ("0.2.0", "X-Progtc-API-Key"), ("0.1.5", "Authorization: Bearer")])
+def progtc_011_env() -> str:
+    """progtc 0.1.1, the seed's release, in an environment of this Python (3.11).
+
+    Its package says Python >= 3.12, but only for three PEP 695 aliases (``type X =
+    ...``) in progtc/types.py: installed regardless of that (pip's
+    --ignore-requires-python; uv's --python-version 3.12), with those three lines
+    rewritten as plain assignments, its client runs unchanged on 3.11."""
+    env = ENVS / "progtc-0.1.1"
+    ready = env / ".progtc-ready"
+    python = build_env("progtc-0.1.1", ["httpx>=0.28.1", "httpx-sse>=0.4.3",
+                                         "pydantic>=2.12.5"])
+    if not ready.exists():
+        uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+        install = ([uv, "pip", "install", "-q", "--python", python, "--python-version",
+                    "3.12"] if uv else
+                   [python, "-m", "pip", "install", "-q", "--ignore-requires-python"])
+        subprocess.run([*install, "--no-deps", "progtc==0.1.1"], check=True)
+        found = subprocess.run([python, "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True)
+        types = Path(found.stdout.strip()) / "progtc" / "types.py"  # (not importable yet)
+        source, rewritten = re.subn(r"(?m)^type (\w+) = ", r"\1 = ", types.read_text())
+        assert rewritten == 3, f"progtc 0.1.1's types.py changed: {rewritten} aliases"
+        types.write_text(source)
+        ready.write_text("progtc==0.1.1, PEP 695 aliases rewritten")
+    return python
+
+
+async def release_env(release: str) -> str:
+    if release == "0.1.1":
+        return await asyncio.to_thread(progtc_011_env)
+    return await asyncio.to_thread(build_env, f"progtc-{release}", [f"progtc=={release}"])
+
+
+@pytest.mark.parametrize(("release", "dialect"), [
+    ("0.2.0", "X-Progtc-API-Key"), ("0.1.5", "Bearer, --progtc-dialect 0.1.5"),
+    ("0.1.1", "Bearer, the default")])
 async def test_the_progtc_packages_own_client_works_unchanged(
-        served: JupyterProcess, tmp_path: Path, release: str, generation: str) -> None:
-    python = await asyncio.to_thread(build_env, f"progtc-{release}", [f"progtc=={release}"])
+        served: JupyterProcess, served_015: JupyterProcess, tmp_path: Path, release: str,
+        dialect: str) -> None:
+    python = await release_env(release)
+    server = served_015 if release == "0.1.5" else served
     script = tmp_path / "client.py"
     script.write_text(PROGTC_CLIENT)
-    done = await asyncio.to_thread(subprocess.run, [python, str(script), served.url, TOKEN],
+    done = await asyncio.to_thread(subprocess.run, [python, str(script), server.url, TOKEN],
                                    capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["ping"] is True
+    assert report.get("ping", True) is True
     assert report["ok"] == ["success", "[3, 6]\n"]
-    assert report["failed"] == ["runtime_error", "x\n", True]
-    if release == "0.2.0":
-        assert report["waited"] is True
+    if release == "0.1.1":  # the seed's README: result.type == "error", result.code
+        assert report["failed"] == ["error", "code_runtime_error", "x\n", True]
+        assert report["syntax"] == ["error", "code_compilation_error"]
+    else:
+        assert report["failed"] == ["runtime_error", None, "x\n", True]
+        assert report["syntax"] == ["syntax_error", None]

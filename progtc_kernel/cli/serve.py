@@ -1,8 +1,9 @@
 """``progtc-kernel serve``: progtc's server, on Jupyter kernels, inside the sandbox.
 
 A Jupyter Server whose token is the API key, with a pool of warm kernels and
-progtc's HTTP API (see ``progtc_kernel.server``). It stops on Ctrl-C or SIGTERM,
-shutting down every kernel it started.
+progtc's HTTP API (see ``progtc_kernel.server``). Without a key it generates one and
+prints it, as Jupyter does: no request runs code without it. It stops on Ctrl-C or
+SIGTERM, shutting down every kernel it started.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import secrets
 import signal
 import socket
 from typing import TYPE_CHECKING
 
 from ._common import UsageError, seconds
+
+# What progtc clients sending 'Authorization: Bearer' get (progtc_api.DIALECTS; not
+# imported from there: that needs the server extra).
+DIALECTS = ("0.1.1", "0.1.5")
 
 if TYPE_CHECKING:
     from ._common import Subcommands
@@ -25,13 +31,15 @@ def add_parser(commands: Subcommands) -> None:
         "serve", help="serve progtc's API and a warm kernel pool (a Jupyter Server)",
         description="Run a Jupyter Server with a pool of warm kernels that serve host "
         "tools, for AsyncProgtcClient (progtc_kernel) and for the progtc package's own "
-        "clients. The API key is the server's token. Needs the 'server' extra.")
+        "clients. The API key is the server's token; without one, a key is generated "
+        "and printed. Needs the 'server' extra.")
     serve.add_argument("--host", default="127.0.0.1",
                        help="the address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
     serve.add_argument("--api-key", default=os.environ.get("PROGTC_API_KEY"), metavar="KEY",
-                       help="the key clients must send (default: $PROGTC_API_KEY); "
-                       "required unless --host is a loopback address")
+                       help="the key clients must send. Prefer setting PROGTC_API_KEY: "
+                       "a key on the command line shows in ps. Without either, a key is "
+                       "generated and printed (on a loopback --host only)")
     serve.add_argument("--tool-call-timeout", type=seconds, default=10.0, metavar="S",
                        help="ceiling of one tool call (default: 10; 0: none)")
     serve.add_argument("--code-execution-timeout", type=seconds, default=30.0, metavar="S",
@@ -45,6 +53,18 @@ def add_parser(commands: Subcommands) -> None:
     serve.add_argument("--kernel-name", metavar="NAME",
                        help="the kernelspec of the pool's kernels (default: python3); it "
                        "needs only ipykernel")
+    serve.add_argument("--progtc-dialect", choices=DIALECTS, default=DIALECTS[0],
+                       help="what progtc clients that send 'Authorization: Bearer' get as "
+                       "errors: 0.1.1 (the seed's release: type 'error' with a code; the "
+                       "default) or 0.1.5 (progtc 0.1.2 to 0.1.5: type 'runtime_error' "
+                       "etc.). progtc 0.1.6 and later send X-Progtc-API-Key and always "
+                       "get theirs")
+    serve.add_argument("--max-output", type=int, default=10_000_000, metavar="N",
+                       help="characters of output one progtc API execution may print; one "
+                       "that prints more is stopped, saying so (default: 10000000)")
+    serve.add_argument("--send-timeout", type=seconds, default=60.0, metavar="S",
+                       help="a progtc API client that takes nothing the server sends for "
+                       "this long is cut off (default: 60)")
     serve.add_argument("--verbose", action="store_true",
                        help="log every request, as Jupyter Server does")
     serve.set_defaults(handler=command)
@@ -55,6 +75,7 @@ def command(args: argparse.Namespace) -> int:
         from traitlets.config import Config
 
         from ..server.app import ProgtcKernelApp
+        from ..server.websocket import MAX_MESSAGE_BYTES
     except ImportError as exc:
         from .._install import missing_extra
 
@@ -67,21 +88,28 @@ def command(args: argparse.Namespace) -> int:
     if not 0 <= args.pool_size <= args.max_kernels:
         raise UsageError(f"--pool-size {args.pool_size} with --max-kernels "
                          f"{args.max_kernels}: give 0 <= pool size <= max kernels")
+    if args.max_output < 1 or not args.send_timeout:
+        raise UsageError("give --max-output of at least 1 character, and --send-timeout "
+                         "of more than 0 seconds")
+    api_key = args.api_key or secrets.token_urlsafe(24)
     config = Config()
     config.ServerApp.update(
         ip=args.host, port=args.port, port_retries=0, open_browser=False, answer_yes=True,
         allow_root=True,  # sandboxes and containers often run as root
-        log_level="INFO" if args.verbose else args.log_level.upper(),
-        # Clients authenticate with the key in a header, never a cookie, so cross-site
-        # request forgery has nothing to ride on; a keyless server is loopback-only.
-        disable_check_xsrf=True,
-        kernel_websocket_connection_class="progtc_kernel.server.websocket.NoDelayConnection")
-    config.IdentityProvider.token = args.api_key or ""
+        # (Jupyter Server spells "warning" WARN)
+        log_level="INFO" if args.verbose else args.log_level.upper().replace("WARNING", "WARN"),
+        # Kernel websocket frames are checked before Jupyter Server decodes them, and
+        # none may be larger than this.
+        kernel_websocket_connection_class="progtc_kernel.server.websocket.CheckedConnection",
+        tornado_settings={"websocket_max_message_size": MAX_MESSAGE_BYTES})
+    config.IdentityProvider.token = api_key
     config.ProgtcKernelApp.update(
         pool_size=args.pool_size, max_kernels=args.max_kernels,
         pool_timeout=args.pool_timeout, kernel_name=args.kernel_name,
         tool_call_timeout=args.tool_call_timeout,
-        code_execution_timeout=args.code_execution_timeout, announce=True)
+        code_execution_timeout=args.code_execution_timeout,
+        progtc_dialect=args.progtc_dialect, max_output=args.max_output,
+        send_timeout=args.send_timeout, announce=True, announce_key=not args.api_key)
     try:
         server = ProgtcKernelApp.initialize_server(argv=[], config=config)  # type: ignore[no-untyped-call]
     except Exception as exc:  # the port in use, a bad address: say it, without a traceback

@@ -107,6 +107,9 @@ class ZmqTransport:
                 on_message(name, msg)
             except Exception as exc:
                 self.bad_messages.report(f"unhandled {name} message", repr(exc))
+            # A received message's await does not yield when more are queued: let the
+            # loop (and whoever consumes what on_message queued) run between them.
+            await asyncio.sleep(0)
 
 
 class _StderrTail:

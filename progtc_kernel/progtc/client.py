@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class AsyncProgtcClient:
         self.api_key = api_key or ""
         self.headers = dict(headers or {})
         self.kernel_name = kernel_name
-        self.request_timeout = request_timeout
+        self.request_timeout = _checked_timeout("request_timeout", request_timeout)
         self._pooled: bool | None = None  # does the server lease warm kernels? (asked once)
         self._plain_sessions: dict[str, str] = {}  # on a plain server: session -> kernel id
         self._cleanups: set[asyncio.Future[None]] = set()  # kernels being let go of
@@ -73,6 +74,7 @@ class AsyncProgtcClient:
 
     async def ping(self, timeout: float = 5.0) -> bool:
         """Whether the server answers (its key is not needed)."""
+        _checked_timeout("timeout", timeout)
         try:
             await self._server().request("GET", "api", timeout=timeout)
         except ServerError:
@@ -82,6 +84,7 @@ class AsyncProgtcClient:
     async def wait_for_server(self, timeout: float | None = 10.0) -> None:
         """Return once the server answers; ``TimeoutError`` after ``timeout`` seconds
         (``None``: wait for ever)."""
+        _checked_timeout("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.05
         while not await self.ping(timeout=min(5.0, timeout or 5.0)):
@@ -141,6 +144,8 @@ class AsyncProgtcClient:
         with output as it comes; ``on_tool_call``: with ``ToolCallStarted`` and
         ``ToolCallFinished`` events. Callbacks may be async.
         """
+        _checked_timeout("timeout", timeout)
+        _checked_timeout("tool_call_timeout", tool_call_timeout)
         if tool_call_handlers is not None and tools is not None:
             raise TypeError("give the handlers once: tool_call_handlers= or tools=")
         handlers = dict(tool_call_handlers if tool_call_handlers is not None else tools or {})
@@ -233,6 +238,16 @@ class _Lease:
     limits: dict[str, Any] = field(default_factory=dict)
     pooled: bool = False
     extension_loaded: bool = False
+
+
+def _checked_timeout(name: str, value: Any) -> Any:
+    """A timeout as given, unless it is not a number of seconds: NaN or infinity would
+    turn the timeout off without a word, a negative one means nothing."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{name}={value!r} is not a timeout: give a finite number of "
+                         "seconds >= 0, or None")
+    return value
 
 
 def _within(asked: float | None, ceiling: float | None, default: float) -> float:

@@ -1,6 +1,7 @@
 """The Jupyter Server extension behind ``progtc-kernel serve``.
 
-It adds to a Jupyter Server (whose token is the API key):
+It adds to a Jupyter Server (authenticated as the server is: in ``serve``, the API key
+is the server's token):
 
 - a pool of warm kernels with the ``progtc_kernel`` extension loaded, leased through
   ``/progtc-kernel/api/kernels`` (``AsyncProgtcClient`` then drives its kernel over
@@ -19,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .._version import __version__
 from .pool import KernelPool
+from .progtc_api import DIALECTS
 
 
 @dataclass
@@ -40,13 +42,18 @@ FINISHED_KEPT = 4096
 
 @dataclass
 class Service:
-    """What the handlers share: the pool, the ceilings, the key, the live executions."""
+    """What the handlers share: the pool, the ceilings, the live executions, and how
+    the progtc API answers (the dialect of Bearer clients, its bounds, its counters)."""
 
     pool: KernelPool
     limits: Limits
-    api_key: str
+    dialect: str = DIALECTS[0]
+    max_output: int = 10_000_000
+    send_timeout: float = 60.0
     executions: dict[str, Any] = field(default_factory=dict)  # progtc API runs by id
     finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    output_stopped: int = 0  # executions stopped for printing more than max_output
+    clients_cut_off: int = 0  # clients that took nothing for send_timeout
 
     def end(self, execution_id: str) -> None:
         """A progtc API execution is over: forget it, remembering that it was."""
@@ -57,7 +64,12 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         return {"version": __version__, "pool": self.pool.status(),
-                "limits": asdict(self.limits)}
+                "limits": asdict(self.limits),
+                "progtc_api": {"dialect": self.dialect, "running": len(self.executions),
+                               "max_output": self.max_output,
+                               "send_timeout": self.send_timeout,
+                               "output_stopped": self.output_stopped,
+                               "clients_cut_off": self.clients_cut_off}}
 
 
 class ProgtcKernelApp(ExtensionApp):
@@ -81,6 +93,17 @@ class ProgtcKernelApp(ExtensionApp):
                               help="Ceiling of one tool call, in seconds.").tag(config=True)
     code_execution_timeout = Float(30.0, allow_none=True,
                                    help="Ceiling of one execution, in seconds.").tag(config=True)
+    progtc_dialect = Enum(list(DIALECTS), DIALECTS[0],
+                          help="The final messages progtc clients that send 'Authorization: "
+                          "Bearer' get: '0.1.1' (the seed's release) or '0.1.5' (0.1.2 to "
+                          "0.1.5). Clients of 0.1.6 and later always get theirs.").tag(
+        config=True)
+    max_output = Int(10_000_000, help="Characters of output one progtc API execution "
+                     "may print; one that prints more is stopped.").tag(config=True)
+    send_timeout = Float(60.0, help="Seconds a progtc API client may take nothing the "
+                         "server sends before it is cut off.").tag(config=True)
+    announce_key = Bool(False, help="Print the API key with the address (it was "
+                        "generated).").tag(config=True)
     announce = Bool(False, help="Print where the server listens, once it does.").tag(
         config=True)
 
@@ -91,7 +114,8 @@ class ProgtcKernelApp(ExtensionApp):
                           execution_timeout=self.code_execution_timeout,
                           kernel_name=self.kernel_name)
         limits = Limits(self.tool_call_timeout, self.code_execution_timeout)
-        self.service = Service(pool, limits, self.serverapp.identity_provider.token)
+        self.service = Service(pool, limits, dialect=self.progtc_dialect,
+                               max_output=self.max_output, send_timeout=self.send_timeout)
         self.settings["progtc_kernel"] = self.service
 
     def initialize_handlers(self) -> None:
@@ -101,6 +125,9 @@ class ProgtcKernelApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.service.pool.start()
+        if self.announce_key:  # (before the address: whoever waits for that has it)
+            print("progtc-kernel serve: API key (generated for this run; choose one "
+                  "with PROGTC_API_KEY): " + serverapp.identity_provider.token, flush=True)
         if self.announce:
             limits = self.service.limits
             print(f"progtc-kernel serve: listening on {serverapp.connection_url} "

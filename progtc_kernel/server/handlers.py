@@ -25,7 +25,17 @@ from .pool import PoolError, PoolExhausted
 PREFIX = "/progtc-kernel/api"
 
 
-class _Handler(APIHandler):
+class AuthenticatedFirst(APIHandler):
+    """Jupyter's API handler, whose XSRF check (which skips token-authenticated
+    requests) waits for a caller: one nobody authenticated is refused for that, saying
+    so, not for a missing XSRF cookie it could never have had."""
+
+    def check_xsrf_cookie(self) -> None:
+        if getattr(self, "_jupyter_current_user", None) is not None:
+            super().check_xsrf_cookie()
+
+
+class _Handler(AuthenticatedFirst):
     @property
     def service(self) -> Any:
         return self.settings["progtc_kernel"]

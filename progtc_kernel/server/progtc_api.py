@@ -6,50 +6,96 @@
 
 The stream carries ``data: {"type": "tool_call", "id", "execution_id", "tool_name",
 "args", "kwargs"}`` events, a ``: keep alive`` comment after 15 quiet seconds, then one
-final ``{"type": "success" | "syntax_error" | "runtime_error" | "timeout_error",
-"stdout", "stderr"}``; errors also carry the seed release's ``"code"`` and
-``"message"``. The server is the host here: each tool call of the code becomes an
+final message. The server is the host here: each tool call of the code becomes an
 event, and the client's ``/tool-results`` post answers it.
 
-Two generations of clients, told apart by how they send the key:
-``X-Progtc-API-Key: KEY`` (progtc 0.1.6 to 0.2) and ``Authorization: Bearer KEY``
-(progtc up to 0.1.5). Both get the same stream.
+The final message depends on the client's release, which the way it sends the key
+tells, partly:
+
+- ``X-Progtc-API-Key: KEY`` (progtc 0.1.6 to 0.2): ``{"type": "success" |
+  "syntax_error" | "runtime_error" | "timeout_error", "stdout", "stderr"}``, errors
+  with ``"code"`` and ``"message"`` too;
+- ``Authorization: Bearer KEY``: progtc 0.1.1 (the seed's release) and 0.1.2 to 0.1.5
+  send the same requests but expect different errors, so the server's ``dialect``
+  decides: ``"0.1.1"`` (default) answers ``{"type": "error", "code":
+  "code_compilation_error" | "code_runtime_error" | "code_timeout_error", "message",
+  "stdout", "stderr"}``, ``"0.1.5"`` answers as for the newer clients.
+
+Requests pass Jupyter Server's own checks first: its ``Host`` check (a forged host is
+a 403), its ``Origin`` check (a cross-origin request is refused), and its
+authentication, whatever the server uses (a token, a password, JupyterHub): the
+progtc headers carry the server's token. Bodies must be ``application/json``.
+
+Bounds (each refused with a 4xx that says it): a body of at most ``MAX_BODY_BYTES``
+(413); at most ``MAX_TOOL_NAMES`` tool names, none starting with ``__`` (422). An
+execution keeps at most ``max_output`` characters of output: one that prints more is
+stopped, and its final message says so. A client that takes nothing the server sends
+for ``send_timeout`` seconds is cut off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pydantic
+from jupyter_server.auth import decorator as auth_decorator
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..host.errors import ToolDefinitionError
+from ..host.events import DisplayOutput, ExecutionFinished, StreamOutput
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
 from ..kernel.modules import problem_with_name
+from .handlers import AuthenticatedFirst
 from .pool import PoolError, PoolExhausted
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+# jupyter_server >= 2.13 can refuse unauthenticated requests unless marked (older
+# servers let them all through, and have no mark).
+allow_unauthenticated: Callable[[_Method], _Method] = getattr(
+    auth_decorator, "allow_unauthenticated", lambda method: method)
 
 log = logging.getLogger("progtc_kernel.server")
 
 KEEPALIVE = 15.0  # seconds of silence before a keep-alive comment, as progtc sends
 ERROR_CODES = {"syntax_error": "code_compilation_error", "runtime_error": "code_runtime_error",
                "timeout_error": "code_timeout_error"}
+DIALECTS = ("0.1.1", "0.1.5")  # what a client sending 'Authorization: Bearer' gets
+# Tool names one execution may offer. Building each costs the server a few
+# milliseconds; a real client offers tens.
+MAX_TOOL_NAMES = 256
+MAX_NAME_LENGTH = 128
+# A request body (code and modules, or one tool result): parsed on the event loop, so
+# bounded. Larger data belongs in a file the code reads, not in the request.
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class ExecuteCodeRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     code: str
-    tool_names: list[str] = []
+    tool_names: list[str] = pydantic.Field(default=[], max_length=MAX_TOOL_NAMES)
     modules: dict[str, str] = {}
+
+    @pydantic.field_validator("tool_names")
+    @classmethod
+    def _tool_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if len(name) > MAX_NAME_LENGTH:
+                raise ValueError(f"tool name {name[:20]!r}... is longer than "
+                                 f"{MAX_NAME_LENGTH} characters")
+            if name.startswith("__"):
+                raise ValueError(f"{name!r} cannot be a tool: names starting with '__' "
+                                 "belong to Python (give the tool a plain name)")
+        return names
 
     @pydantic.field_validator("modules")
     @classmethod
@@ -78,7 +124,11 @@ class Execution:
         self.issued: set[str] = set()
 
     def tools(self, names: list[str]) -> ToolRegistry:
-        return ToolRegistry.of({name: self._proxy(name) for name in names})
+        """The tools, described as the kernel will see them. Slow for many names
+        (pydantic builds a model for each): call it off the event loop."""
+        registry = ToolRegistry.of({name: self._proxy(name) for name in names})
+        registry.specs()  # computed (and cached) here rather than on the loop
+        return registry
 
     def _proxy(self, name: str) -> Tool:
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -110,38 +160,57 @@ class Execution:
             future.cancel()
 
 
-class _ProgtcHandler(web.RequestHandler):
-    """progtc's conventions: JSON bodies, ``{"detail": ...}`` errors, its two keys."""
+class _ProgtcHandler(AuthenticatedFirst):
+    """progtc's conventions (JSON bodies, ``{"detail": ...}`` errors, its two key
+    headers) on top of Jupyter Server's checks: ``prepare`` refuses a forged ``Host``
+    and a cross-origin request, and asks the server's identity provider who is
+    calling, as for any of the server's own APIs."""
 
     @property
     def service(self) -> Any:
         return self.settings["progtc_kernel"]
 
-    def check_xsrf_cookie(self) -> None:
-        """No cookie authenticates here, only a header: no request can be forged."""
+    async def prepare(self) -> None:  # type: ignore[override]  # (as APIHandler's)
+        self._key_as_token()
+        await super().prepare()
+
+    def _key_as_token(self) -> None:
+        """progtc 0.1.6+ sends the key as ``X-Progtc-API-Key``; Jupyter Server reads a
+        token from ``Authorization: token|Bearer KEY`` (where older progtc sends it)."""
+        key = self.request.headers.get("X-Progtc-API-Key")
+        if key is not None and "Authorization" not in self.request.headers:
+            self.request.headers["Authorization"] = f"token {key}"
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
-        detail = exc.detail if isinstance(exc, _Detail) else self._reason
+        detail = (exc.detail if isinstance(exc, _Detail) else
+                  exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message
+                  else self._reason)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"detail": detail}))
 
     def authenticate(self) -> None:
-        key = self.service.api_key
-        given = self.request.headers.get("X-Progtc-API-Key")
-        if given is None:
-            scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-            given = token.strip() if scheme.lower() == "bearer" else None
-        if not key:
-            return  # a server on loopback without a key
-        if given is None:
-            self.set_header("WWW-Authenticate", "Bearer")
-            raise _Detail(401, "Not authenticated: send the API key as 'X-Progtc-API-Key: "
-                          "KEY' (or 'Authorization: Bearer KEY')")
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise _Detail(401, "Unauthorized: the API key is wrong")
+        """Who the server says is calling must be allowed to run code."""
+        user = self.current_user
+        if user is None:
+            if "Authorization" not in self.request.headers:
+                self.set_header("WWW-Authenticate", "Bearer")
+                raise _Detail(401, "Not authenticated: send the API key (the server's "
+                              "token) as 'X-Progtc-API-Key: KEY' (or 'Authorization: "
+                              "Bearer KEY')")
+            raise _Detail(401, "Unauthorized: the API key is wrong (it is the server's "
+                          "token)")
+        if not self.authorizer.is_authorized(self, user, "execute", "kernels"):
+            raise _Detail(403, f"user {user.username!r} may not run code on this server")
 
     def body_as(self, model: type[pydantic.BaseModel]) -> Any:
+        media_type = self.request.headers.get("Content-Type", "").partition(";")[0]
+        if media_type.strip().lower() != "application/json":
+            raise _Detail(415, "send the body as JSON, with 'Content-Type: "
+                          f"application/json' (this one was {media_type or 'untyped'!r})")
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise _Detail(413, f"the body is {len(self.request.body):,} bytes; this server "
+                          f"takes at most {MAX_BODY_BYTES:,} (pass large data another way)")
         try:
             return model.model_validate_json(self.request.body or b"")
         except pydantic.ValidationError as exc:
@@ -161,6 +230,7 @@ def _error_entry(error: Any) -> dict[str, Any]:
 
 
 class PingHandler(_ProgtcHandler):
+    @allow_unauthenticated
     def get(self) -> None:
         self.finish()
 
@@ -190,8 +260,8 @@ class ExecuteCodeHandler(_ProgtcHandler):
         self.authenticate()
         request: ExecuteCodeRequest = self.body_as(ExecuteCodeRequest)
         execution = Execution(self._send)
-        try:
-            tools = execution.tools(request.tool_names)
+        try:  # many names take a while: build them off the event loop
+            tools = await asyncio.to_thread(execution.tools, request.tool_names)
         except ToolDefinitionError as exc:
             raise _Detail(422, [{"type": "value_error", "loc": ["body", "tool_names"],
                                  "msg": str(exc)}]) from None
@@ -211,7 +281,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
         finally:
             execution.cancel()
             self.service.end(execution.id)
-            self.service.pool.release(lease.kernel_id)
+            self._reap(lease.kernel_id)
 
     async def _stream(self, tools: ToolRegistry, request: ExecuteCodeRequest,
                       kernel_id: str) -> None:
@@ -228,25 +298,74 @@ class ExecuteCodeHandler(_ProgtcHandler):
                     raise _Detail(400, str(exc)) from None
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
             self.set_header("Cache-Control", "no-store")
-            self._run = asyncio.ensure_future(self._final(kernel, request.code))
+            self._run = asyncio.ensure_future(self._final(kernel, request.code, kernel_id))
             while not self._run.done():
                 await asyncio.wait({self._run}, timeout=KEEPALIVE)
                 if not self._run.done():
                     await self._write(b": keep alive\n\n")
             final = self._run.result()
         await self._send(final)
-        self.finish()
+        if not self._gone:
+            self.finish()
 
-    async def _final(self, kernel: ToolKernel, code: str) -> dict[str, Any]:
-        return final_message(await kernel.execute(code), code)
+    async def _final(self, kernel: ToolKernel, code: str, kernel_id: str) -> dict[str, Any]:
+        """Run the code, keeping at most ``max_output`` characters of its output: one
+        that prints more is stopped (the server holds what it keeps for the client)."""
+        dialect = (None if "X-Progtc-API-Key" in self.request.headers
+                   else self.service.dialect)
+        most = self.service.max_output
+        kept: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        size = 0
+        events = kernel.stream(code)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, ExecutionFinished):
+                    return final_message(event.result, dialect)
+                if isinstance(event, StreamOutput):
+                    kept[event.name].append(event.text[:most - size])
+                    size += len(event.text)
+                elif isinstance(event, DisplayOutput):
+                    size += sum(len(str(value)) for value in event.output.data.values())
+                if size > most:
+                    await self._stop_reading(kernel, kernel_id)
+                    break
+        self.service.output_stopped += 1
+        stdout, stderr = "".join(kept["stdout"]), "".join(kept["stderr"])
+        message = (f"OutputLimitExceeded: the code printed more than {most:,} characters, "
+                   "the most this server keeps for one execution; it was stopped there "
+                   "(print less, or raise progtc-kernel serve --max-output)")
+        return error_message("runtime_error", stdout, f"{stderr}{message}\n", message, dialect)
+
+    async def _stop_reading(self, kernel: ToolKernel, kernel_id: str) -> None:
+        """Stop a kernel that prints too much, and stop reading it at once: by now it
+        has written far more than was read, into the server's sockets, and an
+        interrupt would leave the server to read (and hold) all of it. Its kernel is
+        shut down; what it wrote is dropped unread."""
+        self._reap(kernel_id)
+        await kernel.bridge.transport.close()
+
+    def _reap(self, kernel_id: str) -> None:
+        """End this execution's lease (its kernel is shut down), once."""
+        if kernel_id in self.service.pool.leases:
+            self.service.pool.release(kernel_id)
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self._write(b"data: %s\n\n" % json.dumps(message, separators=(",", ":")).encode())
 
     async def _write(self, chunk: bytes) -> None:
+        """Send a chunk; a client that does not take it within ``send_timeout`` is cut
+        off (what the server buffered for it goes with the connection)."""
         self.write(chunk)
-        with contextlib.suppress(StreamClosedError):  # on_connection_close handles it
-            await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), self.service.send_timeout)
+        except StreamClosedError:
+            pass  # on_connection_close handles it
+        except asyncio.TimeoutError:
+            self.service.clients_cut_off += 1
+            log.warning("progtc API: a client took nothing for %g s; cut off",
+                        self.service.send_timeout)
+            self.request.connection.close()  # type: ignore[union-attr]
+            self.on_connection_close()
 
     def on_connection_close(self) -> None:
         """The client went away: stop its code (the kernel is reaped after)."""
@@ -255,8 +374,9 @@ class ExecuteCodeHandler(_ProgtcHandler):
             self._run.cancel()
 
 
-def final_message(result: ExecutionResult, code: str) -> dict[str, Any]:
-    """progtc's last message for an execution's result."""
+def final_message(result: ExecutionResult, dialect: str | None) -> dict[str, Any]:
+    """progtc's last message for an execution's result, in the client's dialect
+    (``None``: progtc 0.1.6 and later)."""
     if result.error is None:
         return {"type": "success", "stdout": result.stdout, "stderr": result.stderr}
     error = result.error
@@ -265,8 +385,16 @@ def final_message(result: ExecutionResult, code: str) -> dict[str, Any]:
     stderr = result.stderr + (error.traceback + "\n" if error.traceback else "")
     if error.kind == "kernel_died":
         stderr += f"{error.ename}: {error.evalue}\n"
-    return {"type": kind, "stdout": result.stdout, "stderr": stderr,
-            "code": ERROR_CODES[kind], "message": f"{error.ename}: {error.evalue}"}
+    return error_message(kind, result.stdout, stderr, f"{error.ename}: {error.evalue}",
+                         dialect)
+
+
+def error_message(kind: str, stdout: str, stderr: str, message: str,
+                  dialect: str | None) -> dict[str, Any]:
+    """An error's final message. progtc 0.1.1 says ``"type": "error"`` with the kind in
+    ``"code"``; later releases say the kind in ``"type"`` (and ignore the rest)."""
+    return {"type": "error" if dialect == "0.1.1" else kind, "stdout": stdout,
+            "stderr": stderr, "code": ERROR_CODES[kind], "message": message}
 
 
 def routes() -> list[tuple[str, type]]:
