@@ -313,6 +313,32 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
         "CodeModeToolset, not in its toolsets")
 
 
+async def test_runs_one_after_another_start_the_kernel_each_unless_the_agent_is_entered(
+        kernel_python: str) -> None:
+    # Names kept between scripts show which runs had the same kernel.
+    script = ("seen = globals().setdefault('seen', [])\n"
+              "def run():\n    seen.append(1)\n    return {'scripts': len(seen)}")
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    kernel = ToolKernel(python=kernel_python)
+    agent = Agent(FunctionModel(model), toolsets=[
+        CodeModeToolset([get_weather], kernel=kernel, fresh_namespace=False)])
+
+    alone = [(await agent.run("Go")).output for _ in range(2)]
+    assert alone == ['{"scripts": 1}', '{"scripts": 1}']  # a new kernel for each run
+    assert not kernel.running
+    async with agent:  # as for pydantic-ai's MCP servers: one kernel for every run inside
+        together = [(await agent.run("Go")).output for _ in range(2)]
+        assert kernel.running
+    assert together == ['{"scripts": 1}', '{"scripts": 2}']
+    assert not kernel.running
+
+
 class Recorded(FunctionToolset[Any]):
     """A toolset that writes down when it is entered and exited, and may fail to enter."""
 

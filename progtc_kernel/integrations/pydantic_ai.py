@@ -73,13 +73,17 @@ class CodeModeToolset(AbstractToolset[Any]):
     Runs at once (one agent run twice, or several agents given this toolset) keep
     apart: each run gets a toolset of its own (``for_run``) holding its run's
     toolsets, and a script is served the tools of its own run, called with its
-    run's context (its ``deps``). The kernel is the one thing they share: it starts
-    with the first run (or ``async with agent``) and closes after the last, and
-    scripts of different runs take turns on it, one at a time (a script's
-    ``timeout`` counts from its start, not while it waits for its turn). With
-    ``fresh_namespace=False`` runs share the names scripts leave, too. For scripts
-    that run side by side, or runs that must not share a kernel, give each run its
-    own toolset: ``agent.run(prompt, toolsets=[CodeModeToolset(...)])``.
+    run's context (its ``deps``). The kernel is the one thing they share: scripts
+    of different runs take turns on it, one at a time (a script's ``timeout``
+    counts from its start, not while it waits for its turn), and with
+    ``fresh_namespace=False`` they share the names scripts leave. A kernel this
+    toolset starts starts with the first run and closes after the last one still
+    going, so runs one after another each get a new kernel; inside ``async with
+    agent:`` (as for pydantic-ai's MCP servers) every run uses one kernel. A kernel
+    given started is left as it is (start it yourself to share it between
+    toolsets). For scripts that run side by side, or runs that must not share a
+    kernel, give each run its own toolset: ``agent.run(prompt,
+    toolsets=[CodeModeToolset(...)])``.
 
     If a toolset fails to enter, those entered before it are exited, the kernel is
     not started, and the error (a note on it) says which toolset failed.
