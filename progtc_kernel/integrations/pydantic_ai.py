@@ -12,8 +12,9 @@ The agent sees two tools, ``get_execution_environment`` and ``execute_tool_scrip
 (``ProgrammaticToolset``); the tools of the toolsets given (function tools, an MCP
 server's tools...) are not offered to the model directly but served to its scripts,
 with their schemas in the stubs, under Python names (``get-sum`` is ``get_sum``).
-Needs the ``pydantic-ai`` extra; without it, importing this module names the
-``pip install`` that fixes it.
+Runs at once keep apart: each script gets its own run's tools and context; they
+share the kernel, taking turns (see ``CodeModeToolset``). Needs the ``pydantic-ai``
+extra; without it, importing this module names the ``pip install`` that fixes it.
 """
 
 from __future__ import annotations
