@@ -5,6 +5,7 @@ environment, writes a script gathering several tool calls, then answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 pytest.importorskip("pydantic_ai", reason="pydantic-ai needs Python 3.11+")
 
-from pydantic_ai import Agent, FunctionToolset
+from pydantic_ai import Agent, CombinedToolset, FunctionToolset, RunContext, Tool
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -26,6 +27,7 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.tools import ToolDefinition
 
 from progtc_kernel import ToolKernel
 from progtc_kernel._install import install_hint
@@ -54,6 +56,35 @@ def get_weather(city: str) -> str:
 def convert(amount: float, rate: float = 0.5) -> float:
     """Convert an amount with an exchange rate."""
     return amount * rate
+
+
+def balance(ctx: RunContext[str]) -> str:
+    """The balance of the account of the user the agent works for."""
+    return f"{ctx.deps}: 100 EUR"
+
+
+def audit_log(ctx: RunContext[str]) -> list[str]:
+    """Who logged in lately (for admins only)."""
+    return ["alice", "bob"]
+
+
+async def for_admins(ctx: RunContext[str], tool: ToolDefinition) -> ToolDefinition | None:
+    return tool if ctx.deps == "admin" else None
+
+
+class Meeting:
+    """Tasks that go on only once all ``count`` of them have arrived (as Python 3.11's
+    ``asyncio.Barrier``, which mypy's Python 3.10 does not know)."""
+
+    def __init__(self, count: int) -> None:
+        self.missing = count
+        self.all_here = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.missing -= 1
+        if self.missing == 0:
+            self.all_here.set()
+        await self.all_here.wait()
 
 
 def returns(messages: list[ModelMessage]) -> list[ToolReturnPart]:
@@ -171,6 +202,184 @@ async def test_server_everythings_hyphenated_tools_are_served_under_python_names
     value = json.loads(result.output)
     assert "is 5" in json.dumps(value["sum"])
     assert "Echo: hi" in json.dumps(value["echo"])
+
+
+@pytest.mark.parametrize("started_by", ["the toolset", "its owner"])
+async def test_two_runs_at_once_each_script_gets_its_own_runs_tools_and_deps(
+        kernel_python: str, started_by: str) -> None:
+    accounts = FunctionToolset[str]([balance])
+    accounts.add_function(audit_log, prepare=for_admins)
+    kernel = ToolKernel(python=kernel_python)
+    if started_by == "its owner":
+        await kernel.start()
+    toolset = CodeModeToolset(toolsets=[accounts], kernel=kernel)
+    script = ("import tools\n"
+              "def run():\n"
+              "    return {'balance': tools.balance(), 'audit': hasattr(tools, 'audit_log')}")
+    # Both runs have listed their tools before either runs its script: the moment when
+    # a run's tools or context kept on the shared toolset would be the other run's.
+    both_listed = Meeting(2)
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("get_execution_environment", {})])
+        if step == 1:
+            await both_listed.wait()
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    agent = Agent(FunctionModel(model), toolsets=[toolset], deps_type=str)
+    try:
+        admin, guest = await asyncio.gather(agent.run("Mine?", deps="admin"),
+                                            agent.run("Mine?", deps="guest"))
+        # The toolset closes a kernel it started, after its last run; not one it was given.
+        assert kernel.running == (started_by == "its owner")
+    finally:
+        await kernel.close()
+
+    assert json.loads(admin.output) == {"balance": "admin: 100 EUR", "audit": True}
+    assert json.loads(guest.output) == {"balance": "guest: 100 EUR", "audit": False}
+    admin_environment = returns(admin.all_messages())[0].content
+    guest_environment = returns(guest.all_messages())[0].content
+    assert isinstance(admin_environment, dict) and isinstance(guest_environment, dict)
+    assert "def audit_log() -> list[str]:" in admin_environment["instructions"]
+    assert "audit_log" not in guest_environment["instructions"]
+
+
+async def test_two_agents_at_once_on_one_kernel_call_their_own_toolsets_tools(
+        kernel_python: str) -> None:
+    both_listed = Meeting(2)
+    script = "from tools import get_weather\ndef run():\n    return {'w': get_weather('Oslo')}"
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            await both_listed.wait()
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    def rainy_weather(city: str) -> str:
+        return f"Rain in {city}"
+
+    # A kernel shared by toolsets is started by its owner, and outlives them.
+    async with ToolKernel(python=kernel_python) as kernel:
+        sunny = CodeModeToolset(toolsets=[FunctionToolset([get_weather])], kernel=kernel)
+        rainy = CodeModeToolset(toolsets=[FunctionToolset([
+            Tool(rainy_weather, name="get_weather")])], kernel=kernel)
+        sunny_run, rainy_run = await asyncio.gather(
+            Agent(FunctionModel(model), toolsets=[sunny]).run("Oslo?"),
+            Agent(FunctionModel(model), toolsets=[rainy]).run("Oslo?"))
+        assert kernel.running
+
+    assert json.loads(sunny_run.output) == {"w": "Sunny in Oslo"}
+    assert json.loads(rainy_run.output) == {"w": "Rain in Oslo"}
+
+
+async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
+        kernel_python: str) -> None:
+    deleted: list[str] = []
+
+    def delete_account(user: str) -> str:
+        """Delete a user's account."""
+        deleted.append(user)
+        return f"{user} deleted"
+
+    script = ("from tools import get_weather, delete_account, ToolError\n"
+              "def run():\n"
+              "    try:\n"
+              "        deleted = delete_account('bob')\n"
+              "    except ToolError as error:\n"
+              "        deleted = str(error)\n"
+              "    return {'w': get_weather('Rome'), 'deleted': deleted}")
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    combined = CombinedToolset([FunctionToolset([get_weather]),
+                                FunctionToolset([delete_account]).approval_required()])
+    toolset = CodeModeToolset(toolsets=[combined], kernel=ToolKernel(python=kernel_python))
+    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Rome?")
+
+    value = json.loads(result.output)
+    assert value["w"] == "Sunny in Rome"
+    assert deleted == []  # a tool that needs approval is not run by a script
+    assert value["deleted"] == (
+        "tool 'delete_account' failed: PermissionError: delete_account asks for approval, "
+        "which a call from a script cannot wait for: give that tool to the agent beside "
+        "CodeModeToolset, not in its toolsets")
+
+
+async def test_runs_one_after_another_start_the_kernel_each_unless_the_agent_is_entered(
+        kernel_python: str) -> None:
+    # Names kept between scripts show which runs had the same kernel.
+    script = ("seen = globals().setdefault('seen', [])\n"
+              "def run():\n    seen.append(1)\n    return {'scripts': len(seen)}")
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    kernel = ToolKernel(python=kernel_python)
+    agent = Agent(FunctionModel(model), toolsets=[
+        CodeModeToolset([get_weather], kernel=kernel, fresh_namespace=False)])
+
+    alone = [(await agent.run("Go")).output for _ in range(2)]
+    assert alone == ['{"scripts": 1}', '{"scripts": 1}']  # a new kernel for each run
+    assert not kernel.running
+    async with agent:  # as for pydantic-ai's MCP servers: one kernel for every run inside
+        together = [(await agent.run("Go")).output for _ in range(2)]
+        assert kernel.running
+    assert together == ['{"scripts": 1}', '{"scripts": 2}']
+    assert not kernel.running
+
+
+class Recorded(FunctionToolset[Any]):
+    """A toolset that writes down when it is entered and exited, and may fail to enter."""
+
+    def __init__(self, id: str, log: list[str], fails: bool = False) -> None:
+        super().__init__([], id=id)
+        self.log = log
+        self.fails = fails
+
+    async def __aenter__(self) -> Recorded:
+        self.log.append(f"enter {self.id}")
+        if self.fails:
+            raise ConnectionError(f"{self.id} cannot reach its server")
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.log.append(f"exit {self.id}")
+
+
+@pytest.mark.parametrize("how", ["agent run", "async with"])
+async def test_a_toolset_that_fails_to_enter_is_named_and_those_before_it_are_exited(
+        kernel_python: str, how: str) -> None:
+    log: list[str] = []
+    kernel = ToolKernel(python=kernel_python)
+    toolset = CodeModeToolset(toolsets=[Recorded("maps", log), Recorded("crm", log, fails=True),
+                                        Recorded("mail", log)], kernel=kernel)
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("never asked")])
+
+    with pytest.raises(ConnectionError, match="crm cannot reach its server") as raised:
+        if how == "agent run":
+            await Agent(FunctionModel(model), toolsets=[toolset]).run("Hi")
+        else:
+            async with toolset:
+                pass
+
+    assert log == ["enter maps", "enter crm", "exit maps"]
+    assert getattr(raised.value, "__notes__", None) == [
+        "CodeModeToolset 'progtc-kernel' could not enter the toolset Recorded 'crm'; the "
+        "toolsets entered before it are exited and the kernel is not started"]
+    assert not kernel.running
 
 
 def test_without_pydantic_ai_the_import_names_the_pip_install_that_fixes_it() -> None:

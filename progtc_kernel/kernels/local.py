@@ -153,19 +153,29 @@ class LocalKernel:
         self.cwd = cwd
         self.env = env
         self.ipython_hist_file = ipython_hist_file
+        self.kernel_name = kernel_name
         self._stderr: _StderrTail | None = None
         self._sockets: tempfile.TemporaryDirectory[str] | None = None
-        if manager is None:
-            manager = _kernel_manager(python, kernel_name)
-            if os.name == "posix":
-                # Unix sockets in a private folder: faster than loopback TCP, no ports
-                # to open, and no "unencrypted TCP" warnings from ipykernel 7.
-                self._sockets = tempfile.TemporaryDirectory(prefix="progtc-")
-                manager.transport = "ipc"
-                manager.ip = os.path.join(self._sockets.name, "kernel")
-        self.manager = manager
+        self._own_manager = manager is None
+        self._shut_down = False
+        self.manager = manager if manager is not None else self._new_manager()
+
+    def _new_manager(self) -> Any:
+        manager = _kernel_manager(self.python, self.kernel_name)
+        if os.name == "posix":
+            # Unix sockets in a private folder: faster than loopback TCP, no ports
+            # to open, and no "unencrypted TCP" warnings from ipykernel 7.
+            self._sockets = tempfile.TemporaryDirectory(prefix="progtc-")
+            manager.transport = "ipc"
+            manager.ip = os.path.join(self._sockets.name, "kernel")
+        return manager
 
     async def start(self) -> None:
+        if self._shut_down and self._own_manager:
+            # jupyter_client's manager closes its ZMQ context with its kernel: starting
+            # again (a toolset's next agent run) takes a new one.
+            self.manager = self._new_manager()
+        self._shut_down = False
         if self.python is not None and shutil.which(self.python) is None:
             raise KernelError(f"no Python interpreter at {self.python!r}: give the path of "
                               "a Python executable (e.g. .venv/bin/python)")
@@ -204,6 +214,7 @@ class LocalKernel:
     async def shutdown(self) -> None:
         if self.manager.has_kernel:
             await ensure_async(self.manager.shutdown_kernel(now=True))
+            self._shut_down = True
         if self._sockets is not None:
             self._sockets.cleanup()
 
