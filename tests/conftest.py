@@ -1,4 +1,10 @@
-"""Real kernels for the tests, on each supported ipykernel line.
+"""Real kernels for the tests, on each supported ipykernel line, and the two layers.
+
+Two layers: a test marked ``fast`` (a module's ``pytestmark``, or one test) needs no
+kernel and no server, and ``pytest -m "not kernel"`` runs just those; every other test
+is marked ``kernel`` here, so a new test lands in the full layer unless it says
+otherwise. A fast test that asks for a kernel fixture is refused at collection, and one
+that starts a kernel or a Jupyter server fails on the spot.
 
 The first run creates one virtual environment per line under ``.kernel-envs/``
 (with ``uv`` when available, else venv + pip), each with this project installed
@@ -96,6 +102,44 @@ def bare_kernel_python(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def newest_kernel_python() -> str:
     return kernel_env(selected_lines()[-1])
+
+
+# -- the two layers ----------------------------------------------------------------
+
+# Every fixture that builds or starts a kernel depends on one of these.
+KERNEL_FIXTURES = frozenset({"kernel_python", "bare_kernel_python", "newest_kernel_python"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        if item.get_closest_marker("fast") is None:
+            item.add_marker(pytest.mark.kernel)
+        elif KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            wrong.append(item.nodeid)
+    if wrong:
+        raise pytest.UsageError("marked fast but using a kernel fixture (drop the fast "
+                                "marker): " + ", ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_kernel(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a fast test, starting a local kernel (every jupyter_client manager launches
+    through the provisioner) or a test server fails, naming the fix."""
+    if request.node.get_closest_marker("fast") is None:
+        return
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    from .servers import JupyterProcess
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{request.node.nodeid} is marked fast but starts a kernel or a "
+                           "server: drop its fast marker (the full layer runs it)")
+
+    monkeypatch.setattr(LocalProvisioner, "launch_kernel", refuse)
+    monkeypatch.setattr(JupyterProcess, "start", refuse)
 
 
 # -- tools used across the tests ----------------------------------------------------
