@@ -123,6 +123,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                 "marker): " + ", ".join(wrong))
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m "not kernel"`` skips importing modules with no fast test (all their tests
+    are deselected anyway): the heavy imports of the full layer are most of its time."""
+    if (" ".join(str(config.option.markexpr).split()) == "not kernel"
+            and collection_path.name.startswith("test_") and collection_path.suffix == ".py"
+            and "mark.fast" not in collection_path.read_text(encoding="utf-8")):
+        return True
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _fast_tests_start_no_kernel(request: pytest.FixtureRequest,
                                 monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,8 +55,8 @@ def test_a_v1_frame_is_what_jupyter_server_writes_and_reads(buffers: list[bytes]
     msg = a_message(session)
     parts = [*parts_of(session, msg), *buffers]
     frame = _v1_frame("shell", parts)
-    assert frame == serialize_msg_to_ws_v1(parts, "shell")
-    channel, read = deserialize_msg_from_ws_v1(frame)
+    assert frame == serialize_msg_to_ws_v1(parts, "shell")  # type: ignore[no-untyped-call]
+    channel, read = deserialize_msg_from_ws_v1(frame)  # type: ignore[no-untyped-call]
     assert (channel, [bytes(part) for part in read]) == ("shell", parts)
 
 
@@ -64,7 +64,7 @@ def test_a_v1_frame_is_what_jupyter_server_writes_and_reads(buffers: list[bytes]
 def test_a_v1_frame_from_jupyter_server_decodes_to_the_message(buffers: list[bytes]) -> None:
     session = Session(key=KEY)
     msg = a_message(session)
-    frame = serialize_msg_to_ws_v1([*parts_of(session, msg), *buffers], "iopub")
+    frame = serialize_msg_to_ws_v1([*parts_of(session, msg), *buffers], "iopub")  # type: ignore[no-untyped-call]
     channel, read = _decode(frame, legacy=False)
     assert channel == "iopub"
     assert read["header"] == json.loads(session.pack(msg["header"]))
@@ -80,7 +80,7 @@ def test_a_legacy_binary_frame_is_what_jupyter_server_reads(buffers: list[bytes]
     msg = a_message(session)
     frame, binary = _legacy_frame("control", parts_of(session, msg), buffers)
     assert binary
-    read = deserialize_binary_message(frame)
+    read = deserialize_binary_message(frame)  # type: ignore[no-untyped-call]
     assert read["channel"] == "control"
     assert read["content"] == msg["content"] and read["header"]["msg_id"] == msg["msg_id"]
     assert [bytes(buffer) for buffer in read["buffers"]] == buffers
@@ -100,7 +100,7 @@ def test_legacy_frames_from_jupyter_server_decode(buffers: list[bytes]) -> None:
     session = Session(key=KEY)
     msg = json.loads(json.dumps(a_message(session), default=str))
     written = {**msg, "channel": "iopub", "buffers": buffers}
-    frame: str | bytes = (serialize_binary_message(written) if buffers
+    frame: str | bytes = (serialize_binary_message(written) if buffers  # type: ignore[no-untyped-call]
                           else json.dumps({**written, "buffers": []}))
     channel, read = _decode(frame, legacy=True)
     assert channel == "iopub" and read["content"] == msg["content"]
@@ -109,7 +109,8 @@ def test_legacy_frames_from_jupyter_server_decode(buffers: list[bytes]) -> None:
 
 # -- signed messages: _wire.decode is a copy of Session.deserialize; keep them equal --
 
-def signed(session: Session, msg: dict[str, Any], buffers: list[bytes] = ()) -> list[bytes]:
+def signed(session: Session, msg: dict[str, Any], buffers: tuple[bytes, ...] = ()
+           ) -> list[bytes]:
     """The frames of a message as a kernel sends them (identity first)."""
     return [b"an-identity", *session.serialize({**msg, "buffers": list(buffers)})]
 
@@ -142,7 +143,7 @@ def _read_with_session(session: Session, frames: list[bytes]) -> dict[str, Any]:
 @pytest.mark.parametrize("buffers", [[], [b'{"calls":[]}', b"more"]])
 def test_a_signed_message_reads_the_same_as_session_deserialize(buffers: list[bytes]) -> None:
     session = Session(key=KEY)
-    ours, theirs = read_both(session, signed(session, a_message(session), buffers))
+    ours, theirs = read_both(session, signed(session, a_message(session), tuple(buffers)))
     for key in ("msg_id", "msg_type", "content", "metadata"):
         assert ours[key] == theirs[key], key
     # Session parses the header's dates; ours stay ISO strings, the same instant.
