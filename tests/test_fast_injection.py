@@ -101,6 +101,71 @@ def test_the_injected_package_imports_from_source_text_alone(tmp_path: Path) -> 
     assert "progtc_kernel.host" in seen["host"]
 
 
+LOAD = """\
+import json, sys
+ns = {"__name__": "bootstrap"}
+exec(open(sys.argv[1]).read(), ns)
+given = json.load(sys.stdin)
+
+class Extensions:  # what IPython's extension manager is asked
+    loaded = []
+    def load_extension(self, name):
+        self.loaded.append(name)
+
+class IPython:
+    extension_manager = Extensions()
+
+seen = []
+for digest, inject in given["loads"]:
+    try:
+        how = ns["load"](IPython(), version="9.9", digest=digest or given["digest"],
+                         packed=given["packed"], inject=inject)
+    except ModuleNotFoundError as exc:
+        how = "ModuleNotFoundError: " + str(exc)
+    finders = [f for f in sys.meta_path if hasattr(f, "progtc_kernel_digest")]
+    seen.append([how, len(finders), list(Extensions.loaded)])
+print(json.dumps(seen))
+"""
+
+
+def load_in_a_plain_interpreter(loads: list[tuple[str | None, bool]], *flags: str
+                                ) -> list[list[object]]:
+    """Run ``bootstrap.load`` once per (digest, inject) in a fresh interpreter (no
+    digest: the host's own); returns (how, injected finders, extensions loaded) each."""
+    files = kernel_side_files()
+    given = {"digest": bootstrap.fingerprint(files), "packed": bootstrap.pack_sources(files),
+             "loads": loads}
+    done = subprocess.run(
+        [sys.executable, "-I", *flags, "-c", LOAD, str(ROOT / "progtc_kernel/kernel/bootstrap.py")],
+        input=json.dumps(given), capture_output=True, text=True, check=True)
+    seen: list[list[object]] = json.loads(done.stdout)
+    return seen
+
+
+def test_a_kernel_with_these_very_files_installed_loads_them_and_brings_nothing() -> None:
+    assert load_in_a_plain_interpreter([(None, True)]) == [
+        ["installed", 0, ["progtc_kernel"]]]
+
+
+def test_a_kernel_with_other_files_gets_the_hosts_once_and_keeps_them() -> None:
+    assert load_in_a_plain_interpreter([("another release", True), ("another release", True)]) \
+        == [["injected", 1, ["progtc_kernel"]], ["injected", 1, ["progtc_kernel"] * 2]]
+
+
+def test_told_not_to_bring_code_a_kernel_loads_what_it_has_installed() -> None:
+    assert load_in_a_plain_interpreter([("another release", False)]) == [
+        ["installed", 0, ["progtc_kernel"]]]  # its protocol check then decides
+
+
+def test_told_not_to_bring_code_a_kernel_without_the_package_says_so() -> None:
+    (seen,) = load_in_a_plain_interpreter([("another release", False)], "-S")  # no site
+    how, finders, loaded = seen
+    assert str(how).startswith("ModuleNotFoundError: progtc_kernel is not installed in this "
+                               "kernel's environment")
+    assert "the host was told not to bring its own (extension='installed')" in str(how)
+    assert (finders, loaded) == (0, [])
+
+
 # -- install hints name where this package came from -------------------------------
 
 def a_distribution(site: Path, direct_url: dict[str, object] | None) -> Path:
