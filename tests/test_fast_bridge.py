@@ -215,7 +215,8 @@ async def test_each_call_is_told_to_tool_listeners_with_the_cell_that_made_it(
         bridge: ToolBridge, transport: FakeTransport) -> None:
     seen: list[tuple[str | None, Event]] = []
     bridge.add_tool_listener(lambda parent, event: seen.append((parent, event)))
-    cell = await transport.host_said("hello")  # any message of ours stands for a cell
+    transport.send("shell", "execute_request", {"code": "await search('a', limit=1)"})
+    cell = await transport.request("execute_request")
     transport.kernel_says("calls", calls((4, "search", {"query": "a", "limit": 1})),
                           parent=cell)
     await transport.host_said("results")

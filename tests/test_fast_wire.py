@@ -159,8 +159,9 @@ def test_a_bad_signature_is_refused_by_both(tamper: str) -> None:
     frames = signed(session, a_message(session, note="pay 10"))
     at = {"signature": 2, "header": 3, "content": 6}.get(tamper)
     if at is not None:
-        frames[at] = frames[at].replace(b"0", b"1", 1) if tamper == "signature" else (
-            frames[at].replace(b"pay 10", b"pay 99").replace(b'"comm_msg"', b'"shutdown"'))
+        frames[at] = (b"f" if frames[at][:1] != b"f" else b"e") + frames[at][1:] \
+            if tamper == "signature" else (
+                frames[at].replace(b"pay 10", b"pay 99").replace(b'"comm_msg"', b'"shutdown"'))
     else:
         session = Session(key=b"another-key")
     ours, theirs = read_both(session, frames)
