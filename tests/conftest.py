@@ -4,7 +4,7 @@ Two layers: a test marked ``fast`` (a module's ``pytestmark``, or one test) need
 kernel and no server, and ``pytest -m "not kernel"`` runs just those; every other test
 is marked ``kernel`` here, so a new test lands in the full layer unless it says
 otherwise. A fast test that asks for a kernel fixture is refused at collection, and one
-that starts a kernel or a Jupyter server fails on the spot.
+that starts a kernel or a Jupyter server (itself or through a fixture) fails on the spot.
 
 The first run creates one virtual environment per line under ``.kernel-envs/``
 (with ``uv`` when available, else venv + pip), each with this project installed
@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,33 +123,51 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                 "marker): " + ", ".join(wrong))
 
 
+def fast_layer_only(config: pytest.Config) -> bool:
+    return " ".join(str(config.option.markexpr).split()) == "not kernel"
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """``-m "not kernel"`` skips importing modules with no fast test (all their tests
     are deselected anyway): the heavy imports of the full layer are most of its time."""
-    if (" ".join(str(config.option.markexpr).split()) == "not kernel"
-            and collection_path.name.startswith("test_") and collection_path.suffix == ".py"
+    if (fast_layer_only(config) and collection_path.name.startswith("test_")
+            and collection_path.suffix == ".py"
             and "mark.fast" not in collection_path.read_text(encoding="utf-8")):
         return True
     return None
 
 
-@pytest.fixture(autouse=True)
-def _fast_tests_start_no_kernel(request: pytest.FixtureRequest,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """In a fast test, starting a local kernel (every jupyter_client manager launches
-    through the provisioner) or a test server fails, naming the fix."""
-    if request.node.get_closest_marker("fast") is None:
-        return
+def refuse_kernels(monkeypatch: pytest.MonkeyPatch, who: str) -> None:
+    """Starting a local kernel (every jupyter_client manager launches through the
+    provisioner) or a test server fails from now on, naming the fix."""
     from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
     from .servers import JupyterProcess
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"{request.node.nodeid} is marked fast but starts a kernel or a "
-                           "server: drop its fast marker (the full layer runs it)")
+        raise RuntimeError(f"{who} is marked fast but starts a kernel or a server: drop "
+                           "its fast marker (the full layer runs it)")
 
     monkeypatch.setattr(LocalProvisioner, "launch_kernel", refuse)
     monkeypatch.setattr(JupyterProcess, "start", refuse)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_fast_layer_starts_no_kernel(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under ``-m "not kernel"``, before any other fixture: so that not even a fixture
+    of a module or session can start a kernel for a fast test."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if fast_layer_only(request.config):
+            refuse_kernels(monkeypatch, "a test of the fast layer")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_kernel(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """In any run, a fast test itself cannot start a kernel either."""
+    if request.node.get_closest_marker("fast") is not None:
+        refuse_kernels(monkeypatch, request.node.nodeid)
 
 
 # -- tools used across the tests ----------------------------------------------------
