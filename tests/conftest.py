@@ -145,8 +145,8 @@ def refuse_kernels(monkeypatch: pytest.MonkeyPatch, who: str) -> None:
     from .servers import JupyterProcess
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"{who} is marked fast but starts a kernel or a server: drop "
-                           "its fast marker (the full layer runs it)")
+        raise RuntimeError(f"{who} starts a kernel or a server, and the fast layer needs "
+                           "none: drop its fast marker (the full layer runs it)")
 
     monkeypatch.setattr(LocalProvisioner, "launch_kernel", refuse)
     monkeypatch.setattr(JupyterProcess, "start", refuse)
@@ -158,7 +158,7 @@ def _the_fast_layer_starts_no_kernel(request: pytest.FixtureRequest) -> Iterator
     of a module or session can start a kernel for a fast test."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         if fast_layer_only(request.config):
-            refuse_kernels(monkeypatch, "a test of the fast layer")
+            refuse_kernels(monkeypatch, "a fast test (or a fixture it uses)")
         yield
 
 
