@@ -1,6 +1,7 @@
 """The host's half of the protocol, driven by fabricated kernel messages through a fake
 ``Transport``: registering, serving batches of calls, replaying after a reconnect,
-thread notices, cancellation, and what it does with a kernel it cannot work with."""
+thread notices, cancellation, and what it does with a kernel it cannot work with; and
+the threads sync tools run on."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from progtc_kernel import __version__
 from progtc_kernel.host.bridge import ToolBridge
 from progtc_kernel.host.errors import ExtensionNotLoadedError, ProtocolMismatchError
 from progtc_kernel.host.events import Event, ToolCallFinished, ToolCallStarted
+from progtc_kernel.host.threads import ToolThreads
 from progtc_kernel.protocol import COMM_TARGET, HOST_CLOSED, PROTOCOL_VERSION
 
 from .fakes import READY, FakeTransport
@@ -332,3 +334,37 @@ async def test_a_bridge_refuses_what_is_not_a_kernel() -> None:
     with pytest.raises(TypeError, match="ToolBridge cannot reach a kernel through int; pass "
                        "a KernelManager"):
         ToolBridge(42)
+
+
+# -- where sync tools run ------------------------------------------------------------
+
+async def test_a_sync_tool_whose_call_is_cancelled_frees_its_thread_slot_at_once() -> None:
+    threads = ToolThreads(1)
+    loop = asyncio.get_running_loop()
+    running, release = asyncio.Event(), threading.Event()
+
+    def hang() -> None:
+        loop.call_soon_threadsafe(running.set)
+        release.wait()
+
+    hung = asyncio.ensure_future(threads.run(hang, [], {}))
+    await running.wait()
+    hung.cancel()
+    try:
+        # The only slot is free again although the hung thread still runs.
+        assert await threads.run(lambda a, b: a + b, [1], {"b": 2}) == (True, 3)
+    finally:
+        release.set()
+
+
+async def test_whatever_a_sync_tool_raises_comes_back_as_its_outcome() -> None:
+    def leave() -> None:
+        raise SystemExit(3)
+
+    ok, raised = await ToolThreads().run(leave, [], {})
+    assert not ok and isinstance(raised, SystemExit) and raised.code == 3
+
+
+def test_a_thread_pool_needs_a_thread() -> None:
+    with pytest.raises(ValueError, match="tool_threads must be at least 1"):
+        ToolThreads(0)
