@@ -106,7 +106,8 @@ def newest_kernel_python() -> str:
 
 # -- the two layers ----------------------------------------------------------------
 
-# Every fixture that builds or starts a kernel depends on one of these.
+# A kernel's Python: the kernel fixtures here depend on them. (Other fixtures that start
+# kernels or servers are caught when they start one: see refuse_kernels.)
 KERNEL_FIXTURES = frozenset({"kernel_python", "bare_kernel_python", "newest_kernel_python"})
 
 
