@@ -1,4 +1,10 @@
-"""Real kernels for the tests, on each supported ipykernel line.
+"""Real kernels for the tests, on each supported ipykernel line, and the two layers.
+
+Two layers: a test marked ``fast`` (a module's ``pytestmark``, or one test) needs no
+kernel and no server, and ``pytest -m "not kernel"`` runs just those; every other test
+is marked ``kernel`` here, so a new test lands in the full layer unless it says
+otherwise. A fast test that asks for a kernel fixture is refused at collection, and one
+that starts a kernel or a Jupyter server (itself or through a fixture) fails on the spot.
 
 The first run creates one virtual environment per line under ``.kernel-envs/``
 (with ``uv`` when available, else venv + pip), each with this project installed
@@ -13,7 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +102,73 @@ def bare_kernel_python(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def newest_kernel_python() -> str:
     return kernel_env(selected_lines()[-1])
+
+
+# -- the two layers ----------------------------------------------------------------
+
+# A kernel's Python: the kernel fixtures here depend on them. (Other fixtures that start
+# kernels or servers are caught when they start one: see refuse_kernels.)
+KERNEL_FIXTURES = frozenset({"kernel_python", "bare_kernel_python", "newest_kernel_python"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        if item.get_closest_marker("fast") is None:
+            item.add_marker(pytest.mark.kernel)
+        elif KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            wrong.append(item.nodeid)
+    if wrong:
+        raise pytest.UsageError("marked fast but using a kernel fixture (drop the fast "
+                                "marker): " + ", ".join(wrong))
+
+
+def fast_layer_only(config: pytest.Config) -> bool:
+    return " ".join(str(config.option.markexpr).split()) == "not kernel"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m "not kernel"`` skips importing modules with no fast test (all their tests
+    are deselected anyway): the heavy imports of the full layer are most of its time."""
+    if (fast_layer_only(config) and collection_path.name.startswith("test_")
+            and collection_path.suffix == ".py"
+            and "mark.fast" not in collection_path.read_text(encoding="utf-8")):
+        return True
+    return None
+
+
+def refuse_kernels(monkeypatch: pytest.MonkeyPatch, who: str) -> None:
+    """Starting a local kernel (every jupyter_client manager launches through the
+    provisioner) or a test server fails from now on, naming the fix."""
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    from .servers import JupyterProcess
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{who} starts a kernel or a server, and the fast layer needs "
+                           "none: drop its fast marker (the full layer runs it)")
+
+    monkeypatch.setattr(LocalProvisioner, "launch_kernel", refuse)
+    monkeypatch.setattr(JupyterProcess, "start", refuse)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_fast_layer_starts_no_kernel(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under ``-m "not kernel"``, before any other fixture: so that not even a fixture
+    of a module or session can start a kernel for a fast test."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if fast_layer_only(request.config):
+            refuse_kernels(monkeypatch, "a fast test (or a fixture it uses)")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_kernel(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """In any run, a fast test itself cannot start a kernel either."""
+    if request.node.get_closest_marker("fast") is not None:
+        refuse_kernels(monkeypatch, request.node.nodeid)
 
 
 # -- tools used across the tests ----------------------------------------------------

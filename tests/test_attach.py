@@ -218,6 +218,7 @@ async def test_a_kernel_that_is_shut_down_ends_attach_with_status_1(
                                   "down); detached")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("args", "message"), [
     (["--tools", "examples/tools.py"], "name one kernel: --existing CONNECTION_FILE for a "
      "local kernel, or --server URL --kernel-id ID for a kernel on a Jupyter Server"),
@@ -239,6 +240,7 @@ def test_usage_errors_exit_2_and_say_what_to_do(
     assert message in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.fast
 def test_a_kernel_that_does_not_answer_is_named(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stale = tmp_path / "kernel-stale.json"  # a kernel that is gone left its file behind

@@ -123,6 +123,7 @@ def test_tools_files_serve_the_functions_they_define(kernel_python: str, tmp_pat
                            "'ToolTimeoutError', 'shout']\nHELLO!\n")
 
 
+@pytest.mark.fast
 def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
     chosen = write(tmp_path / "chosen.py", """\
         def a() -> int:
@@ -152,6 +153,7 @@ def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
 # -- usage errors -------------------------------------------------------------------
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("args", "message"), [
     (["run", "missing.py", "--tools", "examples/tools.py"], "script not found: missing.py"),
     (["run", "examples/agent.py", "--tools", "no/such/tools.py"],
@@ -182,6 +184,7 @@ def test_usage_errors_exit_2_and_say_what_to_do(
     assert message in " ".join(err.split())
 
 
+@pytest.mark.fast
 def test_a_tools_file_without_tools_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -218,6 +221,7 @@ def command_with_tools(command: str, tools: Path, tmp_path: Path) -> list[str]:
     return [command, *rest, "--tools", str(tools)]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("command", ["run", "mcp", "notebook", "attach"])
 def test_a_tools_module_that_exits_or_fails_on_import_is_a_usage_error(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -234,6 +238,7 @@ def test_a_tools_module_that_exits_or_fails_on_import_is_a_usage_error(
     assert f"importing {fails} failed" in err and "KeyError: 'missing'" in err
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("content", ['{"a": 1}', '{"cells": "x", "nbformat": 4, '
                                      '"nbformat_minor": 5, "metadata": {}}', "[1, 2]"])
 def test_json_that_is_not_a_notebook_is_a_usage_error(
@@ -250,6 +255,7 @@ def test_json_that_is_not_a_notebook_is_a_usage_error(
     assert "Traceback" not in err
 
 
+@pytest.mark.fast
 def test_every_command_takes_log_level(capsys: pytest.CaptureFixture[str]) -> None:
     from progtc_kernel.cli import COMMANDS
 
@@ -268,6 +274,7 @@ def test_log_level_shows_the_records_it_asks_for(kernel_python: str) -> None:
     assert " asyncio DEBUG: Using selector" in debug.stderr
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("command", "module", "extra", "needs"), [
     ("mcp", "mcp", "mcp", "progtc-kernel's MCP server needs the MCP SDK"),
     ("serve", "jupyter_server", "server", "the server needs Jupyter Server"),
@@ -286,6 +293,7 @@ def test_a_missing_extra_names_the_pip_install_that_fixes_it(
     assert f"install the {extra!r} extra: {install_hint(extra)}" in said
 
 
+@pytest.mark.fast
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"progtc-kernel {__version__}\n"  # the wheel's too
@@ -294,6 +302,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 # -- display outputs ----------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_display_outputs_become_text_or_a_one_line_note() -> None:
     assert describe_output({"text/plain": "42"}) == ("42", None)
     assert describe_output({"text/plain": "<IPython.core.display.Markdown object>",

@@ -129,6 +129,7 @@ async def test_extension_loaded_sends_nothing_and_says_what_to_do(
             pass
 
 
+@pytest.mark.fast
 def test_an_unknown_extension_policy_is_refused() -> None:
     with pytest.raises(ValueError, match=r"extension='bring': use one of 'inject', "
                        r"'installed', 'loaded'"):
@@ -224,6 +225,7 @@ def test_the_kernel_side_imports_only_the_standard_library_ipykernel_and_itself(
     assert imported - set(sys.stdlib_module_names) - {"typing_extensions"} == {"progtc_kernel"}
 
 
+@pytest.mark.fast
 def test_the_load_cell_carries_every_kernel_side_module() -> None:
     from progtc_kernel.host.injection import kernel_side_files
 

@@ -80,6 +80,7 @@ def test_install_hints_name_the_wheel_it_came_from(wheel: Path, installed: str) 
     assert for_kernel == f"/opt/py/bin/python -m pip install {shlex.quote(str(wheel))}"
 
 
+@pytest.mark.fast
 def test_from_the_checkout_hints_name_the_checkout() -> None:
     # The test environment installs this checkout in editable mode (the README's way).
     assert install_hint("server") == (

@@ -14,6 +14,8 @@ import pytest
 from progtc_kernel import JupyterServer, ServerError, ToolKernel
 from progtc_kernel.kernels.jupyter_server import _decode, _legacy_frame, _v1_frame
 
+pytestmark = pytest.mark.fast
+
 
 def test_a_url_jupyter_printed_gives_base_url_and_token() -> None:
     server = JupyterServer("http://127.0.0.1:8888/lab?token=abc123")

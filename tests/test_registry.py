@@ -18,6 +18,8 @@ from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 from progtc_kernel import Tool, ToolDefinitionError, ToolRegistry, load_tools
 from progtc_kernel.host.tools import Outcome
 
+pytestmark = pytest.mark.fast
+
 
 async def convert(amount: float, to: Literal["EUR", "USD"] = "EUR") -> float:
     """Convert an amount."""

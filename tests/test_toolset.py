@@ -345,6 +345,7 @@ def named_elsewhere(name: str, source: str = "the MCP server 'demo'") -> Foreign
                        call, source, description=f"The {name} tool.")
 
 
+@pytest.mark.fast
 def test_names_that_are_not_python_names_are_spelled_in_python() -> None:
     assert [python_name(name) for name in (
         "get-annotated-message", "files.read", "3d-view", "class", "ok_name", "", "a b/c")] == [
@@ -352,6 +353,7 @@ def test_names_that_are_not_python_names_are_spelled_in_python() -> None:
         "a_b_c"]
 
 
+@pytest.mark.fast
 def test_a_clash_after_renaming_is_resolved_in_order_and_a_python_name_keeps_its_own(
         caplog: pytest.LogCaptureFixture) -> None:
     tools = foreign_tools([named_elsewhere("get-sum"), named_elsewhere("get.sum"),
