@@ -287,6 +287,7 @@ async def test_a_wrong_or_missing_key_is_refused(served: JupyterProcess) -> None
         with pytest.raises(ServerError, match="refused the token") as caught:
             await client.execute_code("print(1)")
         assert caught.value.status == 403
+        assert "api_key=" in str(caught.value)
 
 
 async def test_20_concurrent_executions_from_several_clients_stay_isolated(
@@ -408,6 +409,58 @@ async def test_a_plain_jupyter_server_works_too(tmp_path: Path) -> None:
         assert kept.stdout == "yes\n"
         await client.aclose()
         assert await process.server().kernels() == []
+    finally:
+        process.stop()
+
+
+SHORT_SCRIPT = """
+import asyncio, sys
+from progtc_kernel import AsyncProgtcClient
+
+async def add(a: int, b: int) -> int:
+    return a + b
+
+async def main():
+    client = AsyncProgtcClient(sys.argv[1], api_key=sys.argv[2])  # no `async with`
+    for n in range(3):
+        result = await client.execute_code(
+            f"from tools import add\\nprint(await add({n}, 1))", {"add": add})
+        print(result.stdout, end="", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_short_script_leaves_no_kernel_and_no_noise_on_a_plain_server(
+        tmp_path: Path) -> None:
+    process = await jupyter_server(tmp_path).start()
+    try:
+        script = tmp_path / "short.py"
+        script.write_text(SHORT_SCRIPT)
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, str(script), process.url, process.token],
+            capture_output=True, text=True, timeout=240)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "1\n2\n3\n", "")
+        assert await process.server().kernels() == []
+    finally:
+        process.stop()
+
+
+async def test_a_wrong_key_names_the_fix_of_the_api_in_use(tmp_path: Path) -> None:
+    process = await jupyter_server(tmp_path).start()
+    try:
+        client = AsyncProgtcClient(process.url, api_key="wrong")
+        with pytest.raises(ServerError, match="refused the token") as caught:
+            await client.execute_code("print(1)")
+        assert "api_key=" in str(caught.value)
+        assert "JupyterServer(" not in str(caught.value)
+        assert "jupyter server list" not in str(caught.value)
+
+        done = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "progtc_kernel.cli", "run", "-", "--server", process.url,
+            "--token", "wrong"], input="print(1)", capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "--token" in done.stderr and "JupyterServer(" not in done.stderr
     finally:
         process.stop()
 

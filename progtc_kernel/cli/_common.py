@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 PROG = "progtc-kernel"
+# The fix a server that refuses the token names, in this command line's words.
+CLI_TOKEN = "--token T (or set $JUPYTER_TOKEN)"
 
 
 class UsageError(Exception):

@@ -18,7 +18,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, error_text, load_tools, seconds
+from ._common import CLI_TOKEN, UsageError, console, error_text, load_tools, seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -105,7 +105,7 @@ def _kernel(args: argparse.Namespace) -> tuple[KernelLifecycle, str]:
     from ..kernels.jupyter_server import JupyterServer
 
     try:
-        server = JupyterServer(args.server, token=args.token)
+        server = JupyterServer(args.server, token=args.token, token_option=CLI_TOKEN)
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
     return server.kernel(args.kernel_id), f"kernel {args.kernel_id} on {server.url}"

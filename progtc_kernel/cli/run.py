@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, load_tools, seconds
+from ._common import CLI_TOKEN, UsageError, console, load_tools, seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -93,7 +93,8 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
     if problem:
         raise UsageError(problem)
     try:
-        server = JupyterServer(args.server, token=args.token) if args.server else None
+        server = (JupyterServer(args.server, token=args.token, token_option=CLI_TOKEN)
+                  if args.server else None)
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
     kernel = ToolKernel(tools, python=args.python, kernel_name=args.kernel_name,

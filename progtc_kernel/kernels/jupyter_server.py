@@ -39,6 +39,8 @@ MAX_MESSAGE_SIZE = 256 * 2**20
 # Pings keep proxies from closing an idle connection, and notice one that died.
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 10.0
+# How a refused token's fix is named, unless the API in use has its own spelling.
+TOKEN_OPTION = "JupyterServer(url, token=...)"
 # Statuses the server itself publishes when a kernel dies: it restarts it, or gives up.
 _DEATH_STATES = frozenset({"restarting", "dead"})
 
@@ -59,6 +61,8 @@ class JupyterServer:
     restarting a kernel may take (a gateway on a cluster may pull an image).
     ``reconnect_timeout``: how long a dropped websocket keeps trying to come back
     before the kernel counts as gone. ``validate_cert``: check HTTPS certificates.
+    ``token_option``: how the user of the API in use gives the token, as the fix a
+    refused token names (``AsyncProgtcClient`` says ``api_key=``, the CLI ``--token``).
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class JupyterServer:
         start_timeout: float = 120.0,
         reconnect_timeout: float = 30.0,
         validate_cert: bool = True,
+        token_option: str = TOKEN_OPTION,
     ) -> None:
         self.url, token_in_url = _base_url(url)
         self.token = token if token is not None else token_in_url
@@ -79,6 +84,7 @@ class JupyterServer:
         self.start_timeout = start_timeout
         self.reconnect_timeout = reconnect_timeout
         self.validate_cert = validate_cert
+        self.token_option = token_option
 
     @classmethod
     def e2b(cls, sandbox: Any, *, port: int = 8888, token: str = "",
@@ -172,11 +178,11 @@ class JupyterServer:
         if status == 403 and said not in ("", "Forbidden"):  # refused for a reason it gives
             return ServerError(f"{self.url} refused {method} {path} (HTTP 403): {said}", status)
         if status in (401, 403):
-            how = ("pass the server's token: JupyterServer(url, token=...); `jupyter server "
-                   "list` shows it" if self.token else
-                   "this server wants a token: JupyterServer(url, token=...) (a server "
-                   "without one must run with --ServerApp.disable_check_xsrf=True, as E2B's "
-                   "does)")
+            listed = ("; `jupyter server list` shows a local server's"
+                      if self.token_option == TOKEN_OPTION else "")
+            how = (f"pass the server's token: {self.token_option}{listed}" if self.token else
+                   f"this server wants a token: {self.token_option} (a server without one "
+                   "must run with --ServerApp.disable_check_xsrf=True, as E2B's does)")
             return ServerError(f"{self.url} refused the token (HTTP {status}): {how}", status)
         if status == 404 and not path.startswith("api/kernels/"):
             return ServerError(f"{self.url}{path} does not exist (HTTP 404): is this a Jupyter "
@@ -394,8 +400,9 @@ class WebsocketTransport:
         except WebSocketClosedError:
             self._backlog.append((frame, binary))
             return
-        # A write that fails later is recovered by `resume` (see protocol.py).
-        written.add_done_callback(lambda future: future.exception())
+        # A write that fails later is recovered by `resume` (see protocol.py). One still
+        # pending when the loop ends is cancelled: nothing to report then either.
+        written.add_done_callback(_ignore_outcome)
 
     async def close(self) -> None:
         self._closing = True
@@ -516,6 +523,11 @@ def _http_client() -> Any:
     return client
 
 
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: asyncio would log it as never retrieved
+
+
 def no_kernel(server: JupyterServer, kernel_id: str) -> str:
     return (f"there is no kernel {kernel_id!r} on {server.url}: give the id of a running "
             "kernel (GET /api/kernels lists them), or leave kernel_id out to start one")
@@ -591,7 +603,8 @@ def _server_message(response: Any) -> str:
     try:
         decoded = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace").strip()[:300]
+        text = body.decode("utf-8", "replace").strip()
+        return "" if text.startswith("<") else text[:300]  # a page for browsers says nothing
     if isinstance(decoded, dict):
         return str(decoded.get("message") or decoded.get("reason") or "")
     return ""

@@ -27,6 +27,10 @@ LEASES = "progtc-kernel/api"
 DEFAULT_EXECUTION_TIMEOUT = 30.0
 DEFAULT_TOOL_CALL_TIMEOUT = 10.0
 
+# The fix a refused key names: this client's own argument, not JupyterServer's.
+KEY_OPTION = ("AsyncProgtcClient(base_url, api_key=...) with the key the server was started "
+              "with (progtc-kernel serve --api-key, or a Jupyter Server's token)")
+
 ToolEventCallback = Callable[[ToolCallStarted | ToolCallFinished], Any]
 TextCallback = Callable[[str], Any]
 
@@ -57,7 +61,6 @@ class AsyncProgtcClient:
         self.request_timeout = _checked_timeout("request_timeout", request_timeout)
         self._pooled: bool | None = None  # does the server lease warm kernels? (asked once)
         self._plain_sessions: dict[str, str] = {}  # on a plain server: session -> kernel id
-        self._cleanups: set[asyncio.Future[None]] = set()  # kernels being let go of
 
     async def __aenter__(self) -> AsyncProgtcClient:
         return self
@@ -68,7 +71,7 @@ class AsyncProgtcClient:
     def _server(self, headers: Mapping[str, str] | None = None) -> JupyterServer:
         return JupyterServer(self.base_url, token=self.api_key,
                              headers={**self.headers, **(headers or {})},
-                             request_timeout=self.request_timeout)
+                             request_timeout=self.request_timeout, token_option=KEY_OPTION)
 
     # -- the server -------------------------------------------------------------------
 
@@ -107,9 +110,7 @@ class AsyncProgtcClient:
                     raise
 
     async def aclose(self) -> None:
-        """Finish letting go of kernels, and end the sessions this client started on a
-        plain Jupyter Server."""
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        """End the sessions this client started on a plain Jupyter Server."""
         for session in list(self._plain_sessions):
             with contextlib.suppress(ServerError):
                 await self.close_session(session)
@@ -163,13 +164,10 @@ class AsyncProgtcClient:
             if modules:
                 await kernel.install_modules(modules)
             result = await self._run(kernel, code, on_stdout, on_stderr, on_tool_call)
-        except BaseException:
+        finally:
+            # Before returning, not in a task of its own: a script's loop may end right
+            # after, and a task left behind dies with it, leaving the kernel running.
             await self._end(kernel, server, lease, session)
-            raise
-        # The result is complete: hand it over now, and let go of the kernel after.
-        cleanup = asyncio.ensure_future(self._end(kernel, server, lease, session))
-        self._cleanups.add(cleanup)
-        cleanup.add_done_callback(self._cleanups.discard)
         return to_progtc(result)
 
     async def _end(self, kernel: ToolKernel, server: JupyterServer, lease: _Lease,
