@@ -50,6 +50,9 @@ def add_parser(commands: Subcommands) -> None:
                        help="kernels running at once, warm and busy (default: 16)")
     serve.add_argument("--pool-timeout", type=seconds, default=30.0, metavar="S",
                        help="how long a request waits for a free kernel (default: 30; 0: no limit)")
+    serve.add_argument("--session-idle-timeout", type=seconds, default=600.0, metavar="S",
+                       help="end a named session (and its kernel) nobody has used for S "
+                       "seconds (default: 600; 0: never)")
     serve.add_argument("--kernel-name", metavar="NAME",
                        help="the kernelspec of the pool's kernels (default: python3); it "
                        "needs only ipykernel")
@@ -101,7 +104,13 @@ def command(args: argparse.Namespace) -> int:
         # Kernel websocket frames are checked before Jupyter Server decodes them, and
         # none may be larger than this.
         kernel_websocket_connection_class="progtc_kernel.server.websocket.CheckedConnection",
-        tornado_settings={"websocket_max_message_size": MAX_MESSAGE_BYTES})
+        # Every kernel, the pool's or Jupyter's own API's: under --max-kernels, its
+        # IPython history in memory (no client reads another's code), on Unix sockets.
+        kernel_manager_class="progtc_kernel.server.pool.ServeKernelManager",
+        # Jupyter Server's websocket ping timeout (90 s by default) is longer than its
+        # interval, which tornado warns about at every connection: make them equal.
+        tornado_settings={"websocket_max_message_size": MAX_MESSAGE_BYTES,
+                          "ws_ping_timeout": 30000})
     config.IdentityProvider.token = api_key
     config.ProgtcKernelApp.update(
         pool_size=args.pool_size, max_kernels=args.max_kernels,
@@ -109,7 +118,8 @@ def command(args: argparse.Namespace) -> int:
         tool_call_timeout=args.tool_call_timeout,
         code_execution_timeout=args.code_execution_timeout,
         progtc_dialect=args.progtc_dialect, max_output=args.max_output,
-        send_timeout=args.send_timeout, announce=True, announce_key=not args.api_key)
+        send_timeout=args.send_timeout, session_idle_timeout=args.session_idle_timeout,
+        announce=True, announce_key=not args.api_key)
     try:
         server = ProgtcKernelApp.initialize_server(argv=[], config=config)  # type: ignore[no-untyped-call]
     except Exception as exc:  # the port in use, a bad address: say it, without a traceback

@@ -231,7 +231,7 @@ class ToolBridge:
         if not self._started:
             return
         self._started = False
-        if self.comm_id:
+        if self.comm_id and not self._comm_refused():
             # Control reaches a kernel even while a cell runs there, and handles messages
             # in order: its reply to the probe says the close was seen before our
             # connection drops (which the kernel would take for a crash).
@@ -247,6 +247,14 @@ class ToolBridge:
             self._recovery.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.transport.close()
+
+    def _comm_refused(self) -> bool:
+        """The kernel said no to our comm (no extension there): nothing to close, and a
+        comm message on control would only make ipykernel log an error."""
+        ready = self._ready
+        return (ready is not None and ready.done() and not ready.cancelled()
+                and isinstance(ready.exception(), (ExtensionNotLoadedError,
+                                                   ProtocolMismatchError)))
 
     async def _reply_to(self, msg_id: str, timeout: float) -> dict[str, Any]:
         """Wait (at most ``timeout``) for the control reply to ``msg_id``."""

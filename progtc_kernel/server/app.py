@@ -23,7 +23,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .._version import __version__
-from .pool import KernelPool
+from .pool import SESSION_IDLE_TIMEOUT, KernelPool, ServeKernelManager
 from .progtc_api import DIALECTS
 
 
@@ -104,6 +104,9 @@ class ProgtcKernelApp(ExtensionApp):
                          "server sends before it is cut off.").tag(config=True)
     announce_key = Bool(False, help="Print the API key with the address (it was "
                         "generated).").tag(config=True)
+    session_idle_timeout = Float(SESSION_IDLE_TIMEOUT, allow_none=True,
+                                 help="Seconds a named session may go unused before it is "
+                                 "ended (None: never).").tag(config=True)
     announce = Bool(False, help="Print where the server listens, once it does.").tag(
         config=True)
 
@@ -112,7 +115,11 @@ class ProgtcKernelApp(ExtensionApp):
         pool = KernelPool(self.serverapp.kernel_manager, size=self.pool_size,
                           max_kernels=self.max_kernels, wait_timeout=self.pool_timeout,
                           execution_timeout=self.code_execution_timeout,
-                          kernel_name=self.kernel_name)
+                          kernel_name=self.kernel_name,
+                          session_idle_timeout=self.session_idle_timeout)
+        if isinstance(self.serverapp.kernel_manager, ServeKernelManager):
+            # The ceiling holds for every kernel the server starts, not only the pool's.
+            self.serverapp.kernel_manager.max_kernels = self.max_kernels
         limits = Limits(self.tool_call_timeout, self.code_execution_timeout)
         self.service = Service(pool, limits, dialect=self.progtc_dialect,
                                max_output=self.max_output, send_timeout=self.send_timeout)

@@ -16,12 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from tornado import web
+from traitlets import Int
 
 log = logging.getLogger("progtc_kernel.server")
 
@@ -33,9 +41,81 @@ CONNECT_GRACE = 30.0
 # After a kernel fails to start, the next attempt waits this long (doubling up to a
 # minute): a broken kernelspec must not become a loop of failing processes.
 RETRY_AFTER = 1.0
+# A named session nobody has used or connected to for this long is ended (its kernel
+# reaped): an abandoned session must not hold a kernel for ever.
+SESSION_IDLE_TIMEOUT = 600.0
 # How often leases are checked. Leases end on the event that ends them where there is
 # one (a release, the execution's end); this only catches clients that vanished.
 WATCH_INTERVAL = 1.0
+
+
+class ServeKernelManager(AsyncMappingKernelManager):
+    """The server's kernel manager, for every kernel it starts: the pool's and those
+    of Jupyter's own ``POST /api/kernels`` or sessions alike.
+
+    * ``max_kernels`` is a ceiling: a start past it is refused with a 503 that says so.
+    * Python kernels keep their IPython history in memory: a kernel must not find the
+      code another client ran in a shared ``history.sqlite``.
+    * Kernels talk to the server over Unix sockets in a private folder: nothing listens
+      on a TCP port, and ipykernel 7 has no "unencrypted TCP" warning to print.
+    """
+
+    max_kernels = Int(0, help="Kernels running at once (0: no ceiling).").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self._launching: set[str] = set()  # kernel ids being started
+        self.removal_listeners: list[Callable[[], None]] = []
+        self._sockets = tempfile.mkdtemp(prefix="progtc-serve-") if os.name == "posix" else None
+
+    def running_ids(self) -> set[str]:
+        """Every kernel that counts against the ceiling: running, or being started."""
+        return set(self._kernels) | self._launching
+
+    async def start_kernel(  # type: ignore[override]  # async, as jupyter_server's is
+            self, *, kernel_id: str | None = None, **kwargs: Any) -> str:
+        if kernel_id is not None and kernel_id in self:
+            return str(await super().start_kernel(kernel_id=kernel_id, **kwargs))
+        if self.max_kernels and len(self.running_ids()) >= self.max_kernels:
+            raise web.HTTPError(503, f"this server runs at most {self.max_kernels} kernels "
+                                "at once (--max-kernels), and all are in use: shut one down "
+                                "first, or start the server with a larger --max-kernels")
+        kernel_id = kernel_id or self.new_kernel_id()
+        if self._is_python(kwargs.get("kernel_name")):
+            kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()),
+                                         "--HistoryManager.hist_file=:memory:"]
+        self._launching.add(kernel_id)
+        try:
+            return str(await super().start_kernel(kernel_id=kernel_id, **kwargs))
+        finally:
+            self._launching.discard(kernel_id)
+
+    def _is_python(self, kernel_name: str | None) -> bool:
+        try:
+            assert self.kernel_spec_manager is not None
+            spec = self.kernel_spec_manager.get_kernel_spec(kernel_name or
+                                                            self.default_kernel_name)
+        except Exception:  # no such kernelspec: the start itself says so
+            return False
+        return str(spec.language).lower() == "python"
+
+    def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> Any:
+        km, kernel_name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
+        if self._sockets is not None:
+            km.transport = "ipc"
+            km.ip = os.path.join(self._sockets, kernel_id)
+        return km, kernel_name, kernel_id
+
+    def remove_kernel(self, kernel_id: str) -> Any:
+        removed = super().remove_kernel(kernel_id)
+        for listener in self.removal_listeners:
+            listener()
+        return removed
+
+    def remove_socket_folder(self) -> None:
+        """Once the server's kernels are shut down (each removes its own sockets)."""
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
 
 
 class PoolError(Exception):
@@ -60,6 +140,7 @@ class Lease:
     connected: bool = False
     disconnected_at: float | None = None
     busy_since: float | None = None
+    idle_since: float | None = field(default_factory=time.monotonic)  # a session's
 
 
 class KernelPool:
@@ -71,11 +152,18 @@ class KernelPool:
     ``PoolExhausted``. ``execution_timeout``: the server's ceiling for one execution
     (``None``: none); a one-shot lease is reaped a grace after it, a session's kernel
     interrupted. ``kernel_name``: the kernelspec (default: the server's default).
+    ``session_idle_timeout``: a named session whose kernel nobody has used or been
+    connected to for this long is ended (``None``: never).
+
+    Kernels started by others on the same kernel manager (Jupyter's own
+    ``/api/kernels``) count against ``max_kernels`` too; a ``ServeKernelManager``
+    refuses theirs past it.
     """
 
     def __init__(self, kernel_manager: Any, *, size: int = 2, max_kernels: int = 16,
                  wait_timeout: float | None = 30.0, execution_timeout: float | None = 30.0,
-                 kernel_name: str | None = None) -> None:
+                 kernel_name: str | None = None,
+                 session_idle_timeout: float | None = SESSION_IDLE_TIMEOUT) -> None:
         if size < 0 or max_kernels < 1 or size > max_kernels:
             raise ValueError(f"a pool of {size} warm kernels with at most {max_kernels} "
                              "running: give 0 <= size <= max_kernels, max_kernels >= 1")
@@ -85,10 +173,11 @@ class KernelPool:
         self.wait_timeout = wait_timeout
         self.execution_timeout = execution_timeout
         self.kernel_name = kernel_name
+        self.session_idle_timeout = session_idle_timeout
         self.leases: dict[str, Lease] = {}
         self.sessions: dict[str, str] = {}  # session name -> kernel id
         self._warm: list[str] = []
-        self._starting = 0
+        self._starting: set[str] = set()  # ids of the kernels the pool is starting
         self._waiting = 0
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -103,12 +192,18 @@ class KernelPool:
     def start(self) -> None:
         """Begin filling the pool and watching leases (call on the server's loop)."""
         self._watcher = asyncio.ensure_future(self._watch())
+        if isinstance(self.kernel_manager, ServeKernelManager):
+            # Room made by a kernel that is not the pool's: waiting requests may use it.
+            self.kernel_manager.removal_listeners.append(
+                lambda: self._spawn(self._room_changed()))
         self._refill()
 
     async def take(self, *, session: str | None = None, websocket: bool = True) -> Lease:
         """A warm kernel, leased; a session's own kernel if it has one already."""
         if session is not None and session in self.sessions:
-            return self.leases[self.sessions[session]]
+            lease = self.leases[self.sessions[session]]
+            lease.idle_since = time.monotonic()  # used again: its idle time starts over
+            return lease
         kernel_id = await self._take_warm()
         lease = Lease(kernel_id, session=session, websocket=websocket)
         self.leases[kernel_id] = lease
@@ -126,7 +221,7 @@ class KernelPool:
         self._spawn(self._shut_down(kernel_id))
 
     def status(self) -> dict[str, Any]:
-        return {"warm": len(self._warm), "starting": self._starting,
+        return {"warm": len(self._warm), "starting": len(self._starting),
                 "leased": len(self.leases), "waiting": self._waiting,
                 "size": self.size, "max_kernels": self.max_kernels,
                 "sessions": sorted(self.sessions)}
@@ -144,12 +239,20 @@ class KernelPool:
         self.leases.clear()
         self.sessions.clear()
         await asyncio.gather(*(self._shut_down(k) for k in kernels), return_exceptions=True)
+        if isinstance(self.kernel_manager, ServeKernelManager):
+            self.kernel_manager.remove_socket_folder()
 
     # -- filling ------------------------------------------------------------------------
 
     @property
     def _running(self) -> int:
-        return len(self._warm) + self._starting + len(self.leases)
+        """Kernels that count against ``max_kernels``: the pool's, and any other the
+        server runs (being shut down, or started through Jupyter's own API)."""
+        ours = {*self._warm, *self._starting, *self.leases}
+        manager = self.kernel_manager
+        others = (manager.running_ids() if isinstance(manager, ServeKernelManager)
+                  else set(manager.list_kernel_ids()))
+        return len(ours | others)
 
     def _refill(self) -> None:
         """Start kernels until the warm ones (and those on their way) cover the pool's
@@ -157,34 +260,51 @@ class KernelPool:
         if self._last_failure and time.monotonic() < self._retry_at:
             return
         while (not self._stopped and self._running < self.max_kernels
-               and len(self._warm) + self._starting < self.size + self._waiting):
-            self._starting += 1
-            self._spawn(self._start_one())
+               and len(self._warm) + len(self._starting) < self.size + self._waiting):
+            kernel_id = str(uuid.uuid4())
+            self._starting.add(kernel_id)
+            self._spawn(self._start_one(kernel_id))
+
+    def _trim(self) -> None:
+        """Shut down warm kernels beyond the pool's size and the requests waiting: the
+        ones started for requests that gave up before they were ready."""
+        while len(self._warm) > self.size + self._waiting:
+            self._spawn(self._shut_down(self._warm.pop()))
+
+    async def _room_changed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+        self._refill()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_one(self) -> None:
-        kernel_id: str | None = None
+    async def _start_one(self, kernel_id: str) -> None:
+        started = False
         try:
-            kernel_id = await self.kernel_manager.start_kernel(kernel_name=self.kernel_name)
+            await self.kernel_manager.start_kernel(kernel_id=kernel_id,
+                                                   kernel_name=self.kernel_name)
+            started = True
             await warm_up(self.kernel_manager.get_kernel(kernel_id))
         except Exception as exc:
+            if not started and isinstance(exc, web.HTTPError) and exc.status_code == 503:
+                return  # no room after all: a kernel of Jupyter's own API took it
             self._failed(f"{type(exc).__name__}: {exc}")
-            if kernel_id is not None:
+            if started:
                 with contextlib.suppress(Exception):
                     await self.kernel_manager.shutdown_kernel(kernel_id, now=True)
-            kernel_id = None
+            started = False
         finally:
-            self._starting -= 1
-        if kernel_id is not None:
+            self._starting.discard(kernel_id)
+        if started:
             if self._stopped:
                 await self._shut_down(kernel_id)
                 return
             self._last_failure, self._retry_after = None, RETRY_AFTER
             self._warm.append(kernel_id)
+            self._trim()
         async with self._changed:
             self._changed.notify_all()
 
@@ -218,6 +338,7 @@ class KernelPool:
                         await asyncio.wait_for(self._changed.wait(), min(left, 3600.0))
         finally:
             self._waiting -= 1
+            self._trim()
 
     def _exhausted(self) -> str:
         return (f"no kernel came free within {self.wait_timeout or 0:g} s: all "
@@ -256,8 +377,15 @@ class KernelPool:
         lease.busy_since = (lease.busy_since or now) if busy else None
         if not lease.connected and _active_since(model, lease.taken_on):
             lease.connected = True  # a client came, even if it left between two checks
+        connections = int(model.get("connections", 0))
+        if lease.session is not None and (why := self._session_idle(lease, connections, busy,
+                                                                    now)):
+            log.info("progtc_kernel: ending session %r (kernel %s): %s", lease.session,
+                     lease.kernel_id, why)
+            self.release(lease.kernel_id)
+            return
         watched = lease.websocket and lease.session is None
-        if watched and (why := self._client_gone(lease, int(model.get("connections", 0)), now)):
+        if watched and (why := self._client_gone(lease, connections, now)):
             log.info("progtc_kernel: reaping kernel %s: %s", lease.kernel_id, why)
             self.release(lease.kernel_id)
             return
@@ -268,6 +396,17 @@ class KernelPool:
                      "%g s ceiling", lease.kernel_id, ceiling)
             lease.busy_since = None
             await ensure_async(self.kernel_manager.interrupt_kernel(lease.kernel_id))
+
+    def _session_idle(self, lease: Lease, connections: int, busy: bool,
+                      now: float) -> str | None:
+        if connections or busy:
+            lease.idle_since = None
+            return None
+        lease.idle_since = lease.idle_since or now
+        limit = self.session_idle_timeout
+        if limit is not None and now - lease.idle_since > limit:
+            return f"unused for {limit:g} s (--session-idle-timeout)"
+        return None
 
     def _client_gone(self, lease: Lease, connections: int, now: float) -> str | None:
         if connections:
