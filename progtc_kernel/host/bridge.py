@@ -20,6 +20,7 @@ from .._install import install_hint
 from .._version import __version__
 from .._wire import BadMessages
 from ..kernels.base import KernelLifecycle, Transport
+from ..kernels.jupyter_server import rate_limit_window
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
@@ -122,6 +123,8 @@ class ToolBridge:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}  # control replies
         self._recovery: asyncio.Task[None] | None = None
         self._iopub_seen: asyncio.Future[None] | None = None
+        self._rate_limited = False  # a Jupyter Server drops iopub messages (see below)
+        self._resender: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -245,6 +248,9 @@ class ToolBridge:
         self.cancel_calls()
         if self._recovery is not None:
             self._recovery.cancel()
+        self._rate_limited = False
+        if self._resender is not None:
+            self._resender.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.transport.close()
 
@@ -351,6 +357,7 @@ class ToolBridge:
                 return
         content = msg.get("content", {})
         msg_type = msg["header"]["msg_type"]
+        self._watch_rate_limit(channel, msg)
         if channel == "iopub" and content.get("comm_id") == self.comm_id:
             if msg_type == "comm_msg":
                 self._on_comm_msg(msg)
@@ -363,6 +370,30 @@ class ToolBridge:
             return
         for listener in self._message_listeners:
             listener(channel, msg)
+
+    # -- a Jupyter Server's iopub rate limit ------------------------------------------
+
+    def _watch_rate_limit(self, channel: str, msg: dict[str, Any]) -> None:
+        """A Jupyter Server past its iopub rate limits drops the kernel's messages, tool
+        calls too, until its window has passed. Its notice starts the resending of calls
+        still waiting; the end of the cell that printed ends it."""
+        window = rate_limit_window(channel, msg)
+        if window is not None:
+            self._rate_limited = True
+            if self._resender is None or self._resender.done():
+                self._resender = asyncio.ensure_future(self._resend_while_limited(window))
+        elif (self._rate_limited and msg["header"]["msg_type"] == "status"
+              and msg["content"].get("execution_state") == "idle"
+              and msg["parent_header"].get("msg_type") == "execute_request"):
+            self._rate_limited = False  # the server resets its counts when a cell ends
+
+    async def _resend_while_limited(self, window: float) -> None:
+        """Each time the server's window has passed, have the kernel send again every
+        call still waiting for a result (``resume``); each call id is served once."""
+        while self._rate_limited:
+            await asyncio.sleep(window)  # the server forwards again only after its window
+            if self._rate_limited and self.comm_id:
+                self._send("control", "resume", {})
 
     def _on_comm_msg(self, msg: dict[str, Any]) -> None:
         version, kind = unpack_header(msg["content"].get("data") or {})

@@ -66,6 +66,10 @@ class ExecutionResult(BaseModel):
     tool_calls: list[ToolCallRecord] = []
     duration: float = 0.0
     execution_count: int | None = None
+    output_dropped: bool = False
+    """A Jupyter Server dropped some of the run's output past its iopub rate limits
+    (its notice, in ``stderr``, says which and how to raise them): ``stdout``,
+    ``stderr`` and ``outputs`` are incomplete. Tool calls are not lost."""
 
     def raise_for_error(self) -> ExecutionResult:
         """Raise ``ExecutionError`` if the run failed; return the result otherwise."""

@@ -14,6 +14,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from ..kernels.base import KernelLifecycle
+from ..kernels.jupyter_server import rate_limit_window
 from ..kernels.local import LocalKernel, lifecycle_for
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
@@ -374,11 +375,13 @@ class _Run:
         self.replied = False
         self.timed_out = False
         self.interrupted_by_host = False
+        self.output_dropped = False
 
     def handle(self, channel: str, msg: dict[str, Any]) -> None:
         msg_type = msg["header"]["msg_type"]
         content = msg["content"]
         if msg_type == "stream":
+            self.output_dropped |= rate_limit_window(channel, msg) is not None
             stderr = content.get("name") == "stderr"
             (self.stderr if stderr else self.stdout).append(content["text"])
             self.events.put_nowait(StreamOutput("stderr" if stderr else "stdout", content["text"]))
@@ -434,7 +437,8 @@ class _Run:
         result = ExecutionResult(
             ok=error is None, stdout="".join(self.stdout), stderr="".join(self.stderr),
             outputs=list(self.outputs), error=error, tool_calls=list(self.tool_calls),
-            duration=time.perf_counter() - self.started, execution_count=self.execution_count)
+            duration=time.perf_counter() - self.started, execution_count=self.execution_count,
+            output_dropped=self.output_dropped)
         self.events.put_nowait(ExecutionFinished(result))
 
 

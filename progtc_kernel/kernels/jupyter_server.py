@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import struct
 import uuid
 import weakref
@@ -521,6 +522,25 @@ def _http_client() -> Any:
         client = AsyncHTTPClient(force_instance=True, max_clients=MAX_CONCURRENT_REQUESTS)
         _HTTP_CLIENTS[loop] = client
     return client
+
+
+_RATE_LIMIT_NOTICES = ("IOPub message rate exceeded.", "IOPub data rate exceeded.")
+_WINDOW = re.compile(r"rate_limit_window=([0-9.]+)")
+
+
+def rate_limit_window(channel: str, msg: dict[str, Any]) -> float | None:
+    """If ``msg`` is a Jupyter Server's notice that it drops iopub messages past its
+    rate limits (tool calls among them, until its window has passed), that window in
+    seconds; else None. The server sends it on stderr, once per episode."""
+    content = msg.get("content") or {}
+    if (channel != "iopub" or msg.get("header", {}).get("msg_type") != "stream"
+            or content.get("name") != "stderr"):
+        return None
+    text = str(content.get("text", ""))
+    if not text.startswith(_RATE_LIMIT_NOTICES):
+        return None
+    window = _WINDOW.search(text)
+    return float(window.group(1)) if window else 3.0  # Jupyter Server's default
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:
