@@ -233,6 +233,7 @@ class Proxy:
         self.port = 0
         self.requests_seen = 0
         self.refused = 0
+        self.down = False  # drop every new connection at once: the server is out of reach
         self._server: asyncio.AbstractServer | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -261,6 +262,9 @@ class Proxy:
         return len(links) // 2
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
         handler = asyncio.current_task()
         assert handler is not None
         self._handlers.add(handler)

@@ -46,6 +46,7 @@ from .servers import (
     jupyter_server,
     kernel_gateway,
     kernelspec,
+    until,
 )
 from .test_cli import progtc_kernel
 
@@ -401,3 +402,70 @@ async def test_a_toolset_runs_its_scripts_on_a_remote_kernel(served: JupyterProc
             "    return {'w': get_weather('Oslo', 'NO')}")
     assert out == '{"w": "Weather in Oslo, NO: Sunny, 22°C"}'
     assert not kernel.running
+
+
+# -- a server out of reach for a while ----------------------------------------------------
+
+@pytest.mark.parametrize("line", selected_lines())
+async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kept(
+        line: str, tmp_path: Path) -> None:
+    kernelspec(tmp_path / "share", "progtc", kernel_env(line))
+    process = await jupyter_server(tmp_path).start()
+
+    async def double(n: int) -> int:
+        return 2 * n
+
+    try:
+        async with Proxy(process.port) as proxy:
+            server = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=process.token,
+                                   reconnect_timeout=1)
+            async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
+                await kernel.execute("kept = 21")
+                proxy.down = True  # out of reach, for longer than reconnect_timeout
+                proxy.cut()
+
+                async def given_up() -> bool:
+                    return not await kernel.lifecycle.is_alive()
+                await until(given_up, "given up for lost")
+                with pytest.raises(ServerError, match="nothing answers"):
+                    await kernel.execute("print('unreachable')")  # tried, not restarted
+
+                proxy.down = False  # back
+                result = await kernel.execute("from tools import double\n"
+                                              "print(await double(kept))")
+                assert result.stdout == "42\n", (result.stderr, result.error)
+            assert await process.server().kernels() == []  # nothing left behind
+    finally:
+        process.stop()
+
+
+async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(
+        tmp_path: Path) -> None:
+    line = selected_lines()[0]
+    for home in ("first", "second"):
+        kernelspec(tmp_path / home / "share", "progtc", kernel_env(line))
+    first = await jupyter_server(tmp_path / "first").start()
+    second = await jupyter_server(tmp_path / "second").start()
+
+    async def double(n: int) -> int:
+        return 2 * n
+
+    try:
+        async with Proxy(first.port) as proxy:
+            server = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=first.token,
+                                   reconnect_timeout=1)
+            async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
+                await kernel.execute("kept = 21")
+                first.kill()  # its kernels die with it
+
+                async def given_up() -> bool:
+                    return not await kernel.lifecycle.is_alive()
+                await until(given_up, "given up for lost")
+                proxy.upstream_port = second.port  # the server is back, its kernels not
+                result = await kernel.execute("from tools import double\n"
+                                              "print(await double(2), 'kept' in dir())")
+                assert result.stdout == "4 False\n", (result.stderr, result.error)
+            assert await second.server().kernels() == []
+    finally:
+        first.stop()
+        second.stop()

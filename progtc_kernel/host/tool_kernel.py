@@ -14,7 +14,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from ..kernels.base import KernelLifecycle
-from ..kernels.jupyter_server import rate_limit_window
+from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport, rate_limit_window
 from ..kernels.local import LocalKernel, lifecycle_for
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
@@ -192,6 +192,27 @@ class ToolKernel:
         self._dead = False
         await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
 
+    def _lost_connection(self) -> bool:
+        """A remote kernel's server was out of reach for longer than its
+        ``reconnect_timeout``: the kernel may well have survived it."""
+        transport = self.bridge.transport
+        return isinstance(transport, WebsocketTransport) and transport.gave_up
+
+    async def _come_back(self) -> None:
+        """Use the server again: the same kernel, state kept, if it survived; else a
+        new one of ours (restarting the old one could only fail: it is gone)."""
+        lifecycle = self.lifecycle
+        assert isinstance(lifecycle, RemoteKernel)
+        transport = self.bridge.transport
+        assert isinstance(transport, WebsocketTransport)
+        survived = await lifecycle.reconnect(transport)
+        self._dead = False
+        if survived:
+            await self._while_alive(self.bridge.wait_ready(self.startup_timeout))
+        else:
+            await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout,
+                                                       fresh=True))
+
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""
         result = await self.execute("get_ipython().reset(new_session=False)",
@@ -243,7 +264,9 @@ class ToolKernel:
         run. ``silent`` runs without history or displayed results."""
         self.refuse_reentry()
         async with self._lock:
-            if self._dead:
+            if self._lost_connection():
+                await self._come_back()
+            elif self._dead:
                 if not self.lifecycle.owned:
                     raise KernelDiedError(
                         "the kernel given to ToolKernel died; restart it where it runs "

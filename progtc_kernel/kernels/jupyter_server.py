@@ -303,6 +303,32 @@ class RemoteKernel:
             self.ended = reason
             self._server_restarts = server_restarts
 
+    async def reconnect(self, transport: WebsocketTransport) -> bool:
+        """Use the server again after ``transport`` gave the connection up for lost.
+
+        True: the kernel survived, and is connected to again (its state kept). False: it
+        is gone (the server restarted, say), and a new kernel of ours was started in its
+        place. Raises ``ServerError`` while the server still cannot be reached (a later
+        call tries again), ``KernelDiedError`` when a kernel attached to is gone."""
+        from ..host.errors import KernelDiedError
+
+        try:
+            await self.model()
+            survived = True
+        except ServerError as exc:
+            if exc.status != 404:
+                raise
+            if not self.owned:
+                raise KernelDiedError(f"the kernel {self.kernel_id} is gone from "
+                                      f"{self.server.url}: {exc}") from None
+            await self.start()
+            transport.kernel_id = str(self.kernel_id)
+            survived = False
+        self.ended = None
+        self._server_restarts = False
+        await transport.reconnect(tell_listeners=survived)
+        return survived
+
     async def is_alive(self) -> bool:
         """What the server said over the websocket: alive until it reports the
         kernel restarting or dead, or the connection cannot come back."""
@@ -363,6 +389,7 @@ class WebsocketTransport:
         self._reconnecting: asyncio.Task[None] | None = None
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._closing = False
+        self.gave_up = False  # the connection was lost for longer than reconnect_timeout
 
     @property
     def session_id(self) -> str:
@@ -404,6 +431,16 @@ class WebsocketTransport:
         # A write that fails later is recovered by `resume` (see protocol.py). One still
         # pending when the loop ends is cancelled: nothing to report then either.
         written.add_done_callback(_ignore_outcome)
+
+    async def reconnect(self, *, tell_listeners: bool = True) -> None:
+        """Connect again after having given up (the server is back): with the same
+        session id, so that the server replays what it kept for it."""
+        self._closing, self.gave_up = False, False
+        await self._connect()
+        self.reconnects += 1
+        if tell_listeners:
+            for listener in self._reconnect_listeners:
+                listener()
 
     async def close(self) -> None:
         self._closing = True
@@ -487,9 +524,11 @@ class WebsocketTransport:
                 await self._connect()
             except Exception as exc:  # every failure to connect is retried, until the deadline
                 if isinstance(exc, ServerError) and exc.status is not None:
+                    self.gave_up = True
                     self._gone(f"cannot be reached any more ({exc})", server_restarts=False)
                     return False  # no such kernel any more, a token no longer valid
                 if loop.time() >= deadline:
+                    self.gave_up = True
                     self._gone(f"cannot be reached any more: {exc}", server_restarts=False)
                     return False
                 await asyncio.sleep(delay)  # pacing the retries, not waiting for an event
