@@ -469,3 +469,24 @@ async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(
     finally:
         first.stop()
         second.stop()
+
+
+async def test_a_kernel_without_the_extension_logs_no_error_for_the_host_leaving(
+        tmp_path: Path) -> None:
+    kernelspec(tmp_path / "share", "no-progtc", build_env("ipykernel-only", ["ipykernel"]))
+    process = await jupyter_server(tmp_path).start()  # its kernels log to its output
+    try:
+        with pytest.raises(ExtensionNotLoadedError):
+            async with ToolKernel(TOOLS, server=process.server(), kernel_name="no-progtc",
+                                  load_extension=False):
+                pass
+        # Whatever the kernel wrote before it was shut down is in the log before this.
+        with pytest.raises(ServerError):
+            await process.server().request("GET", "api/no-such-thing")
+
+        async def logged() -> bool:
+            return "/api/no-such-thing" in process.log_text()
+        await until(logged, "logged")
+        assert "UNKNOWN CONTROL MESSAGE TYPE" not in process.log_text()
+    finally:
+        process.stop()
