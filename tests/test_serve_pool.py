@@ -49,6 +49,18 @@ async def test_a_second_client_cannot_find_the_code_the_first_ran(tmp_path: Path
         assert snooping.type == MessageType.SUCCESS, snooping
         found, _ = snooping.stdout.split("] ")
         assert found == "["
+        # Nor its files: each kernel works in a folder of its own, removed with it.
+        wrote = await first.execute_code(
+            "import os\nopen('notes.txt', 'w').write('swordfish')\nprint(os.getcwd())")
+        assert wrote.type == MessageType.SUCCESS, wrote
+        looked = await second.execute_code(
+            "import os\nprint(os.path.exists('notes.txt'), os.getcwd())")
+        exists, folder = looked.stdout.split()
+        assert exists == "False" and folder != wrote.stdout.strip()
+
+        async def removed() -> bool:
+            return not Path(wrote.stdout.strip()).exists()
+        await until(removed, "removed with its kernel")
         # Not in a session kept by the same client either: every kernel starts afresh.
         await first.execute_code("more_codes = 'marlin'", session="alice")
         bob = await first.execute_code(

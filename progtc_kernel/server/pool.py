@@ -56,6 +56,8 @@ class ServeKernelManager(AsyncMappingKernelManager):
     * ``max_kernels`` is a ceiling: a start past it is refused with a 503 that says so.
     * Python kernels keep their IPython history in memory: a kernel must not find the
       code another client ran in a shared ``history.sqlite``.
+    * A kernel started without a path runs in a folder of its own, removed with it: a
+      file one execution writes is not in the next one's working directory.
     * Kernels talk to the server over Unix sockets in a private folder: nothing listens
       on a TCP port, and ipykernel 7 has no "unencrypted TCP" warning to print.
     """
@@ -65,6 +67,7 @@ class ServeKernelManager(AsyncMappingKernelManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self._launching: set[str] = set()  # kernel ids being started
+        self._folders: dict[str, str] = {}  # kernel id -> its own working directory
         self.removal_listeners: list[Callable[[], None]] = []
         self._sockets = tempfile.mkdtemp(prefix="progtc-serve-") if os.name == "posix" else None
 
@@ -84,11 +87,21 @@ class ServeKernelManager(AsyncMappingKernelManager):
         if self._is_python(kwargs.get("kernel_name")):
             kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()),
                                          "--HistoryManager.hist_file=:memory:"]
+        if kwargs.get("path") is None and "cwd" not in kwargs:
+            kwargs["cwd"] = self._folders[kernel_id] = tempfile.mkdtemp(prefix="progtc-kernel-")
         self._launching.add(kernel_id)
         try:
             return str(await super().start_kernel(kernel_id=kernel_id, **kwargs))
+        except BaseException:
+            self._remove_folder(kernel_id)
+            raise
         finally:
             self._launching.discard(kernel_id)
+
+    def _remove_folder(self, kernel_id: str) -> None:
+        folder = self._folders.pop(kernel_id, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _is_python(self, kernel_name: str | None) -> bool:
         try:
@@ -108,6 +121,7 @@ class ServeKernelManager(AsyncMappingKernelManager):
 
     def remove_kernel(self, kernel_id: str) -> Any:
         removed = super().remove_kernel(kernel_id)
+        self._remove_folder(kernel_id)
         for listener in self.removal_listeners:
             listener()
         return removed
