@@ -478,7 +478,7 @@ async def test_a_kernel_without_the_extension_logs_no_error_for_the_host_leaving
     try:
         with pytest.raises(ExtensionNotLoadedError):
             async with ToolKernel(TOOLS, server=process.server(), kernel_name="no-progtc",
-                                  load_extension=False):
+                                  extension="loaded"):
                 pass
         # Whatever the kernel wrote before it was shut down is in the log before this.
         with pytest.raises(ServerError):
