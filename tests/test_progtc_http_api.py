@@ -290,6 +290,9 @@ def progtc_011_env() -> str:
         types = Path(found.stdout.strip()) / "progtc" / "types.py"  # (not importable yet)
         source, rewritten = re.subn(r"(?m)^type (\w+) = ", r"\1 = ", types.read_text())
         assert rewritten == 3, f"progtc 0.1.1's types.py changed: {rewritten} aliases"
+        # A new file, not the old one rewritten: uv hard-links installed files to its
+        # cache, and editing in place would change every later install of 0.1.1 too.
+        types.unlink()
         types.write_text(source)
         ready.write_text("progtc==0.1.1, PEP 695 aliases rewritten")
     return python
