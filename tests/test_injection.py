@@ -31,7 +31,7 @@ from progtc_kernel.kernels.local import SPEC_NAME, single_spec
 from progtc_kernel.protocol import PROTOCOL_VERSION
 
 from .conftest import ROOT, TOOLS, bare_kernel_env, selected_lines
-from .servers import jupyter_server, kernelspec
+from .servers import JupyterProcess, jupyter_server, kernelspec
 from .test_progtc_server import progtc_serve
 
 GATHER = ("import asyncio\nfrom tools import get_weather, search_database\n"
@@ -242,16 +242,21 @@ async def get_weather(city: str, country: str) -> str:
     return f"Weather in {city}, {country}: Sunny, 22°C"
 
 
+async def assert_a_tool_call_works(process: JupyterProcess) -> None:
+    """progtc's client runs code that calls a host tool on the server's kernel."""
+    async with AsyncProgtcClient(process.url, api_key=process.token) as client:
+        result = await client.execute_code(
+            "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
+            {"get_weather": get_weather})
+    assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
+
+
 async def test_the_progtc_client_on_a_plain_jupyter_server_with_only_ipykernel(
         tmp_path: Path) -> None:
     kernelspec(tmp_path / "share", "python3", bare_kernel_env(selected_lines()[-1]))
     process = await jupyter_server(tmp_path).start()
     try:
-        async with AsyncProgtcClient(process.url, api_key=process.token) as client:
-            result = await client.execute_code(
-                "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
-                {"get_weather": get_weather})
-        assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
+        await assert_a_tool_call_works(process)
     finally:
         process.stop()
 
@@ -260,10 +265,6 @@ async def test_serve_warms_kernels_of_a_kernelspec_with_only_ipykernel(tmp_path:
     kernelspec(tmp_path / "share", "bare", bare_kernel_env(selected_lines()[-1]))
     process = await progtc_serve(tmp_path, "--kernel-name", "bare", "--pool-size", "1").start()
     try:
-        async with AsyncProgtcClient(process.url, api_key=process.token) as client:
-            result = await client.execute_code(
-                "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
-                {"get_weather": get_weather})
-        assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
+        await assert_a_tool_call_works(process)
     finally:
         process.stop()
