@@ -138,12 +138,12 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext progtc_kernel``: serve host tools as the ``tools`` module."""
-    from .kernel.extension import load_ipython_extension as load
+    from .kernel_side.extension import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .kernel.extension import unload_ipython_extension as unload
+    from .kernel_side.extension import unload_ipython_extension as unload
 
     unload(ipython)

@@ -316,7 +316,7 @@ async def test_garbage_is_logged_once_per_kind_and_counted(
             "logging.getLogger('progtc_kernel').addHandler(handler)\n"))
         await forge(own_kernel, bridge, garbage)
         out = await run_cell(own_client, (
-            "from progtc_kernel.kernel import extension\n"
+            "from progtc_kernel.kernel_side import extension\n"
             "counts = extension.current().bad_messages.counts\n"
             "print(len(records), len(counts), any(r.exc_info for r in records))\n"
             "import tools\n"
@@ -338,7 +338,7 @@ CAPTURE_LOGS = (
     "    logger.addHandler(handler)\n")
 
 REPORT_LOGS = (
-    "from progtc_kernel.kernel import extension\n"
+    "from progtc_kernel.kernel_side import extension\n"
     "counts = extension.current().bad_messages.counts\n"
     "ours = [r for r in records if r.name == 'progtc_kernel']\n"
     "print(sum(counts.values()), len(counts), len(ours),\n"

@@ -14,9 +14,11 @@ import pytest
 
 from progtc_kernel._install import install_hint, missing_extra
 from progtc_kernel.host.injection import kernel_side_files, load_cell
-from progtc_kernel.kernel import bootstrap
+from progtc_kernel.kernel_side import bootstrap
 
 from .conftest import ROOT
+
+BOOTSTRAP = ROOT / "progtc_kernel/kernel_side/bootstrap.py"
 
 pytestmark = pytest.mark.fast
 
@@ -89,7 +91,7 @@ def test_the_injected_package_imports_from_source_text_alone(tmp_path: Path) -> 
                             "def fail():\n    raise ValueError('from injected code')\n"),
     }
     done = subprocess.run(
-        [sys.executable, "-I", "-c", INJECT, str(ROOT / "progtc_kernel/kernel/bootstrap.py")],
+        [sys.executable, "-I", "-c", INJECT, str(BOOTSTRAP)],
         input=json.dumps(sources), capture_output=True, text=True, cwd=tmp_path, check=True)
     seen = json.loads(done.stdout)
     assert seen["value"] == "hello kernel from 9.9" and seen["package"] == "9.9"
@@ -136,7 +138,7 @@ def load_in_a_plain_interpreter(loads: list[tuple[str | None, bool]], *flags: st
     given = {"digest": bootstrap.fingerprint(files), "packed": bootstrap.pack_sources(files),
              "loads": loads}
     done = subprocess.run(
-        [sys.executable, "-I", *flags, "-c", LOAD, str(ROOT / "progtc_kernel/kernel/bootstrap.py")],
+        [sys.executable, "-I", *flags, "-c", LOAD, str(BOOTSTRAP)],
         input=json.dumps(given), capture_output=True, text=True, check=True)
     seen: list[list[object]] = json.loads(done.stdout)
     return seen

@@ -207,12 +207,12 @@ def test_the_kernel_side_imports_only_the_standard_library_ipykernel_and_itself(
         "import comm, zmq\n"
         "before = set(sys.modules)\n"
         "ns = {'__name__': 'bootstrap'}\n"
-        f"exec(open({str(ROOT / 'progtc_kernel/kernel/bootstrap.py')!r}).read(), ns)\n"
+        f"exec(open({str(ROOT / 'progtc_kernel/kernel_side/bootstrap.py')!r}).read(), ns)\n"
         "sources = json.load(sys.stdin)\n"
         "files = {p: s.encode() for p, s in sources.items()}\n"
         "sys.meta_path.insert(0, ns['InjectedPackage'](sources, 'x', ns['fingerprint'](files)))\n"
-        "import progtc_kernel.kernel.extension, progtc_kernel.kernel.script\n"
-        "import progtc_kernel.kernel.modules\n"
+        "import progtc_kernel.kernel_side.extension, progtc_kernel.kernel_side.script\n"
+        "import progtc_kernel.kernel_side.modules\n"
         "new = sorted({m.split('.')[0] for m in set(sys.modules) - before})\n"
         "print(json.dumps(new))\n")
     from progtc_kernel.host.injection import kernel_side_files
@@ -230,7 +230,8 @@ def test_the_load_cell_carries_every_kernel_side_module() -> None:
     from progtc_kernel.host.injection import kernel_side_files
 
     files = kernel_side_files()
-    kernel_modules = {f"kernel/{p.name}" for p in (ROOT / "progtc_kernel/kernel").glob("*.py")}
+    side = ROOT / "progtc_kernel/kernel_side"
+    kernel_modules = {f"kernel_side/{p.name}" for p in side.glob("*.py")}
     assert kernel_modules <= set(files)
     assert {"__init__.py", "protocol.py", "_wire.py", "exceptions.py"} <= set(files)
 

@@ -1,4 +1,4 @@
-"""The reply routes (progtc_kernel/kernel/_ipykernel.py) on every supported ipykernel line.
+"""The reply routes (progtc_kernel/kernel_side/_ipykernel.py) on every supported ipykernel line.
 
 The other test modules run on 6.31 and the newest 7.x; this one checks, on each of
 6.29, 6.30, 7.0, 7.1, 7.2 and 7.3 too, what differs between versions: which route
@@ -22,7 +22,7 @@ LINES = (os.environ["PROGTC_TEST_KERNELS"].split(",") if os.environ.get("PROGTC_
          else [*OTHER_LINES, "6.31", "7"])
 
 ROUTES = (
-    "from progtc_kernel.kernel import extension\n"
+    "from progtc_kernel.kernel_side import extension\n"
     "routes = extension.current().routes\n"
     "print(*sorted(route for route, count in routes.items() if count))\n"
     "routes.clear()\n")

@@ -12,7 +12,7 @@ import pytest
 
 from progtc_kernel import Tool, ToolDefinitionError, ToolKernel, ToolRegistry
 from progtc_kernel.exceptions import RESERVED_TOOL_NAMES
-from progtc_kernel.kernel.tools_module import RULE
+from progtc_kernel.kernel_side.tools_module import RULE
 
 from .test_cli import progtc_kernel
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from .._version import __version__
-from ..kernel import bootstrap
+from ..kernel_side import bootstrap
 
 #: How a host gets the extension into a kernel:
 #: ``"inject"`` loads an installed copy of the same files, else brings its own;
@@ -34,7 +34,8 @@ _KERNEL_SIDE = ("__init__.py", "_version.py", "protocol.py", "_wire.py", "except
 
 def kernel_side_files() -> dict[str, bytes]:
     """The kernel-side source files, by path relative to the package."""
-    paths = [*_KERNEL_SIDE, *(f"kernel/{p.name}" for p in (_PACKAGE_DIR / "kernel").glob("*.py"))]
+    side = _PACKAGE_DIR / "kernel_side"
+    paths = [*_KERNEL_SIDE, *(f"kernel_side/{p.name}" for p in side.glob("*.py"))]
     return {path: (_PACKAGE_DIR / path).read_bytes() for path in sorted(paths)}
 
 

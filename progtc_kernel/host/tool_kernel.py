@@ -228,7 +228,7 @@ class ToolKernel:
         Each runs when first imported (it may ``from tools import ...``); a later call
         replaces them. Raises ``ValueError`` for a name that is not an identifier, is
         ``tools``, or shadows a module the kernel has."""
-        source = ("__import__('progtc_kernel.kernel.modules', fromlist=['install'])"
+        source = ("__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
                   f".install({dict(modules)!r})")
         result = await self.execute(source, silent=True, timeout=None)
         if result.error is not None:

@@ -53,7 +53,7 @@ from ..host.events import DisplayOutput, ExecutionFinished, StreamOutput
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
-from ..kernel.modules import problem_with_name
+from ..kernel_side.modules import problem_with_name
 from .handlers import AuthenticatedFirst
 from .pool import PoolError, PoolExhausted
 

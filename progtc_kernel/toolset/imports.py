@@ -3,7 +3,7 @@
 ``check_script`` refuses invalid syntax (``SyntaxError``) and imports of modules
 outside the supported list (``ValueError``), naming the line. Imports it cannot see
 (``__import__(name)`` with a computed name, ``exec``) meet the run-time guard in
-``progtc_kernel.kernel.script``.
+``progtc_kernel.kernel_side.script``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Iterator
 
-from ..kernel.script import ALWAYS_ALLOWED
+from ..kernel_side.script import ALWAYS_ALLOWED
 
 
 def check_script(source: str, modules: Iterable[str]) -> None:

@@ -25,7 +25,7 @@ from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
-from ..kernel.script import OUTCOME_MIME
+from ..kernel_side.script import OUTCOME_MIME
 from .environment import environment, modules_of
 from .imports import check_script
 
@@ -33,7 +33,7 @@ from .imports import check_script
 # 50 MB took 99 s through MCP's stdio layer.
 MAX_RESULT_CHARS = 200_000
 
-_RUNNER = ("from progtc_kernel.kernel.script import run_script as _progtc_run_script\n"
+_RUNNER = ("from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
            "await _progtc_run_script({source!r}, {modules!r}, {keep!r})")
 
 

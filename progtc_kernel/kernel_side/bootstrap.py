@@ -132,14 +132,19 @@ def _forget_package() -> None:
         sys.meta_path.remove(finder)
 
 
+# Where a loaded extension lives: this release's module, and releases before 0.2's
+# (whose kernel side was ``progtc_kernel.kernel``): a kernel that loaded either keeps it.
+_EXTENSION_MODULES = (f"{PACKAGE}.kernel_side.extension", f"{PACKAGE}.kernel.extension")
+
+
 def load(ipython: Any, *, version: str, digest: str, packed: str, inject: bool) -> str:
     """Load the extension into this kernel; returns how: "loaded" (it already was),
     "installed" or "injected". ``inject``: whether the host may bring its own code.
 
     Raises ``ModuleNotFoundError`` when the kernel has no ``progtc_kernel`` and the
     host may not bring one."""
-    extension = sys.modules.get(f"{PACKAGE}.kernel.extension")
-    if extension is not None and extension.current() is not None:
+    if any(extension is not None and extension.current() is not None
+           for extension in map(sys.modules.get, _EXTENSION_MODULES)):
         return "loaded"
     sources = unpack_sources(packed)
     present = _injected()
