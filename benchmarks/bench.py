@@ -171,9 +171,13 @@ await _a.gather(*[_tools.stall() for _ in range({n})])
 
 def bare_kernel_manager(python: str) -> AsyncKernelManager:
     """An IPython kernel on ``python`` without the progtc_kernel extension."""
-    spec = KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                      display_name="bench", language="python", interrupt_mode="signal",
-                      metadata={"debugger": False})
+    spec = KernelSpec(
+        argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name="bench",
+        language="python",
+        interrupt_mode="signal",
+        metadata={"debugger": False},
+    )
 
     class OneSpec(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
@@ -255,16 +259,21 @@ async def bare_execute(kc: AsyncKernelClient, code: str = "pass", *, api: bool =
     return time.perf_counter() - start
 
 
-async def until_done(shell: Callable[[], Awaitable[dict[str, Any]]],
-                     iopub: Callable[[], Awaitable[dict[str, Any]]], msg_id: str) -> None:
+async def until_done(
+    shell: Callable[[], Awaitable[dict[str, Any]]],
+    iopub: Callable[[], Awaitable[dict[str, Any]]],
+    msg_id: str,
+) -> None:
     """Read until the request's execute_reply and its idle status have both come."""
     while (await shell())["parent_header"].get("msg_id") != msg_id:
         pass
     while True:
         msg = await iopub()
-        if (msg["parent_header"].get("msg_id") == msg_id
-                and msg["header"]["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"):
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["header"]["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+        ):
             return
 
 
@@ -303,12 +312,12 @@ async def interrupt_latency(kernel: ToolKernel) -> float:
 async def bare_interrupt_latency(km: Any, kc: AsyncKernelClient) -> float:
     """The floor: interrupting ``time.sleep`` in a bare kernel, to its reply and idle."""
     shell, iopub = receive(kc, "shell"), receive(kc, "iopub")
-    msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)",
-                        allow_stdin=False)
+    msg_id = kc.execute(
+        "import time; print('sleeping', flush=True); time.sleep(30)", allow_stdin=False
+    )
     while True:  # interrupt only once the sleep runs: earlier, ipykernel drops the request
         msg = await iopub()
-        if (msg["parent_header"].get("msg_id") == msg_id
-                and msg["header"]["msg_type"] == "stream"):
+        if msg["parent_header"].get("msg_id") == msg_id and msg["header"]["msg_type"] == "stream":
             break
     start = time.perf_counter()
     await km.interrupt_kernel()
@@ -382,7 +391,8 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                 "tools": await timed(functools.partial(kernel.execute, "pass", tools=sets[i % 2])),
                 "bare": await timed(lambda: bare_execute(bare_kc)),
                 "prebuilt": await timed(
-                    functools.partial(kernel.execute, "pass", tools=registries[i % 2])),
+                    functools.partial(kernel.execute, "pass", tools=registries[i % 2])
+                ),
                 "api": await timed(lambda: bare_execute(bare_kc, api=True)),
             }
             if i >= 10:  # the first ten are warm-up
@@ -395,17 +405,18 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         log(f"6: interrupt with {PENDING} calls pending")
         await bare_interrupt_latency(bare, bare_kc)  # warm-up
         out["interrupt_bare_s"] = statistics.median(
-            [await bare_interrupt_latency(bare, bare_kc) for _ in range(INTERRUPTS // 2)])
+            [await bare_interrupt_latency(bare, bare_kc) for _ in range(INTERRUPTS // 2)]
+        )
         await interrupt_latency(kernel)  # warm-up
         out["interrupt_s"] = statistics.median(
-            [await interrupt_latency(kernel) for _ in range(INTERRUPTS)])
+            [await interrupt_latency(kernel) for _ in range(INTERRUPTS)]
+        )
         await bare_stack.aclose()
 
         # 3. Sequential vs gathered.
         log("3: 1000 sequential vs 1000 gathered")
         await run_cell(kernel, BULK_CELL.format(n=200))  # warm-up
-        bulk = [await run_cell(kernel, BULK_CELL.format(n=BULK_CALLS))
-                for _ in range(BULK_REPEATS)]
+        bulk = [await run_cell(kernel, BULK_CELL.format(n=BULK_CALLS)) for _ in range(BULK_REPEATS)]
         out["bulk_seq_s"] = statistics.median(r["sequential"] for r in bulk)
         out["bulk_gather_s"] = statistics.median(r["gathered"] for r in bulk)
 
@@ -428,33 +439,39 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "name": "call / input()",
             "ratio": raw["call"]["median"] / raw["input"]["median"],
             "goal": ("<=", 1.2),
-            "values": {"call_ms": raw["call"]["median"] * ms,
-                       "input_ms": raw["input"]["median"] * ms},
+            "values": {
+                "call_ms": raw["call"]["median"] * ms,
+                "input_ms": raw["input"]["median"] * ms,
+            },
             "detail": f"call {raw['call']['median'] * ms:.3f} ms, "
-                      f"input() {raw['input']['median'] * ms:.3f} ms (medians)",
+            f"input() {raw['input']['median'] * ms:.3f} ms (medians)",
         },
         {
             "name": "execute+tools / bare execute",
             "ratio": raw["exec_tools_s"] / raw["exec_bare_s"],
             "goal": ("<=", 1.3),
-            "values": {"execute_tools_ms": raw["exec_tools_s"] * ms,
-                       "execute_prebuilt_registry_ms": raw["exec_prebuilt_s"] * ms,
-                       "bare_execute_ms": raw["exec_bare_s"] * ms,
-                       "bare_execute_get_msg_ms": raw["exec_api_s"] * ms},
+            "values": {
+                "execute_tools_ms": raw["exec_tools_s"] * ms,
+                "execute_prebuilt_registry_ms": raw["exec_prebuilt_s"] * ms,
+                "bare_execute_ms": raw["exec_bare_s"] * ms,
+                "bare_execute_get_msg_ms": raw["exec_api_s"] * ms,
+            },
             "detail": f"execute(tools=new) {raw['exec_tools_s'] * ms:.2f} ms, bare "
-                      f"{raw['exec_bare_s'] * ms:.2f} ms; prebuilt ToolRegistry "
-                      f"{raw['exec_prebuilt_s'] * ms:.2f} ms "
-                      f"(x{raw['exec_prebuilt_s'] / raw['exec_bare_s']:.2f}); bare via "
-                      f"get_*_msg {raw['exec_api_s'] * ms:.2f} ms",
+            f"{raw['exec_bare_s'] * ms:.2f} ms; prebuilt ToolRegistry "
+            f"{raw['exec_prebuilt_s'] * ms:.2f} ms "
+            f"(x{raw['exec_prebuilt_s'] / raw['exec_bare_s']:.2f}); bare via "
+            f"get_*_msg {raw['exec_api_s'] * ms:.2f} ms",
         },
         {
             "name": "1000 sequential / 1000 gathered",
             "ratio": raw["bulk_seq_s"] / raw["bulk_gather_s"],
             "goal": (">=", 3.0),
-            "values": {"sequential_calls_per_s": BULK_CALLS / raw["bulk_seq_s"],
-                       "gathered_calls_per_s": BULK_CALLS / raw["bulk_gather_s"]},
+            "values": {
+                "sequential_calls_per_s": BULK_CALLS / raw["bulk_seq_s"],
+                "gathered_calls_per_s": BULK_CALLS / raw["bulk_gather_s"],
+            },
             "detail": f"sequential {BULK_CALLS / raw['bulk_seq_s']:,.0f} calls/s, "
-                      f"gathered {BULK_CALLS / raw['bulk_gather_s']:,.0f} calls/s",
+            f"gathered {BULK_CALLS / raw['bulk_gather_s']:,.0f} calls/s",
         },
         {
             "name": "1 MB call / small call",
@@ -467,21 +484,25 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "name": "RSS tools / bare",
             "ratio": raw["rss_tools_mib"] / raw["rss_bare_mib"],
             "goal": ("<=", 1.10),
-            "values": {"tools_kernel_mib": raw["rss_tools_mib"],
-                       "bare_kernel_mib": raw["rss_bare_mib"],
-                       "tools_kernel_end_mib": raw["rss_tools_end_mib"]},
+            "values": {
+                "tools_kernel_mib": raw["rss_tools_mib"],
+                "bare_kernel_mib": raw["rss_bare_mib"],
+                "tools_kernel_end_mib": raw["rss_tools_end_mib"],
+            },
             "detail": f"{raw['rss_tools_mib']:.1f} MiB vs {raw['rss_bare_mib']:.1f} MiB "
-                      f"(after the run: {raw['rss_tools_end_mib']:.1f} MiB)",
+            f"(after the run: {raw['rss_tools_end_mib']:.1f} MiB)",
         },
         {
             "name": f"interrupt, {PENDING} calls pending (s)",
             "ratio": raw["interrupt_s"],
             "goal": ("<=", 0.2),
-            "values": {"interrupt_ms": raw["interrupt_s"] * ms,
-                       "bare_sleep_interrupt_ms": raw["interrupt_bare_s"] * ms},
+            "values": {
+                "interrupt_ms": raw["interrupt_s"] * ms,
+                "bare_sleep_interrupt_ms": raw["interrupt_bare_s"] * ms,
+            },
             "detail": f"{raw['interrupt_s'] * ms:.0f} ms to the run's end (median of "
-                      f"{INTERRUPTS}); interrupting time.sleep in a bare kernel: "
-                      f"{raw['interrupt_bare_s'] * ms:.0f} ms",
+            f"{INTERRUPTS}); interrupting time.sleep in a bare kernel: "
+            f"{raw['interrupt_bare_s'] * ms:.0f} ms",
         },
     ]
     return judged(rows)
@@ -490,15 +511,21 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
 # -- what every benchmark here shares -------------------------------------------------
 
 
-def command_line(doc: str, argv: list[str] | None, extra: Sequence[tuple[str, str]] = (),
-                 python_default: str | None = sys.executable,
-                 ) -> tuple[argparse.Namespace, Callable[[str], None]]:
+def command_line(
+    doc: str,
+    argv: list[str] | None,
+    extra: Sequence[tuple[str, str]] = (),
+    python_default: str | None = sys.executable,
+) -> tuple[argparse.Namespace, Callable[[str], None]]:
     """``--python`` and ``--json`` (and ``extra`` options: flag and help, taking a
     value), and a progress log that ``--json`` silences."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--python", default=python_default,
-                        help="kernel interpreter (default: " + (
-                            "this one)" if python_default else "one built for the run)"))
+    parser.add_argument(
+        "--python",
+        default=python_default,
+        help="kernel interpreter (default: "
+        + ("this one)" if python_default else "one built for the run)"),
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     for flag, help_text in extra:
         parser.add_argument(flag, help=help_text)
@@ -527,8 +554,10 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     width = max(len(row["name"]) for row in rows)
     for row in rows:
         verdict = "PASS" if row["pass"] else "MISS"
-        print(f"{row['name']:<{width}}  {row['ratio']:7.2f}  goal {row['goal']:<7} "
-              f"{verdict}  {row['detail']}")
+        print(
+            f"{row['name']:<{width}}  {row['ratio']:7.2f}  goal {row['goal']:<7} "
+            f"{verdict}  {row['detail']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -549,9 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         kernel = raw["kernel"]
-        print(f"kernel: {args.python} (ipykernel {kernel['ipykernel']}, Python "
-              f"{kernel['python']}, shell replies: {kernel['shell_replies']}); "
-              f"start {raw['start_s']:.2f} s; run {report['duration_s']:.1f} s")
+        print(
+            f"kernel: {args.python} (ipykernel {kernel['ipykernel']}, Python "
+            f"{kernel['python']}, shell replies: {kernel['shell_replies']}); "
+            f"start {raw['start_s']:.2f} s; run {report['duration_s']:.1f} s"
+        )
         print_rows(rows)
     return 0 if all(row["pass"] for row in rows) else 1
 

@@ -53,8 +53,9 @@ def environment(requirements: list[str], log: Any) -> str:
     python = folder / "bin" / "python"
     if uv:
         subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(folder)], check=True)
-        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *requirements],
-                       check=True)
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--python", str(python), *requirements], check=True
+        )
     else:
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
@@ -91,24 +92,39 @@ async def measure(python: str, bare: str, log: Any) -> dict[str, Any]:
                     raise RuntimeError(f"{interpreter}: expected the kernel side {side}")
                 if i:  # the first round warms the host's caches (the cell is built once)
                     samples[side].append(elapsed)
-    return {"installed_s": statistics.median(samples["installed"]),
-            "injected_s": statistics.median(samples["injected"]),
-            "cell_bytes": len(load_cell(inject=True).encode()), "samples": samples}
+    return {
+        "installed_s": statistics.median(samples["installed"]),
+        "injected_s": statistics.median(samples["injected"]),
+        "cell_bytes": len(load_cell(inject=True).encode()),
+        "samples": samples,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, log = command_line(__doc__, argv, extra=[
-        ("--bare-python", "an interpreter with ipykernel alone (default: build one)")],
-        python_default=None)
+    args, log = command_line(
+        __doc__,
+        argv,
+        extra=[("--bare-python", "an interpreter with ipykernel alone (default: build one)")],
+        python_default=None,
+    )
     ipykernel = "ipykernel==" + version("ipykernel")  # the same release on both sides
     python = args.python or environment([ipykernel, "-e", str(ROOT)], log)
     bare = args.bare_python or environment([ipykernel], log)
     raw = asyncio.run(measure(python, bare, log))
-    rows = judged([{
-        "name": "attach to first tool call, injected / installed",
-        "ratio": raw["injected_s"] / raw["installed_s"], "goal": None,
-        "detail": f"{raw['injected_s'] * 1000:.0f} ms vs {raw['installed_s'] * 1000:.0f} ms "
-                  f"(median of {SAMPLES}); the cell carries {raw['cell_bytes'] / 1024:.0f} KiB"}])
+    rows = judged(
+        [
+            {
+                "name": "attach to first tool call, injected / installed",
+                "ratio": raw["injected_s"] / raw["installed_s"],
+                "goal": None,
+                "detail": (
+                    f"{raw['injected_s'] * 1000:.0f} ms vs {raw['installed_s'] * 1000:.0f} ms"
+                    f" (median of {SAMPLES}); the cell carries"
+                    f" {raw['cell_bytes'] / 1024:.0f} KiB"
+                ),
+            }
+        ]
+    )
     if args.json:
         print(json.dumps({"results": rows, "raw": raw}, indent=2))
     else:

@@ -71,8 +71,9 @@ class PlainClient(NotebookClient):
         self.python = python
 
     def create_kernel_manager(self) -> Any:
-        km = self.km = AsyncKernelManager(kernel_spec_manager=single_spec(self.python),
-                                          kernel_name=SPEC_NAME)
+        km = self.km = AsyncKernelManager(
+            kernel_spec_manager=single_spec(self.python), kernel_name=SPEC_NAME
+        )
         if os.name == "posix":
             km.transport = "ipc"
             km.ip = os.path.join(tempfile.mkdtemp(prefix="progtc-bench-"), "kernel")
@@ -99,16 +100,21 @@ class Phases:
 
     def split(self) -> dict[str, float]:
         end = time.perf_counter()
-        return {"whole": end - self.began, "start": self.first_cell - self.began,
-                "cells": self.last_reply - self.first_cell, "shutdown": end - self.last_reply}
+        return {
+            "whole": end - self.began,
+            "start": self.first_cell - self.began,
+            "cells": self.last_reply - self.first_cell,
+            "shutdown": end - self.last_reply,
+        }
 
 
 def run(python: str, with_tools: bool) -> dict[str, float]:
     phases = Phases()
     if with_tools:
         nb = notebook("from tools import lookup")
-        client: NotebookClient = ToolNotebookClient(nb, tools=[lookup], python=python,
-                                                    **phases.hooks())
+        client: NotebookClient = ToolNotebookClient(
+            nb, tools=[lookup], python=python, **phases.hooks()
+        )
     else:
         nb = notebook(LOOKUP)
         client = PlainClient(nb, python, **phases.hooks())
@@ -126,24 +132,35 @@ def measure(python: str, log: Any) -> dict[str, Any]:
         log(f"run {i + 1}/{RUNS}: with tools, then with local functions")
         samples["tools"].append(run(python, True))
         samples["local"].append(run(python, False))
-    return {side: {phase: statistics.median(s[phase] for s in runs) for phase in runs[0]}
-            for side, runs in samples.items()}
+    return {
+        side: {phase: statistics.median(s[phase] for s in runs) for phase in runs[0]}
+        for side, runs in samples.items()
+    }
 
 
 def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     tools, local = raw["tools"], raw["local"]
 
     def row(name: str, phase: str, goal: tuple[str, float] | None) -> dict[str, Any]:
-        return {"name": name, "ratio": tools[phase] / local[phase], "goal": goal,
-                "detail": f"({tools[phase] * 1000:.0f} ms vs {local[phase] * 1000:.0f} ms)"}
+        return {
+            "name": name,
+            "ratio": tools[phase] / local[phase],
+            "goal": goal,
+            "detail": f"({tools[phase] * 1000:.0f} ms vs {local[phase] * 1000:.0f} ms)",
+        }
 
-    return judged([
-        row(f"{CELLS} cells x {CALLS} tool calls, whole run / local functions", "whole",
-            ("<=", 1.3)),
-        row("  the cells alone", "cells", None),
-        row("  starting the kernel (and the bridge)", "start", None),
-        row("  shutting the kernel down", "shutdown", None),
-    ])
+    return judged(
+        [
+            row(
+                f"{CELLS} cells x {CALLS} tool calls, whole run / local functions",
+                "whole",
+                ("<=", 1.3),
+            ),
+            row("  the cells alone", "cells", None),
+            row("  starting the kernel (and the bridge)", "start", None),
+            row("  shutting the kernel down", "shutdown", None),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,8 +128,9 @@ async def until_warm(client: AsyncProgtcClient) -> None:
         await asyncio.sleep(0.05)
 
 
-async def ours(url: str, codes: dict[str, str], repeats: dict[str, int]
-               ) -> dict[str, list[tuple[float, str]]]:
+async def ours(
+    url: str, codes: dict[str, str], repeats: dict[str, int]
+) -> dict[str, list[tuple[float, str]]]:
     client = AsyncProgtcClient(url, api_key=TOKEN)
     await client.wait_for_server(timeout=60)
     times: dict[str, list[tuple[float, str]]] = {}
@@ -147,18 +148,22 @@ async def ours(url: str, codes: dict[str, str], repeats: dict[str, int]
     return times
 
 
-def theirs(python: str, url: str, codes: dict[str, str], repeats: dict[str, int]
-           ) -> dict[str, Any]:
-    done = subprocess.run([python, "-c", PROGTC_DRIVER, url, TOKEN, json.dumps(codes),
-                           json.dumps(repeats)], capture_output=True, text=True, timeout=1800)
+def theirs(python: str, url: str, codes: dict[str, str], repeats: dict[str, int]) -> dict[str, Any]:
+    done = subprocess.run(
+        [python, "-c", PROGTC_DRIVER, url, TOKEN, json.dumps(codes), json.dumps(repeats)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if done.returncode:
         raise RuntimeError(f"progtc's client failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-async def with_server(argv: list[str], home: Path, run: Callable[[str], Awaitable[Any]],
-                      log: Callable[[str], None]) -> tuple[Any, float]:
+async def with_server(
+    argv: list[str], home: Path, run: Callable[[str], Awaitable[Any]], log: Callable[[str], None]
+) -> tuple[Any, float]:
     """Start a server, run ``run(url)`` against it, and measure its memory after."""
     port = free_port()
     process = JupyterProcess([*argv, "--port", str(port)], port, home)
@@ -184,14 +189,27 @@ async def measure(log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="progtc-bench-") as home:
         log("progtc-kernel serve, driven by progtc_kernel.AsyncProgtcClient")
         out["ours"], out["ours_rss_mib"] = await with_server(
-            [sys.executable, "-m", "progtc_kernel.cli", "serve", "--api-key", TOKEN,
-             "--code-execution-timeout", "300"], Path(home),
-            lambda url: ours(url, codes, REPEATS), log)
+            [
+                sys.executable,
+                "-m",
+                "progtc_kernel.cli",
+                "serve",
+                "--api-key",
+                TOKEN,
+                "--code-execution-timeout",
+                "300",
+            ],
+            Path(home),
+            lambda url: ours(url, codes, REPEATS),
+            log,
+        )
         log(f"progtc serve ({PROGTC}), driven by progtc.AsyncProgtcClient")
         out["theirs"], out["theirs_rss_mib"] = await with_server(
             [progtc_cli, "serve", "--api-key", TOKEN, "--code-execution-timeout", "300"],
-            Path(home), lambda url: asyncio.to_thread(
-                theirs, progtc_python, url, codes, REPEATS), log)
+            Path(home),
+            lambda url: asyncio.to_thread(theirs, progtc_python, url, codes, REPEATS),
+            log,
+        )
     return out
 
 
@@ -213,20 +231,32 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
         return GATHERED / timed_inside(side, "gather")
 
     rows = [
-        {"name": "execute_code('print(\"hi\")')",
-         "ratio": med["ours"]["hi"] / med["theirs"]["hi"], "goal": ("<=", 0.1),
-         "detail": f"{med['ours']['hi'] * ms:.1f} ms vs progtc {med['theirs']['hi'] * ms:.1f}"
-                   f" ms (median of {REPEATS['hi']})"},
-        {"name": "one sequential tool call",
-         "ratio": per_call("ours") / per_call("theirs"), "goal": ("<=", 0.05),
-         "detail": f"{per_call('ours') * ms:.3f} ms vs progtc {per_call('theirs') * ms:.3f} ms"},
-        {"name": f"{GATHERED} gathered calls: calls/s",
-         "ratio": rate("ours") / rate("theirs"), "goal": (">=", 10.0),
-         "detail": f"{rate('ours'):,.0f} vs progtc {rate('theirs'):,.0f} calls/s"},
-        {"name": "server memory, idle", "ratio": raw["ours_rss_mib"] / raw["theirs_rss_mib"],
-         "goal": None,
-         "detail": f"{raw['ours_rss_mib']:.0f} MiB (server and 2 warm kernels) vs progtc "
-                   f"{raw['theirs_rss_mib']:.0f} MiB"},
+        {
+            "name": "execute_code('print(\"hi\")')",
+            "ratio": med["ours"]["hi"] / med["theirs"]["hi"],
+            "goal": ("<=", 0.1),
+            "detail": f"{med['ours']['hi'] * ms:.1f} ms vs progtc {med['theirs']['hi'] * ms:.1f}"
+            f" ms (median of {REPEATS['hi']})",
+        },
+        {
+            "name": "one sequential tool call",
+            "ratio": per_call("ours") / per_call("theirs"),
+            "goal": ("<=", 0.05),
+            "detail": f"{per_call('ours') * ms:.3f} ms vs progtc {per_call('theirs') * ms:.3f} ms",
+        },
+        {
+            "name": f"{GATHERED} gathered calls: calls/s",
+            "ratio": rate("ours") / rate("theirs"),
+            "goal": (">=", 10.0),
+            "detail": f"{rate('ours'):,.0f} vs progtc {rate('theirs'):,.0f} calls/s",
+        },
+        {
+            "name": "server memory, idle",
+            "ratio": raw["ours_rss_mib"] / raw["theirs_rss_mib"],
+            "goal": None,
+            "detail": f"{raw['ours_rss_mib']:.0f} MiB (server and 2 warm kernels) vs progtc "
+            f"{raw['theirs_rss_mib']:.0f} MiB",
+        },
     ]
     return judged(rows)
 
@@ -236,14 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     raw = asyncio.run(measure(log))
     rows = summarize(raw)
-    report = {"host": {"python": platform.python_version(), "cpus": os.cpu_count()},
-              "progtc": PROGTC, "duration_s": time.perf_counter() - began, "results": rows,
-              "raw": raw}
+    report = {
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "progtc": PROGTC,
+        "duration_s": time.perf_counter() - began,
+        "results": rows,
+        "raw": raw,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"progtc-kernel serve vs progtc {PROGTC} serve; run "
-              f"{report['duration_s']:.1f} s")
+        print(f"progtc-kernel serve vs progtc {PROGTC} serve; run {report['duration_s']:.1f} s")
         print_rows(rows)
     return 0 if all(row["pass"] for row in rows) else 1
 

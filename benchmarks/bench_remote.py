@@ -77,22 +77,33 @@ async def input_rounds_over(kernel: ToolKernel, n: int) -> None:
             return
         if channel == "stdin" and msg["header"]["msg_type"] == "input_request":
             transport.send("stdin", "input_reply", {"value": ""})
-        elif (channel == "shell" and msg["header"]["msg_type"] == "execute_reply"
-              and not done.done()):
+        elif (
+            channel == "shell" and msg["header"]["msg_type"] == "execute_reply" and not done.done()
+        ):
             done.set_result(msg["content"]["status"])
 
     kernel.bridge.add_message_listener(on_message)
-    msg_id = transport.send("shell", "execute_request", {
-        "code": INPUT_CELL.format(n=n), "silent": False, "store_history": False,
-        "user_expressions": {}, "allow_stdin": True, "stop_on_error": True})
+    msg_id = transport.send(
+        "shell",
+        "execute_request",
+        {
+            "code": INPUT_CELL.format(n=n),
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": True,
+            "stop_on_error": True,
+        },
+    )
     status = await asyncio.wait_for(done, TIMEOUT)
     kernel.bridge.remove_message_listener(on_message)
     if status != "ok":
         raise RuntimeError(f"input cell failed: {status}")
 
 
-async def calls_and_inputs(kernel: ToolKernel,
-                           answer_inputs: Callable[[int], Any]) -> dict[str, Any]:
+async def calls_and_inputs(
+    kernel: ToolKernel, answer_inputs: Callable[[int], Any]
+) -> dict[str, Any]:
     """Alternating rounds of input() and awaited calls, timed inside the kernel."""
     for warm_up in (True, False):
         await run_cell(kernel, ROUND_SETUP_CELL)
@@ -109,24 +120,29 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         served = await jupyter_server(Path(home)).start()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                remote = await stack.enter_async_context(ToolKernel(
-                    [echo], server=served.server(), kernel_name="bench", timeout=TIMEOUT,
-                    tool_timeout=TIMEOUT))
-                local = await stack.enter_async_context(ToolKernel(
-                    [echo], python=python, timeout=TIMEOUT, tool_timeout=TIMEOUT))
+                remote = await stack.enter_async_context(
+                    ToolKernel(
+                        [echo],
+                        server=served.server(),
+                        kernel_name="bench",
+                        timeout=TIMEOUT,
+                        tool_timeout=TIMEOUT,
+                    )
+                )
+                local = await stack.enter_async_context(
+                    ToolKernel([echo], python=python, timeout=TIMEOUT, tool_timeout=TIMEOUT)
+                )
                 info = remote.bridge.kernel_info
                 out["kernel"] = dict(info) if info else {}
                 out["framing"] = getattr(remote.bridge.transport, "framing", None)
 
                 log("1: websocket: awaited call vs input() on the same websocket")
-                out["ws"] = await calls_and_inputs(
-                    remote, lambda n: input_rounds_over(remote, n))
+                out["ws"] = await calls_and_inputs(remote, lambda n: input_rounds_over(remote, n))
 
                 log("2: local ZMQ: awaited call vs input() from a second client")
                 kc = await plain_client(local.kernel_manager, iopub=False, stdin=True)
                 try:
-                    out["zmq"] = await calls_and_inputs(
-                        local, lambda n: run_input_cell(kc, n))
+                    out["zmq"] = await calls_and_inputs(local, lambda n: run_input_cell(kc, n))
                 finally:
                     kc.stop_channels()
 
@@ -136,8 +152,11 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                 for _ in range(GATHER_REPEATS):
                     result = await remote.execute(GATHER_CELL.format(n=GATHERED))
                     lines = result.stdout.strip().splitlines()
-                    runs.append(json.loads(lines[-1]) if result.ok and lines
-                                else {"seconds": float("nan"), "answered": 0})
+                    runs.append(
+                        json.loads(lines[-1])
+                        if result.ok and lines
+                        else {"seconds": float("nan"), "answered": 0}
+                    )
                 out["gather"] = runs
         except Exception:
             print(f"the server's log ends with:\n{served.log_text()}", file=sys.stderr)
@@ -158,23 +177,23 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "ratio": ws["call"]["median"] / ws["input"]["median"],
             "goal": ("<=", 1.2),
             "detail": f"call {ws['call']['median'] * ms:.3f} ms, input() "
-                      f"{ws['input']['median'] * ms:.3f} ms over the same websocket",
+            f"{ws['input']['median'] * ms:.3f} ms over the same websocket",
         },
         {
             "name": "ws call / ZMQ call",
             "ratio": ws["call"]["median"] / zmq["call"]["median"],
             "goal": None,
             "detail": f"floor: ws input() / ZMQ input() = "
-                      f"{ws['input']['median'] / zmq['input']['median']:.2f} "
-                      f"(ZMQ call {zmq['call']['median'] * ms:.3f} ms, input() "
-                      f"{zmq['input']['median'] * ms:.3f} ms)",
+            f"{ws['input']['median'] / zmq['input']['median']:.2f} "
+            f"(ZMQ call {zmq['call']['median'] * ms:.3f} ms, input() "
+            f"{zmq['input']['median'] * ms:.3f} ms)",
         },
         {
             "name": f"{GATHERED} gathered over ws: lost",
             "ratio": float(lost),
             "goal": ("<=", 0.0),
             "detail": f"{GATHERED / seconds:,.0f} calls/s (median of {GATHER_REPEATS}); "
-                      "the server's default iopub rate limit applies",
+            "the server's default iopub rate limit applies",
         },
     ]
     return judged(rows)
@@ -187,14 +206,22 @@ def main(argv: list[str] | None = None) -> int:
     python = os.path.abspath(shutil.which(args.python) or args.python)
     raw = asyncio.run(measure(python, log))
     rows = summarize(raw)
-    report = {"python": args.python, "kernel": raw["kernel"], "framing": raw["framing"],
-              "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
-              "duration_s": time.perf_counter() - began, "results": rows, "raw": raw}
+    report = {
+        "python": args.python,
+        "kernel": raw["kernel"],
+        "framing": raw["framing"],
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "duration_s": time.perf_counter() - began,
+        "results": rows,
+        "raw": raw,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"kernel: {args.python} (ipykernel {raw['kernel'].get('ipykernel')}); "
-              f"websocket framing {raw['framing']}; run {report['duration_s']:.1f} s")
+        print(
+            f"kernel: {args.python} (ipykernel {raw['kernel'].get('ipykernel')}); "
+            f"websocket framing {raw['framing']}; run {report['duration_s']:.1f} s"
+        )
         print_rows(rows)
     return 0 if all(row["pass"] for row in rows) else 1
 

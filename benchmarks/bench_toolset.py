@@ -46,11 +46,15 @@ async def lookup_product(sku: str) -> dict[str, Any]:
     """The full record of a product: name, price, stock, description and reviews."""
     n = int(sku.split("-")[1])
     return {
-        "sku": sku, "name": f"Product {n}", "price": round(10 + (n * 37) % 90 + 0.99, 2),
+        "sku": sku,
+        "name": f"Product {n}",
+        "price": round(10 + (n * 37) % 90 + 0.99, 2),
         "stock": 0 if n % 4 == 0 else n,
         "description": f"Product {n} is a fine product. " * 210,
-        "reviews": [{"stars": (n + i) % 5 + 1, "text": f"Review {i} of product {n}. " * 12}
-                    for i in range(12)],
+        "reviews": [
+            {"stars": (n + i) % 5 + 1, "text": f"Review {i} of product {n}. " * 12}
+            for i in range(12)
+        ],
     }
 
 
@@ -64,13 +68,15 @@ async def measure(python: str, log: Any) -> dict[str, Any]:
     direct = [await lookup_product(f"SKU-{n:03d}") for n in range(PRODUCTS)]
     out["direct_bytes"] = sum(context_bytes(record) for record in direct)
     async with contextlib.AsyncExitStack() as stack:
-        toolset = await stack.enter_async_context(ProgrammaticToolset(
-            [lookup_product], kernel=ToolKernel(python=python)))
+        toolset = await stack.enter_async_context(
+            ProgrammaticToolset([lookup_product], kernel=ToolKernel(python=python))
+        )
         environment = await toolset.get_execution_environment()
         answer = await toolset.execute_tool_script(TASK_SCRIPT)
         out["answer"] = json.loads(answer)
-        out["script_bytes"] = (context_bytes(environment) + len(TASK_SCRIPT.encode())
-                               + len(answer.encode()))
+        out["script_bytes"] = (
+            context_bytes(environment) + len(TASK_SCRIPT.encode()) + len(answer.encode())
+        )
         out["answer_bytes"] = len(answer.encode())
 
         log("2: a trivial script vs a bare execute_request")
@@ -99,15 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     saving = raw["direct_bytes"] / raw["script_bytes"]
     overhead = raw["script_s"] / raw["bare_s"]
     if args.json:
-        print(json.dumps({"raw": raw, "context_ratio": saving, "overhead_ratio": overhead},
-                         indent=2))
+        print(
+            json.dumps({"raw": raw, "context_ratio": saving, "overhead_ratio": overhead}, indent=2)
+        )
     else:
-        print(f"context, direct calls / one script  {saving:7.1f}x  "
-              f"({raw['direct_bytes']:,} bytes vs {raw['script_bytes']:,}: instructions, "
-              f"script and a {raw['answer_bytes']}-byte answer)")
+        print(
+            f"context, direct calls / one script  {saving:7.1f}x  "
+            f"({raw['direct_bytes']:,} bytes vs {raw['script_bytes']:,}: instructions, "
+            f"script and a {raw['answer_bytes']}-byte answer)"
+        )
         verdict = "PASS" if overhead <= 1.5 else "MISS"
-        print(f"trivial script / bare execute     {overhead:7.2f}   goal <= 1.5  {verdict}  "
-              f"({raw['script_s'] * 1000:.2f} ms vs {raw['bare_s'] * 1000:.2f} ms)")
+        print(
+            f"trivial script / bare execute     {overhead:7.2f}   goal <= 1.5  {verdict}  "
+            f"({raw['script_s'] * 1000:.2f} ms vs {raw['bare_s'] * 1000:.2f} ms)"
+        )
     return 0 if overhead <= 1.5 else 1
 
 

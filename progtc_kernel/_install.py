@@ -24,8 +24,10 @@ def install_hint(extra: str | None = None, *, python: str | None = None) -> str:
     target, editable = _source()
     pip = f"{python or shlex.quote(sys.executable)} -m pip install"
     if target is None:
-        return (f"{pip} '{DISTRIBUTION}{_extras(extra)}' from the index, checkout or wheel "
-                "you installed it from here (it is on no public index)")
+        return (
+            f"{pip} '{DISTRIBUTION}{_extras(extra)}' from the index, checkout or wheel "
+            "you installed it from here (it is on no public index)"
+        )
     spec = shlex.quote(target + _extras(extra))
     return f"{pip} -e {spec}" if editable else f"{pip} {spec}"
 
@@ -62,5 +64,5 @@ def missing_extra(extra: str, exc: ImportError, needs: str) -> ModuleNotFoundErr
             raise missing_extra("pydantic-ai", exc, "CodeModeToolset needs pydantic-ai") from exc
     """
     return ModuleNotFoundError(
-        f"{needs} ({exc}); install the {extra!r} extra: {install_hint(extra)}",
-        name=exc.name)
+        f"{needs} ({exc}); install the {extra!r} extra: {install_hint(extra)}", name=exc.name
+    )

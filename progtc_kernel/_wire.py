@@ -79,7 +79,11 @@ class BadMessages:
         if self.counts[kind] == 1:
             self.logger.warning(
                 "progtc_kernel %s: dropped a bad message (%s): %s; further ones of this "
-                "kind are only counted", self.side, kind, _short(detail))
+                "kind are only counted",
+                self.side,
+                kind,
+                _short(detail),
+            )
 
 
 def _short(detail: object, limit: int = 200) -> str:

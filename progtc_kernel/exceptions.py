@@ -56,12 +56,17 @@ class HostDisconnectedError(ToolError, ConnectionError):
 
 # The exceptions kernel code can import from the ``tools`` module.
 TOOL_EXCEPTIONS: tuple[type[ToolError], ...] = (
-    ToolError, ToolArgumentError, ToolTimeoutError, HostDisconnectedError)
+    ToolError,
+    ToolArgumentError,
+    ToolTimeoutError,
+    HostDisconnectedError,
+)
 
 # Names the kernel's ``tools`` module keeps for itself, with the reason, besides
 # dunder names (``__x__``, Python's own): a host refuses a tool so named when the
 # tool is defined. Every other valid Python name is callable as ``tools.<name>``.
 RESERVED_TOOL_NAMES: dict[str, str] = {
     exception.__name__: f"it is the exception class kernel code catches "
-                        f"(from tools import {exception.__name__})"
-    for exception in TOOL_EXCEPTIONS}
+    f"(from tools import {exception.__name__})"
+    for exception in TOOL_EXCEPTIONS
+}

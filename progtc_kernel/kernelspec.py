@@ -16,8 +16,14 @@ from pathlib import Path
 
 def kernel_argv(python: str | None = None) -> list[str]:
     """The command line of a progtc kernel on ``python`` (default: this interpreter)."""
-    return [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-            "--ext=progtc_kernel"]
+    return [
+        python or sys.executable,
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+        "--ext=progtc_kernel",
+    ]
 
 
 def install_kernelspec(
@@ -45,5 +51,6 @@ def install_kernelspec(
                 shutil.copy(logo, source)
         (source / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
         destination: str = KernelSpecManager().install_kernel_spec(
-            str(source), kernel_name=name, user=user and prefix is None, prefix=prefix)
+            str(source), kernel_name=name, user=user and prefix is None, prefix=prefix
+        )
     return destination

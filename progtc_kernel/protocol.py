@@ -51,7 +51,8 @@ ErrorKind = Literal["tool", "arguments", "unknown_tool", "result", "cancelled"]
 CancelReason = Literal["interrupt", "timeout", "cancelled"]
 
 HostMessageType = Literal[
-    "register", "hello", "tools", "results", "queued", "started", "resume", "close"]
+    "register", "hello", "tools", "results", "queued", "started", "resume", "close"
+]
 KernelMessageType = Literal["ready", "calls", "cancelled", "error"]
 
 
@@ -227,14 +228,17 @@ def signature_of(spec: ToolSpec) -> inspect.Signature:
         inspect.Parameter(
             p["name"],
             _KINDS[p["kind"]],
-            default=(inspect.Parameter.empty if p["default_repr"] is None
-                     else _Source(p["default_repr"])),
-            annotation=(inspect.Parameter.empty if p["annotation"] is None
-                        else _Source(p["annotation"])),
+            default=(
+                inspect.Parameter.empty if p["default_repr"] is None else _Source(p["default_repr"])
+            ),
+            annotation=(
+                inspect.Parameter.empty if p["annotation"] is None else _Source(p["annotation"])
+            ),
         )
         for p in spec["parameters"]
     ]
     returns = spec["returns"]
     return inspect.Signature(
-        parameters, return_annotation=inspect.Signature.empty if returns is None
-        else _Source(returns))
+        parameters,
+        return_annotation=inspect.Signature.empty if returns is None else _Source(returns),
+    )

@@ -11,5 +11,12 @@ from .progtc.types import (
     ToolCallRecord,
 )
 
-__all__ = ["ErrorCode", "ExecuteCodeError", "ExecuteCodeResult", "ExecuteCodeSuccess",
-           "MessageType", "Output", "ToolCallRecord"]
+__all__ = [
+    "ErrorCode",
+    "ExecuteCodeError",
+    "ExecuteCodeResult",
+    "ExecuteCodeSuccess",
+    "MessageType",
+    "Output",
+    "ToolCallRecord",
+]

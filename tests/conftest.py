@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVS = ROOT / ".kernel-envs"
 LINES = {"6.31": "ipykernel==6.31.*", "7": "ipykernel>=7,<8"}
 # Every other supported release line, for the checks of the private-internals module.
-OTHER_LINES = {f"{major}.{minor}": f"ipykernel=={major}.{minor}.*"
-               for major, minor in [(6, 29), (6, 30), (7, 0), (7, 1), (7, 2), (7, 3)]}
+OTHER_LINES = {
+    f"{major}.{minor}": f"ipykernel=={major}.{minor}.*"
+    for major, minor in [(6, 29), (6, 30), (7, 0), (7, 1), (7, 2), (7, 3)]
+}
 
 
 def selected_lines() -> list[str]:
@@ -77,13 +79,15 @@ def build_env(name: str, requirements: list[str], base: str = sys.executable) ->
         if uv:
             subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
             if requirements:
-                subprocess.run([uv, "pip", "install", "-q", "--python", str(python),
-                                *requirements], check=True)
+                subprocess.run(
+                    [uv, "pip", "install", "-q", "--python", str(python), *requirements], check=True
+                )
         else:
             subprocess.run([base, "-m", "venv", str(env)], check=True)
             if requirements:
-                subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements],
-                               check=True)
+                subprocess.run(
+                    [str(python), "-m", "pip", "install", "-q", *requirements], check=True
+                )
         marker.write_text(" ".join(requirements))
     return str(python)
 
@@ -120,8 +124,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         elif KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             wrong.append(item.nodeid)
     if wrong:
-        raise pytest.UsageError("marked fast but using a kernel fixture (drop the fast "
-                                "marker): " + ", ".join(wrong))
+        raise pytest.UsageError(
+            "marked fast but using a kernel fixture (drop the fast marker): " + ", ".join(wrong)
+        )
 
 
 def fast_layer_only(config: pytest.Config) -> bool:
@@ -131,9 +136,12 @@ def fast_layer_only(config: pytest.Config) -> bool:
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """``-m "not kernel"`` skips importing modules with no fast test (all their tests
     are deselected anyway): the heavy imports of the full layer are most of its time."""
-    if (fast_layer_only(config) and collection_path.name.startswith("test_")
-            and collection_path.suffix == ".py"
-            and "mark.fast" not in collection_path.read_text(encoding="utf-8")):
+    if (
+        fast_layer_only(config)
+        and collection_path.name.startswith("test_")
+        and collection_path.suffix == ".py"
+        and "mark.fast" not in collection_path.read_text(encoding="utf-8")
+    ):
         return True
     return None
 
@@ -146,8 +154,10 @@ def refuse_kernels(monkeypatch: pytest.MonkeyPatch, who: str) -> None:
     from .servers import JupyterProcess
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"{who} starts a kernel or a server, and the fast layer needs "
-                           "none: drop its fast marker (the full layer runs it)")
+        raise RuntimeError(
+            f"{who} starts a kernel or a server, and the fast layer needs "
+            "none: drop its fast marker (the full layer runs it)"
+        )
 
     monkeypatch.setattr(LocalProvisioner, "launch_kernel", refuse)
     monkeypatch.setattr(JupyterProcess, "start", refuse)
@@ -164,14 +174,16 @@ def _the_fast_layer_starts_no_kernel(request: pytest.FixtureRequest) -> Iterator
 
 
 @pytest.fixture(autouse=True)
-def _fast_tests_start_no_kernel(request: pytest.FixtureRequest,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _fast_tests_start_no_kernel(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In any run, a fast test itself cannot start a kernel either."""
     if request.node.get_closest_marker("fast") is not None:
         refuse_kernels(monkeypatch, request.node.nodeid)
 
 
 # -- tools used across the tests ----------------------------------------------------
+
 
 async def get_weather(city: str, country: str) -> str:
     """Current weather for a city."""
@@ -209,8 +221,9 @@ def make_kernel(kernel_python: str) -> Callable[..., ToolKernel]:
     return make
 
 
-async def plain_kernel(python: str, transport: str = "ipc",
-                       tmp: Path | None = None) -> AsyncKernelManager:
+async def plain_kernel(
+    python: str, transport: str = "ipc", tmp: Path | None = None
+) -> AsyncKernelManager:
     """A kernel started the way a user would, without the extension, and up."""
     km = AsyncKernelManager(kernel_spec_manager=single_spec(python), kernel_name="progtc")
     if transport == "ipc":
@@ -236,8 +249,9 @@ async def own_kernel(kernel_python: str) -> AsyncIterator[AsyncKernelManager]:
         await km.shutdown_kernel(now=True)
 
 
-async def interrupt_during_call(kernel: ToolKernel, code: str,
-                                started: Callable[[], Awaitable[Any]]) -> str:
+async def interrupt_during_call(
+    kernel: ToolKernel, code: str, started: Callable[[], Awaitable[Any]]
+) -> str:
     """Run code and interrupt it once ``started()`` returns (a tool says it runs);
     returns the run's error kind."""
 

@@ -28,8 +28,14 @@ from progtc_kernel import __version__
 from progtc_kernel.kernels.base import ChannelName, MessageCallback, Transport
 from progtc_kernel.protocol import PROTOCOL_VERSION, ReadyBody
 
-READY: ReadyBody = {"protocol": PROTOCOL_VERSION, "package": __version__, "injected": False,
-                    "ipykernel": "7.1.0", "python": "3.11.7", "shell_replies": True}
+READY: ReadyBody = {
+    "protocol": PROTOCOL_VERSION,
+    "package": __version__,
+    "injected": False,
+    "ipykernel": "7.1.0",
+    "python": "3.11.7",
+    "shell_replies": True,
+}
 
 
 @dataclass
@@ -78,13 +84,26 @@ class FakeTransport:
         self._on_message = on_message
         if self.starting:
             asyncio.get_running_loop().call_soon(
-                self.deliver, "iopub", "status", {"execution_state": "starting"})
+                self.deliver, "iopub", "status", {"execution_state": "starting"}
+            )
 
-    def send(self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,
-             buffers: list[bytes] | None = None, metadata: dict[str, Any] | None = None) -> str:
+    def send(
+        self,
+        channel: ChannelName,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        buffers: list[bytes] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
         msg = self.session.msg(msg_type, content, metadata=metadata)
-        sent = Sent(channel, msg_type, content, [bytes(b) for b in buffers or ()],
-                    str(msg["header"]["msg_id"]))
+        sent = Sent(
+            channel,
+            msg_type,
+            content,
+            [bytes(b) for b in buffers or ()],
+            str(msg["header"]["msg_id"]),
+        )
         self.sent.append(sent)
         self._arrived.set()
         loop = asyncio.get_running_loop()
@@ -133,33 +152,60 @@ class FakeTransport:
 
     # -- playing the kernel ------------------------------------------------------------
 
-    def kernel_says(self, kind: str, body: Any, *, parent: Sent | None = None,
-                    version: int = PROTOCOL_VERSION, raw: bytes | None = None) -> None:
+    def kernel_says(
+        self,
+        kind: str,
+        body: Any,
+        *,
+        parent: Sent | None = None,
+        version: int = PROTOCOL_VERSION,
+        raw: bytes | None = None,
+    ) -> None:
         """A progtc comm message from the kernel, on iopub (``raw``: the body as sent,
         for bodies that are not JSON)."""
         payload = raw if raw is not None else json.dumps(body).encode()
-        self.deliver("iopub", "comm_msg", {
-            "comm_id": self.comm_id, "data": {"v": version, "type": kind}},
-            parent=parent, buffers=[memoryview(payload)])
+        self.deliver(
+            "iopub",
+            "comm_msg",
+            {"comm_id": self.comm_id, "data": {"v": version, "type": kind}},
+            parent=parent,
+            buffers=[memoryview(payload)],
+        )
 
-    def deliver(self, channel: str, msg_type: str, content: dict[str, Any], *,
-                parent: Sent | None = None, buffers: list[Any] | None = None) -> None:
+    def deliver(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        parent: Sent | None = None,
+        buffers: list[Any] | None = None,
+    ) -> None:
         """A Jupyter message from the kernel, in reply to ``parent`` if given."""
-        parent_header = {} if parent is None else {"msg_id": parent.msg_id,
-                                                   "msg_type": parent.msg_type}
+        parent_header = (
+            {} if parent is None else {"msg_id": parent.msg_id, "msg_type": parent.msg_type}
+        )
         msg = self.session.msg(msg_type, content, parent=parent_header)
         msg["buffers"] = buffers or []
         assert self._on_message is not None, "the host has not started the transport"
         self._on_message(channel, msg)
 
-    def run_cell(self, request: Sent, *outputs: tuple[str, dict[str, Any]],
-                 reply: dict[str, Any] | None = None) -> None:
+    def run_cell(
+        self,
+        request: Sent,
+        *outputs: tuple[str, dict[str, Any]],
+        reply: dict[str, Any] | None = None,
+    ) -> None:
         """The messages a kernel sends for one cell: busy, its outputs, the reply, idle."""
         self.deliver("iopub", "status", {"execution_state": "busy"}, parent=request)
         for msg_type, content in outputs:
             self.deliver("iopub", msg_type, content, parent=request)
-        self.deliver("shell", "execute_reply", reply or {"status": "ok", "execution_count": 1},
-                     parent=request)
+        self.deliver(
+            "shell",
+            "execute_reply",
+            reply or {"status": "ok", "execution_count": 1},
+            parent=request,
+        )
         self.deliver("iopub", "status", {"execution_state": "idle"}, parent=request)
 
     def reconnect(self) -> None:

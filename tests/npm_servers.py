@@ -27,8 +27,14 @@ def everything_binary() -> Path:
     if not binary.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.fail("the MCP tests start @modelcontextprotocol/server-everything from "
-                        "npm: install Node.js 18+ and npm")
-        subprocess.run([npm, "install", "--prefix", str(NPM_TOOLS), "--no-audit", "--no-fund",
-                        EVERYTHING], check=True, capture_output=True, timeout=600)
+            pytest.fail(
+                "the MCP tests start @modelcontextprotocol/server-everything from "
+                "npm: install Node.js 18+ and npm"
+            )
+        subprocess.run(
+            [npm, "install", "--prefix", str(NPM_TOOLS), "--no-audit", "--no-fund", EVERYTHING],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     return binary

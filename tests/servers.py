@@ -36,22 +36,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kernelspec(share: Path, name: str, python: str, *, profile_extension: bool = False
-               ) -> None:
+def kernelspec(share: Path, name: str, python: str, *, profile_extension: bool = False) -> None:
     """Write kernelspec ``name`` under ``share/kernels`` for ``python``; with
     ``profile_extension`` its kernels load progtc_kernel from their IPython profile."""
     folder = share / "kernels" / name
     folder.mkdir(parents=True, exist_ok=True)
     spec: dict[str, Any] = {
         "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"Python ({name})", "language": "python",
-        "metadata": {"debugger": False}}
+        "display_name": f"Python ({name})",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
     if profile_extension:
         ipython_dir = share / f"ipython-{name}"
         profile = ipython_dir / "profile_default"
         profile.mkdir(parents=True, exist_ok=True)
         (profile / "ipython_kernel_config.py").write_text(
-            'c.InteractiveShellApp.extensions = ["progtc_kernel"]\n')
+            'c.InteractiveShellApp.extensions = ["progtc_kernel"]\n'
+        )
         spec["env"] = {"IPYTHONDIR": str(ipython_dir)}
     (folder / "kernel.json").write_text(json.dumps(spec))
 
@@ -59,18 +61,29 @@ def kernelspec(share: Path, name: str, python: str, *, profile_extension: bool =
 class JupyterProcess:
     """A server process, its URL, and the ``JupyterServer`` that reaches it."""
 
-    def __init__(self, argv: Sequence[str], port: int, home: Path, *, token: str = TOKEN,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        home: Path,
+        *,
+        token: str = TOKEN,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.port = port
         self.home = home
         self.token = token
         self.url = f"http://127.0.0.1:{port}"
         self.log = home / f"server-{port}.log"
-        self.env = {**os.environ, "JUPYTER_PATH": str(home / "share"),
-                    "JUPYTER_CONFIG_DIR": str(home / "config"),
-                    "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-                    "JUPYTER_DATA_DIR": str(home / "data"), **(env or {})}
+        self.env = {
+            **os.environ,
+            "JUPYTER_PATH": str(home / "share"),
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            **(env or {}),
+        }
         self.process: subprocess.Popen[bytes] | None = None
 
     def server(self, **options: Any) -> JupyterServer:
@@ -80,8 +93,9 @@ class JupyterProcess:
         """Start, and return once the server says where it listens."""
         loop = asyncio.get_running_loop()
         listening: asyncio.Future[None] = loop.create_future()
-        self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.home,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         # (stderr joins stdout: some servers print their URL on one, some on the other)
         threading.Thread(target=self._watch, args=(loop, listening), daemon=True).start()
         try:
@@ -115,8 +129,11 @@ class JupyterProcess:
                 log.flush()
                 if marker in line.decode("utf-8", "replace"):
                     loop.call_soon_threadsafe(_settle, listening, None)
-        loop.call_soon_threadsafe(_settle, listening, RuntimeError(
-            f"{self.argv[:4]} exited before listening; its log: {self.log_text()}"))
+        loop.call_soon_threadsafe(
+            _settle,
+            listening,
+            RuntimeError(f"{self.argv[:4]} exited before listening; its log: {self.log_text()}"),
+        )
 
     def log_text(self) -> str:
         return self.log.read_text("utf-8", "replace")[-3000:] if self.log.exists() else ""
@@ -151,34 +168,66 @@ def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None
 def jupyter_server(home: Path, *args: str, token: str = TOKEN) -> JupyterProcess:
     port = free_port()
     (home / "root").mkdir(parents=True, exist_ok=True)
-    return JupyterProcess([
-        sys.executable, "-m", "jupyter_server", "--ip=127.0.0.1", f"--port={port}",
-        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--allow-root",
-        f"--ServerApp.root_dir={home / 'root'}", "--no-browser", *args], port, home,
-        token=token)
+    return JupyterProcess(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            "--allow-root",
+            f"--ServerApp.root_dir={home / 'root'}",
+            "--no-browser",
+            *args,
+        ],
+        port,
+        home,
+        token=token,
+    )
 
 
 def kernel_gateway(home: Path, *args: str, token: str = TOKEN) -> JupyterProcess:
     port = free_port()
-    return JupyterProcess([
-        sys.executable, "-m", "kernel_gateway", "--KernelGatewayApp.ip=127.0.0.1",
-        f"--KernelGatewayApp.port={port}", "--KernelGatewayApp.port_retries=0",
-        f"--KernelGatewayApp.auth_token={token}", *args], port, home, token=token)
+    return JupyterProcess(
+        [
+            sys.executable,
+            "-m",
+            "kernel_gateway",
+            "--KernelGatewayApp.ip=127.0.0.1",
+            f"--KernelGatewayApp.port={port}",
+            "--KernelGatewayApp.port_retries=0",
+            f"--KernelGatewayApp.auth_token={token}",
+            *args,
+        ],
+        port,
+        home,
+        token=token,
+    )
 
 
-def enterprise_gateway(home: Path, python: str, *args: str, token: str = TOKEN
-                       ) -> JupyterProcess:
+def enterprise_gateway(home: Path, python: str, *args: str, token: str = TOKEN) -> JupyterProcess:
     """Enterprise Gateway, from its own environment (``python``'s): it pins
     jupyter_server<2 and jupyter_client<7. Kernels run as local processes here, as
     they would in a cluster's pods."""
     port = free_port()
-    return JupyterProcess([
-        str(Path(python).parent / "jupyter-enterprisegateway"),
-        "--EnterpriseGatewayApp.ip=127.0.0.1", f"--EnterpriseGatewayApp.port={port}",
-        "--EnterpriseGatewayApp.port_retries=0", f"--EnterpriseGatewayApp.auth_token={token}",
-        # It refuses kernels for root unless told whom to refuse; the tests run as root
-        # (a real client names its user in the kernel's env: KERNEL_USERNAME).
-        "--EnterpriseGatewayApp.unauthorized_users=nobody", *args], port, home, token=token)
+    return JupyterProcess(
+        [
+            str(Path(python).parent / "jupyter-enterprisegateway"),
+            "--EnterpriseGatewayApp.ip=127.0.0.1",
+            f"--EnterpriseGatewayApp.port={port}",
+            "--EnterpriseGatewayApp.port_retries=0",
+            f"--EnterpriseGatewayApp.auth_token={token}",
+            # It refuses kernels for root unless told whom to refuse; the tests run as root
+            # (a real client names its user in the kernel's env: KERNEL_USERNAME).
+            "--EnterpriseGatewayApp.unauthorized_users=nobody",
+            *args,
+        ],
+        port,
+        home,
+        token=token,
+    )
 
 
 class Frontend:
@@ -200,9 +249,18 @@ class Frontend:
         """Run a cell; returns its printed output once the kernel is idle again."""
         printed: list[str] = []
         idle = asyncio.Event()
-        msg_id = self.transport.send("shell", "execute_request", {
-            "code": code, "silent": False, "store_history": True, "user_expressions": {},
-            "allow_stdin": False, "stop_on_error": True})
+        msg_id = self.transport.send(
+            "shell",
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
         self._runs[msg_id] = (printed, idle)
         await idle.wait()
         del self._runs[msg_id]
@@ -225,8 +283,13 @@ class Proxy:
     """Forwards TCP connections to ``upstream``; can require a header, speak TLS,
     and cut every connection at once."""
 
-    def __init__(self, upstream_port: int, *, require_header: tuple[str, str] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        require_header: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.require_header = require_header
         self.tls = tls
@@ -275,14 +338,14 @@ class Proxy:
         finally:
             self._handlers.discard(handler)
 
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                       ) -> None:
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests_seen += 1
         if self.require_header and not _has_header(head, *self.require_header):
             self.refused += 1
-            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             await writer.drain()
             writer.close()
             return
@@ -295,8 +358,9 @@ class Proxy:
 
 def _has_header(head: bytes, name: str, value: str) -> bool:
     wanted = f"{name.lower()}: {value}"
-    return any(line.strip().lower() == wanted.lower()
-               for line in head.decode("latin-1").split("\r\n"))
+    return any(
+        line.strip().lower() == wanted.lower() for line in head.decode("latin-1").split("\r\n")
+    )
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -315,12 +379,26 @@ def jupyter_lab(home: Path, *args: str, token: str = TOKEN) -> JupyterProcess:
     own, no update checks or news (the tests are offline)."""
     port = free_port()
     (home / "root").mkdir(parents=True, exist_ok=True)
-    return JupyterProcess([
-        sys.executable, "-m", "jupyterlab", "--ip=127.0.0.1", f"--port={port}",
-        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--allow-root",
-        f"--ServerApp.root_dir={home / 'root'}", "--no-browser",
-        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
-        "--LabApp.news_url=None", *args], port, home, token=token)
+    return JupyterProcess(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            "--allow-root",
+            f"--ServerApp.root_dir={home / 'root'}",
+            "--no-browser",
+            "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+            "--LabApp.news_url=None",
+            *args,
+        ],
+        port,
+        home,
+        token=token,
+    )
 
 
 async def pool_status(process: JupyterProcess) -> dict[str, Any]:
@@ -329,8 +407,9 @@ async def pool_status(process: JupyterProcess) -> dict[str, Any]:
     return answer
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str,
-                deadline: float = 60.0) -> None:
+async def until(
+    condition: Callable[[], Awaitable[bool]], what: str, deadline: float = 60.0
+) -> None:
     """Wait for a condition of a server's state (it has no event to wait on)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline

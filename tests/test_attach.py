@@ -82,9 +82,16 @@ class Attach:
 
     async def __aenter__(self) -> Attach:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from progtc_kernel.cli import main; raise SystemExit(main())",
-            "attach", *self.args, cwd=ROOT, env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-c",
+            "from progtc_kernel.cli import main; raise SystemExit(main())",
+            "attach",
+            *self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         self._reader = asyncio.ensure_future(self._read())
         return self
 
@@ -155,18 +162,22 @@ async def person(kernel_python: str) -> AsyncIterator[tuple[AsyncKernelManager, 
 
 # -- a local kernel, through its connection file --------------------------------------
 
+
 async def test_attach_serves_a_local_kernel_until_ctrl_c_and_again_after(
-        person: tuple[AsyncKernelManager, Any], host_tools: str) -> None:
+    person: tuple[AsyncKernelManager, Any], host_tools: str
+) -> None:
     km, client = person
     runtime_dir, name = os.path.split(km.connection_file)
     kernel_id = name.removeprefix("kernel-").removesuffix(".json")
 
     # By kernel id, looked up in Jupyter's runtime directory as `jupyter console` does.
-    async with Attach("--existing", kernel_id, "--tools", host_tools,
-                      env={"JUPYTER_RUNTIME_DIR": runtime_dir}) as host:
+    async with Attach(
+        "--existing", kernel_id, "--tools", host_tools, env={"JUPYTER_RUNTIME_DIR": runtime_dir}
+    ) as host:
         serving = await host.line("serving ")
-        assert serving.startswith(f"serving add, book, get_weather, wait to kernel "
-                                  f"{km.connection_file} (ipykernel ")
+        assert serving.startswith(
+            f"serving add, book, get_weather, wait to kernel {km.connection_file} (ipykernel "
+        )
         assert await run_cell(client, CALLS) == CALLS_PRINT
         await host.line("✗ book ValueError: no rooms in Paris")
         assert "→ get_weather(city='Oslo', country='NO')" in host.lines
@@ -184,18 +195,22 @@ async def test_attach_serves_a_local_kernel_until_ctrl_c_and_again_after(
     assert await run_cell(client, "get_weather('Rome', 'IT')") == (
         "HostDisconnectedError: tool 'get_weather' failed: HostDisconnectedError: no host "
         "is serving tools to this kernel; connect one with progtc_kernel.ToolKernel or "
-        "progtc_kernel.ToolBridge")
+        "progtc_kernel.ToolBridge"
+    )
 
     # Attached again (by path), the host serves the functions imported before.
     async with Attach("--existing", km.connection_file, "--tools", host_tools) as host:
         await host.line("serving ")
-        assert await run_cell(client, "print(await get_weather('Rome', 'IT'), total())") \
+        assert (
+            await run_cell(client, "print(await get_weather('Rome', 'IT'), total())")
             == "Sunny in Rome, IT 5\n"
+        )
         assert await host.detach() == 0
 
 
 async def test_a_restarted_kernel_is_served_again(
-        person: tuple[AsyncKernelManager, Any], host_tools: str) -> None:
+    person: tuple[AsyncKernelManager, Any], host_tools: str
+) -> None:
     km, client = person
     async with Attach("--existing", km.connection_file, "--tools", host_tools) as host:
         await host.line("serving ")
@@ -207,33 +222,58 @@ async def test_a_restarted_kernel_is_served_again(
 
 
 async def test_a_kernel_that_is_shut_down_ends_attach_with_status_1(
-        person: tuple[AsyncKernelManager, Any], host_tools: str) -> None:
+    person: tuple[AsyncKernelManager, Any], host_tools: str
+) -> None:
     km, _ = person
     async with Attach("--existing", km.connection_file, "--tools", host_tools) as host:
         await host.line("serving ")
         await km.shutdown_kernel(now=True)
         assert await host.ended() == 1
-        assert host.lines[-1] == (f"progtc-kernel: error: kernel {km.connection_file} went "
-                                  "away (its connection file was removed: it was shut "
-                                  "down); detached")
+        assert host.lines[-1] == (
+            f"progtc-kernel: error: kernel {km.connection_file} went "
+            "away (its connection file was removed: it was shut "
+            "down); detached"
+        )
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize(("args", "message"), [
-    (["--tools", "examples/tools.py"], "name one kernel: --existing CONNECTION_FILE for a "
-     "local kernel, or --server URL --kernel-id ID for a kernel on a Jupyter Server"),
-    (["--existing", "k.json", "--server", "http://127.0.0.1:9", "--tools",
-      "examples/tools.py"], "name one kernel"),
-    (["--server", "http://127.0.0.1:9", "--tools", "examples/tools.py"],
-     "give the kernel to serve on that server: --kernel-id ID"),
-    (["--existing", "no-such-kernel", "--tools", "examples/tools.py"],
-     "no kernel matches 'no-such-kernel' (looked in the current directory and"),
-    (["--existing", "k.json"], "give the tools to serve: --tools MODULE_OR_FILE"),
-    (["--existing", "k.json", "--tools", "no/such.py"], "tools file not found: no/such.py"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--tools", "examples/tools.py"],
+            "name one kernel: --existing CONNECTION_FILE for a "
+            "local kernel, or --server URL --kernel-id ID for a kernel on a Jupyter Server",
+        ),
+        (
+            [
+                "--existing",
+                "k.json",
+                "--server",
+                "http://127.0.0.1:9",
+                "--tools",
+                "examples/tools.py",
+            ],
+            "name one kernel",
+        ),
+        (
+            ["--server", "http://127.0.0.1:9", "--tools", "examples/tools.py"],
+            "give the kernel to serve on that server: --kernel-id ID",
+        ),
+        (
+            ["--existing", "no-such-kernel", "--tools", "examples/tools.py"],
+            "no kernel matches 'no-such-kernel' (looked in the current directory and",
+        ),
+        (["--existing", "k.json"], "give the tools to serve: --tools MODULE_OR_FILE"),
+        (["--existing", "k.json", "--tools", "no/such.py"], "tools file not found: no/such.py"),
+    ],
+)
 def test_usage_errors_exit_2_and_say_what_to_do(
-        args: list[str], message: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("NO_COLOR", "1")
     assert main(["attach", *args]) == 2
@@ -242,22 +282,47 @@ def test_usage_errors_exit_2_and_say_what_to_do(
 
 @pytest.mark.fast
 def test_a_kernel_that_does_not_answer_is_named(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     stale = tmp_path / "kernel-stale.json"  # a kernel that is gone left its file behind
     ports = {f"{name}_port": free_port() for name in ("shell", "iopub", "stdin", "control", "hb")}
-    stale.write_text(json.dumps({**ports, "ip": "127.0.0.1", "key": "k", "transport": "tcp",
-                                 "signature_scheme": "hmac-sha256"}))
-    assert main(["attach", "--existing", str(stale), "--tools", str(ROOT / "examples/tools.py"),
-                 "--timeout", "1"]) == 2
-    assert (f"could not attach to kernel {stale}: the kernel did not answer within 1 s; is "
-            "it running?") in " ".join(capsys.readouterr().err.split())
+    stale.write_text(
+        json.dumps(
+            {
+                **ports,
+                "ip": "127.0.0.1",
+                "key": "k",
+                "transport": "tcp",
+                "signature_scheme": "hmac-sha256",
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "attach",
+                "--existing",
+                str(stale),
+                "--tools",
+                str(ROOT / "examples/tools.py"),
+                "--timeout",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert (
+        f"could not attach to kernel {stale}: the kernel did not answer within 1 s; is it running?"
+    ) in " ".join(capsys.readouterr().err.split())
 
 
 # -- a kernel on a Jupyter Server, by id -------------------------------------------------
 
+
 @pytest.fixture(scope="module", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
-async def lab_server(request: pytest.FixtureRequest,
-                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
+async def lab_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[JupyterProcess]:
     """The Jupyter Server a JupyterLab runs on, with kernelspec ``progtc`` for this
     ipykernel line and ``no-progtc`` for a Python without progtc-kernel."""
     home = tmp_path_factory.mktemp("lab")
@@ -285,12 +350,23 @@ async def start_kernel(lab_server: JupyterProcess) -> AsyncIterator[Callable[...
 
 
 async def test_attach_serves_a_kernel_on_a_jupyter_server(
-        lab_server: JupyterProcess, start_kernel: Callable[..., Any], host_tools: str) -> None:
+    lab_server: JupyterProcess, start_kernel: Callable[..., Any], host_tools: str
+) -> None:
     server = lab_server.server()
     kernel_id = await start_kernel()
-    async with Frontend(server, kernel_id) as notebook, \
-            Attach("--server", lab_server.url, "--token", lab_server.token,
-                   "--kernel-id", kernel_id, "--tools", host_tools) as host:
+    async with (
+        Frontend(server, kernel_id) as notebook,
+        Attach(
+            "--server",
+            lab_server.url,
+            "--token",
+            lab_server.token,
+            "--kernel-id",
+            kernel_id,
+            "--tools",
+            host_tools,
+        ) as host,
+    ):
         serving = await host.line("serving ")
         assert f"to kernel {kernel_id} on {lab_server.url}/ (ipykernel " in serving
         assert await notebook.run(CALLS) == CALLS_PRINT
@@ -314,15 +390,19 @@ async def test_attach_serves_a_kernel_on_a_jupyter_server(
         assert await notebook.run("print(add(1, 1))") == (
             "HostDisconnectedError: tool 'add' failed: HostDisconnectedError: no host is "
             "serving tools to this kernel; connect one with progtc_kernel.ToolKernel or "
-            "progtc_kernel.ToolBridge\n")
+            "progtc_kernel.ToolBridge\n"
+        )
 
 
 async def test_attach_serves_a_kernel_with_only_ipykernel_and_names_a_missing_one(
-        lab_server: JupyterProcess, start_kernel: Callable[..., Any], host_tools: str) -> None:
+    lab_server: JupyterProcess, start_kernel: Callable[..., Any], host_tools: str
+) -> None:
     plain = await start_kernel("no-progtc")  # JupyterLab's plain "Python 3" kernel
     server = ["--server", lab_server.url, "--token", lab_server.token]
-    async with Frontend(lab_server.server(), plain) as notebook, \
-            Attach(*server, "--kernel-id", plain, "--tools", host_tools) as host:
+    async with (
+        Frontend(lab_server.server(), plain) as notebook,
+        Attach(*server, "--kernel-id", plain, "--tools", host_tools) as host,
+    ):
         await host.line("serving ")
         assert await notebook.run(CALLS) == CALLS_PRINT
         assert await host.ended(signal.SIGTERM) == 0
@@ -333,11 +413,20 @@ async def test_attach_serves_a_kernel_with_only_ipykernel_and_names_a_missing_on
 
 
 async def test_a_kernel_shut_down_on_the_server_ends_attach_with_status_1(
-        lab_server: JupyterProcess, host_tools: str) -> None:
+    lab_server: JupyterProcess, host_tools: str
+) -> None:
     server = lab_server.server()
     kernel_id = str((await server.request("POST", "api/kernels", {"name": "progtc"}))["id"])
-    async with Attach("--server", lab_server.url, "--token", lab_server.token,
-                      "--kernel-id", kernel_id, "--tools", host_tools) as host:
+    async with Attach(
+        "--server",
+        lab_server.url,
+        "--token",
+        lab_server.token,
+        "--kernel-id",
+        kernel_id,
+        "--tools",
+        host_tools,
+    ) as host:
         await host.line("serving ")
         await server.request("DELETE", f"api/kernels/{kernel_id}")
         assert await host.ended() == 1
@@ -345,6 +434,7 @@ async def test_a_kernel_shut_down_on_the_server_ends_attach_with_status_1(
 
 
 # -- two hosts on one kernel ------------------------------------------------------------
+
 
 def tagged(host: str, ran: Counter[str]) -> dict[str, Callable[[int], str]]:
     """Tools that say which host answered, and count what each ran."""
@@ -372,14 +462,21 @@ async def run_as(bridge: ToolBridge, code: str) -> str:
             return
         if msg["header"]["msg_type"] == "stream":
             printed.append(msg["content"]["text"])
-        elif msg["header"]["msg_type"] == "status" and \
-                msg["content"]["execution_state"] == "idle":
+        elif msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             done.set_result("".join(printed))
 
     bridge.add_message_listener(on_message)
-    msg_id = bridge.transport.send("shell", "execute_request", {
-        "code": code, "silent": False, "store_history": False, "user_expressions": {},
-        "allow_stdin": False})
+    msg_id = bridge.transport.send(
+        "shell",
+        "execute_request",
+        {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+        },
+    )
     try:
         return await asyncio.wait_for(done, 60)
     finally:
@@ -395,7 +492,8 @@ print(sorted(set(g.split(":")[0] + str(i // 20) for i, g in enumerate(got))))
 
 
 async def test_two_hosts_each_call_is_answered_once_by_the_documented_host(
-        person: tuple[AsyncKernelManager, Any]) -> None:
+    person: tuple[AsyncKernelManager, Any],
+) -> None:
     km, client = person
     ran_a: Counter[str] = Counter()
     ran_b: Counter[str] = Counter()
@@ -404,32 +502,37 @@ async def test_two_hosts_each_call_is_answered_once_by_the_documented_host(
         await host_b.start()  # the most recently connected
         try:
             # The person's cells see every tool; each goes to the newest host serving it.
-            assert await run_cell(client, "import tools\nprint(dir(tools)[-3:])") == \
-                "['only_a', 'only_b', 'shared']\n"
+            assert (
+                await run_cell(client, "import tools\nprint(dir(tools)[-3:])")
+                == "['only_a', 'only_b', 'shared']\n"
+            )
             assert await run_cell(client, GATHER) == "['A1', 'B0', 'B2']\n"
             assert ran_a == Counter({f"only_a({n})": 1 for n in range(20)})
-            assert ran_b == Counter({**{f"shared({n})": 1 for n in range(20)},
-                                     **{f"only_b({n})": 1 for n in range(20)}})
+            assert ran_b == Counter(
+                {**{f"shared({n})": 1 for n in range(20)}, **{f"only_b({n})": 1 for n in range(20)}}
+            )
 
             # A cell a host runs itself goes to that host, for the tools it serves.
-            assert await run_as(host_a, "import tools\nprint(tools.shared(101), "
-                                "tools.only_b(102))") == "A:101 B:102\n"
+            assert (
+                await run_as(host_a, "import tools\nprint(tools.shared(101), tools.only_b(102))")
+                == "A:101 B:102\n"
+            )
         finally:
             await host_b.close()
 
         # B left: its calls fail clearly, the shared tool falls to A.
         assert await run_cell(client, "print(shared(103))\nonly_b(104)") == (
             "A:103\nToolError: tool 'only_b' failed: LookupError: no tool named 'only_b'; "
-            "available tools: only_a, shared")
+            "available tools: only_a, shared"
+        )
         assert await run_cell(client, "from tools import only_b") == (
-            "ImportError: module 'tools' has no tool 'only_b'; available tools: only_a, shared")
+            "ImportError: module 'tools' has no tool 'only_b'; available tools: only_a, shared"
+        )
 
         # B back: it serves again, the function imported before included.
         async with ToolBridge(km, tools=tagged("B", ran_b)):
-            assert await run_cell(client, "print(only_b(105), shared(106))") == \
-                "B:105 B:106\n"
+            assert await run_cell(client, "print(only_b(105), shared(106))") == "B:105 B:106\n"
     # Every call ran once, on one host: 22 on A (only_a x 20, shared(101), shared(103)),
     # 43 on B (shared x 20, only_b x 20, only_b(102), only_b(105), shared(106)).
     assert set(ran_a.values()) == set(ran_b.values()) == {1}
     assert (len(ran_a), len(ran_b)) == (22, 43)
-

@@ -49,18 +49,20 @@ async def run_cell(client: Any, code: str, timeout: float = 30) -> str:
 
 
 async def test_serve_tools_to_your_own_kernel(
-    own_kernel: AsyncKernelManager, own_client: Any,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
 ) -> None:
     async with ToolBridge(own_kernel, tools=TOOLS) as bridge:
         assert bridge.kernel_info is not None
-        out = await run_cell(own_client, (
-            "from tools import get_weather\n"
-            "print(await get_weather('Porto', 'PT'))"))
+        out = await run_cell(
+            own_client, ("from tools import get_weather\nprint(await get_weather('Porto', 'PT'))")
+        )
     assert out == "Weather in Porto, PT: Sunny, 22°C\n"
 
 
 async def test_a_kernel_that_served_tools_exits_when_asked(
-    own_kernel: AsyncKernelManager, own_client: Any,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
 ) -> None:
     async with ToolBridge(own_kernel, tools=TOOLS):
         assert await run_cell(own_client, "import tools; print(tools.__all__)") != ""
@@ -70,7 +72,8 @@ async def test_a_kernel_that_served_tools_exits_when_asked(
 
 
 async def test_bridge_accepts_a_client_or_a_connection_file(
-    own_kernel: AsyncKernelManager, own_client: Any,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
 ) -> None:
     client = own_client
     async with ToolBridge(client, tools=TOOLS):
@@ -82,7 +85,8 @@ async def test_bridge_accepts_a_client_or_a_connection_file(
 
 
 async def test_host_closing_fails_pending_calls(
-    own_kernel: AsyncKernelManager, own_client: Any,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
 ) -> None:
     running = asyncio.Event()
 
@@ -92,39 +96,52 @@ async def test_host_closing_fails_pending_calls(
 
     bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
     await bridge.start()
-    cell = asyncio.create_task(run_cell(own_client, (
-        "import tools\n"
-        "try:\n"
-        "    await tools.slow()\n"
-        "except tools.ToolError as e:\n"
-        "    print(type(e).__name__, e.message)\n")))
+    cell = asyncio.create_task(
+        run_cell(
+            own_client,
+            (
+                "import tools\n"
+                "try:\n"
+                "    await tools.slow()\n"
+                "except tools.ToolError as e:\n"
+                "    print(type(e).__name__, e.message)\n"
+            ),
+        )
+    )
     await running.wait()
     await bridge.close()
     out = await asyncio.wait_for(cell, 30)
     assert out == "HostDisconnectedError the host closed the connection\n"
 
 
-async def test_with_no_host_a_call_names_its_tool(own_kernel: AsyncKernelManager,
-                                                  own_client: Any) -> None:
+async def test_with_no_host_a_call_names_its_tool(
+    own_kernel: AsyncKernelManager, own_client: Any
+) -> None:
     async with ToolBridge(own_kernel, tools=TOOLS):
         pass  # the extension is loaded, and no host is left
-    out = await run_cell(own_client, (
-        "from tools import get_weather\n"
-        "import tools\n"
-        "for call in (lambda: get_weather('x', 'y'), tools.anything):\n"
-        "    try:\n"
-        "        call()\n"
-        "    except tools.HostDisconnectedError as e:\n"
-        "        print(e.tool, '|', e.message)\n"))
+    out = await run_cell(
+        own_client,
+        (
+            "from tools import get_weather\n"
+            "import tools\n"
+            "for call in (lambda: get_weather('x', 'y'), tools.anything):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except tools.HostDisconnectedError as e:\n"
+            "        print(e.tool, '|', e.message)\n"
+        ),
+    )
     assert out.splitlines() == [
         "get_weather | no host is serving tools to this kernel; connect one with "
         "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge",
         "anything | no host is serving tools to this kernel; connect one with "
-        "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge"]
+        "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge",
+    ]
 
 
 async def test_a_host_whose_connection_drops_is_noticed_at_once(
-    own_kernel: AsyncKernelManager, own_client: Any,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
 ) -> None:
     running = asyncio.Event()
 
@@ -134,12 +151,18 @@ async def test_a_host_whose_connection_drops_is_noticed_at_once(
 
     bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
     await bridge.start()
-    cell = asyncio.create_task(run_cell(own_client, (
-        "import tools\n"
-        "try:\n"
-        "    await tools.slow()\n"
-        "except tools.HostDisconnectedError as e:\n"
-        "    print(e.message)\n")))
+    cell = asyncio.create_task(
+        run_cell(
+            own_client,
+            (
+                "import tools\n"
+                "try:\n"
+                "    await tools.slow()\n"
+                "except tools.HostDisconnectedError as e:\n"
+                "    print(e.message)\n"
+            ),
+        )
+    )
     await running.wait()
     await bridge.transport.close()  # sockets closed without a goodbye, as in a crash
     out = await asyncio.wait_for(cell, 30)  # tool_timeout=None: it would wait forever
@@ -148,10 +171,13 @@ async def test_a_host_whose_connection_drops_is_noticed_at_once(
 
 
 async def test_a_killed_host_is_forgotten_at_once(
-    own_kernel: AsyncKernelManager, own_client: Any, tmp_path: Path,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
+    tmp_path: Path,
 ) -> None:
     host = tmp_path / "host.py"
-    host.write_text(textwrap.dedent("""\
+    host.write_text(
+        textwrap.dedent("""\
         import asyncio, sys
         from progtc_kernel import ToolBridge
 
@@ -164,9 +190,11 @@ async def test_a_killed_host_is_forgotten_at_once(
                 await asyncio.Event().wait()
 
         asyncio.run(main())
-        """))
+        """)
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(host), own_kernel.connection_file, stdout=asyncio.subprocess.PIPE)
+        sys.executable, str(host), own_kernel.connection_file, stdout=asyncio.subprocess.PIPE
+    )
     assert process.stdout is not None
     assert await asyncio.wait_for(process.stdout.readline(), 60) == b"serving\n"
     assert await run_cell(own_client, "import tools\nprint(tools.who())") == "A\n"
@@ -176,12 +204,16 @@ async def test_a_killed_host_is_forgotten_at_once(
         assert await run_cell(own_client, "import tools\nprint(tools.who())") == "B\n"
     # B left cleanly and A is dead: the call fails at once instead of waiting on A
     # (whose tool_timeout was None: it would hang).
-    out = await run_cell(own_client, (
-        "import tools\n"
-        "try:\n"
-        "    tools.who()\n"
-        "except tools.HostDisconnectedError as e:\n"
-        "    print(e.message)\n"))
+    out = await run_cell(
+        own_client,
+        (
+            "import tools\n"
+            "try:\n"
+            "    tools.who()\n"
+            "except tools.HostDisconnectedError as e:\n"
+            "    print(e.message)\n"
+        ),
+    )
     assert out.startswith("no host is serving tools to this kernel")
 
 
@@ -194,24 +226,41 @@ async def test_calls_go_to_the_host_whose_client_ran_the_cell(
     def who_else() -> str:
         return "second"
 
-    async with ToolBridge(own_kernel, tools={"who": who}) as first, \
-            ToolBridge(own_kernel, tools={"who": who_else}) as second:
+    async with (
+        ToolBridge(own_kernel, tools={"who": who}) as first,
+        ToolBridge(own_kernel, tools={"who": who_else}) as second,
+    ):
         for bridge, expected in ((first, "first"), (second, "second")):
             done = asyncio.get_running_loop().create_future()
-            msg_id = bridge.transport.send("shell", "execute_request", {
-                "code": "import tools\nprint(tools.who())", "silent": False,
-                "store_history": False, "user_expressions": {}, "allow_stdin": False})
+            msg_id = bridge.transport.send(
+                "shell",
+                "execute_request",
+                {
+                    "code": "import tools\nprint(tools.who())",
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                },
+            )
 
             printed: list[str] = []
 
-            def on_message(channel: str, msg: dict[str, Any], done: Any = done,
-                           msg_id: str = msg_id, printed: list[str] = printed) -> None:
+            def on_message(
+                channel: str,
+                msg: dict[str, Any],
+                done: Any = done,
+                msg_id: str = msg_id,
+                printed: list[str] = printed,
+            ) -> None:
                 if msg["parent_header"].get("msg_id") != msg_id or done.done():
                     return
                 if msg["header"]["msg_type"] == "stream":
                     printed.append(msg["content"]["text"])  # a print may come in pieces
-                elif msg["header"]["msg_type"] == "status" and \
-                        msg["content"]["execution_state"] == "idle":
+                elif (
+                    msg["header"]["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"
+                ):
                     done.set_result("".join(printed))
 
             bridge.add_message_listener(on_message)
@@ -229,8 +278,9 @@ async def test_a_kernel_without_progtc_kernel_is_a_clear_error(
 # -- forged and garbage messages from a second client holding the key ----------------
 
 
-async def forge(own_kernel: AsyncKernelManager, bridge: ToolBridge,
-                messages: list[tuple[dict[str, Any], bytes]]) -> None:
+async def forge(
+    own_kernel: AsyncKernelManager, bridge: ToolBridge, messages: list[tuple[dict[str, Any], bytes]]
+) -> None:
     """Send comm messages on the bridge's comm from another client, on control, and
     wait until the kernel has handled them (control answers in order)."""
     forger = ZmqTransport.connect(dict(own_kernel.get_connection_info()))
@@ -238,36 +288,58 @@ async def forge(own_kernel: AsyncKernelManager, bridge: ToolBridge,
     probe = ""
 
     def on_message(channel: str, msg: dict[str, Any]) -> None:
-        if channel == "control" and msg["parent_header"].get("msg_id") == probe \
-                and not handled.done():
+        if (
+            channel == "control"
+            and msg["parent_header"].get("msg_id") == probe
+            and not handled.done()
+        ):
             handled.set_result(None)
 
     await forger.start(on_message)
     try:
         for data, body in messages:
-            forger.send("control", "comm_msg", {"comm_id": bridge.comm_id, "data": data},
-                        buffers=[body])
+            forger.send(
+                "control", "comm_msg", {"comm_id": bridge.comm_id, "data": data}, buffers=[body]
+            )
         probe = forger.send("control", "kernel_info_request", {})
         await asyncio.wait_for(handled, 30)
     finally:
         await forger.close()
 
 
-@pytest.mark.parametrize(("data", "entry", "message"), [
-    ({"v": PROTOCOL_VERSION, "type": "results"}, {"ok": False, "error": {}},
-     "the host sent a malformed result (unknown error kind None)"),
-    ({"v": PROTOCOL_VERSION, "type": "results"}, {"ok": True},
-     "the host sent a malformed result (a successful result has no 'value')"),
-    ({"v": 99, "type": "results"}, {"ok": True, "value": 1},
-     f"the host speaks progtc_kernel protocol 99, this kernel's extension (progtc-kernel "
-     f"{__version__}) speaks {PROTOCOL_VERSION}"),
-    ({"v": PROTOCOL_VERSION, "type": "results"},
-     {"ok": False, "error": {"kind": ["tool"], "type": "ValueError", "message": "m"}},
-     "the host sent a malformed result (unknown error kind ['tool'])"),
-], ids=["error-without-fields", "ok-without-value", "version-99", "unhashable-kind"])
+@pytest.mark.parametrize(
+    ("data", "entry", "message"),
+    [
+        (
+            {"v": PROTOCOL_VERSION, "type": "results"},
+            {"ok": False, "error": {}},
+            "the host sent a malformed result (unknown error kind None)",
+        ),
+        (
+            {"v": PROTOCOL_VERSION, "type": "results"},
+            {"ok": True},
+            "the host sent a malformed result (a successful result has no 'value')",
+        ),
+        (
+            {"v": 99, "type": "results"},
+            {"ok": True, "value": 1},
+            f"the host speaks progtc_kernel protocol 99, this kernel's extension (progtc-kernel "
+            f"{__version__}) speaks {PROTOCOL_VERSION}",
+        ),
+        (
+            {"v": PROTOCOL_VERSION, "type": "results"},
+            {"ok": False, "error": {"kind": ["tool"], "type": "ValueError", "message": "m"}},
+            "the host sent a malformed result (unknown error kind ['tool'])",
+        ),
+    ],
+    ids=["error-without-fields", "ok-without-value", "version-99", "unhashable-kind"],
+)
 async def test_a_bad_result_fails_its_call_instead_of_orphaning_it(
-    own_kernel: AsyncKernelManager, own_client: Any,
-    data: dict[str, Any], entry: dict[str, Any], message: str,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
+    data: dict[str, Any],
+    entry: dict[str, Any],
+    message: str,
 ) -> None:
     async def stall() -> None:
         await asyncio.Event().wait()
@@ -280,47 +352,78 @@ async def test_a_bad_result_fails_its_call_instead_of_orphaning_it(
                 started.set_result(event.id)
 
         bridge.add_tool_listener(on_tool_event)
-        cell = asyncio.create_task(run_cell(own_client, (
-            "import tools\n"
-            "try:\n"
-            "    await tools.stall()\n"
-            "except tools.ToolError as e:\n"
-            "    print(e.error_type, '|', e.message)\n")))
+        cell = asyncio.create_task(
+            run_cell(
+                own_client,
+                (
+                    "import tools\n"
+                    "try:\n"
+                    "    await tools.stall()\n"
+                    "except tools.ToolError as e:\n"
+                    "    print(e.error_type, '|', e.message)\n"
+                ),
+            )
+        )
         call_id = await started
-        await forge(own_kernel, bridge, [(data, json.dumps(
-            {"results": [{"id": call_id, **entry}]}).encode())])
+        await forge(
+            own_kernel,
+            bridge,
+            [(data, json.dumps({"results": [{"id": call_id, **entry}]}).encode())],
+        )
         out = await asyncio.wait_for(cell, 30)
     assert out.startswith("ProtocolError | " + message)
 
 
 async def test_garbage_is_logged_once_per_kind_and_counted(
-    own_kernel: AsyncKernelManager, own_client: Any,
+    own_kernel: AsyncKernelManager,
+    own_client: Any,
 ) -> None:
     chaos = random.Random(7)
     kinds = ["results", "tools", "queued", "close-ish", "calls", ""]
     garbage = []
     for _ in range(400):
         data = {"v": chaos.choice([1, 1, 1, 0, 99, "x"]), "type": chaos.choice(kinds)}
-        body = chaos.choice([
-            chaos.randbytes(chaos.randint(0, 40)),
-            json.dumps(chaos.choice([[], 3, "s", {"results": 5}, {"results": [7, {}]},
-                                     {"results": [{"id": "x"}]}, {"ids": "no"}])).encode(),
-        ])
+        body = chaos.choice(
+            [
+                chaos.randbytes(chaos.randint(0, 40)),
+                json.dumps(
+                    chaos.choice(
+                        [
+                            [],
+                            3,
+                            "s",
+                            {"results": 5},
+                            {"results": [7, {}]},
+                            {"results": [{"id": "x"}]},
+                            {"ids": "no"},
+                        ]
+                    )
+                ).encode(),
+            ]
+        )
         garbage.append((data, body))
     async with ToolBridge(own_kernel, tools=TOOLS) as bridge:
-        await run_cell(own_client, (
-            "import logging\n"
-            "records = []\n"
-            "handler = logging.Handler()\n"
-            "handler.emit = records.append\n"
-            "logging.getLogger('progtc_kernel').addHandler(handler)\n"))
+        await run_cell(
+            own_client,
+            (
+                "import logging\n"
+                "records = []\n"
+                "handler = logging.Handler()\n"
+                "handler.emit = records.append\n"
+                "logging.getLogger('progtc_kernel').addHandler(handler)\n"
+            ),
+        )
         await forge(own_kernel, bridge, garbage)
-        out = await run_cell(own_client, (
-            "from progtc_kernel.kernel_side import extension\n"
-            "counts = extension.current().bad_messages.counts\n"
-            "print(len(records), len(counts), any(r.exc_info for r in records))\n"
-            "import tools\n"
-            "print(tools.get_weather('Oslo', 'NO'))\n"))
+        out = await run_cell(
+            own_client,
+            (
+                "from progtc_kernel.kernel_side import extension\n"
+                "counts = extension.current().bad_messages.counts\n"
+                "print(len(records), len(counts), any(r.exc_info for r in records))\n"
+                "import tools\n"
+                "print(tools.get_weather('Oslo', 'NO'))\n"
+            ),
+        )
     logged, kinds_seen, with_traceback = out.splitlines()[0].split()
     assert int(logged) == int(kinds_seen) <= 8  # one line per kind, however many came
     assert with_traceback == "False"
@@ -335,14 +438,16 @@ CAPTURE_LOGS = (
     "handler = logging.Handler(logging.WARNING)\n"
     "handler.emit = records.append\n"
     "for logger in (logging.getLogger(), get_ipython().kernel.log):  # root: ours too\n"
-    "    logger.addHandler(handler)\n")
+    "    logger.addHandler(handler)\n"
+)
 
 REPORT_LOGS = (
     "from progtc_kernel.kernel_side import extension\n"
     "counts = extension.current().bad_messages.counts\n"
     "ours = [r for r in records if r.name == 'progtc_kernel']\n"
     "print(sum(counts.values()), len(counts), len(ours),\n"
-    "      [r.getMessage()[:80] for r in records if r.exc_info or r.name != 'progtc_kernel'])\n")
+    "      [r.getMessage()[:80] for r in records if r.exc_info or r.name != 'progtc_kernel'])\n"
+)
 
 
 def malformed_comm_msgs(comm_id: str, count: int, seed: int) -> list[tuple[dict[str, Any], bytes]]:
@@ -352,18 +457,41 @@ def malformed_comm_msgs(comm_id: str, count: int, seed: int) -> list[tuple[dict[
     which would legitimately change what the kernel serves)."""
     chaos = random.Random(seed)
     deep = b"[" * 5000 + b"]" * 5000
-    datas: list[Any] = ["oops", [1], None, 7, {"v": "1", "type": "results"},
-                        {"v": 1.5, "type": "results"}, {"v": [1], "type": "results"},
-                        {"v": 1, "type": 5}, {"type": "results"}, {"v": 1, "type": "results"},
-                        {"v": 1, "type": "tools"}, {"v": 1, "type": "queued"}]
-    bodies = [deep, b'{"results": ' + deep + b"}", b"", b"\xff\xfe", b"[]", b'"s"',
-              b'{"results": 5}', b'{"results": [7, {}, {"id": "x"}, {"id": []}]}',
-              b'{"results": [{"id": 1, "ok": false, "error": {"kind": ["tool"]}}]}',
-              b'{"tools": "x"}', b'{"tools": [{"name": 5}]}',
-              b'{"tools": [{"name": "x", "parameters": "zz"}]}',
-              b'{"tools": [], "tool_timeout": "soon"}', b'{"ids": "no"}', b'{"ids": [[1]]}']
-    return [({"comm_id": comm_id, "data": chaos.choice(datas)}, chaos.choice(bodies))
-            for _ in range(count)]
+    datas: list[Any] = [
+        "oops",
+        [1],
+        None,
+        7,
+        {"v": "1", "type": "results"},
+        {"v": 1.5, "type": "results"},
+        {"v": [1], "type": "results"},
+        {"v": 1, "type": 5},
+        {"type": "results"},
+        {"v": 1, "type": "results"},
+        {"v": 1, "type": "tools"},
+        {"v": 1, "type": "queued"},
+    ]
+    bodies = [
+        deep,
+        b'{"results": ' + deep + b"}",
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'"s"',
+        b'{"results": 5}',
+        b'{"results": [7, {}, {"id": "x"}, {"id": []}]}',
+        b'{"results": [{"id": 1, "ok": false, "error": {"kind": ["tool"]}}]}',
+        b'{"tools": "x"}',
+        b'{"tools": [{"name": 5}]}',
+        b'{"tools": [{"name": "x", "parameters": "zz"}]}',
+        b'{"tools": [], "tool_timeout": "soon"}',
+        b'{"ids": "no"}',
+        b'{"ids": [[1]]}',
+    ]
+    return [
+        ({"comm_id": comm_id, "data": chaos.choice(datas)}, chaos.choice(bodies))
+        for _ in range(count)
+    ]
 
 
 class SecondClient:
@@ -385,8 +513,11 @@ class SecondClient:
         msg = self.client.session.msg("kernel_info_request")
         getattr(self.client, f"{channel}_channel").send(msg)
         while True:
-            reply = await (self.client.get_shell_msg(timeout=120) if channel == "shell"
-                           else self.client.get_control_msg(timeout=120))
+            reply = await (
+                self.client.get_shell_msg(timeout=120)
+                if channel == "shell"
+                else self.client.get_control_msg(timeout=120)
+            )
             if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
                 return reply["content"]  # type: ignore[no-any-return]
 
@@ -396,7 +527,8 @@ class SecondClient:
 
 @pytest.mark.parametrize("channel", ["shell", "control"])
 async def test_malformed_messages_from_a_second_client_are_dropped_and_the_kernel_serves(
-    make_kernel: Any, channel: str,
+    make_kernel: Any,
+    channel: str,
 ) -> None:
     async with make_kernel(TOOLS, timeout=120) as kernel:
         assert (await kernel.execute(CAPTURE_LOGS)).ok
@@ -414,9 +546,11 @@ async def test_malformed_messages_from_a_second_client_are_dropped_and_the_kerne
             "print(await tools.get_weather('Oslo', 'NO'))\n"
             "def run():\n"
             "    return tools.search_database('inns', limit=1)\n"
-            "print(run())\n")
-        assert result.stdout == ("Weather in Oslo, NO: Sunny, 22°C\n"
-                                 "[{'id': 0, 'name': 'inns 0'}]\n"), result.error
+            "print(run())\n"
+        )
+        assert result.stdout == (
+            "Weather in Oslo, NO: Sunny, 22°C\n[{'id': 0, 'name': 'inns 0'}]\n"
+        ), result.error
         report = await kernel.execute(REPORT_LOGS)
     dropped, kinds, logged, others = report.stdout.split(maxsplit=3)
     assert int(dropped) >= 300  # every one dropped and counted (some twice: two faults)

@@ -20,13 +20,22 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def progtc_kernel(*args: str, stdin: str | None = None, cwd: Path = ROOT,
-                  python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+def progtc_kernel(
+    *args: str, stdin: str | None = None, cwd: Path = ROOT, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
     """``progtc-kernel ARGS...`` in a subprocess, without colours."""
     command = [python, "-c", "from progtc_kernel.cli import main; raise SystemExit(main())"]
     env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([*command, *args], input=stdin, capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [*command, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 def write(path: Path, code: str) -> Path:
@@ -38,8 +47,9 @@ def write(path: Path, code: str) -> Path:
 
 
 def test_the_example_agent_runs(kernel_python: str) -> None:
-    done = progtc_kernel("run", "examples/agent.py", "--tools", "examples/tools.py",
-                         "--python", kernel_python)
+    done = progtc_kernel(
+        "run", "examples/agent.py", "--tools", "examples/tools.py", "--python", kernel_python
+    )
 
     assert done.returncode == 0, done.stderr
     # stdout holds what the code printed and displayed, nothing else.
@@ -58,16 +68,20 @@ def test_the_example_agent_runs(kernel_python: str) -> None:
 
 
 def test_a_failing_script_exits_1_with_its_traceback(kernel_python: str, tmp_path: Path) -> None:
-    script = write(tmp_path / "failing.py", """\
+    script = write(
+        tmp_path / "failing.py",
+        """\
         from tools import get_weather
 
         print("checking the weather")
         forecast = await get_weather("Paris", "France")
         temperature = int(forecast.split(", ")[1])
-    """)
+    """,
+    )
 
-    done = progtc_kernel("run", str(script), "--tools", "examples/tools.py",
-                         "--python", kernel_python)
+    done = progtc_kernel(
+        "run", str(script), "--tools", "examples/tools.py", "--python", kernel_python
+    )
 
     assert done.returncode == 1
     assert done.stdout == "checking the weather\n"
@@ -79,18 +93,28 @@ def test_a_failing_script_exits_1_with_its_traceback(kernel_python: str, tmp_pat
 def test_code_from_stdin_and_an_unhandled_tool_error(kernel_python: str) -> None:
     code = 'from tools import book_hotel\nprint(await book_hotel("Paris"))\n'
 
-    done = progtc_kernel("run", "-", "--tools", "examples/tools.py", "--python", kernel_python,
-                         stdin=code)
+    done = progtc_kernel(
+        "run", "-", "--tools", "examples/tools.py", "--python", kernel_python, stdin=code
+    )
 
     assert done.returncode == 1
     assert "✗ book_hotel ValueError: no rooms available in Paris" in done.stderr
-    assert ("ToolError: tool 'book_hotel' failed: ValueError: no rooms available in Paris"
-            in done.stderr)
+    assert (
+        "ToolError: tool 'book_hotel' failed: ValueError: no rooms available in Paris"
+        in done.stderr
+    )
 
 
 def test_a_script_that_runs_too_long_is_interrupted(kernel_python: str) -> None:
-    done = progtc_kernel("run", "-", "--timeout", "1", "--python", kernel_python,
-                         stdin="import time\nprint('working', flush=True)\ntime.sleep(60)\n")
+    done = progtc_kernel(
+        "run",
+        "-",
+        "--timeout",
+        "1",
+        "--python",
+        kernel_python,
+        stdin="import time\nprint('working', flush=True)\ntime.sleep(60)\n",
+    )
 
     assert done.returncode == 1
     assert done.stdout == "working\n"
@@ -99,7 +123,9 @@ def test_a_script_that_runs_too_long_is_interrupted(kernel_python: str) -> None:
 
 def test_tools_files_serve_the_functions_they_define(kernel_python: str, tmp_path: Path) -> None:
     # Named tools.py on purpose: it must not be confused with the kernel's `tools`.
-    write(tmp_path / "tools.py", """\
+    write(
+        tmp_path / "tools.py",
+        """\
         from os.path import basename  # imported: not a tool
 
         def shout(text: str) -> str:
@@ -108,24 +134,33 @@ def test_tools_files_serve_the_functions_they_define(kernel_python: str, tmp_pat
 
         def _helper() -> None:  # private: not a tool
             pass
-    """)
-    write(tmp_path / "script.py", """\
+    """,
+    )
+    write(
+        tmp_path / "script.py",
+        """\
         import tools
         print(sorted(name for name in dir(tools)))
         print(tools.shout("hello"))
-    """)
+    """,
+    )
 
-    done = progtc_kernel("run", "script.py", "--tools", "tools.py", "--python", kernel_python,
-                         cwd=tmp_path)
+    done = progtc_kernel(
+        "run", "script.py", "--tools", "tools.py", "--python", kernel_python, cwd=tmp_path
+    )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == ("['HostDisconnectedError', 'ToolArgumentError', 'ToolError', "
-                           "'ToolTimeoutError', 'shout']\nHELLO!\n")
+    assert done.stdout == (
+        "['HostDisconnectedError', 'ToolArgumentError', 'ToolError', "
+        "'ToolTimeoutError', 'shout']\nHELLO!\n"
+    )
 
 
 @pytest.mark.fast
 def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
-    chosen = write(tmp_path / "chosen.py", """\
+    chosen = write(
+        tmp_path / "chosen.py",
+        """\
         def a() -> int:
             return 1
 
@@ -133,8 +168,11 @@ def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
             return 2
 
         TOOLS = {"first": a}
-    """)
-    exported = write(tmp_path / "exported.py", """\
+    """,
+    )
+    exported = write(
+        tmp_path / "exported.py",
+        """\
         __all__ = ["c", "VERSION"]
         VERSION = "1.0"  # not callable: skipped
 
@@ -143,35 +181,52 @@ def test_tools_lists_choose_what_a_file_serves(tmp_path: Path) -> None:
 
         def d() -> int:
             return 4
-    """)
+    """,
+    )
 
     assert sorted(load_tools([str(chosen), str(exported)])) == ["c", "first"]
     assert sorted(load_tools([str(EXAMPLES / "tools.py")])) == [
-        "book_hotel", "convert_currency", "get_weather", "search_database"]
+        "book_hotel",
+        "convert_currency",
+        "get_weather",
+        "search_database",
+    ]
 
 
 # -- usage errors -------------------------------------------------------------------
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize(("args", "message"), [
-    (["run", "missing.py", "--tools", "examples/tools.py"], "script not found: missing.py"),
-    (["run", "examples/agent.py", "--tools", "no/such/tools.py"],
-     "tools file not found: no/such/tools.py"),
-    (["run", "examples/agent.py", "--tools", "no_such_module"],
-     "no module named 'no_such_module': give a .py file path"),
-    (["run", "examples/agent.py", "--tools", "examples/tools.py", "--python", "/no/python"],
-     "could not start a kernel with --python /no/python: no Python interpreter at "
-     "'/no/python'"),
-    (["run", "examples/agent.py", "--timeout", "soon"], "'soon' is not a number of seconds"),
-    (["run"], "the following arguments are required: SCRIPT"),
-    (["mcp", "--max-result-chars", "0"],
-     "'0': give a whole number of characters, 1 or more"),
-    (["install", "--prefix", str(ROOT / "pyproject.toml")],
-     "cannot write the kernelspec ([Errno 20] Not a directory"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.py", "--tools", "examples/tools.py"], "script not found: missing.py"),
+        (
+            ["run", "examples/agent.py", "--tools", "no/such/tools.py"],
+            "tools file not found: no/such/tools.py",
+        ),
+        (
+            ["run", "examples/agent.py", "--tools", "no_such_module"],
+            "no module named 'no_such_module': give a .py file path",
+        ),
+        (
+            ["run", "examples/agent.py", "--tools", "examples/tools.py", "--python", "/no/python"],
+            "could not start a kernel with --python /no/python: no Python interpreter at "
+            "'/no/python'",
+        ),
+        (["run", "examples/agent.py", "--timeout", "soon"], "'soon' is not a number of seconds"),
+        (["run"], "the following arguments are required: SCRIPT"),
+        (["mcp", "--max-result-chars", "0"], "'0': give a whole number of characters, 1 or more"),
+        (
+            ["install", "--prefix", str(ROOT / "pyproject.toml")],
+            "cannot write the kernelspec ([Errno 20] Not a directory",
+        ),
+    ],
+)
 def test_usage_errors_exit_2_and_say_what_to_do(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(ROOT)
@@ -186,24 +241,35 @@ def test_usage_errors_exit_2_and_say_what_to_do(
 
 @pytest.mark.fast
 def test_a_tools_file_without_tools_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     empty = write(tmp_path / "empty.py", "from json import dumps, loads\n\ndef _private(): ...\n")
     broken = write(tmp_path / "broken.py", "import json\nraise RuntimeError('no config')\n")
 
     assert main(["run", str(ROOT / "examples/agent.py"), "--tools", str(empty)]) == 2
-    assert "defines no tools: define public functions in it, or list the tools to serve in " \
-           "TOOLS" in " ".join(capsys.readouterr().err.split())
+    assert (
+        "defines no tools: define public functions in it, or list the tools to serve in "
+        "TOOLS" in " ".join(capsys.readouterr().err.split())
+    )
     assert main(["run", str(ROOT / "examples/agent.py"), "--tools", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "importing" in err and "RuntimeError: no config" in err and "line 2" in err
 
 
-@pytest.mark.parametrize(("upstream", "message"), [
-    (f"{sys.executable} -c pass",
-     "-c pass': it exited before its handshake (its own output, above, says why)"),
-    ("no-such-program-here", "could not start the MCP server 'no-such-program-here': [Errno 2]"),
-])
+@pytest.mark.parametrize(
+    ("upstream", "message"),
+    [
+        (
+            f"{sys.executable} -c pass",
+            "-c pass': it exited before its handshake (its own output, above, says why)",
+        ),
+        (
+            "no-such-program-here",
+            "could not start the MCP server 'no-such-program-here': [Errno 2]",
+        ),
+    ],
+)
 def test_an_upstream_that_cannot_start_is_a_usage_error(upstream: str, message: str) -> None:
     done = progtc_kernel("mcp", "--upstream", upstream, stdin="")
     assert done.returncode == 2
@@ -214,35 +280,48 @@ def test_an_upstream_that_cannot_start_is_a_usage_error(upstream: str, message: 
 def command_with_tools(command: str, tools: Path, tmp_path: Path) -> list[str]:
     """``command`` with ``--tools tools`` and whatever else it needs to get that far."""
     notebook = tmp_path / "in.ipynb"
-    notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
-                                    "nbformat_minor": 5}))
-    rest = {"run": [str(ROOT / "examples/agent.py")], "mcp": [], "attach": [],
-            "notebook": [str(notebook), str(tmp_path / "out.ipynb")]}[command]
+    notebook.write_text(
+        json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    )
+    rest = {
+        "run": [str(ROOT / "examples/agent.py")],
+        "mcp": [],
+        "attach": [],
+        "notebook": [str(notebook), str(tmp_path / "out.ipynb")],
+    }[command]
     return [command, *rest, "--tools", str(tools)]
 
 
 @pytest.mark.fast
 @pytest.mark.parametrize("command", ["run", "mcp", "notebook", "attach"])
 def test_a_tools_module_that_exits_or_fails_on_import_is_a_usage_error(
-    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     exits = write(tmp_path / "exits.py", "import json\nraise SystemExit(7)\n")
     fails = write(tmp_path / "fails.py", "def tool(): ...\n{}['missing']\n")
 
     assert main(command_with_tools(command, exits, tmp_path)) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert (f"a --tools module raised SystemExit(7) while it was imported ({exits}, line 2): "
-            "a tools module must not exit when imported") in err
+    assert (
+        f"a --tools module raised SystemExit(7) while it was imported ({exits}, line 2): "
+        "a tools module must not exit when imported"
+    ) in err
     assert main(command_with_tools(command, fails, tmp_path)) == 2
     err = capsys.readouterr().err
     assert f"importing {fails} failed" in err and "KeyError: 'missing'" in err
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("content", ['{"a": 1}', '{"cells": "x", "nbformat": 4, '
-                                     '"nbformat_minor": 5, "metadata": {}}', "[1, 2]"])
+@pytest.mark.parametrize(
+    "content",
+    ['{"a": 1}', '{"cells": "x", "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "[1, 2]"],
+)
 def test_json_that_is_not_a_notebook_is_a_usage_error(
-    content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    content: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = tmp_path / "data.ipynb"
     source.write_text(content)
@@ -267,26 +346,39 @@ def test_every_command_takes_log_level(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_log_level_shows_the_records_it_asks_for(kernel_python: str) -> None:
     quiet = progtc_kernel("run", "-", "--python", kernel_python, stdin="print(1)\n")
-    debug = progtc_kernel("run", "-", "--python", kernel_python, "--log-level", "DEBUG",
-                          stdin="print(1)\n")
+    debug = progtc_kernel(
+        "run", "-", "--python", kernel_python, "--log-level", "DEBUG", stdin="print(1)\n"
+    )
     assert quiet.returncode == debug.returncode == 0, debug.stderr
     assert "DEBUG" not in quiet.stderr and "WARNING" not in quiet.stderr
     assert " asyncio DEBUG: Using selector" in debug.stderr
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize(("command", "module", "extra", "needs"), [
-    ("mcp", "mcp", "mcp", "progtc-kernel's MCP server needs the MCP SDK"),
-    ("serve", "jupyter_server", "server", "the server needs Jupyter Server"),
-])
+@pytest.mark.parametrize(
+    ("command", "module", "extra", "needs"),
+    [
+        ("mcp", "mcp", "mcp", "progtc-kernel's MCP server needs the MCP SDK"),
+        ("serve", "jupyter_server", "server", "the server needs Jupyter Server"),
+    ],
+)
 def test_a_missing_extra_names_the_pip_install_that_fixes_it(
-        command: str, module: str, extra: str, needs: str) -> None:
+    command: str, module: str, extra: str, needs: str
+) -> None:
     from progtc_kernel._install import install_hint
 
     done = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None\n"
-         f"from progtc_kernel.cli import main; raise SystemExit(main([{command!r}]))"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.modules[{module!r}] = None\n"
+            f"from progtc_kernel.cli import main; raise SystemExit(main([{command!r}]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert done.returncode == 2
     said = " ".join(done.stderr.split())
     assert needs in said
@@ -305,13 +397,16 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.fast
 def test_display_outputs_become_text_or_a_one_line_note() -> None:
     assert describe_output({"text/plain": "42"}) == ("42", None)
-    assert describe_output({"text/plain": "<IPython.core.display.Markdown object>",
-                            "text/markdown": "# Hi"}) == ("# Hi", None)
-    assert describe_output({"text/plain": "<IPython.core.display.HTML object>",
-                            "text/html": "<b>hi</b>"}) == (None, "[text/html, 9 B]")
+    assert describe_output(
+        {"text/plain": "<IPython.core.display.Markdown object>", "text/markdown": "# Hi"}
+    ) == ("# Hi", None)
+    assert describe_output(
+        {"text/plain": "<IPython.core.display.HTML object>", "text/html": "<b>hi</b>"}
+    ) == (None, "[text/html, 9 B]")
     png = base64.b64encode(bytes(18_000)).decode()
-    assert describe_output({"text/plain": "<Figure size 640x480 with 1 Axes>",
-                            "image/png": png}) == (None, "[image/png, 18.0 kB]")
+    assert describe_output(
+        {"text/plain": "<Figure size 640x480 with 1 Axes>", "image/png": png}
+    ) == (None, "[image/png, 18.0 kB]")
 
 
 # -- install ------------------------------------------------------------------------
@@ -330,14 +425,20 @@ async def test_an_installed_kernelspec_serves_tools(kernel_python: str, tmp_path
     spec = json.loads((kernels / "progtc" / "kernel.json").read_text())
     assert spec["display_name"] == "Python 3 (progtc)" and spec["language"] == "python"
     assert Path(spec["argv"][0]).resolve() == Path(kernel_python).resolve()
-    assert spec["argv"][1:] == ["-m", "ipykernel_launcher", "-f", "{connection_file}",
-                                "--ext=progtc_kernel"]
+    assert spec["argv"][1:] == [
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+        "--ext=progtc_kernel",
+    ]
 
     async def get_weather(city: str, country: str) -> str:
         return f"Sunny in {city}, {country}"
 
-    km = AsyncKernelManager(kernel_name="progtc",
-                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    km = AsyncKernelManager(
+        kernel_name="progtc", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)])
+    )
     await km.start_kernel()
     client = km.client()
     try:
@@ -353,7 +454,9 @@ async def test_an_installed_kernelspec_serves_tools(kernel_python: str, tmp_path
 
             reply = await client.execute_interactive(
                 "from tools import get_weather\nprint(await get_weather('Paris', 'France'))",
-                output_hook=collect, timeout=60)
+                output_hook=collect,
+                timeout=60,
+            )
         assert reply["content"]["status"] == "ok"
         assert "".join(printed) == "Sunny in Paris, France\n"
     finally:

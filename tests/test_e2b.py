@@ -39,36 +39,46 @@ class StandInSandbox:
 
 
 @pytest.fixture(scope="module")
-async def sandbox_server(tmp_path_factory: pytest.TempPathFactory
-                         ) -> AsyncIterator[JupyterProcess]:
+async def sandbox_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
     home = tmp_path_factory.mktemp("e2b")
     # The template's only kernelspec, python3, with the extension in the profile.
     kernelspec(home / "share", "python3", kernel_env("6.31"), profile_extension=True)
     process = await jupyter_server(  # configured as E2B's template/jupyter_server_config.py
-        home, "--ServerApp.disable_check_xsrf=True", "--ServerApp.allow_remote_access=True",
-        token="").start()
+        home,
+        "--ServerApp.disable_check_xsrf=True",
+        "--ServerApp.allow_remote_access=True",
+        token="",
+    ).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-async def stock_sandbox_server(tmp_path_factory: pytest.TempPathFactory
-                               ) -> AsyncIterator[JupyterProcess]:
+async def stock_sandbox_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[JupyterProcess]:
     """A sandbox of E2B's stock ``code-interpreter-v1`` template: Python 3.13 (where
     this machine has it), ipykernel 6.31.0 and IPython 9.15, nothing of ours."""
     home = tmp_path_factory.mktemp("e2b-stock")
-    python = build_env("e2b-code-interpreter-v1", ["ipykernel==6.31.0", "ipython==9.15.*"],
-                       base=interpreter("3.13"))
+    python = build_env(
+        "e2b-code-interpreter-v1",
+        ["ipykernel==6.31.0", "ipython==9.15.*"],
+        base=interpreter("3.13"),
+    )
     kernelspec(home / "share", "python3", python)
     process = await jupyter_server(
-        home, "--ServerApp.disable_check_xsrf=True", "--ServerApp.allow_remote_access=True",
-        token="").start()
+        home,
+        "--ServerApp.disable_check_xsrf=True",
+        "--ServerApp.allow_remote_access=True",
+        token="",
+    ).start()
     yield process
     process.stop()
 
 
 async def test_the_stock_template_needs_nothing_of_ours(
-        stock_sandbox_server: JupyterProcess) -> None:
+    stock_sandbox_server: JupyterProcess,
+) -> None:
     async with edge_for(stock_sandbox_server) as proxy:
         server = JupyterServer.e2b(StandInSandbox(proxy, TRAFFIC_TOKEN), validate_cert=False)
         async with ToolKernel(TOOLS, server=server) as kernel:
@@ -76,19 +86,30 @@ async def test_the_stock_template_needs_nothing_of_ours(
             assert kernel.bridge.kernel_info["injected"] is True
             assert kernel.bridge.kernel_info["ipykernel"] == "6.31.0"
             result = await kernel.execute(
-                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
+            )
             assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
 
         # A code context (a kernel E2B's own API started) is served the same way.
-        session = await server.request("POST", "api/sessions", {
-            "path": "context-2", "name": "context-2", "type": "notebook",
-            "kernel": {"name": "python3"}})
+        session = await server.request(
+            "POST",
+            "api/sessions",
+            {
+                "path": "context-2",
+                "name": "context-2",
+                "type": "notebook",
+                "kernel": {"name": "python3"},
+            },
+        )
         kernel_id = session["kernel"]["id"]
         try:
-            async with Frontend(server, kernel_id) as context, \
-                    ToolBridge(server.kernel(kernel_id), tools=TOOLS):
+            async with (
+                Frontend(server, kernel_id) as context,
+                ToolBridge(server.kernel(kernel_id), tools=TOOLS),
+            ):
                 printed = await context.run(
-                    "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
+                    "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))"
+                )
             assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"
         finally:
             await server.request("DELETE", f"api/sessions/{session['id']}")
@@ -108,8 +129,9 @@ async def edge_for(sandbox: JupyterProcess) -> AsyncIterator[Proxy]:
     authority = trustme.CA()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(tls)
-    async with Proxy(sandbox.port, tls=tls,
-                     require_header=("E2B-Traffic-Access-Token", TRAFFIC_TOKEN)) as proxy:
+    async with Proxy(
+        sandbox.port, tls=tls, require_header=("E2B-Traffic-Access-Token", TRAFFIC_TOKEN)
+    ) as proxy:
         yield proxy
 
 
@@ -118,7 +140,8 @@ async def test_tool_kernel_runs_in_the_sandbox(edge: Proxy) -> None:
     assert server.url.startswith("https://")
     async with ToolKernel(TOOLS, server=server) as kernel:
         result = await kernel.execute(
-            "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+            "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
+        )
         assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
     assert edge.requests_seen >= 2 and edge.refused == 0  # REST and the websocket
 
@@ -127,15 +150,25 @@ async def test_a_code_context_kernel_has_tools_from_its_profile(edge: Proxy) -> 
     """Attach to a kernel started as E2B starts a code context's, without loading
     the extension: the template's profile has loaded it already."""
     server = JupyterServer.e2b(StandInSandbox(edge, TRAFFIC_TOKEN), validate_cert=False)
-    session = await server.request("POST", "api/sessions", {
-        "path": "context-1", "name": "context-1", "type": "notebook",
-        "kernel": {"name": "python3"}})
+    session = await server.request(
+        "POST",
+        "api/sessions",
+        {
+            "path": "context-1",
+            "name": "context-1",
+            "type": "notebook",
+            "kernel": {"name": "python3"},
+        },
+    )
     kernel_id = session["kernel"]["id"]
     try:
-        async with Frontend(server, kernel_id) as context, \
-                ToolBridge(server.kernel(kernel_id), tools=TOOLS, extension="loaded"):
+        async with (
+            Frontend(server, kernel_id) as context,
+            ToolBridge(server.kernel(kernel_id), tools=TOOLS, extension="loaded"),
+        ):
             printed = await context.run(
-                "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
+                "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))"
+            )
         assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"
     finally:
         await server.request("DELETE", f"api/sessions/{session['id']}")
@@ -149,8 +182,10 @@ async def test_without_the_traffic_token_the_sandbox_refuses(edge: Proxy) -> Non
     assert refused.value.status == 403
 
 
-@pytest.mark.skipif(not os.environ.get("E2B_API_KEY"),
-                    reason="a real E2B sandbox needs E2B_API_KEY (and the e2b/ template built)")
+@pytest.mark.skipif(
+    not os.environ.get("E2B_API_KEY"),
+    reason="a real E2B sandbox needs E2B_API_KEY (and the e2b/ template built)",
+)
 async def test_a_real_e2b_sandbox() -> None:  # pragma: no cover - needs E2B's cloud
     from e2b_code_interpreter import AsyncSandbox
 
@@ -160,7 +195,8 @@ async def test_a_real_e2b_sandbox() -> None:  # pragma: no cover - needs E2B's c
         server = JupyterServer.e2b(sandbox)
         async with ToolKernel(TOOLS, server=server) as kernel:
             result = await kernel.execute(
-                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+                "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
+            )
             assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
         context = await sandbox.create_code_context()
         async with ToolKernel(TOOLS, server=server, kernel_id=context.id) as kernel:

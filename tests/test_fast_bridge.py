@@ -46,8 +46,10 @@ async def bridge(transport: FakeTransport) -> AsyncIterator[ToolBridge]:
 
 
 def calls(*requests: tuple[int, str, dict[str, Any]], channel: str = "shell") -> dict[str, Any]:
-    return {"calls": [{"id": i, "tool": t, "arguments": a} for i, t, a in requests],
-            "reply_channel": channel}
+    return {
+        "calls": [{"id": i, "tool": t, "arguments": a} for i, t, a in requests],
+        "reply_channel": channel,
+    }
 
 
 def results_of(*messages: Any) -> dict[int, Any]:
@@ -56,8 +58,10 @@ def results_of(*messages: Any) -> dict[int, Any]:
 
 # -- registering -------------------------------------------------------------------
 
+
 async def test_the_bridge_registers_its_tools_and_says_hello_once_ready(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
     opened = next(sent for sent in transport.sent if sent.msg_type == "comm_open")
     assert opened.content["target_name"] == COMM_TARGET
     assert opened.content["data"] == {"v": PROTOCOL_VERSION, "type": "register"}
@@ -70,7 +74,8 @@ async def test_the_bridge_registers_its_tools_and_says_hello_once_ready(
 
 
 async def test_new_tools_are_sent_only_when_they_changed(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
     bridge.use_tools([get_weather, search])
     assert "tools" not in transport.kinds()
     bridge.use_tools([search])
@@ -87,7 +92,8 @@ async def test_closing_tells_the_kernel_on_control_before_leaving(transport: Fak
 
 
 async def test_the_inject_policy_sends_the_load_cell_before_registering(
-        transport: FakeTransport) -> None:
+    transport: FakeTransport,
+) -> None:
     async with ToolBridge(transport, [get_weather]):
         load = await transport.request("execute_request")
         assert load.content["silent"] and "progtc_kernel" in load.content["code"]
@@ -95,9 +101,14 @@ async def test_the_inject_policy_sends_the_load_cell_before_registering(
 
 # -- a kernel it cannot work with ------------------------------------------------------
 
+
 async def test_a_kernel_of_another_protocol_is_refused_naming_both_versions() -> None:
-    transport = FakeTransport(answer_register=("error", {
-        "message": "protocol 1 expected", "protocol": 1, "package": "0.1.0"}))
+    transport = FakeTransport(
+        answer_register=(
+            "error",
+            {"message": "protocol 1 expected", "protocol": 1, "package": "0.1.0"},
+        )
+    )
     with pytest.raises(ProtocolMismatchError) as refused:
         await ToolBridge(transport, [get_weather], extension="loaded").start()
     message = str(refused.value)
@@ -117,7 +128,8 @@ async def test_a_protocol_1_kernel_that_sends_only_a_message_is_still_understood
 async def test_a_kernel_that_closes_the_comm_has_no_extension_and_says_what_to_do() -> None:
     transport = FakeTransport(answer_register=None)
     starting = asyncio.ensure_future(
-        ToolBridge(transport, [get_weather], extension="loaded").start())
+        ToolBridge(transport, [get_weather], extension="loaded").start()
+    )
     await transport.host_said("register")
     transport.deliver("iopub", "comm_close", {"comm_id": transport.comm_id, "data": {}})
     with pytest.raises(ExtensionNotLoadedError, match=r"Leave extension at its default"):
@@ -127,11 +139,20 @@ async def test_a_kernel_that_closes_the_comm_has_no_extension_and_says_what_to_d
 async def test_a_kernel_without_the_installed_extension_gets_an_install_hint() -> None:
     transport = FakeTransport(answer_register=None)
     starting = asyncio.ensure_future(
-        ToolBridge(transport, [get_weather], extension="installed").start())
+        ToolBridge(transport, [get_weather], extension="installed").start()
+    )
     load = await transport.request("execute_request")
-    transport.deliver("shell", "execute_reply", {
-        "status": "error", "ename": "ModuleNotFoundError",
-        "evalue": "No module named 'progtc_kernel'", "traceback": []}, parent=load)
+    transport.deliver(
+        "shell",
+        "execute_reply",
+        {
+            "status": "error",
+            "ename": "ModuleNotFoundError",
+            "evalue": "No module named 'progtc_kernel'",
+            "traceback": [],
+        },
+        parent=load,
+    )
     with pytest.raises(ExtensionNotLoadedError) as refused:
         await starting
     assert "No module named 'progtc_kernel'" in str(refused.value)
@@ -139,48 +160,65 @@ async def test_a_kernel_without_the_installed_extension_gets_an_install_hint() -
 
 
 async def test_messages_of_another_version_are_dropped_and_counted(
-        bridge: ToolBridge, transport: FakeTransport,
-        caplog: pytest.LogCaptureFixture) -> None:
+    bridge: ToolBridge, transport: FakeTransport, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, "progtc_kernel"):
         for _ in range(3):
-            transport.kernel_says("calls", calls((1, "get_weather", {"city": "Paris"})),
-                                  version=PROTOCOL_VERSION + 1)
+            transport.kernel_says(
+                "calls", calls((1, "get_weather", {"city": "Paris"})), version=PROTOCOL_VERSION + 1
+            )
     assert bridge.bad_messages.counts["protocol version"] == 3
     assert len([r for r in caplog.records if "dropped a bad message" in r.message]) == 1
     assert "results" not in transport.kinds()
 
 
-@pytest.mark.parametrize(("kind", "raw"), [
-    ("calls", b"not json"),
-    ("calls", b'{"calls": [{"id": "one", "tool": "search"}], "reply_channel": "shell"}'),
-    ("calls", b'{"calls": [], "reply_channel": "stdin"}'),
-    ("cancelled", b'{"ids": [1], "reason": "bored"}'),
-    ("ready", b'{"protocol": 2}'),
-    ("gossip", b"{}"),
-])
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        ("calls", b"not json"),
+        ("calls", b'{"calls": [{"id": "one", "tool": "search"}], "reply_channel": "shell"}'),
+        ("calls", b'{"calls": [], "reply_channel": "stdin"}'),
+        ("cancelled", b'{"ids": [1], "reason": "bored"}'),
+        ("ready", b'{"protocol": 2}'),
+        ("gossip", b"{}"),
+    ],
+)
 async def test_a_malformed_message_is_reported_and_dropped_and_serving_goes_on(
-        bridge: ToolBridge, transport: FakeTransport, kind: str, raw: bytes) -> None:
+    bridge: ToolBridge, transport: FakeTransport, kind: str, raw: bytes
+) -> None:
     transport.kernel_says(kind, None, raw=raw)
     assert sum(bridge.bad_messages.counts.values()) == 1
     transport.kernel_says("calls", calls((7, "search", {"query": "ok", "limit": 1})))
     assert results_of(await transport.host_said("results")) == {
-        7: {"id": 7, "ok": True, "value": ["ok 0"]}}
+        7: {"id": 7, "ok": True, "value": ["ok 0"]}
+    }
 
 
 async def test_a_message_without_a_body_buffer_is_dropped(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
-    transport.deliver("iopub", "comm_msg", {
-        "comm_id": transport.comm_id, "data": {"v": PROTOCOL_VERSION, "type": "calls"}})
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
+    transport.deliver(
+        "iopub",
+        "comm_msg",
+        {"comm_id": transport.comm_id, "data": {"v": PROTOCOL_VERSION, "type": "calls"}},
+    )
     assert bridge.bad_messages.counts["bad 'calls' message"] == 1
 
 
 # -- serving calls ------------------------------------------------------------------
 
+
 async def test_a_batch_of_calls_is_served_and_its_results_batched_per_loop_turn(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
-    transport.kernel_says("calls", calls(
-        (1, "get_weather", {"city": "Paris"}), (2, "search", {"query": "inn", "limit": 2}),
-        (3, "get_weather", {"city": "Rome", "country": "Italy"})))
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
+    transport.kernel_says(
+        "calls",
+        calls(
+            (1, "get_weather", {"city": "Paris"}),
+            (2, "search", {"query": "inn", "limit": 2}),
+            (3, "get_weather", {"city": "Rome", "country": "Italy"}),
+        ),
+    )
     first, rest = await transport.host_said("results"), await transport.host_said("results")
     # The first result of the turn leaves at once, the others follow together.
     assert [e["id"] for e in first.body["results"]] == [1]
@@ -188,25 +226,33 @@ async def test_a_batch_of_calls_is_served_and_its_results_batched_per_loop_turn(
     assert results_of(first, rest) == {
         1: {"id": 1, "ok": True, "value": "Sunny in Paris, France"},
         2: {"id": 2, "ok": True, "value": ["inn 0", "inn 1"]},
-        3: {"id": 3, "ok": True, "value": "Sunny in Rome, Italy"}}
+        3: {"id": 3, "ok": True, "value": "Sunny in Rome, Italy"},
+    }
     assert first.channel == rest.channel == "shell"
 
 
 async def test_results_go_back_on_the_channel_the_kernel_asked_for(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
     transport.kernel_says("calls", calls((1, "search", {"query": "x"}), channel="control"))
     assert (await transport.host_said("results")).channel == "control"
 
 
-@pytest.mark.parametrize(("request_", "kind", "message"), [
-    ((1, "teleport", {}), "unknown_tool", "no tool named 'teleport'; available tools: "
-                                          "get_weather, search"),
-    ((1, "get_weather", {}), "arguments", "city"),
-    ((1, "search", {"query": "x", "limit": "many"}), "arguments", "limit"),
-])
+@pytest.mark.parametrize(
+    ("request_", "kind", "message"),
+    [
+        (
+            (1, "teleport", {}),
+            "unknown_tool",
+            "no tool named 'teleport'; available tools: get_weather, search",
+        ),
+        ((1, "get_weather", {}), "arguments", "city"),
+        ((1, "search", {"query": "x", "limit": "many"}), "arguments", "limit"),
+    ],
+)
 async def test_a_call_that_cannot_run_gets_an_error_result(
-        bridge: ToolBridge, transport: FakeTransport, request_: Any, kind: str,
-        message: str) -> None:
+    bridge: ToolBridge, transport: FakeTransport, request_: Any, kind: str, message: str
+) -> None:
     transport.kernel_says("calls", calls(request_))
     (entry,) = (await transport.host_said("results")).body["results"]
     assert entry["ok"] is False and entry["error"]["kind"] == kind
@@ -214,13 +260,13 @@ async def test_a_call_that_cannot_run_gets_an_error_result(
 
 
 async def test_each_call_is_told_to_tool_listeners_with_the_cell_that_made_it(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
     seen: list[tuple[str | None, Event]] = []
     bridge.add_tool_listener(lambda parent, event: seen.append((parent, event)))
     transport.send("shell", "execute_request", {"code": "await search('a', limit=1)"})
     cell = await transport.request("execute_request")
-    transport.kernel_says("calls", calls((4, "search", {"query": "a", "limit": 1})),
-                          parent=cell)
+    transport.kernel_says("calls", calls((4, "search", {"query": "a", "limit": 1})), parent=cell)
     await transport.host_said("results")
     (parent, started), (_, finished) = seen
     assert parent == cell.msg_id
@@ -230,7 +276,8 @@ async def test_each_call_is_told_to_tool_listeners_with_the_cell_that_made_it(
 
 
 async def test_a_call_sent_again_after_a_reconnect_is_answered_once_from_the_cache(
-        transport: FakeTransport) -> None:
+    transport: FakeTransport,
+) -> None:
     ran: list[str] = []
 
     async def book(room: str) -> str:
@@ -243,19 +290,26 @@ async def test_a_call_sent_again_after_a_reconnect_is_answered_once_from_the_cac
         transport.reconnect()
         assert (await transport.host_said("resume")).channel == "control"
         info = await transport.request("comm_info_request")
-        transport.deliver("control", "comm_info_reply", {
-            "status": "ok", "comms": {transport.comm_id: {"target_name": COMM_TARGET}}},
-            parent=info)
+        transport.deliver(
+            "control",
+            "comm_info_reply",
+            {"status": "ok", "comms": {transport.comm_id: {"target_name": COMM_TARGET}}},
+            parent=info,
+        )
         await bridge.wait_ready()
         transport.kernel_says("calls", calls((1, "book", {"room": "101"})))
         replayed = await transport.host_said("results")
-    assert replayed.body == answered.body == {
-        "results": [{"id": 1, "ok": True, "value": "booked 101"}]}
+    assert (
+        replayed.body
+        == answered.body
+        == {"results": [{"id": 1, "ok": True, "value": "booked 101"}]}
+    )
     assert ran == ["101"]  # booked once
 
 
 async def test_a_kernel_that_forgot_the_host_while_away_is_registered_again(
-        bridge: ToolBridge, transport: FakeTransport) -> None:
+    bridge: ToolBridge, transport: FakeTransport
+) -> None:
     first = await transport.host_said("register")
     transport.reconnect()
     info = await transport.request("comm_info_request")
@@ -266,7 +320,8 @@ async def test_a_kernel_that_forgot_the_host_while_away_is_registered_again(
 
 
 async def test_sync_tools_waiting_for_a_thread_are_announced_queued_then_started(
-        transport: FakeTransport) -> None:
+    transport: FakeTransport,
+) -> None:
     release = threading.Event()
 
     def slow(n: int) -> int:
@@ -279,13 +334,15 @@ async def test_sync_tools_waiting_for_a_thread_are_announced_queued_then_started
         assert queued.body == {"ids": [2]}  # 1 took the only thread
         release.set()
         assert (await transport.host_said("started")).body == {"ids": [2]}
-        answered = results_of(await transport.host_said("results"),
-                              await transport.host_said("results"))
+        answered = results_of(
+            await transport.host_said("results"), await transport.host_said("results")
+        )
     assert {i: e["value"] for i, e in answered.items()} == {1: 1, 2: 2}
 
 
 async def test_a_cancelled_call_cancels_its_running_tool_and_sends_no_result(
-        transport: FakeTransport) -> None:
+    transport: FakeTransport,
+) -> None:
     running, cancelled = asyncio.Event(), asyncio.Event()
 
     async def wait_forever() -> None:
@@ -331,12 +388,14 @@ async def test_closing_cancels_the_tools_still_running(transport: FakeTransport)
 
 
 async def test_a_bridge_refuses_what_is_not_a_kernel() -> None:
-    with pytest.raises(TypeError, match="ToolBridge cannot reach a kernel through int; pass "
-                       "a KernelManager"):
+    with pytest.raises(
+        TypeError, match="ToolBridge cannot reach a kernel through int; pass a KernelManager"
+    ):
         ToolBridge(42)
 
 
 # -- where sync tools run ------------------------------------------------------------
+
 
 async def test_a_sync_tool_whose_call_is_cancelled_frees_its_thread_slot_at_once() -> None:
     threads = ToolThreads(1)

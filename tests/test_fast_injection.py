@@ -25,22 +25,23 @@ pytestmark = pytest.mark.fast
 
 # -- fingerprint and packing ---------------------------------------------------------
 
+
 def test_a_fingerprint_depends_on_the_files_not_their_order() -> None:
     files = {"a.py": b"A = 1\n", "kernel/b.py": b"B = 2\n"}
     same = dict(reversed(list(files.items())))
     assert bootstrap.fingerprint(files) == bootstrap.fingerprint(same)
     assert bootstrap.fingerprint(files) != bootstrap.fingerprint({**files, "a.py": b"A = 3\n"})
     # A file's name is part of it: moving content between files changes the hash.
-    assert (bootstrap.fingerprint({"a.py": b"xy", "b.py": b""})
-            != bootstrap.fingerprint({"a.py": b"x", "b.py": b"y"}))
+    assert bootstrap.fingerprint({"a.py": b"xy", "b.py": b""}) != bootstrap.fingerprint(
+        {"a.py": b"x", "b.py": b"y"}
+    )
 
 
 def test_sources_travel_packed_as_ascii_and_come_back_whole() -> None:
     files = kernel_side_files()
     packed = bootstrap.pack_sources(files)
     assert packed.isascii() and len(packed) < sum(map(len, files.values()))
-    assert bootstrap.unpack_sources(packed) == {path: text.decode()
-                                                for path, text in files.items()}
+    assert bootstrap.unpack_sources(packed) == {path: text.decode() for path, text in files.items()}
 
 
 def test_this_installed_checkout_has_exactly_the_hosts_kernel_side() -> None:
@@ -86,13 +87,20 @@ def test_the_injected_package_imports_from_source_text_alone(tmp_path: Path) -> 
     sources = {
         "__init__.py": "VERSION = '9.9'\n",
         "kernel/__init__.py": "",
-        "kernel/greet.py": ("from .. import VERSION\n\n"
-                            "def hello(who):\n    return f'hello {who} from {VERSION}'\n\n"
-                            "def fail():\n    raise ValueError('from injected code')\n"),
+        "kernel/greet.py": (
+            "from .. import VERSION\n\n"
+            "def hello(who):\n    return f'hello {who} from {VERSION}'\n\n"
+            "def fail():\n    raise ValueError('from injected code')\n"
+        ),
     }
     done = subprocess.run(
         [sys.executable, "-I", "-c", INJECT, str(BOOTSTRAP)],
-        input=json.dumps(sources), capture_output=True, text=True, cwd=tmp_path, check=True)
+        input=json.dumps(sources),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     seen = json.loads(done.stdout)
     assert seen["value"] == "hello kernel from 9.9" and seen["package"] == "9.9"
     assert seen["file"] == "<progtc_kernel 9.9, from the host>/kernel/greet.py"
@@ -130,45 +138,57 @@ print(json.dumps(seen))
 """
 
 
-def load_in_a_plain_interpreter(loads: list[tuple[str | None, bool]], *flags: str
-                                ) -> list[list[object]]:
+def load_in_a_plain_interpreter(
+    loads: list[tuple[str | None, bool]], *flags: str
+) -> list[list[object]]:
     """Run ``bootstrap.load`` once per (digest, inject) in a fresh interpreter (no
     digest: the host's own); returns (how, injected finders, extensions loaded) each."""
     files = kernel_side_files()
-    given = {"digest": bootstrap.fingerprint(files), "packed": bootstrap.pack_sources(files),
-             "loads": loads}
+    given = {
+        "digest": bootstrap.fingerprint(files),
+        "packed": bootstrap.pack_sources(files),
+        "loads": loads,
+    }
     done = subprocess.run(
         [sys.executable, "-I", *flags, "-c", LOAD, str(BOOTSTRAP)],
-        input=json.dumps(given), capture_output=True, text=True, check=True)
+        input=json.dumps(given),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     seen: list[list[object]] = json.loads(done.stdout)
     return seen
 
 
 def test_a_kernel_with_these_very_files_installed_loads_them_and_brings_nothing() -> None:
-    assert load_in_a_plain_interpreter([(None, True)]) == [
-        ["installed", 0, ["progtc_kernel"]]]
+    assert load_in_a_plain_interpreter([(None, True)]) == [["installed", 0, ["progtc_kernel"]]]
 
 
 def test_a_kernel_with_other_files_gets_the_hosts_once_and_keeps_them() -> None:
-    assert load_in_a_plain_interpreter([("another release", True), ("another release", True)]) \
-        == [["injected", 1, ["progtc_kernel"]], ["injected", 1, ["progtc_kernel"] * 2]]
+    assert load_in_a_plain_interpreter([("another release", True), ("another release", True)]) == [
+        ["injected", 1, ["progtc_kernel"]],
+        ["injected", 1, ["progtc_kernel"] * 2],
+    ]
 
 
 def test_told_not_to_bring_code_a_kernel_loads_what_it_has_installed() -> None:
     assert load_in_a_plain_interpreter([("another release", False)]) == [
-        ["installed", 0, ["progtc_kernel"]]]  # its protocol check then decides
+        ["installed", 0, ["progtc_kernel"]]
+    ]  # its protocol check then decides
 
 
 def test_told_not_to_bring_code_a_kernel_without_the_package_says_so() -> None:
     (seen,) = load_in_a_plain_interpreter([("another release", False)], "-S")  # no site
     how, finders, loaded = seen
-    assert str(how).startswith("ModuleNotFoundError: progtc_kernel is not installed in this "
-                               "kernel's environment")
+    assert str(how).startswith(
+        "ModuleNotFoundError: progtc_kernel is not installed in this kernel's environment"
+    )
     assert "the host was told not to bring its own (extension='installed')" in str(how)
     assert (finders, loaded) == (0, [])
 
 
 # -- install hints name where this package came from -------------------------------
+
 
 def a_distribution(site: Path, direct_url: dict[str, object] | None) -> Path:
     """A progtc-kernel installed into ``site`` as pip records it."""
@@ -180,26 +200,53 @@ def a_distribution(site: Path, direct_url: dict[str, object] | None) -> Path:
     return site
 
 
-@pytest.mark.parametrize(("direct_url", "extra", "expected"), [
-    ({"url": "file:///src/progtc-kernel", "dir_info": {"editable": True}}, None,
-     "-m pip install -e /src/progtc-kernel"),
-    ({"url": "file:///src/progtc-kernel", "dir_info": {"editable": True}}, "mcp",
-     "-m pip install -e '/src/progtc-kernel[mcp]'"),
-    ({"url": "file:///src/progtc-kernel", "dir_info": {}}, None,
-     "-m pip install /src/progtc-kernel"),
-    ({"url": "file:///wheels/my%20dir/progtc_kernel-9.9-py3-none-any.whl",
-      "archive_info": {}}, "server",
-     "-m pip install '/wheels/my dir/progtc_kernel-9.9-py3-none-any.whl[server]'"),
-    ({"url": "https://example.org/progtc_kernel-9.9-py3-none-any.whl", "archive_info": {}},
-     "mcp", "-m pip install 'progtc-kernel[mcp]' from the index, checkout or wheel you "
-            "installed it from here (it is on no public index)"),
-    ({"url": "git+https://example.org/progtc-kernel", "vcs_info": {"vcs": "git"}}, None,
-     "-m pip install 'progtc-kernel' from the index, checkout or wheel you installed it "
-     "from here (it is on no public index)"),
-])
+@pytest.mark.parametrize(
+    ("direct_url", "extra", "expected"),
+    [
+        (
+            {"url": "file:///src/progtc-kernel", "dir_info": {"editable": True}},
+            None,
+            "-m pip install -e /src/progtc-kernel",
+        ),
+        (
+            {"url": "file:///src/progtc-kernel", "dir_info": {"editable": True}},
+            "mcp",
+            "-m pip install -e '/src/progtc-kernel[mcp]'",
+        ),
+        (
+            {"url": "file:///src/progtc-kernel", "dir_info": {}},
+            None,
+            "-m pip install /src/progtc-kernel",
+        ),
+        (
+            {
+                "url": "file:///wheels/my%20dir/progtc_kernel-9.9-py3-none-any.whl",
+                "archive_info": {},
+            },
+            "server",
+            "-m pip install '/wheels/my dir/progtc_kernel-9.9-py3-none-any.whl[server]'",
+        ),
+        (
+            {"url": "https://example.org/progtc_kernel-9.9-py3-none-any.whl", "archive_info": {}},
+            "mcp",
+            "-m pip install 'progtc-kernel[mcp]' from the index, checkout or wheel you "
+            "installed it from here (it is on no public index)",
+        ),
+        (
+            {"url": "git+https://example.org/progtc-kernel", "vcs_info": {"vcs": "git"}},
+            None,
+            "-m pip install 'progtc-kernel' from the index, checkout or wheel you installed it "
+            "from here (it is on no public index)",
+        ),
+    ],
+)
 def test_an_install_hint_names_where_pip_installed_this_package_from(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_url: dict[str, object],
-        extra: str | None, expected: str) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    direct_url: dict[str, object],
+    extra: str | None,
+    expected: str,
+) -> None:
     monkeypatch.syspath_prepend(str(a_distribution(tmp_path, direct_url)))
     hint = install_hint(extra)
     assert hint == f"{shlex.quote(sys.executable)} {expected}"
@@ -207,15 +254,18 @@ def test_an_install_hint_names_where_pip_installed_this_package_from(
 
 
 def test_an_install_from_an_index_without_a_record_points_at_this_checkout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(a_distribution(tmp_path, None)))
     assert install_hint() == f"{shlex.quote(sys.executable)} -m pip install -e {ROOT}"
 
 
-def test_a_hint_for_the_kernel_names_the_kernels_python(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(a_distribution(tmp_path, {
-        "url": "file:///src/p", "dir_info": {"editable": True}})))
+def test_a_hint_for_the_kernel_names_the_kernels_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(
+        str(a_distribution(tmp_path, {"url": "file:///src/p", "dir_info": {"editable": True}}))
+    )
     assert install_hint(python="/opt/k/bin/python") == "/opt/k/bin/python -m pip install -e /src/p"
 
 
@@ -226,6 +276,8 @@ def test_a_missing_extra_names_what_needs_it_and_the_pip_command() -> None:
         error = missing_extra("mcp", exc, "the MCP server needs the MCP SDK")
     assert isinstance(error, ModuleNotFoundError) and error.name == "no_such_dependency"
     message = str(error)
-    assert message.startswith("the MCP server needs the MCP SDK (No module named "
-                              "'no_such_dependency'); install the 'mcp' extra: ")
+    assert message.startswith(
+        "the MCP server needs the MCP SDK (No module named "
+        "'no_such_dependency'); install the 'mcp' extra: "
+    )
     assert message.endswith(install_hint("mcp"))

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.fast
 
 
 async def test_a_fast_test_that_starts_a_kernel_fails_naming_the_fix() -> None:
-    with pytest.raises(KernelError, match="starts a kernel or a server, and the fast layer "
-                                          "needs none: drop its fast marker"):
+    with pytest.raises(
+        KernelError,
+        match="starts a kernel or a server, and the fast layer needs none: drop its fast marker",
+    ):
         async with ToolKernel():
             pass
 

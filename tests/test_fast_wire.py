@@ -37,17 +37,25 @@ KEY = b"a-secret-key"
 
 
 def a_message(session: Session, **content: Any) -> dict[str, Any]:
-    return session.msg("comm_msg", {"comm_id": "c1", "data": {"v": 2, "type": "calls"},
-                                    **content}, parent={"msg_id": "cell-1"})
+    return session.msg(
+        "comm_msg",
+        {"comm_id": "c1", "data": {"v": 2, "type": "calls"}, **content},
+        parent={"msg_id": "cell-1"},
+    )
 
 
 def parts_of(session: Session, msg: dict[str, Any]) -> list[bytes]:
     pack_ = session.pack
-    return [pack_(msg["header"]), pack_(msg["parent_header"]), pack_(msg["metadata"]),
-            pack_(msg["content"])]
+    return [
+        pack_(msg["header"]),
+        pack_(msg["parent_header"]),
+        pack_(msg["metadata"]),
+        pack_(msg["content"]),
+    ]
 
 
 # -- websocket frames -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("buffers", [[], [b'{"calls":[]}'], [b"one", b"", b"\x00three"]])
 def test_a_v1_frame_is_what_jupyter_server_writes_and_reads(buffers: list[bytes]) -> None:
@@ -100,8 +108,11 @@ def test_legacy_frames_from_jupyter_server_decode(buffers: list[bytes]) -> None:
     session = Session(key=KEY)
     msg = json.loads(json.dumps(a_message(session), default=str))
     written = {**msg, "channel": "iopub", "buffers": buffers}
-    frame: str | bytes = (serialize_binary_message(written) if buffers  # type: ignore[no-untyped-call]
-                          else json.dumps({**written, "buffers": []}))
+    frame: str | bytes = (
+        serialize_binary_message(written)  # type: ignore[no-untyped-call]
+        if buffers
+        else json.dumps({**written, "buffers": []})
+    )
     channel, read = _decode(frame, legacy=True)
     assert channel == "iopub" and read["content"] == msg["content"]
     assert [bytes(buffer) for buffer in read["buffers"]] == buffers
@@ -109,8 +120,8 @@ def test_legacy_frames_from_jupyter_server_decode(buffers: list[bytes]) -> None:
 
 # -- signed messages: _wire.decode is a copy of Session.deserialize; keep them equal --
 
-def signed(session: Session, msg: dict[str, Any], buffers: tuple[bytes, ...] = ()
-           ) -> list[bytes]:
+
+def signed(session: Session, msg: dict[str, Any], buffers: tuple[bytes, ...] = ()) -> list[bytes]:
     """The frames of a message as a kernel sends them (identity first)."""
     return [b"an-identity", *session.serialize({**msg, "buffers": list(buffers)})]
 
@@ -159,9 +170,11 @@ def test_a_bad_signature_is_refused_by_both(tamper: str) -> None:
     frames = signed(session, a_message(session, note="pay 10"))
     at = {"signature": 2, "header": 3, "content": 6}.get(tamper)
     if at is not None:
-        frames[at] = (b"f" if frames[at][:1] != b"f" else b"e") + frames[at][1:] \
-            if tamper == "signature" else (
-                frames[at].replace(b"pay 10", b"pay 99").replace(b'"comm_msg"', b'"shutdown"'))
+        frames[at] = (
+            (b"f" if frames[at][:1] != b"f" else b"e") + frames[at][1:]
+            if tamper == "signature"
+            else (frames[at].replace(b"pay 10", b"pay 99").replace(b'"comm_msg"', b'"shutdown"'))
+        )
     else:
         session = Session(key=b"another-key")
     ours, theirs = read_both(session, frames)
@@ -206,7 +219,8 @@ def test_without_a_key_messages_go_unsigned_and_unchecked() -> None:
 
 
 def test_bad_messages_are_logged_once_per_kind_and_counted(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     bad = _wire.BadMessages(logging.getLogger("progtc_kernel.test"), "host")
     with caplog.at_level(logging.WARNING, "progtc_kernel.test"):
         for _ in range(3):
@@ -221,6 +235,7 @@ def test_bad_messages_are_logged_once_per_kind_and_counted(
 
 # -- the protocol's messages and checks --------------------------------------------
 
+
 def test_a_message_is_a_small_routing_dict_and_its_body_in_a_buffer() -> None:
     data, buffers = pack("results", {"results": [{"id": 1, "ok": True, "value": "é"}]})
     assert data == {"v": PROTOCOL_VERSION, "type": "results"}
@@ -233,51 +248,89 @@ def test_a_message_is_a_small_routing_dict_and_its_body_in_a_buffer() -> None:
         body_bytes([])
 
 
-@pytest.mark.parametrize(("entry", "problem"), [
-    ({"id": 1, "ok": True, "value": None}, None),
-    ({"id": 1, "ok": False, "error": {"kind": "tool", "type": "ValueError",
-                                      "message": "no"}}, None),
-    ([1, 2], "a result must be an object, not list"),
-    ({"id": 1, "ok": True}, "a successful result has no 'value'"),
-    ({"id": 1, "ok": "yes", "value": 1}, "a result's 'ok' must be true or false"),
-    ({"id": 1}, "a result's 'ok' must be true or false"),
-    ({"id": 1, "ok": False}, "a failed result has no 'error' object"),
-    ({"id": 1, "ok": False, "error": "boom"}, "a failed result has no 'error' object"),
-    ({"id": 1, "ok": False, "error": {"kind": "oops", "type": "E", "message": "m"}},
-     "unknown error kind 'oops'"),
-    ({"id": 1, "ok": False, "error": {"kind": "tool", "message": "m"}},
-     "a failed result's error needs a 'type' and a 'message' string"),
-    ({"id": 1, "ok": False, "error": {"kind": "timeout", "type": "E", "message": 3}},
-     "unknown error kind 'timeout'"),
-])
-def test_result_problem_says_what_is_wrong_with_a_result(entry: Any, problem: str | None
-                                                         ) -> None:
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"id": 1, "ok": True, "value": None}, None),
+        (
+            {
+                "id": 1,
+                "ok": False,
+                "error": {"kind": "tool", "type": "ValueError", "message": "no"},
+            },
+            None,
+        ),
+        ([1, 2], "a result must be an object, not list"),
+        ({"id": 1, "ok": True}, "a successful result has no 'value'"),
+        ({"id": 1, "ok": "yes", "value": 1}, "a result's 'ok' must be true or false"),
+        ({"id": 1}, "a result's 'ok' must be true or false"),
+        ({"id": 1, "ok": False}, "a failed result has no 'error' object"),
+        ({"id": 1, "ok": False, "error": "boom"}, "a failed result has no 'error' object"),
+        (
+            {"id": 1, "ok": False, "error": {"kind": "oops", "type": "E", "message": "m"}},
+            "unknown error kind 'oops'",
+        ),
+        (
+            {"id": 1, "ok": False, "error": {"kind": "tool", "message": "m"}},
+            "a failed result's error needs a 'type' and a 'message' string",
+        ),
+        (
+            {"id": 1, "ok": False, "error": {"kind": "timeout", "type": "E", "message": 3}},
+            "unknown error kind 'timeout'",
+        ),
+    ],
+)
+def test_result_problem_says_what_is_wrong_with_a_result(entry: Any, problem: str | None) -> None:
     assert result_problem(entry) == problem
 
 
 def spec(parameters: list[dict[str, Any]], returns: str | None = None) -> ToolSpec:
-    return {"name": "t", "description": None, "parameters": parameters,  # type: ignore[typeddict-item]
-            "returns": returns, "input_schema": {}, "output_schema": None}
+    return {
+        "name": "t",
+        "description": None,
+        "parameters": parameters,  # type: ignore[typeddict-item]
+        "returns": returns,
+        "input_schema": {},
+        "output_schema": None,
+    }
 
 
-def p(name: str, kind: str = "positional_or_keyword", annotation: str | None = None,
-      default: str | None = None) -> dict[str, Any]:
+def p(
+    name: str,
+    kind: str = "positional_or_keyword",
+    annotation: str | None = None,
+    default: str | None = None,
+) -> dict[str, Any]:
     return {"name": name, "kind": kind, "annotation": annotation, "default_repr": default}
 
 
-@pytest.mark.parametrize(("parameters", "returns", "shown"), [
-    ([], None, "()"),
-    ([p("city", annotation="str")], "str", "(city: str) -> str"),
-    ([p("city", annotation="str", default="'Paris'")], None, "(city: str = 'Paris')"),
-    ([p("a", "positional_only"), p("b")], None, "(a, /, b)"),
-    ([p("query", annotation="str"), p("tags", "var_positional", "str"),
-      p("limit", "keyword_only", "int", "10"), p("filters", "var_keyword", "bool")],
-     "list[str]", "(query: str, *tags: str, limit: int = 10, **filters: bool) -> list[str]"),
-    ([p("when", annotation="datetime.date | None", default="None")], "dict[str, Any]",
-     "(when: datetime.date | None = None) -> dict[str, Any]"),
-])
-def test_signature_of_shows_a_tool_as_the_kernel_does(parameters: list[dict[str, Any]],
-                                                     returns: str | None, shown: str) -> None:
+@pytest.mark.parametrize(
+    ("parameters", "returns", "shown"),
+    [
+        ([], None, "()"),
+        ([p("city", annotation="str")], "str", "(city: str) -> str"),
+        ([p("city", annotation="str", default="'Paris'")], None, "(city: str = 'Paris')"),
+        ([p("a", "positional_only"), p("b")], None, "(a, /, b)"),
+        (
+            [
+                p("query", annotation="str"),
+                p("tags", "var_positional", "str"),
+                p("limit", "keyword_only", "int", "10"),
+                p("filters", "var_keyword", "bool"),
+            ],
+            "list[str]",
+            "(query: str, *tags: str, limit: int = 10, **filters: bool) -> list[str]",
+        ),
+        (
+            [p("when", annotation="datetime.date | None", default="None")],
+            "dict[str, Any]",
+            "(when: datetime.date | None = None) -> dict[str, Any]",
+        ),
+    ],
+)
+def test_signature_of_shows_a_tool_as_the_kernel_does(
+    parameters: list[dict[str, Any]], returns: str | None, shown: str
+) -> None:
     signature = signature_of(spec(parameters, returns))
     assert str(signature) == shown
     assert isinstance(signature, inspect.Signature)

@@ -31,8 +31,9 @@ def history_files(folder: Path) -> list[Path]:
     return list(folder.rglob("*.sqlite"))
 
 
-async def test_a_tool_kernel_keeps_its_history_in_memory(kernel_python: str,
-                                                         ipython_dir: Path) -> None:
+async def test_a_tool_kernel_keeps_its_history_in_memory(
+    kernel_python: str, ipython_dir: Path
+) -> None:
     async with ToolKernel(TOOLS, python=kernel_python) as kernel:
         await kernel.execute(SECRET)
         where = await kernel.execute(HIST_FILE)
@@ -43,16 +44,17 @@ async def test_a_tool_kernel_keeps_its_history_in_memory(kernel_python: str,
     assert history_files(ipython_dir) == []
 
 
-async def test_a_tool_kernel_writes_history_where_asked(newest_kernel_python: str,
-                                                        ipython_dir: Path, tmp_path: Path
-                                                        ) -> None:
+async def test_a_tool_kernel_writes_history_where_asked(
+    newest_kernel_python: str, ipython_dir: Path, tmp_path: Path
+) -> None:
     on_disk = tmp_path / "history.sqlite"
     kernel = LocalKernel(python=newest_kernel_python, ipython_hist_file=str(on_disk))
     async with ToolKernel(TOOLS, kernel=kernel) as tool_kernel:
         await tool_kernel.execute(SECRET)
         where = await tool_kernel.execute(HIST_FILE)
-    async with ToolKernel(TOOLS, kernel=LocalKernel(python=newest_kernel_python,
-                                                    ipython_hist_file=None)) as tool_kernel:
+    async with ToolKernel(
+        TOOLS, kernel=LocalKernel(python=newest_kernel_python, ipython_hist_file=None)
+    ) as tool_kernel:
         profile = await tool_kernel.execute(HIST_FILE)
 
     assert where.stdout == f"{on_disk}\n" and on_disk.exists()
@@ -61,8 +63,12 @@ async def test_a_tool_kernel_writes_history_where_asked(newest_kernel_python: st
 
 @pytest.mark.parametrize("kernel", ["python=", "a kernelspec"])
 def test_a_notebook_run_with_tools_keeps_its_history_in_memory(
-        kernel: str, kernel_python: str, ipython_dir: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel: str,
+    kernel_python: str,
+    ipython_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # jupyter_client takes a kernel for IPython's by its name (python3): nbclient keeps
     # history in memory for those only. These kernels are IPython's whatever their name.
     kernelspec(tmp_path / "share", "my-venv", kernel_python)

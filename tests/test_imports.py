@@ -27,20 +27,33 @@ def modules() -> list[str]:
 
 @pytest.mark.parametrize("module", modules())
 def test_the_module_imports_in_a_fresh_interpreter(module: str) -> None:
-    done = subprocess.run([sys.executable, "-c", f"import {module}"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+    )
 
     assert done.returncode == 0, done.stderr
 
 
 def test_papermill_finds_the_engine_whichever_is_imported_first() -> None:
-    for first in ["papermill", "progtc_kernel.integrations.papermill",
-                  "progtc_kernel.integrations.papermill.engine"]:
-        done = subprocess.run([sys.executable, "-c", (
-            f"import {first}\n"
-            "from papermill.engines import papermill_engines\n"
-            "from progtc_kernel.integrations.papermill import ProgtcEngine\n"
-            "assert papermill_engines.get_engine('progtc') is ProgtcEngine")],
-            capture_output=True, text=True, timeout=120)
+    for first in [
+        "papermill",
+        "progtc_kernel.integrations.papermill",
+        "progtc_kernel.integrations.papermill.engine",
+    ]:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                (
+                    f"import {first}\n"
+                    "from papermill.engines import papermill_engines\n"
+                    "from progtc_kernel.integrations.papermill import ProgtcEngine\n"
+                    "assert papermill_engines.get_engine('progtc') is ProgtcEngine"
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
         assert done.returncode == 0, (first, done.stderr)

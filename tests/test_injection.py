@@ -34,9 +34,11 @@ from .conftest import ROOT, TOOLS, bare_kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
 from .test_progtc_server import progtc_serve
 
-GATHER = ("import asyncio\nfrom tools import get_weather, search_database\n"
-          "w, hits = await asyncio.gather(get_weather('Oslo', 'NO'), search_database('x', 2))\n"
-          "print(w, len(hits))")
+GATHER = (
+    "import asyncio\nfrom tools import get_weather, search_database\n"
+    "w, hits = await asyncio.gather(get_weather('Oslo', 'NO'), search_database('x', 2))\n"
+    "print(w, len(hits))"
+)
 
 
 def fresh(python: str, cwd: Path, **options: Any) -> ToolKernel:
@@ -44,31 +46,41 @@ def fresh(python: str, cwd: Path, **options: Any) -> ToolKernel:
 
 
 async def test_a_kernel_with_only_ipykernel_gets_the_hosts_kernel_side(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     async with fresh(bare_kernel_python, tmp_path) as kernel:
         assert kernel.bridge.kernel_info is not None
         assert kernel.bridge.kernel_info["injected"] is True
         assert (await kernel.execute(GATHER)).stdout == "Weather in Oslo, NO: Sunny, 22°C 2\n"
         blocking = await kernel.execute("import tools\nprint(tools.search_database('y'))")
-        assert blocking.stdout == "[{'id': 0, 'name': 'y 0'}, {'id': 1, 'name': 'y 1'}, " \
-                                  "{'id': 2, 'name': 'y 2'}]\n"
+        assert (
+            blocking.stdout == "[{'id': 0, 'name': 'y 0'}, {'id': 1, 'name': 'y 1'}, "
+            "{'id': 2, 'name': 'y 2'}]\n"
+        )
 
         # Nothing was written to the kernel's disk: the package exists in memory only.
         where = await kernel.execute(
             "import importlib.util, progtc_kernel\n"
             "print(importlib.util.find_spec('progtc_kernel').origin)\n"
-            "print(progtc_kernel.__version__)")
+            "print(progtc_kernel.__version__)"
+        )
         origin, version = where.stdout.splitlines()
         assert origin.startswith("<progtc_kernel ") and origin.endswith("/__init__.py")
         assert version == kernel.bridge.kernel_info["package"]
 
 
 async def test_the_injected_side_serves_everything_the_installed_one_does(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     async with fresh(bare_kernel_python, tmp_path) as kernel:
-        await kernel.install_modules({"helpers": (
-            "from tools import get_weather\n"
-            "async def both(): return await get_weather('A', 'B')")})
+        await kernel.install_modules(
+            {
+                "helpers": (
+                    "from tools import get_weather\n"
+                    "async def both(): return await get_weather('A', 'B')"
+                )
+            }
+        )
         result = await kernel.execute("import helpers\nprint(await helpers.both())")
         assert result.stdout == "Weather in A, B: Sunny, 22°C\n"
 
@@ -82,12 +94,14 @@ async def test_the_injected_side_serves_everything_the_installed_one_does(
         toolset = ProgrammaticToolset(TOOLS, kernel=kernel)
         answer = await toolset.execute_tool_script(
             "from tools import get_weather\nasync def run():\n"
-            "    return {'weather': await get_weather('Lima', 'PE')}")
+            "    return {'weather': await get_weather('Lima', 'PE')}"
+        )
         assert json.loads(answer) == {"weather": "Weather in Lima, PE: Sunny, 22°C"}
 
 
 async def test_a_second_host_and_a_restart_find_the_injected_side(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     async with fresh(bare_kernel_python, tmp_path) as kernel:
         manager = kernel.kernel_manager
         async with ToolBridge(manager, tools={"ping": lambda: "pong"}):
@@ -100,7 +114,8 @@ async def test_a_second_host_and_a_restart_find_the_injected_side(
 
 
 async def test_a_kernel_with_this_version_installed_loads_it_and_brings_nothing(
-        kernel_python: str, tmp_path: Path) -> None:
+    kernel_python: str, tmp_path: Path
+) -> None:
     async with fresh(kernel_python, tmp_path) as kernel:
         assert kernel.bridge.kernel_info is not None
         assert kernel.bridge.kernel_info["injected"] is False
@@ -108,50 +123,62 @@ async def test_a_kernel_with_this_version_installed_loads_it_and_brings_nothing(
 
 
 async def test_extension_installed_forbids_bringing_code_and_says_so(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     with pytest.raises(ExtensionNotLoadedError) as failure:
         async with fresh(bare_kernel_python, tmp_path, extension="installed"):
             pass
     message = str(failure.value)
-    assert (f"progtc_kernel is not installed in this kernel's environment "
-            f"({bare_kernel_python}), and the host was told not to bring its own "
-            "(extension='installed')") in message
+    assert (
+        f"progtc_kernel is not installed in this kernel's environment "
+        f"({bare_kernel_python}), and the host was told not to bring its own "
+        "(extension='installed')"
+    ) in message
     assert "Leave extension at its default ('inject')" in message
     assert "-m pip install -e " in message or "-m pip install /" in message  # this checkout
     assert "pip install progtc-kernel" not in message  # on no public index
 
 
 async def test_extension_loaded_sends_nothing_and_says_what_to_do(
-        bare_kernel_python: str, tmp_path: Path) -> None:
-    with pytest.raises(ExtensionNotLoadedError, match=r"extension='loaded' told this host "
-                       r"not to load it\. Leave extension at its default \('inject'\)"):
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ExtensionNotLoadedError,
+        match=r"extension='loaded' told this host "
+        r"not to load it\. Leave extension at its default \('inject'\)",
+    ):
         async with fresh(bare_kernel_python, tmp_path, extension="loaded"):
             pass
 
 
 @pytest.mark.fast
 def test_an_unknown_extension_policy_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"extension='bring': use one of 'inject', "
-                       r"'installed', 'loaded'"):
+    with pytest.raises(
+        ValueError,
+        match=r"extension='bring': use one of 'inject', "
+        r"'installed', 'loaded'",
+    ):
         ToolBridge({}, extension="bring")  # type: ignore[arg-type]
 
 
 # -- another version of this package in the kernel ----------------------------------
 
+
 def other_release(folder: Path, version: str, protocol: int) -> Path:
     """This package's files as another release would ship them, on a path of its own."""
     package = folder / "progtc_kernel"
-    shutil.copytree(ROOT / "progtc_kernel", package,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "progtc_kernel", package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "_version.py").write_text(f'__version__ = "{version}"\n')
     protocol_py = package / "protocol.py"
-    protocol_py.write_text(protocol_py.read_text().replace(
-        f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n", f"PROTOCOL_VERSION = {protocol}\n"))
+    protocol_py.write_text(
+        protocol_py.read_text().replace(
+            f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n", f"PROTOCOL_VERSION = {protocol}\n"
+        )
+    )
     return folder
 
 
-async def kernel_with(python: str, tmp_path: Path, release: Path, *argv: str
-                      ) -> AsyncKernelManager:
+async def kernel_with(python: str, tmp_path: Path, release: Path, *argv: str) -> AsyncKernelManager:
     """A kernel whose environment has ``release`` importable, started with ``argv``."""
     specs = single_spec(python)
     spec = specs.get_kernel_spec(SPEC_NAME)
@@ -163,7 +190,8 @@ async def kernel_with(python: str, tmp_path: Path, release: Path, *argv: str
 
 
 async def test_another_installed_version_is_shadowed_by_the_hosts(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     release = other_release(tmp_path / "site", "0.0.1", PROTOCOL_VERSION - 1)
     km = await kernel_with(bare_kernel_python, tmp_path, release)
     try:
@@ -178,7 +206,8 @@ async def test_another_installed_version_is_shadowed_by_the_hosts(
 
 
 async def test_another_version_loaded_at_start_is_a_protocol_mismatch_naming_both(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     release = other_release(tmp_path / "site", "0.0.1", PROTOCOL_VERSION + 1)
     km = await kernel_with(bare_kernel_python, tmp_path, release, "--ext=progtc_kernel")
     try:
@@ -188,16 +217,20 @@ async def test_another_version_loaded_at_start_is_a_protocol_mismatch_naming_bot
     finally:
         await km.shutdown_kernel(now=True)
     message = " ".join(str(failure.value).split())
-    assert (f"this kernel has the progtc_kernel extension of progtc-kernel 0.0.1 (protocol "
-            f"{PROTOCOL_VERSION + 1}) loaded, and this host runs progtc-kernel") in message
+    assert (
+        f"this kernel has the progtc_kernel extension of progtc-kernel 0.0.1 (protocol "
+        f"{PROTOCOL_VERSION + 1}) loaded, and this host runs progtc-kernel"
+    ) in message
     assert f"(protocol {PROTOCOL_VERSION})" in message
     assert "Restart the kernel without loading the extension at start" in message
 
 
 # -- the kernel side imports nothing it was not sent ---------------------------------
 
+
 def test_the_kernel_side_imports_only_the_standard_library_ipykernel_and_itself(
-        bare_kernel_python: str, tmp_path: Path) -> None:
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
     """Load the injected package into a plain interpreter with ipykernel, as the cell
     does, and list every module it imported beyond what ipykernel itself imports."""
     probe = tmp_path / "probe.py"
@@ -214,12 +247,19 @@ def test_the_kernel_side_imports_only_the_standard_library_ipykernel_and_itself(
         "import progtc_kernel.kernel_side.extension, progtc_kernel.kernel_side.script\n"
         "import progtc_kernel.kernel_side.modules\n"
         "new = sorted({m.split('.')[0] for m in set(sys.modules) - before})\n"
-        "print(json.dumps(new))\n")
+        "print(json.dumps(new))\n"
+    )
     from progtc_kernel.host.injection import kernel_side_files
 
     sources = {path: text.decode() for path, text in kernel_side_files().items()}
-    done = subprocess.run([bare_kernel_python, str(probe)], input=json.dumps(sources),
-                          capture_output=True, text=True, cwd=tmp_path, check=True)
+    done = subprocess.run(
+        [bare_kernel_python, str(probe)],
+        input=json.dumps(sources),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     imported = set(json.loads(done.stdout))
     # typing_extensions where IPython brought it: protocol.py prefers it, for pydantic.
     assert imported - set(sys.stdlib_module_names) - {"typing_extensions"} == {"progtc_kernel"}
@@ -236,8 +276,8 @@ def test_the_load_cell_carries_every_kernel_side_module() -> None:
     assert {"__init__.py", "protocol.py", "_wire.py", "exceptions.py"} <= set(files)
 
 
-
 # -- progtc's client and server on kernels with ipykernel alone ----------------------
+
 
 async def get_weather(city: str, country: str) -> str:
     return f"Weather in {city}, {country}: Sunny, 22°C"
@@ -248,12 +288,14 @@ async def assert_a_tool_call_works(process: JupyterProcess) -> None:
     async with AsyncProgtcClient(process.url, api_key=process.token) as client:
         result = await client.execute_code(
             "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
-            {"get_weather": get_weather})
+            {"get_weather": get_weather},
+        )
     assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
 
 
 async def test_the_progtc_client_on_a_plain_jupyter_server_with_only_ipykernel(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     kernelspec(tmp_path / "share", "python3", bare_kernel_env(selected_lines()[-1]))
     process = await jupyter_server(tmp_path).start()
     try:

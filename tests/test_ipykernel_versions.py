@@ -18,14 +18,18 @@ from progtc_kernel import ToolKernel
 from .conftest import OTHER_LINES, interrupt_during_call, kernel_env
 from .test_tool_calls import interrupt_awaiting_code
 
-LINES = (os.environ["PROGTC_TEST_KERNELS"].split(",") if os.environ.get("PROGTC_TEST_KERNELS")
-         else [*OTHER_LINES, "6.31", "7"])
+LINES = (
+    os.environ["PROGTC_TEST_KERNELS"].split(",")
+    if os.environ.get("PROGTC_TEST_KERNELS")
+    else [*OTHER_LINES, "6.31", "7"]
+)
 
 ROUTES = (
     "from progtc_kernel.kernel_side import extension\n"
     "routes = extension.current().routes\n"
     "print(*sorted(route for route, count in routes.items() if count))\n"
-    "routes.clear()\n")
+    "routes.clear()\n"
+)
 
 
 async def lookup(key: str) -> str:
@@ -48,7 +52,8 @@ async def test_replies_take_the_expected_route(line: str) -> None:
 
         result = await kernel.execute(
             "import asyncio, tools\n"
-            "print(await asyncio.gather(*[tools.lookup(k) for k in 'abc']))\n")
+            "print(await asyncio.gather(*[tools.lookup(k) for k in 'abc']))\n"
+        )
         assert result.stdout == "['A', 'B', 'C']\n", result.error
         assert (await kernel.execute(ROUTES)).stdout == "shell\n"  # taken off the socket
 
@@ -59,8 +64,9 @@ async def test_replies_take_the_expected_route(line: str) -> None:
         expected = "control\n" if line.startswith("6.") else "shell\n"
         assert (await kernel.execute(ROUTES)).stdout == expected
 
-        kind = await interrupt_during_call(kernel, "import tools\nawait tools.stall()",
-                                           started=running.wait)
+        kind = await interrupt_during_call(
+            kernel, "import tools\nawait tools.stall()", started=running.wait
+        )
         assert kind == "cancelled"
 
         # An interrupt wakes a cell that awaits with no call pending (the signal

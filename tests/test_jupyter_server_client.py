@@ -45,10 +45,16 @@ def test_e2b_sends_the_traffic_token_over_https() -> None:
 @pytest.mark.parametrize("buffers", [[], [b'{"calls":[]}', b"\x00\xff raw"]])
 def test_both_framings_carry_a_message_and_its_buffers(buffers: list[bytes]) -> None:
     header = {"msg_id": "m1", "msg_type": "comm_msg", "session": "s"}
-    parts = [json.dumps(part).encode() for part in
-             (header, {"msg_id": "p"}, {}, {"comm_id": "c", "data": {"v": 1}})]
-    sent = {"header": header, "parent_header": {"msg_id": "p"}, "metadata": {},
-            "content": {"comm_id": "c", "data": {"v": 1}}}
+    parts = [
+        json.dumps(part).encode()
+        for part in (header, {"msg_id": "p"}, {}, {"comm_id": "c", "data": {"v": 1}})
+    ]
+    sent = {
+        "header": header,
+        "parent_header": {"msg_id": "p"},
+        "metadata": {},
+        "content": {"comm_id": "c", "data": {"v": 1}},
+    }
 
     channel, msg = _decode(_v1_frame("iopub", [*parts, *buffers]), legacy=False)
     assert channel == "iopub"
@@ -83,7 +89,8 @@ def mute_port() -> Iterator[int]:
 
 
 async def test_a_server_that_does_not_answer_is_reported_within_the_request_timeout(
-        mute_port: int) -> None:
+    mute_port: int,
+) -> None:
     server = JupyterServer(f"http://127.0.0.1:{mute_port}", token="t", request_timeout=1)
     with pytest.raises(ServerError, match="did not answer within 1 s"):
         async with ToolKernel(server=server):

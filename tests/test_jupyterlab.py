@@ -40,20 +40,36 @@ CELLS = [
 def notebook(cells: list[str]) -> dict[str, Any]:
     """A notebook whose kernel is "Python 3 (progtc)"."""
     return {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell-{i}",
-                   "metadata": {}, "outputs": [], "source": source}
-                  for i, source in enumerate(cells)],
-        "metadata": {"kernelspec": {"name": "progtc", "display_name": "Python 3 (progtc)",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5}
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell-{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": source,
+            }
+            for i, source in enumerate(cells)
+        ],
+        "metadata": {
+            "kernelspec": {
+                "name": "progtc",
+                "display_name": "Python 3 (progtc)",
+                "language": "python",
+            }
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Chromium through the system's chromedriver (no driver downloads)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        reason = ("needs Debian's chromium and chromium-driver: apt-get install chromium "
-                  "chromium-driver")
+        reason = (
+            "needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -62,8 +78,12 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1280,800"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,800",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
@@ -77,14 +97,21 @@ async def lab(tmp_path: Path, newest_kernel_python: str) -> AsyncIterator[Jupyte
     """JupyterLab with the "Python 3 (progtc)" kernelspec and a notebook, weather.ipynb."""
     spec = tmp_path / "share" / "kernels" / "progtc"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": kernel_argv(newest_kernel_python), "display_name": "Python 3 (progtc)",
-        "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": kernel_argv(newest_kernel_python),
+                "display_name": "Python 3 (progtc)",
+                "language": "python",
+            }
+        )
+    )
     # No news toast over the page (the tests are offline anyway).
     settings = tmp_path / "config/lab/user-settings/@jupyterlab/apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     process = jupyter_lab(tmp_path)
     (tmp_path / "root" / "weather.ipynb").write_text(json.dumps(notebook(CELLS)))
     await process.start()
@@ -95,7 +122,8 @@ async def lab(tmp_path: Path, newest_kernel_python: str) -> AsyncIterator[Jupyte
 
 
 async def test_a_person_in_jupyterlab_calls_the_attached_hosts_tools(
-        lab: JupyterProcess, browser: Any, tmp_path: Path) -> None:
+    lab: JupyterProcess, browser: Any, tmp_path: Path
+) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -104,20 +132,21 @@ async def test_a_person_in_jupyterlab_calls_the_attached_hosts_tools(
 
     def until(condition: Callable[[Any], Any]) -> Any:
         # (an output being rendered may replace the elements we just found)
-        return WebDriverWait(browser, PAGE_TIMEOUT, ignored_exceptions=(
-            StaleElementReferenceException,)).until(condition)
+        return WebDriverWait(
+            browser, PAGE_TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(condition)
 
     def run_cell(index: int) -> None:
         """Click into the cell's editor and press Shift+Enter, as a person does."""
         cells = until(lambda page: page.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
         cells[index].find_element(By.CSS_SELECTOR, ".cm-content").click()
         ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(
-            Keys.SHIFT).perform()
+            Keys.SHIFT
+        ).perform()
 
     def output(index: int) -> str:
         cell = browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[index]
-        return "".join(o.text for o in cell.find_elements(By.CSS_SELECTOR,
-                                                          ".jp-OutputArea-output"))
+        return "".join(o.text for o in cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
 
     # Opening the notebook starts its kernel; the server lists it in the sessions.
     browser.get(f"{lab.url}/lab/tree/weather.ipynb?token={lab.token}")
@@ -126,8 +155,16 @@ async def test_a_person_in_jupyterlab_calls_the_attached_hosts_tools(
 
     tools_file = tmp_path / "host_tools.py"
     tools_file.write_text(HOST_TOOLS)
-    async with Attach("--server", lab.url, "--token", lab.token, "--kernel-id", kernel_id,
-                      "--tools", str(tools_file)) as host:
+    async with Attach(
+        "--server",
+        lab.url,
+        "--token",
+        lab.token,
+        "--kernel-id",
+        kernel_id,
+        "--tools",
+        str(tools_file),
+    ) as host:
         await host.line("serving ")
 
         run_cell(0)
@@ -139,7 +176,8 @@ async def test_a_person_in_jupyterlab_calls_the_attached_hosts_tools(
         run_cell(1)
         await host.line("→ wait()")
         browser.find_element(
-            By.CSS_SELECTOR, "jp-button[data-command='notebook:interrupt-kernel']").click()
+            By.CSS_SELECTOR, "jp-button[data-command='notebook:interrupt-kernel']"
+        ).click()
         until(lambda page: "interrupted" in output(1) or "KeyboardInterrupt" in output(1))
         assert "----> 2 tools.wait()" in output(1)  # the person's line, not the machinery's
         assert "futures/_base.py" not in output(1) and "threading.py" not in output(1)

@@ -32,20 +32,32 @@ ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'mcp_upstream.py'))}"
 
 # The contract's schemas, as it states them.
-SCRIPT_INPUT = {"properties": {"script": {"type": "string"}}, "required": ["script"],
-                "type": "object"}
-SCRIPT_OUTPUT = {"properties": {"returnValue": {"description": "Value of the result.",
-                                                "type": "string"}},
-                 "required": ["returnValue"], "type": "object"}
+SCRIPT_INPUT = {
+    "properties": {"script": {"type": "string"}},
+    "required": ["script"],
+    "type": "object",
+}
+SCRIPT_OUTPUT = {
+    "properties": {"returnValue": {"description": "Value of the result.", "type": "string"}},
+    "required": ["returnValue"],
+    "type": "object",
+}
 
 
 @contextlib.asynccontextmanager
 async def mcp_session(*args: str, errlog: Any = sys.stderr) -> AsyncIterator[ClientSession]:
-    command = [sys.executable, "-c", "from progtc_kernel.cli import main; raise SystemExit(main())",
-               "mcp", *args]
+    command = [
+        sys.executable,
+        "-c",
+        "from progtc_kernel.cli import main; raise SystemExit(main())",
+        "mcp",
+        *args,
+    ]
     parameters = StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT))
-    async with stdio_client(parameters, errlog=errlog) as (read, write), \
-            ClientSession(read, write) as session:
+    async with (
+        stdio_client(parameters, errlog=errlog) as (read, write),
+        ClientSession(read, write) as session,
+    ):
         await session.initialize()
         yield session
 
@@ -61,8 +73,9 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def session(kernel_python: str, everything: str, server_log: Path
-                  ) -> AsyncIterator[ClientSession]:
+async def session(
+    kernel_python: str, everything: str, server_log: Path
+) -> AsyncIterator[ClientSession]:
     """One server for the module, held by a task of its own: the SDK's task groups
     must be left by the task that entered them."""
     loop = asyncio.get_running_loop()
@@ -72,9 +85,20 @@ async def session(kernel_python: str, everything: str, server_log: Path
     async def hold() -> None:
         with server_log.open("w") as errlog:
             async with mcp_session(
-                    "--tools", "examples/tools.py", "--upstream", everything, "--upstream",
-                    UPSTREAM, "--tool-timeout", "5", "--max-result-chars", "50000",
-                    "--python", kernel_python, errlog=errlog) as session:
+                "--tools",
+                "examples/tools.py",
+                "--upstream",
+                everything,
+                "--upstream",
+                UPSTREAM,
+                "--tool-timeout",
+                "5",
+                "--max-result-chars",
+                "50000",
+                "--python",
+                kernel_python,
+                errlog=errlog,
+            ) as session:
                 opened.set_result(session)
                 await done.wait()
 
@@ -106,7 +130,8 @@ async def test_the_two_tools_carry_the_contracts_schemas(session: ClientSession)
     assert environment is not None
     assert environment["required"] == ["returnValue"]
     assert environment["properties"]["returnValue"]["title"] == (
-        "ProgrammaticApiExecutionEnvironmentInfo")
+        "ProgrammaticApiExecutionEnvironmentInfo"
+    )
 
 
 async def test_the_environment_lists_host_and_upstream_tools(session: ClientSession) -> None:
@@ -120,7 +145,9 @@ async def test_the_environment_lists_host_and_upstream_tools(session: ClientSess
 
 
 async def test_a_script_calls_host_and_upstream_tools_together(session: ClientSession) -> None:
-    result = await script(session, """\
+    result = await script(
+        session,
+        """\
 import asyncio
 from tools import add, get_weather, lookup
 
@@ -129,46 +156,61 @@ async def run():
         get_weather("Paris", "France"), add(a=2, b=3), lookup(key="alpha"))
     print("three calls")
     return {"weather": weather, "total": total["result"], "id": row["id"]}
-""")
+""",
+    )
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
     value = json.loads(result.structured_content["returnValue"])
     assert value == {"weather": "Sunny, 22°C", "total": 5, "id": 1}
-    assert text_of(result) == [result.structured_content["returnValue"],
-                               "The script printed:\nthree calls\n"]
+    assert text_of(result) == [
+        result.structured_content["returnValue"],
+        "The script printed:\nthree calls\n",
+    ]
 
 
-@pytest.mark.parametrize(("code", "starts"), [
-    ("def run(:\n    pass", "SyntaxError: "),
-    ("import os\ndef run():\n    return {}", "ValueError: importing 'os' is not allowed"),
-    ("x = 1", "ValueError: the script defines no run() function"),
-    ("def run():\n    return 42", "TypeError: run() returned int, not a dict"),
-    ("def run():\n    raise LookupError('nothing here')", "LookupError: nothing here"),
-    ("def run():\n    raise SystemExit(3)",
-     "SystemExit: the script raised SystemExit(3): a script cannot exit or interrupt"),
-    ("def run():\n    raise KeyboardInterrupt",
-     "KeyboardInterrupt: the script raised KeyboardInterrupt: a script cannot exit"),
-])
+@pytest.mark.parametrize(
+    ("code", "starts"),
+    [
+        ("def run(:\n    pass", "SyntaxError: "),
+        ("import os\ndef run():\n    return {}", "ValueError: importing 'os' is not allowed"),
+        ("x = 1", "ValueError: the script defines no run() function"),
+        ("def run():\n    return 42", "TypeError: run() returned int, not a dict"),
+        ("def run():\n    raise LookupError('nothing here')", "LookupError: nothing here"),
+        (
+            "def run():\n    raise SystemExit(3)",
+            "SystemExit: the script raised SystemExit(3): a script cannot exit or interrupt",
+        ),
+        (
+            "def run():\n    raise KeyboardInterrupt",
+            "KeyboardInterrupt: the script raised KeyboardInterrupt: a script cannot exit",
+        ),
+    ],
+)
 async def test_contract_errors_are_tool_errors_led_by_their_type(
-        session: ClientSession, code: str, starts: str) -> None:
+    session: ClientSession, code: str, starts: str
+) -> None:
     result = await script(session, code)
     assert result.is_error
     assert text_of(result)[0].startswith(starts), text_of(result)
 
 
 async def test_an_upstream_that_hangs_fails_its_call_and_the_others_keep_working(
-        session: ClientSession) -> None:
+    session: ClientSession,
+) -> None:
     # hang() answers only once release() is called: the call can end only by the
     # one timeout that governs it, --tool-timeout (5 s here; the kernel's default
     # is 10 s, --upstream-timeout's was 60 s).
-    result = await script(session, """\
+    result = await script(
+        session,
+        """\
 from tools import hang, add, ToolError
 def run():
     try:
         hang()
     except ToolError as e:
         return {"error": str(e), "after": add(a=1, b=1)["result"]}
-""")
+""",
+    )
     await script(session, "from tools import release\ndef run():\n    return {'r': release()}")
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
@@ -182,9 +224,12 @@ def test_one_timeout_governs_a_tool_call_and_it_defaults_to_60_s() -> None:
     from progtc_kernel.cli.mcp import toolset_options
     from progtc_kernel.integrations.mcp import toolset_for
 
-    for argv, expected in ((["mcp"], 60.0), (["mcp", "--tool-timeout", "12"], 12.0),
-                           (["mcp", "--upstream-timeout", "12"], 12.0),
-                           (["mcp", "--tool-timeout", "0"], None)):
+    for argv, expected in (
+        (["mcp"], 60.0),
+        (["mcp", "--tool-timeout", "12"], 12.0),
+        (["mcp", "--upstream-timeout", "12"], 12.0),
+        (["mcp", "--tool-timeout", "0"], None),
+    ):
         toolset = toolset_for([], **toolset_options(_parser().parse_args(argv)))
         assert toolset.kernel.tool_timeout == expected, argv
     assert "--tool-timeout S, --upstream-timeout S" in progtc_kernel("mcp", "--help").stdout
@@ -194,24 +239,30 @@ def test_one_timeout_governs_a_tool_call_and_it_defaults_to_60_s() -> None:
 
 
 async def test_tools_named_with_hyphens_get_python_names_and_show_both(
-        session: ClientSession) -> None:
+    session: ClientSession,
+) -> None:
     result = await session.call_tool("get_execution_environment", {})
     assert result.structured_content is not None
     instructions = result.structured_content["returnValue"]["instructions"]
     assert "def get_annotated_message(messageType: Literal['error', 'success', 'debug']" in (
-        instructions)
+        instructions
+    )
     assert "Called 'get-annotated-message' by the MCP server" in instructions
     assert "get-annotated-message" not in instructions.split("def ")[0]  # the names to import
 
 
 async def test_a_script_calls_server_everythings_tools_by_their_python_names(
-        session: ClientSession) -> None:
-    result = await script(session, """\
+    session: ClientSession,
+) -> None:
+    result = await script(
+        session,
+        """\
 from tools import echo, get_sum, get_annotated_message
 def run():
     return {"echo": echo(message="hi"), "sum": get_sum(a=2, b=3),
             "note": get_annotated_message(messageType="success", includeImage=False)}
-""")
+""",
+    )
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
     value = json.loads(result.structured_content["returnValue"])
@@ -221,7 +272,8 @@ def run():
 
 
 async def test_a_clash_after_renaming_takes_a_numbered_name_and_says_so(
-        session: ClientSession, server_log: Path) -> None:
+    session: ClientSession, server_log: Path
+) -> None:
     # Both upstreams have a tool named "get-sum": server-everything's, listed first,
     # is get_sum; mcp_upstream.py's is get_sum_2, and the upstream is called by the
     # tool's own name.
@@ -230,24 +282,30 @@ async def test_a_clash_after_renaming_takes_a_numbered_name_and_says_so(
     instructions = environment.structured_content["returnValue"]["instructions"]
     assert "def get_sum_2(a: int, b: int)" in instructions
     assert "'get_sum_2' here ('get_sum' is taken by the MCP server" in instructions
-    result = await script(session, """\
+    result = await script(
+        session,
+        """\
 from tools import get_sum_2
 def run():
     return get_sum_2(a=2, b=3)
-""")
+""",
+    )
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
-    assert json.loads(result.structured_content["returnValue"]) == {
-        "sum": 5, "by": "upstream-test"}
+    assert json.loads(result.structured_content["returnValue"]) == {"sum": 5, "by": "upstream-test"}
     assert "the tool 'get-sum' of the MCP server" in server_log.read_text()
     assert "is named 'get_sum_2': 'get_sum' is taken by" in server_log.read_text()
 
 
 async def test_an_upstream_that_crashes_fails_its_tools_and_the_host_tools_keep_working(
-        kernel_python: str) -> None:
-    async with mcp_session("--tools", "examples/tools.py", "--upstream", UPSTREAM,
-                           "--python", kernel_python) as session:
-        result = await script(session, """\
+    kernel_python: str,
+) -> None:
+    async with mcp_session(
+        "--tools", "examples/tools.py", "--upstream", UPSTREAM, "--python", kernel_python
+    ) as session:
+        result = await script(
+            session,
+            """\
 from tools import crash, add, get_weather, ToolError
 def run():
     errors = []
@@ -257,7 +315,8 @@ def run():
         except ToolError as e:
             errors.append(str(e))
     return {"errors": errors, "weather": get_weather("Paris", "France")}
-""")
+""",
+        )
         assert not result.is_error, text_of(result)
         assert result.structured_content is not None
         value: dict[str, Any] = json.loads(result.structured_content["returnValue"])
@@ -272,7 +331,8 @@ def test_a_name_offered_twice_is_refused_at_start(tmp_path: Path) -> None:
     done = progtc_kernel("mcp", "--tools", str(clash), "--upstream", UPSTREAM, stdin="")
     assert done.returncode == 2
     assert "two tools are named 'add': one in the host tools, one in the MCP server" in (
-        done.stderr)
+        done.stderr
+    )
 
 
 async def test_a_large_result_is_cut_and_the_cut_is_said(session: ClientSession) -> None:
@@ -281,14 +341,19 @@ async def test_a_large_result_is_cut_and_the_cut_is_said(session: ClientSession)
     assert result.structured_content is not None
     text = result.structured_content["returnValue"]
     assert text.startswith('{"rows": ["xxxx')
-    assert text.endswith("more characters of the returned JSON were cut: return less "
-                         "(filter, count or summarise in the script)]")
+    assert text.endswith(
+        "more characters of the returned JSON were cut: return less "
+        "(filter, count or summarise in the script)]"
+    )
     assert len(text) < 50_200
 
 
 async def test_the_instructions_promise_printed_text_which_comes_back(
-        session: ClientSession) -> None:
+    session: ClientSession,
+) -> None:
     result = await session.call_tool("get_execution_environment", {})
     assert result.structured_content is not None
-    assert "Text the script prints is returned to you after the return value" in (
-        result.structured_content["returnValue"]["instructions"])
+    assert (
+        "Text the script prints is returned to you after the return value"
+        in (result.structured_content["returnValue"]["instructions"])
+    )

@@ -31,9 +31,24 @@ pytestmark = pytest.mark.timeout(300)
 def progtc_api_server(home: Path, *args: str) -> JupyterProcess:
     port = free_port()
     return JupyterProcess(
-        [sys.executable, "-m", "progtc_kernel.cli", "serve", "--port", str(port),
-         "--api-key", TOKEN, "--code-execution-timeout", "8", "--tool-call-timeout", "2",
-         *args], port, home)
+        [
+            sys.executable,
+            "-m",
+            "progtc_kernel.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--api-key",
+            TOKEN,
+            "--code-execution-timeout",
+            "8",
+            "--tool-call-timeout",
+            "2",
+            *args,
+        ],
+        port,
+        home,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +59,20 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Jupy
 
 
 @pytest.fixture(scope="module")
-async def served_015(tmp_path_factory: pytest.TempPathFactory
-                     ) -> AsyncIterator[JupyterProcess]:
+async def served_015(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
     """A server for progtc 0.1.2 to 0.1.5's clients."""
-    process = await progtc_api_server(tmp_path_factory.mktemp("serve-http-015"),
-                                      "--progtc-dialect", "0.1.5", "--pool-size", "1").start()
+    process = await progtc_api_server(
+        tmp_path_factory.mktemp("serve-http-015"), "--progtc-dialect", "0.1.5", "--pool-size", "1"
+    ).start()
     yield process
     process.stop()
 
 
 @pytest.fixture
 async def http(served: JupyterProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, headers={"X-Progtc-API-Key": TOKEN},
-                                 timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=served.url, headers={"X-Progtc-API-Key": TOKEN}, timeout=60
+    ) as client:
         yield client
 
 
@@ -64,11 +80,12 @@ async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     """The ``data:`` messages of a server-sent-events stream."""
     async for line in response.aiter_lines():
         if line.startswith("data: "):
-            yield json.loads(line[len("data: "):])
+            yield json.loads(line[len("data: ") :])
 
 
-async def execute(http: httpx.AsyncClient, body: dict[str, Any],
-                  answer: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def execute(
+    http: httpx.AsyncClient, body: dict[str, Any], answer: Any = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run code as progtc's client does: answer each tool call; return (calls, final)."""
     calls: list[dict[str, Any]] = []
     async with http.stream("POST", "/execute-code", json=body) as response:
@@ -78,9 +95,14 @@ async def execute(http: httpx.AsyncClient, body: dict[str, Any],
             if message["type"] != "tool_call":
                 return calls, message
             calls.append(message)
-            posted = await http.post("/tool-results", json={
-                "execution_id": message["execution_id"], "tool_call_id": message["id"],
-                "result": answer(*message["args"], **message["kwargs"])})
+            posted = await http.post(
+                "/tool-results",
+                json={
+                    "execution_id": message["execution_id"],
+                    "tool_call_id": message["id"],
+                    "result": answer(*message["args"], **message["kwargs"]),
+                },
+            )
             assert posted.status_code == 200 and posted.json() is None
     raise AssertionError("the stream ended without a final message")
 
@@ -92,13 +114,19 @@ async def test_ping_needs_no_key(served: JupyterProcess) -> None:
 
 
 async def test_a_run_with_tool_calls(http: httpx.AsyncClient) -> None:
-    calls, final = await execute(http, {
-        "tool_names": ["add"],
-        "code": "from tools import add\nimport asyncio\n"
-                "print(await asyncio.gather(add(1, 2), add(3, b=4)))"},
-        answer=lambda a, b: a + b)
+    calls, final = await execute(
+        http,
+        {
+            "tool_names": ["add"],
+            "code": "from tools import add\nimport asyncio\n"
+            "print(await asyncio.gather(add(1, 2), add(3, b=4)))",
+        },
+        answer=lambda a, b: a + b,
+    )
     assert [(c["tool_name"], c["args"], c["kwargs"]) for c in calls] == [
-        ("add", [1, 2], {}), ("add", [3], {"b": 4})]
+        ("add", [1, 2], {}),
+        ("add", [3], {"b": 4}),
+    ]
     assert final == {"type": "success", "stdout": "[3, 7]\n", "stderr": ""}
 
 
@@ -110,46 +138,65 @@ async def test_the_final_message_of_each_error(http: httpx.AsyncClient) -> None:
     assert (runtime["type"], runtime["stdout"]) == ("runtime_error", "a\n")
     assert runtime["message"] == "ZeroDivisionError: division by zero"
     assert "ZeroDivisionError" in runtime["stderr"]
-    _, timeout = await execute(http, {
-        "tool_names": [], "code": "import time\nprint('so far', flush=True)\ntime.sleep(60)"})
+    _, timeout = await execute(
+        http, {"tool_names": [], "code": "import time\nprint('so far', flush=True)\ntime.sleep(60)"}
+    )
     assert (timeout["type"], timeout["stdout"]) == ("timeout_error", "so far\n")
 
 
-async def test_an_unanswered_tool_call_times_out_in_the_code(
-        http: httpx.AsyncClient) -> None:
-    async with http.stream("POST", "/execute-code", json={
+async def test_an_unanswered_tool_call_times_out_in_the_code(http: httpx.AsyncClient) -> None:
+    async with http.stream(
+        "POST",
+        "/execute-code",
+        json={
             "tool_names": ["slow"],
             "code": "from tools import slow\ntry:\n    await slow()\n"
-                    "except TimeoutError:\n    print('timed out')"}) as response:
+            "except TimeoutError:\n    print('timed out')",
+        },
+    ) as response:
         messages = [message async for message in events(response)]
     assert [m["type"] for m in messages] == ["tool_call", "success"]
     assert messages[-1]["stdout"] == "timed out\n"
-    late = await http.post("/tool-results", json={  # accepted, and dropped
-        "execution_id": messages[0]["execution_id"], "tool_call_id": messages[0]["id"],
-        "result": 1})
+    late = await http.post(
+        "/tool-results",
+        json={  # accepted, and dropped
+            "execution_id": messages[0]["execution_id"],
+            "tool_call_id": messages[0]["id"],
+            "result": 1,
+        },
+    )
     assert late.status_code == 200
 
 
 async def test_modules(http: httpx.AsyncClient) -> None:
-    _, final = await execute(http, {
-        "tool_names": ["add"], "modules": {"helpers": "from tools import add\n"
-                                                      "async def twice(x):\n"
-                                                      "    return await add(x, x)\n"},
-        "code": "from helpers import twice\nprint(await twice(21))"},
-        answer=lambda a, b: a + b)
+    _, final = await execute(
+        http,
+        {
+            "tool_names": ["add"],
+            "modules": {
+                "helpers": "from tools import add\n"
+                "async def twice(x):\n"
+                "    return await add(x, x)\n"
+            },
+            "code": "from helpers import twice\nprint(await twice(21))",
+        },
+        answer=lambda a, b: a + b,
+    )
     assert final["stdout"] == "42\n"
-    bad = await http.post("/execute-code", json={"tool_names": [], "code": "",
-                                                 "modules": {"a.b": ""}})
+    bad = await http.post(
+        "/execute-code", json={"tool_names": [], "code": "", "modules": {"a.b": ""}}
+    )
     assert bad.status_code == 422
     assert "Module name 'a.b' is not a valid identifier." in bad.text
-    reserved = await http.post("/execute-code", json={"tool_names": [], "code": "",
-                                                      "modules": {"tools": ""}})
+    reserved = await http.post(
+        "/execute-code", json={"tool_names": [], "code": "", "modules": {"tools": ""}}
+    )
     assert reserved.status_code == 422 and "is reserved" in reserved.text
-    taken = await http.post("/execute-code", json={"tool_names": [], "code": "",
-                                                   "modules": {"json": "x = 1"}})
+    taken = await http.post(
+        "/execute-code", json={"tool_names": [], "code": "", "modules": {"json": "x = 1"}}
+    )
     assert taken.status_code == 400
-    assert taken.json() == {"detail": "Client module names conflicts with existing modules: "
-                                      "json"}
+    assert taken.json() == {"detail": "Client module names conflicts with existing modules: json"}
 
 
 async def test_keys_of_both_generations_and_clear_refusals(served: JupyterProcess) -> None:
@@ -163,16 +210,17 @@ async def test_keys_of_both_generations_and_clear_refusals(served: JupyterProces
         missing = await anyone.post("/execute-code", json=body)
         assert missing.status_code == 401
         assert "X-Progtc-API-Key" in missing.json()["detail"]
-        wrong = await anyone.post("/execute-code", json=body,
-                                  headers={"X-Progtc-API-Key": "wrong"})
+        wrong = await anyone.post("/execute-code", json=body, headers={"X-Progtc-API-Key": "wrong"})
         assert wrong.status_code == 401 and "wrong" in wrong.json()["detail"]
-        bearer_wrong = await anyone.post("/tool-results", json={},
-                                         headers={"Authorization": "Bearer wrong"})
+        bearer_wrong = await anyone.post(
+            "/tool-results", json={}, headers={"Authorization": "Bearer wrong"}
+        )
         assert bearer_wrong.status_code == 401
 
 
 async def test_bearer_clients_get_the_seed_releases_errors_by_default(
-        served: JupyterProcess, served_015: JupyterProcess) -> None:
+    served: JupyterProcess, served_015: JupyterProcess
+) -> None:
     """progtc 0.1.1 and 0.1.5 send the same request; the server's dialect decides."""
     body = {"tool_names": [], "code": "1 / 0"}
     bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -184,12 +232,11 @@ async def test_bearer_clients_get_the_seed_releases_errors_by_default(
 
 
 async def test_bad_bodies_name_what_is_wrong(http: httpx.AsyncClient) -> None:
-    malformed = await http.post("/execute-code", content=b"{not json",
-                                headers={"Content-Type": "application/json"})
-    assert malformed.status_code == 422 and malformed.json()["detail"][0]["type"] == \
-        "json_invalid"
-    unknown = await http.post("/execute-code", json={"code": "", "tool_names": [],
-                                                     "colour": "red"})
+    malformed = await http.post(
+        "/execute-code", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 422 and malformed.json()["detail"][0]["type"] == "json_invalid"
+    unknown = await http.post("/execute-code", json={"code": "", "tool_names": [], "colour": "red"})
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "colour"]
     missing = await http.post("/execute-code", json={"tool_names": []})
@@ -198,38 +245,50 @@ async def test_bad_bodies_name_what_is_wrong(http: httpx.AsyncClient) -> None:
     assert nameless.status_code == 422 and "my-tool" in nameless.text
 
 
-async def test_a_result_for_an_unknown_execution_or_call_is_404(
-        http: httpx.AsyncClient) -> None:
-    nowhere = await http.post("/tool-results", json={
-        "execution_id": "nope", "tool_call_id": "nope", "result": None})
+async def test_a_result_for_an_unknown_execution_or_call_is_404(http: httpx.AsyncClient) -> None:
+    nowhere = await http.post(
+        "/tool-results", json={"execution_id": "nope", "tool_call_id": "nope", "result": None}
+    )
     assert nowhere.status_code == 404 and "no execution 'nope'" in nowhere.json()["detail"]
-    async with http.stream("POST", "/execute-code", json={
-            "tool_names": ["wait"], "code": "from tools import wait\nprint(await wait())"}
-            ) as response:
+    async with http.stream(
+        "POST",
+        "/execute-code",
+        json={"tool_names": ["wait"], "code": "from tools import wait\nprint(await wait())"},
+    ) as response:
         stream = events(response)
         call = await anext(stream)
-        stray = await http.post("/tool-results", json={
-            "execution_id": call["execution_id"], "tool_call_id": "nope", "result": 1})
+        stray = await http.post(
+            "/tool-results",
+            json={"execution_id": call["execution_id"], "tool_call_id": "nope", "result": 1},
+        )
         assert stray.status_code == 404 and "made no tool call 'nope'" in stray.text
-        await http.post("/tool-results", json={
-            "execution_id": call["execution_id"], "tool_call_id": call["id"], "result": 5})
+        await http.post(
+            "/tool-results",
+            json={"execution_id": call["execution_id"], "tool_call_id": call["id"], "result": 5},
+        )
         assert (await anext(stream))["stdout"] == "5\n"
 
 
 async def test_a_client_that_disconnects_mid_run_has_its_run_cancelled_and_kernel_reaped(
-        served: JupyterProcess, http: httpx.AsyncClient) -> None:
-    async with http.stream("POST", "/execute-code", json={
-            "tool_names": ["wait"], "code": "from tools import wait\nawait wait()"}
-            ) as response:
+    served: JupyterProcess, http: httpx.AsyncClient
+) -> None:
+    async with http.stream(
+        "POST",
+        "/execute-code",
+        json={"tool_names": ["wait"], "code": "from tools import wait\nawait wait()"},
+    ) as response:
         call = await anext(events(response))
         assert (await pool_status(served))["pool"]["leased"] == 1
 
     # The connection is closed: the run is cancelled and its kernel shut down.
     async def reaped() -> bool:
         return bool((await pool_status(served))["pool"]["leased"] == 0)
+
     await until(reaped, "the kernel of a vanished client reaped")
-    late = await http.post("/tool-results", json={
-        "execution_id": call["execution_id"], "tool_call_id": call["id"], "result": 1})
+    late = await http.post(
+        "/tool-results",
+        json={"execution_id": call["execution_id"], "tool_call_id": call["id"], "result": 1},
+    )
     assert late.status_code == 200  # a finished execution: its late results are dropped
 
 
@@ -276,17 +335,21 @@ def progtc_011_env() -> str:
     rewritten as plain assignments, its client runs unchanged on 3.11."""
     env = ENVS / "progtc-0.1.1"
     ready = env / ".progtc-ready"
-    python = build_env("progtc-0.1.1", ["httpx>=0.28.1", "httpx-sse>=0.4.3",
-                                         "pydantic>=2.12.5"])
+    python = build_env("progtc-0.1.1", ["httpx>=0.28.1", "httpx-sse>=0.4.3", "pydantic>=2.12.5"])
     if not ready.exists():
         uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
-        install = ([uv, "pip", "install", "-q", "--python", python, "--python-version",
-                    "3.12"] if uv else
-                   [python, "-m", "pip", "install", "-q", "--ignore-requires-python"])
+        install = (
+            [uv, "pip", "install", "-q", "--python", python, "--python-version", "3.12"]
+            if uv
+            else [python, "-m", "pip", "install", "-q", "--ignore-requires-python"]
+        )
         subprocess.run([*install, "--no-deps", "progtc==0.1.1"], check=True)
-        found = subprocess.run([python, "-c", "import sysconfig; "
-                                "print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True)
+        found = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         types = Path(found.stdout.strip()) / "progtc" / "types.py"  # (not importable yet)
         source, rewritten = re.subn(r"(?m)^type (\w+) = ", r"\1 = ", types.read_text())
         assert rewritten == 3, f"progtc 0.1.1's types.py changed: {rewritten} aliases"
@@ -304,18 +367,28 @@ async def release_env(release: str) -> str:
     return await asyncio.to_thread(build_env, f"progtc-{release}", [f"progtc=={release}"])
 
 
-@pytest.mark.parametrize(("release", "dialect"), [
-    ("0.2.0", "X-Progtc-API-Key"), ("0.1.5", "Bearer, --progtc-dialect 0.1.5"),
-    ("0.1.1", "Bearer, the default")])
+@pytest.mark.parametrize(
+    ("release", "dialect"),
+    [
+        ("0.2.0", "X-Progtc-API-Key"),
+        ("0.1.5", "Bearer, --progtc-dialect 0.1.5"),
+        ("0.1.1", "Bearer, the default"),
+    ],
+)
 async def test_the_progtc_packages_own_client_works_unchanged(
-        served: JupyterProcess, served_015: JupyterProcess, tmp_path: Path, release: str,
-        dialect: str) -> None:
+    served: JupyterProcess, served_015: JupyterProcess, tmp_path: Path, release: str, dialect: str
+) -> None:
     python = await release_env(release)
     server = served_015 if release == "0.1.5" else served
     script = tmp_path / "client.py"
     script.write_text(PROGTC_CLIENT)
-    done = await asyncio.to_thread(subprocess.run, [python, str(script), server.url, TOKEN],
-                                   capture_output=True, text=True, timeout=240)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [python, str(script), server.url, TOKEN],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report.get("ping", True) is True

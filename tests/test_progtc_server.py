@@ -28,16 +28,32 @@ pytestmark = pytest.mark.timeout(300)
 def progtc_serve(home: Path, *args: str, api_key: str = TOKEN) -> JupyterProcess:
     """``progtc-kernel serve`` on a free loopback port, as a child process."""
     port = free_port()
-    argv = [sys.executable, "-m", "progtc_kernel.cli", "serve", "--port", str(port),
-            "--api-key", api_key, *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "progtc_kernel.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        *args,
+    ]
     return JupyterProcess(argv, port, home, token=api_key)
 
 
 @pytest.fixture(scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
     # No bound on waiting for a kernel: twenty executions at once share eight kernels.
-    process = await progtc_serve(tmp_path_factory.mktemp("serve"), "--pool-size", "2",
-                                 "--max-kernels", "8", "--pool-timeout", "0").start()
+    process = await progtc_serve(
+        tmp_path_factory.mktemp("serve"),
+        "--pool-size",
+        "2",
+        "--max-kernels",
+        "8",
+        "--pool-timeout",
+        "0",
+    ).start()
     yield process
     process.stop()
 
@@ -60,7 +76,8 @@ async def search_database(query: str) -> list[dict[str, Any]]:
 
 
 async def test_the_seed_quick_start_works_with_only_the_import_changed(
-        served: JupyterProcess) -> None:
+    served: JupyterProcess,
+) -> None:
     from progtc_kernel import AsyncProgtcClient
 
     client = AsyncProgtcClient(
@@ -88,8 +105,7 @@ print(f"The weather is: {weather}")
             raise AssertionError(f"{result.code}: {result.message}")
 
 
-async def test_the_seed_gather_example_and_progtc_02_spellings(
-        client: AsyncProgtcClient) -> None:
+async def test_the_seed_gather_example_and_progtc_02_spellings(client: AsyncProgtcClient) -> None:
     await client.wait_for_server(timeout=30)
     assert await client.ping()
     code = """
@@ -105,11 +121,15 @@ print(f"Weather: {weather}")
 print(f"Results: {results}")
 """
     result = await client.execute_code(
-        code, tools={"get_weather": get_weather, "search_database": search_database},
-        headers={"X-Request-Id": "r-1"})
+        code,
+        tools={"get_weather": get_weather, "search_database": search_database},
+        headers={"X-Request-Id": "r-1"},
+    )
     assert result.type == MessageType.SUCCESS
-    assert result.stdout.splitlines() == ["Weather: Weather in Tokyo, Japan: Sunny, 22°C",
-                                          "Results: [{'id': 1, 'name': 'Result'}]"]
+    assert result.stdout.splitlines() == [
+        "Weather: Weather in Tokyo, Japan: Sunny, 22°C",
+        "Results: [{'id': 1, 'name': 'Result'}]",
+    ]
     assert [call.name for call in result.tool_calls] == ["get_weather", "search_database"]
 
 
@@ -129,8 +149,10 @@ async def test_each_execution_gets_a_fresh_kernel(client: AsyncProgtcClient) -> 
 async def test_each_error_code(client: AsyncProgtcClient) -> None:
     runtime = await client.execute_code("print('before')\n1 / 0")
     assert isinstance(runtime, ExecuteCodeError)
-    assert (runtime.code, runtime.message) == (ErrorCode.CODE_RUNTIME_ERROR,
-                                               "ZeroDivisionError: division by zero")
+    assert (runtime.code, runtime.message) == (
+        ErrorCode.CODE_RUNTIME_ERROR,
+        "ZeroDivisionError: division by zero",
+    )
     assert runtime.stdout == "before\n"
     assert "ZeroDivisionError" in runtime.stderr and "1 / 0" in runtime.traceback
 
@@ -140,31 +162,37 @@ async def test_each_error_code(client: AsyncProgtcClient) -> None:
     assert syntax.message.startswith("SyntaxError") and syntax.stdout == ""
 
     timeout = await client.execute_code(
-        "import time\nprint('partial', flush=True)\ntime.sleep(60)", timeout=1)
+        "import time\nprint('partial', flush=True)\ntime.sleep(60)", timeout=1
+    )
     assert isinstance(timeout, ExecuteCodeError)
     assert timeout.code == ErrorCode.CODE_TIMEOUT_ERROR
     assert timeout.stdout == "partial\n"  # progtc lost it; a kernel keeps it
 
 
 async def test_a_failing_handler_is_a_tool_error_the_code_can_catch(
-        client: AsyncProgtcClient) -> None:
+    client: AsyncProgtcClient,
+) -> None:
     async def book(hotel: str) -> str:
         raise RuntimeError(f"{hotel} is full")
 
-    result = await client.execute_code("""
+    result = await client.execute_code(
+        """
 from tools import book, ToolError
 try:
     await book("Ritz")
 except ToolError as exc:
     print("caught:", exc)
-""", {"book": book})
+""",
+        {"book": book},
+    )
     assert result.type == MessageType.SUCCESS
     assert result.stdout == "caught: tool 'book' failed: RuntimeError: Ritz is full\n"
     assert [(call.name, call.ok) for call in result.tool_calls] == [("book", False)]
 
 
 async def test_a_kernel_that_dies_is_a_clear_error_and_the_pool_heals(
-        served: JupyterProcess, client: AsyncProgtcClient) -> None:
+    served: JupyterProcess, client: AsyncProgtcClient
+) -> None:
     died = await client.execute_code("print('bye', flush=True)\nimport os\nos._exit(1)")
     assert isinstance(died, ExecuteCodeError)
     assert died.code == ErrorCode.KERNEL_DIED
@@ -174,6 +202,7 @@ async def test_a_kernel_that_dies_is_a_clear_error_and_the_pool_heals(
     async def healed() -> bool:
         pool = (await pool_status(served))["pool"]
         return bool(pool["leased"] == 0 and pool["warm"] == pool["size"])
+
     await until(healed, "back to two warm kernels")
 
 
@@ -192,11 +221,16 @@ async def test_live_callbacks_and_display_outputs(client: AsyncProgtcClient) -> 
         "print(await get_weather('Oslo', 'Norway'), flush=True)\n"
         "import sys; print('careful', file=sys.stderr)\n"
         "display(HTML('<b>table</b>'))\n",
-        {"get_weather": get_weather}, on_stdout=on_stdout,
+        {"get_weather": get_weather},
+        on_stdout=on_stdout,
         on_stderr=lambda text: seen.append(("stderr", text)),
-        on_tool_call=lambda event: seen.append((type(event).__name__, event.name
-                                                if isinstance(event, ToolCallStarted)
-                                                else event.call.ok)))
+        on_tool_call=lambda event: seen.append(
+            (
+                type(event).__name__,
+                event.name if isinstance(event, ToolCallStarted) else event.call.ok,
+            )
+        ),
+    )
     assert result.type == MessageType.SUCCESS
     assert ("ToolCallStarted", "get_weather") in seen and ("ToolCallFinished", True) in seen
     assert ("stdout", "Weather in Oslo, Norway: Sunny, 22°C\n") in seen
@@ -211,19 +245,23 @@ async def test_200_gathered_calls_and_a_1_mb_result(client: AsyncProgtcClient) -
     def blob() -> str:
         return "x" * 1_000_000
 
-    result = await client.execute_code("""
+    result = await client.execute_code(
+        """
 import asyncio
 from tools import double, blob
 values = await asyncio.gather(*(double(i) for i in range(200)))
 big = await blob()
 print(sum(values), len(big))
-""", {"double": double, "blob": blob})
+""",
+        {"double": double, "blob": blob},
+    )
     assert result.stdout == f"{2 * sum(range(200))} 1000000\n"
     assert len(result.tool_calls) == 201 and all(call.ok for call in result.tool_calls)
 
 
 async def test_a_persistent_session_keeps_state_until_closed(
-        served: JupyterProcess, client: AsyncProgtcClient) -> None:
+    served: JupyterProcess, client: AsyncProgtcClient
+) -> None:
     await client.execute_code("counter = 1", session="alice")
     result = await client.execute_code("counter += 1\nprint(counter)", session="alice")
     assert result.stdout == "2\n"
@@ -239,27 +277,34 @@ async def test_a_persistent_session_keeps_state_until_closed(
 
 
 async def test_helper_modules(client: AsyncProgtcClient) -> None:
-    modules = {"helpers": "from tools import get_weather\n\n"
-                          "async def report(city):\n"
-                          "    return (await get_weather(city, 'FR')).upper()\n",
-               "constants": "CITY = 'Paris'\n"}
+    modules = {
+        "helpers": "from tools import get_weather\n\n"
+        "async def report(city):\n"
+        "    return (await get_weather(city, 'FR')).upper()\n",
+        "constants": "CITY = 'Paris'\n",
+    }
     result = await client.execute_code(
         "from helpers import report\nfrom constants import CITY\nprint(await report(CITY))",
-        {"get_weather": get_weather}, modules=modules)
+        {"get_weather": get_weather},
+        modules=modules,
+    )
     assert result.stdout == "WEATHER IN PARIS, FR: SUNNY, 22°C\n"
 
     broken = await client.execute_code("import broken", modules={"broken": "def f(:\n"})
     assert isinstance(broken, ExecuteCodeError) and "SyntaxError" in broken.message
-    for name, why in [("a.b", "not a valid identifier"), ("tools", "reserved"),
-                      ("json", "conflicts with existing modules: json")]:
+    for name, why in [
+        ("a.b", "not a valid identifier"),
+        ("tools", "reserved"),
+        ("json", "conflicts with existing modules: json"),
+    ]:
         with pytest.raises(ValueError, match=why):
             await client.execute_code("pass", modules={name: "x = 1"})
 
 
-async def test_client_timeouts_never_exceed_the_servers_ceiling(
-        tmp_path: Path) -> None:
-    process = await progtc_serve(tmp_path, "--pool-size", "1", "--code-execution-timeout",
-                                 "5", "--tool-call-timeout", "1").start()
+async def test_client_timeouts_never_exceed_the_servers_ceiling(tmp_path: Path) -> None:
+    process = await progtc_serve(
+        tmp_path, "--pool-size", "1", "--code-execution-timeout", "5", "--tool-call-timeout", "1"
+    ).start()
     try:
         client = AsyncProgtcClient(process.url, api_key=process.token)
         slow = await client.execute_code("import time\ntime.sleep(60)", timeout=600)
@@ -271,7 +316,9 @@ async def test_client_timeouts_never_exceed_the_servers_ceiling(
         stuck = await client.execute_code(
             "from tools import hang, ToolTimeoutError\n"
             "try:\n    await hang()\nexcept ToolTimeoutError as exc:\n    print('gave up')",
-            {"hang": hang}, tool_call_timeout=600)
+            {"hang": hang},
+            tool_call_timeout=600,
+        )
         assert stuck.stdout == "gave up\n"
     finally:
         process.stop()
@@ -291,7 +338,8 @@ async def test_a_wrong_or_missing_key_is_refused(served: JupyterProcess) -> None
 
 
 async def test_20_concurrent_executions_from_several_clients_stay_isolated(
-        served: JupyterProcess) -> None:
+    served: JupyterProcess,
+) -> None:
     clients = [AsyncProgtcClient(served.url, api_key=served.token) for _ in range(4)]
 
     async def run(n: int) -> Any:
@@ -302,21 +350,23 @@ async def test_20_concurrent_executions_from_several_clients_stay_isolated(
             "from tools import whoami\nimport asyncio\n"
             "mine = await whoami()\nawait asyncio.sleep(0.2)\n"
             "assert 'previous' not in dir()\nprevious = mine\nprint(mine)",
-            {"whoami": whoami})
+            {"whoami": whoami},
+        )
 
     results = await asyncio.gather(*(run(n) for n in range(20)))
     assert [result.stdout for result in results] == [f"{n}\n" for n in range(20)]
 
 
-async def test_an_exhausted_pool_makes_requests_wait_then_fail_clearly(
-        tmp_path: Path) -> None:
-    process = await progtc_serve(tmp_path, "--pool-size", "1", "--max-kernels", "1",
-                                 "--pool-timeout", "1").start()
+async def test_an_exhausted_pool_makes_requests_wait_then_fail_clearly(tmp_path: Path) -> None:
+    process = await progtc_serve(
+        tmp_path, "--pool-size", "1", "--max-kernels", "1", "--pool-timeout", "1"
+    ).start()
     try:
         client = AsyncProgtcClient(process.url, api_key=process.token)
 
         async def warm() -> bool:
             return bool((await pool_status(process))["pool"]["warm"] == 1)
+
         await until(warm, "warm")
         started = asyncio.Event()
         release = asyncio.Event()
@@ -325,8 +375,9 @@ async def test_an_exhausted_pool_makes_requests_wait_then_fail_clearly(
             started.set()
             await release.wait()
 
-        holding = asyncio.ensure_future(client.execute_code(
-            "from tools import hold\nawait hold()", {"hold": hold}))
+        holding = asyncio.ensure_future(
+            client.execute_code("from tools import hold\nawait hold()", {"hold": hold})
+        )
         await started.wait()
         with pytest.raises(ServerError, match="--max-kernels") as caught:
             await client.execute_code("print('no room')")
@@ -358,11 +409,13 @@ asyncio.run(main())
 
 
 async def test_a_client_that_vanishes_mid_run_has_its_kernel_reaped(
-        served: JupyterProcess, tmp_path: Path) -> None:
+    served: JupyterProcess, tmp_path: Path
+) -> None:
     script = tmp_path / "vanishing.py"
     script.write_text(CLIENT_THAT_VANISHES)
-    child = subprocess.Popen([sys.executable, str(script), served.url, served.token],
-                             stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, str(script), served.url, served.token], stdout=subprocess.PIPE
+    )
     try:
         assert child.stdout is not None
         assert await asyncio.to_thread(child.stdout.readline) == b"called\n"
@@ -373,19 +426,22 @@ async def test_a_client_that_vanishes_mid_run_has_its_kernel_reaped(
 
     async def reaped() -> bool:
         return bool((await pool_status(served))["pool"]["leased"] == 0)
+
     await until(reaped, "reaped")
 
 
 async def test_cancelling_execute_code_releases_its_kernel_at_once(
-        served: JupyterProcess, client: AsyncProgtcClient) -> None:
+    served: JupyterProcess, client: AsyncProgtcClient
+) -> None:
     called = asyncio.Event()
 
     async def stuck() -> None:
         called.set()
         await asyncio.Event().wait()
 
-    run = asyncio.ensure_future(client.execute_code("from tools import stuck\nawait stuck()",
-                                                    {"stuck": stuck}))
+    run = asyncio.ensure_future(
+        client.execute_code("from tools import stuck\nawait stuck()", {"stuck": stuck})
+    )
     await called.wait()
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -402,7 +458,8 @@ async def test_a_plain_jupyter_server_works_too(tmp_path: Path) -> None:
         client = AsyncProgtcClient(process.url, api_key=process.token)
         result = await client.execute_code(
             "from tools import get_weather\nprint(await get_weather('Rome', 'Italy'))",
-            {"get_weather": get_weather})
+            {"get_weather": get_weather},
+        )
         assert result.stdout == "Weather in Rome, Italy: Sunny, 22°C\n"
         await client.execute_code("kept = 'yes'", session="s")
         kept = await client.execute_code("print(kept)", session="s")
@@ -432,14 +489,19 @@ asyncio.run(main())
 
 
 async def test_a_short_script_leaves_no_kernel_and_no_noise_on_a_plain_server(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     process = await jupyter_server(tmp_path).start()
     try:
         script = tmp_path / "short.py"
         script.write_text(SHORT_SCRIPT)
         done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, str(script), process.url, process.token],
-            capture_output=True, text=True, timeout=240)
+            subprocess.run,
+            [sys.executable, str(script), process.url, process.token],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert (done.returncode, done.stdout, done.stderr) == (0, "1\n2\n3\n", "")
         assert await process.server().kernels() == []
     finally:
@@ -456,9 +518,24 @@ async def test_a_wrong_key_names_the_fix_of_the_api_in_use(tmp_path: Path) -> No
         assert "JupyterServer(" not in str(caught.value)
         assert "jupyter server list" not in str(caught.value)
 
-        done = await asyncio.to_thread(subprocess.run, [
-            sys.executable, "-m", "progtc_kernel.cli", "run", "-", "--server", process.url,
-            "--token", "wrong"], input="print(1)", capture_output=True, text=True, timeout=120)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "progtc_kernel.cli",
+                "run",
+                "-",
+                "--server",
+                process.url,
+                "--token",
+                "wrong",
+            ],
+            input="print(1)",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, done.stderr
         assert "--token" in done.stderr and "JupyterServer(" not in done.stderr
     finally:
@@ -481,7 +558,8 @@ def kernel_processes(home: Path) -> list[int]:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 async def test_the_server_stops_on_ctrl_c_or_sigterm_reaping_every_kernel(
-        tmp_path: Path, stop_signal: signal.Signals) -> None:
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     process = await progtc_serve(tmp_path, "--pool-size", "2").start()
     try:
         client = AsyncProgtcClient(process.url, api_key=process.token)
@@ -489,6 +567,7 @@ async def test_the_server_stops_on_ctrl_c_or_sigterm_reaping_every_kernel(
 
         async def warm() -> bool:
             return bool((await pool_status(process))["pool"]["warm"] == 2)
+
         await until(warm, "two warm kernels")
         assert len(kernel_processes(tmp_path)) == 3
         assert process.process is not None
@@ -502,7 +581,12 @@ async def test_the_server_stops_on_ctrl_c_or_sigterm_reaping_every_kernel(
 
 def test_serve_refuses_a_public_address_without_a_key() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PROGTC_API_KEY"}
-    done = subprocess.run([sys.executable, "-m", "progtc_kernel.cli", "serve", "--host",
-                           "0.0.0.0"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "progtc_kernel.cli", "serve", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "without an API key" in done.stderr and "--api-key" in done.stderr

@@ -88,12 +88,16 @@ class Meeting:
 
 
 def returns(messages: list[ModelMessage]) -> list[ToolReturnPart]:
-    return [part for message in messages if isinstance(message, ModelRequest)
-            for part in message.parts if isinstance(part, ToolReturnPart)]
+    return [
+        part
+        for message in messages
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+        if isinstance(part, ToolReturnPart)
+    ]
 
 
-async def test_an_agent_reads_the_environment_runs_a_script_and_answers(
-        kernel_python: str) -> None:
+async def test_an_agent_reads_the_environment_runs_a_script_and_answers(kernel_python: str) -> None:
     seen: dict[str, Any] = {}
 
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -107,8 +111,9 @@ async def test_an_agent_reads_the_environment_runs_a_script_and_answers(
         seen["result"] = json.loads(str(returns(messages)[-1].content))
         return ModelResponse(parts=[TextPart(f"Oslo: {seen['result']['weather']['Oslo']}")])
 
-    toolset = CodeModeToolset(toolsets=[FunctionToolset([get_weather, convert])],
-                              kernel=ToolKernel(python=kernel_python))
+    toolset = CodeModeToolset(
+        toolsets=[FunctionToolset([get_weather, convert])], kernel=ToolKernel(python=kernel_python)
+    )
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Weather?")
 
     assert result.output == "Oslo: Sunny in Oslo"
@@ -117,24 +122,41 @@ async def test_an_agent_reads_the_environment_runs_a_script_and_answers(
     instructions = seen["environment"]["instructions"]
     assert "def get_weather(city: str) -> str:" in instructions
     assert "def convert(amount: float, rate: float = 0.5) -> float:" in instructions
-    assert seen["result"] == {"weather": {"Oslo": "Sunny in Oslo", "Rome": "Sunny in Rome",
-                                          "Lima": "Sunny in Lima"}, "price": 5.0}
-    printed = [part.content for message in result.all_messages()
-               if isinstance(message, ModelRequest) for part in message.parts
-               if isinstance(part, UserPromptPart)]
+    assert seen["result"] == {
+        "weather": {"Oslo": "Sunny in Oslo", "Rome": "Sunny in Rome", "Lima": "Sunny in Lima"},
+        "price": 5.0,
+    }
+    printed = [
+        part.content
+        for message in result.all_messages()
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+        if isinstance(part, UserPromptPart)
+    ]
     assert "The script printed:\nasked 3 cities\n" in printed
 
 
 async def test_a_failing_script_is_reported_to_the_model_which_tries_again(
-        kernel_python: str) -> None:
+    kernel_python: str,
+) -> None:
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         step = sum(isinstance(message, ModelResponse) for message in messages)
         if step == 0:
-            return ModelResponse(parts=[ToolCallPart(
-                "execute_tool_script", {"script": "import os\ndef run():\n    return {}"})])
+            return ModelResponse(
+                parts=[
+                    ToolCallPart(
+                        "execute_tool_script", {"script": "import os\ndef run():\n    return {}"}
+                    )
+                ]
+            )
         if step == 1:
-            return ModelResponse(parts=[ToolCallPart(
-                "execute_tool_script", {"script": "def run():\n    return {'ok': True}"})])
+            return ModelResponse(
+                parts=[
+                    ToolCallPart(
+                        "execute_tool_script", {"script": "def run():\n    return {'ok': True}"}
+                    )
+                ]
+            )
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
     toolset = CodeModeToolset([get_weather], kernel=ToolKernel(python=kernel_python))
@@ -151,10 +173,16 @@ async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str)
     from pydantic_ai.mcp import MCPToolset
 
     # init_timeout=None: pydantic-ai's 5 s handshake timeout is one load can beat.
-    upstream = MCPToolset(StdioTransport(command=sys.executable, args=[str(UPSTREAM)]),
-                          id="upstream", tool_error_behavior="error", init_timeout=None)
-    script = ("from tools import add, lookup\n"
-              "def run():\n    return {'sum': add(a=2, b=3), 'row': lookup(key='beta')}")
+    upstream = MCPToolset(
+        StdioTransport(command=sys.executable, args=[str(UPSTREAM)]),
+        id="upstream",
+        tool_error_behavior="error",
+        init_timeout=None,
+    )
+    script = (
+        "from tools import add, lookup\n"
+        "def run():\n    return {'sum': add(a=2, b=3), 'row': lookup(key='beta')}"
+    )
 
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         step = sum(isinstance(message, ModelResponse) for message in messages)
@@ -174,14 +202,21 @@ async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str)
 
 
 async def test_server_everythings_hyphenated_tools_are_served_under_python_names(
-        kernel_python: str) -> None:
+    kernel_python: str,
+) -> None:
     from fastmcp.client.transports import StdioTransport
     from pydantic_ai.mcp import MCPToolset
 
-    everything = MCPToolset(StdioTransport(command=str(everything_binary()), args=["stdio"]),
-                            id="everything", tool_error_behavior="error", init_timeout=None)
-    script = ("from tools import get_sum, echo\n"
-              "def run():\n    return {'sum': get_sum(a=2, b=3), 'echo': echo(message='hi')}")
+    everything = MCPToolset(
+        StdioTransport(command=str(everything_binary()), args=["stdio"]),
+        id="everything",
+        tool_error_behavior="error",
+        init_timeout=None,
+    )
+    script = (
+        "from tools import get_sum, echo\n"
+        "def run():\n    return {'sum': get_sum(a=2, b=3), 'echo': echo(message='hi')}"
+    )
 
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         step = sum(isinstance(message, ModelResponse) for message in messages)
@@ -197,8 +232,10 @@ async def test_server_everythings_hyphenated_tools_are_served_under_python_names
     environment = returns(result.all_messages())[0].content
     assert isinstance(environment, dict)
     assert "def get_sum(a: float, b: float)" in environment["instructions"]
-    assert ("Called 'get-sum' by the toolset MCPToolset 'everything'; 'get_sum' here."
-            in environment["instructions"])
+    assert (
+        "Called 'get-sum' by the toolset MCPToolset 'everything'; 'get_sum' here."
+        in environment["instructions"]
+    )
     value = json.loads(result.output)
     assert "is 5" in json.dumps(value["sum"])
     assert "Echo: hi" in json.dumps(value["echo"])
@@ -206,16 +243,19 @@ async def test_server_everythings_hyphenated_tools_are_served_under_python_names
 
 @pytest.mark.parametrize("started_by", ["the toolset", "its owner"])
 async def test_two_runs_at_once_each_script_gets_its_own_runs_tools_and_deps(
-        kernel_python: str, started_by: str) -> None:
+    kernel_python: str, started_by: str
+) -> None:
     accounts = FunctionToolset[str]([balance])
     accounts.add_function(audit_log, prepare=for_admins)
     kernel = ToolKernel(python=kernel_python)
     if started_by == "its owner":
         await kernel.start()
     toolset = CodeModeToolset(toolsets=[accounts], kernel=kernel)
-    script = ("import tools\n"
-              "def run():\n"
-              "    return {'balance': tools.balance(), 'audit': hasattr(tools, 'audit_log')}")
+    script = (
+        "import tools\n"
+        "def run():\n"
+        "    return {'balance': tools.balance(), 'audit': hasattr(tools, 'audit_log')}"
+    )
     # Both runs have listed their tools before either runs its script: the moment when
     # a run's tools or context kept on the shared toolset would be the other run's.
     both_listed = Meeting(2)
@@ -231,8 +271,9 @@ async def test_two_runs_at_once_each_script_gets_its_own_runs_tools_and_deps(
 
     agent = Agent(FunctionModel(model), toolsets=[toolset], deps_type=str)
     try:
-        admin, guest = await asyncio.gather(agent.run("Mine?", deps="admin"),
-                                            agent.run("Mine?", deps="guest"))
+        admin, guest = await asyncio.gather(
+            agent.run("Mine?", deps="admin"), agent.run("Mine?", deps="guest")
+        )
         # The toolset closes a kernel it started, after its last run; not one it was given.
         assert kernel.running == (started_by == "its owner")
     finally:
@@ -248,7 +289,8 @@ async def test_two_runs_at_once_each_script_gets_its_own_runs_tools_and_deps(
 
 
 async def test_two_agents_at_once_on_one_kernel_call_their_own_toolsets_tools(
-        kernel_python: str) -> None:
+    kernel_python: str,
+) -> None:
     both_listed = Meeting(2)
     script = "from tools import get_weather\ndef run():\n    return {'w': get_weather('Oslo')}"
 
@@ -265,11 +307,13 @@ async def test_two_agents_at_once_on_one_kernel_call_their_own_toolsets_tools(
     # A kernel shared by toolsets is started by its owner, and outlives them.
     async with ToolKernel(python=kernel_python) as kernel:
         sunny = CodeModeToolset(toolsets=[FunctionToolset([get_weather])], kernel=kernel)
-        rainy = CodeModeToolset(toolsets=[FunctionToolset([
-            Tool(rainy_weather, name="get_weather")])], kernel=kernel)
+        rainy = CodeModeToolset(
+            toolsets=[FunctionToolset([Tool(rainy_weather, name="get_weather")])], kernel=kernel
+        )
         sunny_run, rainy_run = await asyncio.gather(
             Agent(FunctionModel(model), toolsets=[sunny]).run("Oslo?"),
-            Agent(FunctionModel(model), toolsets=[rainy]).run("Oslo?"))
+            Agent(FunctionModel(model), toolsets=[rainy]).run("Oslo?"),
+        )
         assert kernel.running
 
     assert json.loads(sunny_run.output) == {"w": "Sunny in Oslo"}
@@ -277,7 +321,8 @@ async def test_two_agents_at_once_on_one_kernel_call_their_own_toolsets_tools(
 
 
 async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
-        kernel_python: str) -> None:
+    kernel_python: str,
+) -> None:
     deleted: list[str] = []
 
     def delete_account(user: str) -> str:
@@ -285,13 +330,15 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
         deleted.append(user)
         return f"{user} deleted"
 
-    script = ("from tools import get_weather, delete_account, ToolError\n"
-              "def run():\n"
-              "    try:\n"
-              "        deleted = delete_account('bob')\n"
-              "    except ToolError as error:\n"
-              "        deleted = str(error)\n"
-              "    return {'w': get_weather('Rome'), 'deleted': deleted}")
+    script = (
+        "from tools import get_weather, delete_account, ToolError\n"
+        "def run():\n"
+        "    try:\n"
+        "        deleted = delete_account('bob')\n"
+        "    except ToolError as error:\n"
+        "        deleted = str(error)\n"
+        "    return {'w': get_weather('Rome'), 'deleted': deleted}"
+    )
 
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         step = sum(isinstance(message, ModelResponse) for message in messages)
@@ -299,8 +346,9 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    combined = CombinedToolset([FunctionToolset([get_weather]),
-                                FunctionToolset([delete_account]).approval_required()])
+    combined = CombinedToolset(
+        [FunctionToolset([get_weather]), FunctionToolset([delete_account]).approval_required()]
+    )
     toolset = CodeModeToolset(toolsets=[combined], kernel=ToolKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Rome?")
 
@@ -310,14 +358,18 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
     assert value["deleted"] == (
         "tool 'delete_account' failed: PermissionError: delete_account asks for approval, "
         "which a call from a script cannot wait for: give that tool to the agent beside "
-        "CodeModeToolset, not in its toolsets")
+        "CodeModeToolset, not in its toolsets"
+    )
 
 
 async def test_runs_one_after_another_start_the_kernel_each_unless_the_agent_is_entered(
-        kernel_python: str) -> None:
+    kernel_python: str,
+) -> None:
     # Names kept between scripts show which runs had the same kernel.
-    script = ("seen = globals().setdefault('seen', [])\n"
-              "def run():\n    seen.append(1)\n    return {'scripts': len(seen)}")
+    script = (
+        "seen = globals().setdefault('seen', [])\n"
+        "def run():\n    seen.append(1)\n    return {'scripts': len(seen)}"
+    )
 
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         step = sum(isinstance(message, ModelResponse) for message in messages)
@@ -326,8 +378,10 @@ async def test_runs_one_after_another_start_the_kernel_each_unless_the_agent_is_
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
     kernel = ToolKernel(python=kernel_python)
-    agent = Agent(FunctionModel(model), toolsets=[
-        CodeModeToolset([get_weather], kernel=kernel, fresh_namespace=False)])
+    agent = Agent(
+        FunctionModel(model),
+        toolsets=[CodeModeToolset([get_weather], kernel=kernel, fresh_namespace=False)],
+    )
 
     alone = [(await agent.run("Go")).output for _ in range(2)]
     assert alone == ['{"scripts": 1}', '{"scripts": 1}']  # a new kernel for each run
@@ -359,11 +413,14 @@ class Recorded(FunctionToolset[Any]):
 
 @pytest.mark.parametrize("how", ["agent run", "async with"])
 async def test_a_toolset_that_fails_to_enter_is_named_and_those_before_it_are_exited(
-        kernel_python: str, how: str) -> None:
+    kernel_python: str, how: str
+) -> None:
     log: list[str] = []
     kernel = ToolKernel(python=kernel_python)
-    toolset = CodeModeToolset(toolsets=[Recorded("maps", log), Recorded("crm", log, fails=True),
-                                        Recorded("mail", log)], kernel=kernel)
+    toolset = CodeModeToolset(
+        toolsets=[Recorded("maps", log), Recorded("crm", log, fails=True), Recorded("mail", log)],
+        kernel=kernel,
+    )
 
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart("never asked")])
@@ -378,15 +435,19 @@ async def test_a_toolset_that_fails_to_enter_is_named_and_those_before_it_are_ex
     assert log == ["enter maps", "enter crm", "exit maps"]
     assert getattr(raised.value, "__notes__", None) == [
         "CodeModeToolset 'progtc-kernel' could not enter the toolset Recorded 'crm'; the "
-        "toolsets entered before it are exited and the kernel is not started"]
+        "toolsets entered before it are exited and the kernel is not started"
+    ]
     assert not kernel.running
 
 
 def test_without_pydantic_ai_the_import_names_the_pip_install_that_fixes_it() -> None:
-    blocked = ("import sys; sys.modules['pydantic_ai'] = None\n"
-               "import progtc_kernel.integrations.pydantic_ai")
-    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
-                          timeout=120)
+    blocked = (
+        "import sys; sys.modules['pydantic_ai'] = None\n"
+        "import progtc_kernel.integrations.pydantic_ai"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ModuleNotFoundError: CodeModeToolset needs pydantic-ai")

@@ -23,8 +23,9 @@ NOTICE = "IOPub data rate exceeded."
 
 
 @pytest.fixture(scope="module", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
-async def served(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
+async def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[JupyterProcess]:
     home: Path = tmp_path_factory.mktemp("rate-limits")
     kernelspec(home / "share", "progtc", kernel_env(request.param))
     process = await jupyter_server(home).start()
@@ -37,8 +38,9 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
     served_calls.clear()
     # A call waits in the kernel while the server drops messages (a few of its 3 s
     # windows on a busy machine): give it time enough that only a lost call times out.
-    async with ToolKernel([ping], server=served.server(), kernel_name="progtc",
-                          timeout=180, tool_timeout=60) as kernel:
+    async with ToolKernel(
+        [ping], server=served.server(), kernel_name="progtc", timeout=180, tool_timeout=60
+    ) as kernel:
         yield kernel
 
 
@@ -51,12 +53,14 @@ def ping(word: str) -> str:
 
 
 async def test_a_call_after_output_over_the_data_rate_limit_reaches_the_host(
-        kernel: ToolKernel) -> None:
+    kernel: ToolKernel,
+) -> None:
     result = await kernel.execute(
         "print('x' * 2_500_000, flush=True)\n"
         "print('y' * 1_000_000, flush=True)\n"
         "from tools import ping\n"
-        "print(await ping('after'))")
+        "print(await ping('after'))"
+    )
     assert result.ok, result.error
     assert result.stdout.endswith("AFTER\n")
     assert [call.name for call in result.tool_calls] == ["ping"]
@@ -70,14 +74,14 @@ async def test_calls_after_many_flushed_writes_reach_the_host(kernel: ToolKernel
         "    print(i, flush=True)\n"
         "from tools import ping\n"
         "import asyncio\n"
-        "print(await asyncio.gather(ping('a'), ping('b')))")
+        "print(await asyncio.gather(ping('a'), ping('b')))"
+    )
     assert result.ok, result.error
     assert result.stdout.endswith("['A', 'B']\n")
     assert sorted(served_calls) == ["a", "b"]
 
 
-async def test_output_the_server_dropped_is_said_in_the_result(
-        served: JupyterProcess) -> None:
+async def test_output_the_server_dropped_is_said_in_the_result(served: JupyterProcess) -> None:
     client = AsyncProgtcClient(served.url, api_key=served.token, kernel_name="progtc")
     result = await client.execute_code("print('z' * 5_000_000)\nprint('end')")
     assert result.stdout == ""  # the server dropped it all

@@ -26,8 +26,12 @@ async def convert(amount: float, to: Literal["EUR", "USD"] = "EUR") -> float:
     return amount
 
 
-def search(query: Annotated[str, pydantic.Field(min_length=2)], *tags: str,
-           limit: int = 10, **filters: bool) -> list[str]:
+def search(
+    query: Annotated[str, pydantic.Field(min_length=2)],
+    *tags: str,
+    limit: int = 10,
+    **filters: bool,
+) -> list[str]:
     return [query, *tags]
 
 
@@ -71,7 +75,9 @@ def test_a_tool_describes_itself() -> None:
     assert spec["description"] == "Convert an amount."
     assert spec["returns"] == "float"
     assert [(p["name"], p["annotation"], p["default_repr"]) for p in spec["parameters"]] == [
-        ("amount", "float", None), ("to", "Literal['EUR', 'USD']", "'EUR'")]
+        ("amount", "float", None),
+        ("to", "Literal['EUR', 'USD']", "'EUR'"),
+    ]
     assert spec["input_schema"]["properties"]["to"]["enum"] == ["EUR", "USD"]
     assert spec["output_schema"] == {"type": "number"}
 
@@ -150,11 +156,17 @@ def test_types_json_cannot_carry_are_refused_when_the_tool_is_defined() -> None:
     def make() -> Connection:
         return Connection()
 
-    with pytest.raises(ToolDefinitionError, match=r"tool 'use': parameter 'conn': its type "
-                       r".*Connection cannot travel as JSON.*JSON-friendly type"):
+    with pytest.raises(
+        ToolDefinitionError,
+        match=r"tool 'use': parameter 'conn': its type "
+        r".*Connection cannot travel as JSON.*JSON-friendly type",
+    ):
         Tool.from_function(use)
-    with pytest.raises(ToolDefinitionError, match=r"tool 'make': its return type .*Connection "
-                       r"cannot travel as JSON.*or leave it unannotated"):
+    with pytest.raises(
+        ToolDefinitionError,
+        match=r"tool 'make': its return type .*Connection "
+        r"cannot travel as JSON.*or leave it unannotated",
+    ):
         Tool.from_function(make)
 
 
@@ -216,11 +228,17 @@ async def forecast(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_schema_tool_gets_a_signature_from_its_schema() -> None:
-    tool = Tool.from_schema("forecast", FORECAST_SCHEMA, forecast, description="A forecast.",
-                            output_schema={"type": "object"})
+    tool = Tool.from_schema(
+        "forecast",
+        FORECAST_SCHEMA,
+        forecast,
+        description="A forecast.",
+        output_schema={"type": "object"},
+    )
     spec = tool.spec()
-    assert [(p["name"], p["kind"], p["annotation"], p["default_repr"])
-            for p in spec["parameters"]] == [
+    assert [
+        (p["name"], p["kind"], p["annotation"], p["default_repr"]) for p in spec["parameters"]
+    ] == [
         ("city", "positional_or_keyword", "str", None),
         ("days", "positional_or_keyword", "int", "3"),
         ("units", "positional_or_keyword", "Literal['metric', 'imperial']", "..."),
@@ -237,10 +255,12 @@ async def test_a_schema_tool_checks_arguments_and_results_against_its_schemas() 
         ran.append(arguments)
         return "not an object"
 
-    registry = ToolRegistry([
-        Tool.from_schema("forecast", FORECAST_SCHEMA, forecast),
-        Tool.from_schema("record", FORECAST_SCHEMA, record, output_schema={"type": "object"}),
-    ])
+    registry = ToolRegistry(
+        [
+            Tool.from_schema("forecast", FORECAST_SCHEMA, forecast),
+            Tool.from_schema("record", FORECAST_SCHEMA, record, output_schema={"type": "object"}),
+        ]
+    )
     assert value(await registry.call("forecast", {"city": "Oslo"})) == {"city": "Oslo", "days": 3}
     outcome = await registry.call("forecast", {"days": 0})
     assert outcome.error is not None and outcome.error["kind"] == "arguments"
@@ -271,7 +291,8 @@ def test_a_module_serves_its_public_functions_not_its_classes(tmp_path: Path) ->
         "    def __init__(self, side: float) -> None:\n"
         "        self.side = side\n"
         "def area(side: float) -> float:\n"
-        "    return side * side\n")
+        "    return side * side\n"
+    )
     assert sorted(load_tools([str(shapes)])) == ["area"]
     # A class is a tool only when the module lists it in TOOLS.
     shapes.write_text(shapes.read_text() + "TOOLS = [Square, area]\n")

@@ -57,8 +57,10 @@ def _enterprise_gateway(home: Path) -> JupyterProcess:
 
 
 SERVERS: dict[str, Callable[[Path], JupyterProcess]] = {
-    "jupyter-server": jupyter_server, "kernel-gateway": kernel_gateway,
-    "enterprise-gateway": _enterprise_gateway}
+    "jupyter-server": jupyter_server,
+    "kernel-gateway": kernel_gateway,
+    "enterprise-gateway": _enterprise_gateway,
+}
 
 
 # Every server kind on every ipykernel line. The fixture is parametrized by both itself
@@ -69,8 +71,9 @@ SERVED_IDS = [f"ipykernel-{line}-{kind}" for line, kind in SERVED]
 
 
 @pytest.fixture(scope="module", params=SERVED, ids=SERVED_IDS)
-async def served(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
+async def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[JupyterProcess]:
     """A server on loopback whose kernelspec ``progtc`` runs this ipykernel line."""
     line, kind = request.param
     home = tmp_path_factory.mktemp(kind)
@@ -83,8 +86,7 @@ async def served(request: pytest.FixtureRequest,
 
 @pytest.fixture(scope="module")
 async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
-    async with ToolKernel(TOOLS, server=served.server(), kernel_name="progtc",
-                          timeout=120) as k:
+    async with ToolKernel(TOOLS, server=served.server(), kernel_name="progtc", timeout=120) as k:
         yield k
 
 
@@ -113,9 +115,11 @@ async def someone_elses_kernel(served: JupyterProcess) -> AsyncIterator[str]:
 
 # -- the core scenarios -------------------------------------------------------------
 
+
 async def test_code_calls_host_tools_over_the_websocket(kernel: ToolKernel) -> None:
     result = await kernel.execute(
-        "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+        "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
+    )
     assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
     assert kernel.bridge.transport.framing == "v1"  # type: ignore[attr-defined]
 
@@ -125,7 +129,8 @@ async def test_2000_gathered_calls_all_come_back(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "import asyncio\nfrom tools import get_weather\n"
         "done = await asyncio.gather(*(get_weather(str(i), 'X') for i in range(2000)))\n"
-        "print(len(done), done[1999])")
+        "print(len(done), done[1999])"
+    )
     assert result.stdout == "2000 Weather in 1999, X: Sunny, 22°C\n", result.stderr
     assert len(result.tool_calls) == 2000
 
@@ -134,7 +139,8 @@ async def test_blocking_calls_in_def_run(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "from tools import search_database\n"
         "def run():\n    return [row['name'] for row in search_database('hotel', limit=2)]\n"
-        "print(run())")
+        "print(run())"
+    )
     assert result.stdout == "['hotel 0', 'hotel 1']\n"
 
 
@@ -147,8 +153,12 @@ async def test_events_stream_live(kernel: ToolKernel) -> None:
 
 
 async def test_display_outputs_come_back(kernel: ToolKernel) -> None:
-    events = [event async for event in kernel.stream(
-        "from IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))\n42")]
+    events = [
+        event
+        async for event in kernel.stream(
+            "from IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))\n42"
+        )
+    ]
     shown = [event.output for event in events if isinstance(event, DisplayOutput)]
     assert [output.kind for output in shown] == ["display_data", "execute_result"]
     assert shown[0].data["text/html"] == "<b>hi</b>"
@@ -157,7 +167,8 @@ async def test_display_outputs_come_back(kernel: ToolKernel) -> None:
 async def test_a_failing_tool_is_a_catchable_tool_error(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "from tools import fail, ToolError\n"
-        "try:\n    await fail('no luck')\nexcept ToolError as e:\n    print(type(e).__name__, e)")
+        "try:\n    await fail('no luck')\nexcept ToolError as e:\n    print(type(e).__name__, e)"
+    )
     assert result.ok
     assert "no luck" in result.stdout
 
@@ -168,7 +179,8 @@ async def test_state_stays_across_runs(kernel: ToolKernel) -> None:
 
 
 async def test_a_slow_tool_times_out_in_the_kernel_and_is_cancelled_on_the_host(
-        remote_kernel: Callable[..., ToolKernel]) -> None:
+    remote_kernel: Callable[..., ToolKernel],
+) -> None:
     cancelled = asyncio.Event()
 
     async def slow() -> str:
@@ -181,21 +193,22 @@ async def test_a_slow_tool_times_out_in_the_kernel_and_is_cancelled_on_the_host(
     async with remote_kernel([slow], tool_timeout=0.5) as kernel:
         result = await kernel.execute(
             "from tools import slow, ToolTimeoutError\n"
-            "try:\n    await slow()\nexcept ToolTimeoutError as e:\n    print('timed out')")
+            "try:\n    await slow()\nexcept ToolTimeoutError as e:\n    print('timed out')"
+        )
         assert result.stdout == "timed out\n"
         await cancelled.wait()
 
 
 async def test_a_run_timeout_interrupts_and_keeps_the_output(kernel: ToolKernel) -> None:
-    result = await kernel.execute("print('before', flush=True)\nimport time\ntime.sleep(600)",
-                                  timeout=1)
+    result = await kernel.execute(
+        "print('before', flush=True)\nimport time\ntime.sleep(600)", timeout=1
+    )
     assert result.error is not None and result.error.kind == "timeout"
     assert result.stdout == "before\n"
     assert (await kernel.execute("print('still here')")).stdout == "still here\n"
 
 
-async def test_an_interrupt_cancels_the_host_tool(
-        remote_kernel: Callable[..., ToolKernel]) -> None:
+async def test_an_interrupt_cancels_the_host_tool(remote_kernel: Callable[..., ToolKernel]) -> None:
     running, cancelled = asyncio.Event(), asyncio.Event()
 
     async def wait_forever() -> None:
@@ -207,50 +220,62 @@ async def test_an_interrupt_cancels_the_host_tool(
 
     async with remote_kernel([wait_forever]) as kernel:
         kind = await interrupt_during_call(
-            kernel, "from tools import wait_forever\nawait wait_forever()", running.wait)
+            kernel, "from tools import wait_forever\nawait wait_forever()", running.wait
+        )
         assert kind == "cancelled"
         await cancelled.wait()
 
 
 async def test_a_kernel_that_dies_is_reported_and_replaced(
-        remote_kernel: Callable[..., ToolKernel]) -> None:
+    remote_kernel: Callable[..., ToolKernel],
+) -> None:
     async with remote_kernel() as kernel:
         died = await kernel.execute("import os\nos._exit(1)")
         assert died.error is not None and died.error.kind == "kernel_died"
         after = await kernel.execute(
-            "from tools import get_weather\nprint(await get_weather('Lima', 'PE'))")
+            "from tools import get_weather\nprint(await get_weather('Lima', 'PE'))"
+        )
         assert after.stdout == "Weather in Lima, PE: Sunny, 22°C\n"
 
 
 # -- kernels someone else started -----------------------------------------------------
 
+
 async def test_attach_by_kernel_id_leaves_the_kernel_running(
-        served: JupyterProcess, remote_kernel: Callable[..., ToolKernel],
-        someone_elses_kernel: str) -> None:
+    served: JupyterProcess, remote_kernel: Callable[..., ToolKernel], someone_elses_kernel: str
+) -> None:
     async with remote_kernel(kernel_id=someone_elses_kernel) as kernel:
         result = await kernel.execute(
-            "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))")
+            "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
+        )
         assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
     still_there = await served.server().kernel(someone_elses_kernel).model()
     assert still_there["id"] == someone_elses_kernel
 
 
 async def test_a_bridge_serves_cells_someone_else_runs(
-        served: JupyterProcess, someone_elses_kernel: str) -> None:
+    served: JupyterProcess, someone_elses_kernel: str
+) -> None:
     server = served.server()
-    async with Frontend(server, someone_elses_kernel) as someone_else, \
-            ToolBridge(server.kernel(someone_elses_kernel), tools=TOOLS):
+    async with (
+        Frontend(server, someone_elses_kernel) as someone_else,
+        ToolBridge(server.kernel(someone_elses_kernel), tools=TOOLS),
+    ):
         printed = await someone_else.run(
-            "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
+            "from tools import get_weather\nprint(get_weather('Bern', 'CH'))"
+        )
     assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
 
 
 async def test_a_bridge_that_drops_while_others_stay_connected_registers_again(
-        served: JupyterProcess, someone_elses_kernel: str) -> None:
+    served: JupyterProcess, someone_elses_kernel: str
+) -> None:
     """With another client connected the server does not buffer for us: it closes
     our channels, and the kernel forgets us. Back, the bridge registers again."""
-    async with Frontend(served.server(), someone_elses_kernel) as someone_else, \
-            Proxy(served.port) as proxy:
+    async with (
+        Frontend(served.server(), someone_elses_kernel) as someone_else,
+        Proxy(served.port) as proxy,
+    ):
         via_proxy = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=served.token)
         async with ToolBridge(via_proxy.kernel(someone_elses_kernel), tools=TOOLS) as bridge:
             back = asyncio.Event()
@@ -259,14 +284,15 @@ async def test_a_bridge_that_drops_while_others_stay_connected_registers_again(
             await back.wait()
             await bridge.wait_ready()
             printed = await someone_else.run(
-                "from tools import get_weather\nprint(get_weather('Bern', 'CH'))")
+                "from tools import get_weather\nprint(get_weather('Bern', 'CH'))"
+            )
     assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
 
 
 # -- faults and bad input ---------------------------------------------------------------
 
-async def test_a_wrong_or_missing_token_says_to_pass_the_right_one(
-        served: JupyterProcess) -> None:
+
+async def test_a_wrong_or_missing_token_says_to_pass_the_right_one(served: JupyterProcess) -> None:
     for token in ("wrong", ""):
         with pytest.raises(ServerError, match="token") as caught:
             async with ToolKernel(TOOLS, server=JupyterServer(served.url, token=token)):
@@ -287,42 +313,53 @@ async def test_an_unknown_kernelspec_lists_the_servers(served: JupyterProcess) -
 
 
 async def test_a_kernel_with_only_ipykernel_gets_the_hosts_kernel_side(
-        served: JupyterProcess) -> None:
+    served: JupyterProcess,
+) -> None:
     async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc") as kernel:
         assert kernel.bridge.kernel_info is not None
         assert kernel.bridge.kernel_info["injected"] is True
         result = await kernel.execute(
             "import asyncio\nfrom tools import get_weather, search_database\n"
             "w, hits = await asyncio.gather(get_weather('Oslo', 'NO'), search_database('x'))\n"
-            "print(w, len(hits))")
+            "print(w, len(hits))"
+        )
         assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C 3\n"
 
 
 async def test_a_bridge_brings_the_kernel_side_to_someone_elses_plain_kernel(
-        served: JupyterProcess) -> None:
+    served: JupyterProcess,
+) -> None:
     server = served.server()
     kernel_id = str((await server.request("POST", "api/kernels", {"name": "no-progtc"}))["id"])
     try:
-        async with Frontend(server, kernel_id) as notebook, \
-                ToolBridge(server.kernel(kernel_id), tools=TOOLS):
+        async with (
+            Frontend(server, kernel_id) as notebook,
+            ToolBridge(server.kernel(kernel_id), tools=TOOLS),
+        ):
             printed = await notebook.run(
-                "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))")
+                "from tools import get_weather\nprint(get_weather('Nuuk', 'GL'))"
+            )
         assert printed == "Weather in Nuuk, GL: Sunny, 22°C\n"
     finally:
         await server.request("DELETE", f"api/kernels/{kernel_id}")
 
 
 async def test_a_kernel_without_the_package_and_extension_installed_says_what_to_do(
-        served: JupyterProcess) -> None:
-    with pytest.raises(ExtensionNotLoadedError,
-                       match=r"the host was told not to bring its own \(extension='installed'\)"):
-        async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc",
-                              extension="installed"):
+    served: JupyterProcess,
+) -> None:
+    with pytest.raises(
+        ExtensionNotLoadedError,
+        match=r"the host was told not to bring its own \(extension='installed'\)",
+    ):
+        async with ToolKernel(
+            TOOLS, server=served.server(), kernel_name="no-progtc", extension="installed"
+        ):
             pass
 
 
 async def test_a_dropped_websocket_comes_back_and_no_call_is_lost_or_run_twice(
-        served: JupyterProcess) -> None:
+    served: JupyterProcess,
+) -> None:
     async with Proxy(served.port) as proxy:
         server = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=served.token)
         ran: list[int] = []
@@ -338,7 +375,8 @@ async def test_a_dropped_websocket_comes_back_and_no_call_is_lost_or_run_twice(
             result = await kernel.execute(
                 "import asyncio\nfrom tools import double\n"
                 "got = await asyncio.gather(*(double(n) for n in range(500)))\n"
-                "print(got == [2 * n for n in range(500)])")
+                "print(got == [2 * n for n in range(500)])"
+            )
             assert result.stdout == "True\n", (result.stderr, result.error)
             assert sorted(ran) == list(range(500))  # each tool ran exactly once
             assert kernel.bridge.transport.reconnects >= 1  # type: ignore[attr-defined]
@@ -347,14 +385,16 @@ async def test_a_dropped_websocket_comes_back_and_no_call_is_lost_or_run_twice(
             blocking = await kernel.execute(
                 "from tools import double\n"
                 "def run():\n    return [double(n) for n in (7, 100, 8)]\n"
-                "print(run())")
+                "print(run())"
+            )
             assert blocking.stdout == "[14, 200, 16]\n", (blocking.stderr, blocking.error)
             assert ran == [7, 100, 8]
 
 
 @pytest.mark.parametrize(("line", "kind"), SERVED, ids=SERVED_IDS)
 async def test_a_server_that_vanishes_mid_run_ends_the_run(
-        line: str, kind: str, tmp_path: Path) -> None:
+    line: str, kind: str, tmp_path: Path
+) -> None:
     kernelspec(tmp_path / "share", "progtc", kernel_env(line))
     doomed = await SERVERS[kind](tmp_path).start()
     kernel_pid: int | None = None
@@ -364,8 +404,9 @@ async def test_a_server_that_vanishes_mid_run_ends_the_run(
         return "too late"
 
     try:
-        async with ToolKernel([vanish], server=doomed.server(reconnect_timeout=2),
-                              kernel_name="progtc") as kernel:
+        async with ToolKernel(
+            [vanish], server=doomed.server(reconnect_timeout=2), kernel_name="progtc"
+        ) as kernel:
             kernel_pid = int((await kernel.execute("import os\nprint(os.getpid())")).stdout)
             result = await kernel.execute("from tools import vanish\nawait vanish()")
             assert result.error is not None
@@ -379,11 +420,21 @@ async def test_a_server_that_vanishes_mid_run_ends_the_run(
 
 def test_the_cli_runs_a_script_on_the_server(served: JupyterProcess, tmp_path: Path) -> None:
     script = tmp_path / "weather.py"
-    script.write_text("from tools import get_weather\n"
-                      "print(await get_weather('Paris', 'France'))\n")
-    done = progtc_kernel("run", str(script), "--tools", "examples/tools.py",
-                         "--server", served.url, "--token", served.token,
-                         "--kernel-name", "progtc")
+    script.write_text(
+        "from tools import get_weather\nprint(await get_weather('Paris', 'France'))\n"
+    )
+    done = progtc_kernel(
+        "run",
+        str(script),
+        "--tools",
+        "examples/tools.py",
+        "--server",
+        served.url,
+        "--token",
+        served.token,
+        "--kernel-name",
+        "progtc",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Sunny, 22°C\n"
 
@@ -398,17 +449,19 @@ async def test_a_toolset_runs_its_scripts_on_a_remote_kernel(served: JupyterProc
     kernel = ToolKernel(server=served.server(), kernel_name="progtc")
     async with ProgrammaticToolset(TOOLS, kernel=kernel) as toolset:
         out = await toolset.execute_tool_script(
-            "from tools import get_weather\ndef run():\n"
-            "    return {'w': get_weather('Oslo', 'NO')}")
+            "from tools import get_weather\ndef run():\n    return {'w': get_weather('Oslo', 'NO')}"
+        )
     assert out == '{"w": "Weather in Oslo, NO: Sunny, 22°C"}'
     assert not kernel.running
 
 
 # -- a server out of reach for a while ----------------------------------------------------
 
+
 @pytest.mark.parametrize("line", selected_lines())
 async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kept(
-        line: str, tmp_path: Path) -> None:
+    line: str, tmp_path: Path
+) -> None:
     kernelspec(tmp_path / "share", "progtc", kernel_env(line))
     process = await jupyter_server(tmp_path).start()
 
@@ -417,8 +470,9 @@ async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kep
 
     try:
         async with Proxy(process.port) as proxy:
-            server = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=process.token,
-                                   reconnect_timeout=1)
+            server = JupyterServer(
+                f"http://127.0.0.1:{proxy.port}", token=process.token, reconnect_timeout=1
+            )
             async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
                 await kernel.execute("kept = 21")
                 proxy.down = True  # out of reach, for longer than reconnect_timeout
@@ -426,21 +480,20 @@ async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kep
 
                 async def given_up() -> bool:
                     return not await kernel.lifecycle.is_alive()
+
                 await until(given_up, "given up for lost")
                 with pytest.raises(ServerError, match="nothing answers"):
                     await kernel.execute("print('unreachable')")  # tried, not restarted
 
                 proxy.down = False  # back
-                result = await kernel.execute("from tools import double\n"
-                                              "print(await double(kept))")
+                result = await kernel.execute("from tools import double\nprint(await double(kept))")
                 assert result.stdout == "42\n", (result.stderr, result.error)
             assert await process.server().kernels() == []  # nothing left behind
     finally:
         process.stop()
 
 
-async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(
-        tmp_path: Path) -> None:
+async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(tmp_path: Path) -> None:
     line = selected_lines()[0]
     for home in ("first", "second"):
         kernelspec(tmp_path / home / "share", "progtc", kernel_env(line))
@@ -452,18 +505,21 @@ async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(
 
     try:
         async with Proxy(first.port) as proxy:
-            server = JupyterServer(f"http://127.0.0.1:{proxy.port}", token=first.token,
-                                   reconnect_timeout=1)
+            server = JupyterServer(
+                f"http://127.0.0.1:{proxy.port}", token=first.token, reconnect_timeout=1
+            )
             async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
                 await kernel.execute("kept = 21")
                 first.kill()  # its kernels die with it
 
                 async def given_up() -> bool:
                     return not await kernel.lifecycle.is_alive()
+
                 await until(given_up, "given up for lost")
                 proxy.upstream_port = second.port  # the server is back, its kernels not
-                result = await kernel.execute("from tools import double\n"
-                                              "print(await double(2), 'kept' in dir())")
+                result = await kernel.execute(
+                    "from tools import double\nprint(await double(2), 'kept' in dir())"
+                )
                 assert result.stdout == "4 False\n", (result.stderr, result.error)
             assert await second.server().kernels() == []
     finally:
@@ -472,13 +528,15 @@ async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(
 
 
 async def test_a_kernel_without_the_extension_logs_no_error_for_the_host_leaving(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     kernelspec(tmp_path / "share", "no-progtc", build_env("ipykernel-only", ["ipykernel"]))
     process = await jupyter_server(tmp_path).start()  # its kernels log to its output
     try:
         with pytest.raises(ExtensionNotLoadedError):
-            async with ToolKernel(TOOLS, server=process.server(), kernel_name="no-progtc",
-                                  extension="loaded"):
+            async with ToolKernel(
+                TOOLS, server=process.server(), kernel_name="no-progtc", extension="loaded"
+            ):
                 pass
         # Whatever the kernel wrote before it was shut down is in the log before this.
         with pytest.raises(ServerError):
@@ -486,6 +544,7 @@ async def test_a_kernel_without_the_extension_logs_no_error_for_the_host_leaving
 
         async def logged() -> bool:
             return "/api/no-such-thing" in process.log_text()
+
         await until(logged, "logged")
         assert "UNKNOWN CONTROL MESSAGE TYPE" not in process.log_text()
     finally:

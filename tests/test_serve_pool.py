@@ -27,9 +27,11 @@ async def pool(process: JupyterProcess) -> dict[str, Any]:
 
 async def settled(process: JupyterProcess, **wanted: Any) -> None:
     """Wait until the pool's status shows ``wanted`` (and nothing on its way)."""
+
     async def there() -> bool:
         status = await pool(process)
         return status["starting"] == 0 and all(status[k] == v for k, v in wanted.items())
+
     await until(there, f"a pool with {wanted}", deadline=120)
 
 
@@ -45,27 +47,31 @@ async def test_a_second_client_cannot_find_the_code_the_first_ran(tmp_path: Path
         snooping = await second.execute_code(
             "pattern = '*launch_' + 'codes*'\n"
             "history = get_ipython().history_manager\n"
-            "print(list(history.search(pattern)), history.get_last_session_id())")
+            "print(list(history.search(pattern)), history.get_last_session_id())"
+        )
         assert snooping.type == MessageType.SUCCESS, snooping
         found, _ = snooping.stdout.split("] ")
         assert found == "["
         # Nor its files: each kernel works in a folder of its own, removed with it.
         wrote = await first.execute_code(
-            "import os\nopen('notes.txt', 'w').write('swordfish')\nprint(os.getcwd())")
+            "import os\nopen('notes.txt', 'w').write('swordfish')\nprint(os.getcwd())"
+        )
         assert wrote.type == MessageType.SUCCESS, wrote
         looked = await second.execute_code(
-            "import os\nprint(os.path.exists('notes.txt'), os.getcwd())")
+            "import os\nprint(os.path.exists('notes.txt'), os.getcwd())"
+        )
         exists, folder = looked.stdout.split()
         assert exists == "False" and folder != wrote.stdout.strip()
 
         async def removed() -> bool:
             return not Path(wrote.stdout.strip()).exists()
+
         await until(removed, "removed with its kernel")
         # Not in a session kept by the same client either: every kernel starts afresh.
         await first.execute_code("more_codes = 'marlin'", session="alice")
         bob = await first.execute_code(
-            "print(list(get_ipython().history_manager.search('*more_' + 'codes*')))",
-            session="bob")
+            "print(list(get_ipython().history_manager.search('*more_' + 'codes*')))", session="bob"
+        )
         assert bob.stdout == "[]\n"
         await first.close_session("alice")
         await first.close_session("bob")
@@ -83,7 +89,8 @@ async def test_serves_stderr_stays_quiet_after_a_few_executions(tmp_path: Path) 
 
         for n in range(4):
             result = await client.execute_code(
-                f"from tools import double\nprint(await double({n}))", {"double": double})
+                f"from tools import double\nprint(await double({n}))", {"double": double}
+            )
             assert result.stdout == f"{2 * n}\n"
         await client.execute_code("x = 1", session="s")
         await client.close_session("s")
@@ -99,8 +106,9 @@ async def test_serves_stderr_stays_quiet_after_a_few_executions(tmp_path: Path) 
 
 
 async def test_max_kernels_holds_for_jupyters_own_kernel_api_too(tmp_path: Path) -> None:
-    process = await progtc_serve(tmp_path, "--pool-size", "1", "--max-kernels", "2",
-                                 "--pool-timeout", "1").start()
+    process = await progtc_serve(
+        tmp_path, "--pool-size", "1", "--max-kernels", "2", "--pool-timeout", "1"
+    ).start()
     try:
         await settled(process, warm=1)
         server = process.server()
@@ -119,8 +127,17 @@ async def test_max_kernels_holds_for_jupyters_own_kernel_api_too(tmp_path: Path)
 
 
 async def test_abandoned_sessions_are_ended_after_the_idle_timeout(tmp_path: Path) -> None:
-    process = await progtc_serve(tmp_path, "--pool-size", "1", "--max-kernels", "3",
-                                 "--pool-timeout", "0", "--session-idle-timeout", "1").start()
+    process = await progtc_serve(
+        tmp_path,
+        "--pool-size",
+        "1",
+        "--max-kernels",
+        "3",
+        "--pool-timeout",
+        "0",
+        "--session-idle-timeout",
+        "1",
+    ).start()
     try:
         server = process.server()
         for name in ("a", "b", "c"):  # leased, never connected to nor closed
@@ -134,11 +151,11 @@ async def test_abandoned_sessions_are_ended_after_the_idle_timeout(tmp_path: Pat
         process.stop()
 
 
-async def test_the_warm_pool_returns_to_its_size_after_requests_gave_up(
-        tmp_path: Path) -> None:
+async def test_the_warm_pool_returns_to_its_size_after_requests_gave_up(tmp_path: Path) -> None:
     # Requests give up at once, long before a kernel started for them is warm.
-    process = await progtc_serve(tmp_path, "--pool-size", "1", "--max-kernels", "6",
-                                 "--pool-timeout", "0.01").start()
+    process = await progtc_serve(
+        tmp_path, "--pool-size", "1", "--max-kernels", "6", "--pool-timeout", "0.01"
+    ).start()
     try:
         await settled(process, warm=1)
         server = process.server()
@@ -158,6 +175,7 @@ async def test_the_warm_pool_returns_to_its_size_after_requests_gave_up(
 
         async def one_kernel_left() -> bool:
             return len(await server.kernels()) == 1
+
         await until(one_kernel_left, "down to the one warm kernel")
     finally:
         process.stop()

@@ -56,14 +56,22 @@ def test_stream_install_modules_running_and_settings(newest_kernel_python: str) 
     assert not kernel.running
     with kernel:
         assert kernel.running
-        kernel.install_modules({"weather": (
-            "from tools import get_weather\n"
-            "def oslo():\n    return get_weather('Oslo', 'NO')\n")})
+        kernel.install_modules(
+            {
+                "weather": (
+                    "from tools import get_weather\n"
+                    "def oslo():\n    return get_weather('Oslo', 'NO')\n"
+                )
+            }
+        )
 
         events = list(kernel.stream("import weather\nprint(weather.oslo())"))
 
         assert {type(event) for event in events[:-1]} == {
-            ToolCallStarted, ToolCallFinished, StreamOutput}
+            ToolCallStarted,
+            ToolCallFinished,
+            StreamOutput,
+        }
         finished = events[-1]
         assert isinstance(finished, ExecutionFinished)
         assert finished.result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
@@ -71,8 +79,9 @@ def test_stream_install_modules_running_and_settings(newest_kernel_python: str) 
             kernel.install_modules({"tools": "x = 1"})
 
         # Leaving a stream early interrupts its run; the kernel and its state stay.
-        with contextlib.closing(kernel.stream(
-                "import time\nprint('started', flush=True)\ntime.sleep(120)")) as running:
+        with contextlib.closing(
+            kernel.stream("import time\nprint('started', flush=True)\ntime.sleep(120)")
+        ) as running:
             assert next(running) == StreamOutput("stdout", "started\n")
         assert kernel.execute("print(weather.__name__)").stdout == "weather\n"
 
@@ -99,8 +108,10 @@ def test_a_kernel_that_cannot_be_made_or_started_leaves_no_thread(tmp_path: Path
         SyncToolKernel(kernel_id="x")
     assert loop_threads() == []
 
-    with pytest.raises(KernelError, match="no Python interpreter at"), SyncToolKernel(
-            python=str(tmp_path / "python")):
+    with (
+        pytest.raises(KernelError, match="no Python interpreter at"),
+        SyncToolKernel(python=str(tmp_path / "python")),
+    ):
         pass
     assert loop_threads() == []
 
@@ -108,8 +119,11 @@ def test_a_kernel_that_cannot_be_made_or_started_leaves_no_thread(tmp_path: Path
 async def test_run_works_inside_a_running_event_loop(newest_kernel_python: str) -> None:
     # As in a Jupyter notebook, where a loop is already running.
     assert asyncio.get_running_loop().is_running()
-    result = run("from tools import get_weather\nprint(await get_weather('Kyiv', 'UA'))",
-                 TOOLS, python=newest_kernel_python)
+    result = run(
+        "from tools import get_weather\nprint(await get_weather('Kyiv', 'UA'))",
+        TOOLS,
+        python=newest_kernel_python,
+    )
     assert result.stdout == "Weather in Kyiv, UA: Sunny, 22°C\n"
     assert [call.name for call in result.tool_calls] == ["get_weather"]
     assert loop_threads() == []

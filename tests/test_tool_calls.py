@@ -61,7 +61,8 @@ async def test_arguments_are_validated_before_the_tool_runs(
             "    await count('ten')\n"
             "except ToolError as e:\n"
             "    print(type(e).__name__, '|', e.message)\n"
-            "print(await count('7'))\n")
+            "print(await count('7'))\n"
+        )
     assert result.ok, result.error
     first, second = result.stdout.splitlines()
     assert first.startswith("ToolArgumentError | n: Input should be a valid integer")
@@ -79,7 +80,8 @@ async def test_models_dataclasses_dates_and_tuples_cross_both_ways(
             "hotel = await tools.find_hotel('Oslo', min_stars=4)\n"
             "print(hotel)\n"
             "print(await tools.free_room(hotel, dt.date(2026, 1, 31)))\n"
-            "print(await tools.span(dt.datetime(2026, 1, 1, 8, 30), 1, 2, 3))\n")
+            "print(await tools.span(dt.datetime(2026, 1, 1, 8, 30), 1, 2, 3))\n"
+        )
     assert result.ok, result.error
     assert result.stdout.splitlines() == [
         "{'name': 'Oslo Palace', 'stars': 4}",
@@ -149,7 +151,8 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
             "try:\n"
             "    run()\n"
             "except TimeoutError:\n"
-            "    print('blocking call timed out too')\n")
+            "    print('blocking call timed out too')\n"
+        )
         assert result.ok, result.error
         assert result.stdout.splitlines() == [
             "timed out: tool 'slow' failed: TimeoutError: no result within 0.3 s (tool_timeout)",
@@ -172,15 +175,18 @@ async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKe
 
     async with make_kernel([slow]) as kernel:
         kind = await interrupt_during_call(
-            kernel, "import asyncio, tools\n"
-                    "await asyncio.gather(tools.slow('a'), tools.slow('b'))",
-            started=lambda: asyncio.gather(running["a"].wait(), running["b"].wait()))
+            kernel,
+            "import asyncio, tools\nawait asyncio.gather(tools.slow('a'), tools.slow('b'))",
+            started=lambda: asyncio.gather(running["a"].wait(), running["b"].wait()),
+        )
         assert kind == "cancelled"
         await asyncio.gather(cancelled["a"].wait(), cancelled["b"].wait())
 
         kind = await interrupt_during_call(
-            kernel, "import tools\ndef run():\n    tools.slow('c')\nrun()",
-            started=running["c"].wait)
+            kernel,
+            "import tools\ndef run():\n    tools.slow('c')\nrun()",
+            started=running["c"].wait,
+        )
         assert kind == "cancelled"
         await cancelled["c"].wait()
 
@@ -196,14 +202,18 @@ async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
 
     async with make_kernel([stall], tool_timeout=None) as kernel:
         assert (await kernel.execute("x = 1")).ok
-        for code in ("import asyncio\nawait asyncio.sleep(1000)",
-                     "import tools\nawait tools.stall()"):
+        for code in (
+            "import asyncio\nawait asyncio.sleep(1000)",
+            "import tools\nawait tools.stall()",
+        ):
             result = await kernel.execute(code, timeout=1)
             assert result.error is not None, code
             # Interrupted, not restarted: "did not stop after an interrupt" would mean
             # the kernel was replaced, and x lost with it.
             assert (result.error.kind, result.error.evalue) == (
-                "timeout", "the execution exceeded its timeout and was interrupted"), code
+                "timeout",
+                "the execution exceeded its timeout and was interrupted",
+            ), code
             assert (await kernel.execute("print(x)")).stdout == "1\n", code
 
 
@@ -246,12 +256,15 @@ async def test_a_hung_sync_tool_never_blocks_the_others(
                 "import asyncio, tools\n"
                 "out = await asyncio.gather(tools.hang(), tools.quick(), return_exceptions=True)\n"
                 "for o in out:\n"
-                "    print(type(o).__name__, '|', getattr(o, 'message', o))\n")
+                "    print(type(o).__name__, '|', getattr(o, 'message', o))\n"
+            )
             assert result.ok, result.error
             # The hung call times out and its thread is abandoned; the call waiting for
             # that thread was charged nothing for waiting, and runs.
             assert result.stdout.splitlines() == [
-                "ToolTimeoutError | no result within 1 s (tool_timeout)", "int | 1"]
+                "ToolTimeoutError | no result within 1 s (tool_timeout)",
+                "int | 1",
+            ]
             result = await kernel.execute("import tools\nprint(tools.quick())")
             assert result.stdout == "1\n", result.error
     finally:
@@ -269,7 +282,8 @@ async def test_waiting_for_a_thread_is_not_charged_to_the_tool_timeout(
     async with make_kernel([work], tool_threads=1, tool_timeout=2) as kernel:
         result = await kernel.execute(
             "import asyncio, tools\n"
-            "print(await asyncio.gather(*[tools.work(i) for i in range(4)]))\n")
+            "print(await asyncio.gather(*[tools.work(i) for i in range(4)]))\n"
+        )
     assert result.stdout == "[0, 1, 2, 3]\n", result.error
 
 
@@ -289,7 +303,8 @@ async def test_a_tool_that_exits_or_interrupts_only_fails_its_call(
             "    try:\n"
             "        call()\n"
             "    except tools.ToolError as e:\n"
-            "        print(e.error_type)\n")
+            "        print(e.error_type)\n"
+        )
         assert result.stdout == "SystemExit\nKeyboardInterrupt\n", result.error
         assert (await kernel.execute("print('host alive')")).stdout == "host alive\n"
 
@@ -303,8 +318,10 @@ async def test_a_tool_cannot_run_code_on_the_kernel_calling_it(kernel_python: st
     async with kernel:
         result = await kernel.execute("import tools\nawait tools.nested()")
     assert result.error is not None and result.error.ename == "ToolError"
-    assert "ReentrantExecutionError: a tool tried to run code on the kernel that is calling " \
+    assert (
+        "ReentrantExecutionError: a tool tried to run code on the kernel that is calling "
         "it" in result.error.evalue
+    )
 
 
 def test_a_sync_tool_cannot_run_code_on_the_sync_kernel_calling_it(kernel_python: str) -> None:
@@ -320,10 +337,12 @@ def test_a_sync_tool_cannot_run_code_on_the_sync_kernel_calling_it(kernel_python
 
 
 async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
-    kernel_python: str, tmp_path: Path,
+    kernel_python: str,
+    tmp_path: Path,
 ) -> None:
     script = tmp_path / "host.py"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         import asyncio, threading
         from progtc_kernel import ToolKernel
 
@@ -337,9 +356,11 @@ async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
 
         asyncio.run(main())
         print("exited")
-        """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120)
+        """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
     assert done.stdout == "ToolTimeoutError\nexited\n", done.stderr
     assert done.returncode == 0
 
@@ -361,7 +382,8 @@ async def test_thousands_of_gathered_calls_respect_the_in_flight_cap(
         result = await kernel.execute(
             "import asyncio, tools\n"
             "out = await asyncio.gather(*[tools.work(i) for i in range(3000)])\n"
-            "print(sum(out), len(out))\n")
+            "print(sum(out), len(out))\n"
+        )
     assert result.ok, result.error
     assert result.stdout.strip() == f"{sum(range(3000)) * 2} 3000"
     assert len(result.tool_calls) == 3000

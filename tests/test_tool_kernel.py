@@ -34,7 +34,8 @@ async def test_result_holds_stdout_stderr_and_rich_outputs(kernel: ToolKernel) -
         "print('out')\n"
         "print('err', file=sys.stderr)\n"
         "display(HTML('<b>bold</b>'))\n"
-        "6 * 7\n")
+        "6 * 7\n"
+    )
     assert result.ok and result.error is None
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
     html, value = result.outputs
@@ -45,11 +46,14 @@ async def test_result_holds_stdout_stderr_and_rich_outputs(kernel: ToolKernel) -
 
 
 async def test_images_arrive_as_mime_bundles(kernel: ToolKernel) -> None:
-    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
-           "60e6kgAAAABJRU5ErkJggg==")
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
+        "60e6kgAAAABJRU5ErkJggg=="
+    )
     result = await kernel.execute(
         "import base64\nfrom IPython.display import Image, display\n"
-        f"display(Image(data=base64.b64decode('{png}'), format='png'))\n")
+        f"display(Image(data=base64.b64decode('{png}'), format='png'))\n"
+    )
     [image] = result.outputs
     assert image.data["image/png"].strip() == png
 
@@ -58,7 +62,8 @@ async def test_display_updates_replace_the_shown_output(kernel: ToolKernel) -> N
     result = await kernel.execute(
         "from IPython.display import display\n"
         "handle = display('loading', display_id=True)\n"
-        "handle.update('done')\n")
+        "handle.update('done')\n"
+    )
     [output] = result.outputs
     assert output.text == "'done'"
 
@@ -72,9 +77,11 @@ async def test_state_persists_between_executions(kernel: ToolKernel) -> None:
 async def test_reset_clears_state_but_keeps_tools(kernel: ToolKernel) -> None:
     await kernel.execute("secret = 1")
     await kernel.reset()
-    result = await kernel.execute("print('secret' in globals())\n"
-                                  "from tools import get_weather\n"
-                                  "print(await get_weather('Riga', 'LV'))")
+    result = await kernel.execute(
+        "print('secret' in globals())\n"
+        "from tools import get_weather\n"
+        "print(await get_weather('Riga', 'LV'))"
+    )
     assert result.stdout == "False\nWeather in Riga, LV: Sunny, 22°C\n"
 
 
@@ -100,8 +107,9 @@ async def test_tools_can_change_per_execution(kernel: ToolKernel) -> None:
     def shout(text: str) -> str:
         return text.upper()
 
-    result = await kernel.execute("import tools\nprint(dir(tools))\n"
-                                  "print(await tools.shout('hi'))", tools=[shout])
+    result = await kernel.execute(
+        "import tools\nprint(dir(tools))\nprint(await tools.shout('hi'))", tools=[shout]
+    )
     errors = ["HostDisconnectedError", "ToolArgumentError", "ToolError", "ToolTimeoutError"]
     assert result.stdout == f"{[*errors, 'shout']}\nHI\n"
     result = await kernel.execute("import tools\nprint(dir(tools))")
@@ -115,27 +123,37 @@ async def test_tools_as_a_mapping_name_them(make_kernel: Callable[..., ToolKerne
 
 
 async def test_stream_yields_live_events_in_order(kernel: ToolKernel) -> None:
-    events = [event async for event in kernel.stream(
-        "import sys, tools\n"
-        "print('one', flush=True)\n"
-        "await tools.get_weather('Nice', 'FR')\n"
-        "print('two', file=sys.stderr)\n"
-        "from IPython.display import display\n"
-        "display({'a': 1}, raw=False)\n")]
+    events = [
+        event
+        async for event in kernel.stream(
+            "import sys, tools\n"
+            "print('one', flush=True)\n"
+            "await tools.get_weather('Nice', 'FR')\n"
+            "print('two', file=sys.stderr)\n"
+            "from IPython.display import display\n"
+            "display({'a': 1}, raw=False)\n"
+        )
+    ]
     kinds = [type(e) for e in events]
-    assert kinds == [StreamOutput, ToolCallStarted, ToolCallFinished, StreamOutput,
-                     DisplayOutput, ExecutionFinished]
+    assert kinds == [
+        StreamOutput,
+        ToolCallStarted,
+        ToolCallFinished,
+        StreamOutput,
+        DisplayOutput,
+        ExecutionFinished,
+    ]
     started = events[1]
     assert isinstance(started, ToolCallStarted)
-    assert (started.name, started.arguments) == ("get_weather", {"city": "Nice",
-                                                                 "country": "FR"})
+    assert (started.name, started.arguments) == ("get_weather", {"city": "Nice", "country": "FR"})
     finished = events[-1]
     assert isinstance(finished, ExecutionFinished) and finished.result.ok
 
 
 async def test_timeout_interrupts_and_keeps_partial_output(kernel: ToolKernel) -> None:
-    result = await kernel.execute("import time\nprint('partial', flush=True)\ntime.sleep(30)",
-                                  timeout=1)
+    result = await kernel.execute(
+        "import time\nprint('partial', flush=True)\ntime.sleep(30)", timeout=1
+    )
     assert result.error is not None and result.error.kind == "timeout"
     assert result.stdout == "partial\n"
     assert (await kernel.execute("print('still usable')")).stdout == "still usable\n"
@@ -165,7 +183,8 @@ async def test_restart_gives_a_fresh_process_with_the_same_tools(kernel: ToolKer
     await kernel.execute("import os\npid = os.getpid()")
     await kernel.restart()
     result = await kernel.execute(
-        "import os, tools\nprint('pid' in globals())\nprint(await tools.get_weather('Ulm', 'DE'))")
+        "import os, tools\nprint('pid' in globals())\nprint(await tools.get_weather('Ulm', 'DE'))"
+    )
     assert result.stdout == "False\nWeather in Ulm, DE: Sunny, 22°C\n"
 
 
@@ -177,10 +196,12 @@ async def test_an_idle_kernel_manager_is_started_and_owned(kernel_python: str) -
     assert not km.has_kernel  # started here, so shut down here
 
 
-@pytest.mark.parametrize("given", ["manager", "connection file", "loaded manager", "client",
-                                   "connection info"])
+@pytest.mark.parametrize(
+    "given", ["manager", "connection file", "loaded manager", "client", "connection info"]
+)
 async def test_a_running_kernel_is_attached_to_never_replaced(
-    given: str, own_kernel: AsyncKernelManager,
+    given: str,
+    own_kernel: AsyncKernelManager,
 ) -> None:
     connection_file = Path(own_kernel.connection_file)
     written = connection_file.read_bytes()
@@ -188,14 +209,19 @@ async def test_a_running_kernel_is_attached_to_never_replaced(
     loaded = AsyncKernelManager()
     loaded.load_connection_file(str(connection_file))
     client = own_kernel.client()
-    kernel_given = {"manager": own_kernel, "connection file": str(connection_file),
-                    "loaded manager": loaded, "client": client,
-                    "connection info": dict(own_kernel.get_connection_info())}[given]
+    kernel_given = {
+        "manager": own_kernel,
+        "connection file": str(connection_file),
+        "loaded manager": loaded,
+        "client": client,
+        "connection info": dict(own_kernel.get_connection_info()),
+    }[given]
 
     async with ToolKernel([search_database], kernel=kernel_given) as kernel:
         assert not kernel.lifecycle.owned
         result = await kernel.execute(
-            "import os, tools\nprint(os.getpid(), len(tools.search_database('x')))")
+            "import os, tools\nprint(os.getpid(), len(tools.search_database('x')))"
+        )
         assert result.stdout == f"{pid} 3\n", result.error  # the user's own kernel
 
     assert await own_kernel.is_alive()  # left running
@@ -218,15 +244,18 @@ async def test_options_for_starting_a_kernel_cannot_apply_to_one_given(
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 async def test_attaching_two_hundred_times_never_stalls(
-    transport: str, kernel_python: str, tmp_path: Path,
+    transport: str,
+    kernel_python: str,
+    tmp_path: Path,
 ) -> None:
     km = await plain_kernel(kernel_python, transport, tmp_path)
     try:
         for attempt in range(200):
             async with ToolKernel([search_database], kernel=km) as kernel:
                 # a stalled attach never sees its execute_reply: the guard catches it
-                result = await asyncio.wait_for(kernel.execute(
-                    "import tools\nprint(len(tools.search_database('x', 2)))"), 60)
+                result = await asyncio.wait_for(
+                    kernel.execute("import tools\nprint(len(tools.search_database('x', 2)))"), 60
+                )
                 assert result.stdout == "2\n", (attempt, result.error)
     finally:
         await km.shutdown_kernel(now=True)
@@ -234,7 +263,8 @@ async def test_attaching_two_hundred_times_never_stalls(
 
 @pytest.mark.parametrize("given", ["manager", "connection file"])
 async def test_a_kernel_given_is_interrupted_and_its_death_reported_not_replaced(
-    given: str, own_kernel: AsyncKernelManager,
+    given: str,
+    own_kernel: AsyncKernelManager,
 ) -> None:
     kernel_given = own_kernel if given == "manager" else own_kernel.connection_file
     async with ToolKernel([search_database], kernel=kernel_given) as kernel:
@@ -265,8 +295,7 @@ async def test_kernel_death_cancels_the_tools_still_running(
 
     kernel = make_kernel([kill_the_kernel], tool_timeout=None)
     async with kernel:
-        result = await kernel.execute("import tools\nawait tools.kill_the_kernel()",
-                                      timeout=None)
+        result = await kernel.execute("import tools\nawait tools.kill_the_kernel()", timeout=None)
         assert result.error is not None and result.error.kind == "kernel_died"
         await cancelled.wait()  # seen with the death, not at the next execute
         assert (await kernel.execute("print('fresh')")).stdout == "fresh\n"
@@ -288,7 +317,8 @@ async def test_an_interpreter_without_ipykernel_fails_fast_with_its_own_words() 
 
 
 def test_the_cli_gives_the_same_advice(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     bare = build_env("bare", [])
     script = tmp_path / "script.py"

@@ -63,28 +63,39 @@ def _failed(args: argparse.Namespace, exc: BaseException) -> int:
         return 2
     logging.getLogger("progtc_kernel").debug("%s failed", args.command, exc_info=exc)
     hint = "" if args.log_level == "debug" else " (--log-level debug shows the traceback)"
-    console().print(error_text(
-        f"{args.command} failed: {''.join(traceback.format_exception_only(exc)).strip()}{hint}"))
+    console().print(
+        error_text(
+            f"{args.command} failed: {''.join(traceback.format_exception_only(exc)).strip()}{hint}"
+        )
+    )
     return 1
 
 
 def configure_logging(level: str) -> None:
     """Log records of every library at ``level`` and above to stderr (stdout is the
     code's, or MCP's)."""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Programmatic tool calling on Jupyter kernels.")
+        prog=PROG, description="Programmatic tool calling on Jupyter kernels."
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
     for subcommand in commands.choices.values():
         subcommand.add_argument(
-            "--log-level", choices=LOG_LEVELS, default="warning", type=str.lower,
+            "--log-level",
+            choices=LOG_LEVELS,
+            default="warning",
+            type=str.lower,
             help="log records at this level and above to stderr (default: warning); the "
-            "package's loggers are progtc_kernel, progtc_kernel.server, progtc_kernel.tools")
+            "package's loggers are progtc_kernel, progtc_kernel.server, progtc_kernel.tools",
+        )
     return parser

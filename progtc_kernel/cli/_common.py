@@ -54,7 +54,8 @@ def load_tools(sources: Sequence[str]) -> ToolRegistry:
         raise UsageError(
             f"a --tools module raised SystemExit({exc.code!r}) while it was imported{where}: "
             "a tools module must not exit when imported; put such code under "
-            "`if __name__ == \"__main__\":`") from None
+            '`if __name__ == "__main__":`'
+        ) from None
 
 
 def seconds(text: str) -> float | None:

@@ -39,34 +39,61 @@ ANY_KERNEL = "kernel-*.json"
 
 def add_parser(commands: Subcommands) -> None:
     attach = commands.add_parser(
-        "attach", help="serve tools to a running kernel (a notebook's) until Ctrl-C",
+        "attach",
+        help="serve tools to a running kernel (a notebook's) until Ctrl-C",
         description="Serve the --tools to a kernel that is already running, such as the "
         "kernel of a notebook open in JupyterLab: code there can then `from tools import "
         "...` and call them. A trace of tool calls goes to stderr. Runs until Ctrl-C or "
         "SIGTERM, then detaches and leaves the kernel running. Exit status: 0 after a "
-        "clean detach, 1 when the kernel went away, 2 for usage errors.")
+        "clean detach, 1 when the kernel went away, 2 for usage errors.",
+    )
     kernel = attach.add_argument_group("the kernel: --existing, or --server with --kernel-id")
     kernel.add_argument(
-        "--existing", nargs="?", const=ANY_KERNEL, metavar="CONNECTION_FILE",
+        "--existing",
+        nargs="?",
+        const=ANY_KERNEL,
+        metavar="CONNECTION_FILE",
         help="a local kernel's connection file, or its file name or kernel id as `jupyter "
         "console --existing` takes them (looked up here and in Jupyter's runtime "
         "directory; `%%connect_info` in the notebook shows it); alone: the most recently "
-        "used kernel")
-    kernel.add_argument("--server", metavar="URL",
-                        help="the Jupyter Server (JupyterLab's) that runs the kernel")
-    kernel.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
-                        help="the server's token (default: $JUPYTER_TOKEN)")
-    kernel.add_argument("--kernel-id", metavar="ID",
-                        help="the kernel's id on the server (GET /api/kernels lists them)")
+        "used kernel",
+    )
+    kernel.add_argument(
+        "--server", metavar="URL", help="the Jupyter Server (JupyterLab's) that runs the kernel"
+    )
+    kernel.add_argument(
+        "--token",
+        metavar="T",
+        default=os.environ.get("JUPYTER_TOKEN"),
+        help="the server's token (default: $JUPYTER_TOKEN)",
+    )
+    kernel.add_argument(
+        "--kernel-id",
+        metavar="ID",
+        help="the kernel's id on the server (GET /api/kernels lists them)",
+    )
     attach.add_argument(
-        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
-        "names in __all__, else its public functions (repeat to combine)")
-    attach.add_argument("--tool-timeout", type=seconds, default=10.0, metavar="S",
-                        help="fail a tool call after S seconds (default: 10; 0: no limit)")
-    attach.add_argument("--timeout", type=_positive, default=30.0, metavar="S",
-                        help="give up when the kernel does not answer within S seconds "
-                        "(default: 30)")
+        "names in __all__, else its public functions (repeat to combine)",
+    )
+    attach.add_argument(
+        "--tool-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="fail a tool call after S seconds (default: 10; 0: no limit)",
+    )
+    attach.add_argument(
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="give up when the kernel does not answer within S seconds (default: 30)",
+    )
     attach.set_defaults(handler=command)
 
 
@@ -88,20 +115,25 @@ def command(args: argparse.Namespace) -> int:
 def _kernel(args: argparse.Namespace) -> tuple[KernelLifecycle, str]:
     """The kernel the options name, and how to name it to the person."""
     if (args.existing is None) == (args.server is None):
-        raise UsageError("name one kernel: --existing CONNECTION_FILE for a local kernel, "
-                         "or --server URL --kernel-id ID for a kernel on a Jupyter Server")
+        raise UsageError(
+            "name one kernel: --existing CONNECTION_FILE for a local kernel, "
+            "or --server URL --kernel-id ID for a kernel on a Jupyter Server"
+        )
     if args.existing is not None:
         if args.kernel_id:
-            raise UsageError("--kernel-id names a kernel on a server: give --server URL "
-                             "instead of --existing")
+            raise UsageError(
+                "--kernel-id names a kernel on a server: give --server URL instead of --existing"
+            )
         from ..kernels.local import AttachedKernel
 
         path = _connection_file(args.existing)
         return AttachedKernel(path), f"kernel {path}"
     if not args.kernel_id:
-        raise UsageError("give the kernel to serve on that server: --kernel-id ID (GET "
-                         "/api/kernels lists them; in JupyterLab, the kernel's id is in "
-                         "its connection file name, shown by `%connect_info`)")
+        raise UsageError(
+            "give the kernel to serve on that server: --kernel-id ID (GET "
+            "/api/kernels lists them; in JupyterLab, the kernel's id is in "
+            "its connection file name, shown by `%connect_info`)"
+        )
     from ..kernels.jupyter_server import JupyterServer
 
     try:
@@ -118,16 +150,19 @@ def _connection_file(existing: str) -> str:
     try:
         return find_connection_file(existing)
     except OSError:
-        what = ("no kernel is running" if existing == ANY_KERNEL
-                else f"no kernel matches {existing!r}")
+        what = (
+            "no kernel is running" if existing == ANY_KERNEL else f"no kernel matches {existing!r}"
+        )
         raise UsageError(
             f"{what} (looked in the current directory and {jupyter_runtime_dir()}): give "
             "the path of a running kernel's connection file; `%connect_info` in the "
-            "notebook shows it") from None
+            "notebook shows it"
+        ) from None
 
 
-async def _attach(lifecycle: KernelLifecycle, where: str, tools: ToolRegistry,
-                  args: argparse.Namespace) -> int:
+async def _attach(
+    lifecycle: KernelLifecycle, where: str, tools: ToolRegistry, args: argparse.Namespace
+) -> int:
     from ..host.bridge import ToolBridge
     from ..host.errors import ExtensionNotLoadedError, KernelError
     from .run import Printer
@@ -145,12 +180,15 @@ async def _attach(lifecycle: KernelLifecycle, where: str, tools: ToolRegistry,
         if isinstance(exc, ExtensionNotLoadedError):
             raise UsageError(f"could not attach to {where}: {exc}") from None
         if isinstance(exc, ValueError):  # JSON that is no connection info
-            raise UsageError(f"could not attach to {where}: its connection file is "
-                             f"unreadable ({exc})") from None
+            raise UsageError(
+                f"could not attach to {where}: its connection file is unreadable ({exc})"
+            ) from None
         raise UsageError(f"could not attach to {where}: {exc}") from None
-    out.print(f"serving {', '.join(sorted(tools))} to {where} (ipykernel "
-              f"{info['ipykernel']}, Python {info['python']}); Ctrl-C detaches",
-              markup=False)
+    out.print(
+        f"serving {', '.join(sorted(tools))} to {where} (ipykernel "
+        f"{info['ipykernel']}, Python {info['python']}); Ctrl-C detaches",
+        markup=False,
+    )
     try:
         gone = await host.serve_until_stopped()
     finally:
@@ -166,8 +204,9 @@ class _Host:
     """An attached host while it serves: it registers again in a restarted kernel,
     notices a kernel that went away, and detaches cleanly."""
 
-    def __init__(self, lifecycle: KernelLifecycle, bridge: ToolBridge, timeout: float,
-                 out: Console) -> None:
+    def __init__(
+        self, lifecycle: KernelLifecycle, bridge: ToolBridge, timeout: float, out: Console
+    ) -> None:
         self.lifecycle = lifecycle
         self.bridge = bridge
         self.timeout = timeout
@@ -255,8 +294,12 @@ class _Host:
         try:
             await self.bridge.reopen(timeout=self.timeout)
         except KernelError as exc:
-            self.out.print(error_text(f"the kernel restarted, and the tools could not be "
-                                      f"registered there again: {exc}"))
+            self.out.print(
+                error_text(
+                    f"the kernel restarted, and the tools could not be "
+                    f"registered there again: {exc}"
+                )
+            )
             return
         self.out.print("the kernel restarted: serving it again", markup=False)
 
@@ -274,9 +317,13 @@ async def _liveness(lifecycle: KernelLifecycle) -> tuple[str | None, bool]:
             model = await lifecycle.model()
         except ServerError as exc:
             return ("it was shut down" if exc.status == 404 else None), False
-        return ("the server reports it dead" if model.get("execution_state") == "dead"
-                else None), True
-    if isinstance(lifecycle, AttachedKernel) and isinstance(lifecycle.connection, str) \
-            and not os.path.exists(lifecycle.connection):
+        return (
+            "the server reports it dead" if model.get("execution_state") == "dead" else None
+        ), True
+    if (
+        isinstance(lifecycle, AttachedKernel)
+        and isinstance(lifecycle.connection, str)
+        and not os.path.exists(lifecycle.connection)
+    ):
         return "its connection file was removed: it was shut down", False
     return None, await lifecycle.is_alive()

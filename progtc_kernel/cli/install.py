@@ -14,18 +14,25 @@ if TYPE_CHECKING:
 
 def add_parser(commands: Subcommands) -> None:
     install = commands.add_parser(
-        "install", help="install a Jupyter kernelspec that loads progtc_kernel",
+        "install",
+        help="install a Jupyter kernelspec that loads progtc_kernel",
         description="Install the kernelspec of a kernel on this interpreter with "
-        "--ext=progtc_kernel, so that hosts can serve it tools with ToolBridge.")
+        "--ext=progtc_kernel, so that hosts can serve it tools with ToolBridge.",
+    )
     where = install.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true",
-                       help="install for the current user (the default)")
-    where.add_argument("--sys-prefix", action="store_true",
-                       help=f"install into this environment ({sys.prefix})")
+    where.add_argument(
+        "--user", action="store_true", help="install for the current user (the default)"
+    )
+    where.add_argument(
+        "--sys-prefix", action="store_true", help=f"install into this environment ({sys.prefix})"
+    )
     where.add_argument("--prefix", metavar="P", help="install under P/share/jupyter/kernels")
     install.add_argument("--name", default="progtc", help="the kernel name (default: progtc)")
-    install.add_argument("--display-name", default="Python 3 (progtc)",
-                         help="the name shown in Jupyter (default: 'Python 3 (progtc)')")
+    install.add_argument(
+        "--display-name",
+        default="Python 3 (progtc)",
+        help="the name shown in Jupyter (default: 'Python 3 (progtc)')",
+    )
     install.set_defaults(handler=command)
 
 
@@ -34,12 +41,15 @@ def command(args: argparse.Namespace) -> int:
 
     prefix = sys.prefix if args.sys_prefix else args.prefix
     try:
-        path = install_kernelspec(user=prefix is None, prefix=prefix, name=args.name,
-                                  display_name=args.display_name)
+        path = install_kernelspec(
+            user=prefix is None, prefix=prefix, name=args.name, display_name=args.display_name
+        )
     except PermissionError as exc:
         raise UsageError(f"cannot write the kernelspec ({exc}); try --user or --prefix") from None
     except OSError as exc:  # --prefix names a file, a path that cannot be made...
-        raise UsageError(f"cannot write the kernelspec ({exc}); give --prefix a directory "
-                         "you can write to, or use --user") from None
+        raise UsageError(
+            f"cannot write the kernelspec ({exc}); give --prefix a directory "
+            "you can write to, or use --user"
+        ) from None
     print(f"Installed kernelspec {args.name!r} ({args.display_name}) in {path}")
     return 0

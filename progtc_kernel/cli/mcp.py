@@ -15,38 +15,79 @@ if TYPE_CHECKING:
 
 def add_parser(commands: Subcommands) -> None:
     mcp = commands.add_parser(
-        "mcp", help="serve get_execution_environment and execute_tool_script over MCP (stdio)",
+        "mcp",
+        help="serve get_execution_environment and execute_tool_script over MCP (stdio)",
         description="An MCP server on stdin/stdout with the two ProgrammaticToolset tools: a "
         "model writes one script that calls the --tools functions and the tools of the "
         "--upstream MCP servers (a tool named 'get-sum' there is get_sum in scripts). "
-        "Needs the 'mcp' extra.")
+        "Needs the 'mcp' extra.",
+    )
     mcp.add_argument(
-        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="a module name or .py file with host tools (repeat to combine)")
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="a module name or .py file with host tools (repeat to combine)",
+    )
     mcp.add_argument(
-        "--upstream", action="append", default=[], metavar="'COMMAND ARGS'",
-        help="an MCP server to start; its tools become tools scripts can call (repeatable)")
-    mcp.add_argument("--tool-timeout", "--upstream-timeout", type=seconds, default=60.0,
-                     metavar="S", dest="tool_timeout",
-                     help="fail a tool call after S seconds, a --tools function's or an "
-                     "--upstream server's alike: the one timeout of a call (default: 60; 0: "
-                     "no limit; --upstream-timeout is its old name)")
-    mcp.add_argument("--module", action="append", dest="modules", metavar="NAME",
-                     help="a module scripts may import (repeat; default: json, math, re, "
-                     "datetime, collections, itertools, functools, statistics, asyncio...)")
-    mcp.add_argument("--max-tool-calls", type=int, metavar="N",
-                     help="tool calls one script may make (default: no limit)")
-    mcp.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
-                     help="stop a script after S seconds (default: 60; 0: no limit)")
-    mcp.add_argument("--max-result-chars", type=_positive_int, metavar="N",
-                     help="cut the JSON a script returns after N characters, saying so "
-                     "(default: 200,000)")
-    mcp.add_argument("--python", metavar="PATH",
-                     help="the local kernel's interpreter (default: this one)")
-    mcp.add_argument("--kernel-url", metavar="URL",
-                     help="run scripts on a kernel of this Jupyter Server or gateway")
-    mcp.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
-                     help="the server's token (default: $JUPYTER_TOKEN)")
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="'COMMAND ARGS'",
+        help="an MCP server to start; its tools become tools scripts can call (repeatable)",
+    )
+    mcp.add_argument(
+        "--tool-timeout",
+        "--upstream-timeout",
+        type=seconds,
+        default=60.0,
+        metavar="S",
+        dest="tool_timeout",
+        help="fail a tool call after S seconds, a --tools function's or an "
+        "--upstream server's alike: the one timeout of a call (default: 60; 0: "
+        "no limit; --upstream-timeout is its old name)",
+    )
+    mcp.add_argument(
+        "--module",
+        action="append",
+        dest="modules",
+        metavar="NAME",
+        help="a module scripts may import (repeat; default: json, math, re, "
+        "datetime, collections, itertools, functools, statistics, asyncio...)",
+    )
+    mcp.add_argument(
+        "--max-tool-calls",
+        type=int,
+        metavar="N",
+        help="tool calls one script may make (default: no limit)",
+    )
+    mcp.add_argument(
+        "--timeout",
+        type=seconds,
+        default=60.0,
+        metavar="S",
+        help="stop a script after S seconds (default: 60; 0: no limit)",
+    )
+    mcp.add_argument(
+        "--max-result-chars",
+        type=_positive_int,
+        metavar="N",
+        help="cut the JSON a script returns after N characters, saying so (default: 200,000)",
+    )
+    mcp.add_argument(
+        "--python", metavar="PATH", help="the local kernel's interpreter (default: this one)"
+    )
+    mcp.add_argument(
+        "--kernel-url",
+        metavar="URL",
+        help="run scripts on a kernel of this Jupyter Server or gateway",
+    )
+    mcp.add_argument(
+        "--token",
+        metavar="T",
+        default=os.environ.get("JUPYTER_TOKEN"),
+        help="the server's token (default: $JUPYTER_TOKEN)",
+    )
     mcp.add_argument("--kernel-name", metavar="NAME", help="the kernelspec to start")
     mcp.set_defaults(handler=command)
 
@@ -67,8 +108,10 @@ def command(args: argparse.Namespace) -> int:
     except ImportError as exc:  # names the pip install that fixes it
         raise UsageError(str(exc)) from None
     if args.kernel_url and args.python:
-        raise UsageError("--python picks a local interpreter; with --kernel-url the server "
-                         "runs the kernel: pick its kernelspec with --kernel-name")
+        raise UsageError(
+            "--python picks a local interpreter; with --kernel-url the server "
+            "runs the kernel: pick its kernelspec with --kernel-name"
+        )
     tools = load_tools(args.tools)
     try:
         asyncio.run(serve(tools, upstreams=args.upstream, **toolset_options(args)))
@@ -79,8 +122,14 @@ def command(args: argparse.Namespace) -> int:
 
 def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of ``progtc_kernel.integrations.mcp.toolset_for`` the command gives."""
-    return {"tool_timeout": args.tool_timeout, "python": args.python,
-            "kernel_url": args.kernel_url, "token": args.token,
-            "kernel_name": args.kernel_name, "supported_modules": args.modules,
-            "max_tool_calls": args.max_tool_calls, "timeout": args.timeout,
-            **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {})}
+    return {
+        "tool_timeout": args.tool_timeout,
+        "python": args.python,
+        "kernel_url": args.kernel_url,
+        "token": args.token,
+        "kernel_name": args.kernel_name,
+        "supported_modules": args.modules,
+        "max_tool_calls": args.max_tool_calls,
+        "timeout": args.timeout,
+        **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
+    }

@@ -35,40 +35,73 @@ if TYPE_CHECKING:
 
 def add_parser(commands: Subcommands) -> None:
     notebook = commands.add_parser(
-        "notebook", help="run a notebook whose cells call your tools",
+        "notebook",
+        help="run a notebook whose cells call your tools",
         description="Run the notebook IN on a fresh kernel where `from tools import ...` "
         "calls the functions of the --tools modules or files, and write the executed "
         "notebook to OUT (also when a cell fails). Exit status: 0 when every cell ran, 1 "
-        "when one failed, 2 for usage errors.")
+        "when one failed, 2 for usage errors.",
+    )
     notebook.add_argument("input", metavar="IN", help="the notebook to run (.ipynb)")
     notebook.add_argument("output", metavar="OUT", help="where to write the executed notebook")
     notebook.add_argument(
-        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
-        "names in __all__, else its public functions (repeat to combine)")
+        "names in __all__, else its public functions (repeat to combine)",
+    )
     notebook.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
         help="set a parameter as papermill does: in a cell after the one tagged "
         "'parameters'. VALUE is read as papermill reads it: True, False, None, integers "
         "and floats become those; JSON lists and objects ([...], {...}) too; anything "
-        "else is a string (repeat for more)")
+        "else is a string (repeat for more)",
+    )
     notebook.add_argument(
-        "-r", "--raw-parameter", nargs=2, action="append", default=[],
-        metavar=("NAME", "VALUE"), help="set a parameter to VALUE as a string, as it is")
-    notebook.add_argument("--timeout", type=seconds, default=None, metavar="S",
-                          help="interrupt a cell after S seconds (default: no limit)")
-    notebook.add_argument("--tool-timeout", type=seconds, default=10.0, metavar="S",
-                          help="fail a tool call after S seconds (default: 10; 0: no limit)")
+        "-r",
+        "--raw-parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameter to VALUE as a string, as it is",
+    )
+    notebook.add_argument(
+        "--timeout",
+        type=seconds,
+        default=None,
+        metavar="S",
+        help="interrupt a cell after S seconds (default: no limit)",
+    )
+    notebook.add_argument(
+        "--tool-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="fail a tool call after S seconds (default: 10; 0: no limit)",
+    )
     kernel = notebook.add_mutually_exclusive_group()
-    kernel.add_argument("--python", metavar="PATH",
-                        help="the kernel's interpreter; it needs only ipykernel")
-    kernel.add_argument("--kernel-name", metavar="NAME",
-                        help="the kernelspec to start (default: the notebook's)")
-    notebook.add_argument("--cwd", metavar="DIR",
-                          help="the kernel's working directory (default: IN's folder)")
-    notebook.add_argument("--allow-errors", action="store_true",
-                          help="run every cell even after one fails (the exit status is "
-                          "still 1)")
+    kernel.add_argument(
+        "--python", metavar="PATH", help="the kernel's interpreter; it needs only ipykernel"
+    )
+    kernel.add_argument(
+        "--kernel-name", metavar="NAME", help="the kernelspec to start (default: the notebook's)"
+    )
+    notebook.add_argument(
+        "--cwd", metavar="DIR", help="the kernel's working directory (default: IN's folder)"
+    )
+    notebook.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="run every cell even after one fails (the exit status is still 1)",
+    )
     notebook.set_defaults(handler=command)
 
 
@@ -107,10 +140,15 @@ def command(args: argparse.Namespace) -> int:
         if not cwd.is_dir():
             raise ValueError(f"--cwd {args.cwd}: no such folder")
         client = ToolNotebookClient(
-            nb, tools=tools, tool_timeout=args.tool_timeout, python=args.python,
-            kernel_name=args.kernel_name or "", allow_errors=args.allow_errors,
+            nb,
+            tools=tools,
+            tool_timeout=args.tool_timeout,
+            python=args.python,
+            kernel_name=args.kernel_name or "",
+            allow_errors=args.allow_errors,
             timeout=None if args.timeout is None else math.ceil(args.timeout),
-            resources={"metadata": {"path": os.fspath(cwd)}})
+            resources={"metadata": {"path": os.fspath(cwd)}},
+        )
         client.timeout_option = "--timeout S"
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -126,11 +164,19 @@ def _read(path: str) -> NotebookNode:
     except FileNotFoundError:
         raise UsageError(f"notebook not found: {path}") from None
     # Not JSON, or JSON that is not a notebook (nbformat's reader then fails anywhere).
-    except (OSError, ValueError, AttributeError, KeyError, TypeError,
-            nbformat.ValidationError) as exc:
+    except (
+        OSError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        nbformat.ValidationError,
+    ) as exc:
         problem = exc.message if isinstance(exc, nbformat.ValidationError) else exc
-        raise UsageError(f"cannot read {path} as a notebook ({problem}): give a Jupyter "
-                         "notebook (.ipynb, nbformat 4)") from None
+        raise UsageError(
+            f"cannot read {path} as a notebook ({problem}): give a Jupyter "
+            "notebook (.ipynb, nbformat 4)"
+        ) from None
     return nb
 
 
@@ -144,8 +190,11 @@ class _Run:
         self.started = False  # a cell has run: the kernel came up
         self.interrupted = False
         self.loop = asyncio.new_event_loop()
-        self.cells = [i for i, cell in enumerate(client.nb.cells)
-                      if cell.cell_type == "code" and cell.source.strip()]
+        self.cells = [
+            i
+            for i, cell in enumerate(client.nb.cells)
+            if cell.cell_type == "code" and cell.source.strip()
+        ]
 
     def run(self) -> int:
         from rich.progress import (
@@ -159,9 +208,14 @@ class _Run:
         from ..integrations.nbclient import NotebookExecutionError
 
         began = time.perf_counter()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("cells, tool calls: {task.fields[calls]}"),
-                      TimeElapsedColumn(), console=self.console) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("cells, tool calls: {task.fields[calls]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        ) as progress:
             task = progress.add_task("starting the kernel", total=len(self.cells), calls=0)
             self._follow(progress, task)
             try:
@@ -212,8 +266,9 @@ class _Run:
         if km is None or self.loop.is_closed():
             return
         with contextlib.suppress(Exception):  # not started, or already gone: nothing to stop
-            asyncio.run_coroutine_threadsafe(
-                ensure_async(km.interrupt_kernel()), self.loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(ensure_async(km.interrupt_kernel()), self.loop).result(
+                timeout=10
+            )
 
     def _follow(self, progress: Progress, task: TaskID) -> None:
         """Move the bar on as cells start and finish (nbclient's hooks)."""
@@ -244,20 +299,31 @@ class _Run:
 
         calls = self.client.tool_calls
         failed_calls = sum(not call.ok for call in calls)
-        summary = (f"{len(calls)} tool call{'s' * (len(calls) != 1)}"
-                   + (f" ({failed_calls} failed)" if failed_calls else "")
-                   + f" in {duration:.2f} s; wrote {self.output}")
-        errors = [(i, output) for i, cell in enumerate(self.client.nb.cells)
-                  for output in cell.get("outputs", []) if output.output_type == "error"]
+        summary = (
+            f"{len(calls)} tool call{'s' * (len(calls) != 1)}"
+            + (f" ({failed_calls} failed)" if failed_calls else "")
+            + f" in {duration:.2f} s; wrote {self.output}"
+        )
+        errors = [
+            (i, output)
+            for i, cell in enumerate(self.client.nb.cells)
+            for output in cell.get("outputs", [])
+            if output.output_type == "error"
+        ]
         if failure is None and not errors:
             self.console.print(Text(f"ran {len(self.cells)} cells, {summary}", style="dim"))
             return 0
         for index, error in errors:
             where = self.cells.index(index) + 1 if index in self.cells else index + 1
-            self.console.print(Text.assemble((f"cell {where} failed: ", "bold red"),
-                                             Text.from_ansi("\n".join(error.traceback))))
+            self.console.print(
+                Text.assemble(
+                    (f"cell {where} failed: ", "bold red"),
+                    Text.from_ansi("\n".join(error.traceback)),
+                )
+            )
         if failure is not None and not errors:  # nothing in the notebook says why
-            self.console.print(Text.assemble(("failed: ", "bold red"),
-                                             f"{failure.ename}: {failure.evalue}"))
+            self.console.print(
+                Text.assemble(("failed: ", "bold red"), f"{failure.ename}: {failure.evalue}")
+            )
         self.console.print(Text(f"failed: {summary}", style="bold red"))
         return 1

@@ -32,34 +32,62 @@ if TYPE_CHECKING:
 
 def add_parser(commands: Subcommands) -> None:
     run = commands.add_parser(
-        "run", help="run a script in a kernel whose `tools` module calls your functions",
+        "run",
+        help="run a script in a kernel whose `tools` module calls your functions",
         description="Run SCRIPT in a fresh IPython kernel where `from tools import ...` "
         "calls the functions of the --tools modules or files. The code's stdout goes to "
         "stdout; its stderr, a trace of tool calls and errors go to stderr. Exit status: "
-        "0 when the code ran, 1 when it failed, 2 for usage errors.")
+        "0 when the code ran, 1 when it failed, 2 for usage errors.",
+    )
     run.add_argument("script", metavar="SCRIPT", help="the Python file to run ('-' reads stdin)")
     run.add_argument(
-        "--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
-        "names in __all__, else its public functions (repeat to combine)")
-    run.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
-                     help="interrupt the code after S seconds (default: 30; 0: no limit)")
-    run.add_argument("--tool-timeout", type=seconds, default=10.0, metavar="S",
-                     help="fail a tool call after S seconds (default: 10; 0: no limit)")
-    run.add_argument("--python", metavar="PATH",
-                     help="the kernel's interpreter; it needs only ipykernel "
-                     "(default: this one)")
+        "names in __all__, else its public functions (repeat to combine)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=seconds,
+        default=30.0,
+        metavar="S",
+        help="interrupt the code after S seconds (default: 30; 0: no limit)",
+    )
+    run.add_argument(
+        "--tool-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="fail a tool call after S seconds (default: 10; 0: no limit)",
+    )
+    run.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the kernel's interpreter; it needs only ipykernel (default: this one)",
+    )
     remote = run.add_argument_group(
-        "a kernel on a Jupyter Server, Kernel Gateway or Enterprise Gateway")
-    remote.add_argument("--server", metavar="URL",
-                        help="run on that server: a kernel is started there and shut "
-                        "down after, or the one given by --kernel-id is used")
-    remote.add_argument("--token", metavar="T", default=os.environ.get("JUPYTER_TOKEN"),
-                        help="the server's token (default: $JUPYTER_TOKEN)")
-    remote.add_argument("--kernel-id", metavar="ID",
-                        help="a running kernel on the server, left running after")
-    remote.add_argument("--kernel-name", metavar="NAME",
-                        help="the kernelspec to start (here or on the server)")
+        "a kernel on a Jupyter Server, Kernel Gateway or Enterprise Gateway"
+    )
+    remote.add_argument(
+        "--server",
+        metavar="URL",
+        help="run on that server: a kernel is started there and shut "
+        "down after, or the one given by --kernel-id is used",
+    )
+    remote.add_argument(
+        "--token",
+        metavar="T",
+        default=os.environ.get("JUPYTER_TOKEN"),
+        help="the server's token (default: $JUPYTER_TOKEN)",
+    )
+    remote.add_argument(
+        "--kernel-id", metavar="ID", help="a running kernel on the server, left running after"
+    )
+    remote.add_argument(
+        "--kernel-name", metavar="NAME", help="the kernelspec to start (here or on the server)"
+    )
     run.set_defaults(handler=command)
 
 
@@ -78,8 +106,9 @@ def _read_script(script: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"script not found: {script} (give a file path, or '-' to read "
-                         "the code from stdin)") from None
+        raise UsageError(
+            f"script not found: {script} (give a file path, or '-' to read the code from stdin)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {script}: {exc}") from None
 
@@ -93,18 +122,32 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
     if problem:
         raise UsageError(problem)
     try:
-        server = (JupyterServer(args.server, token=args.token, token_option=CLI_TOKEN)
-                  if args.server else None)
+        server = (
+            JupyterServer(args.server, token=args.token, token_option=CLI_TOKEN)
+            if args.server
+            else None
+        )
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
-    kernel = ToolKernel(tools, python=args.python, kernel_name=args.kernel_name,
-                        server=server, kernel_id=args.kernel_id, timeout=args.timeout,
-                        tool_timeout=args.tool_timeout)
+    kernel = ToolKernel(
+        tools,
+        python=args.python,
+        kernel_name=args.kernel_name,
+        server=server,
+        kernel_id=args.kernel_id,
+        timeout=args.timeout,
+        tool_timeout=args.tool_timeout,
+    )
     try:
         await kernel.start()
     except KernelError as exc:
-        where = (f" on {args.server}" if args.server
-                 else f" with --python {args.python}" if args.python else "")
+        where = (
+            f" on {args.server}"
+            if args.server
+            else f" with --python {args.python}"
+            if args.python
+            else ""
+        )
         raise UsageError(f"could not start a kernel{where}: {exc}") from None
     return await _stream(kernel, code, timeout=args.timeout)
 
@@ -114,8 +157,10 @@ def _remote_usage(args: argparse.Namespace) -> str | None:
     if args.kernel_id and not args.server:
         return "--kernel-id names a kernel on a server: give --server URL too"
     if args.server and args.python:
-        return ("--python picks a local interpreter; a kernel on --server runs one of the "
-                "server's kernelspecs: pick it with --kernel-name")
+        return (
+            "--python picks a local interpreter; a kernel on --server runs one of the "
+            "server's kernelspecs: pick it with --kernel-name"
+        )
     if args.kernel_id and args.kernel_name:
         return "--kernel-name starts a kernel and --kernel-id uses a running one: give one"
     return None
@@ -160,17 +205,22 @@ class Printer:
         elif isinstance(event, DisplayOutput):
             self._display(event.output)
         elif isinstance(event, ToolCallStarted):
-            arguments = ", ".join(f"{name}={self.repr.repr(value)}"
-                                  for name, value in event.arguments.items())
+            arguments = ", ".join(
+                f"{name}={self.repr.repr(value)}" for name, value in event.arguments.items()
+            )
             self._trace((f"{self.symbols[0]} ", "cyan"), (event.name, "bold"), f"({arguments})")
         elif isinstance(event, ToolCallFinished):
             call = event.call
             if call.ok:
-                self._trace((f"{self.symbols[1]} ", "green"), call.name,
-                            (f" {_duration(call.duration)}", "dim"))
+                self._trace(
+                    (f"{self.symbols[1]} ", "green"),
+                    call.name,
+                    (f" {_duration(call.duration)}", "dim"),
+                )
             else:
-                self._trace((f"{self.symbols[2]} ", "red"), call.name,
-                            (f" {call.error or 'failed'}", "red"))
+                self._trace(
+                    (f"{self.symbols[2]} ", "red"), call.name, (f" {call.error or 'failed'}", "red")
+                )
         elif isinstance(event, ExecutionFinished):
             self._finish(event.result)
 
@@ -222,15 +272,22 @@ class Printer:
             self.console.print(Text(error.traceback))
         if error.kind == "timeout":
             after = f" after {self.timeout:g} s" if self.timeout else ""
-            self.console.print(Text.assemble(
-                (f"timed out{after}: ", "bold red"), f"{error.evalue}; give it longer with "
-                "--timeout S, or --timeout 0 for no limit"))
+            self.console.print(
+                Text.assemble(
+                    (f"timed out{after}: ", "bold red"),
+                    f"{error.evalue}; give it longer with --timeout S, or --timeout 0 for no limit",
+                )
+            )
         elif error.traceback:  # it ends with the error itself
             self.console.print(Text.assemble(("failed", "bold red"), (f" after {summary}", "dim")))
         else:
-            self.console.print(Text.assemble(
-                ("failed: ", "bold red"), f"{error.ename}: {error.evalue}",
-                (f" after {summary}", "dim")))
+            self.console.print(
+                Text.assemble(
+                    ("failed: ", "bold red"),
+                    f"{error.ename}: {error.evalue}",
+                    (f" after {summary}", "dim"),
+                )
+            )
 
 
 def describe_output(data: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -28,48 +28,98 @@ if TYPE_CHECKING:
 
 def add_parser(commands: Subcommands) -> None:
     serve = commands.add_parser(
-        "serve", help="serve progtc's API and a warm kernel pool (a Jupyter Server)",
+        "serve",
+        help="serve progtc's API and a warm kernel pool (a Jupyter Server)",
         description="Run a Jupyter Server with a pool of warm kernels that serve host "
         "tools, for AsyncProgtcClient (progtc_kernel) and for the progtc package's own "
         "clients. The API key is the server's token; without one, a key is generated "
-        "and printed. Needs the 'server' extra.")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="the address to listen on (default: 127.0.0.1)")
+        "and printed. Needs the 'server' extra.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
-    serve.add_argument("--api-key", default=os.environ.get("PROGTC_API_KEY"), metavar="KEY",
-                       help="the key clients must send. Prefer setting PROGTC_API_KEY: "
-                       "a key on the command line shows in ps. Without either, a key is "
-                       "generated and printed (on a loopback --host only)")
-    serve.add_argument("--tool-call-timeout", type=seconds, default=10.0, metavar="S",
-                       help="ceiling of one tool call (default: 10; 0: none)")
-    serve.add_argument("--code-execution-timeout", type=seconds, default=30.0, metavar="S",
-                       help="ceiling of one execution (default: 30; 0: none)")
-    serve.add_argument("--pool-size", type=int, default=2, metavar="N",
-                       help="warm kernels kept ready (default: 2)")
-    serve.add_argument("--max-kernels", type=int, default=16, metavar="N",
-                       help="kernels running at once, warm and busy (default: 16)")
-    serve.add_argument("--pool-timeout", type=seconds, default=30.0, metavar="S",
-                       help="how long a request waits for a free kernel (default: 30; 0: no limit)")
-    serve.add_argument("--session-idle-timeout", type=seconds, default=600.0, metavar="S",
-                       help="end a named session (and its kernel) nobody has used for S "
-                       "seconds (default: 600; 0: never)")
-    serve.add_argument("--kernel-name", metavar="NAME",
-                       help="the kernelspec of the pool's kernels (default: python3); it "
-                       "needs only ipykernel")
-    serve.add_argument("--progtc-dialect", choices=DIALECTS, default=DIALECTS[0],
-                       help="what progtc clients that send 'Authorization: Bearer' get as "
-                       "errors: 0.1.1 (the seed's release: type 'error' with a code; the "
-                       "default) or 0.1.5 (progtc 0.1.2 to 0.1.5: type 'runtime_error' "
-                       "etc.). progtc 0.1.6 and later send X-Progtc-API-Key and always "
-                       "get theirs")
-    serve.add_argument("--max-output", type=int, default=10_000_000, metavar="N",
-                       help="characters of output one progtc API execution may print; one "
-                       "that prints more is stopped, saying so (default: 10000000)")
-    serve.add_argument("--send-timeout", type=seconds, default=60.0, metavar="S",
-                       help="a progtc API client that takes nothing the server sends for "
-                       "this long is cut off (default: 60)")
-    serve.add_argument("--verbose", action="store_true",
-                       help="log every request, as Jupyter Server does")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("PROGTC_API_KEY"),
+        metavar="KEY",
+        help="the key clients must send. Prefer setting PROGTC_API_KEY: "
+        "a key on the command line shows in ps. Without either, a key is "
+        "generated and printed (on a loopback --host only)",
+    )
+    serve.add_argument(
+        "--tool-call-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="ceiling of one tool call (default: 10; 0: none)",
+    )
+    serve.add_argument(
+        "--code-execution-timeout",
+        type=seconds,
+        default=30.0,
+        metavar="S",
+        help="ceiling of one execution (default: 30; 0: none)",
+    )
+    serve.add_argument(
+        "--pool-size", type=int, default=2, metavar="N", help="warm kernels kept ready (default: 2)"
+    )
+    serve.add_argument(
+        "--max-kernels",
+        type=int,
+        default=16,
+        metavar="N",
+        help="kernels running at once, warm and busy (default: 16)",
+    )
+    serve.add_argument(
+        "--pool-timeout",
+        type=seconds,
+        default=30.0,
+        metavar="S",
+        help="how long a request waits for a free kernel (default: 30; 0: no limit)",
+    )
+    serve.add_argument(
+        "--session-idle-timeout",
+        type=seconds,
+        default=600.0,
+        metavar="S",
+        help="end a named session (and its kernel) nobody has used for S "
+        "seconds (default: 600; 0: never)",
+    )
+    serve.add_argument(
+        "--kernel-name",
+        metavar="NAME",
+        help="the kernelspec of the pool's kernels (default: python3); it needs only ipykernel",
+    )
+    serve.add_argument(
+        "--progtc-dialect",
+        choices=DIALECTS,
+        default=DIALECTS[0],
+        help="what progtc clients that send 'Authorization: Bearer' get as "
+        "errors: 0.1.1 (the seed's release: type 'error' with a code; the "
+        "default) or 0.1.5 (progtc 0.1.2 to 0.1.5: type 'runtime_error' "
+        "etc.). progtc 0.1.6 and later send X-Progtc-API-Key and always "
+        "get theirs",
+    )
+    serve.add_argument(
+        "--max-output",
+        type=int,
+        default=10_000_000,
+        metavar="N",
+        help="characters of output one progtc API execution may print; one "
+        "that prints more is stopped, saying so (default: 10000000)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        type=seconds,
+        default=60.0,
+        metavar="S",
+        help="a progtc API client that takes nothing the server sends for "
+        "this long is cut off (default: 60)",
+    )
+    serve.add_argument(
+        "--verbose", action="store_true", help="log every request, as Jupyter Server does"
+    )
     serve.set_defaults(handler=command)
 
 
@@ -82,22 +132,32 @@ def command(args: argparse.Namespace) -> int:
     except ImportError as exc:
         from .._install import missing_extra
 
-        raise UsageError(str(missing_extra("server", exc, "the server needs Jupyter Server"))
-                         ) from None
+        raise UsageError(
+            str(missing_extra("server", exc, "the server needs Jupyter Server"))
+        ) from None
     if not args.api_key and not is_loopback(args.host):
-        raise UsageError(f"refusing to listen on {args.host} without an API key: anyone "
-                         "who can reach it could run code; give --api-key KEY (or set "
-                         "PROGTC_API_KEY), or listen on 127.0.0.1")
+        raise UsageError(
+            f"refusing to listen on {args.host} without an API key: anyone "
+            "who can reach it could run code; give --api-key KEY (or set "
+            "PROGTC_API_KEY), or listen on 127.0.0.1"
+        )
     if not 0 <= args.pool_size <= args.max_kernels:
-        raise UsageError(f"--pool-size {args.pool_size} with --max-kernels "
-                         f"{args.max_kernels}: give 0 <= pool size <= max kernels")
+        raise UsageError(
+            f"--pool-size {args.pool_size} with --max-kernels "
+            f"{args.max_kernels}: give 0 <= pool size <= max kernels"
+        )
     if args.max_output < 1 or not args.send_timeout:
-        raise UsageError("give --max-output of at least 1 character, and --send-timeout "
-                         "of more than 0 seconds")
+        raise UsageError(
+            "give --max-output of at least 1 character, and --send-timeout of more than 0 seconds"
+        )
     api_key = args.api_key or secrets.token_urlsafe(24)
     config = Config()
     config.ServerApp.update(
-        ip=args.host, port=args.port, port_retries=0, open_browser=False, answer_yes=True,
+        ip=args.host,
+        port=args.port,
+        port_retries=0,
+        open_browser=False,
+        answer_yes=True,
         allow_root=True,  # sandboxes and containers often run as root
         # (Jupyter Server spells "warning" WARN)
         log_level="INFO" if args.verbose else args.log_level.upper().replace("WARNING", "WARN"),
@@ -109,17 +169,26 @@ def command(args: argparse.Namespace) -> int:
         kernel_manager_class="progtc_kernel.server.pool.ServeKernelManager",
         # Jupyter Server's websocket ping timeout (90 s by default) is longer than its
         # interval, which tornado warns about at every connection: make them equal.
-        tornado_settings={"websocket_max_message_size": MAX_MESSAGE_BYTES,
-                          "ws_ping_timeout": 30000})
+        tornado_settings={
+            "websocket_max_message_size": MAX_MESSAGE_BYTES,
+            "ws_ping_timeout": 30000,
+        },
+    )
     config.IdentityProvider.token = api_key
     config.ProgtcKernelApp.update(
-        pool_size=args.pool_size, max_kernels=args.max_kernels,
-        pool_timeout=args.pool_timeout, kernel_name=args.kernel_name,
+        pool_size=args.pool_size,
+        max_kernels=args.max_kernels,
+        pool_timeout=args.pool_timeout,
+        kernel_name=args.kernel_name,
         tool_call_timeout=args.tool_call_timeout,
         code_execution_timeout=args.code_execution_timeout,
-        progtc_dialect=args.progtc_dialect, max_output=args.max_output,
-        send_timeout=args.send_timeout, session_idle_timeout=args.session_idle_timeout,
-        announce=True, announce_key=not args.api_key)
+        progtc_dialect=args.progtc_dialect,
+        max_output=args.max_output,
+        send_timeout=args.send_timeout,
+        session_idle_timeout=args.session_idle_timeout,
+        announce=True,
+        announce_key=not args.api_key,
+    )
     try:
         server = ProgtcKernelApp.initialize_server(argv=[], config=config)  # type: ignore[no-untyped-call]
     except Exception as exc:  # the port in use, a bad address: say it, without a traceback
@@ -144,6 +213,6 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback
-                                   for a in addresses)
-
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses
+    )

@@ -50,7 +50,8 @@ log = logging.getLogger("progtc_kernel")
 
 # The bridge whose tool is running in this context (a task or a tool's thread).
 serving: contextvars.ContextVar[ToolBridge | None] = contextvars.ContextVar(
-    "progtc_kernel_serving", default=None)
+    "progtc_kernel_serving", default=None
+)
 
 _KERNEL_PYTHON = "<the kernel's python>"  # in install hints: the host cannot know it
 _calls = pydantic.TypeAdapter(CallsBody)
@@ -179,7 +180,8 @@ class ToolBridge:
                     await asyncio.wait_for(asyncio.shield(live), 0.2)
                 if not live.done() and loop.time() > deadline:
                     raise KernelDiedError(
-                        f"the kernel did not answer within {timeout:g} s; is it running?")
+                        f"the kernel did not answer within {timeout:g} s; is it running?"
+                    )
         finally:
             self._probes.clear()
 
@@ -195,14 +197,25 @@ class ToolBridge:
         self._answered_bytes = 0
         self._refused = None
         if self.extension != "loaded":
-            self._load_msg_id = self.transport.send("shell", "execute_request", {
-                "code": load_cell(inject=self.extension == "inject"), "silent": True,
-                "store_history": False, "user_expressions": {}, "allow_stdin": False,
-                "stop_on_error": False})
+            self._load_msg_id = self.transport.send(
+                "shell",
+                "execute_request",
+                {
+                    "code": load_cell(inject=self.extension == "inject"),
+                    "silent": True,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": False,
+                },
+            )
         data, buffers = pack("register", self._register_body(), pydantic_core.to_json)
-        self.transport.send("shell", "comm_open", {
-            "comm_id": self.comm_id, "target_name": COMM_TARGET, "data": data},
-            buffers=buffers)
+        self.transport.send(
+            "shell",
+            "comm_open",
+            {"comm_id": self.comm_id, "target_name": COMM_TARGET, "data": data},
+            buffers=buffers,
+        )
         self._registered = self.tools.fingerprint
 
     async def wait_ready(self, timeout: float = 30.0) -> ReadyBody:
@@ -213,12 +226,14 @@ class ToolBridge:
         while True:
             ready = self._ready
             try:
-                info = await asyncio.wait_for(asyncio.shield(ready),
-                                              max(0.0, deadline - loop.time()))
+                info = await asyncio.wait_for(
+                    asyncio.shield(ready), max(0.0, deadline - loop.time())
+                )
             except asyncio.TimeoutError:
                 raise KernelError(
                     f"the kernel did not confirm the progtc_kernel comm within {timeout:g} "
-                    "s; is it busy, or not an IPython kernel?") from None
+                    "s; is it busy, or not an IPython kernel?"
+                ) from None
             except KernelError:
                 if ready is self._ready:
                     raise
@@ -240,11 +255,13 @@ class ToolBridge:
             # connection drops (which the kernel would take for a crash).
             data, buffers = pack("close", {"reason": HOST_CLOSED})
             with contextlib.suppress(Exception):  # a kernel gone or hung is left behind
-                self.transport.send("control", "comm_msg", {
-                    "comm_id": self.comm_id, "data": data}, buffers=buffers)
+                self.transport.send(
+                    "control", "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
+                )
                 self.transport.send("shell", "comm_close", {"comm_id": self.comm_id, "data": {}})
                 await self._reply_to(
-                    self.transport.send("control", "kernel_info_request", {}), timeout=1)
+                    self.transport.send("control", "kernel_info_request", {}), timeout=1
+                )
         self.cancel_calls()
         if self._recovery is not None:
             self._recovery.cancel()
@@ -258,9 +275,12 @@ class ToolBridge:
         """The kernel said no to our comm (no extension there): nothing to close, and a
         comm message on control would only make ipykernel log an error."""
         ready = self._ready
-        return (ready is not None and ready.done() and not ready.cancelled()
-                and isinstance(ready.exception(), (ExtensionNotLoadedError,
-                                                   ProtocolMismatchError)))
+        return (
+            ready is not None
+            and ready.done()
+            and not ready.cancelled()
+            and isinstance(ready.exception(), (ExtensionNotLoadedError, ProtocolMismatchError))
+        )
 
     async def _reply_to(self, msg_id: str, timeout: float) -> dict[str, Any]:
         """Wait (at most ``timeout``) for the control reply to ``msg_id``."""
@@ -280,8 +300,12 @@ class ToolBridge:
         connection is ours now, and have it send again the calls still waiting for
         a result, since the drop may have lost a call or a result. ``wait_ready()``
         waits until the kernel is known to serve through us again."""
-        if not (self.comm_id and self._ready is not None and self._ready.done()
-                and not self._ready.exception()):
+        if not (
+            self.comm_id
+            and self._ready is not None
+            and self._ready.done()
+            and not self._ready.exception()
+        ):
             return
         self._send("shell", "hello", {})
         self._send("control", "resume", {})
@@ -292,8 +316,10 @@ class ToolBridge:
         """Register afresh if the kernel forgot us while we were away: a server that
         buffers only for a kernel's last connection closed ours, or restarted it."""
         try:
-            reply = await self._reply_to(self.transport.send(
-                "control", "comm_info_request", {"target_name": COMM_TARGET}), timeout=30)
+            reply = await self._reply_to(
+                self.transport.send("control", "comm_info_request", {"target_name": COMM_TARGET}),
+                timeout=30,
+            )
         except asyncio.TimeoutError:
             if not ready.done():
                 ready.set_exception(KernelError("the kernel did not answer after reconnecting"))
@@ -303,8 +329,7 @@ class ToolBridge:
             if not ready.done() and self.kernel_info is not None:
                 ready.set_result(self.kernel_info)
             return
-        log.info("progtc_kernel: the kernel forgot this host while it was away; "
-                 "registering again")
+        log.info("progtc_kernel: the kernel forgot this host while it was away; registering again")
         await self._register_again()
 
     async def _register_again(self) -> None:
@@ -325,8 +350,11 @@ class ToolBridge:
             self._registered = registry.fingerprint
 
     def _register_body(self) -> RegisterBody:
-        return {"tools": self.tools.specs(), "tool_timeout": self.tool_timeout,
-                "max_in_flight": self.max_in_flight}
+        return {
+            "tools": self.tools.specs(),
+            "tool_timeout": self.tool_timeout,
+            "max_in_flight": self.max_in_flight,
+        }
 
     # -- listeners ----------------------------------------------------------------------
 
@@ -364,8 +392,11 @@ class ToolBridge:
             elif msg_type == "comm_close":
                 self._on_comm_close()
             return
-        if (msg_type == "execute_reply" and self._load_msg_id is not None
-                and msg["parent_header"].get("msg_id") == self._load_msg_id):
+        if (
+            msg_type == "execute_reply"
+            and self._load_msg_id is not None
+            and msg["parent_header"].get("msg_id") == self._load_msg_id
+        ):
             self._on_extension_loaded(content)
             return
         for listener in self._message_listeners:
@@ -382,9 +413,12 @@ class ToolBridge:
             self._rate_limited = True
             if self._resender is None or self._resender.done():
                 self._resender = asyncio.ensure_future(self._resend_while_limited(window))
-        elif (self._rate_limited and msg["header"]["msg_type"] == "status"
-              and msg["content"].get("execution_state") == "idle"
-              and msg["parent_header"].get("msg_type") == "execute_request"):
+        elif (
+            self._rate_limited
+            and msg["header"]["msg_type"] == "status"
+            and msg["content"].get("execution_state") == "idle"
+            and msg["parent_header"].get("msg_type") == "execute_request"
+        ):
             self._rate_limited = False  # the server resets its counts when a cell ends
 
     async def _resend_while_limited(self, window: float) -> None:
@@ -398,12 +432,13 @@ class ToolBridge:
     def _on_comm_msg(self, msg: dict[str, Any]) -> None:
         version, kind = unpack_header(msg["content"].get("data") or {})
         if version != PROTOCOL_VERSION and kind != "error":  # every version reads errors
-            self.bad_messages.report("protocol version", f"{kind!r} message of version "
-                                     f"{version}, expected {PROTOCOL_VERSION}")
+            self.bad_messages.report(
+                "protocol version",
+                f"{kind!r} message of version {version}, expected {PROTOCOL_VERSION}",
+            )
             return
         try:
-            self._dispatch(kind, body_bytes(msg.get("buffers")),
-                           msg["parent_header"].get("msg_id"))
+            self._dispatch(kind, body_bytes(msg.get("buffers")), msg["parent_header"].get("msg_id"))
         except (ValueError, pydantic.ValidationError) as exc:
             self.bad_messages.report(f"bad {kind!r} message", exc)
 
@@ -411,8 +446,13 @@ class ToolBridge:
         if kind == "calls":
             calls = _calls.validate_json(body)
             for request in calls["calls"]:
-                self._serve(request["id"], request["tool"], request["arguments"],
-                            calls["reply_channel"], parent_id)
+                self._serve(
+                    request["id"],
+                    request["tool"],
+                    request["arguments"],
+                    calls["reply_channel"],
+                    parent_id,
+                )
         elif kind == "cancelled":
             for call_id in _cancelled.validate_json(body)["ids"]:
                 task = self._tasks.get(call_id)
@@ -435,7 +475,8 @@ class ToolBridge:
         refused = ExtensionNotLoadedError(
             "the kernel refused the progtc_kernel comm: the extension is not loaded there, "
             "and extension='loaded' told this host not to load it. Leave extension at its "
-            "default ('inject'), or start the kernel with --ext=progtc_kernel")
+            "default ('inject'), or start the kernel with --ext=progtc_kernel"
+        )
         if self._load_msg_id is not None:
             # The reply to loading the extension (on shell) says why better, and may come
             # after this (on iopub): let it decide.
@@ -450,12 +491,16 @@ class ToolBridge:
                 self._resolve_ready(self._refused)
             return
         if content.get("ename") == "ModuleNotFoundError":
-            reason = (f"{content.get('evalue')}. Leave extension at its default ('inject') "
-                      "to have this host bring it, or install it there: "
-                      f"{install_hint(python=_KERNEL_PYTHON)}")
+            reason = (
+                f"{content.get('evalue')}. Leave extension at its default ('inject') "
+                "to have this host bring it, or install it there: "
+                f"{install_hint(python=_KERNEL_PYTHON)}"
+            )
         else:
-            reason = (f"the kernel could not load progtc_kernel ({content.get('ename')}: "
-                      f"{content.get('evalue')})")
+            reason = (
+                f"the kernel could not load progtc_kernel ({content.get('ename')}: "
+                f"{content.get('evalue')})"
+            )
         self._resolve_ready(ExtensionNotLoadedError(reason))
 
     def _resolve_ready(self, outcome: ReadyBody | Exception) -> None:
@@ -468,8 +513,14 @@ class ToolBridge:
 
     # -- serving calls ----------------------------------------------------------------
 
-    def _serve(self, call_id: int, name: str, arguments: dict[str, Any], channel: Channel,
-               parent_id: str | None) -> None:
+    def _serve(
+        self,
+        call_id: int,
+        name: str,
+        arguments: dict[str, Any],
+        channel: Channel,
+        parent_id: str | None,
+    ) -> None:
         if call_id in self._tasks:
             return  # sent again after a reconnect: it runs, and will answer
         answered = self._answered.get(call_id)
@@ -479,21 +530,38 @@ class ToolBridge:
         self._emit(parent_id, ToolCallStarted(call_id, name, arguments))
         registry = self.tools
         task = asyncio.get_running_loop().create_task(
-            self._run(registry, call_id, name, arguments, channel, parent_id))
+            self._run(registry, call_id, name, arguments, channel, parent_id)
+        )
         self._tasks[call_id] = task
 
-    async def _run(self, registry: ToolRegistry, call_id: int, name: str,
-                   arguments: dict[str, Any], channel: Channel, parent_id: str | None) -> None:
+    async def _run(
+        self,
+        registry: ToolRegistry,
+        call_id: int,
+        name: str,
+        arguments: dict[str, Any],
+        channel: Channel,
+        parent_id: str | None,
+    ) -> None:
         serving.set(self)
         started = time.perf_counter()
         try:
             outcome = await registry.call(
-                name, arguments, self.threads,
+                name,
+                arguments,
+                self.threads,
                 on_queued=lambda: self._notice("queued", channel, call_id),
-                on_started=lambda: self._notice("started", channel, call_id))
+                on_started=lambda: self._notice("started", channel, call_id),
+            )
         except asyncio.CancelledError:
-            record = ToolCallRecord(id=call_id, name=name, arguments=arguments, ok=False,
-                                    duration=time.perf_counter() - started, error="cancelled")
+            record = ToolCallRecord(
+                id=call_id,
+                name=name,
+                arguments=arguments,
+                ok=False,
+                duration=time.perf_counter() - started,
+                error="cancelled",
+            )
             self._emit(parent_id, ToolCallFinished(record))
             raise
         finally:
@@ -502,15 +570,21 @@ class ToolBridge:
         self._reply(channel, entry)
         self._remember(call_id, entry)
         record = ToolCallRecord(
-            id=call_id, name=name, arguments=arguments, ok=outcome.ok,
-            duration=time.perf_counter() - started, error=outcome.describe_error())
+            id=call_id,
+            name=name,
+            arguments=arguments,
+            ok=outcome.ok,
+            duration=time.perf_counter() - started,
+            error=outcome.describe_error(),
+        )
         self._emit(parent_id, ToolCallFinished(record))
 
     def _remember(self, call_id: int, entry: bytes) -> None:
         self._answered[call_id] = entry
         self._answered_bytes += len(entry)
-        while self._answered and (len(self._answered) > 2 * self.max_in_flight
-                                  or self._answered_bytes > ANSWER_BYTES_KEPT):
+        while self._answered and (
+            len(self._answered) > 2 * self.max_in_flight or self._answered_bytes > ANSWER_BYTES_KEPT
+        ):
             _, dropped = self._answered.popitem(last=False)
             self._answered_bytes -= len(dropped)
 
@@ -550,8 +624,9 @@ class ToolBridge:
 
     def _send(self, channel: Channel, kind: str, body: Any) -> None:
         data, buffers = pack(kind, body, pydantic_core.to_json)
-        self.transport.send(channel, "comm_msg", {"comm_id": self.comm_id, "data": data},
-                            buffers=buffers)
+        self.transport.send(
+            channel, "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
+        )
 
     def _emit(self, parent_id: str | None, event: Event) -> None:
         for listener in self._tool_listeners:
@@ -560,13 +635,18 @@ class ToolBridge:
 
 def _mismatch(error: ErrorBody) -> str:
     """Why a kernel refused this host, and what to do about it."""
-    theirs = (f"progtc-kernel {error['package']} (protocol {error['protocol']})"
-              if "package" in error and "protocol" in error else "another version")
-    return (f"this kernel has the progtc_kernel extension of {theirs} loaded, and this host "
-            f"runs progtc-kernel {__version__} (protocol {PROTOCOL_VERSION}); the kernel "
-            f"says: {error['message']}. Restart the kernel without loading the extension at "
-            "start (the host brings its own when the kernel has none), or install this "
-            f"version in the kernel's environment: {install_hint(python=_KERNEL_PYTHON)}")
+    theirs = (
+        f"progtc-kernel {error['package']} (protocol {error['protocol']})"
+        if "package" in error and "protocol" in error
+        else "another version"
+    )
+    return (
+        f"this kernel has the progtc_kernel extension of {theirs} loaded, and this host "
+        f"runs progtc-kernel {__version__} (protocol {PROTOCOL_VERSION}); the kernel "
+        f"says: {error['message']}. Restart the kernel without loading the extension at "
+        "start (the host brings its own when the kernel has none), or install this "
+        f"version in the kernel's environment: {install_hint(python=_KERNEL_PYTHON)}"
+    )
 
 
 def _transport_for(kernel: Any) -> Transport:
@@ -583,4 +663,5 @@ def _transport_for(kernel: Any) -> Transport:
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, a remote kernel "
-        "(JupyterServer(url, token=...).kernel(kernel_id)), or a Transport")
+        "(JupyterServer(url, token=...).kernel(kernel_id)), or a Transport"
+    )

@@ -46,8 +46,9 @@ class FunctionTool(Tool):
     is_async: bool = False
 
     @classmethod
-    def build(cls, function: Any, *, name: str | None = None,
-              description: str | None = None) -> FunctionTool:
+    def build(
+        cls, function: Any, *, name: str | None = None, description: str | None = None
+    ) -> FunctionTool:
         if not callable(function):
             raise ToolDefinitionError(f"{function!r} is not callable, so it cannot be a tool")
         name = check_name(name or getattr(function, "__name__", None) or type(function).__name__)
@@ -63,9 +64,13 @@ class FunctionTool(Tool):
             description=description if description is not None else inspect.getdoc(function),
             signature=signature,
             arguments_model=_arguments_model(name, signature, hints),
-            result_adapter=(None if returns is inspect.Signature.empty
-                            else _adapter(name, "its return type", hints.get("return", Any),
-                                          "return JSON-friendly values")),
+            result_adapter=(
+                None
+                if returns is inspect.Signature.empty
+                else _adapter(
+                    name, "its return type", hints.get("return", Any), "return JSON-friendly values"
+                )
+            ),
             is_async=inspect.iscoroutinefunction(_code_of(function)),
         )
 
@@ -104,8 +109,13 @@ class FunctionTool(Tool):
             "output_schema": self.output_schema,
         }
 
-    async def _invoke(self, arguments: dict[str, Any], threads: ToolThreads,
-                      on_queued: QueueHook | None, on_started: QueueHook | None) -> Any:
+    async def _invoke(
+        self,
+        arguments: dict[str, Any],
+        threads: ToolThreads,
+        on_queued: QueueHook | None,
+        on_started: QueueHook | None,
+    ) -> Any:
         try:
             validated = self.arguments_model.model_validate(arguments)
         except pydantic.ValidationError as exc:
@@ -113,8 +123,9 @@ class FunctionTool(Tool):
         args, kwargs = self._call_arguments(validated)
         if self.is_async:
             return await self.function(*args, **kwargs)
-        ok, value = await threads.run(self.function, args, kwargs,
-                                      on_queued=on_queued, on_started=on_started)
+        ok, value = await threads.run(
+            self.function, args, kwargs, on_queued=on_queued, on_started=on_started
+        )
         if not ok:
             raise value
         if inspect.isawaitable(value):  # a sync wrapper around an async function
@@ -130,7 +141,8 @@ class FunctionTool(Tool):
                 raise ResultInvalid(
                     f"the tool returned a value that does not match its return type "
                     f"{_annotation_text(self.signature.return_annotation)} ({_describe(exc)}); "
-                    "fix the tool or its return annotation") from None
+                    "fix the tool or its return annotation"
+                ) from None
         return encode_json(value, adapter)
 
     def _call_arguments(self, validated: pydantic.BaseModel) -> tuple[list[Any], dict[str, Any]]:
@@ -169,12 +181,16 @@ def encode_json(value: Any, adapter: pydantic.TypeAdapter[Any] | None = None) ->
 def _unencodable(value: Any, exc: Exception) -> str:
     text = str(exc)
     if "utf-8 sequence" in text:
-        return ("the result holds bytes that are not UTF-8 text; return binary data as "
-                "base64 text (base64.b64encode(data).decode('ascii'), decoded in the kernel "
-                "with base64.b64decode), or annotate the return type as pydantic.Base64Bytes")
+        return (
+            "the result holds bytes that are not UTF-8 text; return binary data as "
+            "base64 text (base64.b64encode(data).decode('ascii'), decoded in the kernel "
+            "with base64.b64decode), or annotate the return type as pydantic.Base64Bytes"
+        )
     if "surrogates not allowed" in text:
-        return ("the result holds a string with a lone surrogate, which JSON cannot carry; "
-                "clean the text (e.g. text.encode('utf-8', 'replace').decode())")
+        return (
+            "the result holds a string with a lone surrogate, which JSON cannot carry; "
+            "clean the text (e.g. text.encode('utf-8', 'replace').decode())"
+        )
     return f"the result cannot be turned into JSON: {text}"
 
 
@@ -221,7 +237,8 @@ def _adapter(tool: str, what: str, annotation: Any, fix: str) -> pydantic.TypeAd
         raise ToolDefinitionError(
             f"tool {tool!r}: {what} {shown} cannot travel as JSON ({reason}); {fix} "
             "(str, int, float, bool, None, lists, dicts, pydantic models, dataclasses, "
-            "TypedDicts, dates...), or leave it unannotated") from None
+            "TypedDicts, dates...), or leave it unannotated"
+        ) from None
     return adapter
 
 
@@ -235,8 +252,12 @@ def _arguments_model(
         annotation: Any = hints.get(p.name, Any)
         if isinstance(annotation, str):
             annotation = Any  # unresolvable text: see _adapter
-        _adapter(name, f"parameter {p.name!r}: its type", annotation,
-                 "annotate it with a JSON-friendly type")
+        _adapter(
+            name,
+            f"parameter {p.name!r}: its type",
+            annotation,
+            "annotate it with a JSON-friendly type",
+        )
         default: Any = ... if p.default is p.empty else p.default
         if p.kind is p.VAR_POSITIONAL:
             annotation, default = list[annotation], []
@@ -252,7 +273,8 @@ def _arguments_model(
     except (pydantic.PydanticUserError, TypeError) as exc:
         raise ToolDefinitionError(
             f"tool {name!r}: pydantic cannot validate its parameters ({exc}); "
-            "annotate them with JSON-friendly types") from None
+            "annotate them with JSON-friendly types"
+        ) from None
 
 
 def _annotation_text(annotation: Any) -> str:

@@ -43,20 +43,25 @@ def kernel_side_files() -> dict[str, bytes]:
 def load_cell(inject: bool) -> str:
     """The silent cell that loads the extension (built once per process)."""
     files = kernel_side_files()
-    arguments = (f"version={__version__!r}, digest={bootstrap.fingerprint(files)!r}, "
-                 f"packed={bootstrap.pack_sources(files)!r}, inject={inject!r}")
+    arguments = (
+        f"version={__version__!r}, digest={bootstrap.fingerprint(files)!r}, "
+        f"packed={bootstrap.pack_sources(files)!r}, inject={inject!r}"
+    )
     source = Path(bootstrap.__file__).read_text()
     # Run in a namespace of its own: the user's namespace gains and loses nothing.
-    return (f"exec(compile({source!r}, '<progtc_kernel bootstrap>', 'exec'), "
-            f"_progtc_kernel_ns := {{'__name__': 'progtc_kernel_bootstrap'}})\n"
-            f"try:\n"
-            f"    _progtc_kernel_ns['load'](get_ipython(), {arguments})\n"
-            f"finally:\n"
-            f"    del _progtc_kernel_ns\n")
+    return (
+        f"exec(compile({source!r}, '<progtc_kernel bootstrap>', 'exec'), "
+        f"_progtc_kernel_ns := {{'__name__': 'progtc_kernel_bootstrap'}})\n"
+        f"try:\n"
+        f"    _progtc_kernel_ns['load'](get_ipython(), {arguments})\n"
+        f"finally:\n"
+        f"    del _progtc_kernel_ns\n"
+    )
 
 
 def check_policy(extension: str) -> ExtensionPolicy:
     if extension not in EXTENSION_POLICIES:
-        raise ValueError(f"extension={extension!r}: use one of "
-                         + ", ".join(repr(p) for p in EXTENSION_POLICIES))
+        raise ValueError(
+            f"extension={extension!r}: use one of " + ", ".join(repr(p) for p in EXTENSION_POLICIES)
+        )
     return extension

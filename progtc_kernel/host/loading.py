@@ -38,12 +38,14 @@ def load_tools(sources: Sequence[str]) -> ToolRegistry:
         if not registry:
             raise ToolDefinitionError(
                 f"{source} defines no tools: define public functions in it, or list the "
-                "tools to serve in TOOLS = [...] (or __all__)")
+                "tools to serve in TOOLS = [...] (or __all__)"
+            )
         for name, tool in registry.items():
             if name in tools:
                 raise ToolDefinitionError(
                     f"two tools are named {name!r} (in {origin[name]} and {source}); rename "
-                    "one, or choose the tools each file serves with TOOLS = [...]")
+                    "one, or choose the tools each file serves with TOOLS = [...]"
+                )
             tools[name] = tool
             origin[name] = source
     return ToolRegistry(tools)
@@ -57,15 +59,23 @@ def tools_of(module: ModuleType, source: str | None = None) -> Any:
         if not isinstance(declared, (Mapping, list, tuple)):
             raise ToolDefinitionError(
                 f"{source or module.__name__}: TOOLS must be a list of functions or a dict "
-                f"of name to function, not {type(declared).__name__}")
+                f"of name to function, not {type(declared).__name__}"
+            )
         return declared
     names = getattr(module, "__all__", None)
     if names is not None:
-        return [value for value in (getattr(module, name, None) for name in names)
-                if callable(value) and not isinstance(value, type)]
-    return [value for name, value in vars(module).items()
-            if not name.startswith("_") and inspect.isfunction(value)
-            and value.__module__ == module.__name__]
+        return [
+            value
+            for value in (getattr(module, name, None) for name in names)
+            if callable(value) and not isinstance(value, type)
+        ]
+    return [
+        value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and inspect.isfunction(value)
+        and value.__module__ == module.__name__
+    ]
 
 
 def import_tools(source: str) -> ModuleType:
@@ -73,11 +83,12 @@ def import_tools(source: str) -> ModuleType:
     path = Path(source)
     if source.endswith(".py") or "/" in source or os.sep in source or path.is_file():
         if path.is_dir():
-            raise ToolDefinitionError(
-                f"{source} is a directory; give a .py file or a module name")
+            raise ToolDefinitionError(f"{source} is a directory; give a .py file or a module name")
         if not path.is_file():
-            raise ToolDefinitionError(f"tools file not found: {source} (give the path of a "
-                                      ".py file, or the name of an importable module)")
+            raise ToolDefinitionError(
+                f"tools file not found: {source} (give the path of a "
+                ".py file, or the name of an importable module)"
+            )
         return _import_file(path.resolve(), source)
     return _import_module(source)
 
@@ -101,8 +112,7 @@ def _import_file(path: Path, source: str) -> ModuleType:
         del sys.modules[name]
         if not isinstance(exc, Exception):
             raise
-        raise ToolDefinitionError(
-            f"importing {source} failed:\n{_format_exception(exc)}") from None
+        raise ToolDefinitionError(f"importing {source} failed:\n{_format_exception(exc)}") from None
     return module
 
 
@@ -117,12 +127,11 @@ def _import_module(name: str) -> ModuleType:
             raise ToolDefinitionError(
                 f"no module named {name!r}: give a .py file path (e.g. --tools "
                 f"{name.replace('.', '/')}.py) or the name of a module importable from "
-                "here") from None
-        raise ToolDefinitionError(
-            f"importing {name} failed:\n{_format_exception(exc)}") from None
+                "here"
+            ) from None
+        raise ToolDefinitionError(f"importing {name} failed:\n{_format_exception(exc)}") from None
     except Exception as exc:
-        raise ToolDefinitionError(
-            f"importing {name} failed:\n{_format_exception(exc)}") from None
+        raise ToolDefinitionError(f"importing {name} failed:\n{_format_exception(exc)}") from None
     finally:
         if added:
             with contextlib.suppress(ValueError):
@@ -130,7 +139,10 @@ def _import_module(name: str) -> ModuleType:
 
 
 def _format_exception(exc: BaseException) -> str:
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
-              if frame.filename != __file__ and not frame.filename.startswith("<frozen")]
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename != __file__ and not frame.filename.startswith("<frozen")
+    ]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
     return ("Traceback (most recent call last):\n" if frames else "") + "".join(lines).rstrip()

@@ -61,8 +61,9 @@ def is_python_name(name: str) -> bool:
     return name.isidentifier() and not keyword.iskeyword(name)
 
 
-def foreign_tools(tools: Iterable[ForeignTool], *,
-                  taken: Mapping[str, str] | Iterable[str] = ()) -> list[Tool]:
+def foreign_tools(
+    tools: Iterable[ForeignTool], *, taken: Mapping[str, str] | Iterable[str] = ()
+) -> list[Tool]:
     """``tools`` as host tools with Python names (see the module's docstring).
     ``taken``: names already offered (a mapping to who offers them, for messages)."""
     listed = list(tools)
@@ -72,14 +73,21 @@ def foreign_tools(tools: Iterable[ForeignTool], *,
             if tool.name in owners:
                 raise ToolDefinitionError(
                     f"two tools are named {tool.name!r}: one in {owners[tool.name]}, one in "
-                    f"{tool.source}; give one of them another name or leave one out")
+                    f"{tool.source}; give one of them another name or leave one out"
+                )
             owners[tool.name] = tool.source
     built = []
     for tool in listed:
         name = tool.name if is_python_name(tool.name) else _free_name(tool, owners)
-        built.append(Tool.from_schema(name, tool.input_schema, tool.function,
-                                      description=_described(tool, name, owners),
-                                      output_schema=tool.output_schema))
+        built.append(
+            Tool.from_schema(
+                name,
+                tool.input_schema,
+                tool.function,
+                description=_described(tool, name, owners),
+                output_schema=tool.output_schema,
+            )
+        )
     return built
 
 
@@ -91,8 +99,14 @@ def _free_name(tool: ForeignTool, owners: dict[str, str]) -> str:
         name = f"{base}_{number}"
     if name != base and (tool.name, tool.source, name) not in _LOGGED:
         _LOGGED.add((tool.name, tool.source, name))
-        log.warning("the tool %r of %s is named %r: %r is taken by %s", tool.name,
-                    tool.source, name, base, owners[base])
+        log.warning(
+            "the tool %r of %s is named %r: %r is taken by %s",
+            tool.name,
+            tool.source,
+            name,
+            base,
+            owners[base],
+        )
     owners[name] = tool.source
     return name
 

@@ -22,17 +22,29 @@ from .function_tool import encode_json
 from .threads import ToolThreads
 from .tools import ArgumentsInvalid, QueueHook, ResultInvalid, Tool, check_name
 
-_SIMPLE = {"string": "str", "integer": "int", "number": "float", "boolean": "bool",
-           "null": "None", "array": "list", "object": "dict"}
+_SIMPLE = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "null": "None",
+    "array": "list",
+    "object": "dict",
+}
 
 
 class SchemaTool(Tool):
     """A JSON-schema-described callable as a tool; see ``Tool.from_schema``."""
 
-    def __init__(self, name: str, input_schema: Mapping[str, Any],
-                 function: Callable[[dict[str, Any]], Awaitable[Any] | Any], *,
-                 description: str | None = None,
-                 output_schema: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        input_schema: Mapping[str, Any],
+        function: Callable[[dict[str, Any]], Awaitable[Any] | Any],
+        *,
+        description: str | None = None,
+        output_schema: Mapping[str, Any] | None = None,
+    ) -> None:
         if not callable(function):
             raise ToolDefinitionError(f"tool {name!r}: {function!r} is not callable")
         self.name = check_name(name)
@@ -42,21 +54,28 @@ class SchemaTool(Tool):
         self._output_schema = None if output_schema is None else copy.deepcopy(dict(output_schema))
         if self._input_schema.get("type", "object") != "object":
             raise ToolDefinitionError(
-                f"tool {name!r}: its input schema must describe an object (\"type\": "
-                f"\"object\"), not {self._input_schema.get('type')!r}")
+                f'tool {name!r}: its input schema must describe an object ("type": '
+                f'"object"), not {self._input_schema.get("type")!r}'
+            )
         self._check_arguments = _validator(name, "input", self._input_schema)
-        self._check_result = (None if self._output_schema is None
-                              else _validator(name, "output", self._output_schema))
+        self._check_result = (
+            None if self._output_schema is None else _validator(name, "output", self._output_schema)
+        )
         self.is_async = inspect.iscoroutinefunction(function) or (
-            not inspect.isroutine(function)
-            and inspect.iscoroutinefunction(type(function).__call__))
+            not inspect.isroutine(function) and inspect.iscoroutinefunction(type(function).__call__)
+        )
 
     def __repr__(self) -> str:
         return f"SchemaTool(name={self.name!r})"
 
     def renamed(self, name: str) -> SchemaTool:
-        return SchemaTool(name, self._input_schema, self.function, description=self.description,
-                          output_schema=self._output_schema)
+        return SchemaTool(
+            name,
+            self._input_schema,
+            self.function,
+            description=self.description,
+            output_schema=self._output_schema,
+        )
 
     @property
     def input_schema(self) -> dict[str, Any]:
@@ -70,21 +89,35 @@ class SchemaTool(Tool):
     def _parameters(self) -> list[ParameterSpec]:
         properties: dict[str, Any] = self._input_schema.get("properties") or {}
         required = set(self._input_schema.get("required") or ())
-        named = {n: s for n, s in properties.items()
-                 if n.isidentifier() and not keyword.iskeyword(n)}
+        named = {
+            n: s for n, s in properties.items() if n.isidentifier() and not keyword.iskeyword(n)
+        }
         parameters: list[ParameterSpec] = []
         for wanted in (True, False):  # Python wants parameters without defaults first
             for name, schema in named.items():
                 if (name in required) != wanted:
                     continue
-                default = None if wanted else (repr(schema["default"]) if "default" in schema
-                                               else "...")
-                parameters.append({"name": name, "kind": "positional_or_keyword",
-                                   "annotation": annotation_of(schema), "default_repr": default})
+                default = (
+                    None if wanted else (repr(schema["default"]) if "default" in schema else "...")
+                )
+                parameters.append(
+                    {
+                        "name": name,
+                        "kind": "positional_or_keyword",
+                        "annotation": annotation_of(schema),
+                        "default_repr": default,
+                    }
+                )
         if len(named) < len(properties) or self._input_schema.get("additionalProperties"):
             # Names Python cannot spell (``from``, ``user-id``) go through **arguments.
-            parameters.append({"name": "arguments", "kind": "var_keyword", "annotation": None,
-                               "default_repr": None})
+            parameters.append(
+                {
+                    "name": "arguments",
+                    "kind": "var_keyword",
+                    "annotation": None,
+                    "default_repr": None,
+                }
+            )
         return parameters
 
     def spec(self) -> ToolSpec:
@@ -97,15 +130,21 @@ class SchemaTool(Tool):
             "output_schema": self._output_schema,
         }
 
-    async def _invoke(self, arguments: dict[str, Any], threads: ToolThreads,
-                      on_queued: QueueHook | None, on_started: QueueHook | None) -> Any:
+    async def _invoke(
+        self,
+        arguments: dict[str, Any],
+        threads: ToolThreads,
+        on_queued: QueueHook | None,
+        on_started: QueueHook | None,
+    ) -> Any:
         problems = _problems(self._check_arguments, arguments)
         if problems:
             raise ArgumentsInvalid(problems)
         if self.is_async:
             return await self.function(arguments)
-        ok, value = await threads.run(self.function, [arguments], {},
-                                      on_queued=on_queued, on_started=on_started)
+        ok, value = await threads.run(
+            self.function, [arguments], {}, on_queued=on_queued, on_started=on_started
+        )
         if not ok:
             raise value
         return await value if inspect.isawaitable(value) else value
@@ -117,8 +156,10 @@ class SchemaTool(Tool):
 
             problems = _problems(self._check_result, json.loads(encoded))
             if problems:
-                raise ResultInvalid(f"the tool returned a value that does not match its "
-                                    f"output schema ({problems}); fix the tool or its schema")
+                raise ResultInvalid(
+                    f"the tool returned a value that does not match its "
+                    f"output schema ({problems}); fix the tool or its schema"
+                )
         return encoded
 
 
@@ -130,8 +171,8 @@ def _validator(tool: str, which: str, schema: dict[str, Any]) -> Any:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ToolDefinitionError(
-            f"tool {tool!r}: its {which} schema is not a valid JSON schema "
-            f"({exc.message})") from None
+            f"tool {tool!r}: its {which} schema is not a valid JSON schema ({exc.message})"
+        ) from None
     return cls(schema)
 
 
@@ -139,7 +180,8 @@ def _problems(validator: Any, instance: Any) -> str:
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     return "; ".join(
         f"{'.'.join(str(p) for p in error.absolute_path) or 'arguments'}: {error.message}"
-        for error in errors)
+        for error in errors
+    )
 
 
 def annotation_of(schema: Any) -> str:

@@ -25,8 +25,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _blocking(method: Callable[Concatenate[ToolKernel, P], Coroutine[Any, Any, T]], *,
-              runs_code: bool = False) -> Callable[Concatenate[SyncToolKernel, P], T]:
+def _blocking(
+    method: Callable[Concatenate[ToolKernel, P], Coroutine[Any, Any, T]], *, runs_code: bool = False
+) -> Callable[Concatenate[SyncToolKernel, P], T]:
     """``ToolKernel.method`` without ``await``. ``runs_code``: refuse, before waiting,
     to be called by a tool of this kernel (that would wait forever for the cell that
     waits for the tool)."""
@@ -40,8 +41,9 @@ def _blocking(method: Callable[Concatenate[ToolKernel, P], Coroutine[Any, Any, T
     return blocking
 
 
-def _iterating(method: Callable[Concatenate[ToolKernel, P], AsyncGenerator[T, None]]
-               ) -> Callable[Concatenate[SyncToolKernel, P], Iterator[T]]:
+def _iterating(
+    method: Callable[Concatenate[ToolKernel, P], AsyncGenerator[T, None]],
+) -> Callable[Concatenate[SyncToolKernel, P], Iterator[T]]:
     """``ToolKernel.method``, an async iterator, as a plain one (it runs code)."""
 
     @functools.wraps(method)
@@ -73,7 +75,8 @@ class SyncToolKernel:
     def __init__(self, tools: ToolsLike = None, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="progtc-kernel-loop", daemon=True)
+            target=self._loop.run_forever, name="progtc-kernel-loop", daemon=True
+        )
         self._thread.start()
         try:
             self.kernel = self._call(_create(tools, options))
@@ -87,7 +90,8 @@ class SyncToolKernel:
             raise RuntimeError(
                 "a SyncToolKernel method was called from its own event loop (an async "
                 "tool?), where it would wait forever for itself: await the method of "
-                "kernel.kernel, the ToolKernel, instead")
+                "kernel.kernel, the ToolKernel, instead"
+            )
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _iterate(self, events: AsyncGenerator[T, None]) -> Iterator[T]:

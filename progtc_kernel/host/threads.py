@@ -42,9 +42,15 @@ class ToolThreads:
             slots = self._slots[loop] = asyncio.Semaphore(self.size)
         return slots
 
-    async def run(self, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
-                  *, on_queued: Callable[[], None] | None = None,
-                  on_started: Callable[[], None] | None = None) -> Outcome:
+    async def run(
+        self,
+        function: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        on_queued: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Outcome:
         """Run ``function`` on a thread of its own once a slot is free.
 
         Never raises what the function raised (not even SystemExit): it comes back as
@@ -69,8 +75,11 @@ class ToolThreads:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(_deliver, future, outcome)
 
-            threading.Thread(target=work, daemon=True,
-                             name=f"progtc-tool-{getattr(function, '__name__', 'tool')}").start()
+            threading.Thread(
+                target=work,
+                daemon=True,
+                name=f"progtc-tool-{getattr(function, '__name__', 'tool')}",
+            ).start()
             return await future
 
 

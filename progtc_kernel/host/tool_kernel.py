@@ -108,8 +108,14 @@ class ToolKernel:
         self.startup_timeout = startup_timeout
         self.extension = extension
         self.lifecycle: KernelLifecycle = _lifecycle(
-            kernel if kernel is not None else kernel_manager, server=server,
-            kernel_id=kernel_id, python=python, kernel_name=kernel_name, cwd=cwd, env=env)
+            kernel if kernel is not None else kernel_manager,
+            server=server,
+            kernel_id=kernel_id,
+            python=python,
+            kernel_name=kernel_name,
+            cwd=cwd,
+            env=env,
+        )
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
@@ -148,14 +154,19 @@ class ToolKernel:
             # A client of our own session: km.client() would share the manager's
             # session id, hence the ZMQ identity, with any other client made that way.
             bridge = ToolBridge(
-                self.lifecycle.connect(), self.tools, tool_timeout=self.tool_timeout,
-                max_in_flight=self.max_in_flight, tool_threads=self.tool_threads,
-                extension=self.extension)
+                self.lifecycle.connect(),
+                self.tools,
+                tool_timeout=self.tool_timeout,
+                max_in_flight=self.max_in_flight,
+                tool_threads=self.tool_threads,
+                extension=self.extension,
+            )
             bridge.add_message_listener(self._on_message)
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge
-            await self._while_alive(bridge.start(timeout=self.startup_timeout,
-                                                 fresh=self.lifecycle.owned))
+            await self._while_alive(
+                bridge.start(timeout=self.startup_timeout, fresh=self.lifecycle.owned)
+            )
         except BaseException:
             await self.close()
             raise
@@ -210,13 +221,11 @@ class ToolKernel:
         if survived:
             await self._while_alive(self.bridge.wait_ready(self.startup_timeout))
         else:
-            await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout,
-                                                       fresh=True))
+            await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
 
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""
-        result = await self.execute("get_ipython().reset(new_session=False)",
-                                    silent=True)
+        result = await self.execute("get_ipython().reset(new_session=False)", silent=True)
         result.raise_for_error()
 
     async def interrupt(self) -> None:
@@ -228,8 +237,10 @@ class ToolKernel:
         Each runs when first imported (it may ``from tools import ...``); a later call
         replaces them. Raises ``ValueError`` for a name that is not an identifier, is
         ``tools``, or shadows a module the kernel has."""
-        source = ("__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
-                  f".install({dict(modules)!r})")
+        source = (
+            "__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
+            f".install({dict(modules)!r})"
+        )
         result = await self.execute(source, silent=True, timeout=None)
         if result.error is not None:
             if result.error.ename == "ValueError":
@@ -239,7 +250,11 @@ class ToolKernel:
     # -- running code -----------------------------------------------------------------
 
     async def execute(
-        self, code: str, *, tools: ToolsLike = None, timeout: float | EllipsisType | None = ...,
+        self,
+        code: str,
+        *,
+        tools: ToolsLike = None,
+        timeout: float | EllipsisType | None = ...,
         silent: bool = False,
     ) -> ExecutionResult:
         """Run code; returns its output, error and tool calls. Never raises for the
@@ -252,7 +267,11 @@ class ToolKernel:
         return result
 
     async def stream(
-        self, code: str, *, tools: ToolsLike = None, timeout: float | EllipsisType | None = ...,
+        self,
+        code: str,
+        *,
+        tools: ToolsLike = None,
+        timeout: float | EllipsisType | None = ...,
         silent: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Run code, yielding output and tool-call events live; the last one is
@@ -270,13 +289,23 @@ class ToolKernel:
                 if not self.lifecycle.owned:
                     raise KernelDiedError(
                         "the kernel given to ToolKernel died; restart it where it runs "
-                        "(or call restart() if ToolKernel holds its manager)")
+                        "(or call restart() if ToolKernel holds its manager)"
+                    )
                 await self._restart()
             bridge = self.bridge
             bridge.use_tools(self.tools if tools is None else tools)
-            msg_id = bridge.transport.send("shell", "execute_request", {
-                "code": code, "silent": silent, "store_history": not silent,
-                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+            msg_id = bridge.transport.send(
+                "shell",
+                "execute_request",
+                {
+                    "code": code,
+                    "silent": silent,
+                    "store_history": not silent,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            )
             run = self._runs[msg_id] = _Run()
             limit = self.timeout if timeout is ... else timeout
             finisher = asyncio.create_task(self._finish(run, limit))
@@ -344,7 +373,8 @@ class ToolKernel:
                 "a tool tried to run code on the kernel that is calling it; that kernel is "
                 "busy running the code waiting for this tool, so both would wait forever. "
                 "Run that code in a second ToolKernel, or return data for the calling "
-                "code to use")
+                "code to use"
+            )
 
     def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
         run = self._runs.get(msg["parent_header"].get("msg_id", ""))
@@ -359,25 +389,38 @@ class ToolKernel:
             run.on_tool_event(event)
 
 
-def _lifecycle(given: Any, *, server: JupyterServer | None, kernel_id: str | None,
-               python: str | None, kernel_name: str | None, cwd: str | None,
-               env: dict[str, str] | None) -> KernelLifecycle:
+def _lifecycle(
+    given: Any,
+    *,
+    server: JupyterServer | None,
+    kernel_id: str | None,
+    python: str | None,
+    kernel_name: str | None,
+    cwd: str | None,
+    env: dict[str, str] | None,
+) -> KernelLifecycle:
     """The lifecycle of the kernel ToolKernel's arguments describe."""
     if server is not None:
         if given is not None or python is not None or cwd is not None:
-            raise TypeError("server= runs the kernel on that server; kernel=, python= and "
-                            "cwd= cannot apply to it")
+            raise TypeError(
+                "server= runs the kernel on that server; kernel=, python= and "
+                "cwd= cannot apply to it"
+            )
         if kernel_id is not None:
             return server.kernel(kernel_id)
         return server.new_kernel(kernel_name, env=env)
     if kernel_id is not None:
-        raise TypeError("kernel_id= names a kernel on a Jupyter Server: pass "
-                        "server=JupyterServer(url, token=...) too")
+        raise TypeError(
+            "kernel_id= names a kernel on a Jupyter Server: pass "
+            "server=JupyterServer(url, token=...) too"
+        )
     if given is None:
         return LocalKernel(python=python, kernel_name=kernel_name, cwd=cwd, env=env)
     if any(option is not None for option in (python, kernel_name, cwd, env)):
-        raise TypeError("python=, kernel_name=, cwd= and env= describe a kernel for "
-                        "ToolKernel to start; they cannot apply to the kernel given")
+        raise TypeError(
+            "python=, kernel_name=, cwd= and env= describe a kernel for "
+            "ToolKernel to start; they cannot apply to the kernel given"
+        )
     return given if isinstance(given, KernelLifecycle) else lifecycle_for(given)
 
 
@@ -409,9 +452,12 @@ class _Run:
             (self.stderr if stderr else self.stdout).append(content["text"])
             self.events.put_nowait(StreamOutput("stderr" if stderr else "stdout", content["text"]))
         elif msg_type in ("display_data", "execute_result"):
-            output = Output(kind=msg_type, data=content.get("data", {}),
-                            metadata=content.get("metadata", {}),
-                            display_id=content.get("transient", {}).get("display_id"))
+            output = Output(
+                kind=msg_type,
+                data=content.get("data", {}),
+                metadata=content.get("metadata", {}),
+                display_id=content.get("transient", {}).get("display_id"),
+            )
             self.outputs.append(output)
             self.events.put_nowait(DisplayOutput(output))
         elif msg_type == "update_display_data":
@@ -434,8 +480,12 @@ class _Run:
         display_id = content.get("transient", {}).get("display_id")
         for index, output in enumerate(self.outputs):
             if display_id and output.display_id == display_id:
-                self.outputs[index] = output.model_copy(update={
-                    "data": content.get("data", {}), "metadata": content.get("metadata", {})})
+                self.outputs[index] = output.model_copy(
+                    update={
+                        "data": content.get("data", {}),
+                        "metadata": content.get("metadata", {}),
+                    }
+                )
 
     def on_tool_event(self, event: Event) -> None:
         if isinstance(event, ToolCallFinished):
@@ -446,22 +496,37 @@ class _Run:
     def finish(self, outcome: str) -> None:
         error = self.error
         if outcome in ("died", "stuck"):
-            what = ("the kernel died while running this code" if outcome == "died" else
-                    "the kernel did not stop after an interrupt and will be restarted")
-            error = RunError(kind="kernel_died" if outcome == "died" else "timeout",
-                             ename="KernelDiedError" if outcome == "died" else "TimeoutError",
-                             evalue=what, traceback="")
+            what = (
+                "the kernel died while running this code"
+                if outcome == "died"
+                else "the kernel did not stop after an interrupt and will be restarted"
+            )
+            error = RunError(
+                kind="kernel_died" if outcome == "died" else "timeout",
+                ename="KernelDiedError" if outcome == "died" else "TimeoutError",
+                evalue=what,
+                traceback="",
+            )
         elif self.timed_out:
-            error = RunError(kind="timeout", ename="TimeoutError",
-                             evalue="the execution exceeded its timeout and was interrupted",
-                             traceback=error.traceback if error else "")
+            error = RunError(
+                kind="timeout",
+                ename="TimeoutError",
+                evalue="the execution exceeded its timeout and was interrupted",
+                traceback=error.traceback if error else "",
+            )
         elif error is not None and self.interrupted_by_host and error.ename in _INTERRUPTS:
             error = error.model_copy(update={"kind": "cancelled"})
         result = ExecutionResult(
-            ok=error is None, stdout="".join(self.stdout), stderr="".join(self.stderr),
-            outputs=list(self.outputs), error=error, tool_calls=list(self.tool_calls),
-            duration=time.perf_counter() - self.started, execution_count=self.execution_count,
-            output_dropped=self.output_dropped)
+            ok=error is None,
+            stdout="".join(self.stdout),
+            stderr="".join(self.stderr),
+            outputs=list(self.outputs),
+            error=error,
+            tool_calls=list(self.tool_calls),
+            duration=time.perf_counter() - self.started,
+            execution_count=self.execution_count,
+            output_dropped=self.output_dropped,
+        )
         self.events.put_nowait(ExecutionFinished(result))
 
 
@@ -474,13 +539,16 @@ def _run_error(content: dict[str, Any]) -> RunError:
         kind = "cancelled"
     else:
         kind = "runtime"
-    return RunError(kind=kind, ename=ename, evalue=str(content.get("evalue", "")),
-                    traceback=clean_traceback(content.get("traceback", [])))
+    return RunError(
+        kind=kind,
+        ename=ename,
+        evalue=str(content.get("evalue", "")),
+        traceback=clean_traceback(content.get("traceback", [])),
+    )
 
 
 def clean_traceback(frames: list[str]) -> str:
     """IPython's traceback as plain text, without this package's own frames."""
     kept = [_ANSI.sub("", frame) for frame in frames]
-    kept = [frame for frame in kept
-            if _PACKAGE_DIR not in frame and _INJECTED_FILES not in frame]
+    kept = [frame for frame in kept if _PACKAGE_DIR not in frame and _INJECTED_FILES not in frame]
     return "\n".join(kept).strip("\n")

@@ -71,8 +71,9 @@ class Tool(ABC):
     description: str | None
 
     @staticmethod
-    def from_function(function: Any, *, name: str | None = None,
-                      description: str | None = None) -> Tool:
+    def from_function(
+        function: Any, *, name: str | None = None, description: str | None = None
+    ) -> Tool:
         """A tool from a Python callable (sync or async): its signature and type hints
         describe it to the kernel and validate its arguments and result."""
         from .function_tool import FunctionTool
@@ -82,17 +83,22 @@ class Tool(ABC):
         return FunctionTool.build(function, name=name, description=description)
 
     @staticmethod
-    def from_schema(name: str, input_schema: Mapping[str, Any],
-                    function: Callable[[dict[str, Any]], Awaitable[Any] | Any], *,
-                    description: str | None = None,
-                    output_schema: Mapping[str, Any] | None = None) -> Tool:
+    def from_schema(
+        name: str,
+        input_schema: Mapping[str, Any],
+        function: Callable[[dict[str, Any]], Awaitable[Any] | Any],
+        *,
+        description: str | None = None,
+        output_schema: Mapping[str, Any] | None = None,
+    ) -> Tool:
         """A tool from a JSON schema of its arguments and a callable that takes them
         as one dict (sync or async). The kernel sees a signature built from the schema;
         arguments (and results, given ``output_schema``) are checked against it."""
         from .schema_tool import SchemaTool
 
-        return SchemaTool(name, input_schema, function, description=description,
-                          output_schema=output_schema)
+        return SchemaTool(
+            name, input_schema, function, description=description, output_schema=output_schema
+        )
 
     @property
     @abstractmethod
@@ -113,8 +119,13 @@ class Tool(ABC):
         """The same tool under another name."""
 
     @abstractmethod
-    async def _invoke(self, arguments: dict[str, Any], threads: ToolThreads,
-                      on_queued: QueueHook | None, on_started: QueueHook | None) -> Any:
+    async def _invoke(
+        self,
+        arguments: dict[str, Any],
+        threads: ToolThreads,
+        on_queued: QueueHook | None,
+        on_started: QueueHook | None,
+    ) -> Any:
         """Check the arguments (raise ArgumentsInvalid) and run the tool."""
 
     @abstractmethod
@@ -126,14 +137,20 @@ class Tool(ABC):
         text = json.dumps(self.spec(), sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()
 
-    async def call(self, arguments: dict[str, Any], threads: ToolThreads | None = None, *,
-                   on_queued: QueueHook | None = None,
-                   on_started: QueueHook | None = None) -> Outcome:
+    async def call(
+        self,
+        arguments: dict[str, Any],
+        threads: ToolThreads | None = None,
+        *,
+        on_queued: QueueHook | None = None,
+        on_started: QueueHook | None = None,
+    ) -> Outcome:
         """Validate, run, check and encode: an outcome that never raises, except the
         host's own cancellation of this call."""
         try:
-            value = await self._invoke(arguments, threads or _default_threads(),
-                                       on_queued, on_started)
+            value = await self._invoke(
+                arguments, threads or _default_threads(), on_queued, on_started
+            )
         except ArgumentsInvalid as exc:
             return failure("arguments", "ValidationError", str(exc))
         except asyncio.CancelledError as exc:
@@ -167,12 +184,14 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ToolDefinitionError(
             f"{name!r} is not a valid Python name for a tool; pass tools as a mapping "
-            "to name it, e.g. tools={'lookup': my_callable}")
+            "to name it, e.g. tools={'lookup': my_callable}"
+        )
     reason = reserved_name_reason(name)
     if reason is not None:
         raise ToolDefinitionError(
             f"{name!r} cannot name a tool: in the kernel's tools module {reason}; pass "
-            "tools as a mapping to name it otherwise, e.g. tools={'lookup': my_callable}")
+            "tools as a mapping to name it otherwise, e.g. tools={'lookup': my_callable}"
+        )
     return name
 
 
@@ -200,7 +219,8 @@ class ToolRegistry(Mapping[str, Tool]):
                 tool = _tool_for(item)
                 if tool.name in self._tools:
                     raise ToolDefinitionError(
-                        f"two tools are named {tool.name!r}; pass a mapping to name them apart")
+                        f"two tools are named {tool.name!r}; pass a mapping to name them apart"
+                    )
                 self._tools[tool.name] = tool
 
     @classmethod
@@ -229,15 +249,27 @@ class ToolRegistry(Mapping[str, Tool]):
         text = ",".join(f"{name}:{tool.fingerprint}" for name, tool in self._tools.items())
         return hashlib.sha1(text.encode()).hexdigest()
 
-    async def call(self, name: str, arguments: dict[str, Any],
-                   threads: ToolThreads | None = None, *, on_queued: QueueHook | None = None,
-                   on_started: QueueHook | None = None) -> Outcome:
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        threads: ToolThreads | None = None,
+        *,
+        on_queued: QueueHook | None = None,
+        on_started: QueueHook | None = None,
+    ) -> Outcome:
         tool = self._tools.get(name)
         if tool is None:
-            available = (", ".join(sorted(self._tools)) or "none: the host serves no tools; "
-                         "give it some: tools=[...] in Python or --tools on the command line")
-            return failure("unknown_tool", "LookupError",
-                           f"no tool named {name!r}; available tools: {available}")
+            available = (
+                ", ".join(sorted(self._tools))
+                or "none: the host serves no tools; "
+                "give it some: tools=[...] in Python or --tools on the command line"
+            )
+            return failure(
+                "unknown_tool",
+                "LookupError",
+                f"no tool named {name!r}; available tools: {available}",
+            )
         return await tool.call(arguments, threads, on_queued=on_queued, on_started=on_started)
 
 

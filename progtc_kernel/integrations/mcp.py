@@ -55,13 +55,22 @@ from ..toolset.environment import ENVIRONMENT_SCHEMA
 from ..toolset.toolset import MAX_RESULT_CHARS, error_text
 
 # The contract's schemas (../shared/seeds/programmatic-toolset.txt).
-SCRIPT_INPUT = {"type": "object", "properties": {"script": {"type": "string"}},
-                "required": ["script"]}
-SCRIPT_OUTPUT = {"type": "object", "properties": {"returnValue": {
-    "type": "string", "description": "Value of the result."}}, "required": ["returnValue"]}
+SCRIPT_INPUT = {
+    "type": "object",
+    "properties": {"script": {"type": "string"}},
+    "required": ["script"],
+}
+SCRIPT_OUTPUT = {
+    "type": "object",
+    "properties": {"returnValue": {"type": "string", "description": "Value of the result."}},
+    "required": ["returnValue"],
+}
 ENVIRONMENT_INPUT = {"type": "object"}
-ENVIRONMENT_OUTPUT = {"type": "object", "properties": {"returnValue": ENVIRONMENT_SCHEMA},
-                      "required": ["returnValue"]}
+ENVIRONMENT_OUTPUT = {
+    "type": "object",
+    "properties": {"returnValue": ENVIRONMENT_SCHEMA},
+    "required": ["returnValue"],
+}
 
 EXECUTE_DESCRIPTION = """\
 Execute a Python script against the toolset APIs.
@@ -83,37 +92,53 @@ typed stub (with its output schema) for every tool a script can call."""
 def make_server(toolset: ProgrammaticToolset) -> Server:
     """The MCP server offering ``toolset``'s two tools."""
     tools = [
-        MCPTool(name="get_execution_environment", description=ENVIRONMENT_DESCRIPTION,
-                input_schema=ENVIRONMENT_INPUT, output_schema=ENVIRONMENT_OUTPUT),
-        MCPTool(name="execute_tool_script", description=EXECUTE_DESCRIPTION,
-                input_schema=SCRIPT_INPUT, output_schema=SCRIPT_OUTPUT),
+        MCPTool(
+            name="get_execution_environment",
+            description=ENVIRONMENT_DESCRIPTION,
+            input_schema=ENVIRONMENT_INPUT,
+            output_schema=ENVIRONMENT_OUTPUT,
+        ),
+        MCPTool(
+            name="execute_tool_script",
+            description=EXECUTE_DESCRIPTION,
+            input_schema=SCRIPT_INPUT,
+            output_schema=SCRIPT_OUTPUT,
+        ),
     ]
 
-    async def on_list_tools(ctx: ServerRequestContext, params: PaginatedRequestParams | None
-                            ) -> ListToolsResult:
+    async def on_list_tools(
+        ctx: ServerRequestContext, params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
         return ListToolsResult(tools=tools)
 
-    async def on_call_tool(ctx: ServerRequestContext, params: CallToolRequestParams
-                           ) -> CallToolResult:
+    async def on_call_tool(
+        ctx: ServerRequestContext, params: CallToolRequestParams
+    ) -> CallToolResult:
         try:
             return await _call(toolset, params.name, params.arguments or {})
         except Exception as exc:  # the contract's errors, as tool errors the model reads
-            return CallToolResult(is_error=True, content=[
-                TextContent(type="text", text=error_text(exc))])
+            return CallToolResult(
+                is_error=True, content=[TextContent(type="text", text=error_text(exc))]
+            )
 
-    return Server("progtc-kernel", version=__version__, on_list_tools=on_list_tools,
-                  on_call_tool=on_call_tool)
+    return Server(
+        "progtc-kernel", version=__version__, on_list_tools=on_list_tools, on_call_tool=on_call_tool
+    )
 
 
-async def _call(toolset: ProgrammaticToolset, name: str, arguments: dict[str, Any]
-                ) -> CallToolResult:
+async def _call(
+    toolset: ProgrammaticToolset, name: str, arguments: dict[str, Any]
+) -> CallToolResult:
     if name == "get_execution_environment":
         environment = await toolset.get_execution_environment()
-        return CallToolResult(structured_content={"returnValue": environment},
-                              content=[TextContent(type="text", text=json.dumps(environment))])
+        return CallToolResult(
+            structured_content={"returnValue": environment},
+            content=[TextContent(type="text", text=json.dumps(environment))],
+        )
     if name != "execute_tool_script":
-        raise LookupError(f"no tool named {name!r}: use get_execution_environment or "
-                          "execute_tool_script")
+        raise LookupError(
+            f"no tool named {name!r}: use get_execution_environment or execute_tool_script"
+        )
     script = arguments.get("script")
     if not isinstance(script, str):
         raise TypeError("execute_tool_script takes {'script': '<Python code>'}")
@@ -122,8 +147,7 @@ async def _call(toolset: ProgrammaticToolset, name: str, arguments: dict[str, An
     printed = "".join(part for part in (result.stdout, result.stderr) if part)
     if printed:
         content.append(TextContent(type="text", text=f"The script printed:\n{printed}"))
-    return CallToolResult(structured_content={"returnValue": result.json_text},
-                          content=content)
+    return CallToolResult(structured_content={"returnValue": result.json_text}, content=content)
 
 
 async def serve_stdio(toolset: ProgrammaticToolset) -> None:
@@ -137,34 +161,41 @@ async def serve_stdio(toolset: ProgrammaticToolset) -> None:
 
 # -- other MCP servers' tools as host tools ---------------------------------------------
 
-async def upstream_tools(stack: contextlib.AsyncExitStack, command: str, *,
-                         timeout: float | None = None,
-                         taken: Mapping[str, str] | Iterable[str] = ()) -> list[Tool]:
+
+async def upstream_tools(
+    stack: contextlib.AsyncExitStack,
+    command: str,
+    *,
+    timeout: float | None = None,
+    taken: Mapping[str, str] | Iterable[str] = (),
+) -> list[Tool]:
     """Start the MCP server ``command`` (kept until ``stack`` closes) and return its
     tools as host tools, under Python names (``get-sum`` is ``get_sum``; see
     ``progtc_kernel.host.naming``). ``timeout``: seconds one of its calls may take
     (``None``: the kernel's ``tool_timeout`` alone governs). ``taken``: names
     already offered."""
-    return foreign_tools(await upstream_definitions(stack, command, timeout=timeout),
-                         taken=taken)
+    return foreign_tools(await upstream_definitions(stack, command, timeout=timeout), taken=taken)
 
 
-async def upstream_definitions(stack: contextlib.AsyncExitStack, command: str, *,
-                               timeout: float | None = None) -> list[ForeignTool]:
+async def upstream_definitions(
+    stack: contextlib.AsyncExitStack, command: str, *, timeout: float | None = None
+) -> list[ForeignTool]:
     """Start the MCP server ``command`` and describe its tools, under their own names."""
     program, *args = shlex.split(command)
     parameters = StdioServerParameters(command=program, args=args)
     try:
-        read, write = await stack.enter_async_context(stdio_client(parameters,
-                                                                   errlog=sys.stderr))
+        read, write = await stack.enter_async_context(stdio_client(parameters, errlog=sys.stderr))
         # No timeout of ours on the handshake: a server that exits is seen at once
         # (the pipe closes), and a slow start under load is not a failure.
         session = await stack.enter_async_context(ClientSession(read, write))
         await session.initialize()
         listed = await _list_all(session)
     except (OSError, MCPError) as exc:
-        why = ("it exited before its handshake (its own output, above, says why)"
-               if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED else exc)
+        why = (
+            "it exited before its handshake (its own output, above, says why)"
+            if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
+            else exc
+        )
         raise RuntimeError(f"could not start the MCP server {command!r}: {why}") from None
     return [_as_foreign_tool(session, command, tool, timeout) for tool in listed]
 
@@ -173,8 +204,9 @@ async def _list_all(session: ClientSession) -> list[MCPTool]:
     tools: list[MCPTool] = []
     cursor: str | None = None
     while True:
-        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor)
-                                        if cursor else None)
+        page = await session.list_tools(
+            params=PaginatedRequestParams(cursor=cursor) if cursor else None
+        )
         tools.extend(page.tools)
         cursor = page.next_cursor
         if not cursor:
@@ -185,24 +217,26 @@ class UpstreamError(Exception):
     """An upstream MCP server's tool failed, or the server is gone."""
 
 
-def _as_foreign_tool(session: ClientSession, command: str, tool: MCPTool,
-                     timeout: float | None) -> ForeignTool:
+def _as_foreign_tool(
+    session: ClientSession, command: str, tool: MCPTool, timeout: float | None
+) -> ForeignTool:
     async def call(arguments: dict[str, Any]) -> Any:
         try:
             result = await session.call_tool(tool.name, arguments, read_timeout_seconds=timeout)
         except MCPError as exc:
             if exc.code == REQUEST_TIMEOUT:
-                raise UpstreamError(f"the MCP server {command!r} did not answer within "
-                                    f"{timeout or 0:g} s") from None
+                raise UpstreamError(
+                    f"the MCP server {command!r} did not answer within {timeout or 0:g} s"
+                ) from None
             if exc.code == CONNECTION_CLOSED:
-                raise UpstreamError(f"the MCP server {command!r} is gone (it exited or "
-                                    "crashed); its tools cannot be called") from None
-            raise UpstreamError(f"the MCP server {command!r} refused the call: "
-                                f"{exc}") from None
+                raise UpstreamError(
+                    f"the MCP server {command!r} is gone (it exited or "
+                    "crashed); its tools cannot be called"
+                ) from None
+            raise UpstreamError(f"the MCP server {command!r} refused the call: {exc}") from None
         except RuntimeError as exc:  # the SDK's check of structured content
             raise UpstreamError(str(exc)) from None
-        text = "\n".join(block.text for block in result.content
-                         if isinstance(block, TextContent))
+        text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
         if result.is_error:
             raise UpstreamError(text or f"{tool.name} failed")
         if result.structured_content is not None:
@@ -212,8 +246,14 @@ def _as_foreign_tool(session: ClientSession, command: str, tool: MCPTool,
         except ValueError:
             return text
 
-    return ForeignTool(tool.name, tool.input_schema, call, f"the MCP server {command!r}",
-                       description=tool.description, output_schema=tool.output_schema)
+    return ForeignTool(
+        tool.name,
+        tool.input_schema,
+        call,
+        f"the MCP server {command!r}",
+        description=tool.description,
+        output_schema=tool.output_schema,
+    )
 
 
 async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) -> None:
@@ -223,29 +263,49 @@ async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) ->
         async with contextlib.AsyncExitStack() as stack:
             # No timeout of the upstream session: the kernel's tool_timeout governs
             # every call (it cancels the host's side when it fires).
-            upstream = [tool for command in upstreams
-                        for tool in await upstream_definitions(stack, command)]
+            upstream = [
+                tool for command in upstreams for tool in await upstream_definitions(stack, command)
+            ]
             every = [*tools.values(), *foreign_tools(upstream, taken=list(tools))]
             await serve_stdio(toolset_for(every, **options))
     except Exception as exc:
         raise _first_cause(exc) from None
 
 
-def toolset_for(tools: list[Tool], *, tool_timeout: float | None, python: str | None = None,
-                kernel_url: str | None = None, token: str | None = None,
-                kernel_name: str | None = None, supported_modules: list[str] | None = None,
-                max_tool_calls: int | None = None, timeout: float | None = 60.0,
-                max_result_chars: int = MAX_RESULT_CHARS) -> ProgrammaticToolset:
+def toolset_for(
+    tools: list[Tool],
+    *,
+    tool_timeout: float | None,
+    python: str | None = None,
+    kernel_url: str | None = None,
+    token: str | None = None,
+    kernel_name: str | None = None,
+    supported_modules: list[str] | None = None,
+    max_tool_calls: int | None = None,
+    timeout: float | None = 60.0,
+    max_result_chars: int = MAX_RESULT_CHARS,
+) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``tool_timeout`` is the one ceiling of a tool call, upstream or not."""
     from ..kernels.jupyter_server import JupyterServer
 
     server = JupyterServer(kernel_url, token=token) if kernel_url else None
-    kernel = ToolKernel(python=python, kernel_name=kernel_name, server=server,
-                        timeout=timeout, tool_timeout=tool_timeout)
-    return ProgrammaticToolset(tools, kernel=kernel, supported_modules=supported_modules,
-                               max_tool_calls=max_tool_calls, timeout=timeout,
-                               max_result_chars=max_result_chars, returns_printed_text=True)
+    kernel = ToolKernel(
+        python=python,
+        kernel_name=kernel_name,
+        server=server,
+        timeout=timeout,
+        tool_timeout=tool_timeout,
+    )
+    return ProgrammaticToolset(
+        tools,
+        kernel=kernel,
+        supported_modules=supported_modules,
+        max_tool_calls=max_tool_calls,
+        timeout=timeout,
+        max_result_chars=max_result_chars,
+        returns_printed_text=True,
+    )
 
 
 def _first_cause(exc: BaseException) -> BaseException:

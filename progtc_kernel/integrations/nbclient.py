@@ -53,8 +53,7 @@ try:
     from nbclient.util import ensure_async, run_sync
     from nbformat import NotebookNode
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise missing_extra("notebook", exc, "running notebooks needs nbclient and nbformat"
-                        ) from exc
+    raise missing_extra("notebook", exc, "running notebooks needs nbclient and nbformat") from exc
 
 from ..host.bridge import ToolBridge
 from ..host.events import Event, ToolCallFinished
@@ -62,8 +61,14 @@ from ..host.results import ToolCallRecord
 from ..host.tools import ToolRegistry, ToolsLike
 from ..kernels.local import SPEC_NAME, single_spec
 
-__all__ = ["NotebookExecutionError", "NotebookKernelDiedError", "NotebookTimeoutError",
-           "ToolNotebookClient", "execute_notebook", "inject_parameters"]
+__all__ = [
+    "NotebookExecutionError",
+    "NotebookKernelDiedError",
+    "NotebookTimeoutError",
+    "ToolNotebookClient",
+    "execute_notebook",
+    "inject_parameters",
+]
 
 T = TypeVar("T")
 INJECTED_TAG = "injected-parameters"
@@ -75,8 +80,15 @@ class NotebookExecutionError(CellExecutionError):
     ``notebook``, the executed notebook with the failing cell's outputs, and
     ``cell_index``, that cell's position."""
 
-    def __init__(self, traceback: str, ename: str, evalue: str, *,
-                 notebook: NotebookNode | None = None, cell_index: int | None = None) -> None:
+    def __init__(
+        self,
+        traceback: str,
+        ename: str,
+        evalue: str,
+        *,
+        notebook: NotebookNode | None = None,
+        cell_index: int | None = None,
+    ) -> None:
         """``traceback``, ``ename``, ``evalue``: as nbclient's ``CellExecutionError``.
         ``notebook``: the executed notebook. ``cell_index``: the failing cell's index."""
         super().__init__(traceback, ename, evalue)
@@ -112,9 +124,16 @@ class ToolNotebookClient(NotebookClient):
 
     timeout_option = "timeout=..."
 
-    def __init__(self, nb: Any, km: Any = None, *, tools: ToolsLike = None,
-                 tool_timeout: float | None = 10.0, python: str | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        nb: Any,
+        km: Any = None,
+        *,
+        tools: ToolsLike = None,
+        tool_timeout: float | None = 10.0,
+        python: str | None = None,
+        **options: Any,
+    ) -> None:
         """``nb``: the notebook to run (an nbformat ``NotebookNode``; edited in place).
         ``km``: a jupyter_client kernel manager to use, as nbclient takes it.
         ``tools``: the host tools (functions, ``Tool`` objects, a dict of name to
@@ -123,11 +142,12 @@ class ToolNotebookClient(NotebookClient):
         which needs ipykernel (default: the notebook's kernelspec, or
         ``kernel_name``). ``options``: ``NotebookClient`` options."""
         if python is not None and shutil.which(python) is None:
-            raise ValueError(f"no Python interpreter at {python!r}: give the path of a Python "
-                             "executable (e.g. .venv/bin/python)")
+            raise ValueError(
+                f"no Python interpreter at {python!r}: give the path of a Python "
+                "executable (e.g. .venv/bin/python)"
+            )
         if python is not None and options.get("kernel_name"):
-            raise ValueError("give python (an interpreter) or kernel_name (a kernelspec), "
-                             "not both")
+            raise ValueError("give python (an interpreter) or kernel_name (a kernelspec), not both")
         options.setdefault("interrupt_on_timeout", True)
         super().__init__(nb, km=km, **options)
         self.tools = ToolRegistry.of(tools)  # invalid tools fail here, before any kernel
@@ -146,8 +166,10 @@ class ToolNotebookClient(NotebookClient):
             km = super().create_kernel_manager()
         else:
             km = self.km = self.kernel_manager_class(
-                kernel_spec_manager=single_spec(self.python), kernel_name=SPEC_NAME,
-                config=self.config)
+                kernel_spec_manager=single_spec(self.python),
+                kernel_name=SPEC_NAME,
+                config=self.config,
+            )
         if os.name == "posix":
             # Unix sockets in a private folder, as ToolKernel's own kernels: no ports to
             # open, and no "unencrypted TCP" warning from ipykernel 7.
@@ -160,19 +182,27 @@ class ToolNotebookClient(NotebookClient):
         # nbclient keeps history in memory only for kernels named python3 (jupyter_client
         # guesses IPython by name); every kernel serving tools is IPython's, whatever
         # its kernelspec is called (the progtc one, python=, a user's venv kernel).
-        has_history_file = any(argument.startswith("--HistoryManager.hist_file")
-                               for argument in self.extra_arguments)
+        has_history_file = any(
+            argument.startswith("--HistoryManager.hist_file") for argument in self.extra_arguments
+        )
         if self.ipython_hist_file and not has_history_file:
-            self.extra_arguments = [*self.extra_arguments,
-                                    f"--HistoryManager.hist_file={self.ipython_hist_file}"]
+            self.extra_arguments = [
+                *self.extra_arguments,
+                f"--HistoryManager.hist_file={self.ipython_hist_file}",
+            ]
         await super().async_start_new_kernel(**kwargs)
 
     async def async_start_new_kernel_client(self) -> Any:
         kc = await super().async_start_new_kernel_client()
         self._host = _ToolHost()
         try:
-            await self._host.start(self.km, self.tools, tool_timeout=self.tool_timeout,
-                                   timeout=self.startup_timeout, listener=self._on_tool_event)
+            await self._host.start(
+                self.km,
+                self.tools,
+                tool_timeout=self.tool_timeout,
+                timeout=self.startup_timeout,
+                listener=self._on_tool_event,
+            )
         except BaseException:
             await self._async_cleanup_kernel()
             raise
@@ -207,18 +237,27 @@ class ToolNotebookClient(NotebookClient):
 
     # -- cells: errors in the notebook, raised with it -------------------------------
 
-    async def async_execute_cell(self, cell: NotebookNode, cell_index: int,
-                                 execution_count: int | None = None,
-                                 store_history: bool = True) -> NotebookNode:
+    async def async_execute_cell(
+        self,
+        cell: NotebookNode,
+        cell_index: int,
+        execution_count: int | None = None,
+        store_history: bool = True,
+    ) -> NotebookNode:
         self._timed_out = None
         try:
-            return await super().async_execute_cell(cell, cell_index, execution_count,
-                                                    store_history)
+            return await super().async_execute_cell(
+                cell, cell_index, execution_count, store_history
+            )
         except DeadKernelError:
             self.kernel_died = True
-            error = {"ename": "DeadKernelError", "evalue": (
-                f"the kernel died while this cell ran{_exit_status(self.km)}; the cells "
-                "after it were not run")}
+            error = {
+                "ename": "DeadKernelError",
+                "evalue": (
+                    f"the kernel died while this cell ran{_exit_status(self.km)}; the cells "
+                    "after it were not run"
+                ),
+            }
             cell.outputs.append(_error_output(**error))
             failure = CellExecutionError.from_cell_and_msg(cell, _with_traceback(error))
             raise self._error(NotebookKernelDiedError, failure, cell_index) from None
@@ -234,25 +273,29 @@ class ToolNotebookClient(NotebookClient):
             if self._timed_out is not None:
                 cell.outputs.append(_error_output("CellTimeoutError", self._timed_out))
 
-    async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None
-                                    ) -> dict[str, Any] | None:
+    async def _async_handle_timeout(
+        self, timeout: int, cell: NotebookNode | None = None
+    ) -> dict[str, Any] | None:
         if not self.interrupt_on_timeout:
             return await super()._async_handle_timeout(timeout, cell)  # raises
-        self._timed_out = (f"the cell ran longer than its timeout ({timeout} s) and was "
-                           f"interrupted; give it more time with {self.timeout_option}")
+        self._timed_out = (
+            f"the cell ran longer than its timeout ({timeout} s) and was "
+            f"interrupted; give it more time with {self.timeout_option}"
+        )
         self.log.error("Cell timed out after %s s: interrupting the kernel", timeout)
         assert self.km is not None
         await ensure_async(self.km.interrupt_kernel())
         # The cell ends once its interrupted run goes idle, rather than waiting for a
         # reply from a kernel that may never give one.
         error = self.error_on_timeout or _with_traceback(
-            {"ename": "CellTimeoutError", "evalue": self._timed_out})
+            {"ename": "CellTimeoutError", "evalue": self._timed_out}
+        )
         return {"content": {**error, "status": "error"}}
 
-    def _error(self, kind: type[NotebookExecutionError], exc: CellExecutionError,
-               cell_index: int) -> NotebookExecutionError:
-        return kind(exc.traceback, exc.ename, exc.evalue, notebook=self.nb,
-                    cell_index=cell_index)
+    def _error(
+        self, kind: type[NotebookExecutionError], exc: CellExecutionError, cell_index: int
+    ) -> NotebookExecutionError:
+        return kind(exc.traceback, exc.ename, exc.evalue, notebook=self.nb, cell_index=cell_index)
 
     # nbclient's blocking methods wrap its own coroutines: wrap ours instead.
     execute = run_sync(async_execute)
@@ -310,9 +353,17 @@ def execute_notebook(
     folder = cwd if cwd is not None else path.resolve().parent if path is not None else None
     resources = {"metadata": {"path": os.fspath(folder)}} if folder is not None else {}
     client = ToolNotebookClient(
-        nb, tools=tools, tool_timeout=tool_timeout, python=python,
-        kernel_name=kernel_name or "", timeout=timeout, startup_timeout=startup_timeout,
-        allow_errors=allow_errors, resources=resources, **options)
+        nb,
+        tools=tools,
+        tool_timeout=tool_timeout,
+        python=python,
+        kernel_name=kernel_name or "",
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        allow_errors=allow_errors,
+        resources=resources,
+        **options,
+    )
     return client.execute()
 
 
@@ -335,11 +386,11 @@ def inject_parameters(nb: NotebookNode, parameters: Mapping[str, Any]) -> None:
                 "cell; give a str, int, float, bool, None, or a list or dict of those"
             ) from None
         lines.append(f"{name} = {source}")
-    cell = nbformat.v4.new_code_cell(
-        "\n".join(lines) + "\n", metadata={"tags": [INJECTED_TAG]})
+    cell = nbformat.v4.new_code_cell("\n".join(lines) + "\n", metadata={"tags": [INJECTED_TAG]})
     cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
-    tagged = [i for i, c in enumerate(cells)
-              if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tagged = [
+        i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     cells.insert(tagged[-1] + 1 if tagged else 0, cell)
     nb.cells = cells
 
@@ -351,16 +402,24 @@ class _ToolHost:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="progtc-kernel-notebook-tools")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="progtc-kernel-notebook-tools"
+        )
         self._thread.start()
         self._bridge: ToolBridge | None = None
 
     async def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
-    async def start(self, km: Any, tools: ToolRegistry, *, tool_timeout: float | None,
-                    timeout: float, listener: Any) -> None:
+    async def start(
+        self,
+        km: Any,
+        tools: ToolRegistry,
+        *,
+        tool_timeout: float | None,
+        timeout: float,
+        listener: Any,
+    ) -> None:
         async def start() -> None:
             # Built on its loop: the bridge owns asyncio primitives and sockets there.
             bridge = self._bridge = ToolBridge(km, tools, tool_timeout=tool_timeout)
@@ -396,5 +455,6 @@ def _with_traceback(error: dict[str, str]) -> dict[str, Any]:
 
 def _error_output(ename: str, evalue: str) -> NotebookNode:
     output: NotebookNode = nbformat.v4.new_output(
-        "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+        "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
+    )
     return output

@@ -33,8 +33,9 @@ try:
     from pydantic_ai.tools import ToolDefinition
     from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
 except ImportError as exc:
-    raise missing_extra("pydantic-ai", exc, "CodeModeToolset needs pydantic-ai (Python 3.11+)"
-                        ) from exc
+    raise missing_extra(
+        "pydantic-ai", exc, "CodeModeToolset needs pydantic-ai (Python 3.11+)"
+    ) from exc
 from pydantic_core import SchemaValidator, core_schema
 
 from ..host.naming import ForeignTool, foreign_tools
@@ -46,17 +47,28 @@ from ..toolset.toolset import error_text
 _ENVIRONMENT_DESCRIPTION = (
     "Get details about the execution environment: how to write a script for "
     "execute_tool_script, which modules it may import, and a typed Python stub for "
-    "every tool it can call. Call this once before writing a script.")
+    "every tool it can call. Call this once before writing a script."
+)
 _EXECUTE_DESCRIPTION = (
     "Execute a Python script against the tools described by get_execution_environment: "
     "it must define run() returning a dict; you get that dict back as JSON. Use it to "
-    "batch many tool calls in one step and return only what you need.")
+    "batch many tool calls in one step and return only what you need."
+)
 _NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
-_SCRIPT_ARGUMENTS = {"type": "object", "properties": {"script": {
-    "type": "string", "description": "Python code that defines run() returning a dict"}},
-    "required": ["script"], "additionalProperties": False}
-_ANY_ARGUMENTS = SchemaValidator(core_schema.dict_schema(
-    core_schema.str_schema(), core_schema.any_schema()))
+_SCRIPT_ARGUMENTS = {
+    "type": "object",
+    "properties": {
+        "script": {
+            "type": "string",
+            "description": "Python code that defines run() returning a dict",
+        }
+    },
+    "required": ["script"],
+    "additionalProperties": False,
+}
+_ANY_ARGUMENTS = SchemaValidator(
+    core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
+)
 
 
 class CodeModeToolset(AbstractToolset[Any]):
@@ -90,9 +102,15 @@ class CodeModeToolset(AbstractToolset[Any]):
     not started, and the error (a note on it) says which toolset failed.
     """
 
-    def __init__(self, tools: ToolsLike = None, *, toolsets: Sequence[AbstractToolset[Any]] = (),
-                 kernel: ToolKernel | None = None, id: str | None = "progtc-kernel",
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        tools: ToolsLike = None,
+        *,
+        toolsets: Sequence[AbstractToolset[Any]] = (),
+        kernel: ToolKernel | None = None,
+        id: str | None = "progtc-kernel",
+        **options: Any,
+    ) -> None:
         self.own_tools = ToolRegistry.of(tools)
         self.toolsets = list(toolsets)
         options.setdefault("returns_printed_text", True)  # call_tool returns it
@@ -123,25 +141,44 @@ class CodeModeToolset(AbstractToolset[Any]):
         """Our two tools; the toolsets' tools are listed when a script is run."""
         return self._list(self, ctx)
 
-    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any],
-                        tool: ToolsetTool[Any]) -> Any:
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
         return await self._call(self.toolsets, name, tool_args, ctx)
 
-    def _list(self, listed_by: AbstractToolset[Any],
-              ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+    def _list(
+        self, listed_by: AbstractToolset[Any], ctx: RunContext[Any]
+    ) -> dict[str, ToolsetTool[Any]]:
         definitions = [
-            ToolDefinition(name="get_execution_environment", parameters_json_schema=_NO_ARGUMENTS,
-                           description=_ENVIRONMENT_DESCRIPTION),
-            ToolDefinition(name="execute_tool_script", parameters_json_schema=_SCRIPT_ARGUMENTS,
-                           description=_EXECUTE_DESCRIPTION, return_schema={"type": "string"}),
+            ToolDefinition(
+                name="get_execution_environment",
+                parameters_json_schema=_NO_ARGUMENTS,
+                description=_ENVIRONMENT_DESCRIPTION,
+            ),
+            ToolDefinition(
+                name="execute_tool_script",
+                parameters_json_schema=_SCRIPT_ARGUMENTS,
+                description=_EXECUTE_DESCRIPTION,
+                return_schema={"type": "string"},
+            ),
         ]
-        return {definition.name: ToolsetTool(toolset=listed_by, tool_def=definition,
-                                             max_retries=ctx.max_retries,
-                                             args_validator=_ANY_ARGUMENTS)
-                for definition in definitions}
+        return {
+            definition.name: ToolsetTool(
+                toolset=listed_by,
+                tool_def=definition,
+                max_retries=ctx.max_retries,
+                args_validator=_ANY_ARGUMENTS,
+            )
+            for definition in definitions
+        }
 
-    async def _call(self, toolsets: Sequence[AbstractToolset[Any]], name: str,
-                    tool_args: dict[str, Any], ctx: RunContext[Any]) -> Any:
+    async def _call(
+        self,
+        toolsets: Sequence[AbstractToolset[Any]],
+        name: str,
+        tool_args: dict[str, Any],
+        ctx: RunContext[Any],
+    ) -> Any:
         """One of our two tools, for the run ``ctx`` belongs to: its toolsets' tools are
         listed and served to this call's script alone, called with ``ctx``."""
         serving = await self._serving(toolsets, ctx)
@@ -152,22 +189,28 @@ class CodeModeToolset(AbstractToolset[Any]):
         except Exception as exc:  # the contract's errors: the model reads them and retries
             raise ToolFailed(error_text(exc)) from None
         printed = "".join(part for part in (result.stdout, result.stderr) if part)
-        return ToolReturn(return_value=result.json_text,
-                          content=f"The script printed:\n{printed}" if printed else None,
-                          metadata={"stdout": result.stdout, "stderr": result.stderr})
+        return ToolReturn(
+            return_value=result.json_text,
+            content=f"The script printed:\n{printed}" if printed else None,
+            metadata={"stdout": result.stdout, "stderr": result.stderr},
+        )
 
-    async def _serving(self, toolsets: Sequence[AbstractToolset[Any]],
-                       ctx: RunContext[Any]) -> ProgrammaticToolset:
+    async def _serving(
+        self, toolsets: Sequence[AbstractToolset[Any]], ctx: RunContext[Any]
+    ) -> ProgrammaticToolset:
         """``self.programmatic`` serving our tools and the toolsets' tools for ``ctx``:
         a copy of it (same kernel, options and kept namespace), so that runs at once
         never swap each other's tools (the kernel takes the tools per execution)."""
         listed = await asyncio.gather(*(toolset.get_tools(ctx) for toolset in toolsets))
-        forwarded = [_forward(toolset, tool, ctx)
-                     for toolset, tools in zip(toolsets, listed, strict=True)
-                     for tool in tools.values()]
+        forwarded = [
+            _forward(toolset, tool, ctx)
+            for toolset, tools in zip(toolsets, listed, strict=True)
+            for tool in tools.values()
+        ]
         serving = copy.copy(self.programmatic)
-        serving.tools = ToolRegistry([*self.own_tools.values(), *foreign_tools(
-            forwarded, taken=list(self.own_tools))])
+        serving.tools = ToolRegistry(
+            [*self.own_tools.values(), *foreign_tools(forwarded, taken=list(self.own_tools))]
+        )
         return serving
 
 
@@ -199,8 +242,9 @@ class _CodeModeRun(AbstractToolset[Any]):
     async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
         return self.shared._list(self, ctx)
 
-    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any],
-                        tool: ToolsetTool[Any]) -> Any:
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
         return await self.shared._call(self.toolsets, name, tool_args, ctx)
 
 
@@ -253,9 +297,11 @@ class _Entered:
         except BaseException as exc:
             # A note, not another exception: callers still catch what the toolset raised.
             if sys.version_info >= (3, 11):  # always (pydantic-ai needs it); for mypy
-                exc.add_note(f"{self.owner.label} could not enter the toolset "
-                             f"{toolset.label}; the toolsets entered before it are exited "
-                             "and the kernel is not started")
+                exc.add_note(
+                    f"{self.owner.label} could not enter the toolset "
+                    f"{toolset.label}; the toolsets entered before it are exited "
+                    "and the kernel is not started"
+                )
             raise
 
     async def exit(self) -> None:
@@ -266,8 +312,9 @@ class _Entered:
                 await stack.aclose()
 
 
-def _forward(toolset: AbstractToolset[Any], tool: ToolsetTool[Any],
-             ctx: RunContext[Any]) -> ForeignTool:
+def _forward(
+    toolset: AbstractToolset[Any], tool: ToolsetTool[Any], ctx: RunContext[Any]
+) -> ForeignTool:
     """A tool ``toolset`` listed for the run of ``ctx``, called through ``toolset`` (as
     pydantic-ai's ``CombinedToolset`` does: a prefixed or filtered toolset knows its
     tools by names their own toolset does not) by its listed name (scripts may know it
@@ -283,13 +330,19 @@ def _forward(toolset: AbstractToolset[Any], tool: ToolsetTool[Any],
             raise PermissionError(
                 f"{definition.name} asks for {wants}, which a call from a script cannot "
                 "wait for: give that tool to the agent beside CodeModeToolset, not in its "
-                "toolsets") from None
+                "toolsets"
+            ) from None
         return value.return_value if isinstance(value, ToolReturn) else value
 
     source = f"the toolset {tool.toolset.label}"
-    return ForeignTool(definition.name, definition.parameters_json_schema, call, source,
-                       description=definition.description,
-                       output_schema=_as_returned(definition.return_schema))
+    return ForeignTool(
+        definition.name,
+        definition.parameters_json_schema,
+        call,
+        source,
+        description=definition.description,
+        output_schema=_as_returned(definition.return_schema),
+    )
 
 
 def _as_returned(schema: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -300,4 +353,3 @@ def _as_returned(schema: dict[str, Any] | None) -> dict[str, Any] | None:
         inner = properties["result"]
         return inner if isinstance(inner, dict) else None
     return schema
-

@@ -85,11 +85,23 @@ def parent_session(kernel: Any) -> str | None:
     return str(session) if session is not None else None
 
 
-def publish_comm_msg(kernel: Any, comm_id: str, topic: bytes, data: dict[str, Any],
-                     buffers: list[bytes], parent: dict[str, Any]) -> None:
+def publish_comm_msg(
+    kernel: Any,
+    comm_id: str,
+    topic: bytes,
+    data: dict[str, Any],
+    buffers: list[bytes],
+    parent: dict[str, Any],
+) -> None:
     """Send a ``comm_msg`` on iopub from any thread (ipykernel's iopub socket queues it)."""
-    kernel.session.send(kernel.iopub_socket, "comm_msg", {"comm_id": comm_id, "data": data},
-                        parent=parent, ident=topic, buffers=buffers)
+    kernel.session.send(
+        kernel.iopub_socket,
+        "comm_msg",
+        {"comm_id": comm_id, "data": data},
+        parent=parent,
+        ident=topic,
+        buffers=buffers,
+    )
 
 
 def flush_pending_output() -> None:
@@ -192,8 +204,13 @@ class ShellInterception:
     directly, but it is a draft option, absent from pyzmq's wheels.)
     """
 
-    def __init__(self, kernel: Any, wanted: Wanted, handle: MessageHandler,
-                 on_peer_gone: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        kernel: Any,
+        wanted: Wanted,
+        handle: MessageHandler,
+        on_peer_gone: Callable[[str], None],
+    ) -> None:
         self.kernel = kernel
         self.wanted = wanted
         self.handle = handle

@@ -76,14 +76,16 @@ class InjectedPackage(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return f"{folder}.py", False
         return None
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         found = self._path_of(fullname)
         if found is None:
             return None
         relative, is_package = found
         spec = importlib.machinery.ModuleSpec(
-            fullname, self, origin=self.prefix + relative, is_package=is_package)
+            fullname, self, origin=self.prefix + relative, is_package=is_package
+        )
         spec.has_location = True  # tracebacks and __file__ name the module's path
         return spec
 
@@ -143,8 +145,10 @@ def load(ipython: Any, *, version: str, digest: str, packed: str, inject: bool) 
 
     Raises ``ModuleNotFoundError`` when the kernel has no ``progtc_kernel`` and the
     host may not bring one."""
-    if any(extension is not None and extension.current() is not None
-           for extension in map(sys.modules.get, _EXTENSION_MODULES)):
+    if any(
+        extension is not None and extension.current() is not None
+        for extension in map(sys.modules.get, _EXTENSION_MODULES)
+    ):
         return "loaded"
     sources = unpack_sources(packed)
     present = _injected()
@@ -160,7 +164,8 @@ def load(ipython: Any, *, version: str, digest: str, packed: str, inject: bool) 
         raise ModuleNotFoundError(
             f"{PACKAGE} is not installed in this kernel's environment ({sys.executable}), "
             "and the host was told not to bring its own (extension='installed')",
-            name=PACKAGE)
+            name=PACKAGE,
+        )
     else:
         how = "installed"  # another version, as asked: its protocol check decides
     ipython.extension_manager.load_extension(PACKAGE)

@@ -49,8 +49,9 @@ class PendingCall:
 
     __slots__ = ("deadline", "future", "id", "loop", "parent", "request", "tool")
 
-    def __init__(self, call_id: int, tool: str, arguments: dict[str, Any],
-                 parent: dict[str, Any]) -> None:
+    def __init__(
+        self, call_id: int, tool: str, arguments: dict[str, Any], parent: dict[str, Any]
+    ) -> None:
         self.id = call_id
         self.tool = tool
         # Encoded now, so that an unsendable argument fails on the caller's own line.
@@ -73,8 +74,14 @@ class KernelBridge:
     """Tool calls from kernel code to one host, and their results back."""
 
     def __init__(
-        self, kernel: Any, comm_id: str, topic: bytes, host_session: str | None, *,
-        shell_replies: Any, loop: asyncio.AbstractEventLoop,
+        self,
+        kernel: Any,
+        comm_id: str,
+        topic: bytes,
+        host_session: str | None,
+        *,
+        shell_replies: Any,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.kernel = kernel
         self.comm_id = comm_id
@@ -104,8 +111,9 @@ class KernelBridge:
         tools = _checked_tools(body.get("tools"))
         tool_timeout = body.get("tool_timeout")
         if tool_timeout is not None and not (_is_number(tool_timeout) and tool_timeout > 0):
-            raise ValueError(f"tool_timeout must be a positive number or null, not "
-                             f"{tool_timeout!r}")
+            raise ValueError(
+                f"tool_timeout must be a positive number or null, not {tool_timeout!r}"
+            )
         max_in_flight = body.get("max_in_flight") or 256
         if type(max_in_flight) is not int:
             raise ValueError(f"max_in_flight must be an integer, not {max_in_flight!r}")
@@ -120,8 +128,7 @@ class KernelBridge:
         """A call, checked and encoded, not sent yet."""
         if self.closed_reason is not None:
             raise HostDisconnectedError(tool, "HostDisconnectedError", self.closed_reason)
-        return PendingCall(next(self._ids), tool, arguments,
-                           _ipykernel.parent_header(self.kernel))
+        return PendingCall(next(self._ids), tool, arguments, _ipykernel.parent_header(self.kernel))
 
     async def call_async(self, call: PendingCall) -> Any:
         __tracebackhide__ = True
@@ -186,8 +193,9 @@ class KernelBridge:
         if on_loop:
             self._queue(on_loop)
 
-    def _queue(self, calls: list[PendingCall] | None = None, cancelled: list[int] | None = None
-               ) -> None:
+    def _queue(
+        self, calls: list[PendingCall] | None = None, cancelled: list[int] | None = None
+    ) -> None:
         """Coalesce what one loop turn produces into one message per kind; the first
         call of a turn leaves at once, so that a lone call waits for nothing."""
         on_loop = _on_loop_thread(self.loop)
@@ -220,7 +228,9 @@ class KernelBridge:
         channel = self._reply_channel(on_loop=calls[0].loop is self.loop)
         # A CallsBody, assembled from the requests each call encoded up front.
         body = b'{"calls":[%s],"reply_channel":"%s"}' % (
-            b",".join(c.request for c in calls), channel.encode())
+            b",".join(c.request for c in calls),
+            channel.encode(),
+        )
         _ipykernel.flush_pending_output()
         self.send("calls", body, calls[0].parent)
 
@@ -250,8 +260,13 @@ class KernelBridge:
         """Send one protocol message to the host, from any thread."""
         data, buffers = pack(msg_type, body, _dumps)
         _ipykernel.publish_comm_msg(
-            self.kernel, self.comm_id, self.topic, data, buffers,
-            parent if parent is not None else _ipykernel.parent_header(self.kernel))
+            self.kernel,
+            self.comm_id,
+            self.topic,
+            data,
+            buffers,
+            parent if parent is not None else _ipykernel.parent_header(self.kernel),
+        )
 
     # -- results and cancellation -----------------------------------------------------
 
@@ -308,25 +323,25 @@ class KernelBridge:
             for call_id in ids:
                 call = self._in_flight.get(call_id)
                 if call is not None:
-                    call.deadline = (None if queued or not self.tool_timeout
-                                     else now + self.tool_timeout)
+                    call.deadline = (
+                        None if queued or not self.tool_timeout else now + self.tool_timeout
+                    )
 
     def _settle_all(self, batch: list[_Settlement]) -> None:
         for settlement in batch:
             self._settle(*settlement)
 
-    def _settle(self, call: PendingCall, value: Any = None,
-                error: BaseException | None = None) -> None:
+    def _settle(
+        self, call: PendingCall, value: Any = None, error: BaseException | None = None
+    ) -> None:
         """Complete a call's future on the thread that may touch it."""
         if call.loop is not None and not _on_loop_thread(call.loop):
-            call.loop.call_soon_threadsafe(
-                functools.partial(self._settle, call, value, error))
+            call.loop.call_soon_threadsafe(functools.partial(self._settle, call, value, error))
             return
         future = call.future
         if future is None or future.done():
             return  # cancelled or timed out just before
-        with contextlib.suppress(concurrent.futures.InvalidStateError,
-                                 asyncio.InvalidStateError):
+        with contextlib.suppress(concurrent.futures.InvalidStateError, asyncio.InvalidStateError):
             if error is not None:
                 future.set_exception(error)
             else:
@@ -340,8 +355,9 @@ class KernelBridge:
             self._in_flight.clear()
             self._waiting.clear()
         for call in pending:
-            self._settle(call, error=HostDisconnectedError(
-                call.tool, "HostDisconnectedError", reason))
+            self._settle(
+                call, error=HostDisconnectedError(call.tool, "HostDisconnectedError", reason)
+            )
 
     def _expire(self, call: PendingCall) -> None:
         message = f"no result within {self.tool_timeout:g} s (tool_timeout)"
@@ -380,8 +396,11 @@ class KernelBridge:
     def _tick(self) -> None:
         now = time.monotonic()
         with self._lock:
-            expired = [c for c in self._in_flight.values()
-                       if c.awaited and c.deadline is not None and now > c.deadline]
+            expired = [
+                c
+                for c in self._in_flight.values()
+                if c.awaited and c.deadline is not None and now > c.deadline
+            ]
             busy = bool(self._in_flight or self._waiting)
         for call in expired:
             self._expire(call)
@@ -428,13 +447,19 @@ _Settlement = tuple[PendingCall, Any, BaseException | None]
 def _settlement(call: PendingCall, result: Any, problem: str | None) -> _Settlement:
     """What a ``results`` entry completes its call with (``problem``: what is wrong)."""
     if problem is not None:
-        return call, None, ToolError(
-            call.tool, "ProtocolError", f"the host sent a malformed result ({problem})")
+        return (
+            call,
+            None,
+            ToolError(call.tool, "ProtocolError", f"the host sent a malformed result ({problem})"),
+        )
     if result["ok"]:
         return call, result["value"], None
     error = result["error"]
-    return call, None, _ERRORS.get(error["kind"], ToolError)(
-        call.tool, error["type"], error["message"])
+    return (
+        call,
+        None,
+        _ERRORS.get(error["kind"], ToolError)(call.tool, error["type"], error["message"]),
+    )
 
 
 def _checked_tools(specs: Any) -> dict[str, ToolSpec]:
@@ -457,8 +482,7 @@ def _checked_tools(specs: Any) -> dict[str, ToolSpec]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
@@ -492,8 +516,10 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (uuid.UUID, Decimal, PurePath)):
         return str(value)
     if isinstance(value, (bytes, bytearray)):
-        raise TypeError("bytes cannot be sent to the host as they are; send text, e.g. "
-                        "base64.b64encode(data).decode('ascii')")
+        raise TypeError(
+            "bytes cannot be sent to the host as they are; send text, e.g. "
+            "base64.b64encode(data).decode('ascii')"
+        )
     raise TypeError(f"a {type(value).__name__} value cannot be sent to the host")
 
 

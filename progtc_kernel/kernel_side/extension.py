@@ -65,8 +65,10 @@ class Extension:
         self.interrupt_wakeup.install()
         self.kernel.shell.events.register("pre_execute", self.interrupt_wakeup.install)
         if self._replaced_tools is not None:
-            log.warning("progtc_kernel: the module 'tools' now refers to host tools, "
-                        "shadowing %r", self._replaced_tools)
+            log.warning(
+                "progtc_kernel: the module 'tools' now refers to host tools, shadowing %r",
+                self._replaced_tools,
+            )
         sys.modules["tools"] = self.tools
         tracebacks.install(self.kernel.shell)
 
@@ -103,14 +105,23 @@ class Extension:
         parent = _ipykernel.parent_header(self.kernel)
         if self.shell is None:
             self.shell = _ipykernel.ShellInterception(
-                self.kernel, self.owns, self.on_message, self.on_host_gone)
+                self.kernel, self.owns, self.on_message, self.on_host_gone
+            )
         shell = self.shell
         bridge = KernelBridge(
-            self.kernel, comm.comm_id, comm.topic, msg["header"].get("session"),
-            shell_replies=shell, loop=_ipykernel.event_loop(self.kernel))
+            self.kernel,
+            comm.comm_id,
+            comm.topic,
+            msg["header"].get("session"),
+            shell_replies=shell,
+            loop=_ipykernel.event_loop(self.kernel),
+        )
         if version != PROTOCOL_VERSION:
-            refusal: ErrorBody = {"message": _mismatch(version), "protocol": PROTOCOL_VERSION,
-                                  "package": __version__}
+            refusal: ErrorBody = {
+                "message": _mismatch(version),
+                "protocol": PROTOCOL_VERSION,
+                "package": __version__,
+            }
             bridge.send("error", refusal, parent)
             return
         try:
@@ -162,8 +173,7 @@ class Extension:
         self.routes[route] += 1
         routing = _routing(content.get("data"))
         if routing is None:
-            self.bad_messages.report(
-                "routing", "comm data must be {'v': <int>, 'type': <str>}")
+            self.bad_messages.report("routing", "comm data must be {'v': <int>, 'type': <str>}")
             return
         version, msg_type = routing
         try:
@@ -238,8 +248,10 @@ def _routing(data: Any) -> tuple[int, str] | None:
 
 
 def _mismatch(version: int) -> str:
-    return (f"the host speaks progtc_kernel protocol {version}, this kernel's extension "
-            f"(progtc-kernel {__version__}) speaks {PROTOCOL_VERSION}")
+    return (
+        f"the host speaks progtc_kernel protocol {version}, this kernel's extension "
+        f"(progtc-kernel {__version__}) speaks {PROTOCOL_VERSION}"
+    )
 
 
 _extension: Extension | None = None
@@ -258,7 +270,8 @@ def load_ipython_extension(ipython: Any) -> None:
     if kernel is None:
         raise RuntimeError(
             "progtc_kernel runs inside a Jupyter kernel (ipykernel); in a terminal "
-            "IPython there is no client to serve tools. Use progtc_kernel.ToolKernel.")
+            "IPython there is no client to serve tools. Use progtc_kernel.ToolKernel."
+        )
     _extension = Extension(kernel)
     _extension.load()
 

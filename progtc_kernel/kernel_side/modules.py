@@ -34,8 +34,9 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self, sources: Mapping[str, str]) -> None:
         self.sources = dict(sources)
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.sources:
             return None
         return importlib.machinery.ModuleSpec(fullname, self, origin=f"<{fullname}>")
@@ -65,8 +66,7 @@ def install(sources: Mapping[str, str]) -> None:
             sys.modules.pop(name, None)
     taken = sorted(name for name in sources if _importable(name))
     if taken:
-        raise ValueError("Client module names conflicts with existing modules: "
-                         + ", ".join(taken))
+        raise ValueError("Client module names conflicts with existing modules: " + ", ".join(taken))
     sys.meta_path.insert(0, _SourceFinder(sources))
 
 

@@ -60,32 +60,46 @@ async def _run(source: str, filename: str, modules: set[str], keep: str | None) 
     try:
         code = compile(source, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise ScriptProblem(SyntaxError, f"{exc.msg}: fix the syntax and send the whole script "
-                            "again", exc.lineno) from None
+        raise ScriptProblem(
+            SyntaxError, f"{exc.msg}: fix the syntax and send the whole script again", exc.lineno
+        ) from None
     namespace = _namespace(modules, keep)
     exec(code, namespace)
     run = namespace.get("run")
     if not callable(run):
-        raise ScriptProblem(ValueError, "the script defines no run() function: define "
-                            "`def run():` (or `async def run():`) returning a dict")
+        raise ScriptProblem(
+            ValueError,
+            "the script defines no run() function: define "
+            "`def run():` (or `async def run():`) returning a dict",
+        )
     value = run()
     if inspect.isawaitable(value):
         value = await value
     if not isinstance(value, dict):
-        raise ScriptProblem(TypeError, f"run() returned {type(value).__name__}, not a dict: "
-                            "return a dict, e.g. {\"result\": value}", _def_line(run))
+        raise ScriptProblem(
+            TypeError,
+            f"run() returned {type(value).__name__}, not a dict: "
+            'return a dict, e.g. {"result": value}',
+            _def_line(run),
+        )
     try:
         return json.dumps(value, allow_nan=False, default=_not_json, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise ScriptProblem(TypeError, f"run() returned a dict that JSON cannot carry ({exc}): "
-                            "return only str, int, float, bool, None, lists and dicts with "
-                            "string keys", _def_line(run)) from None
+        raise ScriptProblem(
+            TypeError,
+            f"run() returned a dict that JSON cannot carry ({exc}): "
+            "return only str, int, float, bool, None, lists and dicts with "
+            "string keys",
+            _def_line(run),
+        ) from None
 
 
 def _not_json(value: Any) -> Any:
     if inspect.isawaitable(value):
-        raise TypeError(f"{value!r} was never awaited: in `async def run()`, write "
-                        "`await` before each tool call")
+        raise TypeError(
+            f"{value!r} was never awaited: in `async def run()`, write "
+            "`await` before each tool call"
+        )
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
@@ -104,13 +118,17 @@ def _guarded_import(modules: set[str]) -> Callable[..., Any]:
     real_import = builtins.__import__
     allowed = modules | ALWAYS_ALLOWED
 
-    def guarded_import(name: str, globals: Any = None, locals: Any = None,
-                       fromlist: Any = (), level: int = 0) -> Any:
+    def guarded_import(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
         top = name.partition(".")[0]
         if level == 0 and top not in allowed:  # (its line: the traceback's, in the script)
-            raise ScriptProblem(ValueError, f"importing {name!r} is not allowed: use only "
-                                f"the supported modules ({', '.join(sorted(modules))}) and "
-                                "`tools`")
+            raise ScriptProblem(
+                ValueError,
+                f"importing {name!r} is not allowed: use only "
+                f"the supported modules ({', '.join(sorted(modules))}) and "
+                "`tools`",
+            )
         return real_import(name, globals, locals, fromlist, level)
 
     return guarded_import

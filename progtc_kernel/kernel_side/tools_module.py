@@ -25,23 +25,30 @@ from ..protocol import ToolSpec, signature_of
 if TYPE_CHECKING:
     from .bridge import KernelBridge, PendingCall
 
-RULE = ("A tool call returns an awaitable wherever `await` can be written - in "
-        "`async def` code and anywhere in a cell that uses `await` at its top level - "
-        "and blocks and returns the result everywhere else: in plain `def` functions "
-        "(however they are reached), in threads, and in cells without `await`.")
+RULE = (
+    "A tool call returns an awaitable wherever `await` can be written - in "
+    "`async def` code and anywhere in a cell that uses `await` at its top level - "
+    "and blocks and returns the result everywhere else: in plain `def` functions "
+    "(however they are reached), in threads, and in cells without `await`."
+)
 
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _IMPORT_FROM = dis.opmap["IMPORT_FROM"]
 _TRANSPARENT = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
-_NO_HOST = ("no host is serving tools to this kernel; connect one with "
-            "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge")
-_NO_TOOLS = ("the host serves no tools; give it some: tools=[...] in Python (ToolKernel, "
-             "ToolBridge, execute_notebook...) or --tools MODULE_OR_FILE on the command line")
+_NO_HOST = (
+    "no host is serving tools to this kernel; connect one with "
+    "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge"
+)
+_NO_TOOLS = (
+    "the host serves no tools; give it some: tools=[...] in Python (ToolKernel, "
+    "ToolBridge, execute_notebook...) or --tools MODULE_OR_FILE on the command line"
+)
 
 BridgeFor = Callable[[str], "KernelBridge"]
 Hosts = Callable[[], "list[KernelBridge]"]
 
 # -- where a call is written: the RULE ----------------------------------------------
+
 
 def awaitable_wanted(frame: types.FrameType | None) -> bool:
     """Whether the calling code can ``await`` (see ``RULE``).
@@ -70,8 +77,13 @@ def _cell_awaits(filename: str) -> bool:
     if known is not None and known[0] is lines:
         return known[1]
     try:
-        code = compile("".join(lines), filename, "exec", dont_inherit=True,
-                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        code = compile(
+            "".join(lines),
+            filename,
+            "exec",
+            dont_inherit=True,
+            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+        )
     except (SyntaxError, ValueError):
         awaits = False
     else:
@@ -84,6 +96,7 @@ def _cell_awaits(filename: str) -> bool:
 
 # -- awaitable calls ----------------------------------------------------------------
 
+
 class ToolCall(Coroutine[Any, Any, Any]):
     """A tool call in async code: nothing is sent until it is awaited or run as a task.
 
@@ -94,8 +107,7 @@ class ToolCall(Coroutine[Any, Any, Any]):
 
     __slots__ = ("_bridge", "_call", "_closed", "_coroutine", "_where")
 
-    def __init__(self, bridge: KernelBridge, call: PendingCall,
-                 where: tuple[str, int]) -> None:
+    def __init__(self, bridge: KernelBridge, call: PendingCall, where: tuple[str, int]) -> None:
         self._bridge = bridge
         self._call = call
         self._where = where
@@ -113,8 +125,10 @@ class ToolCall(Coroutine[Any, Any, Any]):
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self._coroutine is not None:
-            raise RuntimeError(f"this {self._name}(...) call was already awaited; call the "
-                               "tool again for a new result")
+            raise RuntimeError(
+                f"this {self._name}(...) call was already awaited; call the "
+                "tool again for a new result"
+            )
         return self._begin().__await__()
 
     def send(self, value: Any) -> Any:
@@ -134,7 +148,11 @@ class ToolCall(Coroutine[Any, Any, Any]):
             warnings.warn_explicit(
                 f"{self._name}(...) was never awaited, so it was never sent to the host. "
                 f"{RULE} Write `await {self._name}(...)`.",
-                RuntimeWarning, filename, line, registry={})
+                RuntimeWarning,
+                filename,
+                line,
+                registry={},
+            )
 
     def __repr__(self) -> str:
         state = "not awaited yet" if self._coroutine is None else "awaited"
@@ -144,7 +162,8 @@ class ToolCall(Coroutine[Any, Any, Any]):
         return TypeError(
             f"{self._name}(...) returned an awaitable here, not its result, so it has no "
             f"{what}. {RULE} Write `await {self._name}(...)` (several calls: "
-            f"`await asyncio.gather(...)`).")
+            f"`await asyncio.gather(...)`)."
+        )
 
     def __getattr__(self, name: str) -> Any:
         if name in ("__name__", "__qualname__"):
@@ -197,12 +216,36 @@ def _misuse(what: str) -> Callable[..., Any]:
 # states RULE and the fix, instead of "unsupported operand type(s) ... 'ToolCall'".
 _MISUSES = {
     "value to compute with": [
-        f"__{prefix}{op}__" for op in ("add", "sub", "mul", "matmul", "truediv", "floordiv",
-                                       "mod", "divmod", "pow", "lshift", "rshift", "and",
-                                       "xor", "or")
-        for prefix in ("", "r", "i") if (prefix, op) != ("i", "divmod")]
-    + ["__neg__", "__pos__", "__abs__", "__invert__", "__round__", "__trunc__",
-       "__floor__", "__ceil__"],
+        f"__{prefix}{op}__"
+        for op in (
+            "add",
+            "sub",
+            "mul",
+            "matmul",
+            "truediv",
+            "floordiv",
+            "mod",
+            "divmod",
+            "pow",
+            "lshift",
+            "rshift",
+            "and",
+            "xor",
+            "or",
+        )
+        for prefix in ("", "r", "i")
+        if (prefix, op) != ("i", "divmod")
+    ]
+    + [
+        "__neg__",
+        "__pos__",
+        "__abs__",
+        "__invert__",
+        "__round__",
+        "__trunc__",
+        "__floor__",
+        "__ceil__",
+    ],
     "value to compare": ["__lt__", "__le__", "__gt__", "__ge__"],
     "number value": ["__int__", "__float__", "__complex__", "__index__"],
     "items": ["__setitem__", "__delitem__", "__reversed__", "__aiter__"],
@@ -227,10 +270,10 @@ def make_tool_function(name: str, spec: ToolSpec | None, bridge_for: BridgeFor) 
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise ToolArgumentError(name, "TypeError", f"{exc}; the signature is "
-                                    f"{name}{signature}") from None
-        arguments = {k: list(v) if isinstance(v, tuple) else v
-                     for k, v in bound.arguments.items()}
+            raise ToolArgumentError(
+                name, "TypeError", f"{exc}; the signature is {name}{signature}"
+            ) from None
+        arguments = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()}
         bridge = bridge_for(name)
         caller = sys._getframe(1)
         if awaitable_wanted(caller):
@@ -253,8 +296,9 @@ def _signature_served(name: str, bridge_for: BridgeFor) -> inspect.Signature:
     bridge = bridge_for(name)
     spec = bridge.tools.get(name)
     if spec is None:
-        raise ToolError(name, "LookupError",
-                        _no_tool(f"no tool named {name!r}", sorted(bridge.tools)))
+        raise ToolError(
+            name, "LookupError", _no_tool(f"no tool named {name!r}", sorted(bridge.tools))
+        )
     return signature_of(spec)
 
 
@@ -331,12 +375,12 @@ class _Tools:
         bridge = next((bridge for bridge in hosts if name in bridge.tools), None)
         if bridge is None:
             message = _no_tool(f"module 'tools' has no tool {name!r}", self.served())
-            raise (ImportError(message, name="tools") if importing
-                   else AttributeError(message))
+            raise (ImportError(message, name="tools") if importing else AttributeError(message))
         function = bridge.functions.get(name)
         if function is None:
             function = bridge.functions[name] = make_tool_function(
-                name, bridge.tools[name], self.bridge_for)
+                name, bridge.tools[name], self.bridge_for
+            )
         return function
 
     def offline_tool(self, name: str) -> Any:
@@ -365,4 +409,5 @@ def _module_doc(tools: list[str]) -> str:
         "    def run():\n"
         "        return tools.get_weather('Oslo', 'NO')          # blocks: a plain def\n\n"
         "A failed call raises ToolError (ToolArgumentError, ToolTimeoutError, "
-        "HostDisconnectedError), all importable from here.")
+        "HostDisconnectedError), all importable from here."
+    )

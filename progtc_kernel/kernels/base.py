@@ -31,8 +31,13 @@ class Transport(Protocol):
         ...
 
     def send(
-        self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,
-        buffers: list[bytes] | None = None, metadata: dict[str, Any] | None = None,
+        self,
+        channel: ChannelName,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        buffers: list[bytes] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
         """Send one message; returns its msg_id."""
         ...

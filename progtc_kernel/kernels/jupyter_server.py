@@ -88,8 +88,9 @@ class JupyterServer:
         self.token_option = token_option
 
     @classmethod
-    def e2b(cls, sandbox: Any, *, port: int = 8888, token: str = "",
-            **options: Any) -> JupyterServer:
+    def e2b(
+        cls, sandbox: Any, *, port: int = 8888, token: str = "", **options: Any
+    ) -> JupyterServer:
         """The Jupyter Server inside an E2B sandbox (sync or async ``Sandbox``).
 
         It is reached at ``https://<sandbox.get_host(port)>``; a sandbox whose
@@ -113,8 +114,9 @@ class JupyterServer:
         """A running kernel by id: attached to, left running on close."""
         return RemoteKernel(self, kernel_id)
 
-    def new_kernel(self, kernel_name: str | None = None, *,
-                   env: Mapping[str, str] | None = None) -> RemoteKernel:
+    def new_kernel(
+        self, kernel_name: str | None = None, *, env: Mapping[str, str] | None = None
+    ) -> RemoteKernel:
         """A kernel to start on the server (its default kernelspec, or
         ``kernel_name``), owned: shut down on close."""
         return RemoteKernel(self, kernel_name=kernel_name, env=env)
@@ -129,7 +131,9 @@ class JupyterServer:
             raise ServerError(
                 f"{self.url} refused to list its kernels (HTTP 403): the token is wrong, or "
                 "the server does not list kernels (a Kernel Gateway needs "
-                "--KernelGatewayApp.list_kernels=True)", 403) from None
+                "--KernelGatewayApp.list_kernels=True)",
+                403,
+            ) from None
 
     async def kernelspecs(self) -> dict[str, Any]:
         """The server's kernelspecs (``GET /api/kernelspecs``)."""
@@ -137,8 +141,9 @@ class JupyterServer:
 
     # -- REST -----------------------------------------------------------------------
 
-    async def request(self, method: str, path: str, body: Any = None, *,
-                      timeout: float | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
         """Call the REST API; returns the decoded JSON answer (None when empty).
 
         Raises ``ServerError`` naming the fix: a refused token, a server that does
@@ -148,9 +153,14 @@ class JupyterServer:
         timeout = timeout or self.request_timeout
         payload = json.dumps(body) if body is not None else ("" if method == "POST" else None)
         request = HTTPRequest(
-            self.url + path, method=method, body=payload, headers=self._headers(),
-            connect_timeout=min(timeout, self.request_timeout), request_timeout=timeout,
-            validate_cert=self.validate_cert)
+            self.url + path,
+            method=method,
+            body=payload,
+            headers=self._headers(),
+            connect_timeout=min(timeout, self.request_timeout),
+            request_timeout=timeout,
+            validate_cert=self.validate_cert,
+        )
         try:
             response = await _http_client().fetch(request)
         except HTTPClientError as exc:
@@ -169,32 +179,48 @@ class JupyterServer:
 
     def _unreachable(self, exc: BaseException, timeout: float) -> ServerError:
         if "timeout" in str(exc).lower():
-            return ServerError(f"{self.url} did not answer within {timeout:g} s: is the server "
-                               "running and reachable from here?")
-        return ServerError(f"nothing answers at {self.url} ({exc}): is the server running, and "
-                           "is the URL right (scheme, host, port, base path)?")
+            return ServerError(
+                f"{self.url} did not answer within {timeout:g} s: is the server "
+                "running and reachable from here?"
+            )
+        return ServerError(
+            f"nothing answers at {self.url} ({exc}): is the server running, and "
+            "is the URL right (scheme, host, port, base path)?"
+        )
 
     def _refused(self, method: str, path: str, status: int, response: Any) -> ServerError:
         said = _server_message(response)
         if status == 403 and said not in ("", "Forbidden"):  # refused for a reason it gives
             return ServerError(f"{self.url} refused {method} {path} (HTTP 403): {said}", status)
         if status in (401, 403):
-            listed = ("; `jupyter server list` shows a local server's"
-                      if self.token_option == TOKEN_OPTION else "")
-            how = (f"pass the server's token: {self.token_option}{listed}" if self.token else
-                   f"this server wants a token: {self.token_option} (a server without one "
-                   "must run with --ServerApp.disable_check_xsrf=True, as E2B's does)")
+            listed = (
+                "; `jupyter server list` shows a local server's"
+                if self.token_option == TOKEN_OPTION
+                else ""
+            )
+            how = (
+                f"pass the server's token: {self.token_option}{listed}"
+                if self.token
+                else f"this server wants a token: {self.token_option} (a server without one "
+                "must run with --ServerApp.disable_check_xsrf=True, as E2B's does)"
+            )
             return ServerError(f"{self.url} refused the token (HTTP {status}): {how}", status)
         if status == 404 and not path.startswith("api/kernels/"):
-            return ServerError(f"{self.url}{path} does not exist (HTTP 404): is this a Jupyter "
-                               "Server's base URL (with its base path, if it has one)?", status)
-        return ServerError(f"{method} {self.url}{path} failed (HTTP {status})"
-                           + (f": {said}" if said else ""), status)
+            return ServerError(
+                f"{self.url}{path} does not exist (HTTP 404): is this a Jupyter "
+                "Server's base URL (with its base path, if it has one)?",
+                status,
+            )
+        return ServerError(
+            f"{method} {self.url}{path} failed (HTTP {status})" + (f": {said}" if said else ""),
+            status,
+        )
 
     # -- websockets -----------------------------------------------------------------
 
-    async def connect_websocket(self, kernel_id: str, session_id: str,
-                                on_frame: Callable[[str | bytes | None], None]) -> Any:
+    async def connect_websocket(
+        self, kernel_id: str, session_id: str, on_frame: Callable[[str | bytes | None], None]
+    ) -> Any:
         """Open the kernel's websocket for this session; raises ``ServerError``.
 
         ``on_frame`` gets every frame as it is read (None when the connection closes):
@@ -203,23 +229,34 @@ class JupyterServer:
         from tornado.websocket import websocket_connect
 
         scheme, rest = self.url.split("://", 1)
-        url = (f"{'wss' if scheme == 'https' else 'ws'}://{rest}api/kernels/"
-               f"{quote(kernel_id, safe='')}/channels?session_id={quote(session_id)}")
-        request = HTTPRequest(url, headers=self._headers(), validate_cert=self.validate_cert,
-                              connect_timeout=self.request_timeout,
-                              request_timeout=self.request_timeout)
+        url = (
+            f"{'wss' if scheme == 'https' else 'ws'}://{rest}api/kernels/"
+            f"{quote(kernel_id, safe='')}/channels?session_id={quote(session_id)}"
+        )
+        request = HTTPRequest(
+            url,
+            headers=self._headers(),
+            validate_cert=self.validate_cert,
+            connect_timeout=self.request_timeout,
+            request_timeout=self.request_timeout,
+        )
         try:
             return await websocket_connect(
-                request, on_message_callback=on_frame, subprotocols=[V1_PROTOCOL],
-                max_message_size=MAX_MESSAGE_SIZE, ping_interval=PING_INTERVAL,
-                ping_timeout=PING_TIMEOUT)
+                request,
+                on_message_callback=on_frame,
+                subprotocols=[V1_PROTOCOL],
+                max_message_size=MAX_MESSAGE_SIZE,
+                ping_interval=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT,
+            )
         except HTTPClientError as exc:
             if exc.code == 404:
                 raise ServerError(no_kernel(self, kernel_id), 404) from None
             if exc.code == 599:
                 raise self._unreachable(exc, self.request_timeout) from None
-            raise self._refused("GET", f"api/kernels/{kernel_id}/channels", exc.code,
-                                exc.response) from None
+            raise self._refused(
+                "GET", f"api/kernels/{kernel_id}/channels", exc.code, exc.response
+            ) from None
         except OSError as exc:
             raise self._unreachable(exc, self.request_timeout) from None
 
@@ -233,12 +270,19 @@ class RemoteKernel:
     environment variables, for servers that pass them on) and owned: restarted when
     it dies, shut down on close."""
 
-    def __init__(self, server: JupyterServer, kernel_id: str | None = None, *,
-                 kernel_name: str | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        server: JupyterServer,
+        kernel_id: str | None = None,
+        *,
+        kernel_name: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         if kernel_id is not None and (kernel_name is not None or env is not None):
-            raise TypeError("kernel_name= and env= describe a kernel to start; they cannot "
-                            "apply to the running kernel given by kernel_id=")
+            raise TypeError(
+                "kernel_name= and env= describe a kernel to start; they cannot "
+                "apply to the running kernel given by kernel_id="
+            )
         self.server = server
         self.kernel_id = kernel_id
         self.kernel_name = kernel_name
@@ -267,20 +311,23 @@ class RemoteKernel:
                 raise ServerError(
                     f"{self.server.url} has no kernelspec {self.kernel_name!r}; it has "
                     f"{', '.join(sorted(specs)) or 'none'}: give one of those as kernel_name=",
-                    404)
+                    404,
+                )
             body["name"] = self.kernel_name
         if self.env is not None:
             body["env"] = self.env
         try:
-            model = await self.server.request("POST", "api/kernels", body,
-                                              timeout=self.server.start_timeout)
+            model = await self.server.request(
+                "POST", "api/kernels", body, timeout=self.server.start_timeout
+            )
         except ServerError as exc:
             if exc.status != 500:
                 raise
             raise KernelStartError(
                 f"{self.server.url} could not start a {self.kernel_name or 'default'} kernel "
                 f"({exc}); the server's log says why (does the kernelspec's interpreter "
-                "exist there?)") from None
+                "exist there?)"
+            ) from None
         self.kernel_id = str(model["id"])
         self.ended = None
 
@@ -319,8 +366,9 @@ class RemoteKernel:
             if exc.status != 404:
                 raise
             if not self.owned:
-                raise KernelDiedError(f"the kernel {self.kernel_id} is gone from "
-                                      f"{self.server.url}: {exc}") from None
+                raise KernelDiedError(
+                    f"the kernel {self.kernel_id} is gone from {self.server.url}: {exc}"
+                ) from None
             await self.start()
             transport.kernel_id = str(self.kernel_id)
             survived = False
@@ -342,8 +390,9 @@ class RemoteKernel:
         the server's restarter caught it) is left to the server: asking again while it
         restarts fails (HTTP 500)."""
         if not (self.ended is not None and self._server_restarts):
-            await self.server.request("POST", f"{self._path}/restart",
-                                      timeout=self.server.start_timeout)
+            await self.server.request(
+                "POST", f"{self._path}/restart", timeout=self.server.start_timeout
+            )
         self.ended = None
         self._server_restarts = False
 
@@ -354,19 +403,25 @@ class RemoteKernel:
             await self.server.request("DELETE", self._path)
         except ServerError as exc:
             if exc.status != 404:  # gone already is what we wanted
-                log.warning("progtc_kernel: could not shut down kernel %s: %s",
-                            self.kernel_id, exc)
+                log.warning("progtc_kernel: could not shut down kernel %s: %s", self.kernel_id, exc)
 
     def startup_failure(self) -> str:
-        return (f"the kernel {self.kernel_id} on {self.server.url} {self.ended or 'died'} "
-                "while starting; the server's log says why")
+        return (
+            f"the kernel {self.kernel_id} on {self.server.url} {self.ended or 'died'} "
+            "while starting; the server's log says why"
+        )
 
 
 class WebsocketTransport:
     """One connection to a kernel's websocket, with a session id of its own."""
 
-    def __init__(self, server: JupyterServer, kernel_id: str, *,
-                 on_gone: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        server: JupyterServer,
+        kernel_id: str,
+        *,
+        on_gone: Callable[[str, bool], None] | None = None,
+    ) -> None:
         """``on_gone(reason, server_restarts)``: called when the server reports the
         kernel restarting (``server_restarts``: True) or dead, or the connection is
         lost for good."""
@@ -403,13 +458,22 @@ class WebsocketTransport:
         await self._connect()
 
     def send(
-        self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,
-        buffers: list[bytes] | None = None, metadata: dict[str, Any] | None = None,
+        self,
+        channel: ChannelName,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        buffers: list[bytes] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
         msg = self.session.msg(msg_type, content, metadata=metadata)
         pack = self.session.pack
-        parts = [pack(msg["header"]), pack(msg["parent_header"]), pack(msg["metadata"]),
-                 pack(msg["content"])]
+        parts = [
+            pack(msg["header"]),
+            pack(msg["parent_header"]),
+            pack(msg["metadata"]),
+            pack(msg["content"]),
+        ]
         if self.framing == "legacy":
             frame, binary = _legacy_frame(channel, parts, buffers or [])
         else:
@@ -463,8 +527,10 @@ class WebsocketTransport:
         self._early = []
         try:
             connection = await self.server.connect_websocket(
-                self.kernel_id, self.session_id,
-                on_frame=lambda frame: self._on_frame(frame, generation))
+                self.kernel_id,
+                self.session_id,
+                on_frame=lambda frame: self._on_frame(frame, generation),
+            )
         except BaseException:
             self._early = None
             raise
@@ -499,10 +565,15 @@ class WebsocketTransport:
             self.bad_messages.report("unreadable websocket message", exc)
             return
         state = msg["content"].get("execution_state")
-        if (channel == "iopub" and state in _DEATH_STATES
-                and msg["header"].get("msg_type") == "status"):
-            self._gone(f"was reported {state} by the server (the kernel process died)",
-                       server_restarts=state == "restarting")
+        if (
+            channel == "iopub"
+            and state in _DEATH_STATES
+            and msg["header"].get("msg_type") == "status"
+        ):
+            self._gone(
+                f"was reported {state} by the server (the kernel process died)",
+                server_restarts=state == "restarting",
+            )
         try:
             assert self._on_message is not None
             self._on_message(channel, msg)
@@ -548,7 +619,8 @@ class WebsocketTransport:
 # once and fails the rest after their timeout: twenty executions starting together
 # would time out waiting in its queue.
 _HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 MAX_CONCURRENT_REQUESTS = 256
 
 
@@ -572,8 +644,11 @@ def rate_limit_window(channel: str, msg: dict[str, Any]) -> float | None:
     rate limits (tool calls among them, until its window has passed), that window in
     seconds; else None. The server sends it on stderr, once per episode."""
     content = msg.get("content") or {}
-    if (channel != "iopub" or msg.get("header", {}).get("msg_type") != "stream"
-            or content.get("name") != "stderr"):
+    if (
+        channel != "iopub"
+        or msg.get("header", {}).get("msg_type") != "stream"
+        or content.get("name") != "stderr"
+    ):
         return None
     text = str(content.get("text", ""))
     if not text.startswith(_RATE_LIMIT_NOTICES):
@@ -588,11 +663,14 @@ def _ignore_outcome(future: asyncio.Future[Any]) -> None:
 
 
 def no_kernel(server: JupyterServer, kernel_id: str) -> str:
-    return (f"there is no kernel {kernel_id!r} on {server.url}: give the id of a running "
-            "kernel (GET /api/kernels lists them), or leave kernel_id out to start one")
+    return (
+        f"there is no kernel {kernel_id!r} on {server.url}: give the id of a running "
+        "kernel (GET /api/kernels lists them), or leave kernel_id out to start one"
+    )
 
 
 # -- framing ------------------------------------------------------------------------
+
 
 def _v1_frame(channel: str, parts: list[bytes]) -> bytes:
     """``v1.kernel.websocket.jupyter.org``: u64 count, u64 offsets, channel, parts."""
@@ -600,25 +678,27 @@ def _v1_frame(channel: str, parts: list[bytes]) -> bytes:
     offsets = [8 * (len(parts) + 3), 8 * (len(parts) + 3) + len(name)]
     for part in parts:
         offsets.append(offsets[-1] + len(part))
-    return b"".join([struct.pack(f"<{len(offsets) + 1}Q", len(offsets), *offsets), name,
-                     *parts])
+    return b"".join([struct.pack(f"<{len(offsets) + 1}Q", len(offsets), *offsets), name, *parts])
 
 
-def _legacy_frame(channel: str, parts: list[bytes],
-                  buffers: list[bytes]) -> tuple[bytes, bool]:
+def _legacy_frame(channel: str, parts: list[bytes], buffers: list[bytes]) -> tuple[bytes, bool]:
     """The legacy framing: JSON with a ``channel`` key; binary (u32 big-endian count
     and offsets, then the JSON and the buffers) when there are buffers."""
     header, parent, metadata, content = parts
     text = b'{"channel":%s,"header":%s,"parent_header":%s,"metadata":%s,"content":%s}' % (
-        json.dumps(channel).encode(), header, parent, metadata, content)
+        json.dumps(channel).encode(),
+        header,
+        parent,
+        metadata,
+        content,
+    )
     if not buffers:
         return text, False
     pieces = [text, *buffers]
     offsets = [4 * (len(pieces) + 1)]
     for piece in pieces[:-1]:
         offsets.append(offsets[-1] + len(piece))
-    return b"".join([struct.pack(f"!{len(pieces) + 1}I", len(pieces), *offsets),
-                     *pieces]), True
+    return b"".join([struct.pack(f"!{len(pieces) + 1}I", len(pieces), *offsets), *pieces]), True
 
 
 def _decode(frame: str | bytes, legacy: bool) -> tuple[str, dict[str, Any]]:
@@ -630,16 +710,22 @@ def _decode(frame: str | bytes, legacy: bool) -> tuple[str, dict[str, Any]]:
     if not legacy:
         count = struct.unpack_from("<Q", frame)[0]
         offsets = struct.unpack_from(f"<{count}Q", frame, 8)
-        channel = bytes(view[offsets[0]:offsets[1]]).decode()
-        parts = [view[offsets[i]:offsets[i + 1]] for i in range(1, count - 1)]
+        channel = bytes(view[offsets[0] : offsets[1]]).decode()
+        parts = [view[offsets[i] : offsets[i + 1]] for i in range(1, count - 1)]
         header, parent, metadata, content = (json.loads(bytes(part)) for part in parts[:4])
-        return channel, {"header": header, "msg_id": header.get("msg_id"),
-                         "msg_type": header.get("msg_type"), "parent_header": parent,
-                         "metadata": metadata, "content": content, "buffers": parts[4:]}
+        return channel, {
+            "header": header,
+            "msg_id": header.get("msg_id"),
+            "msg_type": header.get("msg_type"),
+            "parent_header": parent,
+            "metadata": metadata,
+            "content": content,
+            "buffers": parts[4:],
+        }
     count = struct.unpack_from("!I", frame)[0]
     bounds = [*struct.unpack_from(f"!{count}I", frame, 4), len(frame)]
-    msg = json.loads(bytes(view[bounds[0]:bounds[1]]))
-    msg["buffers"] = [view[bounds[i]:bounds[i + 1]] for i in range(1, count)]
+    msg = json.loads(bytes(view[bounds[0] : bounds[1]]))
+    msg["buffers"] = [view[bounds[i] : bounds[i + 1]] for i in range(1, count)]
     return str(msg.pop("channel")), msg
 
 
@@ -647,8 +733,10 @@ def _base_url(url: str) -> tuple[str, str]:
     """The base URL (ending in ``/``) and the token in its query, if any."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not a server URL: give one like http://127.0.0.1:8888 "
-                         "(or https://... for a remote server)")
+        raise ValueError(
+            f"{url!r} is not a server URL: give one like http://127.0.0.1:8888 "
+            "(or https://... for a remote server)"
+        )
     path = parts.path.rstrip("/")
     for suffix in ("/lab", "/tree"):
         if path.endswith(suffix):

@@ -67,8 +67,13 @@ class ZmqTransport:
             self._readers.append(asyncio.create_task(reader))
 
     def send(
-        self, channel: ChannelName, msg_type: str, content: dict[str, Any], *,
-        buffers: list[bytes] | None = None, metadata: dict[str, Any] | None = None,
+        self,
+        channel: ChannelName,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        buffers: list[bytes] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
         socket = getattr(self.client, f"{channel}_channel").socket
         session = self.client.session
@@ -93,8 +98,9 @@ class ZmqTransport:
         if self.client.channels_running:
             self.client.stop_channels()
 
-    async def _read(self, name: str, socket: Any, check: SignatureCheck,
-                    on_message: MessageCallback) -> None:
+    async def _read(
+        self, name: str, socket: Any, check: SignatureCheck, on_message: MessageCallback
+    ) -> None:
         session = self.client.session
         while True:
             frames = await socket.recv_multipart(copy=False)
@@ -117,8 +123,9 @@ class _StderrTail:
 
     def __init__(self, pipe: Any, keep: int = 20) -> None:
         self.lines: deque[str] = deque(maxlen=keep)
-        self._thread = threading.Thread(target=self._copy, args=(pipe,), daemon=True,
-                                        name="progtc-kernel-stderr")
+        self._thread = threading.Thread(
+            target=self._copy, args=(pipe,), daemon=True, name="progtc-kernel-stderr"
+        )
         self._thread.start()
 
     def _copy(self, pipe: Any) -> None:
@@ -146,9 +153,16 @@ class LocalKernel:
 
     owned = True
 
-    def __init__(self, *, python: str | None = None, kernel_name: str | None = None,
-                 cwd: str | None = None, env: dict[str, str] | None = None,
-                 manager: Any = None, ipython_hist_file: str | None = ":memory:") -> None:
+    def __init__(
+        self,
+        *,
+        python: str | None = None,
+        kernel_name: str | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        manager: Any = None,
+        ipython_hist_file: str | None = ":memory:",
+    ) -> None:
         self.python = python
         self.cwd = cwd
         self.env = env
@@ -177,8 +191,10 @@ class LocalKernel:
             self.manager = self._new_manager()
         self._shut_down = False
         if self.python is not None and shutil.which(self.python) is None:
-            raise KernelError(f"no Python interpreter at {self.python!r}: give the path of "
-                              "a Python executable (e.g. .venv/bin/python)")
+            raise KernelError(
+                f"no Python interpreter at {self.python!r}: give the path of "
+                "a Python executable (e.g. .venv/bin/python)"
+            )
         kwargs: dict[str, Any] = {"stderr": subprocess.PIPE}
         if self.cwd:
             kwargs["cwd"] = self.cwd
@@ -223,16 +239,22 @@ class LocalKernel:
         process = getattr(provisioner, "process", None)
         code = process.poll() if process is not None else None
         said = self._stderr.text() if self._stderr is not None else ""
-        python = self.python or (self.manager.kernel_spec.argv[0]
-                                 if self.manager.kernel_spec else sys.executable)
-        what = ("the kernel process exited while starting" if code is None
-                else f"the kernel process exited while starting (exit code {code})")
+        python = self.python or (
+            self.manager.kernel_spec.argv[0] if self.manager.kernel_spec else sys.executable
+        )
+        what = (
+            "the kernel process exited while starting"
+            if code is None
+            else f"the kernel process exited while starting (exit code {code})"
+        )
         if said:
             what += ":\n    " + "\n    ".join(said.splitlines()[-8:])
         if "No module named" in said and "ipykernel" in said:
-            what += (f"\nipykernel is not installed there; install it with: {python} -m pip "
-                     "install ipykernel (the kernel needs nothing else: the host brings "
-                     "progtc_kernel's kernel side along)")
+            what += (
+                f"\nipykernel is not installed there; install it with: {python} -m pip "
+                "install ipykernel (the kernel needs nothing else: the host brings "
+                "progtc_kernel's kernel side along)"
+            )
         return what
 
 
@@ -245,18 +267,20 @@ class AttachedKernel:
 
     owned = False
 
-    def __init__(self, connection: dict[str, Any] | str | os.PathLike[str],
-                 manager: Any = None) -> None:
+    def __init__(
+        self, connection: dict[str, Any] | str | os.PathLike[str], manager: Any = None
+    ) -> None:
         self.connection = connection
         self.manager = manager
         self._monitor: Any = None  # a client for heartbeats and interrupt requests
         self._beat_seen = False
 
     async def start(self) -> None:
-        if isinstance(self.connection, (str, os.PathLike)) and not os.path.exists(
-                self.connection):
-            raise KernelError(f"no connection file at {os.fspath(self.connection)!r}: give "
-                              "the path of a running kernel's connection file")
+        if isinstance(self.connection, (str, os.PathLike)) and not os.path.exists(self.connection):
+            raise KernelError(
+                f"no connection file at {os.fspath(self.connection)!r}: give "
+                "the path of a running kernel's connection file"
+            )
         if self.manager is None:
             from jupyter_client.asynchronous.client import AsyncKernelClient
 
@@ -292,7 +316,8 @@ class AttachedKernel:
         if self.manager is None:
             raise KernelError(
                 "this kernel was given by its connection info, so it cannot be restarted "
-                "from here: restart it where it runs, or let ToolKernel start its own")
+                "from here: restart it where it runs, or let ToolKernel start its own"
+            )
         await ensure_async(self.manager.restart_kernel(now=True))
 
     async def shutdown(self) -> None:
@@ -322,7 +347,8 @@ def lifecycle_for(kernel: Any) -> Any:
     raise TypeError(
         f"ToolKernel cannot use a {type(kernel).__name__} as a kernel; pass a KernelManager, "
         "a KernelClient, a connection file or info dict, or a kernel lifecycle "
-        "(progtc_kernel.kernels.local.LocalKernel...)")
+        "(progtc_kernel.kernels.local.LocalKernel...)"
+    )
 
 
 def _kernel_manager(python: str | None, kernel_name: str | None) -> Any:
@@ -330,17 +356,22 @@ def _kernel_manager(python: str | None, kernel_name: str | None) -> Any:
 
     if python is None and kernel_name is not None:
         return AsyncKernelManager(kernel_name=kernel_name)
-    return AsyncKernelManager(kernel_spec_manager=single_spec(python or sys.executable),
-                              kernel_name=SPEC_NAME)
+    return AsyncKernelManager(
+        kernel_spec_manager=single_spec(python or sys.executable), kernel_name=SPEC_NAME
+    )
 
 
 def single_spec(python: str) -> Any:
     """A kernel spec manager that knows one spec: an IPython kernel on ``python``."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-    spec = KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                      display_name="Python 3 (progtc)", language="python",
-                      metadata={"debugger": False}, interrupt_mode="signal")
+    spec = KernelSpec(
+        argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name="Python 3 (progtc)",
+        language="python",
+        metadata={"debugger": False},
+        interrupt_mode="signal",
+    )
 
     class SingleSpecManager(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:

@@ -7,5 +7,11 @@ AsyncProgtcClient``, and ``progtc.types`` becomes ``progtc_kernel.types``.
 from .client import AsyncProgtcClient
 from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess, MessageType
 
-__all__ = ["AsyncProgtcClient", "ErrorCode", "ExecuteCodeError", "ExecuteCodeResult",
-           "ExecuteCodeSuccess", "MessageType"]
+__all__ = [
+    "AsyncProgtcClient",
+    "ErrorCode",
+    "ExecuteCodeError",
+    "ExecuteCodeResult",
+    "ExecuteCodeSuccess",
+    "MessageType",
+]

@@ -28,8 +28,10 @@ DEFAULT_EXECUTION_TIMEOUT = 30.0
 DEFAULT_TOOL_CALL_TIMEOUT = 10.0
 
 # The fix a refused key names: this client's own argument, not JupyterServer's.
-KEY_OPTION = ("AsyncProgtcClient(base_url, api_key=...) with the key the server was started "
-              "with (progtc-kernel serve --api-key, or a Jupyter Server's token)")
+KEY_OPTION = (
+    "AsyncProgtcClient(base_url, api_key=...) with the key the server was started "
+    "with (progtc-kernel serve --api-key, or a Jupyter Server's token)"
+)
 
 ToolEventCallback = Callable[[ToolCallStarted | ToolCallFinished], Any]
 TextCallback = Callable[[str], Any]
@@ -51,9 +53,15 @@ class AsyncProgtcClient:
     Each ``execute_code`` runs in a fresh kernel unless it names a ``session``.
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None,
-                 headers: Mapping[str, str] | None = None, *, kernel_name: str | None = None,
-                 request_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        kernel_name: str | None = None,
+        request_timeout: float = 10.0,
+    ) -> None:
         self.base_url = base_url
         self.api_key = api_key or ""
         self.headers = dict(headers or {})
@@ -69,9 +77,13 @@ class AsyncProgtcClient:
         await self.aclose()
 
     def _server(self, headers: Mapping[str, str] | None = None) -> JupyterServer:
-        return JupyterServer(self.base_url, token=self.api_key,
-                             headers={**self.headers, **(headers or {})},
-                             request_timeout=self.request_timeout, token_option=KEY_OPTION)
+        return JupyterServer(
+            self.base_url,
+            token=self.api_key,
+            headers={**self.headers, **(headers or {})},
+            request_timeout=self.request_timeout,
+            token_option=KEY_OPTION,
+        )
 
     # -- the server -------------------------------------------------------------------
 
@@ -92,8 +104,9 @@ class AsyncProgtcClient:
         pause = 0.05
         while not await self.ping(timeout=min(5.0, timeout or 5.0)):
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"Progtc server not ready after {timeout}s: nothing "
-                                   f"answers at {self.base_url}")
+                raise TimeoutError(
+                    f"Progtc server not ready after {timeout}s: nothing answers at {self.base_url}"
+                )
             await asyncio.sleep(pause)  # polling a server that is not there yet
             pause = min(pause * 2, 0.5)
 
@@ -153,12 +166,17 @@ class AsyncProgtcClient:
         server = self._server(headers)
         lease = await self._kernel_for(server, session)
         kernel = ToolKernel(
-            handlers, server=server, kernel_id=lease.kernel_id,
+            handlers,
+            server=server,
+            kernel_id=lease.kernel_id,
             extension="loaded" if lease.extension_loaded else "inject",
-            timeout=_within(timeout, lease.limits.get("code_execution_timeout"),
-                            DEFAULT_EXECUTION_TIMEOUT),
-            tool_timeout=_within(tool_call_timeout, lease.limits.get("tool_call_timeout"),
-                                 DEFAULT_TOOL_CALL_TIMEOUT))
+            timeout=_within(
+                timeout, lease.limits.get("code_execution_timeout"), DEFAULT_EXECUTION_TIMEOUT
+            ),
+            tool_timeout=_within(
+                tool_call_timeout, lease.limits.get("tool_call_timeout"), DEFAULT_TOOL_CALL_TIMEOUT
+            ),
+        )
         try:
             await kernel.start()
             if modules:
@@ -170,16 +188,22 @@ class AsyncProgtcClient:
             await self._end(kernel, server, lease, session)
         return to_progtc(result)
 
-    async def _end(self, kernel: ToolKernel, server: JupyterServer, lease: _Lease,
-                   session: str | None) -> None:
+    async def _end(
+        self, kernel: ToolKernel, server: JupyterServer, lease: _Lease, session: str | None
+    ) -> None:
         """Disconnect from the kernel, and end its lease unless it is a session's."""
         await kernel.close()
         if session is None:
             await self._release(server, lease)
 
-    async def _run(self, kernel: ToolKernel, code: str, on_stdout: TextCallback | None,
-                   on_stderr: TextCallback | None,
-                   on_tool_call: ToolEventCallback | None) -> ExecutionResult:
+    async def _run(
+        self,
+        kernel: ToolKernel,
+        code: str,
+        on_stdout: TextCallback | None,
+        on_stderr: TextCallback | None,
+        on_tool_call: ToolEventCallback | None,
+    ) -> ExecutionResult:
         events = kernel.stream(code)
         async with contextlib.aclosing(events):
             async for event in events:
@@ -202,16 +226,21 @@ class AsyncProgtcClient:
         if self._pooled is not False:
             try:
                 # The server may make the request wait for a kernel to come free.
-                lease = await server.request("POST", f"{LEASES}/kernels", {"session": session},
-                                             timeout=server.start_timeout)
+                lease = await server.request(
+                    "POST", f"{LEASES}/kernels", {"session": session}, timeout=server.start_timeout
+                )
             except ServerError as exc:
                 if exc.status != 404:
                     raise
                 self._pooled = False  # a plain Jupyter Server
             else:
                 self._pooled = True
-                return _Lease(lease["id"], dict(lease["limits"]), pooled=True,
-                              extension_loaded=bool(lease.get("extension_loaded")))
+                return _Lease(
+                    lease["id"],
+                    dict(lease["limits"]),
+                    pooled=True,
+                    extension_loaded=bool(lease.get("extension_loaded")),
+                )
         if session is not None and session in self._plain_sessions:
             return _Lease(self._plain_sessions[session])
         body = {"name": self.kernel_name} if self.kernel_name else {}
@@ -221,8 +250,11 @@ class AsyncProgtcClient:
         return _Lease(model["id"])
 
     async def _release(self, server: JupyterServer, lease: _Lease) -> None:
-        path = (f"{LEASES}/kernels/{lease.kernel_id}" if lease.pooled
-                else f"api/kernels/{lease.kernel_id}")
+        path = (
+            f"{LEASES}/kernels/{lease.kernel_id}"
+            if lease.pooled
+            else f"api/kernels/{lease.kernel_id}"
+        )
         with contextlib.suppress(ServerError):  # already reaped: a dead kernel, say
             await server.request("DELETE", path)
 
@@ -241,10 +273,15 @@ class _Lease:
 def _checked_timeout(name: str, value: Any) -> Any:
     """A timeout as given, unless it is not a number of seconds: NaN or infinity would
     turn the timeout off without a word, a negative one means nothing."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                              or not math.isfinite(value) or value < 0):
-        raise ValueError(f"{name}={value!r} is not a timeout: give a finite number of "
-                         "seconds >= 0, or None")
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{name}={value!r} is not a timeout: give a finite number of seconds >= 0, or None"
+        )
     return value
 
 
@@ -260,13 +297,26 @@ def to_progtc(result: ExecutionResult) -> ExecuteCodeResult:
     """An execution's result as progtc's success or error."""
     error = result.error
     if error is None:
-        return ExecuteCodeSuccess(stdout=result.stdout, stderr=result.stderr,
-                                  outputs=result.outputs, tool_calls=result.tool_calls,
-                                  duration=result.duration)
-    code = {"syntax": ErrorCode.CODE_COMPILATION_ERROR, "timeout": ErrorCode.CODE_TIMEOUT_ERROR,
-            "kernel_died": ErrorCode.KERNEL_DIED}.get(error.kind, ErrorCode.CODE_RUNTIME_ERROR)
+        return ExecuteCodeSuccess(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            outputs=result.outputs,
+            tool_calls=result.tool_calls,
+            duration=result.duration,
+        )
+    code = {
+        "syntax": ErrorCode.CODE_COMPILATION_ERROR,
+        "timeout": ErrorCode.CODE_TIMEOUT_ERROR,
+        "kernel_died": ErrorCode.KERNEL_DIED,
+    }.get(error.kind, ErrorCode.CODE_RUNTIME_ERROR)
     stderr = result.stderr + (error.traceback + "\n" if error.traceback else "")
-    return ExecuteCodeError(code=code, message=f"{error.ename}: {error.evalue}",
-                            traceback=error.traceback, stdout=result.stdout, stderr=stderr,
-                            outputs=result.outputs, tool_calls=result.tool_calls,
-                            duration=result.duration)
+    return ExecuteCodeError(
+        code=code,
+        message=f"{error.ename}: {error.evalue}",
+        traceback=error.traceback,
+        stdout=result.stdout,
+        stderr=stderr,
+        outputs=result.outputs,
+        tool_calls=result.tool_calls,
+        duration=result.duration,
+    )

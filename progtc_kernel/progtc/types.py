@@ -20,8 +20,15 @@ from pydantic import BaseModel, ConfigDict
 
 from ..host.results import Output, ToolCallRecord
 
-__all__ = ["ErrorCode", "ExecuteCodeError", "ExecuteCodeResult", "ExecuteCodeSuccess",
-           "MessageType", "Output", "ToolCallRecord"]
+__all__ = [
+    "ErrorCode",
+    "ExecuteCodeError",
+    "ExecuteCodeResult",
+    "ExecuteCodeSuccess",
+    "MessageType",
+    "Output",
+    "ToolCallRecord",
+]
 
 
 class MessageType(str, Enum):

@@ -63,13 +63,19 @@ class Service:
             self.finished.popitem(last=False)
 
     def status(self) -> dict[str, Any]:
-        return {"version": __version__, "pool": self.pool.status(),
-                "limits": asdict(self.limits),
-                "progtc_api": {"dialect": self.dialect, "running": len(self.executions),
-                               "max_output": self.max_output,
-                               "send_timeout": self.send_timeout,
-                               "output_stopped": self.output_stopped,
-                               "clients_cut_off": self.clients_cut_off}}
+        return {
+            "version": __version__,
+            "pool": self.pool.status(),
+            "limits": asdict(self.limits),
+            "progtc_api": {
+                "dialect": self.dialect,
+                "running": len(self.executions),
+                "max_output": self.max_output,
+                "send_timeout": self.send_timeout,
+                "output_stopped": self.output_stopped,
+                "clients_cut_off": self.clients_cut_off,
+            },
+        }
 
 
 class ProgtcKernelApp(ExtensionApp):
@@ -84,45 +90,66 @@ class ProgtcKernelApp(ExtensionApp):
 
     pool_size = Int(2, help="Warm kernels kept ready.").tag(config=True)
     max_kernels = Int(16, help="Kernels running at once, warm and leased.").tag(config=True)
-    pool_timeout = Float(30.0, allow_none=True,
-                         help="Seconds a request waits for a kernel before a 503.").tag(config=True)
-    kernel_name = Unicode(None, allow_none=True,
-                          help="The kernelspec of pool kernels (default: the server's).").tag(
-        config=True)
-    tool_call_timeout = Float(10.0, allow_none=True,
-                              help="Ceiling of one tool call, in seconds.").tag(config=True)
-    code_execution_timeout = Float(30.0, allow_none=True,
-                                   help="Ceiling of one execution, in seconds.").tag(config=True)
-    progtc_dialect = Enum(list(DIALECTS), DIALECTS[0],
-                          help="The final messages progtc clients that send 'Authorization: "
-                          "Bearer' get: '0.1.1' (the seed's release) or '0.1.5' (0.1.2 to "
-                          "0.1.5). Clients of 0.1.6 and later always get theirs.").tag(
-        config=True)
-    max_output = Int(10_000_000, help="Characters of output one progtc API execution "
-                     "may print; one that prints more is stopped.").tag(config=True)
-    send_timeout = Float(60.0, help="Seconds a progtc API client may take nothing the "
-                         "server sends before it is cut off.").tag(config=True)
-    announce_key = Bool(False, help="Print the API key with the address (it was "
-                        "generated).").tag(config=True)
-    session_idle_timeout = Float(SESSION_IDLE_TIMEOUT, allow_none=True,
-                                 help="Seconds a named session may go unused before it is "
-                                 "ended (None: never).").tag(config=True)
-    announce = Bool(False, help="Print where the server listens, once it does.").tag(
-        config=True)
+    pool_timeout = Float(
+        30.0, allow_none=True, help="Seconds a request waits for a kernel before a 503."
+    ).tag(config=True)
+    kernel_name = Unicode(
+        None, allow_none=True, help="The kernelspec of pool kernels (default: the server's)."
+    ).tag(config=True)
+    tool_call_timeout = Float(
+        10.0, allow_none=True, help="Ceiling of one tool call, in seconds."
+    ).tag(config=True)
+    code_execution_timeout = Float(
+        30.0, allow_none=True, help="Ceiling of one execution, in seconds."
+    ).tag(config=True)
+    progtc_dialect = Enum(
+        list(DIALECTS),
+        DIALECTS[0],
+        help="The final messages progtc clients that send 'Authorization: "
+        "Bearer' get: '0.1.1' (the seed's release) or '0.1.5' (0.1.2 to "
+        "0.1.5). Clients of 0.1.6 and later always get theirs.",
+    ).tag(config=True)
+    max_output = Int(
+        10_000_000,
+        help="Characters of output one progtc API execution "
+        "may print; one that prints more is stopped.",
+    ).tag(config=True)
+    send_timeout = Float(
+        60.0,
+        help="Seconds a progtc API client may take nothing the server sends before it is cut off.",
+    ).tag(config=True)
+    announce_key = Bool(False, help="Print the API key with the address (it was generated).").tag(
+        config=True
+    )
+    session_idle_timeout = Float(
+        SESSION_IDLE_TIMEOUT,
+        allow_none=True,
+        help="Seconds a named session may go unused before it is ended (None: never).",
+    ).tag(config=True)
+    announce = Bool(False, help="Print where the server listens, once it does.").tag(config=True)
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None  # linked before settings are initialized
-        pool = KernelPool(self.serverapp.kernel_manager, size=self.pool_size,
-                          max_kernels=self.max_kernels, wait_timeout=self.pool_timeout,
-                          execution_timeout=self.code_execution_timeout,
-                          kernel_name=self.kernel_name,
-                          session_idle_timeout=self.session_idle_timeout)
+        pool = KernelPool(
+            self.serverapp.kernel_manager,
+            size=self.pool_size,
+            max_kernels=self.max_kernels,
+            wait_timeout=self.pool_timeout,
+            execution_timeout=self.code_execution_timeout,
+            kernel_name=self.kernel_name,
+            session_idle_timeout=self.session_idle_timeout,
+        )
         if isinstance(self.serverapp.kernel_manager, ServeKernelManager):
             # The ceiling holds for every kernel the server starts, not only the pool's.
             self.serverapp.kernel_manager.max_kernels = self.max_kernels
         limits = Limits(self.tool_call_timeout, self.code_execution_timeout)
-        self.service = Service(pool, limits, dialect=self.progtc_dialect,
-                               max_output=self.max_output, send_timeout=self.send_timeout)
+        self.service = Service(
+            pool,
+            limits,
+            dialect=self.progtc_dialect,
+            max_output=self.max_output,
+            send_timeout=self.send_timeout,
+        )
         self.settings["progtc_kernel"] = self.service
 
     def initialize_handlers(self) -> None:
@@ -133,16 +160,20 @@ class ProgtcKernelApp(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.service.pool.start()
         if self.announce_key:  # (before the address: whoever waits for that has it)
-            print("progtc-kernel serve: API key (generated for this run; choose one "
-                  "with PROGTC_API_KEY): " + serverapp.identity_provider.token, flush=True)
+            print(
+                "progtc-kernel serve: API key (generated for this run; choose one "
+                "with PROGTC_API_KEY): " + serverapp.identity_provider.token,
+                flush=True,
+            )
         if self.announce:
             limits = self.service.limits
-            print(f"progtc-kernel serve: listening on {serverapp.connection_url} "
-                  f"({self.pool_size} warm kernels, at most {self.max_kernels}; ceilings: "
-                  f"{_seconds(limits.code_execution_timeout)} per execution, "
-                  f"{_seconds(limits.tool_call_timeout)} per tool call). Ctrl-C stops it.",
-                  flush=True)
-
+            print(
+                f"progtc-kernel serve: listening on {serverapp.connection_url} "
+                f"({self.pool_size} warm kernels, at most {self.max_kernels}; ceilings: "
+                f"{_seconds(limits.code_execution_timeout)} per execution, "
+                f"{_seconds(limits.tool_call_timeout)} per tool call). Ctrl-C stops it.",
+                flush=True,
+            )
 
     async def stop_extension(self) -> None:
         await self.service.pool.stop()

@@ -52,20 +52,29 @@ class LeaseHandler(_Handler):
         except PoolError as exc:
             raise web.HTTPError(500, str(exc)) from None
         self.set_status(201)
-        self.finish(json.dumps({"id": lease.kernel_id, "session": lease.session,
-                                "extension_loaded": True,  # pool kernels are warmed with it
-                                "limits": asdict(self.service.limits)}))
+        self.finish(
+            json.dumps(
+                {
+                    "id": lease.kernel_id,
+                    "session": lease.session,
+                    "extension_loaded": True,  # pool kernels are warmed with it
+                    "limits": asdict(self.service.limits),
+                }
+            )
+        )
 
     def _session_from_body(self) -> str | None:
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
-            raise web.HTTPError(400, "the body is not JSON: send {\"session\": null}, or "
-                                "{\"session\": \"a name\"} for a persistent session") from None
+            raise web.HTTPError(
+                400,
+                'the body is not JSON: send {"session": null}, or '
+                '{"session": "a name"} for a persistent session',
+            ) from None
         if not isinstance(body, dict) or set(body) - {"session"}:
             unknown = sorted(set(body) - {"session"}) if isinstance(body, dict) else body
-            raise web.HTTPError(422, f"unknown field(s) {unknown}: the only field is "
-                                "'session'")
+            raise web.HTTPError(422, f"unknown field(s) {unknown}: the only field is 'session'")
         session = body.get("session")
         if session is not None and (not isinstance(session, str) or not session):
             raise web.HTTPError(422, "'session' is a non-empty string, or null")

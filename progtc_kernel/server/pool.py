@@ -76,17 +76,23 @@ class ServeKernelManager(AsyncMappingKernelManager):
         return set(self._kernels) | self._launching
 
     async def start_kernel(  # type: ignore[override]  # async, as jupyter_server's is
-            self, *, kernel_id: str | None = None, **kwargs: Any) -> str:
+        self, *, kernel_id: str | None = None, **kwargs: Any
+    ) -> str:
         if kernel_id is not None and kernel_id in self:
             return str(await super().start_kernel(kernel_id=kernel_id, **kwargs))
         if self.max_kernels and len(self.running_ids()) >= self.max_kernels:
-            raise web.HTTPError(503, f"this server runs at most {self.max_kernels} kernels "
-                                "at once (--max-kernels), and all are in use: shut one down "
-                                "first, or start the server with a larger --max-kernels")
+            raise web.HTTPError(
+                503,
+                f"this server runs at most {self.max_kernels} kernels "
+                "at once (--max-kernels), and all are in use: shut one down "
+                "first, or start the server with a larger --max-kernels",
+            )
         kernel_id = kernel_id or self.new_kernel_id()
         if self._is_python(kwargs.get("kernel_name")):
-            kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()),
-                                         "--HistoryManager.hist_file=:memory:"]
+            kwargs["extra_arguments"] = [
+                *kwargs.get("extra_arguments", ()),
+                "--HistoryManager.hist_file=:memory:",
+            ]
         if kwargs.get("path") is None and "cwd" not in kwargs:
             kwargs["cwd"] = self._folders[kernel_id] = tempfile.mkdtemp(prefix="progtc-kernel-")
         self._launching.add(kernel_id)
@@ -106,8 +112,7 @@ class ServeKernelManager(AsyncMappingKernelManager):
     def _is_python(self, kernel_name: str | None) -> bool:
         try:
             assert self.kernel_spec_manager is not None
-            spec = self.kernel_spec_manager.get_kernel_spec(kernel_name or
-                                                            self.default_kernel_name)
+            spec = self.kernel_spec_manager.get_kernel_spec(kernel_name or self.default_kernel_name)
         except Exception:  # no such kernelspec: the start itself says so
             return False
         return str(spec.language).lower() == "python"
@@ -174,13 +179,22 @@ class KernelPool:
     refuses theirs past it.
     """
 
-    def __init__(self, kernel_manager: Any, *, size: int = 2, max_kernels: int = 16,
-                 wait_timeout: float | None = 30.0, execution_timeout: float | None = 30.0,
-                 kernel_name: str | None = None,
-                 session_idle_timeout: float | None = SESSION_IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        kernel_manager: Any,
+        *,
+        size: int = 2,
+        max_kernels: int = 16,
+        wait_timeout: float | None = 30.0,
+        execution_timeout: float | None = 30.0,
+        kernel_name: str | None = None,
+        session_idle_timeout: float | None = SESSION_IDLE_TIMEOUT,
+    ) -> None:
         if size < 0 or max_kernels < 1 or size > max_kernels:
-            raise ValueError(f"a pool of {size} warm kernels with at most {max_kernels} "
-                             "running: give 0 <= size <= max_kernels, max_kernels >= 1")
+            raise ValueError(
+                f"a pool of {size} warm kernels with at most {max_kernels} "
+                "running: give 0 <= size <= max_kernels, max_kernels >= 1"
+            )
         self.kernel_manager = kernel_manager
         self.size = size
         self.max_kernels = max_kernels
@@ -208,8 +222,7 @@ class KernelPool:
         self._watcher = asyncio.ensure_future(self._watch())
         if isinstance(self.kernel_manager, ServeKernelManager):
             # Room made by a kernel that is not the pool's: waiting requests may use it.
-            self.kernel_manager.removal_listeners.append(
-                lambda: self._spawn(self._room_changed()))
+            self.kernel_manager.removal_listeners.append(lambda: self._spawn(self._room_changed()))
         self._refill()
 
     async def take(self, *, session: str | None = None, websocket: bool = True) -> Lease:
@@ -235,10 +248,15 @@ class KernelPool:
         self._spawn(self._shut_down(kernel_id))
 
     def status(self) -> dict[str, Any]:
-        return {"warm": len(self._warm), "starting": len(self._starting),
-                "leased": len(self.leases), "waiting": self._waiting,
-                "size": self.size, "max_kernels": self.max_kernels,
-                "sessions": sorted(self.sessions)}
+        return {
+            "warm": len(self._warm),
+            "starting": len(self._starting),
+            "leased": len(self.leases),
+            "waiting": self._waiting,
+            "size": self.size,
+            "max_kernels": self.max_kernels,
+            "sessions": sorted(self.sessions),
+        }
 
     async def stop(self) -> None:
         """Stop refilling and shut down every kernel of the pool, warm and leased."""
@@ -264,8 +282,11 @@ class KernelPool:
         server runs (being shut down, or started through Jupyter's own API)."""
         ours = {*self._warm, *self._starting, *self.leases}
         manager = self.kernel_manager
-        others = (manager.running_ids() if isinstance(manager, ServeKernelManager)
-                  else set(manager.list_kernel_ids()))
+        others = (
+            manager.running_ids()
+            if isinstance(manager, ServeKernelManager)
+            else set(manager.list_kernel_ids())
+        )
         return len(ours | others)
 
     def _refill(self) -> None:
@@ -273,8 +294,11 @@ class KernelPool:
         size plus the requests waiting, within ``max_kernels``."""
         if self._last_failure and time.monotonic() < self._retry_at:
             return
-        while (not self._stopped and self._running < self.max_kernels
-               and len(self._warm) + len(self._starting) < self.size + self._waiting):
+        while (
+            not self._stopped
+            and self._running < self.max_kernels
+            and len(self._warm) + len(self._starting) < self.size + self._waiting
+        ):
             kernel_id = str(uuid.uuid4())
             self._starting.add(kernel_id)
             self._spawn(self._start_one(kernel_id))
@@ -298,8 +322,9 @@ class KernelPool:
     async def _start_one(self, kernel_id: str) -> None:
         started = False
         try:
-            await self.kernel_manager.start_kernel(kernel_id=kernel_id,
-                                                   kernel_name=self.kernel_name)
+            await self.kernel_manager.start_kernel(
+                kernel_id=kernel_id, kernel_name=self.kernel_name
+            )
             started = True
             await warm_up(self.kernel_manager.get_kernel(kernel_id))
         except Exception as exc:
@@ -343,8 +368,9 @@ class KernelPool:
                             return kernel_id
                         self._spawn(self._shut_down(kernel_id))
                     if self._last_failure and not self._starting:
-                        raise PoolError(f"the server could not start a kernel: "
-                                          f"{self._last_failure}")
+                        raise PoolError(
+                            f"the server could not start a kernel: {self._last_failure}"
+                        )
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise PoolExhausted(self._exhausted())
@@ -355,14 +381,15 @@ class KernelPool:
             self._trim()
 
     def _exhausted(self) -> str:
-        return (f"no kernel came free within {self.wait_timeout or 0:g} s: all "
-                f"{self.max_kernels} kernels the server may run are busy; try again "
-                "later, or start the server with a larger --max-kernels")
+        return (
+            f"no kernel came free within {self.wait_timeout or 0:g} s: all "
+            f"{self.max_kernels} kernels the server may run are busy; try again "
+            "later, or start the server with a larger --max-kernels"
+        )
 
     async def _alive(self, kernel_id: str) -> bool:
         try:
-            return bool(await ensure_async(self.kernel_manager.get_kernel(kernel_id)
-                                           .is_alive()))
+            return bool(await ensure_async(self.kernel_manager.get_kernel(kernel_id).is_alive()))
         except KeyError:
             return False
 
@@ -392,10 +419,13 @@ class KernelPool:
         if not lease.connected and _active_since(model, lease.taken_on):
             lease.connected = True  # a client came, even if it left between two checks
         connections = int(model.get("connections", 0))
-        if lease.session is not None and (why := self._session_idle(lease, connections, busy,
-                                                                    now)):
-            log.info("progtc_kernel: ending session %r (kernel %s): %s", lease.session,
-                     lease.kernel_id, why)
+        if lease.session is not None and (why := self._session_idle(lease, connections, busy, now)):
+            log.info(
+                "progtc_kernel: ending session %r (kernel %s): %s",
+                lease.session,
+                lease.kernel_id,
+                why,
+            )
             self.release(lease.kernel_id)
             return
         watched = lease.websocket and lease.session is None
@@ -404,15 +434,20 @@ class KernelPool:
             self.release(lease.kernel_id)
             return
         ceiling = self.execution_timeout
-        if ceiling is not None and lease.busy_since is not None \
-                and now - lease.busy_since > ceiling + RECONNECT_GRACE:
-            log.info("progtc_kernel: interrupting kernel %s: busy past the server's "
-                     "%g s ceiling", lease.kernel_id, ceiling)
+        if (
+            ceiling is not None
+            and lease.busy_since is not None
+            and now - lease.busy_since > ceiling + RECONNECT_GRACE
+        ):
+            log.info(
+                "progtc_kernel: interrupting kernel %s: busy past the server's %g s ceiling",
+                lease.kernel_id,
+                ceiling,
+            )
             lease.busy_since = None
             await ensure_async(self.kernel_manager.interrupt_kernel(lease.kernel_id))
 
-    def _session_idle(self, lease: Lease, connections: int, busy: bool,
-                      now: float) -> str | None:
+    def _session_idle(self, lease: Lease, connections: int, busy: bool, now: float) -> str | None:
         if connections or busy:
             lease.idle_since = None
             return None
@@ -430,8 +465,7 @@ class KernelPool:
                 return f"leased past the server's {ceiling:g} s execution ceiling"
             return None
         if not lease.connected:
-            return "its client never connected" if now - lease.taken_at > CONNECT_GRACE \
-                else None
+            return "its client never connected" if now - lease.taken_at > CONNECT_GRACE else None
         lease.disconnected_at = lease.disconnected_at or now
         if now - lease.disconnected_at > RECONNECT_GRACE:
             return "its client disconnected"

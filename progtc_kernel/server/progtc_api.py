@@ -61,13 +61,17 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 # jupyter_server >= 2.13 can refuse unauthenticated requests unless marked (older
 # servers let them all through, and have no mark).
 allow_unauthenticated: Callable[[_Method], _Method] = getattr(
-    auth_decorator, "allow_unauthenticated", lambda method: method)
+    auth_decorator, "allow_unauthenticated", lambda method: method
+)
 
 log = logging.getLogger("progtc_kernel.server")
 
 KEEPALIVE = 15.0  # seconds of silence before a keep-alive comment, as progtc sends
-ERROR_CODES = {"syntax_error": "code_compilation_error", "runtime_error": "code_runtime_error",
-               "timeout_error": "code_timeout_error"}
+ERROR_CODES = {
+    "syntax_error": "code_compilation_error",
+    "runtime_error": "code_runtime_error",
+    "timeout_error": "code_timeout_error",
+}
 DIALECTS = ("0.1.1", "0.1.5")  # what a client sending 'Authorization: Bearer' gets
 # Tool names one execution may offer. Building each costs the server a few
 # milliseconds; a real client offers tens.
@@ -90,11 +94,14 @@ class ExecuteCodeRequest(pydantic.BaseModel):
     def _tool_names(cls, names: list[str]) -> list[str]:
         for name in names:
             if len(name) > MAX_NAME_LENGTH:
-                raise ValueError(f"tool name {name[:20]!r}... is longer than "
-                                 f"{MAX_NAME_LENGTH} characters")
+                raise ValueError(
+                    f"tool name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters"
+                )
             if name.startswith("__"):
-                raise ValueError(f"{name!r} cannot be a tool: names starting with '__' "
-                                 "belong to Python (give the tool a plain name)")
+                raise ValueError(
+                    f"{name!r} cannot be a tool: names starting with '__' "
+                    "belong to Python (give the tool a plain name)"
+                )
         return names
 
     @pydantic.field_validator("modules")
@@ -142,8 +149,16 @@ class Execution:
         self.waiting[call_id] = future
         self.issued.add(call_id)
         try:
-            await self.send({"type": "tool_call", "id": call_id, "execution_id": self.id,
-                             "tool_name": name, "args": args, "kwargs": kwargs})
+            await self.send(
+                {
+                    "type": "tool_call",
+                    "id": call_id,
+                    "execution_id": self.id,
+                    "tool_name": name,
+                    "args": args,
+                    "kwargs": kwargs,
+                }
+            )
             return await future
         finally:
             self.waiting.pop(call_id, None)
@@ -183,9 +198,13 @@ class _ProgtcHandler(AuthenticatedFirst):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
-        detail = (exc.detail if isinstance(exc, _Detail) else
-                  exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message
-                  else self._reason)
+        detail = (
+            exc.detail
+            if isinstance(exc, _Detail)
+            else exc.log_message
+            if isinstance(exc, web.HTTPError) and exc.log_message
+            else self._reason
+        )
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"detail": detail}))
 
@@ -195,22 +214,30 @@ class _ProgtcHandler(AuthenticatedFirst):
         if user is None:
             if "Authorization" not in self.request.headers:
                 self.set_header("WWW-Authenticate", "Bearer")
-                raise _Detail(401, "Not authenticated: send the API key (the server's "
-                              "token) as 'X-Progtc-API-Key: KEY' (or 'Authorization: "
-                              "Bearer KEY')")
-            raise _Detail(401, "Unauthorized: the API key is wrong (it is the server's "
-                          "token)")
+                raise _Detail(
+                    401,
+                    "Not authenticated: send the API key (the server's "
+                    "token) as 'X-Progtc-API-Key: KEY' (or 'Authorization: "
+                    "Bearer KEY')",
+                )
+            raise _Detail(401, "Unauthorized: the API key is wrong (it is the server's token)")
         if not self.authorizer.is_authorized(self, user, "execute", "kernels"):
             raise _Detail(403, f"user {user.username!r} may not run code on this server")
 
     def body_as(self, model: type[pydantic.BaseModel]) -> Any:
         media_type = self.request.headers.get("Content-Type", "").partition(";")[0]
         if media_type.strip().lower() != "application/json":
-            raise _Detail(415, "send the body as JSON, with 'Content-Type: "
-                          f"application/json' (this one was {media_type or 'untyped'!r})")
+            raise _Detail(
+                415,
+                "send the body as JSON, with 'Content-Type: "
+                f"application/json' (this one was {media_type or 'untyped'!r})",
+            )
         if len(self.request.body) > MAX_BODY_BYTES:
-            raise _Detail(413, f"the body is {len(self.request.body):,} bytes; this server "
-                          f"takes at most {MAX_BODY_BYTES:,} (pass large data another way)")
+            raise _Detail(
+                413,
+                f"the body is {len(self.request.body):,} bytes; this server "
+                f"takes at most {MAX_BODY_BYTES:,} (pass large data another way)",
+            )
         try:
             return model.model_validate_json(self.request.body or b"")
         except pydantic.ValidationError as exc:
@@ -246,8 +273,9 @@ class ToolResultsHandler(_ProgtcHandler):
                 return
             raise _Detail(404, f"no execution {posted.execution_id!r} on this server")
         if not execution.answer(posted.tool_call_id, posted.result):
-            raise _Detail(404, f"execution {posted.execution_id!r} made no tool call "
-                          f"{posted.tool_call_id!r}")
+            raise _Detail(
+                404, f"execution {posted.execution_id!r} made no tool call {posted.tool_call_id!r}"
+            )
         self.set_header("Content-Type", "application/json")
         self.finish("null")
 
@@ -263,8 +291,9 @@ class ExecuteCodeHandler(_ProgtcHandler):
         try:  # many names take a while: build them off the event loop
             tools = await asyncio.to_thread(execution.tools, request.tool_names)
         except ToolDefinitionError as exc:
-            raise _Detail(422, [{"type": "value_error", "loc": ["body", "tool_names"],
-                                 "msg": str(exc)}]) from None
+            raise _Detail(
+                422, [{"type": "value_error", "loc": ["body", "tool_names"], "msg": str(exc)}]
+            ) from None
         try:
             lease = await self.service.pool.take(websocket=False)
         except PoolExhausted as exc:
@@ -283,13 +312,17 @@ class ExecuteCodeHandler(_ProgtcHandler):
             self.service.end(execution.id)
             self._reap(lease.kernel_id)
 
-    async def _stream(self, tools: ToolRegistry, request: ExecuteCodeRequest,
-                      kernel_id: str) -> None:
+    async def _stream(
+        self, tools: ToolRegistry, request: ExecuteCodeRequest, kernel_id: str
+    ) -> None:
         limits = self.service.limits
         manager = self.service.pool.kernel_manager.get_kernel(kernel_id)
-        kernel = ToolKernel(tools, kernel=manager,
-                            timeout=limits.code_execution_timeout,
-                            tool_timeout=limits.tool_call_timeout)
+        kernel = ToolKernel(
+            tools,
+            kernel=manager,
+            timeout=limits.code_execution_timeout,
+            tool_timeout=limits.tool_call_timeout,
+        )
         async with kernel:
             if request.modules:
                 try:
@@ -311,8 +344,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
     async def _final(self, kernel: ToolKernel, code: str, kernel_id: str) -> dict[str, Any]:
         """Run the code, keeping at most ``max_output`` characters of its output: one
         that prints more is stopped (the server holds what it keeps for the client)."""
-        dialect = (None if "X-Progtc-API-Key" in self.request.headers
-                   else self.service.dialect)
+        dialect = None if "X-Progtc-API-Key" in self.request.headers else self.service.dialect
         most = self.service.max_output
         kept: dict[str, list[str]] = {"stdout": [], "stderr": []}
         size = 0
@@ -322,7 +354,7 @@ class ExecuteCodeHandler(_ProgtcHandler):
                 if isinstance(event, ExecutionFinished):
                     return final_message(event.result, dialect)
                 if isinstance(event, StreamOutput):
-                    kept[event.name].append(event.text[:most - size])
+                    kept[event.name].append(event.text[: most - size])
                     size += len(event.text)
                 elif isinstance(event, DisplayOutput):
                     size += sum(len(str(value)) for value in event.output.data.values())
@@ -331,9 +363,11 @@ class ExecuteCodeHandler(_ProgtcHandler):
                     break
         self.service.output_stopped += 1
         stdout, stderr = "".join(kept["stdout"]), "".join(kept["stderr"])
-        message = (f"OutputLimitExceeded: the code printed more than {most:,} characters, "
-                   "the most this server keeps for one execution; it was stopped there "
-                   "(print less, or raise progtc-kernel serve --max-output)")
+        message = (
+            f"OutputLimitExceeded: the code printed more than {most:,} characters, "
+            "the most this server keeps for one execution; it was stopped there "
+            "(print less, or raise progtc-kernel serve --max-output)"
+        )
         return error_message("runtime_error", stdout, f"{stderr}{message}\n", message, dialect)
 
     async def _stop_reading(self, kernel: ToolKernel, kernel_id: str) -> None:
@@ -362,8 +396,9 @@ class ExecuteCodeHandler(_ProgtcHandler):
             pass  # on_connection_close handles it
         except asyncio.TimeoutError:
             self.service.clients_cut_off += 1
-            log.warning("progtc API: a client took nothing for %g s; cut off",
-                        self.service.send_timeout)
+            log.warning(
+                "progtc API: a client took nothing for %g s; cut off", self.service.send_timeout
+            )
             self.request.connection.close()  # type: ignore[union-attr]
             self.on_connection_close()
 
@@ -380,23 +415,36 @@ def final_message(result: ExecutionResult, dialect: str | None) -> dict[str, Any
     if result.error is None:
         return {"type": "success", "stdout": result.stdout, "stderr": result.stderr}
     error = result.error
-    kind = ("syntax_error" if error.kind == "syntax" else
-            "timeout_error" if error.kind == "timeout" else "runtime_error")
+    kind = (
+        "syntax_error"
+        if error.kind == "syntax"
+        else "timeout_error"
+        if error.kind == "timeout"
+        else "runtime_error"
+    )
     stderr = result.stderr + (error.traceback + "\n" if error.traceback else "")
     if error.kind == "kernel_died":
         stderr += f"{error.ename}: {error.evalue}\n"
-    return error_message(kind, result.stdout, stderr, f"{error.ename}: {error.evalue}",
-                         dialect)
+    return error_message(kind, result.stdout, stderr, f"{error.ename}: {error.evalue}", dialect)
 
 
-def error_message(kind: str, stdout: str, stderr: str, message: str,
-                  dialect: str | None) -> dict[str, Any]:
+def error_message(
+    kind: str, stdout: str, stderr: str, message: str, dialect: str | None
+) -> dict[str, Any]:
     """An error's final message. progtc 0.1.1 says ``"type": "error"`` with the kind in
     ``"code"``; later releases say the kind in ``"type"`` (and ignore the rest)."""
-    return {"type": "error" if dialect == "0.1.1" else kind, "stdout": stdout,
-            "stderr": stderr, "code": ERROR_CODES[kind], "message": message}
+    return {
+        "type": "error" if dialect == "0.1.1" else kind,
+        "stdout": stdout,
+        "stderr": stderr,
+        "code": ERROR_CODES[kind],
+        "message": message,
+    }
 
 
 def routes() -> list[tuple[str, type]]:
-    return [("/ping", PingHandler), ("/execute-code", ExecuteCodeHandler),
-            ("/tool-results", ToolResultsHandler)]
+    return [
+        ("/ping", PingHandler),
+        ("/execute-code", ExecuteCodeHandler),
+        ("/tool-results", ToolResultsHandler),
+    ]

@@ -46,10 +46,11 @@ def v1_frame_problem(frame: bytes) -> str | None:
         return f"a v1 frame of {len(frame)} bytes has no offset count"
     count = int.from_bytes(frame[:8], "little")
     if not 6 <= count <= MAX_PARTS + 6 or 8 * (count + 1) > len(frame):
-        return (f"a v1 frame of {len(frame)} bytes says it has {count} offsets (a message "
-                f"has 6 to {MAX_PARTS + 6}, and they must fit in the frame)")
-    offsets = [int.from_bytes(frame[8 * i:8 * (i + 1)], "little")
-               for i in range(1, count + 1)]
+        return (
+            f"a v1 frame of {len(frame)} bytes says it has {count} offsets (a message "
+            f"has 6 to {MAX_PARTS + 6}, and they must fit in the frame)"
+        )
+    offsets = [int.from_bytes(frame[8 * i : 8 * (i + 1)], "little") for i in range(1, count + 1)]
     return _offsets_problem(offsets, len(frame))
 
 
@@ -60,9 +61,11 @@ def legacy_frame_problem(frame: bytes) -> str | None:
         return f"a binary frame of {len(frame)} bytes has no buffer count"
     (count,) = struct.unpack("!i", frame[:4])
     if not 1 <= count <= MAX_PARTS or 4 * (count + 1) > len(frame):
-        return (f"a binary frame of {len(frame)} bytes says it has {count} buffers (a "
-                f"message has 1 to {MAX_PARTS}, and their offsets must fit in the frame)")
-    offsets = list(struct.unpack(f"!{count}I", frame[4:4 * (count + 1)]))
+        return (
+            f"a binary frame of {len(frame)} bytes says it has {count} buffers (a "
+            f"message has 1 to {MAX_PARTS}, and their offsets must fit in the frame)"
+        )
+    offsets = list(struct.unpack(f"!{count}I", frame[4 : 4 * (count + 1)]))
     return _offsets_problem(offsets, len(frame))
 
 

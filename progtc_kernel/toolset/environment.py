@@ -20,7 +20,7 @@ from ..protocol import ToolSpec, signature_of
 # network. A guard-rail for models, not a sandbox.
 DEFAULT_MODULES: dict[str, str] = {
     "asyncio": "concurrency: `await asyncio.gather(...)` runs tool calls at once "
-               "(inside `async def run()`)",
+    "(inside `async def run()`)",
     "json": "encode and decode JSON",
     "math": "mathematical functions",
     "re": "regular expressions",
@@ -51,10 +51,15 @@ ENVIRONMENT_SCHEMA: dict[str, Any] = {
     "properties": {
         "instructions": {"type": "string"},
         "language": {"type": "string"},
-        "supported_modules": {"items": {
-            "properties": {"description": {"type": "string"}, "name": {"type": "string"}},
-            "required": ["description", "name"], "title": "ProgrammaticApiSupportedModule",
-            "type": "object"}, "type": "array"},
+        "supported_modules": {
+            "items": {
+                "properties": {"description": {"type": "string"}, "name": {"type": "string"}},
+                "required": ["description", "name"],
+                "title": "ProgrammaticApiSupportedModule",
+                "type": "object",
+            },
+            "type": "array",
+        },
     },
     "required": ["instructions", "supported_modules", "language"],
     "title": "ProgrammaticApiExecutionEnvironmentInfo",
@@ -86,22 +91,33 @@ def stub(spec: ToolSpec) -> str:
     return f"def {spec['name']}{signature_of(spec)}:\n{body}"
 
 
-def instructions(specs: list[ToolSpec], modules: Mapping[str, str], *,
-                 max_tool_calls: int | None, timeout: float | None, fresh_namespace: bool,
-                 max_output_chars: int | None, max_result_chars: int) -> str:
+def instructions(
+    specs: list[ToolSpec],
+    modules: Mapping[str, str],
+    *,
+    max_tool_calls: int | None,
+    timeout: float | None,
+    fresh_namespace: bool,
+    max_output_chars: int | None,
+    max_result_chars: int,
+) -> str:
     """``max_output_chars``: how much printed text the caller returns; ``None``: it
     returns none."""
     names = ", ".join(spec["name"] for spec in specs) or "(none)"
     first = specs[0]["name"] if specs else "some_tool"
-    limits = [f"it may run for at most {timeout:g} s" if timeout else None,
-              f"it may make at most {max_tool_calls} tool calls" if max_tool_calls else None]
+    limits = [
+        f"it may run for at most {timeout:g} s" if timeout else None,
+        f"it may make at most {max_tool_calls} tool calls" if max_tool_calls else None,
+    ]
     stated = " and ".join(limit for limit in limits if limit)
     stubs = "\n\n".join(stub(spec) for spec in specs) or "# no tools are available"
-    printed = ("Text the script prints is not returned to you: put what you need in the "
-               "returned dict." if max_output_chars is None else
-               "Text the script prints is returned to you after the return value (at "
-               f"most {max_output_chars:,} characters); put what you need in the "
-               "returned dict.")
+    printed = (
+        "Text the script prints is not returned to you: put what you need in the returned dict."
+        if max_output_chars is None
+        else "Text the script prints is returned to you after the return value (at "
+        f"most {max_output_chars:,} characters); put what you need in the "
+        "returned dict."
+    )
     return f"""\
 Write a Python script that defines `run()` and returns a dict. The script runs in a
 Python kernel; the dict comes back to you as JSON (use only str, int, float, bool,
@@ -136,8 +152,11 @@ the line of the script.
 
 {textwrap.fill(printed, 88)} The returned JSON is cut after {max_result_chars:,}
 characters: return what you need, not everything the tools gave.
-{"Each script starts with a fresh namespace." if fresh_namespace else
- "Names defined by one script are still there for the next one."}\
+{
+        "Each script starts with a fresh namespace."
+        if fresh_namespace
+        else "Names defined by one script are still there for the next one."
+    }\
 {f" Limits: {stated}." if stated else ""}
 
 Only these modules can be imported (besides `tools`):
@@ -151,12 +170,12 @@ The tools, as Python stubs (with the JSON schema of what a tool returns, where k
 """
 
 
-def environment(specs: list[ToolSpec], modules: Mapping[str, str],
-                **limits: Any) -> dict[str, Any]:
+def environment(specs: list[ToolSpec], modules: Mapping[str, str], **limits: Any) -> dict[str, Any]:
     """The contract's ``ProgrammaticApiExecutionEnvironmentInfo``."""
     return {
         "instructions": instructions(specs, modules, **limits),
         "language": "python",
-        "supported_modules": [{"name": name, "description": text}
-                              for name, text in modules.items()],
+        "supported_modules": [
+            {"name": name, "description": text} for name, text in modules.items()
+        ],
     }

@@ -17,26 +17,28 @@ from ..kernel_side.script import ALWAYS_ALLOWED
 def check_script(source: str, modules: Iterable[str]) -> None:
     """Raise ``SyntaxError`` or ``ValueError`` for what the script must not do."""
     if not isinstance(source, str):
-        raise TypeError(f"the script must be a string of Python code, not "
-                        f"{type(source).__name__}")
+        raise TypeError(f"the script must be a string of Python code, not {type(source).__name__}")
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         shown = f": `{exc.text.strip()}`" if exc.text else ""
-        raise SyntaxError(f"{exc.msg}: fix the syntax and send the whole script again "
-                          f"(line {exc.lineno}{shown})") from None
+        raise SyntaxError(
+            f"{exc.msg}: fix the syntax and send the whole script again (line {exc.lineno}{shown})"
+        ) from None
     supported = set(modules)
     allowed = supported | ALWAYS_ALLOWED
     lines = source.splitlines()
     for line, name in _imports(tree):
         where = f"(line {line}: `{lines[line - 1].strip()}`)"
         if name is None:
-            raise ValueError(f"relative imports are not supported: import supported modules "
-                             f"by name {where}")
+            raise ValueError(
+                f"relative imports are not supported: import supported modules by name {where}"
+            )
         if name.partition(".")[0] not in allowed:
             raise ValueError(
                 f"importing {name!r} is not allowed: use only the supported modules "
-                f"({', '.join(sorted(supported))}) and `tools` {where}")
+                f"({', '.join(sorted(supported))}) and `tools` {where}"
+            )
 
 
 def _imports(tree: ast.AST) -> Iterator[tuple[int, str | None]]:

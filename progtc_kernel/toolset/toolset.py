@@ -33,8 +33,10 @@ from .imports import check_script
 # 50 MB took 99 s through MCP's stdio layer.
 MAX_RESULT_CHARS = 200_000
 
-_RUNNER = ("from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
-           "await _progtc_run_script({source!r}, {modules!r}, {keep!r})")
+_RUNNER = (
+    "from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
+    "await _progtc_run_script({source!r}, {modules!r}, {keep!r})"
+)
 
 
 class ScriptResult(BaseModel):
@@ -119,10 +121,14 @@ class ProgrammaticToolset:
         """``{"instructions", "language", "supported_modules"}``, as the contract's
         ``ProgrammaticApiExecutionEnvironmentInfo``."""
         return environment(
-            self.tools.specs(), self.modules, max_tool_calls=self.max_tool_calls,
-            timeout=self.timeout, fresh_namespace=self.fresh_namespace,
+            self.tools.specs(),
+            self.modules,
+            max_tool_calls=self.max_tool_calls,
+            timeout=self.timeout,
+            fresh_namespace=self.fresh_namespace,
             max_output_chars=self.max_output_chars if self.returns_printed_text else None,
-            max_result_chars=self.max_result_chars)
+            max_result_chars=self.max_result_chars,
+        )
 
     async def execute_tool_script(self, script: str) -> str:
         """Run the script; returns the JSON of the dict its ``run()`` returned."""
@@ -131,28 +137,40 @@ class ProgrammaticToolset:
     async def run_script(self, script: str) -> ScriptResult:
         """Run the script; returns its value, printed output and tool calls."""
         check_script(script, self.modules)
-        code = _RUNNER.format(source=script, modules=sorted(self.modules),
-                              keep=self._namespace_key)
+        code = _RUNNER.format(source=script, modules=sorted(self.modules), keep=self._namespace_key)
         result = await self.kernel.execute(
-            code, tools=_Budgeted(self.tools, self.max_tool_calls), timeout=self.timeout,
-            silent=True)
+            code,
+            tools=_Budgeted(self.tools, self.max_tool_calls),
+            timeout=self.timeout,
+            silent=True,
+        )
         outcome = self._outcome(result)
         if not outcome["ok"]:
             raise _script_exception(outcome)
         text = str(outcome["json"])
         return ScriptResult(
-            value=json.loads(text), json_text=_cut(text, self.max_result_chars, (
-                "characters of the returned JSON were cut: return less (filter, count or "
-                "summarise in the script)")),
-            stdout=self._cut(result.stdout), stderr=self._cut(result.stderr),
-            tool_calls=result.tool_calls, duration=result.duration)
+            value=json.loads(text),
+            json_text=_cut(
+                text,
+                self.max_result_chars,
+                (
+                    "characters of the returned JSON were cut: return less (filter, count or "
+                    "summarise in the script)"
+                ),
+            ),
+            stdout=self._cut(result.stdout),
+            stderr=self._cut(result.stderr),
+            tool_calls=result.tool_calls,
+            duration=result.duration,
+        )
 
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
         if error is not None and error.kind == "timeout":
             raise TimeoutError(
                 f"the script ran for more than {self.timeout:g} s and was stopped: make it "
-                "do less per script (fewer or faster tool calls), or split the work")
+                "do less per script (fewer or faster tool calls), or split the work"
+            )
         if error is not None and error.kind == "kernel_died":
             raise KernelDiedError(f"the kernel running the script died: {error.evalue}")
         for output in result.outputs:
@@ -160,16 +178,26 @@ class ProgrammaticToolset:
                 return dict(output.data[OUTCOME_MIME])
         if error is not None and error.ename in ("SystemExit", "KeyboardInterrupt"):
             raised = f"{error.ename}({error.evalue})" if error.evalue else error.ename
-            raise ScriptError(error.ename, (
-                f"the script raised {raised}: a script cannot exit or interrupt the "
-                "kernel; return a dict from run(), or raise an Exception to fail"))
+            raise ScriptError(
+                error.ename,
+                (
+                    f"the script raised {raised}: a script cannot exit or interrupt the "
+                    "kernel; return a dict from run(), or raise an Exception to fail"
+                ),
+            )
         what = f"{error.ename}: {error.evalue}" if error else "no outcome"
-        raise ScriptError("RuntimeError", f"the script runner failed ({what}); is "
-                          "progtc-kernel the same version in the kernel as here?")
+        raise ScriptError(
+            "RuntimeError",
+            f"the script runner failed ({what}); is "
+            "progtc-kernel the same version in the kernel as here?",
+        )
 
     def _cut(self, text: str) -> str:
-        return _cut(text, self.max_output_chars,
-                    "characters were printed and cut; return data in the dict instead")
+        return _cut(
+            text,
+            self.max_output_chars,
+            "characters were printed and cut; return data in the dict instead",
+        )
 
 
 def _cut(text: str, limit: int, said: str) -> str:
@@ -187,16 +215,28 @@ class _Budgeted(ToolRegistry):
         self.budget = budget
         self.spent = 0
 
-    async def call(self, name: str, arguments: dict[str, Any],
-                   threads: ToolThreads | None = None, *, on_queued: QueueHook | None = None,
-                   on_started: QueueHook | None = None) -> Outcome:
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        threads: ToolThreads | None = None,
+        *,
+        on_queued: QueueHook | None = None,
+        on_started: QueueHook | None = None,
+    ) -> Outcome:
         self.spent += 1
         if self.budget is not None and self.spent > self.budget:
-            return failure("tool", "CallBudgetExceeded", (
-                f"this script already made {self.budget} tool calls, its limit: make fewer "
-                "calls per script (batch lookups, or split the work over scripts)"))
-        return await super().call(name, arguments, threads, on_queued=on_queued,
-                                  on_started=on_started)
+            return failure(
+                "tool",
+                "CallBudgetExceeded",
+                (
+                    f"this script already made {self.budget} tool calls, its limit: make fewer "
+                    "calls per script (batch lookups, or split the work over scripts)"
+                ),
+            )
+        return await super().call(
+            name, arguments, threads, on_queued=on_queued, on_started=on_started
+        )
 
 
 def error_text(exc: BaseException) -> str:

@@ -35,10 +35,18 @@ class ProgtcEngine(NBClientEngine):  # type: ignore[misc]
 
     @classmethod
     def execute_managed_notebook(
-        cls, nb_man: Any, kernel_name: str, log_output: bool = False,
-        stdout_file: Any = None, stderr_file: Any = None, start_timeout: int = 60,
-        execution_timeout: int | None = None, tools: ToolsLike = None,
-        tool_timeout: float | None = 10.0, python: str | None = None, **kwargs: Any,
+        cls,
+        nb_man: Any,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: int = 60,
+        execution_timeout: int | None = None,
+        tools: ToolsLike = None,
+        tool_timeout: float | None = 10.0,
+        python: str | None = None,
+        **kwargs: Any,
     ) -> Any:
         """Run ``nb_man``'s notebook, as papermill's own engine does, with ``tools``
         (default: those named in ``PROGTC_KERNEL_TOOLS``) served to its cells.
@@ -49,23 +57,32 @@ class ProgtcEngine(NBClientEngine):  # type: ignore[misc]
             tools = tools_from_environment()
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
         options = merge_kwargs(
-            kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
-            kernel_name="" if python else kernel_name, log=logger, log_output=log_output,
-            stdout_file=stdout_file, stderr_file=stderr_file)
-        client = _PapermillToolClient(nb_man, tools=tools, tool_timeout=tool_timeout,
-                                      python=python, **options)
+            kwargs,
+            timeout=execution_timeout,
+            startup_timeout=start_timeout,
+            kernel_name="" if python else kernel_name,
+            log=logger,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+        )
+        client = _PapermillToolClient(
+            nb_man, tools=tools, tool_timeout=tool_timeout, python=python, **options
+        )
         return client.execute()
 
 
 def tools_from_environment() -> ToolsLike:
     """The tools of the modules or files named in ``PROGTC_KERNEL_TOOLS``."""
-    sources = [source for source in os.environ.get(TOOLS_VARIABLE, "").split(os.pathsep)
-               if source.strip()]
+    sources = [
+        source for source in os.environ.get(TOOLS_VARIABLE, "").split(os.pathsep) if source.strip()
+    ]
     if not sources:
         raise ToolDefinitionError(
             "the progtc engine serves host tools to the notebook: name their modules or .py "
             f"files in {TOOLS_VARIABLE} (e.g. {TOOLS_VARIABLE}=tools.py papermill IN OUT "
-            "--engine progtc), or pass tools=[...] to papermill.execute_notebook")
+            "--engine progtc), or pass tools=[...] to papermill.execute_notebook"
+        )
     return load_tools([source.strip() for source in sources])
 
 
@@ -73,8 +90,9 @@ class _PapermillToolClient(ToolNotebookClient, PapermillNotebookClient):  # type
     """papermill's client (it saves the notebook and its metadata cell by cell) with
     the tools served; ``ToolNotebookClient`` turns a dead kernel into a cell error."""
 
-    timeout_option = ("papermill's --execution-timeout (execution_timeout= in "
-                      "papermill.execute_notebook)")
+    timeout_option = (
+        "papermill's --execution-timeout (execution_timeout= in papermill.execute_notebook)"
+    )
 
     def execute(self, **kwargs: Any) -> Any:
         """papermill's ``execute``, minus the closing ``kernel_info`` request when the
