@@ -14,7 +14,7 @@ import pydantic
 import pytest
 
 from progtc_kernel import ProgrammaticToolset, ScriptError, Tool, ToolKernel
-from progtc_kernel.host.errors import ToolDefinitionError
+from progtc_kernel.exceptions import ToolDefinitionError
 from progtc_kernel.host.naming import ForeignTool, foreign_tools, python_name
 
 # The contract's schemas, as it states them.

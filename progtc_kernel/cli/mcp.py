@@ -7,6 +7,7 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..exceptions import UpstreamStartError
 from ._common import UsageError, load_tools, seconds
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def command(args: argparse.Namespace) -> int:
     tools = load_tools(args.tools)
     try:
         asyncio.run(serve(tools, upstreams=args.upstream, **toolset_options(args)))
-    except (ValueError, RuntimeError) as exc:  # bad options, an upstream that cannot start
+    except (ValueError, UpstreamStartError) as exc:  # bad options, an upstream that cannot start
         raise UsageError(str(exc)) from None
     return 0
 

@@ -114,7 +114,7 @@ def _read_script(script: str) -> str:
 
 
 async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
-    from ..host.errors import KernelError
+    from ..exceptions import KernelError
     from ..host.tool_kernel import ToolKernel
     from ..kernels.jupyter_server import JupyterServer
 

@@ -21,6 +21,12 @@ import pydantic_core
 
 from .._install import install_hint
 from .._wire import BadMessages
+from ..exceptions import (
+    ExtensionNotLoadedError,
+    KernelDiedError,
+    KernelError,
+    ProtocolMismatchError,
+)
 from ..kernels.base import KernelLifecycle, Transport
 from ..kernels.local import lifecycle_for
 from ..protocol import (
@@ -35,7 +41,6 @@ from ..protocol import (
     pack,
 )
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
-from .errors import ExtensionNotLoadedError, KernelDiedError, KernelError, ProtocolMismatchError
 from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
 from .rate_limits import RateLimitResender

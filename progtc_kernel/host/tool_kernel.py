@@ -13,11 +13,17 @@ from pathlib import Path
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
+from ..exceptions import (
+    KernelDiedError,
+    KernelError,
+    KernelNotStartedError,
+    KernelStartError,
+    ReentrantExecutionError,
+)
 from ..kernels.base import KernelLifecycle
 from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport
 from ..kernels.local import LocalKernel, lifecycle_for
 from .bridge import ToolBridge, serving
-from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
 from .events import (
     DisplayOutput,
     Event,
@@ -130,7 +136,9 @@ class ToolKernel:
     @property
     def bridge(self) -> ToolBridge:
         if self._bridge is None:
-            raise RuntimeError("the kernel is not started: use `async with ToolKernel(...)`")
+            raise KernelNotStartedError(
+                "the kernel is not started: use `async with ToolKernel(...)`"
+            )
         return self._bridge
 
     @property

@@ -26,7 +26,7 @@ from typing import Any
 from jupyter_core.utils import ensure_async
 
 from .._wire import BadMessages, SignatureCheck, decode
-from ..host.errors import KernelError
+from ..exceptions import KernelError
 from .base import ChannelName, MessageCallback
 
 log = logging.getLogger("progtc_kernel")

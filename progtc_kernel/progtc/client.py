@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..host.errors import ServerError
+from ..exceptions import ServerError
 from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..host.errors import KernelDiedError, ScriptError
+from ..exceptions import KernelDiedError, ScriptError, ScriptTimeoutError
 from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
@@ -167,7 +167,7 @@ class ProgrammaticToolset:
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
         if error is not None and error.kind == "timeout":
-            raise TimeoutError(
+            raise ScriptTimeoutError(
                 f"the script ran for more than {self.timeout:g} s and was stopped: make it "
                 "do less per script (fewer or faster tool calls), or split the work"
             )

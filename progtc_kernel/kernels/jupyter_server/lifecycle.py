@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ...host.errors import KernelDiedError, KernelStartError, ServerError
+from ...exceptions import KernelDiedError, KernelNotStartedError, KernelStartError, ServerError
 from .websocket import WebsocketTransport
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class RemoteKernel:
 
     def connect(self) -> WebsocketTransport:
         if self.kernel_id is None:
-            raise RuntimeError("the kernel is not started yet: await start() first")
+            raise KernelNotStartedError("the kernel is not started yet: await start() first")
         return WebsocketTransport(self.server, self.kernel_id, on_gone=self._gone)
 
     def _gone(self, reason: str, server_restarts: bool) -> None:

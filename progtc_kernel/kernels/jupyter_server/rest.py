@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from ...host.errors import ServerError
+from ...exceptions import ServerError
 from .lifecycle import RemoteKernel
 from .websocket import MAX_MESSAGE_SIZE, PING_INTERVAL, PING_TIMEOUT, V1_PROTOCOL
 
