@@ -118,7 +118,8 @@ class ExtensionNotLoadedError(KernelError):
 
 
 class ProtocolMismatchError(KernelError):
-    """Host and kernel run incompatible progtc_kernel versions."""
+    """Host and kernel run incompatible progtc_kernel versions, or the kernel refused
+    this host's registration (the message says what it could not use)."""
 
 
 class KernelDiedError(KernelError):

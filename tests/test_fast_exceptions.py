@@ -80,14 +80,6 @@ def test_an_error_callers_catch_as_a_builtin_is_that_builtin(
     assert issubclass(cls, builtin)
 
 
-def test_the_server_pool_and_mcp_errors_are_the_trees_own() -> None:
-    from progtc_kernel.server import pool
-
-    assert pool.PoolExhausted is progtc_kernel.PoolExhausted
-    with pytest.raises(progtc_kernel.ProgtcKernelError):
-        raise pool.PoolExhausted("every kernel is busy")
-
-
 def test_the_kernel_side_packs_the_module_and_it_imports_only_the_standard_library() -> None:
     assert "exceptions.py" in kernel_side_files()
     tree = ast.parse(inspect.getsource(exceptions))

@@ -32,10 +32,12 @@ from ..kernels.local import lifecycle_for
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
+    PROTOCOL_VERSION,
     CallsBody,
     CancelledBody,
     Channel,
     ErrorBody,
+    Packed,
     ReadyBody,
     RegisterBody,
     pack,
@@ -226,7 +228,7 @@ class ToolBridge:
                 break
         self.kernel_info = info
         # On shell, so that the kernel learns which connection is ours (see protocol).
-        self._send("shell", "hello", {})
+        self._send("shell", pack("hello", {}))
         return info
 
     async def close(self) -> None:
@@ -288,8 +290,8 @@ class ToolBridge:
             and not self._ready.exception()
         ):
             return
-        self._send("shell", "hello", {})
-        self._send("control", "resume", {})
+        self._send("shell", pack("hello", {}))
+        self._send("control", pack("resume", {}))
         self._ready = asyncio.get_running_loop().create_future()
         self._recovery = asyncio.ensure_future(self._recover(self._ready))
 
@@ -327,7 +329,7 @@ class ToolBridge:
         registry = ToolRegistry.of(tools)
         self.tools = registry
         if registry.fingerprint != self._registered and self.comm_id:
-            self._send("shell", "tools", self._register_body())
+            self._send("shell", pack("tools", self._register_body(), pydantic_core.to_json))
             self._registered = registry.fingerprint
 
     def _register_body(self) -> RegisterBody:
@@ -386,7 +388,7 @@ class ToolBridge:
     def _resume(self) -> None:
         """Have the kernel send again every call still waiting for a result."""
         if self.comm_id:
-            self._send("control", "resume", {})
+            self._send("control", pack("resume", {}))
 
     # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 
@@ -408,7 +410,16 @@ class ToolBridge:
         self._resolve_ready(body)
 
     def on_error(self, body: ErrorBody) -> None:
-        self._resolve_ready(ProtocolMismatchError(mismatch(body)))
+        """The kernel could not use a message of ours (it says which, and why)."""
+        ready = self._ready
+        if ready is None or ready.done():  # registered: it failed the calls concerned
+            self.bad_messages.report("refused by the kernel", body["message"])
+        elif body.get("protocol") == PROTOCOL_VERSION:
+            self._resolve_ready(
+                ProtocolMismatchError(f"the kernel refused this host: {body['message']}")
+            )
+        else:  # protocol 1 kernels sent the message alone
+            self._resolve_ready(ProtocolMismatchError(mismatch(body)))
 
     def _on_comm_close(self) -> None:
         if self._ready is not None and self._ready.done() and not self._ready.exception():
@@ -458,8 +469,9 @@ class ToolBridge:
 
     # -- sending -------------------------------------------------------------------
 
-    def _send(self, channel: Channel, kind: str, body: Any) -> None:
-        data, buffers = pack(kind, body, pydantic_core.to_json)
+    def _send(self, channel: Channel, message: Packed) -> None:
+        """Send one protocol message (built by ``protocol.pack``) on our comm."""
+        data, buffers = message
         self.transport.send(
             channel, "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
         )

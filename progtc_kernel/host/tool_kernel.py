@@ -23,6 +23,7 @@ from ..exceptions import (
 from ..kernels.base import KernelLifecycle
 from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport
 from ..kernels.local import LocalKernel, lifecycle_for
+from ..protocol import install_modules_code
 from .bridge import ToolBridge, serving
 from .events import (
     DisplayOutput,
@@ -246,11 +247,7 @@ class ToolKernel:
         Each runs when first imported (it may ``from tools import ...``); a later call
         replaces them. Raises ``ValueError`` for a name that is not an identifier, is
         ``tools``, or shadows a module the kernel has."""
-        source = (
-            "__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
-            f".install({dict(modules)!r})"
-        )
-        result = await self.execute(source, silent=True, timeout=None)
+        result = await self.execute(install_modules_code(modules), silent=True, timeout=None)
         if result.error is not None:
             if result.error.ename == "ValueError":
                 raise ValueError(result.error.evalue)

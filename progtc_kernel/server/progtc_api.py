@@ -53,7 +53,7 @@ from ..host.events import DisplayOutput, ExecutionFinished, StreamOutput
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
-from ..kernel_side.modules import problem_with_name
+from ..protocol import problem_with_module_name
 from .handlers import AuthenticatedFirst
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -107,7 +107,7 @@ class ExecuteCodeRequest(pydantic.BaseModel):
     @classmethod
     def _module_names(cls, modules: dict[str, str]) -> dict[str, str]:
         for name in modules:
-            if problem := problem_with_name(name):
+            if problem := problem_with_module_name(name):
                 raise ValueError(problem)
         return modules
 

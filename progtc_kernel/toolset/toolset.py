@@ -25,18 +25,13 @@ from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
-from ..kernel_side.script import OUTCOME_MIME
+from ..protocol import OUTCOME_MIME, run_script_code
 from .environment import environment, modules_of
 from .imports import check_script
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
 # 50 MB took 99 s through MCP's stdio layer.
 MAX_RESULT_CHARS = 200_000
-
-_RUNNER = (
-    "from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
-    "await _progtc_run_script({source!r}, {modules!r}, {keep!r})"
-)
 
 
 class ScriptResult(BaseModel):
@@ -137,7 +132,7 @@ class ProgrammaticToolset:
     async def run_script(self, script: str) -> ScriptResult:
         """Run the script; returns its value, printed output and tool calls."""
         check_script(script, self.modules)
-        code = _RUNNER.format(source=script, modules=sorted(self.modules), keep=self._namespace_key)
+        code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(
             code,
             tools=_Budgeted(self.tools, self.max_tool_calls),
