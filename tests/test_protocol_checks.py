@@ -34,6 +34,7 @@ async def test_a_host_message_the_kernel_cannot_use_is_answered_with_an_error_na
         ("frobnicate", b"{}"),
         ("close", b"{}"),  # no reason: not a close, and the host stays
         ("results", b"[1]"),
+        ("register", b'{"tools": [], "tool_timeout": null, "max_in_flight": 1}'),  # not here
     ]
     code = FORGE.format(messages=messages, version=PROTOCOL_VERSION, comm_id=kernel.bridge.comm_id)
     with caplog.at_level(logging.WARNING, "progtc_kernel"):
@@ -44,13 +45,14 @@ async def test_a_host_message_the_kernel_cannot_use_is_answered_with_an_error_na
         [
             ("bad 'close' message", 1),
             ("bad 'queued' message", 1),
+            ("bad 'register' message", 1),
             ("bad 'results' message", 1),
             ("unknown type", 1),
         ]
     )
     assert served == "Weather in Oslo, NO: Sunny, 22°C"
     # Each came back to the host as an error message, published before the cell ended.
-    assert kernel.bridge.bad_messages.counts["refused by the kernel"] == 4
+    assert kernel.bridge.bad_messages.counts["refused by the kernel"] == 5
     assert "bad 'queued' message: 'ids' must be a list of integers, not 'no'" in caplog.text
 
 

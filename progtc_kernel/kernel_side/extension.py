@@ -220,6 +220,8 @@ class Extension:
             bridge.resend_in_flight()
         elif msg_type == "close":
             self.close(bridge.comm_id, cast(CloseBody, body)["reason"] or HOST_CLOSED)
+        else:  # register: it comes with the comm_open, once
+            self._refuse(bridge, "bad 'register' message", "register only by opening a comm")
 
     def _refuse(self, bridge: KernelBridge, kind: str, message: str) -> None:
         """A host message this kernel cannot use: logged (once per kind), and the host
