@@ -376,7 +376,11 @@ RESERVED_MODULE_NAMES = frozenset({"tools"})
 
 
 def problem_with_module_name(name: str) -> str | None:
-    """Why ``name`` cannot be a helper module's name, if it cannot."""
+    """Why ``name`` cannot be a helper module's name, if it cannot.
+
+    Args:
+        name: the name a client gives a helper module.
+    """
     if not isinstance(name, str) or not name.isidentifier():
         return f"Module name {name!r} is not a valid identifier."
     if name in RESERVED_MODULE_NAMES:
@@ -386,7 +390,11 @@ def problem_with_module_name(name: str) -> str | None:
 
 def install_modules_code(modules: Mapping[str, str]) -> str:
     """The code that makes helper modules importable in the kernel (it raises
-    ``ValueError`` there for a name that cannot be one)."""
+    ``ValueError`` there for a name that cannot be one).
+
+    Args:
+        modules: each module's source text, by name.
+    """
     return (
         "__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
         f".install({dict(modules)!r})"
@@ -395,7 +403,13 @@ def install_modules_code(modules: Mapping[str, str]) -> str:
 
 def run_script_code(source: str, modules: list[str], keep: str | None) -> str:
     """The cell that runs a ``ProgrammaticToolset`` script in the kernel and publishes
-    its outcome as ``OUTCOME_MIME`` display data."""
+    its outcome as ``OUTCOME_MIME`` display data.
+
+    Args:
+        source: the script.
+        modules: the modules it may import (besides ``ALWAYS_ALLOWED``).
+        keep: the key of a namespace kept for the next script (``None``: a fresh one).
+    """
     return (
         "from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
         f"await _progtc_run_script({source!r}, {modules!r}, {keep!r})"

@@ -187,7 +187,11 @@ class JupyterServer:
         )
 
     def no_kernel(self, kernel_id: str) -> str:
-        """Why there is no such kernel, and what to give instead."""
+        """Why there is no such kernel, and what to give instead.
+
+        Args:
+            kernel_id: the id asked for.
+        """
         return (
             f"there is no kernel {kernel_id!r} on {self.url}: give the id of a running "
             "kernel (GET /api/kernels lists them), or leave kernel_id out to start one"
