@@ -19,8 +19,7 @@ import pydantic_core
 from .._install import install_hint
 from .._version import __version__
 from .._wire import BadMessages
-from ..kernels.base import KernelLifecycle, Transport
-from ..kernels.jupyter_server import rate_limit_window
+from ..kernels.base import KernelLifecycle, Transport, rate_limit_window
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,

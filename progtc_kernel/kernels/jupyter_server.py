@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import struct
 import uuid
 import weakref
@@ -30,7 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from .._wire import BadMessages
 from ..host.errors import KernelStartError, ServerError
-from .base import ChannelName, MessageCallback
+from .base import ChannelName, MessageCallback, Transport
 
 log = logging.getLogger("progtc_kernel")
 
@@ -350,7 +349,12 @@ class RemoteKernel:
             self.ended = reason
             self._server_restarts = server_restarts
 
-    async def reconnect(self, transport: WebsocketTransport) -> bool:
+    def connection_lost(self, transport: Transport) -> bool:
+        """The server was out of reach for longer than its ``reconnect_timeout``: the
+        kernel may well have survived it."""
+        return isinstance(transport, WebsocketTransport) and transport.gave_up
+
+    async def reconnect(self, transport: Transport) -> bool:
         """Use the server again after ``transport`` gave the connection up for lost.
 
         True: the kernel survived, and is connected to again (its state kept). False: it
@@ -359,6 +363,7 @@ class RemoteKernel:
         call tries again), ``KernelDiedError`` when a kernel attached to is gone."""
         from ..host.errors import KernelDiedError
 
+        assert isinstance(transport, WebsocketTransport)
         try:
             await self.model()
             survived = True
@@ -633,28 +638,6 @@ def _http_client() -> Any:
         client = AsyncHTTPClient(force_instance=True, max_clients=MAX_CONCURRENT_REQUESTS)
         _HTTP_CLIENTS[loop] = client
     return client
-
-
-_RATE_LIMIT_NOTICES = ("IOPub message rate exceeded.", "IOPub data rate exceeded.")
-_WINDOW = re.compile(r"rate_limit_window=([0-9.]+)")
-
-
-def rate_limit_window(channel: str, msg: dict[str, Any]) -> float | None:
-    """If ``msg`` is a Jupyter Server's notice that it drops iopub messages past its
-    rate limits (tool calls among them, until its window has passed), that window in
-    seconds; else None. The server sends it on stderr, once per episode."""
-    content = msg.get("content") or {}
-    if (
-        channel != "iopub"
-        or msg.get("header", {}).get("msg_type") != "stream"
-        or content.get("name") != "stderr"
-    ):
-        return None
-    text = str(content.get("text", ""))
-    if not text.startswith(_RATE_LIMIT_NOTICES):
-        return None
-    window = _WINDOW.search(text)
-    return float(window.group(1)) if window else 3.0  # Jupyter Server's default
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:
