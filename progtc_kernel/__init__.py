@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     from .host.tool_kernel import ToolKernel
     from .host.tools import Tool, ToolRegistry
     from .integrations.nbclient import NotebookExecutionError, execute_notebook
-    from .kernels.base import KernelLifecycle, Transport
+    from .kernels.base import KernelLifecycle, KernelLike, Transport
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
+    from .kernels.local import LocalKernel
     from .progtc.client import AsyncProgtcClient
     from .toolset import ProgrammaticToolset, ScriptResult
 
@@ -65,7 +66,9 @@ __all__ = [
     "KernelDiedError",
     "KernelError",
     "KernelLifecycle",
+    "KernelLike",
     "KernelStartError",
+    "LocalKernel",
     "NotebookExecutionError",
     "Output",
     "ProgrammaticToolset",
@@ -133,7 +136,8 @@ _HOMES = {
         "ScriptError",
         "ExecutionError",
     ],
-    ".kernels.base": ["KernelLifecycle", "Transport"],
+    ".kernels.base": ["KernelLifecycle", "KernelLike", "Transport"],
+    ".kernels.local": ["LocalKernel"],
     ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
     ".toolset": ["ProgrammaticToolset", "ScriptResult"],
     ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]

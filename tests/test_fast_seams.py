@@ -74,8 +74,8 @@ def imports_of(path: Path) -> list[Import]:
 
     def visit(node: ast.AST, top_level: bool) -> None:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child, top_level)
+            for branch in node.orelse:
+                visit(branch, top_level)
             return
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -204,8 +204,10 @@ def test_the_kernel_side_imports_only_what_every_kernel_has() -> None:
         path
         for path in sorted(PACKAGE.rglob("*.py"))
         if module_name(path).startswith(f"{ROOT}.kernel_side")
-        or module_name(path).rpartition(".")[2] in KERNEL_SIDE_SHARED
-        and module_name(path).count(".") == 1
+        or (
+            module_name(path).rpartition(".")[2] in KERNEL_SIDE_SHARED
+            and module_name(path).count(".") == 1
+        )
     ]
     allowed_ours = {f"{ROOT}.{name}" for name in KERNEL_SIDE_SHARED} | {ROOT}
 
@@ -229,4 +231,4 @@ def test_the_allowed_arrows_still_exist() -> None:
     # An arrow that is gone should leave the list too, so the list stays the truth.
     present = {(item.source, item.target) for item in OURS}
 
-    assert BEING_REMOVED <= present
+    assert present >= BEING_REMOVED

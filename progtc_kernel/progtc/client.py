@@ -88,7 +88,7 @@ class AsyncProgtcClient:
                 request_timeout=self.request_timeout,
                 token_option=KEY_OPTION,
             )
-        self.base_url = self.server.url
+        self.base_url = base_url if isinstance(base_url, str) else self.server.url
         self.api_key = self.server.token or ""
         self.headers = dict(headers or {})
         self.kernel_name = kernel_name
