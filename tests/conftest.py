@@ -215,7 +215,7 @@ def make_kernel(kernel_python: str) -> Callable[..., ToolKernel]:
     """A fresh ToolKernel with your own tools and options (use it with `async with`)."""
 
     def make(tools: Any = TOOLS, **options: Any) -> ToolKernel:
-        options.setdefault("python", kernel_python)
+        options.setdefault("kernel", LocalKernel(python=kernel_python))
         return ToolKernel(tools, **options)
 
     return make

@@ -53,7 +53,10 @@ def test_a_kernel_is_given_one_way_and_resolved_to_its_lifecycle(tmp_path: Path)
         ({"cwd": "/tmp", "env": {}}, r"cwd=, env= describe a kernel .* kernel=LocalKernel"),
         ({"server": "S", "kernel_name": "py"}, r"give kernel=RemoteKernel\(server"),
         ({"kernel_id": "abc"}, r"kernel=RemoteKernel\(server=JupyterServer\(url, token"),
-        ({"kernel_manager": "km"}, r"ToolKernel\(kernel_manager=km\) is now ToolKernel\(kernel=km\)"),
+        (
+            {"kernel_manager": "km"},
+            r"ToolKernel\(kernel_manager=km\) is now ToolKernel\(kernel=km\)",
+        ),
     ],
 )
 def test_options_of_a_kernel_given_to_tool_kernel_name_where_they_belong(

@@ -160,9 +160,7 @@ async def test_a_failing_script_is_reported_to_the_model_which_tries_again(
             )
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    toolset = CodeModeToolset(
-        [get_weather], kernel=ToolKernel(kernel=LocalKernel(python=kernel_python))
-    )
+    toolset = CodeModeToolset([get_weather], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Go")
 
     first, _ = returns(result.all_messages())
@@ -195,9 +193,7 @@ async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str)
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    toolset = CodeModeToolset(
-        toolsets=[upstream], kernel=ToolKernel(kernel=LocalKernel(python=kernel_python))
-    )
+    toolset = CodeModeToolset(toolsets=[upstream], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sum?")
 
     environment = returns(result.all_messages())[0].content
@@ -231,9 +227,7 @@ async def test_server_everythings_hyphenated_tools_are_served_under_python_names
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    toolset = CodeModeToolset(
-        toolsets=[everything], kernel=ToolKernel(kernel=LocalKernel(python=kernel_python))
-    )
+    toolset = CodeModeToolset(toolsets=[everything], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sum?")
 
     environment = returns(result.all_messages())[0].content
@@ -356,9 +350,7 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
     combined = CombinedToolset(
         [FunctionToolset([get_weather]), FunctionToolset([delete_account]).approval_required()]
     )
-    toolset = CodeModeToolset(
-        toolsets=[combined], kernel=ToolKernel(kernel=LocalKernel(python=kernel_python))
-    )
+    toolset = CodeModeToolset(toolsets=[combined], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Rome?")
 
     value = json.loads(result.output)

@@ -64,9 +64,7 @@ async def toolset(kernel_python: str) -> AsyncIterator[ProgrammaticToolset]:
 @pytest.fixture
 def make_toolset(kernel_python: str) -> Callable[..., ProgrammaticToolset]:
     def make(tools: Any = TOOLS, **options: Any) -> ProgrammaticToolset:
-        return ProgrammaticToolset(
-            tools, kernel=ToolKernel(kernel=LocalKernel(python=kernel_python)), **options
-        )
+        return ProgrammaticToolset(tools, kernel=LocalKernel(python=kernel_python), **options)
 
     return make
 
