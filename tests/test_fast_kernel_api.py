@@ -50,7 +50,7 @@ def test_a_kernel_is_given_one_way_and_resolved_to_its_lifecycle(tmp_path: Path)
     ("options", "fix"),
     [
         ({"python": "python3"}, r"give kernel=LocalKernel\(python=\.\.\."),
-        ({"cwd": "/tmp", "env": {}}, r"cwd=, env= describe a kernel .* kernel=LocalKernel"),
+        ({"cwd": "/tmp", "env": {}}, r"describe a kernel for ToolKernel to start: .*LocalKernel"),
         ({"server": "S", "kernel_name": "py"}, r"give kernel=RemoteKernel\(server"),
         ({"kernel_id": "abc"}, r"kernel=RemoteKernel\(server=JupyterServer\(url, token"),
         (

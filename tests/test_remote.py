@@ -97,11 +97,10 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
 def remote_kernel(served: JupyterProcess) -> Callable[..., ToolKernel]:
     """A fresh ToolKernel on the server, with your own tools and options."""
 
-    def make(tools: Any = TOOLS, **options: Any) -> ToolKernel:
-        options.setdefault("server", served.server())
-        if "kernel_id" not in options:
-            options.setdefault("kernel_name", "progtc")
-        return ToolKernel(tools, **options)
+    def make(tools: Any = TOOLS, *, kernel_id: str | None = None, **options: Any) -> ToolKernel:
+        kernel_name = "progtc" if kernel_id is None else None
+        kernel = RemoteKernel(served.server(), kernel_id, kernel_name=kernel_name)
+        return ToolKernel(tools, kernel=kernel, **options)
 
     return make
 

@@ -262,14 +262,14 @@ class _KernelUsers:
     async def __aenter__(self) -> None:
         async with self._lock:
             if self._users == 0:
-                await self.programmatic.__aenter__()
+                await self.programmatic.start()
             self._users += 1
 
     async def __aexit__(self, *exc: Any) -> None:
         async with self._lock:
             self._users -= 1
             if self._users == 0:
-                await self.programmatic.__aexit__(*exc)
+                await self.programmatic.close()
 
 
 class _Entered:

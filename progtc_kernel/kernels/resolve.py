@@ -98,11 +98,16 @@ def moved_options(owner: str, given: object, options: Mapping[str, object]) -> T
             "kernel=RemoteKernel(server=JupyterServer(url, token=...), kernel_id=...)"
         )
     if any(_MOVED[name] == "RemoteKernel" for name in options):
-        fix = "kernel=RemoteKernel(server, kernel_id=..., kernel_name=..., env=...)"
+        problem = (
+            f"{names} {'describes' if len(options) == 1 else 'describe'} a kernel on a "
+            "Jupyter Server: give "
+            "kernel=RemoteKernel(server, kernel_id=..., kernel_name=..., env=...)"
+        )
     else:
-        fix = "kernel=LocalKernel(python=..., kernel_name=..., cwd=..., env=...)"
-    verb = "describes" if len(options) == 1 else "describe"
-    problem = f"{names} {verb} a kernel for {owner} to start: give {fix}"
+        problem = (
+            f"python=, kernel_name=, cwd= and env= describe a kernel for {owner} to "
+            "start: give kernel=LocalKernel(python=..., kernel_name=..., cwd=..., env=...)"
+        )
     if given is not None:
         problem += "; they cannot apply to the kernel given"
     return TypeError(f"{problem} (from progtc_kernel.kernels)")
