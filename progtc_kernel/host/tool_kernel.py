@@ -13,7 +13,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from ..kernels.base import KernelLifecycle, KernelLike, Reconnecting, rate_limit_window
+from ..kernels.base import KernelLifecycle, KernelLike, Reconnecting
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
 from .events import (
@@ -25,6 +25,7 @@ from .events import (
     ToolCallStarted,
 )
 from .injection import ExtensionPolicy
+from .rate_limits import rate_limit_window
 from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecord
 from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike

@@ -5,14 +5,13 @@ it receives (iopub, shell and control replies) to one callback; one that can dro
 and come back (a websocket) says so to its reconnect listeners. A
 ``KernelLifecycle`` starts or attaches to a kernel, interrupts, restarts and shuts
 it down, tells whether it is alive, and opens transports to it. ``local.py`` has
-the local implementations, ``jupyter_server.py`` the remote ones; ``resolve.py``
+the local implementations, ``jupyter_server/`` the remote ones; ``resolve.py``
 turns what a user gives as a kernel (``KernelLike``) into a lifecycle.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -113,26 +112,3 @@ class Reconnecting(Protocol):
         """Use the kernel again through ``transport``: True when it survived (its state
         kept), False when a new kernel was started in its place."""
         ...
-
-
-_RATE_LIMIT_NOTICES = ("IOPub message rate exceeded.", "IOPub data rate exceeded.")
-_WINDOW = re.compile(r"rate_limit_window=([0-9.]+)")
-
-
-def rate_limit_window(channel: str, msg: dict[str, Any]) -> float | None:
-    """If ``msg`` is a Jupyter Server's notice that it drops iopub messages past its
-    rate limits (tool calls among them, until its window has passed), that window in
-    seconds; else None. The server sends it on stderr, once per episode, whichever
-    transport carries it."""
-    content = msg.get("content") or {}
-    if (
-        channel != "iopub"
-        or msg.get("header", {}).get("msg_type") != "stream"
-        or content.get("name") != "stderr"
-    ):
-        return None
-    text = str(content.get("text", ""))
-    if not text.startswith(_RATE_LIMIT_NOTICES):
-        return None
-    window = _WINDOW.search(text)
-    return float(window.group(1)) if window else 3.0  # Jupyter Server's default
