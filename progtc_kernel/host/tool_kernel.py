@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
+import warnings
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
-from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from ..kernels.base import KernelLifecycle
 from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport, rate_limit_window
 from ..kernels.local import LocalKernel, lifecycle_for
+from ..timeouts import (
+    USE_DEFAULT,
+    Timeout,
+    TimeoutLike,
+    UseDefault,
+    resolve,
+    run_seconds,
+    seconds,
+)
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
 from .events import (
@@ -64,12 +74,13 @@ class ToolKernel:
     is started, and then owned), or a lifecycle from ``progtc_kernel.kernels``. A
     kernel attached to is never replaced or restarted behind your back, its files are
     left alone, and it keeps running on close. ``kernel_manager`` is the same as
-    ``kernel``. ``timeout``: seconds a run may take (default 30; ``None``: no limit).
-    ``tool_timeout``: seconds a tool call may take. ``max_in_flight``: tool calls
+    ``kernel``. ``timeout``: seconds a run may take (default 30; ``None``: no limit),
+    or a ``Timeout`` that also sets the tool-call and start timeouts
+    (``Timeout(60, tool_call=5)``); ``tool_timeout`` and ``startup_timeout`` are
+    deprecated spellings of its ``tool_call`` and ``start``. ``max_in_flight``: tool calls
     outstanding at once. ``tool_threads``: how many sync tools may run at once.
     ``python``, ``kernel_name``, ``cwd``, ``env``: how to start a kernel of its own
-    (another interpreter needs only ipykernel). ``startup_timeout``: seconds
-    a starting kernel may take to answer. ``server``: a ``JupyterServer`` (or Kernel
+    (another interpreter needs only ipykernel). ``server``: a ``JupyterServer`` (or Kernel
     Gateway, Enterprise Gateway) to run the kernel on: one is started there
     (``kernel_name``: its kernelspec; ``env``: its environment, where the server
     passes it on) and shut down on close, or with ``kernel_id`` the running kernel
@@ -86,8 +97,8 @@ class ToolKernel:
         tools: ToolsLike = None,
         *,
         kernel: Any = None,
-        timeout: float | None = 30.0,
-        tool_timeout: float | None = 10.0,
+        timeout: TimeoutLike = USE_DEFAULT,
+        tool_timeout: float | UseDefault | None = USE_DEFAULT,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
         python: str | None = None,
@@ -95,17 +106,17 @@ class ToolKernel:
         kernel_manager: Any = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
-        startup_timeout: float = 60.0,
+        startup_timeout: float | UseDefault | None = USE_DEFAULT,
         server: JupyterServer | None = None,
         kernel_id: str | None = None,
         extension: ExtensionPolicy = "inject",
     ) -> None:
         self.tools = ToolRegistry.of(tools)
-        self.timeout = timeout
-        self.tool_timeout = tool_timeout
+        self.timeout = _with_deprecated(
+            resolve(timeout), tool_timeout=tool_timeout, startup_timeout=startup_timeout
+        )
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
-        self.startup_timeout = startup_timeout
         self.extension = extension
         self.lifecycle: KernelLifecycle = _lifecycle(
             kernel if kernel is not None else kernel_manager,
@@ -120,6 +131,15 @@ class ToolKernel:
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
         self._dead = False
+
+    @property
+    def timeout(self) -> Timeout:
+        """The kernel's timeouts; set a number (the run timeout) or a ``Timeout``."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: TimeoutLike) -> None:
+        self._timeout = resolve(value, getattr(self, "_timeout", Timeout()))
 
     @property
     def running(self) -> bool:
@@ -156,7 +176,7 @@ class ToolKernel:
             bridge = ToolBridge(
                 self.lifecycle.connect(),
                 self.tools,
-                tool_timeout=self.tool_timeout,
+                tool_timeout=self.timeout.tool_call,
                 max_in_flight=self.max_in_flight,
                 tool_threads=self.tool_threads,
                 extension=self.extension,
@@ -165,7 +185,7 @@ class ToolKernel:
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge
             await self._while_alive(
-                bridge.start(timeout=self.startup_timeout, fresh=self.lifecycle.owned)
+                bridge.start(timeout=self.timeout.start, fresh=self.lifecycle.owned)
             )
         except BaseException:
             await self.close()
@@ -201,7 +221,7 @@ class ToolKernel:
     async def _restart(self) -> None:
         await self.lifecycle.restart()
         self._dead = False
-        await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
+        await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
     def _lost_connection(self) -> bool:
         """A remote kernel's server was out of reach for longer than its
@@ -219,9 +239,9 @@ class ToolKernel:
         survived = await lifecycle.reconnect(transport)
         self._dead = False
         if survived:
-            await self._while_alive(self.bridge.wait_ready(self.startup_timeout))
+            await self._while_alive(self.bridge.wait_ready(self.timeout.start))
         else:
-            await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
+            await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""
@@ -254,11 +274,22 @@ class ToolKernel:
         code: str,
         *,
         tools: ToolsLike = None,
-        timeout: float | EllipsisType | None = ...,
+        timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
     ) -> ExecutionResult:
         """Run code; returns its output, error and tool calls. Never raises for the
-        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``."""
+        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``.
+
+        Args:
+            code: the Python (IPython) source to run.
+            tools: replaces the tool set for this run.
+            timeout: seconds this run may take (``None``: no limit; ``USE_DEFAULT``:
+                the kernel's ``timeout.run``; a ``Timeout``: its ``run``).
+            silent: run without history or displayed results.
+
+        Returns:
+            The run's output, error and tool calls.
+        """
         result: ExecutionResult | None = None
         async for event in self.stream(code, tools=tools, timeout=timeout, silent=silent):
             if isinstance(event, ExecutionFinished):
@@ -271,17 +302,19 @@ class ToolKernel:
         code: str,
         *,
         tools: ToolsLike = None,
-        timeout: float | EllipsisType | None = ...,
+        timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Run code, yielding output and tool-call events live; the last one is
         ``ExecutionFinished`` with the result. Leaving early interrupts the run: wrap
         it in ``contextlib.aclosing`` to have that happen at once.
 
-        ``timeout`` (seconds, default: the kernel's) interrupts a run that takes
-        longer; its output so far is kept. ``tools`` replaces the tool set for this
-        run. ``silent`` runs without history or displayed results."""
+        ``timeout`` (seconds; ``None``: no limit; ``USE_DEFAULT``: the kernel's
+        ``timeout.run``) interrupts a run that takes longer; its output so far is kept.
+        ``tools`` replaces the tool set for this run. ``silent`` runs without history
+        or displayed results."""
         self.refuse_reentry()
+        limit = run_seconds(timeout, self.timeout.run)
         async with self._lock:
             if self._lost_connection():
                 await self._come_back()
@@ -307,7 +340,6 @@ class ToolKernel:
                 },
             )
             run = self._runs[msg_id] = _Run()
-            limit = self.timeout if timeout is ... else timeout
             finisher = asyncio.create_task(self._finish(run, limit))
             try:
                 while True:
@@ -387,6 +419,29 @@ class ToolKernel:
             run = next(iter(self._runs.values()))  # a call made from a thread or callback
         if run is not None:
             run.on_tool_event(event)
+
+
+def _with_deprecated(
+    timeout: Timeout,
+    *,
+    tool_timeout: float | UseDefault | None,
+    startup_timeout: float | UseDefault | None,
+) -> Timeout:
+    """``timeout`` with the values of the keywords it replaces, each with a warning."""
+    changes: dict[str, float | None] = {}
+    for old, new, value in (
+        ("tool_timeout", "tool_call", tool_timeout),
+        ("startup_timeout", "start", startup_timeout),
+    ):
+        if not isinstance(value, UseDefault):
+            warnings.warn(
+                f"{old}= is deprecated: give timeout=Timeout({new}=...) (from progtc_kernel "
+                "import Timeout)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            changes[new] = seconds(old, value)
+    return dataclasses.replace(timeout, **changes) if changes else timeout
 
 
 def _lifecycle(

@@ -54,6 +54,7 @@ from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
 from ..kernel_side.modules import problem_with_name
+from ..timeouts import Timeout
 from .handlers import AuthenticatedFirst
 from .pool import PoolError, PoolExhausted
 
@@ -320,8 +321,11 @@ class ExecuteCodeHandler(_ProgtcHandler):
         kernel = ToolKernel(
             tools,
             kernel=manager,
-            timeout=limits.code_execution_timeout,
-            tool_timeout=limits.tool_call_timeout,
+            timeout=Timeout(
+                limits.code_execution_timeout,
+                tool_call=limits.tool_call_timeout,
+                start=self.service.pool.start_timeout,
+            ),
         )
         async with kernel:
             if request.modules:
