@@ -50,9 +50,11 @@ if TYPE_CHECKING:
     from .kernels.base import KernelLifecycle, Transport
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
     from .progtc.client import AsyncProgtcClient
+    from .timeouts import USE_DEFAULT, Timeout
     from .toolset import ProgrammaticToolset, ScriptResult
 
 __all__ = [
+    "USE_DEFAULT",
     "AsyncProgtcClient",
     "DisplayOutput",
     "Event",
@@ -79,6 +81,7 @@ __all__ = [
     "ServerError",
     "StreamOutput",
     "SyncToolKernel",
+    "Timeout",
     "Tool",
     "ToolArgumentError",
     "ToolBridge",
@@ -138,6 +141,7 @@ _HOMES = {
     ".toolset": ["ProgrammaticToolset", "ScriptResult"],
     ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]
     ".progtc.client": ["AsyncProgtcClient"],
+    ".timeouts": ["Timeout", "USE_DEFAULT"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -20,6 +20,7 @@ way of httpx:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeAlias
 
@@ -34,11 +35,14 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_TOOL_CALL",
     "MCP_TIMEOUT",
+    "NOTEBOOK_TIMEOUT",
     "SCRIPT_TIMEOUT",
     "USE_DEFAULT",
+    "YEAR",
     "Timeout",
     "TimeoutLike",
     "UseDefault",
+    "renamed",
     "resolve",
     "run_seconds",
     "seconds",
@@ -49,6 +53,8 @@ DEFAULT_RUN: Final = 30.0
 DEFAULT_TOOL_CALL: Final = 10.0
 DEFAULT_START: Final = 60.0
 DEFAULT_REQUEST: Final = 10.0
+# Stands for "no limit" where a library has no way to say it (tornado, nbclient).
+YEAR: Final = 365 * 24 * 3600.0
 # A script an agent wrote (ProgrammaticToolset, MCP): several tool calls in a row.
 DEFAULT_SCRIPT_RUN: Final = 60.0
 # A kernel started through a Jupyter Server: a gateway on a cluster may pull an image.
@@ -159,6 +165,9 @@ class Timeout:
 
 
 DEFAULT_TIMEOUT: Final = Timeout()
+# execute_notebook's and `progtc-kernel notebook`'s: a cell may run for as long as it
+# needs (as nbclient's), a tool call and a start as a kernel's.
+NOTEBOOK_TIMEOUT: Final = Timeout(None)
 # ProgrammaticToolset's and CodeModeToolset's: a script makes several tool calls in a row.
 SCRIPT_TIMEOUT: Final = Timeout(DEFAULT_SCRIPT_RUN)
 # `progtc-kernel mcp`'s: scripts call upstream MCP servers, which may be slow, so a
@@ -215,6 +224,23 @@ def run_seconds(given: TimeoutLike, default: float | None, name: str = "timeout"
             f"{name}={given!r}: give seconds, a Timeout, None (no limit) or USE_DEFAULT"
         )
     return seconds(name, given)
+
+
+def renamed(old: str, new: str, value: Any, *, stacklevel: int = 3) -> float | None:
+    """The value of a deprecated timeout keyword, with a ``DeprecationWarning`` that
+    names the new spelling.
+
+    Args:
+        old: the old keyword.
+        new: what to write instead.
+        value: what the caller gave for ``old``.
+        stacklevel: how far up the caller is, from here.
+
+    Returns:
+        The value as seconds (or None).
+    """
+    warnings.warn(f"{old}= is deprecated: give {new}", DeprecationWarning, stacklevel=stacklevel)
+    return seconds(old, value)
 
 
 def _text(value: float | None) -> str:

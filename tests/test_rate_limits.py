@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from progtc_kernel import AsyncProgtcClient, ToolKernel
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
@@ -39,7 +40,7 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
     # A call waits in the kernel while the server drops messages (a few of its 3 s
     # windows on a busy machine): give it time enough that only a lost call times out.
     async with ToolKernel(
-        [ping], server=served.server(), kernel_name="progtc", timeout=180, tool_timeout=60
+        [ping], server=served.server(), kernel_name="progtc", timeout=Timeout(180, tool_call=60)
     ) as kernel:
         yield kernel
 

@@ -9,7 +9,6 @@ import dataclasses
 import logging
 import re
 import time
-import warnings
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,9 @@ from ..timeouts import (
     Timeout,
     TimeoutLike,
     UseDefault,
+    renamed,
     resolve,
     run_seconds,
-    seconds,
 )
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
@@ -434,13 +433,7 @@ def _with_deprecated(
         ("startup_timeout", "start", startup_timeout),
     ):
         if not isinstance(value, UseDefault):
-            warnings.warn(
-                f"{old}= is deprecated: give timeout=Timeout({new}=...) (from progtc_kernel "
-                "import Timeout)",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            changes[new] = seconds(old, value)
+            changes[new] = renamed(old, f"timeout=Timeout({new}=...)", value, stacklevel=4)
     return dataclasses.replace(timeout, **changes) if changes else timeout
 
 

@@ -36,6 +36,7 @@ from ..timeouts import (
     DEFAULT_REMOTE_START,
     DEFAULT_REQUEST,
     USE_DEFAULT,
+    YEAR,
     UseDefault,
     seconds,
 )
@@ -49,7 +50,6 @@ MAX_MESSAGE_SIZE = 256 * 2**20
 # Pings keep proxies from closing an idle connection, and notice one that died.
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 10.0
-YEAR = 365 * 24 * 3600.0
 # How a refused token's fix is named, unless the API in use has its own spelling.
 TOKEN_OPTION = "JupyterServer(url, token=...)"
 # Statuses the server itself publishes when a kernel dies: it restarts it, or gives up.
