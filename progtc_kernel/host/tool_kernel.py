@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..kernels.base import KernelLifecycle
-from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport, rate_limit_window
+from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport
 from ..kernels.local import LocalKernel, lifecycle_for
 from ..timeouts import (
     USE_DEFAULT,
@@ -36,6 +36,7 @@ from .events import (
     ToolCallStarted,
 )
 from .injection import ExtensionPolicy
+from .rate_limits import rate_limit_window
 from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecord
 from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike
