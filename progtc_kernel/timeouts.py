@@ -31,6 +31,8 @@ __all__ = [
     "DEFAULT_REQUEST",
     "DEFAULT_RUN",
     "DEFAULT_SCRIPT_RUN",
+    "DEFAULT_SEND",
+    "DEFAULT_SESSION_IDLE",
     "DEFAULT_START",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TOOL_CALL",
@@ -61,6 +63,10 @@ DEFAULT_SCRIPT_RUN: Final = 60.0
 DEFAULT_REMOTE_START: Final = 120.0
 # How long a request to `progtc-kernel serve` waits for a free kernel.
 DEFAULT_POOL_WAIT: Final = 30.0
+# `progtc-kernel serve`: a named session nobody uses for this long is ended, and a
+# progtc API client that takes nothing the server sends for this long is cut off.
+DEFAULT_SESSION_IDLE: Final = 600.0
+DEFAULT_SEND: Final = 60.0
 # How long a dropped websocket to a Jupyter Server keeps trying to come back.
 DEFAULT_RECONNECT: Final = 30.0
 

@@ -16,7 +16,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
-from ..timeouts import DEFAULT_POOL_WAIT, Timeout
+from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_SEND, DEFAULT_SESSION_IDLE, Timeout
 from ._common import UsageError, add_timeout_options, seconds
 
 # What progtc clients sending 'Authorization: Bearer' get (progtc_api.DIALECTS; not
@@ -78,7 +78,7 @@ def add_parser(commands: Subcommands) -> None:
     serve.add_argument(
         "--session-idle-timeout",
         type=seconds,
-        default=600.0,
+        default=DEFAULT_SESSION_IDLE,
         metavar="S",
         help="end a named session (and its kernel) nobody has used for S "
         "seconds (default: 600; none: never)",
@@ -109,7 +109,7 @@ def add_parser(commands: Subcommands) -> None:
     serve.add_argument(
         "--send-timeout",
         type=seconds,
-        default=60.0,
+        default=DEFAULT_SEND,
         metavar="S",
         help="a progtc API client that takes nothing the server sends for "
         "this long is cut off (default: 60)",

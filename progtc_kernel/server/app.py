@@ -23,8 +23,15 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .._version import __version__
-from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_START, DEFAULT_TOOL_CALL
-from .pool import SESSION_IDLE_TIMEOUT, KernelPool, ServeKernelManager
+from ..timeouts import (
+    DEFAULT_POOL_WAIT,
+    DEFAULT_RUN,
+    DEFAULT_SEND,
+    DEFAULT_SESSION_IDLE,
+    DEFAULT_START,
+    DEFAULT_TOOL_CALL,
+)
+from .pool import KernelPool, ServeKernelManager
 from .progtc_api import DIALECTS
 
 
@@ -50,7 +57,7 @@ class Service:
     limits: Limits
     dialect: str = DIALECTS[0]
     max_output: int = 10_000_000
-    send_timeout: float = 60.0
+    send_timeout: float = DEFAULT_SEND
     executions: dict[str, Any] = field(default_factory=dict)  # progtc API runs by id
     finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
     output_stopped: int = 0  # executions stopped for printing more than max_output
@@ -123,14 +130,14 @@ class ProgtcKernelApp(ExtensionApp):
         "may print; one that prints more is stopped.",
     ).tag(config=True)
     send_timeout = Float(
-        60.0,
+        DEFAULT_SEND,
         help="Seconds a progtc API client may take nothing the server sends before it is cut off.",
     ).tag(config=True)
     announce_key = Bool(False, help="Print the API key with the address (it was generated).").tag(
         config=True
     )
     session_idle_timeout = Float(
-        SESSION_IDLE_TIMEOUT,
+        DEFAULT_SESSION_IDLE,
         allow_none=True,
         help="Seconds a named session may go unused before it is ended (None: never).",
     ).tag(config=True)

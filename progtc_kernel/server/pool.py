@@ -31,7 +31,7 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from tornado import web
 from traitlets import Int
 
-from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_START
+from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_SESSION_IDLE, DEFAULT_START
 
 log = logging.getLogger("progtc_kernel.server")
 
@@ -43,9 +43,6 @@ CONNECT_GRACE = 30.0
 # After a kernel fails to start, the next attempt waits this long (doubling up to a
 # minute): a broken kernelspec must not become a loop of failing processes.
 RETRY_AFTER = 1.0
-# A named session nobody has used or connected to for this long is ended (its kernel
-# reaped): an abandoned session must not hold a kernel for ever.
-SESSION_IDLE_TIMEOUT = 600.0
 # How often leases are checked. Leases end on the event that ends them where there is
 # one (a release, the execution's end); this only catches clients that vanished.
 WATCH_INTERVAL = 1.0
@@ -192,7 +189,7 @@ class KernelPool:
         code_execution_timeout: float | None = DEFAULT_RUN,
         start_timeout: float | None = DEFAULT_START,
         kernel_name: str | None = None,
-        session_idle_timeout: float | None = SESSION_IDLE_TIMEOUT,
+        session_idle_timeout: float | None = DEFAULT_SESSION_IDLE,
     ) -> None:
         if size < 0 or max_kernels < 1 or size > max_kernels:
             raise ValueError(
