@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from ..timeouts import Timeout, TimeoutLike
 from .bridge import ToolBridge
 from .results import ExecutionResult
 from .tool_kernel import ToolKernel
@@ -154,6 +155,15 @@ class SyncToolKernel:
 
     def refuse_reentry(self) -> None:
         self.kernel.refuse_reentry()
+
+    @property
+    def timeout(self) -> Timeout:
+        """The kernel's timeouts; set a number (the run timeout) or a ``Timeout``."""
+        return self.kernel.timeout
+
+    @timeout.setter
+    def timeout(self, value: TimeoutLike) -> None:
+        self.kernel.timeout = value
 
     @property
     def running(self) -> bool:

@@ -309,10 +309,17 @@ class ToolKernel:
         ``ExecutionFinished`` with the result. Leaving early interrupts the run: wrap
         it in ``contextlib.aclosing`` to have that happen at once.
 
-        ``timeout`` (seconds; ``None``: no limit; ``USE_DEFAULT``: the kernel's
-        ``timeout.run``) interrupts a run that takes longer; its output so far is kept.
-        ``tools`` replaces the tool set for this run. ``silent`` runs without history
-        or displayed results."""
+        Args:
+            code: the Python (IPython) source to run.
+            tools: replaces the tool set for this run.
+            timeout: seconds after which the run is interrupted, its output so far
+                kept (``None``: no limit; ``USE_DEFAULT``: the kernel's
+                ``timeout.run``; a ``Timeout``: its ``run``).
+            silent: run without history or displayed results.
+
+        Yields:
+            Output and tool-call events, then ``ExecutionFinished``.
+        """
         self.refuse_reentry()
         limit = run_seconds(timeout, self.timeout.run)
         async with self._lock:
