@@ -48,6 +48,7 @@ __all__ = [
     "resolve",
     "run_seconds",
     "seconds",
+    "with_old_keywords",
 ]
 
 # Every default timeout of the package, in seconds (progtc's own for run and tool call).
@@ -247,6 +248,34 @@ def renamed(old: str, new: str, value: Any, *, stacklevel: int = 3) -> float | N
     """
     warnings.warn(f"{old}= is deprecated: give {new}", DeprecationWarning, stacklevel=stacklevel)
     return seconds(old, value)
+
+
+def with_old_keywords(
+    limits: Timeout,
+    *,
+    tool_timeout: float | UseDefault | None = USE_DEFAULT,
+    startup_timeout: float | UseDefault | None = USE_DEFAULT,
+) -> Timeout:
+    """``limits`` with what a caller gave under the keywords ``Timeout`` replaces
+    (``USE_DEFAULT``: not given), each with a ``DeprecationWarning`` naming the field.
+
+    Args:
+        limits: the timeouts given the new way.
+        tool_timeout: the old spelling of ``tool_call``.
+        startup_timeout: the old spelling of ``start``.
+
+    Returns:
+        ``limits``, changed where an old keyword was given.
+    """
+    changes: dict[str, float | None] = {}
+    for old, new, value in (
+        ("tool_timeout", "tool_call", tool_timeout),
+        ("startup_timeout", "start", startup_timeout),
+    ):
+        if not isinstance(value, UseDefault):
+            # The caller is three frames up: renamed, here, the API that was called.
+            changes[new] = renamed(old, f"timeout=Timeout({new}=...)", value, stacklevel=4)
+    return replace(limits, **changes) if changes else limits
 
 
 def _text(value: float | None) -> str:

@@ -240,3 +240,30 @@ def test_a_bad_timeout_is_a_usage_error_that_names_the_fix(
 ) -> None:
     assert main([*command, "--tool-call-timeout", value]) == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+# -- notebooks ----------------------------------------------------------------------------
+
+
+def test_the_notebook_client_takes_tool_call_timeout_and_warns_for_tool_timeout() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    from progtc_kernel.integrations.nbclient import ToolNotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    assert ToolNotebookClient(notebook, tool_call_timeout=None).tool_call_timeout is None
+    with pytest.warns(
+        DeprecationWarning, match="tool_timeout= is deprecated: give tool_call_timeout="
+    ):
+        client = ToolNotebookClient(notebook, tool_timeout=3)
+    assert client.tool_call_timeout == 3
+
+
+def test_nbclient_gets_whole_seconds_and_a_start_with_no_limit_as_a_year() -> None:
+    pytest.importorskip("nbclient")
+    from progtc_kernel.integrations.nbclient import nbclient_timeouts
+
+    assert nbclient_timeouts(Timeout(1.2, start=30)) == {"timeout": 2, "startup_timeout": 30}
+    assert nbclient_timeouts(Timeout(None, start=None)) == {
+        "timeout": None,
+        "startup_timeout": 365 * 24 * 3600,
+    }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 import time
@@ -21,9 +20,9 @@ from ..timeouts import (
     Timeout,
     TimeoutLike,
     UseDefault,
-    renamed,
     resolve,
     run_seconds,
+    with_old_keywords,
 )
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
@@ -112,7 +111,7 @@ class ToolKernel:
         extension: ExtensionPolicy = "inject",
     ) -> None:
         self.tools = ToolRegistry.of(tools)
-        self.timeout = _with_deprecated(
+        self.timeout = with_old_keywords(
             resolve(timeout), tool_timeout=tool_timeout, startup_timeout=startup_timeout
         )
         self.max_in_flight = max_in_flight
@@ -426,23 +425,6 @@ class ToolKernel:
             run = next(iter(self._runs.values()))  # a call made from a thread or callback
         if run is not None:
             run.on_tool_event(event)
-
-
-def _with_deprecated(
-    timeout: Timeout,
-    *,
-    tool_timeout: float | UseDefault | None,
-    startup_timeout: float | UseDefault | None,
-) -> Timeout:
-    """``timeout`` with the values of the keywords it replaces, each with a warning."""
-    changes: dict[str, float | None] = {}
-    for old, new, value in (
-        ("tool_timeout", "tool_call", tool_timeout),
-        ("startup_timeout", "start", startup_timeout),
-    ):
-        if not isinstance(value, UseDefault):
-            changes[new] = renamed(old, f"timeout=Timeout({new}=...)", value, stacklevel=4)
-    return dataclasses.replace(timeout, **changes) if changes else timeout
 
 
 def _lifecycle(

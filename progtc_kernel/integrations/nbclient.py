@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import dataclasses
 import keyword
 import math
 import os
@@ -73,6 +72,7 @@ from ..timeouts import (
     renamed,
     resolve,
     seconds,
+    with_old_keywords,
 )
 
 __all__ = [
@@ -372,7 +372,11 @@ def execute_notebook(
         inject_parameters(nb, parameters)
     folder = cwd if cwd is not None else path.resolve().parent if path is not None else None
     resources = {"metadata": {"path": os.fspath(folder)}} if folder is not None else {}
-    limits = _notebook_timeout(timeout, tool_timeout, startup_timeout)
+    limits = with_old_keywords(
+        resolve(timeout, NOTEBOOK_TIMEOUT),
+        tool_timeout=tool_timeout,
+        startup_timeout=startup_timeout,
+    )
     client = ToolNotebookClient(
         nb,
         tools=tools,
@@ -413,23 +417,6 @@ def inject_parameters(nb: NotebookNode, parameters: Mapping[str, Any]) -> None:
     ]
     cells.insert(tagged[-1] + 1 if tagged else 0, cell)
     nb.cells = cells
-
-
-def _notebook_timeout(
-    timeout: TimeoutLike,
-    tool_timeout: float | UseDefault | None,
-    startup_timeout: float | UseDefault | None,
-) -> Timeout:
-    """``execute_notebook``'s timeouts, from the keywords old and new."""
-    limits = resolve(timeout, NOTEBOOK_TIMEOUT)
-    for old, new, value in (
-        ("tool_timeout", "tool_call", tool_timeout),
-        ("startup_timeout", "start", startup_timeout),
-    ):
-        if not isinstance(value, UseDefault):
-            given = renamed(old, f"timeout=Timeout({new}=...)", value, stacklevel=5)
-            limits = dataclasses.replace(limits, **{new: given})
-    return limits
 
 
 def nbclient_timeouts(limits: Timeout) -> dict[str, int | None]:
