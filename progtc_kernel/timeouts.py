@@ -116,7 +116,7 @@ def seconds(name: str, value: Any) -> float | None:
         or value <= 0
     ):
         raise ValueError(
-            f"{name}={value!r} is not a timeout: give a number of seconds above 0, "
+            f"{name}={value!r} is not a timeout: give a finite number of seconds above 0, "
             "or None for no limit"
         )
     return float(value)

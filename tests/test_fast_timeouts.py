@@ -65,7 +65,9 @@ def test_only_the_run_timeout_is_positional() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf, True, "5"])
 def test_a_timeout_that_is_no_number_of_seconds_is_refused_naming_the_fix(bad: Any) -> None:
-    with pytest.raises(ValueError, match="give a number of seconds above 0, or None for no limit"):
+    with pytest.raises(
+        ValueError, match="give a finite number of seconds above 0, or None for no limit"
+    ):
         Timeout(tool_call=bad)
 
 
