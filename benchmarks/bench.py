@@ -39,7 +39,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import LocalKernel, ToolKernel, ToolRegistry
+from progtc_kernel import LocalKernel, Timeout, ToolKernel, ToolRegistry
 from progtc_kernel._wire import SignatureCheck, decode
 
 SMALL_CALLS = 300  # sequential awaited calls, and input() round trips
@@ -350,7 +350,9 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         out["rss_bare_mib"] = rss_mib(kernel_pid(bare))
 
         kernel = ToolKernel(
-            [echo, stall], kernel=LocalKernel(python=python), timeout=TIMEOUT, tool_timeout=TIMEOUT
+            [echo, stall],
+            kernel=LocalKernel(python=python),
+            timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
         )
         started = time.perf_counter()
         await stack.enter_async_context(kernel)

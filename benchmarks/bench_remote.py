@@ -47,7 +47,7 @@ from bench import (
     run_input_cell,
 )
 
-from progtc_kernel import LocalKernel, RemoteKernel, ToolKernel
+from progtc_kernel import LocalKernel, RemoteKernel, Timeout, ToolKernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import jupyter_server, kernelspec  # the tests' server harness
@@ -124,16 +124,14 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                     ToolKernel(
                         [echo],
                         kernel=RemoteKernel(served.server(), kernel_name="bench"),
-                        timeout=TIMEOUT,
-                        tool_timeout=TIMEOUT,
+                        timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
                     )
                 )
                 local = await stack.enter_async_context(
                     ToolKernel(
                         [echo],
                         kernel=LocalKernel(python=python),
-                        timeout=TIMEOUT,
-                        tool_timeout=TIMEOUT,
+                        timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
                     )
                 )
                 info = remote.bridge.kernel_info

@@ -55,9 +55,11 @@ if TYPE_CHECKING:
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
     from .kernels.local import LocalKernel
     from .progtc.client import AsyncProgtcClient
+    from .timeouts import USE_DEFAULT, Timeout
     from .toolset import ProgrammaticToolset, ScriptResult
 
 __all__ = [
+    "USE_DEFAULT",
     "AsyncProgtcClient",
     "DisplayOutput",
     "Event",
@@ -90,6 +92,7 @@ __all__ = [
     "ServerError",
     "StreamOutput",
     "SyncToolKernel",
+    "Timeout",
     "Tool",
     "ToolArgumentError",
     "ToolBridge",
@@ -156,6 +159,7 @@ _HOMES = {
     ".toolset": ["ProgrammaticToolset", "ScriptResult"],
     ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]
     ".progtc.client": ["AsyncProgtcClient"],
+    ".timeouts": ["Timeout", "USE_DEFAULT"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

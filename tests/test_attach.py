@@ -305,7 +305,7 @@ def test_a_kernel_that_does_not_answer_is_named(
                 str(stale),
                 "--tools",
                 str(ROOT / "examples/tools.py"),
-                "--timeout",
+                "--start-timeout",
                 "1",
             ]
         )

@@ -52,7 +52,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Jupy
         "--max-kernels",
         "8",
         "--pool-timeout",
-        "0",
+        "none",
     ).start()
     yield process
     process.stop()

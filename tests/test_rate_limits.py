@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from progtc_kernel import AsyncProgtcClient, RemoteKernel, ToolKernel
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
@@ -41,8 +42,7 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
     async with ToolKernel(
         [ping],
         kernel=RemoteKernel(served.server(), kernel_name="progtc"),
-        timeout=180,
-        tool_timeout=60,
+        timeout=Timeout(180, tool_call=60),
     ) as kernel:
         yield kernel
 

@@ -30,6 +30,7 @@ from progtc_kernel import (
     ToolCallStarted,
     ToolKernel,
 )
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import (
     TOOLS,
@@ -192,7 +193,7 @@ async def test_a_slow_tool_times_out_in_the_kernel_and_is_cancelled_on_the_host(
             cancelled.set()
         return "never"
 
-    async with remote_kernel([slow], tool_timeout=0.5) as kernel:
+    async with remote_kernel([slow], timeout=Timeout(tool_call=0.5)) as kernel:
         result = await kernel.execute(
             "from tools import slow, ToolTimeoutError\n"
             "try:\n    await slow()\nexcept ToolTimeoutError as e:\n    print('timed out')"

@@ -95,7 +95,7 @@ def test_stream_install_modules_running_and_settings(newest_kernel_python: str) 
         assert last.result.error.kind == "cancelled"
 
         kernel.timeout = 0.5  # the kernel's own setting
-        assert kernel.kernel.timeout == 0.5
+        assert kernel.kernel.timeout.run == 0.5
         assert kernel.execute("import time\ntime.sleep(30)").error.kind == "timeout"
         assert kernel.kernel_manager is not None and kernel.bridge.kernel_info is not None
         kernel.restart()

@@ -18,6 +18,7 @@ import pydantic
 
 from progtc_kernel import ExecutionFinished, LocalKernel, StreamOutput, SyncToolKernel, ToolKernel
 from progtc_kernel.host.results import RunError
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import interrupt_during_call
 
@@ -118,7 +119,7 @@ async def test_a_result_json_cannot_carry_fails_at_once(
         return "lone \udc80 surrogate"
 
     # No tool_timeout: a result that never left the host would hang the call.
-    async with make_kernel([broken], tool_timeout=None) as kernel:
+    async with make_kernel([broken], timeout=Timeout(tool_call=None)) as kernel:
         result = await kernel.execute("import tools\ntools.broken()", timeout=120)
     assert result.error is not None and result.error.ename == "ToolError"
     assert "lone surrogate" in result.error.evalue
@@ -139,7 +140,7 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
             raise
         return "never"
 
-    async with make_kernel([slow], tool_timeout=0.3) as kernel:
+    async with make_kernel([slow], timeout=Timeout(tool_call=0.3)) as kernel:
         result = await kernel.execute(
             "import tools\n"
             "try:\n"
@@ -200,7 +201,7 @@ async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
     async def stall() -> None:
         await asyncio.Event().wait()
 
-    async with make_kernel([stall], tool_timeout=None) as kernel:
+    async with make_kernel([stall], timeout=Timeout(tool_call=None)) as kernel:
         assert (await kernel.execute("x = 1")).ok
         for code in (
             "import asyncio\nawait asyncio.sleep(1000)",
@@ -251,7 +252,9 @@ async def test_a_hung_sync_tool_never_blocks_the_others(
         return 1
 
     try:
-        async with make_kernel([hang, quick], tool_threads=1, tool_timeout=1) as kernel:
+        async with make_kernel(
+            [hang, quick], tool_threads=1, timeout=Timeout(tool_call=1)
+        ) as kernel:
             result = await kernel.execute(
                 "import asyncio, tools\n"
                 "out = await asyncio.gather(tools.hang(), tools.quick(), return_exceptions=True)\n"
@@ -279,7 +282,7 @@ async def test_waiting_for_a_thread_is_not_charged_to_the_tool_timeout(
         return n
 
     # One thread: the fourth call waits 2.4 s for it, longer than tool_timeout.
-    async with make_kernel([work], tool_threads=1, tool_timeout=2) as kernel:
+    async with make_kernel([work], tool_threads=1, timeout=Timeout(tool_call=2)) as kernel:
         result = await kernel.execute(
             "import asyncio, tools\n"
             "print(await asyncio.gather(*[tools.work(i) for i in range(4)]))\n"
@@ -344,14 +347,15 @@ async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
     script.write_text(
         textwrap.dedent(f"""\
         import asyncio, threading
-        from progtc_kernel import LocalKernel, ToolKernel
+        from progtc_kernel import LocalKernel, Timeout, ToolKernel
 
         def hang() -> None:
             threading.Event().wait()  # never returns
 
         async def main() -> None:
             kernel = LocalKernel(python={kernel_python!r})
-            async with ToolKernel([hang], kernel=kernel, tool_timeout=0.5) as k:
+            limits = Timeout(tool_call=0.5)
+            async with ToolKernel([hang], kernel=kernel, timeout=limits) as k:
                 result = await k.execute("import tools\\ntools.hang()")
                 print(result.error.ename)
 

@@ -25,6 +25,7 @@ from progtc_kernel import (
     ToolKernel,
 )
 from progtc_kernel.kernels.local import single_spec
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import build_env, plain_kernel, search_database
 
@@ -165,7 +166,7 @@ async def test_timeout_during_a_tool_call(make_kernel: Callable[..., ToolKernel]
     async def slow() -> None:
         await asyncio.Event().wait()
 
-    async with make_kernel([slow], tool_timeout=None) as kernel:
+    async with make_kernel([slow], timeout=Timeout(tool_call=None)) as kernel:
         result = await kernel.execute("import tools\nawait tools.slow()", timeout=0.5)
         assert result.error is not None and result.error.kind == "timeout"
         assert [c.error for c in result.tool_calls] == ["cancelled"]
@@ -296,7 +297,7 @@ async def test_kernel_death_cancels_the_tools_still_running(
             cancelled.set()
             raise
 
-    kernel = make_kernel([kill_the_kernel], tool_timeout=None)
+    kernel = make_kernel([kill_the_kernel], timeout=Timeout(tool_call=None))
     async with kernel:
         result = await kernel.execute("import tools\nawait tools.kill_the_kernel()", timeout=None)
         assert result.error is not None and result.error.kind == "kernel_died"
@@ -311,7 +312,7 @@ async def test_an_interpreter_without_ipykernel_fails_fast_with_its_own_words() 
     bare = build_env("bare", [])
     with pytest.raises(KernelStartError) as failure:
         # A generous startup timeout: the death itself must end the wait.
-        async with ToolKernel(kernel=LocalKernel(python=bare), startup_timeout=600):
+        async with ToolKernel(kernel=LocalKernel(python=bare), timeout=Timeout(start=600)):
             pass
     message = str(failure.value)
     assert "the kernel process exited while starting (exit code 1)" in message

@@ -8,7 +8,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import UpstreamStartError
-from ._common import UsageError, load_tools, seconds
+from ..timeouts import MCP_TIMEOUT
+from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
 if TYPE_CHECKING:
     from ._common import Subcommands
@@ -38,17 +39,6 @@ def add_parser(commands: Subcommands) -> None:
         help="an MCP server to start; its tools become tools scripts can call (repeatable)",
     )
     mcp.add_argument(
-        "--tool-timeout",
-        "--upstream-timeout",
-        type=seconds,
-        default=60.0,
-        metavar="S",
-        dest="tool_timeout",
-        help="fail a tool call after S seconds, a --tools function's or an "
-        "--upstream server's alike: the one timeout of a call (default: 60; 0: "
-        "no limit; --upstream-timeout is its old name)",
-    )
-    mcp.add_argument(
         "--module",
         action="append",
         dest="modules",
@@ -62,12 +52,17 @@ def add_parser(commands: Subcommands) -> None:
         metavar="N",
         help="tool calls one script may make (default: no limit)",
     )
-    mcp.add_argument(
-        "--timeout",
-        type=seconds,
-        default=60.0,
-        metavar="S",
-        help="stop a script after S seconds (default: 60; 0: no limit)",
+    add_timeout_options(
+        mcp,
+        MCP_TIMEOUT,
+        kinds=("run", "tool_call", "start", "request"),
+        helps={
+            "run": "stop a script after S seconds",
+            "tool_call": "fail a tool call after S seconds, a --tools function's or an "
+            "--upstream server's alike: the one timeout of a call",
+            "request": "fail an HTTP request to --kernel-url after S seconds",
+        },
+        deprecated={"tool_call": ["--tool-timeout", "--upstream-timeout"]},
     )
     mcp.add_argument(
         "--max-result-chars",
@@ -126,13 +121,12 @@ def command(args: argparse.Namespace) -> int:
 def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of ``progtc_kernel.integrations.mcp.toolset_for`` the command gives."""
     return {
-        "tool_timeout": args.tool_timeout,
+        "timeout": timeout_from(args, MCP_TIMEOUT),
         "python": args.python,
         "server": args.server,
         "token": args.token,
         "kernel_name": args.kernel_name,
         "supported_modules": args.modules,
         "max_tool_calls": args.max_tool_calls,
-        "timeout": args.timeout,
         **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
     }

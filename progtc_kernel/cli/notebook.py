@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, load_tools, seconds
+from ..timeouts import NOTEBOOK_TIMEOUT
+from ._common import UsageError, add_timeout_options, console, load_tools, timeout_from
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -72,19 +72,11 @@ def add_parser(commands: Subcommands) -> None:
         metavar=("NAME", "VALUE"),
         help="set a parameter to VALUE as a string, as it is",
     )
-    notebook.add_argument(
-        "--timeout",
-        type=seconds,
-        default=None,
-        metavar="S",
-        help="interrupt a cell after S seconds (default: no limit)",
-    )
-    notebook.add_argument(
-        "--tool-timeout",
-        type=seconds,
-        default=10.0,
-        metavar="S",
-        help="fail a tool call after S seconds (default: 10; 0: no limit)",
+    add_timeout_options(
+        notebook,
+        NOTEBOOK_TIMEOUT,
+        helps={"run": "interrupt a cell after S seconds"},
+        deprecated={"tool_call": ["--tool-timeout"]},
     )
     kernel = notebook.add_mutually_exclusive_group()
     kernel.add_argument(
@@ -124,10 +116,15 @@ def parameter_value(text: str) -> Any:
 
 def command(args: argparse.Namespace) -> int:
     try:
-        from ..integrations.nbclient import ToolNotebookClient, inject_parameters
+        from ..integrations.nbclient import (
+            ToolNotebookClient,
+            inject_parameters,
+            nbclient_timeouts,
+        )
     except ImportError as exc:
         raise UsageError(str(exc)) from None
 
+    limits = timeout_from(args, NOTEBOOK_TIMEOUT)
     nb = _read(args.input)
     tools = load_tools(args.tools)
     parameters = {name: parameter_value(value) for name, value in args.parameter}
@@ -141,11 +138,11 @@ def command(args: argparse.Namespace) -> int:
         client = ToolNotebookClient(
             nb,
             tools=tools,
-            tool_timeout=args.tool_timeout,
+            tool_call_timeout=limits.tool_call,
             python=args.python,
             kernel_name=args.kernel_name or "",
             allow_errors=args.allow_errors,
-            timeout=None if args.timeout is None else math.ceil(args.timeout),
+            **nbclient_timeouts(limits),
             resources={"metadata": {"path": os.fspath(cwd)}},
         )
         client.timeout_option = "--timeout S"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from ..protocol import (
     RegisterBody,
     pack,
 )
+from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
 from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
@@ -84,7 +86,7 @@ class ToolBridge:
         kernel: Any,
         tools: ToolsLike = None,
         *,
-        tool_timeout: float | None = 10.0,
+        tool_timeout: float | None = DEFAULT_TOOL_CALL,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
         extension: ExtensionPolicy = "inject",
@@ -122,10 +124,13 @@ class ToolBridge:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
+    async def start(
+        self, *, timeout: float | None = DEFAULT_START, fresh: bool = False
+    ) -> ReadyBody:
         """Connect, register the tools and wait until the kernel confirms.
 
-        ``fresh``: the kernel is starting right now (its first iopub message is news)."""
+        ``timeout``: seconds it may take (``None``: no limit). ``fresh``: the kernel is
+        starting right now (its first iopub message is news)."""
         if not self._started:
             self.transport.add_reconnect_listener(self._on_reconnect)
             await self.transport.start(self._on_message)
@@ -136,13 +141,15 @@ class ToolBridge:
             await self.close()
             raise
 
-    async def reopen(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
+    async def reopen(
+        self, *, timeout: float | None = DEFAULT_START, fresh: bool = False
+    ) -> ReadyBody:
         """Register afresh (after a kernel restart) and wait until the kernel confirms."""
         await self._until_iopub_flows(timeout, fresh)
         self.open()
         return await self.wait_ready(timeout)
 
-    async def _until_iopub_flows(self, timeout: float, fresh: bool) -> None:
+    async def _until_iopub_flows(self, timeout: float | None, fresh: bool) -> None:
         """A fresh iopub subscription misses what is published before it lands.
 
         A starting kernel announces itself on iopub: any message proves the way open.
@@ -154,11 +161,11 @@ class ToolBridge:
         if fresh:
             seen = self._iopub_seen = loop.create_future()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(seen), min(timeout, 5))
+                await asyncio.wait_for(asyncio.shield(seen), min(timeout or 5, 5))
             if seen.done():
                 return
         live = self._probe_seen = loop.create_future()
-        deadline = loop.time() + timeout
+        deadline = math.inf if timeout is None else loop.time() + timeout
         try:
             while not live.done():
                 self._probes.add(self.transport.send("control", "kernel_info_request", {}))
@@ -166,7 +173,7 @@ class ToolBridge:
                     await asyncio.wait_for(asyncio.shield(live), 0.2)
                 if not live.done() and loop.time() > deadline:
                     raise KernelDiedError(
-                        f"the kernel did not answer within {timeout:g} s; is it running?"
+                        f"the kernel did not answer within {timeout or 0:g} s; is it running?"
                     )
         finally:
             self._probes.clear()
@@ -203,20 +210,22 @@ class ToolBridge:
         )
         self._registered = self.tools.fingerprint
 
-    async def wait_ready(self, timeout: float = 30.0) -> ReadyBody:
-        """Wait until the kernel confirms the comm (again, after a reconnect)."""
+    async def wait_ready(self, timeout: float | None = DEFAULT_START) -> ReadyBody:
+        """Wait until the kernel confirms the comm (again, after a reconnect); at most
+        ``timeout`` seconds (``None``: no limit)."""
         assert self._ready is not None, "call start() first"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             ready = self._ready
             try:
                 info = await asyncio.wait_for(
-                    asyncio.shield(ready), max(0.0, deadline - loop.time())
+                    asyncio.shield(ready),
+                    None if deadline is None else max(0.0, deadline - loop.time()),
                 )
             except asyncio.TimeoutError:
                 raise KernelError(
-                    f"the kernel did not confirm the progtc_kernel comm within {timeout:g} "
+                    f"the kernel did not confirm the progtc_kernel comm within {timeout or 0:g} "
                     "s; is it busy, or not an IPython kernel?"
                 ) from None
             except KernelError:

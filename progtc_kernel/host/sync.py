@@ -24,6 +24,7 @@ from .tools import ToolsLike
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
+    from ..timeouts import Timeout, TimeoutLike
     from .bridge import ToolBridge
 
 P = ParamSpec("P")
@@ -75,7 +76,10 @@ def _kernels_property(name: str, prop: property) -> property:
     def get(self: SyncToolKernel) -> Any:
         return getattr(self.kernel, name)
 
-    return property(get, doc=prop.__doc__)
+    def set_(self: SyncToolKernel, value: Any) -> None:
+        setattr(self.kernel, name, value)
+
+    return property(get, set_ if prop.fset else None, doc=prop.__doc__)
 
 
 def _same_arguments_as(
@@ -179,6 +183,12 @@ class SyncToolKernel:
         interrupt = _blocking(ToolKernel.interrupt)
 
         def refuse_reentry(self) -> None: ...
+
+        @property
+        def timeout(self) -> Timeout: ...
+
+        @timeout.setter
+        def timeout(self, value: TimeoutLike) -> None: ...
 
         @property
         def running(self) -> bool: ...

@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
-from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..exceptions import (
@@ -22,6 +21,15 @@ from ..exceptions import (
 )
 from ..kernels.base import KernelLifecycle, KernelLike, Reconnecting
 from ..protocol import install_modules_code
+from ..timeouts import (
+    USE_DEFAULT,
+    Timeout,
+    TimeoutLike,
+    UseDefault,
+    resolve,
+    run_seconds,
+    with_old_keywords,
+)
 from .bridge import ToolBridge, serving
 from .events import (
     DisplayOutput,
@@ -85,11 +93,13 @@ class ToolKernel:
         kernel: The kernel to run code on (see ``KernelLike``); default
             ``LocalKernel()``. An idle jupyter_client manager is started, and then
             owned.
-        timeout: Seconds a run may take (``None``: no limit).
-        tool_timeout: Seconds a tool call may take.
+        timeout: Seconds a run may take (default 30; ``None``: no limit), or a
+            ``Timeout`` that also sets the tool-call and start timeouts
+            (``Timeout(60, tool_call=5)``).
+        tool_timeout: Deprecated spelling of ``Timeout(tool_call=...)``.
         max_in_flight: Tool calls outstanding at once.
         tool_threads: How many sync tools may run at once.
-        startup_timeout: Seconds a starting kernel may take to answer.
+        startup_timeout: Deprecated spelling of ``Timeout(start=...)``.
         extension: How the kernel gets the extension (see ``ToolBridge``): by
             default it is loaded if the kernel has not, from the host's own code
             where the kernel lacks this version, so any kernel with ipykernel
@@ -111,11 +121,11 @@ class ToolKernel:
         tools: ToolsLike = None,
         *,
         kernel: KernelLike | None = None,
-        timeout: float | None = 30.0,
-        tool_timeout: float | None = 10.0,
+        timeout: TimeoutLike = USE_DEFAULT,
+        tool_timeout: float | UseDefault | None = USE_DEFAULT,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
-        startup_timeout: float = 60.0,
+        startup_timeout: float | UseDefault | None = USE_DEFAULT,
         extension: ExtensionPolicy = "inject",
         **moved: NoReturn,
     ) -> None:
@@ -124,17 +134,26 @@ class ToolKernel:
         if moved:
             raise moved_options(type(self).__name__, kernel, moved)
         self.tools = ToolRegistry.of(tools)
-        self.timeout = timeout
-        self.tool_timeout = tool_timeout
+        self.timeout = with_old_keywords(
+            resolve(timeout), tool_timeout=tool_timeout, startup_timeout=startup_timeout
+        )
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
-        self.startup_timeout = startup_timeout
         self.extension = extension
         self.lifecycle: KernelLifecycle = resolve_kernel(kernel)
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
         self._dead = False
+
+    @property
+    def timeout(self) -> Timeout:
+        """The kernel's timeouts; set a number (the run timeout) or a ``Timeout``."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: TimeoutLike) -> None:
+        self._timeout = resolve(value, getattr(self, "_timeout", Timeout()))
 
     @property
     def running(self) -> bool:
@@ -173,7 +192,7 @@ class ToolKernel:
             bridge = ToolBridge(
                 self.lifecycle.connect(),
                 self.tools,
-                tool_timeout=self.tool_timeout,
+                tool_timeout=self.timeout.tool_call,
                 max_in_flight=self.max_in_flight,
                 tool_threads=self.tool_threads,
                 extension=self.extension,
@@ -182,7 +201,7 @@ class ToolKernel:
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge
             await self._while_alive(
-                bridge.start(timeout=self.startup_timeout, fresh=self.lifecycle.owned)
+                bridge.start(timeout=self.timeout.start, fresh=self.lifecycle.owned)
             )
         except BaseException:
             await self.close()
@@ -218,7 +237,7 @@ class ToolKernel:
     async def _restart(self) -> None:
         await self.lifecycle.restart()
         self._dead = False
-        await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
+        await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
     def _lost_connection(self) -> bool:
         """A remote kernel's server was out of reach for longer than its
@@ -236,9 +255,9 @@ class ToolKernel:
         survived = await lifecycle.reconnect(self.bridge.transport)
         self._dead = False
         if survived:
-            await self._while_alive(self.bridge.wait_ready(self.startup_timeout))
+            await self._while_alive(self.bridge.wait_ready(self.timeout.start))
         else:
-            await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
+            await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
     @runs_code
     async def reset(self) -> None:
@@ -270,11 +289,22 @@ class ToolKernel:
         code: str,
         *,
         tools: ToolsLike = None,
-        timeout: float | EllipsisType | None = ...,
+        timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
     ) -> ExecutionResult:
         """Run code; returns its output, error and tool calls. Never raises for the
-        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``."""
+        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``.
+
+        Args:
+            code: the Python (IPython) source to run.
+            tools: replaces the tool set for this run.
+            timeout: seconds this run may take (``None``: no limit; ``USE_DEFAULT``:
+                the kernel's ``timeout.run``; a ``Timeout``: its ``run``).
+            silent: run without history or displayed results.
+
+        Returns:
+            The run's output, error and tool calls.
+        """
         result: ExecutionResult | None = None
         async for event in self.stream(code, tools=tools, timeout=timeout, silent=silent):
             if isinstance(event, ExecutionFinished):
@@ -288,17 +318,26 @@ class ToolKernel:
         code: str,
         *,
         tools: ToolsLike = None,
-        timeout: float | EllipsisType | None = ...,
+        timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Run code, yielding output and tool-call events live; the last one is
         ``ExecutionFinished`` with the result. Leaving early interrupts the run: wrap
         it in ``contextlib.aclosing`` to have that happen at once.
 
-        ``timeout`` (seconds, default: the kernel's) interrupts a run that takes
-        longer; its output so far is kept. ``tools`` replaces the tool set for this
-        run. ``silent`` runs without history or displayed results."""
+        Args:
+            code: the Python (IPython) source to run.
+            tools: replaces the tool set for this run.
+            timeout: seconds after which the run is interrupted, its output so far
+                kept (``None``: no limit; ``USE_DEFAULT``: the kernel's
+                ``timeout.run``; a ``Timeout``: its ``run``).
+            silent: run without history or displayed results.
+
+        Yields:
+            Output and tool-call events, then ``ExecutionFinished``.
+        """
         self.refuse_reentry()
+        limit = run_seconds(timeout, self.timeout.run)
         async with self._lock:
             if self._lost_connection():
                 await self._come_back()
@@ -324,7 +363,6 @@ class ToolKernel:
                 },
             )
             run = self._runs[msg_id] = _Run()
-            limit = self.timeout if timeout is ... else timeout
             finisher = asyncio.create_task(self._finish(run, limit))
             try:
                 while True:

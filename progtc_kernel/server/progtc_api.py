@@ -54,6 +54,7 @@ from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
 from ..protocol import problem_with_module_name
+from ..timeouts import Timeout
 from .handlers import AuthenticatedFirst
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -319,8 +320,11 @@ class ExecuteCodeHandler(_ProgtcHandler):
         kernel = ToolKernel(
             tools,
             kernel=manager,
-            timeout=limits.code_execution_timeout,
-            tool_timeout=limits.tool_call_timeout,
+            timeout=Timeout(
+                limits.code_execution_timeout,
+                tool_call=limits.tool_call_timeout,
+                start=self.service.pool.start_timeout,
+            ),
         )
         async with kernel:
             if request.modules:
