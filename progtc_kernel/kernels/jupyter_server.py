@@ -290,6 +290,7 @@ class RemoteKernel:
         self.owned = kernel_id is None
         self.ended: str | None = None  # why the kernel counts as gone
         self._server_restarts = False  # the server said it restarts the kernel itself
+        self._waiting: list[asyncio.Future[None]] = []  # wait() calls, until it is gone
 
     def __repr__(self) -> str:
         return f"RemoteKernel({self.server.url!r}, kernel_id={self.kernel_id!r})"
@@ -349,6 +350,30 @@ class RemoteKernel:
         if self.ended is None:
             self.ended = reason
             self._server_restarts = server_restarts
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once the kernel is gone, as the server tells over the websocket: it
+        reports the kernel restarting (its process died) or dead, or the connection
+        cannot come back (the kernel was shut down, the server is out of reach)."""
+        if self.kernel_id is None or self.ended is not None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(waiter)
+
+    def renew(self) -> None:
+        """The server restarted the kernel by itself (its restarter): the new process
+        is the kernel now, and ``wait()`` waits for its end."""
+        self.ended = None
+        self._server_restarts = False
 
     async def reconnect(self, transport: WebsocketTransport) -> bool:
         """Use the server again after ``transport`` gave the connection up for lost.
