@@ -241,15 +241,17 @@ class _Host:
         (why). A restarting kernel is away for a moment: only a long absence counts."""
         from ..kernels.jupyter_server import RemoteKernel
 
+        if isinstance(self.lifecycle, RemoteKernel):  # its server told what happened
+            if self.lifecycle.server_restarts:
+                self.lifecycle.renew()  # the server brings the kernel up again itself
+                return None
+            return f"it {self.lifecycle.ended}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GONE_AFTER
         while loop.time() < deadline:
             gone, answering = await _liveness(self.lifecycle)
             if gone:
                 return gone
-            if isinstance(self.lifecycle, RemoteKernel) and answering:
-                self.lifecycle.renew()  # the server restarts it by itself
-                return None
             if answering:
                 return None
             # Pacing the looks while it is away; its return is no event we can wait on.

@@ -320,6 +320,13 @@ class AttachedKernel:
         elif self._watch is not None:
             await self._watch.wait()
 
+    async def until_connected(self) -> None:
+        """Return once our control connection to the kernel is up (now, or again after
+        a restart): from then on ``wait()`` sees its end. (At once for a kernel whose
+        process is known: its exit is seen in any case.)"""
+        if self._watch is not None:
+            await self._watch.connected.wait()
+
     async def interrupt(self) -> None:
         if self.manager is not None:
             await ensure_async(self.manager.interrupt_kernel())

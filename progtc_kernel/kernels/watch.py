@@ -94,11 +94,18 @@ class ConnectionWatch:
             client.load_connection_file(os.fspath(connection))
         client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
         self.client = client  # also sends interrupt requests on control
-        self._socket = client.control_channel.socket
-        self._monitor = self._socket.get_monitor_socket(
+        socket = self._socket = client.control_channel.socket
+        self._monitor = socket.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
         )
+        # jupyter_client connected the socket before the monitor was there, so its
+        # handshake may have gone unseen: connect again, now watched. (A drop before
+        # the first handshake seen is this one: ignored.)
+        endpoint = socket.get(zmq.LAST_ENDPOINT).decode()
+        socket.disconnect(endpoint)
+        socket.connect(endpoint)
         self._dropped = asyncio.Event()
+        self.connected = asyncio.Event()  # the connection is up (now or again)
         self._reader = asyncio.ensure_future(self._read())
 
     @property
@@ -113,9 +120,13 @@ class ConnectionWatch:
         while True:
             event = parse_monitor_message(await self._monitor.recv_multipart())["event"]
             if event == zmq.EVENT_DISCONNECTED:
+                if not self.connected.is_set():
+                    continue
+                self.connected.clear()
                 self._dropped.set()
             else:  # connected, again after a restart on the same ports
                 self._dropped.clear()
+                self.connected.set()
 
     async def close(self) -> None:
         self._reader.cancel()
