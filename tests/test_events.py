@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from progtc_kernel import ToolKernel
+from progtc_kernel.kernels.jupyter_server import RemoteKernel
 from progtc_kernel.kernels.local import AttachedKernel, LocalKernel, kernel_process
 
-from .conftest import plain_kernel
+from .conftest import kernel_env, plain_kernel, selected_lines
+from .servers import JupyterProcess, jupyter_server, kernelspec
 
 PENDING = 100
 
@@ -210,3 +212,47 @@ async def test_a_kernel_attached_by_its_connection_file_reports_its_death_in_a_r
         os.kill(kernel_process(km).pid, signal.SIGKILL)  # type: ignore[union-attr]
         result = await run
         assert result.error is not None and result.error.kind == "kernel_died", result.error
+
+
+# -- remote kernels: their server tells ------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+async def jupyter(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[JupyterProcess]:
+    """A Jupyter Server on loopback whose kernelspec ``progtc`` runs this ipykernel line."""
+    home = tmp_path_factory.mktemp("jupyter")
+    kernelspec(home / "share", "progtc", kernel_env(request.param))
+    process = await jupyter_server(home).start()
+    yield process
+    process.stop()
+
+
+async def test_wait_returns_when_a_remote_kernel_dies_and_again_after_the_server_restarts_it(
+    jupyter: JupyterProcess,
+) -> None:
+    async with ToolKernel([], server=jupyter.server(), kernel_name="progtc") as kernel:
+        lifecycle = kernel.lifecycle
+        assert isinstance(lifecycle, RemoteKernel)
+        for _ in range(2):  # the kernel, then the one its server started in its place
+            pid = int((await kernel.execute("import os\nprint(os.getpid())")).stdout)
+            gone = asyncio.ensure_future(lifecycle.wait())
+            os.kill(pid, signal.SIGKILL)
+            await gone  # the server's restarter saw it die, and said so
+            assert not await lifecycle.is_alive()
+            died = await kernel.execute("1")  # learns of it, and restarts for the next run
+            assert died.error is not None and died.error.kind == "kernel_died", died.error
+
+
+async def test_wait_returns_when_someone_shuts_a_remote_kernel_down(
+    jupyter: JupyterProcess,
+) -> None:
+    server = jupyter.server()
+    kernel_id = str((await server.request("POST", "api/kernels", {"name": "progtc"}))["id"])
+    async with ToolKernel([], server=server, kernel_id=kernel_id) as kernel:
+        gone = asyncio.ensure_future(kernel.lifecycle.wait())
+        await server.request("DELETE", f"api/kernels/{kernel_id}")
+        await gone  # the kernel's last words, before the server closes the websocket
+        result = await kernel.execute("1")
+        assert result.error is not None and result.error.kind == "kernel_died"
