@@ -220,14 +220,16 @@ class FakeTransport:
 
 
 class FakeKernel:
-    """A ``KernelLifecycle`` for a ``FakeTransport``: alive until told otherwise; an
-    interrupt calls ``on_interrupt`` (the test plays the interrupted cell)."""
+    """A ``KernelLifecycle`` for a ``FakeTransport``: alive until told otherwise
+    (``alive = False`` ends its ``wait()``); an interrupt calls ``on_interrupt`` (the
+    test plays the interrupted cell)."""
 
     def __init__(self, transport: FakeTransport | None = None, *, owned: bool = False) -> None:
         self.transport = transport or FakeTransport()
         self.owned = owned
         self.transport.starting = owned  # a kernel started here is fresh
-        self.alive = True
+        self._alive = True
+        self._waiting: list[asyncio.Future[None]] = []
         self.interrupts = 0
         self.restarts = 0
         self.shut_down = False
@@ -239,8 +241,27 @@ class FakeKernel:
     def connect(self) -> Transport:
         return self.transport
 
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @alive.setter
+    def alive(self, alive: bool) -> None:
+        self._alive = alive
+        if not alive:
+            for waiter in self._waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiting.clear()
+
     async def is_alive(self) -> bool:
         return self.alive
+
+    async def wait(self) -> None:
+        if self._alive:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
 
     async def interrupt(self) -> None:
         self.interrupts += 1

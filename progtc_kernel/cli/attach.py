@@ -37,11 +37,10 @@ if TYPE_CHECKING:
     from ..kernels.base import KernelLifecycle
     from ._common import Subcommands
 
-# How often the kernel's liveness is checked while serving, and how long it may stay
-# silent (a restart takes a few seconds) before it counts as gone.
-LIVENESS_INTERVAL = 1.0
+# How long a kernel may stay away (a restart takes a few seconds) before it counts
+# as gone, and how often, while it is away, attach looks whether it is back.
 GONE_AFTER = 15.0
-PROBE_INTERVAL = 0.2  # how often a restarting kernel is asked whether it is up
+PROBE_INTERVAL = 0.2  # also: how often a restarting kernel is asked whether it is up
 # What jupyter console's bare --existing picks: the most recently used kernel.
 ANY_KERNEL = "kernel-*.json"
 
@@ -228,23 +227,43 @@ class _Host:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C cancels instead
                 loop.add_signal_handler(signum, stop.set)
-        silent_since: float | None = None
         try:
-            while not stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), LIVENESS_INTERVAL)
-                gone, answering = await _liveness(self.lifecycle)
+            while True:
+                # While the kernel is there nothing is polled: its end wakes us.
+                if await _first(stop.wait(), self.lifecycle.wait()) == 0:
+                    return None
+                gone = await self._back_or_gone(stop)
                 if gone or stop.is_set():
                     return gone
-                # A restarting kernel is silent for a moment: only a long silence counts.
-                silent_since = None if answering else silent_since or loop.time()
-                if silent_since is not None and loop.time() - silent_since > GONE_AFTER:
-                    return f"it has not answered for {GONE_AFTER:g} s"
-            return None
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(signum)
+
+    async def _back_or_gone(self, stop: asyncio.Event) -> str | None:
+        """The kernel's process ended: a restart (it comes back: None) or for good
+        (why). A restarting kernel is away for a moment: only a long absence counts."""
+        from ..kernels.jupyter_server import RemoteKernel
+
+        if isinstance(self.lifecycle, RemoteKernel):  # its server told what happened
+            if self.lifecycle.server_restarts:
+                self.lifecycle.renew()  # the server brings the kernel up again itself
+                return None
+            return f"it {self.lifecycle.ended}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GONE_AFTER
+        while loop.time() < deadline:
+            gone, answering = await _liveness(self.lifecycle)
+            if gone:
+                return gone
+            if answering:
+                return None
+            # Pacing the looks while it is away; its return is no event we can wait on.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROBE_INTERVAL)
+            if stop.is_set():
+                return None
+        return f"it has not answered for {GONE_AFTER:g} s"
 
     async def detach(self) -> None:
         """Close our comm (the kernel fails our pending calls at once and forgets us),
@@ -306,6 +325,17 @@ class _Host:
             )
             return
         self.out.print("the kernel restarted: serving it again", markup=False)
+
+
+async def _first(*waits: Any) -> int:
+    """Await the first of these to finish (the others are cancelled); its index."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return next(index for index, task in enumerate(tasks) if task in done)
 
 
 async def _liveness(lifecycle: KernelLifecycle) -> tuple[str | None, bool]:

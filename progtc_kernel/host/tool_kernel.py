@@ -145,6 +145,7 @@ class ToolKernel:
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
         self._dead = False
+        self._gone: asyncio.Future[None] | None = None  # done once the kernel is gone
 
     @property
     def timeout(self) -> Timeout:
@@ -187,6 +188,7 @@ class ToolKernel:
         kernel's own words, when it dies while starting."""
         try:
             await self.lifecycle.start()
+            self._watch_kernel()
             # A client of our own session: km.client() would share the manager's
             # session id, hence the ZMQ identity, with any other client made that way.
             bridge = ToolBridge(
@@ -207,23 +209,35 @@ class ToolKernel:
             await self.close()
             raise
 
+    def _watch_kernel(self) -> None:
+        """Learn of the running kernel's end when it happens (``lifecycle.wait()``):
+        after each start, restart or return of a kernel, since a new one runs then."""
+        if self._gone is not None:
+            self._gone.cancel()
+        gone = self._gone = asyncio.ensure_future(self.lifecycle.wait())
+        gone.add_done_callback(_ignore_outcome)  # a kernel may die with nobody waiting
+
     async def _while_alive(self, starting: Any) -> Any:
         """Await a start or restart, failing at once if the kernel dies meanwhile."""
         task = asyncio.ensure_future(starting)
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=0.1)
-                if done:
-                    return task.result()
-                if not await self.lifecycle.is_alive():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-                    raise KernelStartError(self.lifecycle.startup_failure())
+            watched: set[asyncio.Future[Any]] = {task}
+            if self._gone is not None:
+                watched.add(self._gone)
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise KernelStartError(self.lifecycle.startup_failure())
         finally:
             task.cancel()
 
     async def close(self) -> None:
+        if self._gone is not None:
+            self._gone.cancel()
+            self._gone = None
         if self._bridge is not None:
             await self._bridge.close()
             self._bridge = None
@@ -236,6 +250,7 @@ class ToolKernel:
 
     async def _restart(self) -> None:
         await self.lifecycle.restart()
+        self._watch_kernel()
         self._dead = False
         await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
@@ -253,6 +268,7 @@ class ToolKernel:
         lifecycle = self.lifecycle
         assert isinstance(lifecycle, Reconnecting)
         survived = await lifecycle.reconnect(self.bridge.transport)
+        self._watch_kernel()
         self._dead = False
         if survived:
             await self._while_alive(self.bridge.wait_ready(self.timeout.start))
@@ -372,7 +388,7 @@ class ToolKernel:
                         break
             finally:
                 if not finisher.done():
-                    run.interrupted_by_host = True
+                    run.leave()
                     await self._interrupt_quietly()
                 await finisher
                 self._runs.pop(msg_id, None)
@@ -389,26 +405,32 @@ class ToolKernel:
             else:
                 outcome = "died"
         elif outcome == "cancelled":
-            outcome = await self._wait(run, INTERRUPT_GRACE)
+            outcome = await self._wait(run, INTERRUPT_GRACE, leaving=False)
+            if outcome == "timeout":  # it ends as it is, as a run left early does
+                outcome = "cancelled"
         if outcome in ("died", "stuck"):
             self._dead = True
             self.bridge.cancel_calls()  # the code waiting for them is gone
         run.finish(outcome)
 
-    async def _wait(self, run: _Run, timeout: float | None) -> str:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(run.done), step)
-            if run.done.done():
-                return "done"
-            if run.interrupted_by_host and not run.timed_out:
-                return "cancelled"
-            if not await self.lifecycle.is_alive():
-                return "died"
-            if deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
+    async def _wait(self, run: _Run, timeout: float | None, *, leaving: bool = True) -> str:
+        """How the run ends, woken by the first of: its end ("done"), the caller
+        leaving it ("cancelled"; with ``leaving``, before any timeout), the kernel's
+        end ("died"), ``timeout``."""
+        watched: set[asyncio.Future[Any]] = {run.done}
+        leaving = leaving and not run.timed_out
+        if leaving:
+            watched.add(run.left)
+        if self._gone is not None:
+            watched.add(self._gone)
+        await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if run.done.done():
+            return "done"
+        if leaving and run.left.done():
+            return "cancelled"
+        if self._gone is not None and self._gone.done():
+            return "died"
+        return "timeout"
 
     async def _interrupt_quietly(self) -> bool:
         """Interrupt on the host's own account (a timeout, a run left early); False
@@ -461,7 +483,14 @@ class _Run:
         self.replied = False
         self.timed_out = False
         self.interrupted_by_host = False
+        self.left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.output_dropped = False
+
+    def leave(self) -> None:
+        """The caller left the run early: the host interrupts it."""
+        self.interrupted_by_host = True
+        if not self.left.done():
+            self.left.set_result(None)
 
     def handle(self, channel: str, msg: dict[str, Any]) -> None:
         msg_type = msg["header"]["msg_type"]
@@ -548,6 +577,11 @@ class _Run:
             output_dropped=self.output_dropped,
         )
         self.events.put_nowait(ExecutionFinished(result))
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _run_error(content: dict[str, Any]) -> RunError:

@@ -7,6 +7,11 @@ shell-channel thread or the control thread: shared state sits behind one lock, a
 awaited call's ``asyncio.Future`` is settled on its own event loop (a batch in one
 hop), and a blocking call's ``concurrent.futures.Future`` on whichever thread
 brought it.
+
+Nothing here wakes on a period: a thread waiting for results sleeps until one comes,
+until the nearest tool-call deadline (one timer on the kernel's loop for awaited
+calls), or until Ctrl-C (on the main thread, the signal interrupts the wait; an
+awaiting cell is woken by the signal wakeup fd of ``_ipykernel.InterruptWakeup``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -37,9 +43,13 @@ from ..protocol import (
 )
 from . import _ipykernel
 
-# While calls are pending the main thread wakes this often, so that Ctrl-C (which
-# only runs Python signal handlers when the main thread runs) answers promptly.
-WAKE_INTERVAL = 0.1
+# POSIX lets Ctrl-C interrupt a thread's wait on a lock (the main thread's signal
+# handler then runs); Windows does not, so there a blocking call on the main thread
+# still wakes this often to let Ctrl-C in.
+WINDOWS_WAKE_INTERVAL = 0.1
+# The deadline timer fires this long after the nearest deadline: calls that started
+# together time out together, in one wake-up rather than one each.
+TIMER_SLACK = 0.005
 
 _ERRORS: dict[str, type[ToolError]] = {"arguments": ToolArgumentError, "unknown_tool": ToolError}
 _Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
@@ -48,7 +58,7 @@ _Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
 class PendingCall:
     """One call, from the line that made it to its result."""
 
-    __slots__ = ("deadline", "future", "id", "loop", "parent", "request", "tool")
+    __slots__ = ("deadline", "future", "id", "loop", "parent", "request", "tool", "wakeup")
 
     def __init__(
         self, call_id: int, tool: str, arguments: dict[str, Any], parent: dict[str, Any]
@@ -65,6 +75,8 @@ class PendingCall:
         self.loop: asyncio.AbstractEventLoop | None = None  # where it is awaited, if it is
         self.deadline: float | None = None
         self.future: _Future | None = None
+        # Set when a blocking call's result came or its deadline moved: its wait ends.
+        self.wakeup: threading.Event | None = None
 
     @property
     def awaited(self) -> bool:
@@ -102,7 +114,9 @@ class KernelBridge:
         self._outbox: list[PendingCall] = []
         self._cancelled: list[int] = []
         self._flush_scheduled = False
-        self._ticking = False
+        # The one timer, on the kernel's loop, for the nearest deadline of awaited calls.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     # -- configuration from the host ------------------------------------------------
 
@@ -148,15 +162,14 @@ class KernelBridge:
         __tracebackhide__ = True
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call.future = future
+        wakeup = call.wakeup = threading.Event()
+        future.add_done_callback(lambda _: wakeup.set())
         try:
             # Ready for Ctrl-C before the call leaves: an interrupt landing just after
             # it left must cancel it on the host too.
             with _interruptible():
                 self._start(call)
-                while not future.done():
-                    concurrent.futures.wait((future,), timeout=WAKE_INTERVAL)
-                    if call.deadline is not None and time.monotonic() > call.deadline:
-                        self._expire(call)
+                self._sleep_until_done(call, future, wakeup)
         except BaseException as exc:
             self._cancel(call)
             # Ctrl-C lands inside concurrent.futures and threading: show no such frames.
@@ -165,6 +178,26 @@ class KernelBridge:
         if error is not None:  # raised here, so that no concurrent.futures frames show
             raise error.with_traceback(None) from None
         return future.result()
+
+    def _sleep_until_done(
+        self, call: PendingCall, future: concurrent.futures.Future[Any], wakeup: threading.Event
+    ) -> None:
+        """Sleep until the result comes or the call's deadline passes (its deadline
+        may move meanwhile: ``wakeup`` says so). On the main thread Ctrl-C interrupts
+        the wait, and its handler raises here."""
+        on_windows_main = os.name == "nt" and threading.current_thread() is threading.main_thread()
+        while True:
+            wakeup.clear()  # before looking: a change from now on sets it again
+            if future.done():
+                return
+            deadline = call.deadline
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self._expire(call)
+                return
+            if on_windows_main:
+                left = WINDOWS_WAKE_INTERVAL if left is None else min(left, WINDOWS_WAKE_INTERVAL)
+            wakeup.wait(left)
 
     def _start(self, call: PendingCall) -> None:
         if self.closed_reason is not None:
@@ -185,12 +218,11 @@ class KernelBridge:
                     call.deadline = time.monotonic() + self.tool_timeout
                 self._in_flight[call.id] = call
                 admitted.append(call)
+        self._deadlines_set([call for call in admitted if call.deadline is not None])
         on_loop = [call for call in admitted if call.loop is self.loop]
         elsewhere = [call for call in admitted if call.loop is not self.loop]
         if elsewhere:  # blocking calls, and calls awaited on other threads' loops
             self._send_calls(elsewhere)
-            if any(call.awaited for call in elsewhere):
-                self._start_ticking()  # their timeouts are kept on the kernel's loop
         if on_loop:
             self._queue(on_loop)
 
@@ -211,7 +243,6 @@ class KernelBridge:
             self._send_calls(calls)
         if schedule:
             self.loop.call_soon(self._flush)
-            self._start_ticking()
         elif not on_loop:
             self._flush()
 
@@ -321,6 +352,7 @@ class KernelBridge:
         wait and starts afresh when they run. (Slots free up as running calls end or
         time out, and a host that leaves fails them all, so nothing waits forever.)"""
         now = time.monotonic()
+        started: list[PendingCall] = []
         with self._lock:
             for call_id in ids:
                 call = self._in_flight.get(call_id)
@@ -328,6 +360,10 @@ class KernelBridge:
                     call.deadline = (
                         None if queued or not self.tool_timeout else now + self.tool_timeout
                     )
+                    if call.deadline is not None:
+                        started.append(call)
+        # A deadline taken away needs no wake-up: whoever watched it finds none then.
+        self._deadlines_set(started)
 
     def _settle_all(self, batch: list[_Settlement]) -> None:
         for settlement in batch:
@@ -385,31 +421,58 @@ class KernelBridge:
                 self.send(pack("cancelled", {"ids": [call.id], "reason": "interrupt"}), call.parent)
         self._pump()
 
-    # -- the wake-up tick: per-call timeouts and prompt interrupts -------------------
+    # -- deadlines: per-call timeouts, woken for, never polled ------------------------
 
-    def _start_ticking(self) -> None:
-        if not self._ticking:
-            self._ticking = True
-            if _on_loop_thread(self.loop):
-                self.loop.call_later(WAKE_INTERVAL, self._tick)
-            else:
-                self.loop.call_soon_threadsafe(self.loop.call_later, WAKE_INTERVAL, self._tick)
+    def _deadlines_set(self, calls: list[PendingCall]) -> None:
+        """These calls have a new deadline: wake whoever watches it. A blocking call's
+        own thread watches its deadline; the kernel's loop those of awaited calls."""
+        nearest: float | None = None
+        for call in calls:
+            if call.wakeup is not None:
+                call.wakeup.set()
+            elif call.awaited and call.deadline is not None:
+                nearest = call.deadline if nearest is None else min(nearest, call.deadline)
+        if nearest is not None:
+            self._watch_deadline(nearest)
 
-    def _tick(self) -> None:
+    def _watch_deadline(self, deadline: float) -> None:
+        """Have the timer fire by ``deadline`` (from any thread)."""
+        with self._lock:
+            if self._timer_at is not None and self._timer_at <= deadline:
+                return  # it fires earlier, and then looks for the next deadline
+            self._timer_at = deadline
+        if _on_loop_thread(self.loop):
+            self._set_timer()
+        else:
+            self.loop.call_soon_threadsafe(self._set_timer)
+
+    def _set_timer(self) -> None:
+        """(On the kernel's loop.) Set the timer for the nearest deadline known."""
+        with self._lock:
+            at = self._timer_at
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if at is not None:
+            self._timer = self.loop.call_later(
+                max(0.0, at - time.monotonic()) + TIMER_SLACK, self._on_timer
+            )
+
+    def _on_timer(self) -> None:
+        """Fail the awaited calls whose deadline passed; watch the next deadline."""
+        self._timer = None
         now = time.monotonic()
         with self._lock:
-            expired = [
-                c
-                for c in self._in_flight.values()
-                if c.awaited and c.deadline is not None and now > c.deadline
-            ]
-            busy = bool(self._in_flight or self._waiting)
+            self._timer_at = None  # from here on, a new deadline sets the timer again
+            timed = [c for c in self._in_flight.values() if c.awaited and c.deadline is not None]
+        expired = [call for call in timed if call.deadline is not None and call.deadline <= now]
+        later = [
+            call.deadline for call in timed if call.deadline is not None and call.deadline > now
+        ]
         for call in expired:
             self._expire(call)
-        if busy:
-            self.loop.call_later(WAKE_INTERVAL, self._tick)
-        else:
-            self._ticking = False
+        if later:
+            self._watch_deadline(min(later))
 
 
 class _interruptible:

@@ -4,9 +4,10 @@ A ``Transport`` sends signed Jupyter messages on a channel and hands every messa
 it receives (iopub, shell and control replies) to one callback; one that can drop
 and come back (a websocket) says so to its reconnect listeners. A
 ``KernelLifecycle`` starts or attaches to a kernel, interrupts, restarts and shuts
-it down, tells whether it is alive, and opens transports to it. ``local.py`` has
-the local implementations, ``jupyter_server/`` the remote ones; ``resolve.py``
-turns what a user gives as a kernel (``KernelLike``) into a lifecycle.
+it down, tells whether it is alive (and waits until it is gone, woken by the event
+itself), and opens transports to it. ``local.py`` has the local implementations,
+``jupyter_server/`` the remote ones; ``resolve.py`` turns what a user gives as a
+kernel (``KernelLike``) into a lifecycle.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ class KernelLifecycle(Protocol):
         ...
 
     async def is_alive(self) -> bool: ...
+
+    async def wait(self) -> None:
+        """Return once the running kernel is gone (at once if none runs), as
+        jupyter_client provisioners' ``wait()`` does, but woken by the event itself:
+        the process's exit, its connection closing, its server's word. A kernel
+        restarted later is a new one: wait again for it."""
+        ...
 
     async def interrupt(self) -> None: ...
 

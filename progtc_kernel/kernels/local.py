@@ -28,6 +28,7 @@ from jupyter_core.utils import ensure_async
 from .._wire import BadMessages, SignatureCheck, decode
 from ..exceptions import KernelError
 from .base import ChannelName, MessageCallback
+from .watch import ConnectionWatch, process_exit
 
 if TYPE_CHECKING:
     from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -176,6 +177,7 @@ class LocalKernel:
         self._sockets: tempfile.TemporaryDirectory[str] | None = None
         self._own_manager = manager is None
         self._shut_down = False
+        self._connection_watch: ConnectionWatch | None = None  # for a kernel with no process
         self.manager = manager if manager is not None else self._new_manager()
 
     def _new_manager(self) -> KernelManager:
@@ -224,6 +226,19 @@ class LocalKernel:
     async def is_alive(self) -> bool:
         return bool(await ensure_async(self.manager.is_alive()))
 
+    async def wait(self) -> None:
+        """Return once the kernel process has ended: its exit wakes us. (A provisioner
+        that runs no local process of ours: once its connection drops.)"""
+        if not self.manager.has_kernel:
+            return
+        process = kernel_process(self.manager)
+        if process is not None:
+            await process_exit(process)
+            return
+        if self._connection_watch is None:
+            self._connection_watch = ConnectionWatch(dict(self.manager.get_connection_info()))
+        await self._connection_watch.wait()
+
     async def interrupt(self) -> None:
         await ensure_async(self.manager.interrupt_kernel())
 
@@ -232,6 +247,9 @@ class LocalKernel:
         self._watch_stderr()
 
     async def shutdown(self) -> None:
+        if self._connection_watch is not None:
+            await self._connection_watch.close()
+            self._connection_watch = None
         if self.manager.has_kernel:
             await ensure_async(self.manager.shutdown_kernel(now=True))
             self._shut_down = True
@@ -278,8 +296,8 @@ class AttachedKernel:
     ) -> None:
         self.connection = connection
         self.manager = manager
-        self._monitor: Any = None  # a client for heartbeats and interrupt requests
-        self._beat_seen = False
+        # Our control connection: interrupt requests, and whether the kernel is there.
+        self._watch: ConnectionWatch | None = None
 
     async def start(self) -> None:
         if isinstance(self.connection, (str, os.PathLike)) and not os.path.exists(self.connection):
@@ -287,36 +305,41 @@ class AttachedKernel:
                 f"no connection file at {os.fspath(self.connection)!r}: give "
                 "the path of a running kernel's connection file"
             )
-        if self.manager is None:
-            from jupyter_client.asynchronous.client import AsyncKernelClient
-
-            monitor = AsyncKernelClient()
-            if isinstance(self.connection, dict):
-                monitor.load_connection_info(self.connection)  # type: ignore[arg-type]
-            else:
-                monitor.load_connection_file(os.fspath(self.connection))
-            monitor.start_channels(shell=False, iopub=False, stdin=False, hb=True, control=True)
-            self._monitor = monitor
+        if self.manager is None or kernel_process(self.manager) is None:
+            self._watch = ConnectionWatch(self.connection)
 
     def connect(self) -> ZmqTransport:
         return ZmqTransport.connect(self.connection)
 
     async def is_alive(self) -> bool:
-        if self.manager is not None:
-            return bool(await ensure_async(self.manager.is_alive()))
-        if self._monitor is None:
-            return False
-        beating = bool(self._monitor.hb_channel.is_beating())
-        self._beat_seen = self._beat_seen or beating
-        return beating or not self._beat_seen  # alive until it has beaten and stopped
+        if self._watch is not None:
+            return self._watch.alive
+        return self.manager is not None and bool(await ensure_async(self.manager.is_alive()))
+
+    async def wait(self) -> None:
+        """Return once the kernel is gone: the process of the manager given has ended,
+        or (known by its connection only) our connection to it has dropped, which the
+        OS does the moment its process ends."""
+        process = kernel_process(self.manager) if self.manager is not None else None
+        if process is not None:
+            await process_exit(process)
+        elif self._watch is not None:
+            await self._watch.wait()
+
+    async def until_connected(self) -> None:
+        """Return once our control connection to the kernel is up (now, or again after
+        a restart): from then on ``wait()`` sees its end. (At once for a kernel whose
+        process is known: its exit is seen in any case.)"""
+        if self._watch is not None:
+            await self._watch.connected.wait()
 
     async def interrupt(self) -> None:
         if self.manager is not None:
             await ensure_async(self.manager.interrupt_kernel())
-        elif self._monitor is not None:
-            socket = self._monitor.control_channel.socket
-            msg = self._monitor.session.msg("interrupt_request", {})
-            socket.send_multipart(self._monitor.session.serialize(msg))
+        elif self._watch is not None:
+            client = self._watch.client
+            msg = client.session.msg("interrupt_request", {})
+            client.control_channel.socket.send_multipart(client.session.serialize(msg))
 
     async def restart(self) -> None:
         if self.manager is None:
@@ -327,12 +350,19 @@ class AttachedKernel:
         await ensure_async(self.manager.restart_kernel(now=True))
 
     async def shutdown(self) -> None:
-        if self._monitor is not None:
-            self._monitor.stop_channels()
-            self._monitor = None
+        if self._watch is not None:
+            await self._watch.close()
+            self._watch = None
 
     def startup_failure(self) -> str:
         return "the kernel attached to does not answer; is it running?"
+
+
+def kernel_process(manager: Any) -> subprocess.Popen[Any] | None:
+    """The process of the kernel a jupyter_client manager runs here, if it has one
+    (its local provisioner's; another provisioner may run none here)."""
+    process = getattr(getattr(manager, "provisioner", None), "process", None)
+    return process if isinstance(process, subprocess.Popen) else None
 
 
 def _kernel_manager(python: str | None, kernel_name: str | None) -> KernelManager:

@@ -4,6 +4,8 @@ id and left running. Its transports are websockets (``websocket.py``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,7 @@ class RemoteKernel:
         self.owned = kernel_id is None
         self.ended: str | None = None  # why the kernel counts as gone
         self._server_restarts = False  # the server said it restarts the kernel itself
+        self._waiting: list[asyncio.Future[None]] = []  # wait() calls, until it is gone
 
     def __repr__(self) -> str:
         return f"RemoteKernel({self.server.url!r}, kernel_id={self.kernel_id!r})"
@@ -107,6 +110,35 @@ class RemoteKernel:
         if self.ended is None:
             self.ended = reason
             self._server_restarts = server_restarts
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once the kernel is gone, as the server tells over the websocket: it
+        reports the kernel restarting (its process died) or dead, the kernel's last
+        words say it shuts down, or the connection cannot come back."""
+        if self.kernel_id is None or self.ended is not None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(waiter)
+
+    @property
+    def server_restarts(self) -> bool:
+        """The server reported the kernel restarting: it brings a new one up itself."""
+        return self.ended is not None and self._server_restarts
+
+    def renew(self) -> None:
+        """The server restarted the kernel by itself (its restarter): the new process
+        is the kernel now, and ``wait()`` waits for its end."""
+        self.ended = None
+        self._server_restarts = False
 
     def connection_lost(self, transport: Transport) -> bool:
         """The server was out of reach for longer than its ``reconnect_timeout``: the

@@ -188,16 +188,17 @@ class WebsocketTransport:
         except Exception as exc:
             self.bad_messages.report("unreadable websocket message", exc)
             return
-        state = msg["content"].get("execution_state")
-        if (
-            channel == "iopub"
-            and state in _DEATH_STATES
-            and msg["header"].get("msg_type") == "status"
-        ):
+        msg_type, content = msg["header"].get("msg_type"), msg["content"]
+        state = content.get("execution_state")
+        if channel == "iopub" and state in _DEATH_STATES and msg_type == "status":
             self._gone(
                 f"was reported {state} by the server (the kernel process died)",
                 server_restarts=state == "restarting",
             )
+        elif channel == "iopub" and msg_type == "shutdown_reply" and not content.get("restart"):
+            # Its last words, to every client: the server closes our connection only
+            # seconds later.
+            self._gone("was shut down", server_restarts=False)
         try:
             assert self._on_message is not None
             self._on_message(channel, msg)
