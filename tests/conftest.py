@@ -60,6 +60,49 @@ def bare_kernel_env(line: str) -> str:
     return build_env(f"ipykernel-{line}-only", [{**LINES, **OTHER_LINES}[line]])
 
 
+#: Every Python the package declares (requires-python >= 3.10, and its classifiers).
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+def selected_pythons() -> list[str]:
+    """``PROGTC_TEST_PYTHONS`` picks some, e.g. ``PROGTC_TEST_PYTHONS=3.10`` (default: all)."""
+    wanted = os.environ.get("PROGTC_TEST_PYTHONS")
+    return [version.strip() for version in wanted.split(",")] if wanted else list(PYTHONS)
+
+
+def python_of_version(version: str) -> str:
+    """CPython ``version`` ("3.10"): pyenv's where this machine has it, else one that uv
+    downloads once into ``.kernel-envs/pythons``; fails naming the fix when neither can."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(
+        root.glob(f"versions/{version}.*/bin/python3"),
+        key=lambda path: [int(part) for part in path.parent.parent.name.split(".")],
+    )
+    if found:
+        return str(found[-1])
+    uv = _uv()
+    if uv:
+        env = {**os.environ, "UV_PYTHON_INSTALL_DIR": str(ENVS / "pythons")}
+        subprocess.run([uv, "python", "install", "-q", version], env=env, check=False)
+        managed = subprocess.run(
+            [uv, "python", "find", "--python-preference", "only-managed", version],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if managed.returncode == 0:
+            return managed.stdout.strip()
+    pytest.fail(
+        f"no Python {version} on this machine: install it (`pyenv install {version}`, "
+        f"or `uv python install {version}`) to test every Python the package declares"
+    )
+
+
+def _uv() -> str | None:
+    return shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+
+
 def interpreter(version: str) -> str:
     """This machine's Python of that version (pyenv's, where it has one), else ours."""
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
@@ -75,7 +118,7 @@ def build_env(name: str, requirements: list[str], base: str = sys.executable) ->
     marker = env / ".ready"
     if not marker.exists():
         shutil.rmtree(env, ignore_errors=True)
-        uv = shutil.which("uv") or (shutil.which("uv", path=str(Path(sys.executable).parent)))
+        uv = _uv()
         if uv:
             subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
             if requirements:
