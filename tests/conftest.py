@@ -135,14 +135,46 @@ def build_env(name: str, requirements: list[str], base: str = sys.executable) ->
     return str(python)
 
 
-@pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+# -- the ipykernel matrix -------------------------------------------------------------
+
+# A test that depends on a kernel's Python runs on the newest selected line, and on
+# every selected line when it is marked ``ipykernel_lines`` (its behaviour differs by
+# line: the reply routes, interrupts, shutdown, injection) or PROGTC_TEST_EVERY_LINE=1.
+LINE_FIXTURES = ("kernel_python", "bare_kernel_python")
+
+
+def every_line() -> bool:
+    """Whether every test runs on every selected line (PROGTC_TEST_EVERY_LINE=1)."""
+    return bool(os.environ.get("PROGTC_TEST_EVERY_LINE"))
+
+
+def lines_for(node: pytest.Item) -> list[str]:
+    lines = selected_lines()
+    return lines if every_line() or node.get_closest_marker("ipykernel_lines") else lines[-1:]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    fixtures = [fixture for fixture in LINE_FIXTURES if fixture in metafunc.fixturenames]
+    if fixtures:  # both at once take the same line
+        lines = lines_for(metafunc.definition)
+        metafunc.parametrize(
+            fixtures,
+            [[line] * len(fixtures) for line in lines],
+            indirect=True,
+            scope="session",
+            ids=[f"ipykernel-{line}" for line in lines],
+        )
+
+
+@pytest.fixture(scope="session")
 def kernel_python(request: pytest.FixtureRequest) -> str:
+    """A Python with this project and an ipykernel line (see the matrix above)."""
     return kernel_env(request.param)
 
 
-@pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@pytest.fixture(scope="session")
 def bare_kernel_python(request: pytest.FixtureRequest) -> str:
-    """A Python with ipykernel alone, on each selected line."""
+    """A Python with ipykernel alone (see the matrix above)."""
     return bare_kernel_env(request.param)
 
 
