@@ -15,6 +15,7 @@ e.g. ``PROGTC_TEST_KERNELS=7`` for a quick run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -116,23 +117,39 @@ def build_env(name: str, requirements: list[str], base: str = sys.executable) ->
     env = ENVS / name
     python = _python_of(env)
     marker = env / ".ready"
-    if not marker.exists():
-        shutil.rmtree(env, ignore_errors=True)
-        uv = _uv()
-        if uv:
-            subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
-            if requirements:
-                subprocess.run(
-                    [uv, "pip", "install", "-q", "--python", str(python), *requirements], check=True
-                )
-        else:
-            subprocess.run([base, "-m", "venv", str(env)], check=True)
-            if requirements:
-                subprocess.run(
-                    [str(python), "-m", "pip", "install", "-q", *requirements], check=True
-                )
-        marker.write_text(" ".join(requirements))
+    with one_at_a_time(name):
+        if not marker.exists():
+            _build(env, python, requirements, base)
+            marker.write_text(" ".join(requirements))
     return str(python)
+
+
+@contextlib.contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """While one process (a pytest-xdist worker, another run in this checkout) builds
+    ``name`` under ``.kernel-envs``, the others wait for it, then find it built."""
+    ENVS.mkdir(exist_ok=True)
+    with open(ENVS / f"{name}.lock", "w") as lock:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build(env: Path, python: Path, requirements: list[str], base: str) -> None:
+    shutil.rmtree(env, ignore_errors=True)
+    uv = _uv()
+    if uv:
+        subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
+        if requirements:
+            subprocess.run(
+                [uv, "pip", "install", "-q", "--python", str(python), *requirements], check=True
+            )
+    else:
+        subprocess.run([base, "-m", "venv", str(env)], check=True)
+        if requirements:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
 
 
 # -- the ipykernel matrix -------------------------------------------------------------

@@ -141,5 +141,6 @@ def test_the_host_runs_on_each_python(version: str) -> None:
     assert "| Paris | Sunny, 22°C | no rooms left |" in done.stdout
 
 
+@pytest.mark.fast
 def test_this_interpreter_is_one_the_package_declares() -> None:
     assert "{}.{}".format(*sys.version_info[:2]) in PYTHONS
