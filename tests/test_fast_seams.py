@@ -30,7 +30,7 @@ ROOT = "progtc_kernel"
 # user gave as a kernel into a lifecycle.
 HOST_MAY_KNOW = {"progtc_kernel.kernels.base", "progtc_kernel.kernels.resolve"}
 
-KERNEL_SIDE_SHARED = {"protocol", "_wire", "exceptions", "_version"}
+KERNEL_SIDE_SHARED = {"protocol", "_wire", "exceptions", "_version", "_python"}
 # Besides the standard library: ipykernel and what it brings into every kernel.
 KERNEL_SIDE_THIRD_PARTY = {
     "ipykernel",

@@ -36,6 +36,9 @@ from .conftest import ROOT, TOOLS, bare_kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
 from .test_progtc_server import progtc_serve
 
+# Loading the kernel side into a kernel differs by ipykernel line.
+pytestmark = pytest.mark.ipykernel_lines
+
 GATHER = (
     "import asyncio\nfrom tools import get_weather, search_database\n"
     "w, hits = await asyncio.gather(get_weather('Oslo', 'NO'), search_database('x', 2))\n"

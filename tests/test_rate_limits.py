@@ -15,20 +15,20 @@ import pytest
 from progtc_kernel import AsyncProgtcClient, RemoteKernel, ToolKernel
 from progtc_kernel.timeouts import Timeout
 
-from .conftest import kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
 
-pytestmark = pytest.mark.timeout(300)
+# How output is flushed before a call differs by ipykernel line.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ipykernel_lines]
 
 NOTICE = "IOPub data rate exceeded."
 
 
-@pytest.fixture(scope="module", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@pytest.fixture(scope="module")
 async def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    kernel_python: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[JupyterProcess]:
     home: Path = tmp_path_factory.mktemp("rate-limits")
-    kernelspec(home / "share", "progtc", kernel_env(request.param))
+    kernelspec(home / "share", "progtc", kernel_python)
     process = await jupyter_server(home).start()
     yield process
     process.stop()

@@ -36,6 +36,7 @@ from .conftest import (
     TOOLS,
     bare_kernel_env,
     build_env,
+    every_line,
     interrupt_during_call,
     kernel_env,
     selected_lines,
@@ -65,10 +66,18 @@ SERVERS: dict[str, Callable[[Path], JupyterProcess]] = {
 }
 
 
-# Every server kind on every ipykernel line. The fixture is parametrized by both itself
-# (rather than depending on the session's kernel_python) so that pytest keys its cache
-# by both: a server is never reused across lines.
-SERVED = [(line, kind) for line in selected_lines() for kind in SERVERS]
+# Every server kind on the newest ipykernel line, and the other lines on a Jupyter
+# Server (the websocket reaches the same reply routes; tests/test_ipykernel_versions.py
+# checks those on every line). PROGTC_TEST_EVERY_LINE=1: every kind on every line.
+# The fixture is parametrized by both itself (rather than depending on the session's
+# kernel_python) so that pytest keys its cache by both: a server is never reused
+# across lines.
+SERVED = [
+    (line, kind)
+    for line in selected_lines()
+    for kind in SERVERS
+    if every_line() or line == selected_lines()[-1] or kind == "jupyter-server"
+]
 SERVED_IDS = [f"ipykernel-{line}-{kind}" for line, kind in SERVED]
 
 
@@ -469,11 +478,10 @@ async def test_a_toolset_runs_its_scripts_on_a_remote_kernel(served: JupyterProc
 # -- a server out of reach for a while ----------------------------------------------------
 
 
-@pytest.mark.parametrize("line", selected_lines())
 async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kept(
-    line: str, tmp_path: Path
+    kernel_python: str, tmp_path: Path
 ) -> None:
-    kernelspec(tmp_path / "share", "progtc", kernel_env(line))
+    kernelspec(tmp_path / "share", "progtc", kernel_python)
     process = await jupyter_server(tmp_path).start()
 
     async def double(n: int) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydantic
+import pytest
 
 from progtc_kernel import ExecutionFinished, LocalKernel, StreamOutput, SyncToolKernel, ToolKernel
 from progtc_kernel.host.results import RunError
@@ -127,6 +128,7 @@ async def test_a_result_json_cannot_carry_fails_at_once(
     assert not call.ok
 
 
+@pytest.mark.ipykernel_lines
 async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -162,6 +164,7 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
         await cancelled.wait()
 
 
+@pytest.mark.ipykernel_lines
 async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKernel]) -> None:
     running: dict[str, asyncio.Event] = {tag: asyncio.Event() for tag in "abc"}
     cancelled: dict[str, asyncio.Event] = {tag: asyncio.Event() for tag in "abc"}
@@ -195,6 +198,7 @@ async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKe
         assert (await kernel.execute("print('alive')")).stdout == "alive\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -230,6 +234,7 @@ async def interrupt_awaiting_code(kernel: ToolKernel) -> RunError | None:
     raise AssertionError("the run did not finish")
 
 
+@pytest.mark.ipykernel_lines
 async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -240,6 +245,7 @@ async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
         assert (await kernel.execute("print(x)")).stdout == "1\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_a_hung_sync_tool_never_blocks_the_others(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -290,6 +296,7 @@ async def test_waiting_for_a_thread_is_not_charged_to_the_tool_timeout(
     assert result.stdout == "[0, 1, 2, 3]\n", result.error
 
 
+@pytest.mark.ipykernel_lines
 async def test_a_tool_that_exits_or_interrupts_only_fails_its_call(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -370,6 +377,7 @@ async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
     assert done.returncode == 0
 
 
+@pytest.mark.ipykernel_lines
 async def test_thousands_of_gathered_calls_respect_the_in_flight_cap(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:

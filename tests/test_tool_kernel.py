@@ -153,6 +153,7 @@ async def test_stream_yields_live_events_in_order(kernel: ToolKernel) -> None:
     assert isinstance(finished, ExecutionFinished) and finished.result.ok
 
 
+@pytest.mark.ipykernel_lines
 async def test_timeout_interrupts_and_keeps_partial_output(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "import time\nprint('partial', flush=True)\ntime.sleep(30)", timeout=1
@@ -162,6 +163,7 @@ async def test_timeout_interrupts_and_keeps_partial_output(kernel: ToolKernel) -
     assert (await kernel.execute("print('still usable')")).stdout == "still usable\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_timeout_during_a_tool_call(make_kernel: Callable[..., ToolKernel]) -> None:
     async def slow() -> None:
         await asyncio.Event().wait()
@@ -172,6 +174,7 @@ async def test_timeout_during_a_tool_call(make_kernel: Callable[..., ToolKernel]
         assert [c.error for c in result.tool_calls] == ["cancelled"]
 
 
+@pytest.mark.ipykernel_lines
 async def test_kernel_death_is_an_error_not_a_hang(kernel: ToolKernel) -> None:
     await kernel.execute("x = 1")
     result = await kernel.execute("import os\nos._exit(1)")
@@ -182,6 +185,7 @@ async def test_kernel_death_is_an_error_not_a_hang(kernel: ToolKernel) -> None:
     assert result.stdout == "False\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_restart_gives_a_fresh_process_with_the_same_tools(kernel: ToolKernel) -> None:
     await kernel.execute("import os\npid = os.getpid()")
     await kernel.restart()
@@ -246,6 +250,7 @@ async def test_options_for_starting_a_kernel_cannot_apply_to_one_given(
         ToolKernel(kernel=own_kernel, python="python3")  # type: ignore[arg-type]
 
 
+@pytest.mark.ipykernel_lines
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 async def test_attaching_two_hundred_times_never_stalls(
     transport: str,
@@ -265,6 +270,7 @@ async def test_attaching_two_hundred_times_never_stalls(
         await km.shutdown_kernel(now=True)
 
 
+@pytest.mark.ipykernel_lines
 @pytest.mark.parametrize("given", ["manager", "connection file"])
 async def test_a_kernel_given_is_interrupted_and_its_death_reported_not_replaced(
     given: str,
@@ -284,6 +290,7 @@ async def test_a_kernel_given_is_interrupted_and_its_death_reported_not_replaced
     assert not await own_kernel.is_alive()
 
 
+@pytest.mark.ipykernel_lines
 async def test_kernel_death_cancels_the_tools_still_running(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
