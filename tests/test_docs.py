@@ -1,6 +1,6 @@
 """The documentation site: it builds with ``mkdocs build --strict``, and its examples run.
 
-Every page under ``docs/`` is a session, as a notebook is: its ``python`` blocks run in
+Every page under ``docs/`` (and ``README.md``) is a session, as a notebook is: its ``python`` blocks run in
 order in one namespace (a module of its own), top-level ``await`` allowed, so a later
 block uses what an earlier one defined; its ``bash`` blocks run in a shell, with this
 environment's ``bin`` first on ``PATH``. Both run in a folder of the page's own, which
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,7 +86,7 @@ class Page:
 
     @property
     def name(self) -> str:
-        return self.path.relative_to(DOCS).as_posix()
+        return self.path.relative_to(ROOT).as_posix()
 
 
 def read_page(path: Path) -> Page:
@@ -114,7 +114,8 @@ def read_page(path: Path) -> Page:
     return page
 
 
-PAGES = [read_page(path) for path in sorted(DOCS.rglob("*.md"))]
+# The site's pages, and the README, whose example is the first a newcomer runs.
+PAGES = [read_page(path) for path in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]]
 RUNNABLE = [page for page in PAGES if any(not block.skipped for block in page.blocks)]
 
 
@@ -246,12 +247,16 @@ def _serving(
         process.stop()
 
 
-def _with_jupyter_server(loop: asyncio.AbstractEventLoop, home: Path) -> object:
+def _with_jupyter_server(
+    loop: asyncio.AbstractEventLoop, home: Path
+) -> AbstractContextManager[None]:
     process = jupyter_server(home / "jupyter")
     return _serving(process, loop, {"JUPYTER_URL": f"{process.url}/?token={TOKEN}"})
 
 
-def _with_progtc_server(loop: asyncio.AbstractEventLoop, home: Path) -> object:
+def _with_progtc_server(
+    loop: asyncio.AbstractEventLoop, home: Path
+) -> AbstractContextManager[None]:
     port = free_port()
     (home / "serve").mkdir()
     argv = [sys.executable, "-m", "progtc_kernel.cli", "serve", "--port", str(port)]
