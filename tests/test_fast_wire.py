@@ -20,7 +20,7 @@ from jupyter_server.services.kernels.connection.base import (
 )
 
 from progtc_kernel import _wire
-from progtc_kernel.kernels.jupyter_server import _decode, _legacy_frame, _v1_frame
+from progtc_kernel.kernels.jupyter_server.frames import decode_frame, legacy_frame, v1_frame
 from progtc_kernel.protocol import (
     PROTOCOL_VERSION,
     ToolSpec,
@@ -62,7 +62,7 @@ def test_a_v1_frame_is_what_jupyter_server_writes_and_reads(buffers: list[bytes]
     session = Session(key=KEY)
     msg = a_message(session)
     parts = [*parts_of(session, msg), *buffers]
-    frame = _v1_frame("shell", parts)
+    frame = v1_frame("shell", parts)
     assert frame == serialize_msg_to_ws_v1(parts, "shell")  # type: ignore[no-untyped-call]
     channel, read = deserialize_msg_from_ws_v1(frame)  # type: ignore[no-untyped-call]
     assert (channel, [bytes(part) for part in read]) == ("shell", parts)
@@ -73,7 +73,7 @@ def test_a_v1_frame_from_jupyter_server_decodes_to_the_message(buffers: list[byt
     session = Session(key=KEY)
     msg = a_message(session)
     frame = serialize_msg_to_ws_v1([*parts_of(session, msg), *buffers], "iopub")  # type: ignore[no-untyped-call]
-    channel, read = _decode(frame, legacy=False)
+    channel, read = decode_frame(frame, legacy=False)
     assert channel == "iopub"
     assert read["header"] == json.loads(session.pack(msg["header"]))
     assert (read["msg_id"], read["msg_type"]) == (msg["msg_id"], "comm_msg")
@@ -86,7 +86,7 @@ def test_a_v1_frame_from_jupyter_server_decodes_to_the_message(buffers: list[byt
 def test_a_legacy_binary_frame_is_what_jupyter_server_reads(buffers: list[bytes]) -> None:
     session = Session(key=KEY)
     msg = a_message(session)
-    frame, binary = _legacy_frame("control", parts_of(session, msg), buffers)
+    frame, binary = legacy_frame("control", parts_of(session, msg), buffers)
     assert binary
     read = deserialize_binary_message(frame)  # type: ignore[no-untyped-call]
     assert read["channel"] == "control"
@@ -97,7 +97,7 @@ def test_a_legacy_binary_frame_is_what_jupyter_server_reads(buffers: list[bytes]
 def test_a_legacy_message_without_buffers_is_a_text_frame() -> None:
     session = Session(key=KEY)
     msg = a_message(session)
-    frame, binary = _legacy_frame("shell", parts_of(session, msg), [])
+    frame, binary = legacy_frame("shell", parts_of(session, msg), [])
     assert not binary
     read = json.loads(frame)
     assert read["channel"] == "shell" and read["content"] == msg["content"]
@@ -113,7 +113,7 @@ def test_legacy_frames_from_jupyter_server_decode(buffers: list[bytes]) -> None:
         if buffers
         else json.dumps({**written, "buffers": []})
     )
-    channel, read = _decode(frame, legacy=True)
+    channel, read = decode_frame(frame, legacy=True)
     assert channel == "iopub" and read["content"] == msg["content"]
     assert [bytes(buffer) for buffer in read["buffers"]] == buffers
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from progtc_kernel import JupyterServer, ServerError, ToolKernel
-from progtc_kernel.kernels.jupyter_server import _decode, _legacy_frame, _v1_frame
+from progtc_kernel.kernels.jupyter_server.frames import decode_frame, legacy_frame, v1_frame
 
 pytestmark = pytest.mark.fast
 
@@ -56,14 +56,14 @@ def test_both_framings_carry_a_message_and_its_buffers(buffers: list[bytes]) -> 
         "content": {"comm_id": "c", "data": {"v": 1}},
     }
 
-    channel, msg = _decode(_v1_frame("iopub", [*parts, *buffers]), legacy=False)
+    channel, msg = decode_frame(v1_frame("iopub", [*parts, *buffers]), legacy=False)
     assert channel == "iopub"
     assert {key: msg[key] for key in sent} == sent
     assert [bytes(buffer) for buffer in msg["buffers"]] == buffers
 
-    frame, binary = _legacy_frame("control", parts, buffers)
+    frame, binary = legacy_frame("control", parts, buffers)
     assert binary == bool(buffers)
-    channel, msg = _decode(frame if binary else frame.decode(), legacy=True)
+    channel, msg = decode_frame(frame if binary else frame.decode(), legacy=True)
     assert channel == "control"
     assert {key: msg[key] for key in sent} == sent
     assert [bytes(buffer) for buffer in msg["buffers"]] == buffers

@@ -1,67 +1,53 @@
-"""Serves host tools to one kernel: the host half of the protocol."""
+"""Serves host tools to one kernel: the host half of the protocol.
+
+``ToolBridge`` opens a connection through the kernel's lifecycle, registers the tools
+on a comm (loading the extension first where needed), waits for the kernel to
+confirm, and registers again when a reconnect or a restart made the kernel forget
+it. What the kernel says is read by ``dispatch.py``; the calls run in
+``serving.py``; ``rate_limits.py`` recovers calls a Jupyter Server dropped.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import pydantic
 import pydantic_core
 
 from .._install import install_hint
-from .._version import __version__
 from .._wire import BadMessages
 from ..kernels.base import KernelLifecycle, Transport
-from ..kernels.jupyter_server import rate_limit_window
+from ..kernels.local import lifecycle_for
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
-    PROTOCOL_VERSION,
     CallsBody,
     CancelledBody,
     Channel,
     ErrorBody,
     ReadyBody,
     RegisterBody,
-    body_bytes,
     pack,
-    unpack_header,
 )
+from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
 from .errors import ExtensionNotLoadedError, KernelDiedError, KernelError, ProtocolMismatchError
-from .events import Event, ToolCallFinished, ToolCallStarted
+from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
-from .results import ToolCallRecord
+from .rate_limits import RateLimitResender
+from .serving import CallServer, ToolEventListener, serving
 from .threads import DEFAULT_TOOL_THREADS, ToolThreads
 from .tools import ToolRegistry, ToolsLike
 
-# Called with the msg_id of the request whose code made the call, and the event.
-ToolEventListener = Callable[[str | None, Event], None]
+__all__ = ["MessageListener", "ToolBridge", "ToolEventListener", "serving"]
+
 MessageListener = Callable[[str, dict[str, Any]], None]
 
 log = logging.getLogger("progtc_kernel")
-
-# The bridge whose tool is running in this context (a task or a tool's thread).
-serving: contextvars.ContextVar[ToolBridge | None] = contextvars.ContextVar(
-    "progtc_kernel_serving", default=None
-)
-
-_KERNEL_PYTHON = "<the kernel's python>"  # in install hints: the host cannot know it
-_calls = pydantic.TypeAdapter(CallsBody)
-_cancelled = pydantic.TypeAdapter(CancelledBody)
-_ready = pydantic.TypeAdapter(ReadyBody)
-_error = pydantic.TypeAdapter(ErrorBody)
-# Results kept to answer a call the kernel sends again after a reconnect without
-# running its tool twice. A lost result belongs to a call still in flight, and at
-# most ``max_in_flight`` calls are: twice that many recent results cover them.
-ANSWER_BYTES_KEPT = 64 * 2**20
 
 
 class ToolBridge:
@@ -110,12 +96,7 @@ class ToolBridge:
         self._ready: asyncio.Future[ReadyBody] | None = None
         self._load_msg_id: str | None = None  # while the extension is being loaded
         self._refused: ExtensionNotLoadedError | None = None  # the comm, meanwhile
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._answered: OrderedDict[int, bytes] = OrderedDict()  # call id -> result entry
-        self._answered_bytes = 0
-        self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
-        self._notices: dict[tuple[str, Channel], list[int]] = {}
-        self._flush_scheduled = False
+        self.calls = CallServer(self, self._send, self._emit, self.threads, max_in_flight)
         self._tool_listeners: list[ToolEventListener] = []
         self._message_listeners: list[MessageListener] = []
         self._started = False
@@ -124,8 +105,7 @@ class ToolBridge:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}  # control replies
         self._recovery: asyncio.Task[None] | None = None
         self._iopub_seen: asyncio.Future[None] | None = None
-        self._rate_limited = False  # a Jupyter Server drops iopub messages (see below)
-        self._resender: asyncio.Task[None] | None = None
+        self._rate_limits = RateLimitResender(self._resume)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -193,8 +173,7 @@ class ToolBridge:
             self._ready.exception()  # mark retrieved: nobody may be waiting
         self._ready = asyncio.get_running_loop().create_future()
         self.comm_id = uuid.uuid4().hex
-        self._answered.clear()  # a new comm numbers its calls from 1 again
-        self._answered_bytes = 0
+        self.calls.forget_answers()
         self._refused = None
         if self.extension != "loaded":
             self._load_msg_id = self.transport.send(
@@ -265,10 +244,8 @@ class ToolBridge:
         self.cancel_calls()
         if self._recovery is not None:
             self._recovery.cancel()
-        self._rate_limited = False
-        if self._resender is not None:
-            self._resender.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._rate_limits.stop()
+        await self.calls.wait_all()
         await self.transport.close()
 
     def _comm_refused(self) -> bool:
@@ -292,8 +269,7 @@ class ToolBridge:
 
     def cancel_calls(self) -> None:
         """Cancel every tool running for this kernel (it restarted, died, or we leave)."""
-        for task in list(self._tasks.values()):
-            task.cancel()
+        self.calls.cancel_all()
 
     def _on_reconnect(self) -> None:
         """The connection dropped and came back (a websocket): tell the kernel which
@@ -385,10 +361,10 @@ class ToolBridge:
                 return
         content = msg.get("content", {})
         msg_type = msg["header"]["msg_type"]
-        self._watch_rate_limit(channel, msg)
+        self._rate_limits.watch(channel, msg)
         if channel == "iopub" and content.get("comm_id") == self.comm_id:
             if msg_type == "comm_msg":
-                self._on_comm_msg(msg)
+                dispatch_comm_msg(msg, self, self.bad_messages)
             elif msg_type == "comm_close":
                 self._on_comm_close()
             return
@@ -402,68 +378,32 @@ class ToolBridge:
         for listener in self._message_listeners:
             listener(channel, msg)
 
-    # -- a Jupyter Server's iopub rate limit ------------------------------------------
+    def _resume(self) -> None:
+        """Have the kernel send again every call still waiting for a result."""
+        if self.comm_id:
+            self._send("control", "resume", {})
 
-    def _watch_rate_limit(self, channel: str, msg: dict[str, Any]) -> None:
-        """A Jupyter Server past its iopub rate limits drops the kernel's messages, tool
-        calls too, until its window has passed. Its notice starts the resending of calls
-        still waiting; the end of the cell that printed ends it."""
-        window = rate_limit_window(channel, msg)
-        if window is not None:
-            self._rate_limited = True
-            if self._resender is None or self._resender.done():
-                self._resender = asyncio.ensure_future(self._resend_while_limited(window))
-        elif (
-            self._rate_limited
-            and msg["header"]["msg_type"] == "status"
-            and msg["content"].get("execution_state") == "idle"
-            and msg["parent_header"].get("msg_type") == "execute_request"
-        ):
-            self._rate_limited = False  # the server resets its counts when a cell ends
+    # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 
-    async def _resend_while_limited(self, window: float) -> None:
-        """Each time the server's window has passed, have the kernel send again every
-        call still waiting for a result (``resume``); each call id is served once."""
-        while self._rate_limited:
-            await asyncio.sleep(window)  # the server forwards again only after its window
-            if self._rate_limited and self.comm_id:
-                self._send("control", "resume", {})
-
-    def _on_comm_msg(self, msg: dict[str, Any]) -> None:
-        version, kind = unpack_header(msg["content"].get("data") or {})
-        if version != PROTOCOL_VERSION and kind != "error":  # every version reads errors
-            self.bad_messages.report(
-                "protocol version",
-                f"{kind!r} message of version {version}, expected {PROTOCOL_VERSION}",
+    def on_calls(self, body: CallsBody, parent_id: str | None) -> None:
+        for request in body["calls"]:
+            self.calls.serve(
+                self.tools,
+                request["id"],
+                request["tool"],
+                request["arguments"],
+                body["reply_channel"],
+                parent_id,
             )
-            return
-        try:
-            self._dispatch(kind, body_bytes(msg.get("buffers")), msg["parent_header"].get("msg_id"))
-        except (ValueError, pydantic.ValidationError) as exc:
-            self.bad_messages.report(f"bad {kind!r} message", exc)
 
-    def _dispatch(self, kind: str, body: bytes, parent_id: str | None) -> None:
-        if kind == "calls":
-            calls = _calls.validate_json(body)
-            for request in calls["calls"]:
-                self._serve(
-                    request["id"],
-                    request["tool"],
-                    request["arguments"],
-                    calls["reply_channel"],
-                    parent_id,
-                )
-        elif kind == "cancelled":
-            for call_id in _cancelled.validate_json(body)["ids"]:
-                task = self._tasks.get(call_id)
-                if task is not None:
-                    task.cancel()
-        elif kind == "ready":
-            self._resolve_ready(_ready.validate_json(body))
-        elif kind == "error":
-            self._resolve_ready(ProtocolMismatchError(_mismatch(_error.validate_json(body))))
-        else:
-            raise ValueError(f"unknown message type {kind!r}")
+    def on_cancelled(self, body: CancelledBody) -> None:
+        self.calls.cancel(body["ids"])
+
+    def on_ready(self, body: ReadyBody) -> None:
+        self._resolve_ready(body)
+
+    def on_error(self, body: ErrorBody) -> None:
+        self._resolve_ready(ProtocolMismatchError(mismatch(body)))
 
     def _on_comm_close(self) -> None:
         if self._ready is not None and self._ready.done() and not self._ready.exception():
@@ -494,7 +434,7 @@ class ToolBridge:
             reason = (
                 f"{content.get('evalue')}. Leave extension at its default ('inject') "
                 "to have this host bring it, or install it there: "
-                f"{install_hint(python=_KERNEL_PYTHON)}"
+                f"{install_hint(python=KERNEL_PYTHON)}"
             )
         else:
             reason = (
@@ -511,116 +451,7 @@ class ToolBridge:
         else:
             self._ready.set_result(outcome)
 
-    # -- serving calls ----------------------------------------------------------------
-
-    def _serve(
-        self,
-        call_id: int,
-        name: str,
-        arguments: dict[str, Any],
-        channel: Channel,
-        parent_id: str | None,
-    ) -> None:
-        if call_id in self._tasks:
-            return  # sent again after a reconnect: it runs, and will answer
-        answered = self._answered.get(call_id)
-        if answered is not None:  # sent again after a reconnect: its result was lost
-            self._reply(channel, answered)
-            return
-        self._emit(parent_id, ToolCallStarted(call_id, name, arguments))
-        registry = self.tools
-        task = asyncio.get_running_loop().create_task(
-            self._run(registry, call_id, name, arguments, channel, parent_id)
-        )
-        self._tasks[call_id] = task
-
-    async def _run(
-        self,
-        registry: ToolRegistry,
-        call_id: int,
-        name: str,
-        arguments: dict[str, Any],
-        channel: Channel,
-        parent_id: str | None,
-    ) -> None:
-        serving.set(self)
-        started = time.perf_counter()
-        try:
-            outcome = await registry.call(
-                name,
-                arguments,
-                self.threads,
-                on_queued=lambda: self._notice("queued", channel, call_id),
-                on_started=lambda: self._notice("started", channel, call_id),
-            )
-        except asyncio.CancelledError:
-            record = ToolCallRecord(
-                id=call_id,
-                name=name,
-                arguments=arguments,
-                ok=False,
-                duration=time.perf_counter() - started,
-                error="cancelled",
-            )
-            self._emit(parent_id, ToolCallFinished(record))
-            raise
-        finally:
-            self._tasks.pop(call_id, None)
-        entry = outcome.entry(call_id)
-        self._reply(channel, entry)
-        self._remember(call_id, entry)
-        record = ToolCallRecord(
-            id=call_id,
-            name=name,
-            arguments=arguments,
-            ok=outcome.ok,
-            duration=time.perf_counter() - started,
-            error=outcome.describe_error(),
-        )
-        self._emit(parent_id, ToolCallFinished(record))
-
-    def _remember(self, call_id: int, entry: bytes) -> None:
-        self._answered[call_id] = entry
-        self._answered_bytes += len(entry)
-        while self._answered and (
-            len(self._answered) > 2 * self.max_in_flight or self._answered_bytes > ANSWER_BYTES_KEPT
-        ):
-            _, dropped = self._answered.popitem(last=False)
-            self._answered_bytes -= len(dropped)
-
-    def _reply(self, channel: Channel, entry: bytes) -> None:
-        """The first result of a loop turn leaves at once; the rest of the turn's
-        results (a gather's) follow together."""
-        if self._schedule_flush():
-            self._send_results(channel, [entry])
-        else:
-            self._outbox[channel].append(entry)
-
-    def _notice(self, kind: str, channel: Channel, call_id: int) -> None:
-        """Tell the kernel a call waits for a thread, or runs now (batched per turn)."""
-        self._notices.setdefault((kind, channel), []).append(call_id)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> bool:
-        """Flush at the end of this loop turn; True if this call scheduled it."""
-        if self._flush_scheduled:
-            return False
-        self._flush_scheduled = True
-        asyncio.get_running_loop().call_soon(self._flush)
-        return True
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        notices, self._notices = self._notices, {}
-        for (kind, channel), ids in notices.items():
-            self._send(channel, kind, {"ids": ids})
-        for channel, entries in self._outbox.items():
-            if entries:
-                self._outbox[channel] = []
-                self._send_results(channel, entries)
-
-    def _send_results(self, channel: Channel, entries: list[bytes]) -> None:
-        self._send(channel, "results", b'{"results":[%s]}' % b",".join(entries))
+    # -- sending -------------------------------------------------------------------
 
     def _send(self, channel: Channel, kind: str, body: Any) -> None:
         data, buffers = pack(kind, body, pydantic_core.to_json)
@@ -633,33 +464,15 @@ class ToolBridge:
             listener(parent_id, event)
 
 
-def _mismatch(error: ErrorBody) -> str:
-    """Why a kernel refused this host, and what to do about it."""
-    theirs = (
-        f"progtc-kernel {error['package']} (protocol {error['protocol']})"
-        if "package" in error and "protocol" in error
-        else "another version"
-    )
-    return (
-        f"this kernel has the progtc_kernel extension of {theirs} loaded, and this host "
-        f"runs progtc-kernel {__version__} (protocol {PROTOCOL_VERSION}); the kernel "
-        f"says: {error['message']}. Restart the kernel without loading the extension at "
-        "start (the host brings its own when the kernel has none), or install this "
-        f"version in the kernel's environment: {install_hint(python=_KERNEL_PYTHON)}"
-    )
-
-
 def _transport_for(kernel: Any) -> Transport:
     if isinstance(kernel, Transport):
         return kernel
     if isinstance(kernel, KernelLifecycle):  # e.g. JupyterServer(...).kernel(kernel_id)
         return kernel.connect()
-    if hasattr(kernel, "get_connection_info"):  # a KernelManager or KernelClient
-        kernel = dict(kernel.get_connection_info())
-    if isinstance(kernel, (str, os.PathLike, dict)):
-        from ..kernels.local import ZmqTransport
-
-        return ZmqTransport.connect(kernel)
+    if hasattr(kernel, "get_connection_info") or isinstance(kernel, (str, os.PathLike, dict)):
+        # A KernelManager, a KernelClient, connection info: the lifecycle of that
+        # kernel opens the connection (and is not started: someone else runs it).
+        return lifecycle_for(kernel).connect()  # type: ignore[no-any-return]
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, a remote kernel "

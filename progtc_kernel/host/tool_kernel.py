@@ -14,7 +14,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from ..kernels.base import KernelLifecycle
-from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport, rate_limit_window
+from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport
 from ..kernels.local import LocalKernel, lifecycle_for
 from .bridge import ToolBridge, serving
 from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
@@ -27,6 +27,7 @@ from .events import (
     ToolCallStarted,
 )
 from .injection import ExtensionPolicy
+from .rate_limits import rate_limit_window
 from .results import ErrorKind, ExecutionResult, Output, RunError, ToolCallRecord
 from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike

@@ -5,7 +5,7 @@ it receives (iopub, shell and control replies) to one callback; one that can dro
 and come back (a websocket) says so to its reconnect listeners. A
 ``KernelLifecycle`` starts or attaches to a kernel, interrupts, restarts and shuts
 it down, tells whether it is alive, and opens transports to it. ``local.py`` has
-the local implementations, ``jupyter_server.py`` the remote ones.
+the local implementations, ``jupyter_server/`` the remote ones.
 """
 
 from __future__ import annotations
