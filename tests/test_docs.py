@@ -1,10 +1,11 @@
 """The documentation site: it builds with ``mkdocs build --strict``, and its examples run.
 
-Every page under ``docs/`` (and ``README.md``) is a session, as a notebook is: its ``python`` blocks run in
-order in one namespace (a module of its own), top-level ``await`` allowed, so a later
-block uses what an earlier one defined; its ``bash`` blocks run in a shell, with this
-environment's ``bin`` first on ``PATH``. Both run in a folder of the page's own, which
-holds a copy of the checkout's ``examples/``, as a user's checkout does.
+Every page under ``docs/`` (and ``README.md``) is a session, as a notebook is: its
+``python`` blocks run in order in one namespace (a module of its own), top-level
+``await`` allowed, so a later block uses what an earlier one defined; its ``bash``
+blocks run in a shell, with this environment's ``bin`` first on ``PATH``. Both run in a
+folder of the page's own, which holds a copy of the checkout's ``examples/``, as a
+user's checkout does.
 
 An HTML comment (invisible on the site) right before a block says how it runs:
 
