@@ -127,7 +127,8 @@ def _param(page: Page) -> object:
 # -- the site ------------------------------------------------------------------------
 
 
-@pytest.mark.fast
+# In the full layer although it needs no kernel: the build takes seconds (griffe reads the
+# whole package), more than the fast layer's budget can spare.
 def test_the_site_builds_with_no_broken_link_or_reference(tmp_path: Path) -> None:
     built = subprocess.run(
         [str(BIN / "mkdocs"), "build", "--strict", "--site-dir", str(tmp_path / "site")],
