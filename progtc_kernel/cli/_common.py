@@ -31,7 +31,7 @@ class UsageError(Exception):
 def usage_error(exc: BaseException) -> str | None:
     """What to tell the user when ``exc`` is their mistake (exit status 2); None when
     it is not."""
-    from ..host.errors import ToolDefinitionError
+    from ..exceptions import ToolDefinitionError
 
     if isinstance(exc, (UsageError, ToolDefinitionError)):
         return str(exc)
@@ -41,7 +41,7 @@ def usage_error(exc: BaseException) -> str | None:
 def load_tools(sources: Sequence[str]) -> ToolRegistry:
     """The tools of ``--tools``; a module that fails or exits while it is imported is
     a usage error that names where."""
-    from ..host.errors import ToolDefinitionError
+    from ..exceptions import ToolDefinitionError
     from ..host.loading import load_tools
 
     try:

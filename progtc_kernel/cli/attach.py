@@ -163,8 +163,8 @@ def _connection_file(existing: str) -> str:
 async def _attach(
     lifecycle: KernelLifecycle, where: str, tools: ToolRegistry, args: argparse.Namespace
 ) -> int:
+    from ..exceptions import ExtensionNotLoadedError, KernelError
     from ..host.bridge import ToolBridge
-    from ..host.errors import ExtensionNotLoadedError, KernelError
     from .run import Printer
 
     out = console()
@@ -289,7 +289,7 @@ class _Host:
         self.probing = asyncio.ensure_future(probe(self.kernel_session))
 
     async def _register_again(self) -> None:
-        from ..host.errors import KernelError
+        from ..exceptions import KernelError
 
         try:
             await self.bridge.reopen(timeout=self.timeout)
@@ -308,7 +308,7 @@ async def _liveness(lifecycle: KernelLifecycle) -> tuple[str | None, bool]:
     """``(why the kernel is gone for good, or None; whether it answers now)``, learned
     without sending the kernel a message: from the server's REST API, or from the
     local kernel's connection file and heartbeat."""
-    from ..host.errors import ServerError
+    from ..exceptions import ServerError
     from ..kernels.jupyter_server import RemoteKernel
     from ..kernels.local import AttachedKernel
 

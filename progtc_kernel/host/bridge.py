@@ -21,21 +21,27 @@ import pydantic_core
 
 from .._install import install_hint
 from .._wire import BadMessages
+from ..exceptions import (
+    ExtensionNotLoadedError,
+    KernelDiedError,
+    KernelError,
+    ProtocolMismatchError,
+)
 from ..kernels.base import KernelLifecycle, Transport
-from ..kernels.local import lifecycle_for
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
+    PROTOCOL_VERSION,
     CallsBody,
     CancelledBody,
     Channel,
     ErrorBody,
+    Packed,
     ReadyBody,
     RegisterBody,
     pack,
 )
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
-from .errors import ExtensionNotLoadedError, KernelDiedError, KernelError, ProtocolMismatchError
 from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
 from .rate_limits import RateLimitResender
@@ -221,7 +227,7 @@ class ToolBridge:
                 break
         self.kernel_info = info
         # On shell, so that the kernel learns which connection is ours (see protocol).
-        self._send("shell", "hello", {})
+        self._send("shell", pack("hello", {}))
         return info
 
     async def close(self) -> None:
@@ -283,8 +289,8 @@ class ToolBridge:
             and not self._ready.exception()
         ):
             return
-        self._send("shell", "hello", {})
-        self._send("control", "resume", {})
+        self._send("shell", pack("hello", {}))
+        self._send("control", pack("resume", {}))
         self._ready = asyncio.get_running_loop().create_future()
         self._recovery = asyncio.ensure_future(self._recover(self._ready))
 
@@ -322,7 +328,7 @@ class ToolBridge:
         registry = ToolRegistry.of(tools)
         self.tools = registry
         if registry.fingerprint != self._registered and self.comm_id:
-            self._send("shell", "tools", self._register_body())
+            self._send("shell", pack("tools", self._register_body(), pydantic_core.to_json))
             self._registered = registry.fingerprint
 
     def _register_body(self) -> RegisterBody:
@@ -381,7 +387,7 @@ class ToolBridge:
     def _resume(self) -> None:
         """Have the kernel send again every call still waiting for a result."""
         if self.comm_id:
-            self._send("control", "resume", {})
+            self._send("control", pack("resume", {}))
 
     # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 
@@ -403,7 +409,16 @@ class ToolBridge:
         self._resolve_ready(body)
 
     def on_error(self, body: ErrorBody) -> None:
-        self._resolve_ready(ProtocolMismatchError(mismatch(body)))
+        """The kernel could not use a message of ours (it says which, and why)."""
+        ready = self._ready
+        if ready is None or ready.done():  # registered: it failed the calls concerned
+            self.bad_messages.report("refused by the kernel", body["message"])
+        elif body.get("protocol") == PROTOCOL_VERSION:
+            self._resolve_ready(
+                ProtocolMismatchError(f"the kernel refused this host: {body['message']}")
+            )
+        else:  # protocol 1 kernels sent the message alone
+            self._resolve_ready(ProtocolMismatchError(mismatch(body)))
 
     def _on_comm_close(self) -> None:
         if self._ready is not None and self._ready.done() and not self._ready.exception():
@@ -453,8 +468,9 @@ class ToolBridge:
 
     # -- sending -------------------------------------------------------------------
 
-    def _send(self, channel: Channel, kind: str, body: Any) -> None:
-        data, buffers = pack(kind, body, pydantic_core.to_json)
+    def _send(self, channel: Channel, message: Packed) -> None:
+        """Send one protocol message (built by ``protocol.pack``) on our comm."""
+        data, buffers = message
         self.transport.send(
             channel, "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
         )
@@ -472,7 +488,9 @@ def _transport_for(kernel: Any) -> Transport:
     if hasattr(kernel, "get_connection_info") or isinstance(kernel, (str, os.PathLike, dict)):
         # A KernelManager, a KernelClient, connection info: the lifecycle of that
         # kernel opens the connection (and is not started: someone else runs it).
-        return lifecycle_for(kernel).connect()  # type: ignore[no-any-return]
+        from ..kernels.resolve import resolve_kernel
+
+        return resolve_kernel(kernel).connect()
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, a remote kernel "

@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..exceptions import RESERVED_TOOL_NAMES
+from ..exceptions import RESERVED_TOOL_NAMES, ToolDefinitionError
 from ..protocol import CallError, ErrorKind, ToolSpec
-from .errors import ToolDefinitionError
 from .threads import ToolThreads
 
 ToolsLike = Union["ToolRegistry", Mapping[str, Any], Iterable[Any], None]

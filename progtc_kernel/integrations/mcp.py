@@ -47,6 +47,7 @@ except ImportError as exc:
     raise missing_extra("mcp", exc, "progtc-kernel's MCP server needs the MCP SDK") from exc
 
 from .._version import __version__
+from ..exceptions import UpstreamError, UpstreamStartError
 from ..host.naming import ForeignTool, foreign_tools
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
@@ -196,7 +197,7 @@ async def upstream_definitions(
             if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
             else exc
         )
-        raise RuntimeError(f"could not start the MCP server {command!r}: {why}") from None
+        raise UpstreamStartError(f"could not start the MCP server {command!r}: {why}") from None
     return [_as_foreign_tool(session, command, tool, timeout) for tool in listed]
 
 
@@ -211,10 +212,6 @@ async def _list_all(session: ClientSession) -> list[MCPTool]:
         cursor = page.next_cursor
         if not cursor:
             return tools
-
-
-class UpstreamError(Exception):
-    """An upstream MCP server's tool failed, or the server is gone."""
 
 
 def _as_foreign_tool(
@@ -277,7 +274,7 @@ def toolset_for(
     *,
     tool_timeout: float | None,
     python: str | None = None,
-    kernel_url: str | None = None,
+    server: str | None = None,
     token: str | None = None,
     kernel_name: str | None = None,
     supported_modules: list[str] | None = None,
@@ -288,12 +285,14 @@ def toolset_for(
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``tool_timeout`` is the one ceiling of a tool call, upstream or not."""
     from ..kernels.jupyter_server import JupyterServer
+    from ..kernels.resolve import described_kernel
 
-    server = JupyterServer(kernel_url, token=token) if kernel_url else None
     kernel = ToolKernel(
-        python=python,
-        kernel_name=kernel_name,
-        server=server,
+        kernel=described_kernel(
+            python=python,
+            kernel_name=kernel_name,
+            server=JupyterServer(server, token=token) if server else None,
+        ),
         timeout=timeout,
         tool_timeout=tool_timeout,
     )

@@ -31,6 +31,8 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from tornado import web
 from traitlets import Int
 
+from ..exceptions import PoolError, PoolExhausted
+
 log = logging.getLogger("progtc_kernel.server")
 
 # A websocket client that drops may come back with the same session (the transport
@@ -135,14 +137,6 @@ class ServeKernelManager(AsyncMappingKernelManager):
         """Once the server's kernels are shut down (each removes its own sockets)."""
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
-
-
-class PoolError(Exception):
-    """The pool cannot hand out a kernel: kernels fail to start (the message says why)."""
-
-
-class PoolExhausted(PoolError):
-    """Every kernel the server may run is busy, and none came free in time."""
 
 
 @dataclass

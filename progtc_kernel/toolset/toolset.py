@@ -20,23 +20,19 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..host.errors import KernelDiedError, ScriptError
+from ..exceptions import KernelDiedError, ScriptError, ScriptTimeoutError
 from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
-from ..kernel_side.script import OUTCOME_MIME
+from ..kernels.base import KernelLike
+from ..protocol import OUTCOME_MIME, run_script_code
 from .environment import environment, modules_of
 from .imports import check_script
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
 # 50 MB took 99 s through MCP's stdio layer.
 MAX_RESULT_CHARS = 200_000
-
-_RUNNER = (
-    "from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
-    "await _progtc_run_script({source!r}, {modules!r}, {keep!r})"
-)
 
 
 class ScriptResult(BaseModel):
@@ -63,8 +59,10 @@ class ProgrammaticToolset:
             out = await toolset.execute_tool_script(script)
 
     ``tools``: the host tools scripts may call (see ``ToolRegistry``). ``kernel``: a
-    ``ToolKernel`` to run scripts on (a remote one, say); by default a local kernel
-    of its own. A kernel given unstarted is started and closed with the toolset.
+    ``ToolKernel`` to run scripts on, or a kernel (``KernelLike``: ``LocalKernel``,
+    ``RemoteKernel``...) for a ``ToolKernel`` of its own; by default a local kernel
+    of its own. A kernel given unstarted is started and closed with the toolset
+    (``async with``, or ``start()`` and ``close()``).
     ``supported_modules``: the modules a script may import, as names or a mapping of
     name to description (default: ``DEFAULT_MODULES``). ``max_tool_calls``: tool
     calls one script may make (``None``: no limit). ``timeout``: seconds a script may
@@ -83,7 +81,7 @@ class ProgrammaticToolset:
         self,
         tools: ToolsLike = None,
         *,
-        kernel: ToolKernel | None = None,
+        kernel: ToolKernel | KernelLike | None = None,
         supported_modules: Mapping[str, str] | Iterable[str] | None = None,
         max_tool_calls: int | None = None,
         timeout: float | None = 60.0,
@@ -93,7 +91,9 @@ class ProgrammaticToolset:
         returns_printed_text: bool = False,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
-        self.kernel = kernel if kernel is not None else ToolKernel(self.tools)
+        self.kernel = (
+            kernel if isinstance(kernel, ToolKernel) else ToolKernel(self.tools, kernel=kernel)
+        )
         self.modules = modules_of(supported_modules)
         self.max_tool_calls = max_tool_calls
         self.timeout = timeout
@@ -104,16 +104,24 @@ class ProgrammaticToolset:
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
         self._started_kernel = False
 
-    async def __aenter__(self) -> ProgrammaticToolset:
+    async def start(self) -> None:
+        """Start the kernel, unless it runs already (given started)."""
         if not self.kernel.running:
             await self.kernel.start()
             self._started_kernel = True
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def close(self) -> None:
+        """Close the kernel if ``start()`` started it; one given started is left running."""
         if self._started_kernel:
             self._started_kernel = False
             await self.kernel.close()
+
+    async def __aenter__(self) -> ProgrammaticToolset:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- the two tools ----------------------------------------------------------------
 
@@ -137,7 +145,7 @@ class ProgrammaticToolset:
     async def run_script(self, script: str) -> ScriptResult:
         """Run the script; returns its value, printed output and tool calls."""
         check_script(script, self.modules)
-        code = _RUNNER.format(source=script, modules=sorted(self.modules), keep=self._namespace_key)
+        code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(
             code,
             tools=_Budgeted(self.tools, self.max_tool_calls),
@@ -167,7 +175,7 @@ class ProgrammaticToolset:
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
         if error is not None and error.kind == "timeout":
-            raise TimeoutError(
+            raise ScriptTimeoutError(
                 f"the script ran for more than {self.timeout:g} s and was stopped: make it "
                 "do less per script (fewer or faster tool calls), or split the work"
             )

@@ -20,7 +20,7 @@ from papermill.engines import NBClientEngine
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
-from ...host.errors import ToolDefinitionError
+from ...exceptions import ToolDefinitionError
 from ...host.loading import load_tools
 from ...host.tools import ToolsLike
 from ..nbclient import ToolNotebookClient

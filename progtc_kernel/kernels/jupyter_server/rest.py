@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from ...host.errors import ServerError
+from ...exceptions import ServerError
 from .lifecycle import RemoteKernel
 from .websocket import MAX_MESSAGE_SIZE, PING_INTERVAL, PING_TIMEOUT, V1_PROTOCOL
 
@@ -25,7 +25,7 @@ class JupyterServer:
     ::
 
         server = JupyterServer("http://127.0.0.1:8888", token="T")
-        async with ToolKernel(tools=[get_weather], server=server) as kernel: ...
+        async with ToolKernel(tools=[get_weather], kernel=RemoteKernel(server)) as kernel: ...
 
     ``url``: the server's base URL (a URL ``jupyter server`` printed works too: its
     ``?token=`` is used and a trailing ``/lab`` or ``/tree`` dropped). ``token``:
@@ -187,7 +187,11 @@ class JupyterServer:
         )
 
     def no_kernel(self, kernel_id: str) -> str:
-        """Why there is no such kernel, and what to give instead."""
+        """Why there is no such kernel, and what to give instead.
+
+        Args:
+            kernel_id: the id asked for.
+        """
         return (
             f"there is no kernel {kernel_id!r} on {self.url}: give the id of a running "
             "kernel (GET /api/kernels lists them), or leave kernel_id out to start one"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._wire import BadMessages
-from ...host.errors import ServerError
+from ...exceptions import ServerError
 from ..base import ChannelName, MessageCallback
 from .frames import decode_frame, legacy_frame, v1_frame
 
