@@ -51,8 +51,9 @@ if TYPE_CHECKING:
     from .host.tool_kernel import ToolKernel
     from .host.tools import Tool, ToolRegistry
     from .integrations.nbclient import NotebookExecutionError, execute_notebook
-    from .kernels.base import KernelLifecycle, Transport
+    from .kernels.base import KernelLifecycle, KernelLike, Transport
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
+    from .kernels.local import LocalKernel
     from .progtc.client import AsyncProgtcClient
     from .toolset import ProgrammaticToolset, ScriptResult
 
@@ -69,8 +70,10 @@ __all__ = [
     "KernelDiedError",
     "KernelError",
     "KernelLifecycle",
+    "KernelLike",
     "KernelNotStartedError",
     "KernelStartError",
+    "LocalKernel",
     "NotebookExecutionError",
     "Output",
     "PoolError",
@@ -147,7 +150,8 @@ _HOMES = {
         "UpstreamError",
         "UpstreamStartError",
     ],
-    ".kernels.base": ["KernelLifecycle", "Transport"],
+    ".kernels.base": ["KernelLifecycle", "KernelLike", "Transport"],
+    ".kernels.local": ["LocalKernel"],
     ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
     ".toolset": ["ProgrammaticToolset", "ScriptResult"],
     ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import LocalKernel, ToolKernel
 from progtc_kernel.kernels.local import single_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +206,7 @@ TOOLS = [get_weather, search_database, fail]
 @pytest.fixture(scope="module")
 async def kernel(kernel_python: str) -> AsyncIterator[ToolKernel]:
     """One kernel per test module and ipykernel line, with TOOLS."""
-    async with ToolKernel(TOOLS, python=kernel_python, timeout=60) as k:
+    async with ToolKernel(TOOLS, kernel=LocalKernel(python=kernel_python), timeout=60) as k:
         yield k
 
 
@@ -215,7 +215,7 @@ def make_kernel(kernel_python: str) -> Callable[..., ToolKernel]:
     """A fresh ToolKernel with your own tools and options (use it with `async with`)."""
 
     def make(tools: Any = TOOLS, **options: Any) -> ToolKernel:
-        options.setdefault("python", kernel_python)
+        options.setdefault("kernel", LocalKernel(python=kernel_python))
         return ToolKernel(tools, **options)
 
     return make

@@ -22,6 +22,7 @@ from jupyter_client.manager import AsyncKernelManager
 from progtc_kernel import (
     AsyncProgtcClient,
     ExtensionNotLoadedError,
+    LocalKernel,
     ProgrammaticToolset,
     ProtocolMismatchError,
     ToolBridge,
@@ -42,7 +43,9 @@ GATHER = (
 
 
 def fresh(python: str, cwd: Path, **options: Any) -> ToolKernel:
-    return ToolKernel(TOOLS, python=python, cwd=str(cwd), startup_timeout=600, **options)
+    return ToolKernel(
+        TOOLS, kernel=LocalKernel(python=python, cwd=str(cwd)), startup_timeout=600, **options
+    )
 
 
 async def test_a_kernel_with_only_ipykernel_gets_the_hosts_kernel_side(

@@ -235,6 +235,22 @@ def test_one_timeout_governs_a_tool_call_and_it_defaults_to_60_s() -> None:
     assert "--tool-timeout S, --upstream-timeout S" in progtc_kernel("mcp", "--help").stdout
 
 
+@pytest.mark.fast
+def test_mcp_says_server_as_every_command_does_and_still_takes_kernel_url() -> None:
+    from progtc_kernel import RemoteKernel
+    from progtc_kernel.cli import _parser
+    from progtc_kernel.cli.mcp import toolset_options
+    from progtc_kernel.integrations.mcp import toolset_for
+
+    for flag in ("--server", "--kernel-url"):
+        argv = ["mcp", flag, "http://127.0.0.1:8888", "--token", "T", "--kernel-name", "py"]
+        toolset = toolset_for([], **toolset_options(_parser().parse_args(argv)))
+        lifecycle = toolset.kernel.lifecycle
+        assert isinstance(lifecycle, RemoteKernel), flag
+        assert (lifecycle.server.url, lifecycle.server.token) == ("http://127.0.0.1:8888/", "T")
+        assert lifecycle.kernel_name == "py"
+
+
 # -- server-everything: tools whose names are not Python names ----------------------
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from progtc_kernel import AsyncProgtcClient, ToolKernel
+from progtc_kernel import AsyncProgtcClient, RemoteKernel, ToolKernel
 
 from .conftest import kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
@@ -39,7 +39,10 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
     # A call waits in the kernel while the server drops messages (a few of its 3 s
     # windows on a busy machine): give it time enough that only a lost call times out.
     async with ToolKernel(
-        [ping], server=served.server(), kernel_name="progtc", timeout=180, tool_timeout=60
+        [ping],
+        kernel=RemoteKernel(served.server(), kernel_name="progtc"),
+        timeout=180,
+        tool_timeout=60,
     ) as kernel:
         yield kernel
 
@@ -87,7 +90,7 @@ async def test_output_the_server_dropped_is_said_in_the_result(served: JupyterPr
     assert result.stdout == ""  # the server dropped it all
     assert NOTICE in result.stderr and "iopub_data_rate_limit" in result.stderr
 
-    async with ToolKernel(server=served.server(), kernel_name="progtc") as kernel:
+    async with ToolKernel(kernel=RemoteKernel(served.server(), kernel_name="progtc")) as kernel:
         small = await kernel.execute("print('fine')")
         assert small.stdout == "fine\n" and not small.output_dropped
         cut = await kernel.execute("print('z' * 5_000_000)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydantic
 
-from progtc_kernel import ExecutionFinished, StreamOutput, SyncToolKernel, ToolKernel
+from progtc_kernel import ExecutionFinished, LocalKernel, StreamOutput, SyncToolKernel, ToolKernel
 from progtc_kernel.host.results import RunError
 
 from .conftest import interrupt_during_call
@@ -314,7 +314,7 @@ async def test_a_tool_cannot_run_code_on_the_kernel_calling_it(kernel_python: st
         result = await kernel.execute("1")
         return str(result)
 
-    kernel = ToolKernel([nested], python=kernel_python)
+    kernel = ToolKernel([nested], kernel=LocalKernel(python=kernel_python))
     async with kernel:
         result = await kernel.execute("import tools\nawait tools.nested()")
     assert result.error is not None and result.error.ename == "ToolError"
@@ -328,7 +328,7 @@ def test_a_sync_tool_cannot_run_code_on_the_sync_kernel_calling_it(kernel_python
     def nested() -> str:
         return str(kernel.execute("1"))
 
-    kernel = SyncToolKernel([nested], python=kernel_python)
+    kernel = SyncToolKernel([nested], kernel=LocalKernel(python=kernel_python))
     with kernel:
         result = kernel.execute("import tools\ntools.nested()")
         assert result.error is not None
@@ -344,13 +344,14 @@ async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
     script.write_text(
         textwrap.dedent(f"""\
         import asyncio, threading
-        from progtc_kernel import ToolKernel
+        from progtc_kernel import LocalKernel, ToolKernel
 
         def hang() -> None:
             threading.Event().wait()  # never returns
 
         async def main() -> None:
-            async with ToolKernel([hang], python={kernel_python!r}, tool_timeout=0.5) as k:
+            kernel = LocalKernel(python={kernel_python!r})
+            async with ToolKernel([hang], kernel=kernel, tool_timeout=0.5) as k:
                 result = await k.execute("import tools\\ntools.hang()")
                 print(result.error.ename)
 

@@ -16,7 +16,9 @@ from progtc_kernel import (
     ExecutionError,
     ExecutionFinished,
     KernelDiedError,
+    KernelLike,
     KernelStartError,
+    LocalKernel,
     StreamOutput,
     ToolCallFinished,
     ToolCallStarted,
@@ -209,13 +211,14 @@ async def test_a_running_kernel_is_attached_to_never_replaced(
     loaded = AsyncKernelManager()
     loaded.load_connection_file(str(connection_file))
     client = own_kernel.client()
-    kernel_given = {
+    kernels: dict[str, KernelLike] = {
         "manager": own_kernel,
         "connection file": str(connection_file),
         "loaded manager": loaded,
         "client": client,
         "connection info": dict(own_kernel.get_connection_info()),
-    }[given]
+    }
+    kernel_given = kernels[given]
 
     async with ToolKernel([search_database], kernel=kernel_given) as kernel:
         assert not kernel.lifecycle.owned
@@ -239,7 +242,7 @@ async def test_options_for_starting_a_kernel_cannot_apply_to_one_given(
     own_kernel: AsyncKernelManager,
 ) -> None:
     with pytest.raises(TypeError, match="cannot apply to the kernel given"):
-        ToolKernel(kernel=own_kernel, python="python3")
+        ToolKernel(kernel=own_kernel, python="python3")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
@@ -286,7 +289,7 @@ async def test_kernel_death_cancels_the_tools_still_running(
     cancelled = asyncio.Event()
 
     async def kill_the_kernel() -> None:
-        os.kill(kernel.kernel_manager.provisioner.pid, signal.SIGKILL)
+        os.kill(kernel.kernel_manager.provisioner.pid, signal.SIGKILL)  # type: ignore[union-attr]
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -308,7 +311,7 @@ async def test_an_interpreter_without_ipykernel_fails_fast_with_its_own_words() 
     bare = build_env("bare", [])
     with pytest.raises(KernelStartError) as failure:
         # A generous startup timeout: the death itself must end the wait.
-        async with ToolKernel(python=bare, startup_timeout=600):
+        async with ToolKernel(kernel=LocalKernel(python=bare), startup_timeout=600):
             pass
     message = str(failure.value)
     assert "the kernel process exited while starting (exit code 1)" in message

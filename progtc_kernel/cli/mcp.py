@@ -79,7 +79,9 @@ def add_parser(commands: Subcommands) -> None:
         "--python", metavar="PATH", help="the local kernel's interpreter (default: this one)"
     )
     mcp.add_argument(
-        "--kernel-url",
+        "--server",
+        "--kernel-url",  # its first spelling; --server is every command's
+        dest="server",
         metavar="URL",
         help="run scripts on a kernel of this Jupyter Server or gateway",
     )
@@ -108,9 +110,9 @@ def command(args: argparse.Namespace) -> int:
         from ..integrations.mcp import serve
     except ImportError as exc:  # names the pip install that fixes it
         raise UsageError(str(exc)) from None
-    if args.kernel_url and args.python:
+    if args.server and args.python:
         raise UsageError(
-            "--python picks a local interpreter; with --kernel-url the server "
+            "--python picks a local interpreter; with --server the server "
             "runs the kernel: pick its kernelspec with --kernel-name"
         )
     tools = load_tools(args.tools)
@@ -126,7 +128,7 @@ def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "tool_timeout": args.tool_timeout,
         "python": args.python,
-        "kernel_url": args.kernel_url,
+        "server": args.server,
         "token": args.token,
         "kernel_name": args.kernel_name,
         "supported_modules": args.modules,

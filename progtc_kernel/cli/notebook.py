@@ -12,12 +12,10 @@ errors (a missing notebook, bad tools or parameters, a kernel that cannot start)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import math
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from ..host.threads import LoopThread
     from ..integrations.nbclient import NotebookExecutionError, ToolNotebookClient
     from ._common import Subcommands
 
@@ -189,7 +188,7 @@ class _Run:
         self.console = console
         self.started = False  # a cell has run: the kernel came up
         self.interrupted = False
-        self.loop = asyncio.new_event_loop()
+        self.loop_thread: LoopThread | None = None
         self.cells = [
             i
             for i, cell in enumerate(client.nb.cells)
@@ -234,41 +233,31 @@ class _Run:
         return status
 
     def _execute(self) -> None:
-        """Run the notebook on a thread of its own, so that Ctrl-C reaches this one
-        (nbclient takes SIGINT for itself on the main thread) and interrupts the
+        """Run the notebook on a loop thread of its own, so that Ctrl-C reaches this
+        one (nbclient takes SIGINT for itself on the main thread) and interrupts the
         running cell, as Jupyter's interrupt button does; the run stops there."""
-        outcome: list[BaseException] = []
-        finished = threading.Event()  # not Thread.join(): after a Ctrl-C, it returns early
+        from ..host.threads import LoopThread
 
-        def work() -> None:
-            try:
-                self.loop.run_until_complete(self.client.async_execute())
-            except BaseException as exc:
-                outcome.append(exc)
-            finally:
-                self.loop.close()
-                finished.set()
-
-        threading.Thread(target=work, name="progtc-kernel-notebook", daemon=True).start()
+        self.loop_thread = LoopThread("progtc-kernel-notebook")
+        running = self.loop_thread.submit(self.client.async_execute())
         try:
-            finished.wait()
+            running.result()  # waits, yet a Ctrl-C comes through
         except KeyboardInterrupt:
             self.interrupted = True
             self._interrupt_kernel()
-            finished.wait()  # a second Ctrl-C leaves at once; the kernel exits with us
-        if outcome:
-            raise outcome[0]
+            running.result()  # a second Ctrl-C leaves at once; the kernel exits with us
+        finally:
+            if running.done():
+                self.loop_thread.stop(timeout=10)
 
     def _interrupt_kernel(self) -> None:
         from jupyter_core.utils import ensure_async
 
         km = self.client.km
-        if km is None or self.loop.is_closed():
+        if km is None or self.loop_thread is None or self.loop_thread.closed:
             return
         with contextlib.suppress(Exception):  # not started, or already gone: nothing to stop
-            asyncio.run_coroutine_threadsafe(ensure_async(km.interrupt_kernel()), self.loop).result(
-                timeout=10
-            )
+            self.loop_thread.submit(ensure_async(km.interrupt_kernel())).result(timeout=10)
 
     def _follow(self, progress: Progress, task: TaskID) -> None:
         """Move the bar on as cells start and finish (nbclient's hooks)."""

@@ -117,6 +117,7 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
     from ..exceptions import KernelError
     from ..host.tool_kernel import ToolKernel
     from ..kernels.jupyter_server import JupyterServer
+    from ..kernels.resolve import described_kernel
 
     problem = _remote_usage(args)
     if problem:
@@ -131,10 +132,12 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
         raise UsageError(f"--server: {exc}") from None
     kernel = ToolKernel(
         tools,
-        python=args.python,
-        kernel_name=args.kernel_name,
-        server=server,
-        kernel_id=args.kernel_id,
+        kernel=described_kernel(
+            python=args.python,
+            kernel_name=args.kernel_name,
+            server=server,
+            kernel_id=args.kernel_id,
+        ),
         timeout=args.timeout,
         tool_timeout=args.tool_timeout,
     )

@@ -28,7 +28,6 @@ from ..exceptions import (
     ProtocolMismatchError,
 )
 from ..kernels.base import KernelLifecycle, Transport
-from ..kernels.local import lifecycle_for
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
@@ -489,7 +488,9 @@ def _transport_for(kernel: Any) -> Transport:
     if hasattr(kernel, "get_connection_info") or isinstance(kernel, (str, os.PathLike, dict)):
         # A KernelManager, a KernelClient, connection info: the lifecycle of that
         # kernel opens the connection (and is not started: someone else runs it).
-        return lifecycle_for(kernel).connect()  # type: ignore[no-any-return]
+        from ..kernels.resolve import resolve_kernel
+
+        return resolve_kernel(kernel).connect()
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, a remote kernel "

@@ -8,10 +8,10 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..exceptions import (
     KernelDiedError,
@@ -20,9 +20,7 @@ from ..exceptions import (
     KernelStartError,
     ReentrantExecutionError,
 )
-from ..kernels.base import KernelLifecycle
-from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport
-from ..kernels.local import LocalKernel, lifecycle_for
+from ..kernels.base import KernelLifecycle, KernelLike, Reconnecting
 from ..protocol import install_modules_code
 from .bridge import ToolBridge, serving
 from .events import (
@@ -40,7 +38,7 @@ from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike
 
 if TYPE_CHECKING:
-    from ..kernels.jupyter_server import JupyterServer
+    from jupyter_client.manager import KernelManager
 
 log = logging.getLogger("progtc_kernel")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -50,6 +48,17 @@ _SYNTAX_ERRORS = {"SyntaxError", "IndentationError", "TabError"}
 _INTERRUPTS = {"KeyboardInterrupt", "CancelledError"}
 # How long an interrupted or timed-out run may take to stop before the kernel restarts.
 INTERRUPT_GRACE = 5.0
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def runs_code(method: F) -> F:
+    """Mark a method that runs code on the kernel: its blocking form
+    (``SyncToolKernel``) refuses to be called by a tool of the same kernel before it
+    waits, in the caller's thread, where the tool's context is."""
+    method.runs_code = True  # type: ignore[attr-defined]
+    return method
 
 
 class ToolKernel:
@@ -64,50 +73,56 @@ class ToolKernel:
 
     By default it starts a local kernel of its own on this interpreter, restarts it
     if it dies and shuts it down on close. State persists across ``execute`` calls;
-    ``reset()`` clears it, ``restart()`` starts a fresh process.
+    ``reset()`` clears it, ``restart()`` starts a fresh process. Another kernel is
+    given as ``kernel=``: ``LocalKernel(python=..., cwd=..., env=...)`` for one of
+    its own elsewhere, ``RemoteKernel(server, ...)`` for one on a Jupyter Server, or
+    a kernel someone else runs (a jupyter_client manager or client, a connection
+    file or dict). A kernel attached to is never replaced or restarted behind your
+    back, its files are left alone, and it keeps running on close.
 
-    ``tools``: callables, ``Tool`` objects or a mapping of name to either.
-    ``kernel``: a kernel to attach to instead: a running kernel's connection file or
-    info dict, a jupyter_client ``KernelClient`` or ``KernelManager`` (an idle manager
-    is started, and then owned), or a lifecycle from ``progtc_kernel.kernels``. A
-    kernel attached to is never replaced or restarted behind your back, its files are
-    left alone, and it keeps running on close. ``kernel_manager`` is the same as
-    ``kernel``. ``timeout``: seconds a run may take (default 30; ``None``: no limit).
-    ``tool_timeout``: seconds a tool call may take. ``max_in_flight``: tool calls
-    outstanding at once. ``tool_threads``: how many sync tools may run at once.
-    ``python``, ``kernel_name``, ``cwd``, ``env``: how to start a kernel of its own
-    (another interpreter needs only ipykernel). ``startup_timeout``: seconds
-    a starting kernel may take to answer. ``server``: a ``JupyterServer`` (or Kernel
-    Gateway, Enterprise Gateway) to run the kernel on: one is started there
-    (``kernel_name``: its kernelspec; ``env``: its environment, where the server
-    passes it on) and shut down on close, or with ``kernel_id`` the running kernel
-    of that id is attached to and left running. ``extension``: how the kernel gets
-    the extension (see ``ToolBridge``): by default it is loaded if the kernel has
-    not, from the host's own code where the kernel lacks this version, so any kernel
-    with ipykernel works; ``"installed"`` forbids bringing code, ``"loaded"`` sends
-    nothing (a kernel from ``progtc-kernel serve``'s pool, or one whose profile
-    loads it; saves a round trip).
+    Args:
+        tools: Callables, ``Tool`` objects or a mapping of name to either.
+        kernel: The kernel to run code on (see ``KernelLike``); default
+            ``LocalKernel()``. An idle jupyter_client manager is started, and then
+            owned.
+        timeout: Seconds a run may take (``None``: no limit).
+        tool_timeout: Seconds a tool call may take.
+        max_in_flight: Tool calls outstanding at once.
+        tool_threads: How many sync tools may run at once.
+        startup_timeout: Seconds a starting kernel may take to answer.
+        extension: How the kernel gets the extension (see ``ToolBridge``): by
+            default it is loaded if the kernel has not, from the host's own code
+            where the kernel lacks this version, so any kernel with ipykernel
+            works; ``"installed"`` forbids bringing code, ``"loaded"`` sends nothing
+            (a kernel from ``progtc-kernel serve``'s pool, or one whose profile
+            loads it; saves a round trip).
+        **moved: Nothing: the options that describe a kernel (``python=``,
+            ``server=``...) belong to ``LocalKernel`` and ``RemoteKernel``; given
+            here, the error says where.
+
+    Raises:
+        TypeError: ``kernel`` is not a kernel, or an option of ``LocalKernel`` or
+            ``RemoteKernel`` was given here; the message names the fix.
     """
 
     def __init__(
         self,
+        /,
         tools: ToolsLike = None,
         *,
-        kernel: Any = None,
+        kernel: KernelLike | None = None,
         timeout: float | None = 30.0,
         tool_timeout: float | None = 10.0,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
-        python: str | None = None,
-        kernel_name: str | None = None,
-        kernel_manager: Any = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
         startup_timeout: float = 60.0,
-        server: JupyterServer | None = None,
-        kernel_id: str | None = None,
         extension: ExtensionPolicy = "inject",
+        **moved: NoReturn,
     ) -> None:
+        from ..kernels.resolve import moved_options, resolve_kernel
+
+        if moved:
+            raise moved_options(type(self).__name__, kernel, moved)
         self.tools = ToolRegistry.of(tools)
         self.timeout = timeout
         self.tool_timeout = tool_timeout
@@ -115,15 +130,7 @@ class ToolKernel:
         self.tool_threads = tool_threads
         self.startup_timeout = startup_timeout
         self.extension = extension
-        self.lifecycle: KernelLifecycle = _lifecycle(
-            kernel if kernel is not None else kernel_manager,
-            server=server,
-            kernel_id=kernel_id,
-            python=python,
-            kernel_name=kernel_name,
-            cwd=cwd,
-            env=env,
-        )
+        self.lifecycle: KernelLifecycle = resolve_kernel(kernel)
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
@@ -143,7 +150,7 @@ class ToolKernel:
         return self._bridge
 
     @property
-    def kernel_manager(self) -> Any:
+    def kernel_manager(self) -> KernelManager | None:
         """The jupyter_client manager of a local kernel, if there is one."""
         return getattr(self.lifecycle, "manager", None)
 
@@ -216,23 +223,24 @@ class ToolKernel:
     def _lost_connection(self) -> bool:
         """A remote kernel's server was out of reach for longer than its
         ``reconnect_timeout``: the kernel may well have survived it."""
-        transport = self.bridge.transport
-        return isinstance(transport, WebsocketTransport) and transport.gave_up
+        lifecycle = self.lifecycle
+        return isinstance(lifecycle, Reconnecting) and lifecycle.connection_lost(
+            self.bridge.transport
+        )
 
     async def _come_back(self) -> None:
         """Use the server again: the same kernel, state kept, if it survived; else a
         new one of ours (restarting the old one could only fail: it is gone)."""
         lifecycle = self.lifecycle
-        assert isinstance(lifecycle, RemoteKernel)
-        transport = self.bridge.transport
-        assert isinstance(transport, WebsocketTransport)
-        survived = await lifecycle.reconnect(transport)
+        assert isinstance(lifecycle, Reconnecting)
+        survived = await lifecycle.reconnect(self.bridge.transport)
         self._dead = False
         if survived:
             await self._while_alive(self.bridge.wait_ready(self.startup_timeout))
         else:
             await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
 
+    @runs_code
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""
         result = await self.execute("get_ipython().reset(new_session=False)", silent=True)
@@ -241,6 +249,7 @@ class ToolKernel:
     async def interrupt(self) -> None:
         await self.lifecycle.interrupt()
 
+    @runs_code
     async def install_modules(self, modules: Mapping[str, str]) -> None:
         """Make helper modules importable by the code: ``{"helpers": "def f(): ..."}``.
 
@@ -255,6 +264,7 @@ class ToolKernel:
 
     # -- running code -----------------------------------------------------------------
 
+    @runs_code
     async def execute(
         self,
         code: str,
@@ -272,6 +282,7 @@ class ToolKernel:
         assert result is not None
         return result
 
+    @runs_code
     async def stream(
         self,
         code: str,
@@ -393,41 +404,6 @@ class ToolKernel:
             run = next(iter(self._runs.values()))  # a call made from a thread or callback
         if run is not None:
             run.on_tool_event(event)
-
-
-def _lifecycle(
-    given: Any,
-    *,
-    server: JupyterServer | None,
-    kernel_id: str | None,
-    python: str | None,
-    kernel_name: str | None,
-    cwd: str | None,
-    env: dict[str, str] | None,
-) -> KernelLifecycle:
-    """The lifecycle of the kernel ToolKernel's arguments describe."""
-    if server is not None:
-        if given is not None or python is not None or cwd is not None:
-            raise TypeError(
-                "server= runs the kernel on that server; kernel=, python= and "
-                "cwd= cannot apply to it"
-            )
-        if kernel_id is not None:
-            return server.kernel(kernel_id)
-        return server.new_kernel(kernel_name, env=env)
-    if kernel_id is not None:
-        raise TypeError(
-            "kernel_id= names a kernel on a Jupyter Server: pass "
-            "server=JupyterServer(url, token=...) too"
-        )
-    if given is None:
-        return LocalKernel(python=python, kernel_name=kernel_name, cwd=cwd, env=env)
-    if any(option is not None for option in (python, kernel_name, cwd, env)):
-        raise TypeError(
-            "python=, kernel_name=, cwd= and env= describe a kernel for "
-            "ToolKernel to start; they cannot apply to the kernel given"
-        )
-    return given if isinstance(given, KernelLifecycle) else lifecycle_for(given)
 
 
 class _Run:

@@ -274,7 +274,7 @@ def toolset_for(
     *,
     tool_timeout: float | None,
     python: str | None = None,
-    kernel_url: str | None = None,
+    server: str | None = None,
     token: str | None = None,
     kernel_name: str | None = None,
     supported_modules: list[str] | None = None,
@@ -285,12 +285,14 @@ def toolset_for(
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``tool_timeout`` is the one ceiling of a tool call, upstream or not."""
     from ..kernels.jupyter_server import JupyterServer
+    from ..kernels.resolve import described_kernel
 
-    server = JupyterServer(kernel_url, token=token) if kernel_url else None
     kernel = ToolKernel(
-        python=python,
-        kernel_name=kernel_name,
-        server=server,
+        kernel=described_kernel(
+            python=python,
+            kernel_name=kernel_name,
+            server=JupyterServer(server, token=token) if server else None,
+        ),
         timeout=timeout,
         tool_timeout=tool_timeout,
     )

@@ -34,17 +34,18 @@ Needs ``pip install "progtc-kernel[notebook]"`` (nbclient and nbformat).
 from __future__ import annotations
 
 import ast
-import asyncio
 import keyword
 import os
 import shutil
 import tempfile
-import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .._install import missing_extra
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
 
 try:
     import nbformat
@@ -58,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ..host.bridge import ToolBridge
 from ..host.events import Event, ToolCallFinished
 from ..host.results import ToolCallRecord
+from ..host.threads import LoopThread
 from ..host.tools import ToolRegistry, ToolsLike
 from ..kernels.local import SPEC_NAME, single_spec
 
@@ -70,7 +72,6 @@ __all__ = [
     "inject_parameters",
 ]
 
-T = TypeVar("T")
 INJECTED_TAG = "injected-parameters"
 
 
@@ -127,7 +128,7 @@ class ToolNotebookClient(NotebookClient):
     def __init__(
         self,
         nb: Any,
-        km: Any = None,
+        km: KernelManager | None = None,
         *,
         tools: ToolsLike = None,
         tool_timeout: float | None = 10.0,
@@ -401,15 +402,8 @@ class _ToolHost:
     caller's loop is busy, or papermill's cell-by-cell ones, idle between cells)."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, daemon=True, name="progtc-kernel-notebook-tools"
-        )
-        self._thread.start()
+        self._loop_thread = LoopThread("progtc-kernel-notebook-tools")
         self._bridge: ToolBridge | None = None
-
-    async def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
     async def start(
         self,
@@ -426,19 +420,16 @@ class _ToolHost:
             bridge.add_tool_listener(listener)
             await bridge.start(timeout=timeout)
 
-        await self._on_loop(start())
+        await self._loop_thread.run(start())
 
     async def close(self) -> None:
         try:
             if self._bridge is not None:
-                await self._on_loop(self._bridge.close())
+                await self._loop_thread.run(self._bridge.close())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
             # Stopping takes one loop turn (the bridge's tasks are done): no executor,
             # which would fail in nbclient's exit hook, once Python is shutting down.
-            self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                self._loop.close()
+            self._loop_thread.stop(timeout=10)
 
 
 def _exit_status(km: Any) -> str:

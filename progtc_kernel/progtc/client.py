@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from ..exceptions import ServerError
 from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
-from ..kernels.jupyter_server import JupyterServer
+from ..kernels.jupyter_server import JupyterServer, RemoteKernel
 from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess
 
 LEASES = "progtc-kernel/api"
@@ -43,30 +44,54 @@ class AsyncProgtcClient:
         client = AsyncProgtcClient(base_url="http://127.0.0.1:8000", api_key="KEY")
         result = await client.execute_code(code, tool_call_handlers={"get_weather": f})
 
-    ``base_url``: the server (``progtc-kernel serve``, or any Jupyter Server: its
-    kernels need only ipykernel). ``api_key``: its key (a Jupyter Server's
-    token). ``headers``: sent with every request (an E2B traffic token, say).
-    ``kernel_name``: the kernelspec to start on a plain Jupyter Server (default: its
-    default); ``progtc-kernel serve`` hands out warm kernels of its own instead.
-    ``request_timeout``: seconds one REST request may take.
+    Each ``execute_code`` runs in a fresh kernel unless it names a ``session``. A
+    ``JupyterServer`` given instead of a URL brings its own settings along
+    (``validate_cert``, ``start_timeout``, headers; ``JupyterServer.e2b(sandbox)``)::
 
-    Each ``execute_code`` runs in a fresh kernel unless it names a ``session``.
+        client = AsyncProgtcClient(JupyterServer.e2b(sandbox))
+
+    Args:
+        base_url: The server (``progtc-kernel serve``, or any Jupyter Server: its
+            kernels need only ipykernel), as a URL or a ``JupyterServer``.
+        api_key: Its key (a Jupyter Server's token); a ``JupyterServer`` has its own.
+        headers: Sent with every request (an E2B traffic token, say).
+        kernel_name: The kernelspec to start on a plain Jupyter Server (default: its
+            default); ``progtc-kernel serve`` hands out warm kernels of its own.
+        request_timeout: Seconds one REST request may take (a ``JupyterServer``
+            given has its own).
+
+    Raises:
+        TypeError: ``api_key`` given with a ``JupyterServer`` (it has its token).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | JupyterServer,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         *,
         kernel_name: str | None = None,
         request_timeout: float = 10.0,
     ) -> None:
-        self.base_url = base_url
-        self.api_key = api_key or ""
+        self.request_timeout = _checked_timeout("request_timeout", request_timeout)
+        if isinstance(base_url, JupyterServer):
+            if api_key is not None:
+                raise TypeError(
+                    "the JupyterServer given has its own token: give it there, "
+                    "JupyterServer(url, token=...), not as api_key="
+                )
+            self.server = base_url
+        else:
+            self.server = JupyterServer(
+                base_url,
+                token=api_key or "",
+                request_timeout=self.request_timeout,
+                token_option=KEY_OPTION,
+            )
+        self.base_url = base_url if isinstance(base_url, str) else self.server.url
+        self.api_key = self.server.token or ""
         self.headers = dict(headers or {})
         self.kernel_name = kernel_name
-        self.request_timeout = _checked_timeout("request_timeout", request_timeout)
         self._pooled: bool | None = None  # does the server lease warm kernels? (asked once)
         self._plain_sessions: dict[str, str] = {}  # on a plain server: session -> kernel id
 
@@ -74,16 +99,13 @@ class AsyncProgtcClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        await self.close()
 
     def _server(self, headers: Mapping[str, str] | None = None) -> JupyterServer:
-        return JupyterServer(
-            self.base_url,
-            token=self.api_key,
-            headers={**self.headers, **(headers or {})},
-            request_timeout=self.request_timeout,
-            token_option=KEY_OPTION,
-        )
+        """The server, with this client's and this call's headers."""
+        server = copy.copy(self.server)
+        server.headers = {**self.server.headers, **self.headers, **(headers or {})}
+        return server
 
     # -- the server -------------------------------------------------------------------
 
@@ -122,11 +144,15 @@ class AsyncProgtcClient:
                 if exc.status != 404:
                     raise
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """End the sessions this client started on a plain Jupyter Server."""
         for session in list(self._plain_sessions):
             with contextlib.suppress(ServerError):
                 await self.close_session(session)
+
+    async def aclose(self) -> None:
+        """``close()``, by progtc's name for it."""
+        await self.close()
 
     # -- running code -----------------------------------------------------------------
 
@@ -167,8 +193,7 @@ class AsyncProgtcClient:
         lease = await self._kernel_for(server, session)
         kernel = ToolKernel(
             handlers,
-            server=server,
-            kernel_id=lease.kernel_id,
+            kernel=RemoteKernel(server, lease.kernel_id),
             extension="loaded" if lease.extension_loaded else "inject",
             timeout=_within(
                 timeout, lease.limits.get("code_execution_timeout"), DEFAULT_EXECUTION_TIMEOUT

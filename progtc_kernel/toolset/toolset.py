@@ -25,6 +25,7 @@ from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
+from ..kernels.base import KernelLike
 from ..protocol import OUTCOME_MIME, run_script_code
 from .environment import environment, modules_of
 from .imports import check_script
@@ -58,8 +59,10 @@ class ProgrammaticToolset:
             out = await toolset.execute_tool_script(script)
 
     ``tools``: the host tools scripts may call (see ``ToolRegistry``). ``kernel``: a
-    ``ToolKernel`` to run scripts on (a remote one, say); by default a local kernel
-    of its own. A kernel given unstarted is started and closed with the toolset.
+    ``ToolKernel`` to run scripts on, or a kernel (``KernelLike``: ``LocalKernel``,
+    ``RemoteKernel``...) for a ``ToolKernel`` of its own; by default a local kernel
+    of its own. A kernel given unstarted is started and closed with the toolset
+    (``async with``, or ``start()`` and ``close()``).
     ``supported_modules``: the modules a script may import, as names or a mapping of
     name to description (default: ``DEFAULT_MODULES``). ``max_tool_calls``: tool
     calls one script may make (``None``: no limit). ``timeout``: seconds a script may
@@ -78,7 +81,7 @@ class ProgrammaticToolset:
         self,
         tools: ToolsLike = None,
         *,
-        kernel: ToolKernel | None = None,
+        kernel: ToolKernel | KernelLike | None = None,
         supported_modules: Mapping[str, str] | Iterable[str] | None = None,
         max_tool_calls: int | None = None,
         timeout: float | None = 60.0,
@@ -88,7 +91,9 @@ class ProgrammaticToolset:
         returns_printed_text: bool = False,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
-        self.kernel = kernel if kernel is not None else ToolKernel(self.tools)
+        self.kernel = (
+            kernel if isinstance(kernel, ToolKernel) else ToolKernel(self.tools, kernel=kernel)
+        )
         self.modules = modules_of(supported_modules)
         self.max_tool_calls = max_tool_calls
         self.timeout = timeout
@@ -99,16 +104,24 @@ class ProgrammaticToolset:
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
         self._started_kernel = False
 
-    async def __aenter__(self) -> ProgrammaticToolset:
+    async def start(self) -> None:
+        """Start the kernel, unless it runs already (given started)."""
         if not self.kernel.running:
             await self.kernel.start()
             self._started_kernel = True
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def close(self) -> None:
+        """Close the kernel if ``start()`` started it; one given started is left running."""
         if self._started_kernel:
             self._started_kernel = False
             await self.kernel.close()
+
+    async def __aenter__(self) -> ProgrammaticToolset:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- the two tools ----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ class JupyterServer:
     ::
 
         server = JupyterServer("http://127.0.0.1:8888", token="T")
-        async with ToolKernel(tools=[get_weather], server=server) as kernel: ...
+        async with ToolKernel(tools=[get_weather], kernel=RemoteKernel(server)) as kernel: ...
 
     ``url``: the server's base URL (a URL ``jupyter server`` printed works too: its
     ``?token=`` is used and a trailing ``/lab`` or ``/tree`` dropped). ``token``:
