@@ -256,3 +256,16 @@ async def test_wait_returns_when_someone_shuts_a_remote_kernel_down(
         await gone  # the kernel's last words, before the server closes the websocket
         result = await kernel.execute("1")
         assert result.error is not None and result.error.kind == "kernel_died"
+
+
+async def test_a_kernel_given_that_was_restarted_where_it_runs_is_used_again(
+    someone_elses: object,
+) -> None:
+    km = someone_elses
+    lifecycle = AttachedKernel(km.connection_file)  # type: ignore[attr-defined]
+    async with ToolKernel([], kernel=lifecycle) as kernel:
+        await lifecycle.until_connected()
+        await km.restart_kernel(now=True)  # type: ignore[attr-defined]
+        await lifecycle.wait()  # the old process ended
+        await lifecycle.until_connected()  # its successor listens on the same ports
+        assert (await kernel.execute("print('back')")).stdout == "back\n"
