@@ -39,7 +39,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import ToolKernel, ToolRegistry
+from progtc_kernel import LocalKernel, Timeout, ToolKernel, ToolRegistry
 from progtc_kernel._wire import SignatureCheck, decode
 
 SMALL_CALLS = 300  # sequential awaited calls, and input() round trips
@@ -349,7 +349,11 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         await bare_execute(bare_kc, GC_CELL)
         out["rss_bare_mib"] = rss_mib(kernel_pid(bare))
 
-        kernel = ToolKernel([echo, stall], python=python, timeout=TIMEOUT, tool_timeout=TIMEOUT)
+        kernel = ToolKernel(
+            [echo, stall],
+            kernel=LocalKernel(python=python),
+            timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
+        )
         started = time.perf_counter()
         await stack.enter_async_context(kernel)
         out["start_s"] = time.perf_counter() - started

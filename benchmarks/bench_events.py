@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import command_line, judged, kernel_pid, print_rows
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import LocalKernel, ToolKernel
 from progtc_kernel.kernels.local import AttachedKernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,9 @@ async def idle_wakeups(kernel: ToolKernel, stalls: Stalls) -> dict[str, int]:
 async def death_in_run(python: str) -> float:
     """Seconds from SIGKILL of a kernel whose cell runs to the run's result."""
     stalls = Stalls()
-    async with ToolKernel([stalls.stall], python=python, timeout=TIMEOUT) as kernel:
+    async with ToolKernel(
+        [stalls.stall], kernel=LocalKernel(python=python), timeout=TIMEOUT
+    ) as kernel:
         run = await pending(kernel, stalls, 1)
         os.kill(kernel_pid(kernel.kernel_manager), signal.SIGKILL)
         start = time.perf_counter()
@@ -182,7 +184,9 @@ async def death_attached(python: str) -> float:
 async def measure(python: str, log: Any) -> dict[str, Any]:
     stalls = Stalls()
     out: dict[str, Any] = {}
-    async with ToolKernel([stalls.stall], python=python, timeout=TIMEOUT) as kernel:
+    async with ToolKernel(
+        [stalls.stall], kernel=LocalKernel(python=python), timeout=TIMEOUT
+    ) as kernel:
         info: dict[str, Any] = dict(kernel.bridge.kernel_info or {})
         out["ipykernel"] = info.get("ipykernel")
         for name, n in (("awaited", PENDING), ("blocking", 0)):

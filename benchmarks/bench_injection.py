@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import bare_kernel_manager, command_line, judged, plain_client, print_rows
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import Timeout, ToolKernel
 from progtc_kernel.host.injection import load_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ async def attach_to_first_call(python: str, cwd: str) -> tuple[float, bool]:
         waiter = await plain_client(km, iopub=True, stdin=False)  # up: its start is not timed
         waiter.stop_channels()
         started = time.perf_counter()
-        async with ToolKernel([echo], kernel=km, startup_timeout=120) as kernel:
+        async with ToolKernel([echo], kernel=km, timeout=Timeout(start=120)) as kernel:
             result = await kernel.execute(FIRST_CALL)
             elapsed = time.perf_counter() - started
             assert result.stdout == "1\n", result

@@ -47,7 +47,7 @@ from bench import (
     run_input_cell,
 )
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import LocalKernel, RemoteKernel, Timeout, ToolKernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import jupyter_server, kernelspec  # the tests' server harness
@@ -123,14 +123,16 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                 remote = await stack.enter_async_context(
                     ToolKernel(
                         [echo],
-                        server=served.server(),
-                        kernel_name="bench",
-                        timeout=TIMEOUT,
-                        tool_timeout=TIMEOUT,
+                        kernel=RemoteKernel(served.server(), kernel_name="bench"),
+                        timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
                     )
                 )
                 local = await stack.enter_async_context(
-                    ToolKernel([echo], python=python, timeout=TIMEOUT, tool_timeout=TIMEOUT)
+                    ToolKernel(
+                        [echo],
+                        kernel=LocalKernel(python=python),
+                        timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
+                    )
                 )
                 info = remote.bridge.kernel_info
                 out["kernel"] = dict(info) if info else {}

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import bare_execute, bare_kernel_manager, command_line, plain_client
 
-from progtc_kernel import ProgrammaticToolset, ToolKernel
+from progtc_kernel import LocalKernel, ProgrammaticToolset, ToolKernel
 
 PRODUCTS = 20
 EXECUTIONS = 40
@@ -69,7 +69,9 @@ async def measure(python: str, log: Any) -> dict[str, Any]:
     out["direct_bytes"] = sum(context_bytes(record) for record in direct)
     async with contextlib.AsyncExitStack() as stack:
         toolset = await stack.enter_async_context(
-            ProgrammaticToolset([lookup_product], kernel=ToolKernel(python=python))
+            ProgrammaticToolset(
+                [lookup_product], kernel=ToolKernel(kernel=LocalKernel(python=python))
+            )
         )
         environment = await toolset.get_execution_environment()
         answer = await toolset.execute_tool_script(TASK_SCRIPT)

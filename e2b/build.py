@@ -36,8 +36,20 @@ from e2b import Template, default_build_logger  # noqa: E402
 def _checkout_wheel() -> str:
     """A wheel of the checkout this folder belongs to, built into e2b/wheels/."""
     wheels = HERE / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
-                    str(HERE.parent)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(wheels),
+            str(HERE.parent),
+        ],
+        check=True,
+    )
     newest = max(wheels.glob("progtc_kernel-*.whl"), key=lambda wheel: wheel.stat().st_mtime)
     return newest.relative_to(HERE).as_posix()
 
@@ -59,20 +71,27 @@ def _stage(package: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--name", default=os.environ.get("PROGTC_TEMPLATE_NAME", "progtc-kernel"),
-        help="template name ('name' or 'name:tag') to create sandboxes from")
+        "--name",
+        default=os.environ.get("PROGTC_TEMPLATE_NAME", "progtc-kernel"),
+        help="template name ('name' or 'name:tag') to create sandboxes from",
+    )
     parser.add_argument(
-        "--package", default=os.environ.get("PROGTC_KERNEL_PACKAGE"),
+        "--package",
+        default=os.environ.get("PROGTC_KERNEL_PACKAGE"),
         help="pip requirement, or path of a progtc-kernel wheel/sdist (default: a wheel "
-        "built from this checkout)")
+        "built from this checkout)",
+    )
     parser.add_argument("--from-template", default=BASE_TEMPLATE, help="base E2B template")
     parser.add_argument("--cpu-count", type=int, default=2)
     parser.add_argument("--memory-mb", type=int, default=2048)
     parser.add_argument(
-        "--skip-cache", action="store_true",
-        help="rebuild every layer (an unpinned requirement or a git branch is otherwise cached)")
+        "--skip-cache",
+        action="store_true",
+        help="rebuild every layer (an unpinned requirement or a git branch is otherwise cached)",
+    )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the template as JSON and exit")
+        "--dry-run", action="store_true", help="print the template as JSON and exit"
+    )
     args = parser.parse_args(argv)
 
     package = _stage(args.package) if args.package else _checkout_wheel()

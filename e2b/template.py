@@ -46,7 +46,8 @@ def make_template(package: str, base_template: str = BASE_TEMPLATE) -> TemplateC
         if not local.is_relative_to(HERE):
             raise ValueError(
                 f"{package}: a local wheel or sdist must be inside {HERE} (the files a "
-                "template copies come from its directory); build.py --package stages it")
+                "template copies come from its directory); build.py --package stages it"
+            )
         template = template.copy(local.relative_to(HERE).as_posix(), f"{SETUP_DIR}/{local.name}")
         requirement = f"{SETUP_DIR}/{local.name}"
     else:

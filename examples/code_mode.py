@@ -33,15 +33,18 @@ async def run():
 async def main() -> None:
     async with ProgrammaticToolset(TOOLS) as toolset:
         environment = await toolset.get_execution_environment()
-        print(f"1. environment: {len(environment['instructions']):,} characters of "
-              "instructions, e.g.\n")
+        print(
+            f"1. environment: {len(environment['instructions']):,} characters of "
+            "instructions, e.g.\n"
+        )
         stubs = environment["instructions"].split("```python\n", 1)[1].split("\n\n")[0]
         print("   " + stubs.replace("\n", "\n   ") + "\n")
         result = await toolset.run_script(SCRIPT)
-        print(f"2. one script made {len(result.tool_calls)} tool calls: "
-              f"{', '.join(call.name for call in result.tool_calls)}")
-        print(f"3. the model's context gets {len(result.json_text)} bytes back: "
-              f"{result.json_text}")
+        print(
+            f"2. one script made {len(result.tool_calls)} tool calls: "
+            f"{', '.join(call.name for call in result.tool_calls)}"
+        )
+        print(f"3. the model's context gets {len(result.json_text)} bytes back: {result.json_text}")
 
 
 if __name__ == "__main__":

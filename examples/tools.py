@@ -20,8 +20,12 @@ _WEATHER = {
 
 _PRODUCTS = [
     {"id": 1, "name": "Travel adapter", "category": "electronics", "price_usd": 19.99},
-    {"id": 2, "name": "Noise-cancelling headphones", "category": "electronics",
-     "price_usd": 249.00},
+    {
+        "id": 2,
+        "name": "Noise-cancelling headphones",
+        "category": "electronics",
+        "price_usd": 249.00,
+    },
     {"id": 3, "name": "Carry-on suitcase", "category": "luggage", "price_usd": 189.50},
     {"id": 4, "name": "Packing cubes", "category": "luggage", "price_usd": 24.95},
     {"id": 5, "name": "Travel pillow", "category": "comfort", "price_usd": 29.00},

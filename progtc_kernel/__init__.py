@@ -14,25 +14,29 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .exceptions import (
-        HostDisconnectedError,
-        ProgtcKernelError,
-        ToolArgumentError,
-        ToolError,
-        ToolTimeoutError,
-    )
-    from .host.bridge import ToolBridge
-    from .host.errors import (
         ExecutionError,
         ExtensionNotLoadedError,
+        HostDisconnectedError,
         KernelDiedError,
         KernelError,
+        KernelNotStartedError,
         KernelStartError,
+        PoolError,
+        PoolExhausted,
+        ProgtcKernelError,
         ProtocolMismatchError,
         ReentrantExecutionError,
         ScriptError,
+        ScriptTimeoutError,
         ServerError,
+        ToolArgumentError,
         ToolDefinitionError,
+        ToolError,
+        ToolTimeoutError,
+        UpstreamError,
+        UpstreamStartError,
     )
+    from .host.bridge import ToolBridge
     from .host.events import (
         DisplayOutput,
         Event,
@@ -47,12 +51,15 @@ if TYPE_CHECKING:
     from .host.tool_kernel import ToolKernel
     from .host.tools import Tool, ToolRegistry
     from .integrations.nbclient import NotebookExecutionError, execute_notebook
-    from .kernels.base import KernelLifecycle, Transport
+    from .kernels.base import KernelLifecycle, KernelLike, Transport
     from .kernels.jupyter_server import JupyterServer, RemoteKernel
+    from .kernels.local import LocalKernel
     from .progtc.client import AsyncProgtcClient
+    from .timeouts import USE_DEFAULT, Timeout
     from .toolset import ProgrammaticToolset, ScriptResult
 
 __all__ = [
+    "USE_DEFAULT",
     "AsyncProgtcClient",
     "DisplayOutput",
     "Event",
@@ -65,9 +72,14 @@ __all__ = [
     "KernelDiedError",
     "KernelError",
     "KernelLifecycle",
+    "KernelLike",
+    "KernelNotStartedError",
     "KernelStartError",
+    "LocalKernel",
     "NotebookExecutionError",
     "Output",
+    "PoolError",
+    "PoolExhausted",
     "ProgrammaticToolset",
     "ProgtcKernelError",
     "ProtocolMismatchError",
@@ -76,9 +88,11 @@ __all__ = [
     "RunError",
     "ScriptError",
     "ScriptResult",
+    "ScriptTimeoutError",
     "ServerError",
     "StreamOutput",
     "SyncToolKernel",
+    "Timeout",
     "Tool",
     "ToolArgumentError",
     "ToolBridge",
@@ -91,6 +105,8 @@ __all__ = [
     "ToolRegistry",
     "ToolTimeoutError",
     "Transport",
+    "UpstreamError",
+    "UpstreamStartError",
     "__version__",
     "execute_notebook",
     "load_ipython_extension",
@@ -120,24 +136,30 @@ _HOMES = {
         "ToolArgumentError",
         "ToolTimeoutError",
         "HostDisconnectedError",
-    ],
-    ".host.errors": [
         "ToolDefinitionError",
         "KernelError",
         "KernelStartError",
+        "KernelNotStartedError",
         "ExtensionNotLoadedError",
         "ProtocolMismatchError",
         "KernelDiedError",
         "ReentrantExecutionError",
         "ServerError",
-        "ScriptError",
         "ExecutionError",
+        "ScriptError",
+        "ScriptTimeoutError",
+        "PoolError",
+        "PoolExhausted",
+        "UpstreamError",
+        "UpstreamStartError",
     ],
-    ".kernels.base": ["KernelLifecycle", "Transport"],
+    ".kernels.base": ["KernelLifecycle", "KernelLike", "Transport"],
+    ".kernels.local": ["LocalKernel"],
     ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
     ".toolset": ["ProgrammaticToolset", "ScriptResult"],
     ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]
     ".progtc.client": ["AsyncProgtcClient"],
+    ".timeouts": ["Timeout", "USE_DEFAULT"],
 }
 _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -1,4 +1,5 @@
-"""Every exception progtc_kernel raises.
+r"""Every exception progtc_kernel raises, in one tree (all exported from
+``progtc_kernel``).
 
     ProgtcKernelError                 base of everything below
     ├── ToolError                     in kernel code: a tool call failed on the host
@@ -8,29 +9,50 @@
     ├── ToolDefinitionError           on the host: a callable cannot be served as a tool
     ├── KernelError                   on the host: the kernel side is not usable
     │   ├── KernelStartError          the kernel process could not start
+    │   ├── KernelNotStartedError     used before it was started (also a RuntimeError)
     │   ├── ExtensionNotLoadedError   the kernel has no progtc_kernel extension
     │   ├── ProtocolMismatchError     host and kernel speak different protocol versions
     │   ├── KernelDiedError           the kernel process died or stopped answering
     │   ├── ReentrantExecutionError   a tool ran code on the kernel that is calling it
     │   └── ServerError               a Jupyter Server refused a request or did not answer
+    ├── ExecutionError                raised by ExecutionResult.raise_for_error()
     ├── ScriptError                   a toolset script raised a non-builtin exception
-    └── ExecutionError                raised by ExecutionResult.raise_for_error()
+    ├── ScriptTimeoutError            a toolset script ran out of time (also a TimeoutError)
+    ├── PoolError                     progtc-kernel serve cannot hand out a kernel
+    │   └── PoolExhausted             every kernel is busy, and none came free in time
+    └── UpstreamError                 an upstream MCP server's tool failed, or it is gone
+        └── UpstreamStartError        an upstream MCP server did not start (also a RuntimeError)
 
-This module holds the ``ToolError`` branch: kernel code sees it (``from tools import
-ToolError``), so it imports nothing. The host-side branches live in
-``progtc_kernel.host.errors``; all are exported from ``progtc_kernel``. Builtin
-``TimeoutError`` catches ``ToolTimeoutError`` too.
+Kernel code sees the ``ToolError`` branch (``from tools import ToolError``), and the
+kernel side imports this module: it imports nothing but the standard library. Where
+callers catch a builtin, the class is that builtin too (``except TimeoutError``
+catches ``ToolTimeoutError`` and ``ScriptTimeoutError``; ``ToolArgumentError`` and
+``ToolDefinitionError`` are also ``TypeError``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .host.results import ExecutionResult
 
 
 class ProgtcKernelError(Exception):
     """Base class of every progtc_kernel error."""
 
 
+# -- in kernel code: a tool call ---------------------------------------------------
+
+
 class ToolError(ProgtcKernelError):
-    """A tool call failed. Raised inside kernel code; catch it to recover."""
+    """A tool call failed. Raised inside kernel code; catch it to recover.
+
+    Args:
+        tool: the tool's name.
+        error_type: the class name of what the tool raised on the host.
+        message: what it said.
+    """
 
     def __init__(self, tool: str, error_type: str, message: str) -> None:
         super().__init__(f"tool {tool!r} failed: {error_type}: {message}")
@@ -70,3 +92,111 @@ RESERVED_TOOL_NAMES: dict[str, str] = {
     f"(from tools import {exception.__name__})"
     for exception in TOOL_EXCEPTIONS
 }
+
+
+# -- on the host: tools and kernels ------------------------------------------------
+
+
+class ToolDefinitionError(ProgtcKernelError, TypeError):
+    """A host callable cannot be offered as a tool (bad name, unsupported types...)."""
+
+
+class KernelError(ProgtcKernelError):
+    """The kernel cannot serve tool calls."""
+
+
+class KernelStartError(KernelError):
+    """The kernel process exited, or never answered, while starting."""
+
+
+class KernelNotStartedError(KernelError, RuntimeError):
+    """A kernel was used before it was started (``async with`` starts it)."""
+
+
+class ExtensionNotLoadedError(KernelError):
+    """The kernel did not load the progtc_kernel extension."""
+
+
+class ProtocolMismatchError(KernelError):
+    """Host and kernel run incompatible progtc_kernel versions, or the kernel refused
+    this host's registration (the message says what it could not use)."""
+
+
+class KernelDiedError(KernelError):
+    """The kernel process died or stopped answering."""
+
+
+class ReentrantExecutionError(KernelError):
+    """A tool tried to run code on the kernel whose code is waiting for that tool."""
+
+
+class ServerError(KernelError):
+    """A Jupyter Server (or gateway) refused a request, or did not answer.
+
+    Args:
+        message: what went wrong, and the fix.
+        status: the HTTP status it answered with (``None``: no answer at all).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ExecutionError(ProgtcKernelError):
+    """Code run in the kernel ended with an error (see ``ExecutionResult.error``).
+
+    Args:
+        result: the run's result, kept as ``self.result``.
+    """
+
+    def __init__(self, result: ExecutionResult) -> None:
+        error = result.error
+        summary = f"{error.kind}: {error.ename}: {error.evalue}" if error else "unknown error"
+        super().__init__(summary)
+        self.result = result
+
+
+# -- the agent toolset ---------------------------------------------------------------
+
+
+class ScriptError(ProgtcKernelError):
+    """A script run by ``ProgrammaticToolset`` raised an exception that is not one of
+    Python's built-in ones (those are raised as themselves). The message starts with
+    its class name, as ``ToolError: ...``.
+
+    Args:
+        type_name: the class name of what the script raised.
+        message: what it said.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
+class ScriptTimeoutError(ProgtcKernelError, TimeoutError):
+    """A script run by ``ProgrammaticToolset`` took longer than its timeout and was
+    stopped."""
+
+
+# -- progtc-kernel serve -------------------------------------------------------------
+
+
+class PoolError(ProgtcKernelError):
+    """The pool cannot hand out a kernel: kernels fail to start (the message says why)."""
+
+
+class PoolExhausted(PoolError):
+    """Every kernel the server may run is busy, and none came free in time."""
+
+
+# -- MCP -------------------------------------------------------------------------------
+
+
+class UpstreamError(ProgtcKernelError):
+    """An upstream MCP server's tool failed, or the server is gone."""
+
+
+class UpstreamStartError(UpstreamError, RuntimeError):
+    """An upstream MCP server could not be started, or exited before its handshake."""

@@ -18,21 +18,29 @@ for its result, since the call or its result may have been lost with the connect
 the host answers each call id once, replaying a result it already sent.
 
 ``error`` is the one message every version reads (a body with a ``message``), so a
-host and a kernel of different versions can always tell each other so.
-``PROTOCOL_VERSION`` covers the messages and what the host runs in the kernel
-besides them (``kernel.modules.install``, ``kernel.script.run_script``): it changes
-whenever either changes incompatibly.
+host and a kernel of different versions can always tell each other so; a kernel
+answers a message it cannot use with one. ``PROTOCOL_VERSION`` covers the messages
+and what the host runs in the kernel besides them (``install_modules_code``,
+``run_script_code``, ``OUTCOME_MIME``): it changes whenever either changes
+incompatibly.
+
+Each message type has one body type (``HOST_BODIES``, ``KERNEL_BODIES``), and
+``pack`` is the one way to build a message: mypy rejects a body of the wrong type.
+What arrives is checked against the same types: by pydantic on the host, by
+``body_problem`` (standard library only) in the kernel.
 
 This module imports nothing heavy: the kernel side loads it, and the kernel must
-stay light. The host validates bodies with pydantic against these TypedDicts.
+stay light.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import types
+import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints, overload
 
 try:  # pydantic (host side) needs typing_extensions' TypedDict before Python 3.12
     from typing_extensions import TypedDict
@@ -143,6 +151,28 @@ class ErrorBody(_ErrorMessage, total=False):
     package: str
 
 
+class EmptyBody(TypedDict):
+    """``hello`` and ``resume`` say everything by their type."""
+
+
+# The body of each message type.
+HOST_BODIES: dict[HostMessageType, type] = {
+    "register": RegisterBody,
+    "hello": EmptyBody,
+    "tools": RegisterBody,
+    "results": ResultsBody,
+    "queued": CallIdsBody,
+    "started": CallIdsBody,
+    "resume": EmptyBody,
+    "close": CloseBody,
+}
+KERNEL_BODIES: dict[KernelMessageType, type] = {
+    "ready": ReadyBody,
+    "calls": CallsBody,
+    "cancelled": CancelledBody,
+    "error": ErrorBody,
+}
+
 _ERROR_KINDS = frozenset(get_args(ErrorKind))
 
 
@@ -176,15 +206,69 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+class Packed(NamedTuple):
+    """One message, ready to send: the comm ``data`` and its ``buffers``."""
+
+    data: dict[str, Any]
+    buffers: list[bytes]
+
+
+Dumps = Callable[[Any], bytes]
+
+
+# One overload per body type: mypy rejects a body that does not fit the message type.
+# ``bytes`` is that body's JSON, encoded up front (results and calls are assembled
+# from entries each encoded once).
+@overload
 def pack(
-    msg_type: str, body: Mapping[str, Any] | bytes, dumps: Callable[[Any], bytes] | None = None
-) -> tuple[dict[str, Any], list[bytes]]:
-    """Build comm ``data`` and ``buffers`` for one message (``body`` may be JSON bytes)."""
+    msg_type: Literal["register", "tools"], body: RegisterBody, dumps: Dumps | None = None
+) -> Packed: ...
+@overload
+def pack(
+    msg_type: Literal["hello", "resume"], body: EmptyBody, dumps: Dumps | None = None
+) -> Packed: ...
+@overload
+def pack(
+    msg_type: Literal["results"], body: ResultsBody | bytes, dumps: Dumps | None = None
+) -> Packed: ...
+@overload
+def pack(
+    msg_type: Literal["queued", "started"], body: CallIdsBody, dumps: Dumps | None = None
+) -> Packed: ...
+@overload
+def pack(msg_type: Literal["close"], body: CloseBody, dumps: Dumps | None = None) -> Packed: ...
+@overload
+def pack(msg_type: Literal["ready"], body: ReadyBody, dumps: Dumps | None = None) -> Packed: ...
+@overload
+def pack(
+    msg_type: Literal["calls"], body: CallsBody | bytes, dumps: Dumps | None = None
+) -> Packed: ...
+@overload
+def pack(
+    msg_type: Literal["cancelled"], body: CancelledBody, dumps: Dumps | None = None
+) -> Packed: ...
+@overload
+def pack(msg_type: Literal["error"], body: ErrorBody, dumps: Dumps | None = None) -> Packed: ...
+def pack(
+    msg_type: HostMessageType | KernelMessageType,
+    body: Mapping[str, Any] | bytes,
+    dumps: Dumps | None = None,
+) -> Packed:
+    """Build one message of ``msg_type`` with ``body``.
+
+    Args:
+        msg_type: the message type.
+        body: its body, or the body's JSON bytes.
+        dumps: encodes the body as JSON bytes (default: ``json.dumps``).
+
+    Returns:
+        The comm ``data`` and ``buffers`` to send.
+    """
     if isinstance(body, bytes):
         payload = body
     else:
         payload = dumps(body) if dumps else json.dumps(body, separators=(",", ":")).encode()
-    return {"v": PROTOCOL_VERSION, "type": msg_type}, [payload]
+    return Packed({"v": PROTOCOL_VERSION, "type": msg_type}, [payload])
 
 
 def unpack_header(data: Mapping[str, Any]) -> tuple[int, str]:
@@ -197,6 +281,143 @@ def body_bytes(buffers: list[Any] | None) -> bytes:
         raise ValueError("progtc_kernel message without a body buffer")
     buf = buffers[0]
     return buf if isinstance(buf, bytes) else bytes(buf)
+
+
+# -- checking a received body, with the standard library (the kernel's side) ---------
+
+_SCALARS = (int, float, str, bool)
+_hints: dict[type, dict[str, Any]] = {}
+
+
+def body_problem(msg_type: str, body: Any, bodies: Mapping[Any, type] = HOST_BODIES) -> str | None:
+    """What is wrong with a received body, or None if it fits its message type.
+
+    Checks the type is known, every required key is there and each value has its
+    declared type (a list's items when they are plain values, such as call ids).
+    Deeper structures are the receiver's to check item by item, so that one bad
+    result fails its own call only. Never raises.
+
+    Args:
+        msg_type: the message type the comm data names.
+        body: the decoded JSON body.
+        bodies: the body type of each message type this side receives.
+
+    Returns:
+        The problem, worded for the sender's log; None for a sound body.
+    """
+    schema = bodies.get(msg_type)
+    if schema is None:
+        return f"unknown message type {_short_repr(msg_type)}"
+    if not isinstance(body, dict):
+        return f"the body must be a JSON object, not {type(body).__name__}"
+    hints = _hints.get(schema)
+    if hints is None:
+        hints = _hints[schema] = get_type_hints(schema)
+    for key in sorted(schema.__required_keys__):  # type: ignore[attr-defined]
+        if key not in body:
+            return f"{key!r} is missing"
+    for key, expected in hints.items():
+        if key in body and not _fits(body[key], expected, items=True):
+            return f"{key!r} must be {_describe(expected)}, not {_short_repr(body[key])}"
+    return None
+
+
+def _fits(value: Any, expected: Any, items: bool) -> bool:
+    origin = get_origin(expected)
+    if expected is Any:
+        return True
+    if origin is Literal:
+        return any(type(value) is type(choice) and value == choice for choice in get_args(expected))
+    if origin is Union or origin is types.UnionType:
+        return any(_fits(value, option, items) for option in get_args(expected))
+    if origin is list:
+        (item,) = get_args(expected)
+        if not isinstance(value, list):
+            return False
+        if not items or item not in _SCALARS:
+            return True
+        if item is float:
+            return all(_fits(v, float, False) for v in value)
+        return all(type(v) is item for v in value)  # call ids: hundreds, on every notice
+    if origin is dict or typing.is_typeddict(expected):
+        return isinstance(value, dict)
+    if expected is type(None):
+        return value is None
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected in (int, str, bool):
+        return type(value) is expected
+    return True  # nothing narrower declared
+
+
+def _describe(expected: Any) -> str:
+    origin = get_origin(expected)
+    if origin is Literal:
+        return " or ".join(repr(choice) for choice in get_args(expected))
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(_describe(option) for option in get_args(expected))
+    if origin is list:
+        item = get_args(expected)[0]
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        return f"a list of {plural.get(item, 'objects')}"
+    if origin is dict or typing.is_typeddict(expected):
+        return "an object"
+    if expected is type(None):
+        return "null"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(expected, getattr(expected, "__name__", str(expected)))
+
+
+# -- what the host runs in the kernel besides messages -------------------------------
+
+# A script's outcome (ProgrammaticToolset): display data of this type, from
+# ``kernel_side.script.run_script``.
+OUTCOME_MIME = "application/vnd.progtc-kernel.script-outcome+json"
+# Modules a script may import besides the ones it is given.
+ALWAYS_ALLOWED = frozenset({"tools", "__future__"})
+# Names a helper module cannot have (``install_modules_code``).
+RESERVED_MODULE_NAMES = frozenset({"tools"})
+
+
+def problem_with_module_name(name: str) -> str | None:
+    """Why ``name`` cannot be a helper module's name, if it cannot.
+
+    Args:
+        name: the name a client gives a helper module.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        return f"Module name {name!r} is not a valid identifier."
+    if name in RESERVED_MODULE_NAMES:
+        return f"Module name {name!r} is reserved."
+    return None
+
+
+def install_modules_code(modules: Mapping[str, str]) -> str:
+    """The code that makes helper modules importable in the kernel (it raises
+    ``ValueError`` there for a name that cannot be one).
+
+    Args:
+        modules: each module's source text, by name.
+    """
+    return (
+        "__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
+        f".install({dict(modules)!r})"
+    )
+
+
+def run_script_code(source: str, modules: list[str], keep: str | None) -> str:
+    """The cell that runs a ``ProgrammaticToolset`` script in the kernel and publishes
+    its outcome as ``OUTCOME_MIME`` display data.
+
+    Args:
+        source: the script.
+        modules: the modules it may import (besides ``ALWAYS_ALLOWED``).
+        keep: the key of a namespace kept for the next script (``None``: a fresh one).
+    """
+    return (
+        "from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
+        f"await _progtc_run_script({source!r}, {modules!r}, {keep!r})"
+    )
 
 
 # -- a tool's signature, from its spec -------------------------------------------

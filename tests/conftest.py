@@ -15,6 +15,7 @@ e.g. ``PROGTC_TEST_KERNELS=7`` for a quick run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import LocalKernel, ToolKernel
 from progtc_kernel.kernels.local import single_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,49 @@ def bare_kernel_env(line: str) -> str:
     return build_env(f"ipykernel-{line}-only", [{**LINES, **OTHER_LINES}[line]])
 
 
+#: Every Python the package declares (requires-python >= 3.10, and its classifiers).
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+def selected_pythons() -> list[str]:
+    """``PROGTC_TEST_PYTHONS`` picks some, e.g. ``PROGTC_TEST_PYTHONS=3.10`` (default: all)."""
+    wanted = os.environ.get("PROGTC_TEST_PYTHONS")
+    return [version.strip() for version in wanted.split(",")] if wanted else list(PYTHONS)
+
+
+def python_of_version(version: str) -> str:
+    """CPython ``version`` ("3.10"): pyenv's where this machine has it, else one that uv
+    downloads once into ``.kernel-envs/pythons``; fails naming the fix when neither can."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(
+        root.glob(f"versions/{version}.*/bin/python3"),
+        key=lambda path: [int(part) for part in path.parent.parent.name.split(".")],
+    )
+    if found:
+        return str(found[-1])
+    uv = _uv()
+    if uv:
+        env = {**os.environ, "UV_PYTHON_INSTALL_DIR": str(ENVS / "pythons")}
+        subprocess.run([uv, "python", "install", "-q", version], env=env, check=False)
+        managed = subprocess.run(
+            [uv, "python", "find", "--python-preference", "only-managed", version],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if managed.returncode == 0:
+            return managed.stdout.strip()
+    pytest.fail(
+        f"no Python {version} on this machine: install it (`pyenv install {version}`, "
+        f"or `uv python install {version}`) to test every Python the package declares"
+    )
+
+
+def _uv() -> str | None:
+    return shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+
+
 def interpreter(version: str) -> str:
     """This machine's Python of that version (pyenv's, where it has one), else ours."""
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
@@ -73,33 +117,81 @@ def build_env(name: str, requirements: list[str], base: str = sys.executable) ->
     env = ENVS / name
     python = _python_of(env)
     marker = env / ".ready"
-    if not marker.exists():
-        shutil.rmtree(env, ignore_errors=True)
-        uv = shutil.which("uv") or (shutil.which("uv", path=str(Path(sys.executable).parent)))
-        if uv:
-            subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
-            if requirements:
-                subprocess.run(
-                    [uv, "pip", "install", "-q", "--python", str(python), *requirements], check=True
-                )
-        else:
-            subprocess.run([base, "-m", "venv", str(env)], check=True)
-            if requirements:
-                subprocess.run(
-                    [str(python), "-m", "pip", "install", "-q", *requirements], check=True
-                )
-        marker.write_text(" ".join(requirements))
+    with one_at_a_time(name):
+        if not marker.exists():
+            _build(env, python, requirements, base)
+            marker.write_text(" ".join(requirements))
     return str(python)
 
 
-@pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@contextlib.contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """While one process (a pytest-xdist worker, another run in this checkout) builds
+    ``name`` under ``.kernel-envs``, the others wait for it, then find it built."""
+    ENVS.mkdir(exist_ok=True)
+    with open(ENVS / f"{name}.lock", "w") as lock:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build(env: Path, python: Path, requirements: list[str], base: str) -> None:
+    shutil.rmtree(env, ignore_errors=True)
+    uv = _uv()
+    if uv:
+        subprocess.run([uv, "venv", "-q", "--python", base, str(env)], check=True)
+        if requirements:
+            subprocess.run(
+                [uv, "pip", "install", "-q", "--python", str(python), *requirements], check=True
+            )
+    else:
+        subprocess.run([base, "-m", "venv", str(env)], check=True)
+        if requirements:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+
+
+# -- the ipykernel matrix -------------------------------------------------------------
+
+# A test that depends on a kernel's Python runs on the newest selected line, and on
+# every selected line when it is marked ``ipykernel_lines`` (its behaviour differs by
+# line: the reply routes, interrupts, shutdown, injection) or PROGTC_TEST_EVERY_LINE=1.
+LINE_FIXTURES = ("kernel_python", "bare_kernel_python")
+
+
+def every_line() -> bool:
+    """Whether every test runs on every selected line (PROGTC_TEST_EVERY_LINE=1)."""
+    return bool(os.environ.get("PROGTC_TEST_EVERY_LINE"))
+
+
+def lines_for(node: pytest.Item) -> list[str]:
+    lines = selected_lines()
+    return lines if every_line() or node.get_closest_marker("ipykernel_lines") else lines[-1:]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    fixtures = [fixture for fixture in LINE_FIXTURES if fixture in metafunc.fixturenames]
+    if fixtures:  # both at once take the same line
+        lines = lines_for(metafunc.definition)
+        metafunc.parametrize(
+            fixtures,
+            [[line] * len(fixtures) for line in lines],
+            indirect=True,
+            scope="session",
+            ids=[f"ipykernel-{line}" for line in lines],
+        )
+
+
+@pytest.fixture(scope="session")
 def kernel_python(request: pytest.FixtureRequest) -> str:
+    """A Python with this project and an ipykernel line (see the matrix above)."""
     return kernel_env(request.param)
 
 
-@pytest.fixture(scope="session", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@pytest.fixture(scope="session")
 def bare_kernel_python(request: pytest.FixtureRequest) -> str:
-    """A Python with ipykernel alone, on each selected line."""
+    """A Python with ipykernel alone (see the matrix above)."""
     return bare_kernel_env(request.param)
 
 
@@ -206,7 +298,7 @@ TOOLS = [get_weather, search_database, fail]
 @pytest.fixture(scope="module")
 async def kernel(kernel_python: str) -> AsyncIterator[ToolKernel]:
     """One kernel per test module and ipykernel line, with TOOLS."""
-    async with ToolKernel(TOOLS, python=kernel_python, timeout=60) as k:
+    async with ToolKernel(TOOLS, kernel=LocalKernel(python=kernel_python), timeout=60) as k:
         yield k
 
 
@@ -215,7 +307,7 @@ def make_kernel(kernel_python: str) -> Callable[..., ToolKernel]:
     """A fresh ToolKernel with your own tools and options (use it with `async with`)."""
 
     def make(tools: Any = TOOLS, **options: Any) -> ToolKernel:
-        options.setdefault("python", kernel_python)
+        options.setdefault("kernel", LocalKernel(python=kernel_python))
         return ToolKernel(tools, **options)
 
     return make

@@ -23,7 +23,7 @@ from jupyter_client.manager import AsyncKernelManager
 from progtc_kernel import ToolBridge
 from progtc_kernel.cli import main
 
-from .conftest import bare_kernel_env, kernel_env, plain_kernel, selected_lines
+from .conftest import plain_kernel
 from .servers import Frontend, JupyterProcess, free_port, jupyter_server, kernelspec
 from .test_bridge import run_cell
 
@@ -305,7 +305,7 @@ def test_a_kernel_that_does_not_answer_is_named(
                 str(stale),
                 "--tools",
                 str(ROOT / "examples/tools.py"),
-                "--timeout",
+                "--start-timeout",
                 "1",
             ]
         )
@@ -319,15 +319,15 @@ def test_a_kernel_that_does_not_answer_is_named(
 # -- a kernel on a Jupyter Server, by id -------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@pytest.fixture(scope="module")
 async def lab_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    kernel_python: str, bare_kernel_python: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[JupyterProcess]:
-    """The Jupyter Server a JupyterLab runs on, with kernelspec ``progtc`` for this
+    """The Jupyter Server a JupyterLab runs on, with kernelspec ``progtc`` for an
     ipykernel line and ``no-progtc`` for a Python without progtc-kernel."""
     home = tmp_path_factory.mktemp("lab")
-    kernelspec(home / "share", "progtc", kernel_env(request.param))
-    kernelspec(home / "share", "no-progtc", bare_kernel_env(request.param))
+    kernelspec(home / "share", "progtc", kernel_python)
+    kernelspec(home / "share", "no-progtc", bare_kernel_python)
     process = await jupyter_server(home).start()
     yield process
     process.stop()

@@ -21,6 +21,9 @@ from progtc_kernel.protocol import PROTOCOL_VERSION
 
 from .conftest import TOOLS
 
+# Routes, the host's disconnects and a kernel's exit differ by ipykernel line.
+pytestmark = pytest.mark.ipykernel_lines
+
 
 @pytest.fixture
 async def own_client(own_kernel: AsyncKernelManager) -> AsyncIterator[Any]:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from progtc_kernel import JupyterServer, ServerError, ToolBridge, ToolKernel
+from progtc_kernel import JupyterServer, RemoteKernel, ServerError, ToolBridge, ToolKernel
 
 from .conftest import TOOLS, build_env, interpreter, kernel_env
 from .servers import Frontend, JupyterProcess, Proxy, jupyter_server, kernelspec
@@ -81,7 +81,7 @@ async def test_the_stock_template_needs_nothing_of_ours(
 ) -> None:
     async with edge_for(stock_sandbox_server) as proxy:
         server = JupyterServer.e2b(StandInSandbox(proxy, TRAFFIC_TOKEN), validate_cert=False)
-        async with ToolKernel(TOOLS, server=server) as kernel:
+        async with ToolKernel(TOOLS, kernel=RemoteKernel(server)) as kernel:
             assert kernel.bridge.kernel_info is not None
             assert kernel.bridge.kernel_info["injected"] is True
             assert kernel.bridge.kernel_info["ipykernel"] == "6.31.0"
@@ -138,7 +138,7 @@ async def edge_for(sandbox: JupyterProcess) -> AsyncIterator[Proxy]:
 async def test_tool_kernel_runs_in_the_sandbox(edge: Proxy) -> None:
     server = JupyterServer.e2b(StandInSandbox(edge, TRAFFIC_TOKEN), validate_cert=False)
     assert server.url.startswith("https://")
-    async with ToolKernel(TOOLS, server=server) as kernel:
+    async with ToolKernel(TOOLS, kernel=RemoteKernel(server)) as kernel:
         result = await kernel.execute(
             "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
         )
@@ -177,7 +177,7 @@ async def test_a_code_context_kernel_has_tools_from_its_profile(edge: Proxy) -> 
 async def test_without_the_traffic_token_the_sandbox_refuses(edge: Proxy) -> None:
     server = JupyterServer.e2b(StandInSandbox(edge, None), validate_cert=False)
     with pytest.raises(ServerError) as refused:
-        async with ToolKernel(TOOLS, server=server):
+        async with ToolKernel(TOOLS, kernel=RemoteKernel(server)):
             pass
     assert refused.value.status == 403
 
@@ -193,13 +193,13 @@ async def test_a_real_e2b_sandbox() -> None:  # pragma: no cover - needs E2B's c
     sandbox = await AsyncSandbox.create(template, network={"allow_public_traffic": False})
     try:
         server = JupyterServer.e2b(sandbox)
-        async with ToolKernel(TOOLS, server=server) as kernel:
+        async with ToolKernel(TOOLS, kernel=RemoteKernel(server)) as kernel:
             result = await kernel.execute(
                 "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))"
             )
             assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
         context = await sandbox.create_code_context()
-        async with ToolKernel(TOOLS, server=server, kernel_id=context.id) as kernel:
+        async with ToolKernel(TOOLS, kernel=RemoteKernel(server, context.id)) as kernel:
             assert (await kernel.execute("from tools import get_weather")).ok
     finally:
         await sandbox.kill()

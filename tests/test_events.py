@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from jupyter_client.manager import KernelManager
 
 from progtc_kernel import ToolKernel
 from progtc_kernel.kernels.jupyter_server import RemoteKernel
@@ -172,7 +173,8 @@ async def test_wait_returns_when_a_kernel_attached_by_its_connection_file_dies(
     someone_elses: object,
 ) -> None:
     km = someone_elses
-    lifecycle = AttachedKernel(km.connection_file)  # type: ignore[attr-defined]
+    assert isinstance(km, KernelManager)
+    lifecycle = AttachedKernel(km.connection_file)
     await lifecycle.start()
     try:
         await lifecycle.until_connected()
@@ -189,7 +191,8 @@ async def test_wait_returns_when_a_kernel_attached_by_its_manager_dies(
     someone_elses: object,
 ) -> None:
     km = someone_elses
-    lifecycle = AttachedKernel(km.get_connection_info(), manager=km)  # type: ignore[attr-defined]
+    assert isinstance(km, KernelManager)
+    lifecycle = AttachedKernel(dict(km.get_connection_info()), manager=km)
     await lifecycle.start()
     try:
         gone = asyncio.ensure_future(lifecycle.wait())
@@ -203,8 +206,9 @@ async def test_a_kernel_attached_by_its_connection_file_reports_its_death_in_a_r
     someone_elses: object,
 ) -> None:
     km = someone_elses
+    assert isinstance(km, KernelManager)
     stalls = Stalls(1)
-    lifecycle = AttachedKernel(km.connection_file)  # type: ignore[attr-defined]
+    lifecycle = AttachedKernel(km.connection_file)
     async with ToolKernel([stalls.stall], kernel=lifecycle, timeout=None) as kernel:
         await lifecycle.until_connected()
         run = asyncio.ensure_future(kernel.execute("import tools\nawait tools.stall()"))
@@ -232,7 +236,9 @@ async def jupyter(
 async def test_wait_returns_when_a_remote_kernel_dies_and_again_after_the_server_restarts_it(
     jupyter: JupyterProcess,
 ) -> None:
-    async with ToolKernel([], server=jupyter.server(), kernel_name="progtc") as kernel:
+    async with ToolKernel(
+        [], kernel=RemoteKernel(jupyter.server(), kernel_name="progtc")
+    ) as kernel:
         lifecycle = kernel.lifecycle
         assert isinstance(lifecycle, RemoteKernel)
         for _ in range(2):  # the kernel, then the one its server started in its place
@@ -250,7 +256,7 @@ async def test_wait_returns_when_someone_shuts_a_remote_kernel_down(
 ) -> None:
     server = jupyter.server()
     kernel_id = str((await server.request("POST", "api/kernels", {"name": "progtc"}))["id"])
-    async with ToolKernel([], server=server, kernel_id=kernel_id) as kernel:
+    async with ToolKernel([], kernel=RemoteKernel(server, kernel_id=kernel_id)) as kernel:
         gone = asyncio.ensure_future(kernel.lifecycle.wait())
         await server.request("DELETE", f"api/kernels/{kernel_id}")
         await gone  # the kernel's last words, before the server closes the websocket

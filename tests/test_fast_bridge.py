@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from progtc_kernel import __version__
+from progtc_kernel.exceptions import ExtensionNotLoadedError, ProtocolMismatchError
 from progtc_kernel.host.bridge import ToolBridge
-from progtc_kernel.host.errors import ExtensionNotLoadedError, ProtocolMismatchError
 from progtc_kernel.host.events import Event, ToolCallFinished, ToolCallStarted
 from progtc_kernel.host.threads import ToolThreads
 from progtc_kernel.protocol import COMM_TARGET, HOST_CLOSED, PROTOCOL_VERSION

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from progtc_kernel import ToolKernel
+from progtc_kernel.exceptions import KernelDiedError, ReentrantExecutionError
 from progtc_kernel.host import tool_kernel
-from progtc_kernel.host.errors import KernelDiedError, ReentrantExecutionError
 from progtc_kernel.host.events import (
     DisplayOutput,
     ExecutionFinished,

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 
 from progtc_kernel import ProgrammaticToolset, ToolKernel
-from progtc_kernel.host.errors import KernelDiedError, ScriptError
-from progtc_kernel.kernel_side.script import OUTCOME_MIME
+from progtc_kernel.exceptions import KernelDiedError, ScriptError
+from progtc_kernel.protocol import OUTCOME_MIME
 from progtc_kernel.toolset.environment import DEFAULT_MODULES, ENVIRONMENT_SCHEMA, modules_of
 from progtc_kernel.toolset.imports import check_script
 from progtc_kernel.toolset.toolset import error_text

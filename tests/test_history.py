@@ -34,7 +34,7 @@ def history_files(folder: Path) -> list[Path]:
 async def test_a_tool_kernel_keeps_its_history_in_memory(
     kernel_python: str, ipython_dir: Path
 ) -> None:
-    async with ToolKernel(TOOLS, python=kernel_python) as kernel:
+    async with ToolKernel(TOOLS, kernel=LocalKernel(python=kernel_python)) as kernel:
         await kernel.execute(SECRET)
         where = await kernel.execute(HIST_FILE)
         await kernel.restart()

@@ -22,6 +22,7 @@ from jupyter_client.manager import AsyncKernelManager
 from progtc_kernel import (
     AsyncProgtcClient,
     ExtensionNotLoadedError,
+    LocalKernel,
     ProgrammaticToolset,
     ProtocolMismatchError,
     ToolBridge,
@@ -29,10 +30,14 @@ from progtc_kernel import (
 )
 from progtc_kernel.kernels.local import SPEC_NAME, single_spec
 from progtc_kernel.protocol import PROTOCOL_VERSION
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import ROOT, TOOLS, bare_kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
 from .test_progtc_server import progtc_serve
+
+# Loading the kernel side into a kernel differs by ipykernel line.
+pytestmark = pytest.mark.ipykernel_lines
 
 GATHER = (
     "import asyncio\nfrom tools import get_weather, search_database\n"
@@ -42,7 +47,12 @@ GATHER = (
 
 
 def fresh(python: str, cwd: Path, **options: Any) -> ToolKernel:
-    return ToolKernel(TOOLS, python=python, cwd=str(cwd), startup_timeout=600, **options)
+    return ToolKernel(
+        TOOLS,
+        kernel=LocalKernel(python=python, cwd=str(cwd)),
+        timeout=Timeout(start=600),
+        **options,
+    )
 
 
 async def test_a_kernel_with_only_ipykernel_gets_the_hosts_kernel_side(
@@ -195,7 +205,7 @@ async def test_another_installed_version_is_shadowed_by_the_hosts(
     release = other_release(tmp_path / "site", "0.0.1", PROTOCOL_VERSION - 1)
     km = await kernel_with(bare_kernel_python, tmp_path, release)
     try:
-        async with ToolKernel(TOOLS, kernel=km, startup_timeout=600) as kernel:
+        async with ToolKernel(TOOLS, kernel=km, timeout=Timeout(start=600)) as kernel:
             assert kernel.bridge.kernel_info is not None
             assert kernel.bridge.kernel_info["injected"] is True
             assert (await kernel.execute(GATHER)).ok
@@ -212,7 +222,7 @@ async def test_another_version_loaded_at_start_is_a_protocol_mismatch_naming_bot
     km = await kernel_with(bare_kernel_python, tmp_path, release, "--ext=progtc_kernel")
     try:
         with pytest.raises(ProtocolMismatchError) as failure:
-            async with ToolKernel(TOOLS, kernel=km, startup_timeout=600):
+            async with ToolKernel(TOOLS, kernel=km, timeout=Timeout(start=600)):
                 pass
     finally:
         await km.shutdown_kernel(now=True)

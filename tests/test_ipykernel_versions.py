@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import LocalKernel, ToolKernel
 
 from .conftest import OTHER_LINES, interrupt_during_call, kernel_env
 from .test_tool_calls import interrupt_awaiting_code
@@ -44,7 +44,7 @@ async def test_replies_take_the_expected_route(line: str) -> None:
         running.set()
         await asyncio.Event().wait()
 
-    async with ToolKernel([lookup, stall], python=kernel_env(line)) as kernel:
+    async with ToolKernel([lookup, stall], kernel=LocalKernel(python=kernel_env(line))) as kernel:
         info = kernel.bridge.kernel_info
         assert info is not None and info["ipykernel"].startswith(line)
         assert info["shell_replies"] is True  # the interception is in place, not just planned

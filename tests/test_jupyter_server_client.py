@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from progtc_kernel import JupyterServer, ServerError, ToolKernel
+from progtc_kernel import JupyterServer, RemoteKernel, ServerError, ToolKernel
 from progtc_kernel.kernels.jupyter_server.frames import decode_frame, legacy_frame, v1_frame
 
 pytestmark = pytest.mark.fast
@@ -74,7 +74,9 @@ async def test_nothing_listening_is_reported_at_once() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
     with pytest.raises(ServerError, match="nothing answers at") as caught:
-        async with ToolKernel(server=JupyterServer(f"http://127.0.0.1:{port}", token="t")):
+        async with ToolKernel(
+            kernel=RemoteKernel(JupyterServer(f"http://127.0.0.1:{port}", token="t"))
+        ):
             pass
     assert caught.value.status is None
 
@@ -93,10 +95,10 @@ async def test_a_server_that_does_not_answer_is_reported_within_the_request_time
 ) -> None:
     server = JupyterServer(f"http://127.0.0.1:{mute_port}", token="t", request_timeout=1)
     with pytest.raises(ServerError, match="did not answer within 1 s"):
-        async with ToolKernel(server=server):
+        async with ToolKernel(kernel=RemoteKernel(server)):
             pass
 
 
 def test_kernel_id_without_a_server_is_refused() -> None:
     with pytest.raises(TypeError, match="server=JupyterServer"):
-        ToolKernel(kernel_id="abc")
+        ToolKernel(kernel_id="abc")  # type: ignore[arg-type]

@@ -91,7 +91,7 @@ async def session(
                 everything,
                 "--upstream",
                 UPSTREAM,
-                "--tool-timeout",
+                "--tool-call-timeout",
                 "5",
                 "--max-result-chars",
                 "50000",
@@ -198,8 +198,8 @@ async def test_an_upstream_that_hangs_fails_its_call_and_the_others_keep_working
     session: ClientSession,
 ) -> None:
     # hang() answers only once release() is called: the call can end only by the
-    # one timeout that governs it, --tool-timeout (5 s here; the kernel's default
-    # is 10 s, --upstream-timeout's was 60 s).
+    # one timeout that governs it, --tool-call-timeout (5 s here; the command's
+    # default is 60 s).
     result = await script(
         session,
         """\
@@ -226,13 +226,30 @@ def test_one_timeout_governs_a_tool_call_and_it_defaults_to_60_s() -> None:
 
     for argv, expected in (
         (["mcp"], 60.0),
-        (["mcp", "--tool-timeout", "12"], 12.0),
+        (["mcp", "--tool-call-timeout", "12"], 12.0),
+        (["mcp", "--tool-timeout", "12"], 12.0),  # old spellings: still work, and warn
         (["mcp", "--upstream-timeout", "12"], 12.0),
-        (["mcp", "--tool-timeout", "0"], None),
+        (["mcp", "--tool-call-timeout", "none"], None),
     ):
         toolset = toolset_for([], **toolset_options(_parser().parse_args(argv)))
-        assert toolset.kernel.tool_timeout == expected, argv
-    assert "--tool-timeout S, --upstream-timeout S" in progtc_kernel("mcp", "--help").stdout
+        assert toolset.kernel.timeout.tool_call == expected, argv
+    assert "--tool-call-timeout S" in progtc_kernel("mcp", "--help").stdout
+
+
+@pytest.mark.fast
+def test_mcp_says_server_as_every_command_does_and_still_takes_kernel_url() -> None:
+    from progtc_kernel import RemoteKernel
+    from progtc_kernel.cli import _parser
+    from progtc_kernel.cli.mcp import toolset_options
+    from progtc_kernel.integrations.mcp import toolset_for
+
+    for flag in ("--server", "--kernel-url"):
+        argv = ["mcp", flag, "http://127.0.0.1:8888", "--token", "T", "--kernel-name", "py"]
+        toolset = toolset_for([], **toolset_options(_parser().parse_args(argv)))
+        lifecycle = toolset.kernel.lifecycle
+        assert isinstance(lifecycle, RemoteKernel), flag
+        assert (lifecycle.server.url, lifecycle.server.token) == ("http://127.0.0.1:8888/", "T")
+        assert lifecycle.kernel_name == "py"
 
 
 # -- server-everything: tools whose names are not Python names ----------------------

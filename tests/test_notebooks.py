@@ -35,6 +35,7 @@ from progtc_kernel.integrations.nbclient import (
     inject_parameters,
 )
 from progtc_kernel.kernels.local import single_spec
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import TOOLS, bare_kernel_env, plain_kernel, selected_lines
 from .servers import jupyter_server, kernelspec
@@ -214,7 +215,7 @@ def test_a_cell_that_runs_past_its_timeout_is_interrupted(kernel_python: str) ->
 
     with pytest.raises(NotebookExecutionError) as raised:
         execute_notebook(
-            nb, tools=[wait_forever], python=kernel_python, timeout=2, tool_timeout=None
+            nb, tools=[wait_forever], python=kernel_python, timeout=Timeout(2, tool_call=None)
         )
 
     assert raised.value.ename == "CellTimeoutError"
@@ -243,7 +244,9 @@ def test_a_tool_call_past_its_tool_timeout_fails_in_the_cell(newest_kernel_pytho
         "except tools.ToolTimeoutError as error:\n    print(error.message)"
     )
 
-    nb = execute_notebook(nb, tools=[slow], python=newest_kernel_python, tool_timeout=0.5)
+    nb = execute_notebook(
+        nb, tools=[slow], python=newest_kernel_python, timeout=Timeout(None, tool_call=0.5)
+    )
 
     assert "0.5" in printed(nb.cells[1])
 

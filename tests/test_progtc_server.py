@@ -52,7 +52,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Jupy
         "--max-kernels",
         "8",
         "--pool-timeout",
-        "0",
+        "none",
     ).start()
     yield process
     process.stop()
@@ -70,6 +70,22 @@ async def get_weather(city: str, country: str) -> str:
 
 async def search_database(query: str) -> list[dict[str, Any]]:
     return [{"id": 1, "name": "Result"}]
+
+
+async def test_the_client_takes_a_jupyter_server_and_uses_its_settings(
+    served: JupyterProcess,
+) -> None:
+    from progtc_kernel import JupyterServer
+
+    # The URL ``jupyter server`` prints, token and all: JupyterServer reads the token
+    # from it, and the client uses that server (its headers, certificates, timeouts).
+    server = JupyterServer(f"{served.url}?token={served.token}", headers={"X-Run": "1"})
+    async with AsyncProgtcClient(server) as client:
+        result = await client.execute_code(
+            "from tools import get_weather\nprint(await get_weather('Oslo', 'NO'))",
+            tool_call_handlers={"get_weather": get_weather},
+        )
+    assert result.stdout == "Weather in Oslo, NO: Sunny, 22°C\n"
 
 
 # -- the seed's quick start, with only the import changed -----------------------------

@@ -29,7 +29,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import ToolDefinition
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import LocalKernel, ToolKernel
 from progtc_kernel._install import install_hint
 from progtc_kernel.integrations.pydantic_ai import CodeModeToolset
 
@@ -112,7 +112,8 @@ async def test_an_agent_reads_the_environment_runs_a_script_and_answers(kernel_p
         return ModelResponse(parts=[TextPart(f"Oslo: {seen['result']['weather']['Oslo']}")])
 
     toolset = CodeModeToolset(
-        toolsets=[FunctionToolset([get_weather, convert])], kernel=ToolKernel(python=kernel_python)
+        toolsets=[FunctionToolset([get_weather, convert])],
+        kernel=ToolKernel(kernel=LocalKernel(python=kernel_python)),
     )
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Weather?")
 
@@ -159,7 +160,7 @@ async def test_a_failing_script_is_reported_to_the_model_which_tries_again(
             )
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    toolset = CodeModeToolset([get_weather], kernel=ToolKernel(python=kernel_python))
+    toolset = CodeModeToolset([get_weather], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Go")
 
     first, _ = returns(result.all_messages())
@@ -192,7 +193,7 @@ async def test_an_mcp_servers_tools_are_forwarded_to_scripts(kernel_python: str)
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    toolset = CodeModeToolset(toolsets=[upstream], kernel=ToolKernel(python=kernel_python))
+    toolset = CodeModeToolset(toolsets=[upstream], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sum?")
 
     environment = returns(result.all_messages())[0].content
@@ -226,7 +227,7 @@ async def test_server_everythings_hyphenated_tools_are_served_under_python_names
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    toolset = CodeModeToolset(toolsets=[everything], kernel=ToolKernel(python=kernel_python))
+    toolset = CodeModeToolset(toolsets=[everything], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sum?")
 
     environment = returns(result.all_messages())[0].content
@@ -247,7 +248,7 @@ async def test_two_runs_at_once_each_script_gets_its_own_runs_tools_and_deps(
 ) -> None:
     accounts = FunctionToolset[str]([balance])
     accounts.add_function(audit_log, prepare=for_admins)
-    kernel = ToolKernel(python=kernel_python)
+    kernel = ToolKernel(kernel=LocalKernel(python=kernel_python))
     if started_by == "its owner":
         await kernel.start()
     toolset = CodeModeToolset(toolsets=[accounts], kernel=kernel)
@@ -305,7 +306,7 @@ async def test_two_agents_at_once_on_one_kernel_call_their_own_toolsets_tools(
         return f"Rain in {city}"
 
     # A kernel shared by toolsets is started by its owner, and outlives them.
-    async with ToolKernel(python=kernel_python) as kernel:
+    async with ToolKernel(kernel=LocalKernel(python=kernel_python)) as kernel:
         sunny = CodeModeToolset(toolsets=[FunctionToolset([get_weather])], kernel=kernel)
         rainy = CodeModeToolset(
             toolsets=[FunctionToolset([Tool(rainy_weather, name="get_weather")])], kernel=kernel
@@ -349,7 +350,7 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
     combined = CombinedToolset(
         [FunctionToolset([get_weather]), FunctionToolset([delete_account]).approval_required()]
     )
-    toolset = CodeModeToolset(toolsets=[combined], kernel=ToolKernel(python=kernel_python))
+    toolset = CodeModeToolset(toolsets=[combined], kernel=LocalKernel(python=kernel_python))
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Rome?")
 
     value = json.loads(result.output)
@@ -377,7 +378,7 @@ async def test_runs_one_after_another_start_the_kernel_each_unless_the_agent_is_
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
-    kernel = ToolKernel(python=kernel_python)
+    kernel = ToolKernel(kernel=LocalKernel(python=kernel_python))
     agent = Agent(
         FunctionModel(model),
         toolsets=[CodeModeToolset([get_weather], kernel=kernel, fresh_namespace=False)],
@@ -416,7 +417,7 @@ async def test_a_toolset_that_fails_to_enter_is_named_and_those_before_it_are_ex
     kernel_python: str, how: str
 ) -> None:
     log: list[str] = []
-    kernel = ToolKernel(python=kernel_python)
+    kernel = ToolKernel(kernel=LocalKernel(python=kernel_python))
     toolset = CodeModeToolset(
         toolsets=[Recorded("maps", log), Recorded("crm", log, fails=True), Recorded("mail", log)],
         kernel=kernel,

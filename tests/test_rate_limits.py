@@ -12,22 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from progtc_kernel import AsyncProgtcClient, ToolKernel
+from progtc_kernel import AsyncProgtcClient, RemoteKernel, ToolKernel
+from progtc_kernel.timeouts import Timeout
 
-from .conftest import kernel_env, selected_lines
 from .servers import JupyterProcess, jupyter_server, kernelspec
 
-pytestmark = pytest.mark.timeout(300)
+# How output is flushed before a call differs by ipykernel line.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ipykernel_lines]
 
 NOTICE = "IOPub data rate exceeded."
 
 
-@pytest.fixture(scope="module", params=selected_lines(), ids=lambda line: f"ipykernel-{line}")
+@pytest.fixture(scope="module")
 async def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    kernel_python: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[JupyterProcess]:
     home: Path = tmp_path_factory.mktemp("rate-limits")
-    kernelspec(home / "share", "progtc", kernel_env(request.param))
+    kernelspec(home / "share", "progtc", kernel_python)
     process = await jupyter_server(home).start()
     yield process
     process.stop()
@@ -39,7 +40,9 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
     # A call waits in the kernel while the server drops messages (a few of its 3 s
     # windows on a busy machine): give it time enough that only a lost call times out.
     async with ToolKernel(
-        [ping], server=served.server(), kernel_name="progtc", timeout=180, tool_timeout=60
+        [ping],
+        kernel=RemoteKernel(served.server(), kernel_name="progtc"),
+        timeout=Timeout(180, tool_call=60),
     ) as kernel:
         yield kernel
 
@@ -87,7 +90,7 @@ async def test_output_the_server_dropped_is_said_in_the_result(served: JupyterPr
     assert result.stdout == ""  # the server dropped it all
     assert NOTICE in result.stderr and "iopub_data_rate_limit" in result.stderr
 
-    async with ToolKernel(server=served.server(), kernel_name="progtc") as kernel:
+    async with ToolKernel(kernel=RemoteKernel(served.server(), kernel_name="progtc")) as kernel:
         small = await kernel.execute("print('fine')")
         assert small.stdout == "fine\n" and not small.output_dropped
         cut = await kernel.execute("print('z' * 5_000_000)")

@@ -22,6 +22,7 @@ from progtc_kernel import (
     ExtensionNotLoadedError,
     JupyterServer,
     ProgrammaticToolset,
+    RemoteKernel,
     ServerError,
     StreamOutput,
     ToolBridge,
@@ -29,11 +30,13 @@ from progtc_kernel import (
     ToolCallStarted,
     ToolKernel,
 )
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import (
     TOOLS,
     bare_kernel_env,
     build_env,
+    every_line,
     interrupt_during_call,
     kernel_env,
     selected_lines,
@@ -63,10 +66,18 @@ SERVERS: dict[str, Callable[[Path], JupyterProcess]] = {
 }
 
 
-# Every server kind on every ipykernel line. The fixture is parametrized by both itself
-# (rather than depending on the session's kernel_python) so that pytest keys its cache
-# by both: a server is never reused across lines.
-SERVED = [(line, kind) for line in selected_lines() for kind in SERVERS]
+# Every server kind on the newest ipykernel line, and the other lines on a Jupyter
+# Server (the websocket reaches the same reply routes; tests/test_ipykernel_versions.py
+# checks those on every line). PROGTC_TEST_EVERY_LINE=1: every kind on every line.
+# The fixture is parametrized by both itself (rather than depending on the session's
+# kernel_python) so that pytest keys its cache by both: a server is never reused
+# across lines.
+SERVED = [
+    (line, kind)
+    for line in selected_lines()
+    for kind in SERVERS
+    if every_line() or line == selected_lines()[-1] or kind == "jupyter-server"
+]
 SERVED_IDS = [f"ipykernel-{line}-{kind}" for line, kind in SERVED]
 
 
@@ -86,7 +97,9 @@ async def served(
 
 @pytest.fixture(scope="module")
 async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
-    async with ToolKernel(TOOLS, server=served.server(), kernel_name="progtc", timeout=120) as k:
+    async with ToolKernel(
+        TOOLS, kernel=RemoteKernel(served.server(), kernel_name="progtc"), timeout=120
+    ) as k:
         yield k
 
 
@@ -94,11 +107,10 @@ async def kernel(served: JupyterProcess) -> AsyncIterator[ToolKernel]:
 def remote_kernel(served: JupyterProcess) -> Callable[..., ToolKernel]:
     """A fresh ToolKernel on the server, with your own tools and options."""
 
-    def make(tools: Any = TOOLS, **options: Any) -> ToolKernel:
-        options.setdefault("server", served.server())
-        if "kernel_id" not in options:
-            options.setdefault("kernel_name", "progtc")
-        return ToolKernel(tools, **options)
+    def make(tools: Any = TOOLS, *, kernel_id: str | None = None, **options: Any) -> ToolKernel:
+        kernel_name = "progtc" if kernel_id is None else None
+        kernel = RemoteKernel(served.server(), kernel_id, kernel_name=kernel_name)
+        return ToolKernel(tools, kernel=kernel, **options)
 
     return make
 
@@ -190,7 +202,7 @@ async def test_a_slow_tool_times_out_in_the_kernel_and_is_cancelled_on_the_host(
             cancelled.set()
         return "never"
 
-    async with remote_kernel([slow], tool_timeout=0.5) as kernel:
+    async with remote_kernel([slow], timeout=Timeout(tool_call=0.5)) as kernel:
         result = await kernel.execute(
             "from tools import slow, ToolTimeoutError\n"
             "try:\n    await slow()\nexcept ToolTimeoutError as e:\n    print('timed out')"
@@ -295,27 +307,31 @@ async def test_a_bridge_that_drops_while_others_stay_connected_registers_again(
 async def test_a_wrong_or_missing_token_says_to_pass_the_right_one(served: JupyterProcess) -> None:
     for token in ("wrong", ""):
         with pytest.raises(ServerError, match="token") as caught:
-            async with ToolKernel(TOOLS, server=JupyterServer(served.url, token=token)):
+            async with ToolKernel(
+                TOOLS, kernel=RemoteKernel(JupyterServer(served.url, token=token))
+            ):
                 pass
         assert caught.value.status in (401, 403)
 
 
 async def test_an_unknown_kernel_id_is_named(served: JupyterProcess) -> None:
     with pytest.raises(ServerError, match="no kernel 'no-such-kernel'"):
-        async with ToolKernel(TOOLS, server=served.server(), kernel_id="no-such-kernel"):
+        async with ToolKernel(TOOLS, kernel=RemoteKernel(served.server(), "no-such-kernel")):
             pass
 
 
 async def test_an_unknown_kernelspec_lists_the_servers(served: JupyterProcess) -> None:
     with pytest.raises(ServerError, match=r"no kernelspec 'python9'.*progtc"):
-        async with ToolKernel(TOOLS, server=served.server(), kernel_name="python9"):
+        async with ToolKernel(TOOLS, kernel=RemoteKernel(served.server(), kernel_name="python9")):
             pass
 
 
 async def test_a_kernel_with_only_ipykernel_gets_the_hosts_kernel_side(
     served: JupyterProcess,
 ) -> None:
-    async with ToolKernel(TOOLS, server=served.server(), kernel_name="no-progtc") as kernel:
+    async with ToolKernel(
+        TOOLS, kernel=RemoteKernel(served.server(), kernel_name="no-progtc")
+    ) as kernel:
         assert kernel.bridge.kernel_info is not None
         assert kernel.bridge.kernel_info["injected"] is True
         result = await kernel.execute(
@@ -352,7 +368,9 @@ async def test_a_kernel_without_the_package_and_extension_installed_says_what_to
         match=r"the host was told not to bring its own \(extension='installed'\)",
     ):
         async with ToolKernel(
-            TOOLS, server=served.server(), kernel_name="no-progtc", extension="installed"
+            TOOLS,
+            kernel=RemoteKernel(served.server(), kernel_name="no-progtc"),
+            extension="installed",
         ):
             pass
 
@@ -371,7 +389,9 @@ async def test_a_dropped_websocket_comes_back_and_no_call_is_lost_or_run_twice(
             await asyncio.sleep(0)
             return 2 * n
 
-        async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
+        async with ToolKernel(
+            [double], kernel=RemoteKernel(server, kernel_name="progtc")
+        ) as kernel:
             result = await kernel.execute(
                 "import asyncio\nfrom tools import double\n"
                 "got = await asyncio.gather(*(double(n) for n in range(500)))\n"
@@ -405,7 +425,7 @@ async def test_a_server_that_vanishes_mid_run_ends_the_run(
 
     try:
         async with ToolKernel(
-            [vanish], server=doomed.server(reconnect_timeout=2), kernel_name="progtc"
+            [vanish], kernel=RemoteKernel(doomed.server(reconnect_timeout=2), kernel_name="progtc")
         ) as kernel:
             kernel_pid = int((await kernel.execute("import os\nprint(os.getpid())")).stdout)
             result = await kernel.execute("from tools import vanish\nawait vanish()")
@@ -446,7 +466,7 @@ def test_the_cli_names_a_wrong_combination_of_options(tmp_path: Path) -> None:
 
 
 async def test_a_toolset_runs_its_scripts_on_a_remote_kernel(served: JupyterProcess) -> None:
-    kernel = ToolKernel(server=served.server(), kernel_name="progtc")
+    kernel = ToolKernel(kernel=RemoteKernel(served.server(), kernel_name="progtc"))
     async with ProgrammaticToolset(TOOLS, kernel=kernel) as toolset:
         out = await toolset.execute_tool_script(
             "from tools import get_weather\ndef run():\n    return {'w': get_weather('Oslo', 'NO')}"
@@ -458,11 +478,10 @@ async def test_a_toolset_runs_its_scripts_on_a_remote_kernel(served: JupyterProc
 # -- a server out of reach for a while ----------------------------------------------------
 
 
-@pytest.mark.parametrize("line", selected_lines())
 async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kept(
-    line: str, tmp_path: Path
+    kernel_python: str, tmp_path: Path
 ) -> None:
-    kernelspec(tmp_path / "share", "progtc", kernel_env(line))
+    kernelspec(tmp_path / "share", "progtc", kernel_python)
     process = await jupyter_server(tmp_path).start()
 
     async def double(n: int) -> int:
@@ -473,7 +492,9 @@ async def test_a_server_back_after_the_reconnect_timeout_is_used_again_state_kep
             server = JupyterServer(
                 f"http://127.0.0.1:{proxy.port}", token=process.token, reconnect_timeout=1
             )
-            async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
+            async with ToolKernel(
+                [double], kernel=RemoteKernel(server, kernel_name="progtc")
+            ) as kernel:
                 await kernel.execute("kept = 21")
                 proxy.down = True  # out of reach, for longer than reconnect_timeout
                 proxy.cut()
@@ -508,7 +529,9 @@ async def test_a_server_that_came_back_without_the_kernel_gets_a_new_one(tmp_pat
             server = JupyterServer(
                 f"http://127.0.0.1:{proxy.port}", token=first.token, reconnect_timeout=1
             )
-            async with ToolKernel([double], server=server, kernel_name="progtc") as kernel:
+            async with ToolKernel(
+                [double], kernel=RemoteKernel(server, kernel_name="progtc")
+            ) as kernel:
                 await kernel.execute("kept = 21")
                 first.kill()  # its kernels die with it
 
@@ -535,7 +558,9 @@ async def test_a_kernel_without_the_extension_logs_no_error_for_the_host_leaving
     try:
         with pytest.raises(ExtensionNotLoadedError):
             async with ToolKernel(
-                TOOLS, server=process.server(), kernel_name="no-progtc", extension="loaded"
+                TOOLS,
+                kernel=RemoteKernel(process.server(), kernel_name="no-progtc"),
+                extension="loaded",
             ):
                 pass
         # Whatever the kernel wrote before it was shut down is in the log before this.

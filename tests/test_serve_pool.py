@@ -134,7 +134,7 @@ async def test_abandoned_sessions_are_ended_after_the_idle_timeout(tmp_path: Pat
         "--max-kernels",
         "3",
         "--pool-timeout",
-        "0",
+        "none",
         "--session-idle-timeout",
         "1",
     ).start()

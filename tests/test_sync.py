@@ -16,6 +16,7 @@ import pytest
 from progtc_kernel import (
     ExecutionFinished,
     KernelError,
+    LocalKernel,
     StreamOutput,
     SyncToolKernel,
     ToolCallFinished,
@@ -32,7 +33,7 @@ def loop_threads() -> list[threading.Thread]:
 
 
 def test_sync_kernel_in_a_script(kernel_python: str) -> None:
-    with SyncToolKernel(TOOLS, python=kernel_python) as kernel:
+    with SyncToolKernel(TOOLS, kernel=LocalKernel(python=kernel_python)) as kernel:
         kernel.execute("import tools\nhits = await tools.search_database('spa', limit=2)")
         result = kernel.execute("print(len(hits))")
         assert result.stdout == "2\n"
@@ -52,7 +53,7 @@ def test_every_public_method_and_property_of_tool_kernel_is_there_without_await(
 
 
 def test_stream_install_modules_running_and_settings(newest_kernel_python: str) -> None:
-    kernel = SyncToolKernel(TOOLS, python=newest_kernel_python)
+    kernel = SyncToolKernel(TOOLS, kernel=LocalKernel(python=newest_kernel_python))
     assert not kernel.running
     with kernel:
         assert kernel.running
@@ -94,7 +95,7 @@ def test_stream_install_modules_running_and_settings(newest_kernel_python: str) 
         assert last.result.error.kind == "cancelled"
 
         kernel.timeout = 0.5  # the kernel's own setting
-        assert kernel.kernel.timeout == 0.5
+        assert kernel.kernel.timeout.run == 0.5
         assert kernel.execute("import time\ntime.sleep(30)").error.kind == "timeout"
         assert kernel.kernel_manager is not None and kernel.bridge.kernel_info is not None
         kernel.restart()
@@ -105,12 +106,12 @@ def test_stream_install_modules_running_and_settings(newest_kernel_python: str) 
 
 def test_a_kernel_that_cannot_be_made_or_started_leaves_no_thread(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="kernel_id= names a kernel on a Jupyter Server"):
-        SyncToolKernel(kernel_id="x")
+        SyncToolKernel(kernel_id="x")  # type: ignore[arg-type]
     assert loop_threads() == []
 
     with (
         pytest.raises(KernelError, match="no Python interpreter at"),
-        SyncToolKernel(python=str(tmp_path / "python")),
+        SyncToolKernel(kernel=LocalKernel(python=str(tmp_path / "python"))),
     ):
         pass
     assert loop_threads() == []
@@ -122,7 +123,7 @@ async def test_run_works_inside_a_running_event_loop(newest_kernel_python: str) 
     result = run(
         "from tools import get_weather\nprint(await get_weather('Kyiv', 'UA'))",
         TOOLS,
-        python=newest_kernel_python,
+        kernel=LocalKernel(python=newest_kernel_python),
     )
     assert result.stdout == "Weather in Kyiv, UA: Sunny, 22°C\n"
     assert [call.name for call in result.tool_calls] == ["get_weather"]

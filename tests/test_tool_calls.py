@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydantic
+import pytest
 
-from progtc_kernel import ExecutionFinished, StreamOutput, SyncToolKernel, ToolKernel
+from progtc_kernel import ExecutionFinished, LocalKernel, StreamOutput, SyncToolKernel, ToolKernel
 from progtc_kernel.host.results import RunError
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import interrupt_during_call
 
@@ -118,7 +120,7 @@ async def test_a_result_json_cannot_carry_fails_at_once(
         return "lone \udc80 surrogate"
 
     # No tool_timeout: a result that never left the host would hang the call.
-    async with make_kernel([broken], tool_timeout=None) as kernel:
+    async with make_kernel([broken], timeout=Timeout(tool_call=None)) as kernel:
         result = await kernel.execute("import tools\ntools.broken()", timeout=120)
     assert result.error is not None and result.error.ename == "ToolError"
     assert "lone surrogate" in result.error.evalue
@@ -126,6 +128,7 @@ async def test_a_result_json_cannot_carry_fails_at_once(
     assert not call.ok
 
 
+@pytest.mark.ipykernel_lines
 async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -139,7 +142,7 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
             raise
         return "never"
 
-    async with make_kernel([slow], tool_timeout=0.3) as kernel:
+    async with make_kernel([slow], timeout=Timeout(tool_call=0.3)) as kernel:
         result = await kernel.execute(
             "import tools\n"
             "try:\n"
@@ -161,6 +164,7 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
         await cancelled.wait()
 
 
+@pytest.mark.ipykernel_lines
 async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKernel]) -> None:
     running: dict[str, asyncio.Event] = {tag: asyncio.Event() for tag in "abc"}
     cancelled: dict[str, asyncio.Event] = {tag: asyncio.Event() for tag in "abc"}
@@ -194,13 +198,14 @@ async def test_interrupt_cancels_pending_calls(make_kernel: Callable[..., ToolKe
         assert (await kernel.execute("print('alive')")).stdout == "alive\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_a_timeout_stops_awaiting_code_and_keeps_the_kernels_state(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
     async def stall() -> None:
         await asyncio.Event().wait()
 
-    async with make_kernel([stall], tool_timeout=None) as kernel:
+    async with make_kernel([stall], timeout=Timeout(tool_call=None)) as kernel:
         assert (await kernel.execute("x = 1")).ok
         for code in (
             "import asyncio\nawait asyncio.sleep(1000)",
@@ -229,6 +234,7 @@ async def interrupt_awaiting_code(kernel: ToolKernel) -> RunError | None:
     raise AssertionError("the run did not finish")
 
 
+@pytest.mark.ipykernel_lines
 async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -239,6 +245,7 @@ async def test_an_interrupt_stops_awaiting_code_and_keeps_the_kernels_state(
         assert (await kernel.execute("print(x)")).stdout == "1\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_a_hung_sync_tool_never_blocks_the_others(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -251,7 +258,9 @@ async def test_a_hung_sync_tool_never_blocks_the_others(
         return 1
 
     try:
-        async with make_kernel([hang, quick], tool_threads=1, tool_timeout=1) as kernel:
+        async with make_kernel(
+            [hang, quick], tool_threads=1, timeout=Timeout(tool_call=1)
+        ) as kernel:
             result = await kernel.execute(
                 "import asyncio, tools\n"
                 "out = await asyncio.gather(tools.hang(), tools.quick(), return_exceptions=True)\n"
@@ -279,7 +288,7 @@ async def test_waiting_for_a_thread_is_not_charged_to_the_tool_timeout(
         return n
 
     # One thread: the fourth call waits 2.4 s for it, longer than tool_timeout.
-    async with make_kernel([work], tool_threads=1, tool_timeout=2) as kernel:
+    async with make_kernel([work], tool_threads=1, timeout=Timeout(tool_call=2)) as kernel:
         result = await kernel.execute(
             "import asyncio, tools\n"
             "print(await asyncio.gather(*[tools.work(i) for i in range(4)]))\n"
@@ -287,6 +296,7 @@ async def test_waiting_for_a_thread_is_not_charged_to_the_tool_timeout(
     assert result.stdout == "[0, 1, 2, 3]\n", result.error
 
 
+@pytest.mark.ipykernel_lines
 async def test_a_tool_that_exits_or_interrupts_only_fails_its_call(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
@@ -314,7 +324,7 @@ async def test_a_tool_cannot_run_code_on_the_kernel_calling_it(kernel_python: st
         result = await kernel.execute("1")
         return str(result)
 
-    kernel = ToolKernel([nested], python=kernel_python)
+    kernel = ToolKernel([nested], kernel=LocalKernel(python=kernel_python))
     async with kernel:
         result = await kernel.execute("import tools\nawait tools.nested()")
     assert result.error is not None and result.error.ename == "ToolError"
@@ -328,7 +338,7 @@ def test_a_sync_tool_cannot_run_code_on_the_sync_kernel_calling_it(kernel_python
     def nested() -> str:
         return str(kernel.execute("1"))
 
-    kernel = SyncToolKernel([nested], python=kernel_python)
+    kernel = SyncToolKernel([nested], kernel=LocalKernel(python=kernel_python))
     with kernel:
         result = kernel.execute("import tools\ntools.nested()")
         assert result.error is not None
@@ -344,13 +354,15 @@ async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
     script.write_text(
         textwrap.dedent(f"""\
         import asyncio, threading
-        from progtc_kernel import ToolKernel
+        from progtc_kernel import LocalKernel, Timeout, ToolKernel
 
         def hang() -> None:
             threading.Event().wait()  # never returns
 
         async def main() -> None:
-            async with ToolKernel([hang], python={kernel_python!r}, tool_timeout=0.5) as k:
+            kernel = LocalKernel(python={kernel_python!r})
+            limits = Timeout(tool_call=0.5)
+            async with ToolKernel([hang], kernel=kernel, timeout=limits) as k:
                 result = await k.execute("import tools\\ntools.hang()")
                 print(result.error.ename)
 
@@ -365,6 +377,7 @@ async def test_a_hung_sync_tool_does_not_keep_the_host_from_exiting(
     assert done.returncode == 0
 
 
+@pytest.mark.ipykernel_lines
 async def test_thousands_of_gathered_calls_respect_the_in_flight_cap(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:

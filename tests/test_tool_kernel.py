@@ -16,13 +16,16 @@ from progtc_kernel import (
     ExecutionError,
     ExecutionFinished,
     KernelDiedError,
+    KernelLike,
     KernelStartError,
+    LocalKernel,
     StreamOutput,
     ToolCallFinished,
     ToolCallStarted,
     ToolKernel,
 )
 from progtc_kernel.kernels.local import single_spec
+from progtc_kernel.timeouts import Timeout
 
 from .conftest import build_env, plain_kernel, search_database
 
@@ -150,6 +153,7 @@ async def test_stream_yields_live_events_in_order(kernel: ToolKernel) -> None:
     assert isinstance(finished, ExecutionFinished) and finished.result.ok
 
 
+@pytest.mark.ipykernel_lines
 async def test_timeout_interrupts_and_keeps_partial_output(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "import time\nprint('partial', flush=True)\ntime.sleep(30)", timeout=1
@@ -159,16 +163,18 @@ async def test_timeout_interrupts_and_keeps_partial_output(kernel: ToolKernel) -
     assert (await kernel.execute("print('still usable')")).stdout == "still usable\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_timeout_during_a_tool_call(make_kernel: Callable[..., ToolKernel]) -> None:
     async def slow() -> None:
         await asyncio.Event().wait()
 
-    async with make_kernel([slow], tool_timeout=None) as kernel:
+    async with make_kernel([slow], timeout=Timeout(tool_call=None)) as kernel:
         result = await kernel.execute("import tools\nawait tools.slow()", timeout=0.5)
         assert result.error is not None and result.error.kind == "timeout"
         assert [c.error for c in result.tool_calls] == ["cancelled"]
 
 
+@pytest.mark.ipykernel_lines
 async def test_kernel_death_is_an_error_not_a_hang(kernel: ToolKernel) -> None:
     await kernel.execute("x = 1")
     result = await kernel.execute("import os\nos._exit(1)")
@@ -179,6 +185,7 @@ async def test_kernel_death_is_an_error_not_a_hang(kernel: ToolKernel) -> None:
     assert result.stdout == "False\n"
 
 
+@pytest.mark.ipykernel_lines
 async def test_restart_gives_a_fresh_process_with_the_same_tools(kernel: ToolKernel) -> None:
     await kernel.execute("import os\npid = os.getpid()")
     await kernel.restart()
@@ -209,13 +216,14 @@ async def test_a_running_kernel_is_attached_to_never_replaced(
     loaded = AsyncKernelManager()
     loaded.load_connection_file(str(connection_file))
     client = own_kernel.client()
-    kernel_given = {
+    kernels: dict[str, KernelLike] = {
         "manager": own_kernel,
         "connection file": str(connection_file),
         "loaded manager": loaded,
         "client": client,
         "connection info": dict(own_kernel.get_connection_info()),
-    }[given]
+    }
+    kernel_given = kernels[given]
 
     async with ToolKernel([search_database], kernel=kernel_given) as kernel:
         assert not kernel.lifecycle.owned
@@ -239,9 +247,10 @@ async def test_options_for_starting_a_kernel_cannot_apply_to_one_given(
     own_kernel: AsyncKernelManager,
 ) -> None:
     with pytest.raises(TypeError, match="cannot apply to the kernel given"):
-        ToolKernel(kernel=own_kernel, python="python3")
+        ToolKernel(kernel=own_kernel, python="python3")  # type: ignore[arg-type]
 
 
+@pytest.mark.ipykernel_lines
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 async def test_attaching_two_hundred_times_never_stalls(
     transport: str,
@@ -261,6 +270,7 @@ async def test_attaching_two_hundred_times_never_stalls(
         await km.shutdown_kernel(now=True)
 
 
+@pytest.mark.ipykernel_lines
 @pytest.mark.parametrize("given", ["manager", "connection file"])
 async def test_a_kernel_given_is_interrupted_and_its_death_reported_not_replaced(
     given: str,
@@ -280,20 +290,21 @@ async def test_a_kernel_given_is_interrupted_and_its_death_reported_not_replaced
     assert not await own_kernel.is_alive()
 
 
+@pytest.mark.ipykernel_lines
 async def test_kernel_death_cancels_the_tools_still_running(
     make_kernel: Callable[..., ToolKernel],
 ) -> None:
     cancelled = asyncio.Event()
 
     async def kill_the_kernel() -> None:
-        os.kill(kernel.kernel_manager.provisioner.pid, signal.SIGKILL)
+        os.kill(kernel.kernel_manager.provisioner.pid, signal.SIGKILL)  # type: ignore[union-attr]
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
-    kernel = make_kernel([kill_the_kernel], tool_timeout=None)
+    kernel = make_kernel([kill_the_kernel], timeout=Timeout(tool_call=None))
     async with kernel:
         result = await kernel.execute("import tools\nawait tools.kill_the_kernel()", timeout=None)
         assert result.error is not None and result.error.kind == "kernel_died"
@@ -308,7 +319,7 @@ async def test_an_interpreter_without_ipykernel_fails_fast_with_its_own_words() 
     bare = build_env("bare", [])
     with pytest.raises(KernelStartError) as failure:
         # A generous startup timeout: the death itself must end the wait.
-        async with ToolKernel(python=bare, startup_timeout=600):
+        async with ToolKernel(kernel=LocalKernel(python=bare), timeout=Timeout(start=600)):
             pass
     message = str(failure.value)
     assert "the kernel process exited while starting (exit code 1)" in message

@@ -13,8 +13,8 @@ import jsonschema
 import pydantic
 import pytest
 
-from progtc_kernel import ProgrammaticToolset, ScriptError, Tool, ToolKernel
-from progtc_kernel.host.errors import ToolDefinitionError
+from progtc_kernel import LocalKernel, ProgrammaticToolset, ScriptError, Tool, ToolKernel
+from progtc_kernel.exceptions import ToolDefinitionError
 from progtc_kernel.host.naming import ForeignTool, foreign_tools, python_name
 
 # The contract's schemas, as it states them.
@@ -56,7 +56,7 @@ TOOLS = [get_weather, find_hotels]
 
 @pytest.fixture(scope="module")
 async def toolset(kernel_python: str) -> AsyncIterator[ProgrammaticToolset]:
-    kernel = ToolKernel(python=kernel_python)
+    kernel = ToolKernel(kernel=LocalKernel(python=kernel_python))
     async with ProgrammaticToolset(TOOLS, kernel=kernel, max_tool_calls=50, timeout=60) as toolset:
         yield toolset
 
@@ -64,7 +64,7 @@ async def toolset(kernel_python: str) -> AsyncIterator[ProgrammaticToolset]:
 @pytest.fixture
 def make_toolset(kernel_python: str) -> Callable[..., ProgrammaticToolset]:
     def make(tools: Any = TOOLS, **options: Any) -> ProgrammaticToolset:
-        return ProgrammaticToolset(tools, kernel=ToolKernel(python=kernel_python), **options)
+        return ProgrammaticToolset(tools, kernel=LocalKernel(python=kernel_python), **options)
 
     return make
 

@@ -14,11 +14,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 from typing import TYPE_CHECKING, Any
 
-from ._common import CLI_TOKEN, UsageError, console, error_text, load_tools, seconds
+from ..timeouts import Timeout
+from ._common import (
+    CLI_TOKEN,
+    UsageError,
+    add_timeout_options,
+    console,
+    error_text,
+    load_tools,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,28 +88,18 @@ def add_parser(commands: Subcommands) -> None:
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
         "names in __all__, else its public functions (repeat to combine)",
     )
-    attach.add_argument(
-        "--tool-timeout",
-        type=seconds,
-        default=10.0,
-        metavar="S",
-        help="fail a tool call after S seconds (default: 10; 0: no limit)",
-    )
-    attach.add_argument(
-        "--timeout",
-        type=_positive,
-        default=30.0,
-        metavar="S",
-        help="give up when the kernel does not answer within S seconds (default: 30)",
+    add_timeout_options(
+        attach,
+        Timeout(),
+        kinds=("tool_call", "start", "request"),
+        helps={
+            "start": "give up when the kernel does not answer within S seconds (when "
+            "attaching, and when it restarts)",
+            "request": "fail an HTTP request to --server after S seconds",
+        },
+        deprecated={"tool_call": ["--tool-timeout"], "start": ["--timeout"]},
     )
     attach.set_defaults(handler=command)
-
-
-def _positive(text: str) -> float:
-    value = seconds(text)
-    if value is None:
-        raise argparse.ArgumentTypeError("give a positive number of seconds")
-    return value
 
 
 def command(args: argparse.Namespace) -> int:
@@ -136,7 +135,12 @@ def _kernel(args: argparse.Namespace) -> tuple[KernelLifecycle, str]:
     from ..kernels.jupyter_server import JupyterServer
 
     try:
-        server = JupyterServer(args.server, token=args.token, token_option=CLI_TOKEN)
+        server = JupyterServer(
+            args.server,
+            token=args.token,
+            token_option=CLI_TOKEN,
+            request_timeout=args.request_timeout,
+        )
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
     return server.kernel(args.kernel_id), f"kernel {args.kernel_id} on {server.url}"
@@ -162,18 +166,18 @@ def _connection_file(existing: str) -> str:
 async def _attach(
     lifecycle: KernelLifecycle, where: str, tools: ToolRegistry, args: argparse.Namespace
 ) -> int:
+    from ..exceptions import ExtensionNotLoadedError, KernelError
     from ..host.bridge import ToolBridge
-    from ..host.errors import ExtensionNotLoadedError, KernelError
     from .run import Printer
 
     out = console()
     printer = Printer(out, timeout=None)
     try:
         await lifecycle.start()  # the kernel exists, the token is right
-        bridge = ToolBridge(lifecycle, tools, tool_timeout=args.tool_timeout)
+        bridge = ToolBridge(lifecycle, tools, tool_timeout=args.tool_call_timeout)
         bridge.add_tool_listener(lambda parent, event: printer.show(event))
-        host = _Host(lifecycle, bridge, args.timeout, out)
-        info = await bridge.start(timeout=args.timeout)
+        host = _Host(lifecycle, bridge, args.start_timeout, out)
+        info = await bridge.start(timeout=args.start_timeout)
     except (KernelError, OSError, ValueError) as exc:
         await lifecycle.shutdown()
         if isinstance(exc, ExtensionNotLoadedError):
@@ -204,7 +208,7 @@ class _Host:
     notices a kernel that went away, and detaches cleanly."""
 
     def __init__(
-        self, lifecycle: KernelLifecycle, bridge: ToolBridge, timeout: float, out: Console
+        self, lifecycle: KernelLifecycle, bridge: ToolBridge, timeout: float | None, out: Console
     ) -> None:
         self.lifecycle = lifecycle
         self.bridge = bridge
@@ -300,7 +304,7 @@ class _Host:
 
         async def probe(old: str | None) -> None:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
+            deadline = math.inf if self.timeout is None else loop.time() + self.timeout
             while self.kernel_session == old and loop.time() < deadline:
                 self.bridge.transport.send("shell", "kernel_info_request", {})
                 await asyncio.sleep(PROBE_INTERVAL)  # pacing: the answer is the event
@@ -308,7 +312,7 @@ class _Host:
         self.probing = asyncio.ensure_future(probe(self.kernel_session))
 
     async def _register_again(self) -> None:
-        from ..host.errors import KernelError
+        from ..exceptions import KernelError
 
         try:
             await self.bridge.reopen(timeout=self.timeout)
@@ -338,7 +342,7 @@ async def _liveness(lifecycle: KernelLifecycle) -> tuple[str | None, bool]:
     """``(why the kernel is gone for good, or None; whether it answers now)``, learned
     without sending the kernel a message: from the server's REST API, or from the
     local kernel's connection file and heartbeat."""
-    from ..host.errors import ServerError
+    from ..exceptions import ServerError
     from ..kernels.jupyter_server import RemoteKernel
     from ..kernels.local import AttachedKernel
 

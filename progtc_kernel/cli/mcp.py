@@ -7,7 +7,9 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, load_tools, seconds
+from ..exceptions import UpstreamStartError
+from ..timeouts import MCP_TIMEOUT
+from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
 if TYPE_CHECKING:
     from ._common import Subcommands
@@ -37,17 +39,6 @@ def add_parser(commands: Subcommands) -> None:
         help="an MCP server to start; its tools become tools scripts can call (repeatable)",
     )
     mcp.add_argument(
-        "--tool-timeout",
-        "--upstream-timeout",
-        type=seconds,
-        default=60.0,
-        metavar="S",
-        dest="tool_timeout",
-        help="fail a tool call after S seconds, a --tools function's or an "
-        "--upstream server's alike: the one timeout of a call (default: 60; 0: "
-        "no limit; --upstream-timeout is its old name)",
-    )
-    mcp.add_argument(
         "--module",
         action="append",
         dest="modules",
@@ -61,12 +52,17 @@ def add_parser(commands: Subcommands) -> None:
         metavar="N",
         help="tool calls one script may make (default: no limit)",
     )
-    mcp.add_argument(
-        "--timeout",
-        type=seconds,
-        default=60.0,
-        metavar="S",
-        help="stop a script after S seconds (default: 60; 0: no limit)",
+    add_timeout_options(
+        mcp,
+        MCP_TIMEOUT,
+        kinds=("run", "tool_call", "start", "request"),
+        helps={
+            "run": "stop a script after S seconds",
+            "tool_call": "fail a tool call after S seconds, a --tools function's or an "
+            "--upstream server's alike: the one timeout of a call",
+            "request": "fail an HTTP request to --kernel-url after S seconds",
+        },
+        deprecated={"tool_call": ["--tool-timeout", "--upstream-timeout"]},
     )
     mcp.add_argument(
         "--max-result-chars",
@@ -78,7 +74,9 @@ def add_parser(commands: Subcommands) -> None:
         "--python", metavar="PATH", help="the local kernel's interpreter (default: this one)"
     )
     mcp.add_argument(
-        "--kernel-url",
+        "--server",
+        "--kernel-url",  # its first spelling; --server is every command's
+        dest="server",
         metavar="URL",
         help="run scripts on a kernel of this Jupyter Server or gateway",
     )
@@ -107,15 +105,15 @@ def command(args: argparse.Namespace) -> int:
         from ..integrations.mcp import serve
     except ImportError as exc:  # names the pip install that fixes it
         raise UsageError(str(exc)) from None
-    if args.kernel_url and args.python:
+    if args.server and args.python:
         raise UsageError(
-            "--python picks a local interpreter; with --kernel-url the server "
+            "--python picks a local interpreter; with --server the server "
             "runs the kernel: pick its kernelspec with --kernel-name"
         )
     tools = load_tools(args.tools)
     try:
         asyncio.run(serve(tools, upstreams=args.upstream, **toolset_options(args)))
-    except (ValueError, RuntimeError) as exc:  # bad options, an upstream that cannot start
+    except (ValueError, UpstreamStartError) as exc:  # bad options, an upstream that cannot start
         raise UsageError(str(exc)) from None
     return 0
 
@@ -123,13 +121,12 @@ def command(args: argparse.Namespace) -> int:
 def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of ``progtc_kernel.integrations.mcp.toolset_for`` the command gives."""
     return {
-        "tool_timeout": args.tool_timeout,
+        "timeout": timeout_from(args, MCP_TIMEOUT),
         "python": args.python,
-        "kernel_url": args.kernel_url,
+        "server": args.server,
         "token": args.token,
         "kernel_name": args.kernel_name,
         "supported_modules": args.modules,
         "max_tool_calls": args.max_tool_calls,
-        "timeout": args.timeout,
         **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
     }

@@ -12,23 +12,22 @@ errors (a missing notebook, bad tools or parameters, a kernel that cannot start)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import math
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, console, load_tools, seconds
+from ..timeouts import NOTEBOOK_TIMEOUT
+from ._common import UsageError, add_timeout_options, console, load_tools, timeout_from
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from ..host.threads import LoopThread
     from ..integrations.nbclient import NotebookExecutionError, ToolNotebookClient
     from ._common import Subcommands
 
@@ -73,19 +72,11 @@ def add_parser(commands: Subcommands) -> None:
         metavar=("NAME", "VALUE"),
         help="set a parameter to VALUE as a string, as it is",
     )
-    notebook.add_argument(
-        "--timeout",
-        type=seconds,
-        default=None,
-        metavar="S",
-        help="interrupt a cell after S seconds (default: no limit)",
-    )
-    notebook.add_argument(
-        "--tool-timeout",
-        type=seconds,
-        default=10.0,
-        metavar="S",
-        help="fail a tool call after S seconds (default: 10; 0: no limit)",
+    add_timeout_options(
+        notebook,
+        NOTEBOOK_TIMEOUT,
+        helps={"run": "interrupt a cell after S seconds"},
+        deprecated={"tool_call": ["--tool-timeout"]},
     )
     kernel = notebook.add_mutually_exclusive_group()
     kernel.add_argument(
@@ -125,10 +116,15 @@ def parameter_value(text: str) -> Any:
 
 def command(args: argparse.Namespace) -> int:
     try:
-        from ..integrations.nbclient import ToolNotebookClient, inject_parameters
+        from ..integrations.nbclient import (
+            ToolNotebookClient,
+            inject_parameters,
+            nbclient_timeouts,
+        )
     except ImportError as exc:
         raise UsageError(str(exc)) from None
 
+    limits = timeout_from(args, NOTEBOOK_TIMEOUT)
     nb = _read(args.input)
     tools = load_tools(args.tools)
     parameters = {name: parameter_value(value) for name, value in args.parameter}
@@ -142,11 +138,11 @@ def command(args: argparse.Namespace) -> int:
         client = ToolNotebookClient(
             nb,
             tools=tools,
-            tool_timeout=args.tool_timeout,
+            tool_call_timeout=limits.tool_call,
             python=args.python,
             kernel_name=args.kernel_name or "",
             allow_errors=args.allow_errors,
-            timeout=None if args.timeout is None else math.ceil(args.timeout),
+            **nbclient_timeouts(limits),
             resources={"metadata": {"path": os.fspath(cwd)}},
         )
         client.timeout_option = "--timeout S"
@@ -189,7 +185,7 @@ class _Run:
         self.console = console
         self.started = False  # a cell has run: the kernel came up
         self.interrupted = False
-        self.loop = asyncio.new_event_loop()
+        self.loop_thread: LoopThread | None = None
         self.cells = [
             i
             for i, cell in enumerate(client.nb.cells)
@@ -234,41 +230,31 @@ class _Run:
         return status
 
     def _execute(self) -> None:
-        """Run the notebook on a thread of its own, so that Ctrl-C reaches this one
-        (nbclient takes SIGINT for itself on the main thread) and interrupts the
+        """Run the notebook on a loop thread of its own, so that Ctrl-C reaches this
+        one (nbclient takes SIGINT for itself on the main thread) and interrupts the
         running cell, as Jupyter's interrupt button does; the run stops there."""
-        outcome: list[BaseException] = []
-        finished = threading.Event()  # not Thread.join(): after a Ctrl-C, it returns early
+        from ..host.threads import LoopThread
 
-        def work() -> None:
-            try:
-                self.loop.run_until_complete(self.client.async_execute())
-            except BaseException as exc:
-                outcome.append(exc)
-            finally:
-                self.loop.close()
-                finished.set()
-
-        threading.Thread(target=work, name="progtc-kernel-notebook", daemon=True).start()
+        self.loop_thread = LoopThread("progtc-kernel-notebook")
+        running = self.loop_thread.submit(self.client.async_execute())
         try:
-            finished.wait()
+            running.result()  # waits, yet a Ctrl-C comes through
         except KeyboardInterrupt:
             self.interrupted = True
             self._interrupt_kernel()
-            finished.wait()  # a second Ctrl-C leaves at once; the kernel exits with us
-        if outcome:
-            raise outcome[0]
+            running.result()  # a second Ctrl-C leaves at once; the kernel exits with us
+        finally:
+            if running.done():
+                self.loop_thread.stop(timeout=10)
 
     def _interrupt_kernel(self) -> None:
         from jupyter_core.utils import ensure_async
 
         km = self.client.km
-        if km is None or self.loop.is_closed():
+        if km is None or self.loop_thread is None or self.loop_thread.closed:
             return
         with contextlib.suppress(Exception):  # not started, or already gone: nothing to stop
-            asyncio.run_coroutine_threadsafe(ensure_async(km.interrupt_kernel()), self.loop).result(
-                timeout=10
-            )
+            self.loop_thread.submit(ensure_async(km.interrupt_kernel())).result(timeout=10)
 
     def _follow(self, progress: Progress, task: TaskID) -> None:
         """Move the bar on as cells start and finish (nbclient's hooks)."""

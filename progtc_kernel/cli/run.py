@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import CLI_TOKEN, UsageError, console, load_tools, seconds
+from ..timeouts import Timeout
+from ._common import CLI_TOKEN, UsageError, add_timeout_options, console, load_tools, timeout_from
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,19 +49,12 @@ def add_parser(commands: Subcommands) -> None:
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
         "names in __all__, else its public functions (repeat to combine)",
     )
-    run.add_argument(
-        "--timeout",
-        type=seconds,
-        default=30.0,
-        metavar="S",
-        help="interrupt the code after S seconds (default: 30; 0: no limit)",
-    )
-    run.add_argument(
-        "--tool-timeout",
-        type=seconds,
-        default=10.0,
-        metavar="S",
-        help="fail a tool call after S seconds (default: 10; 0: no limit)",
+    add_timeout_options(
+        run,
+        Timeout(),
+        kinds=("run", "tool_call", "start", "request"),
+        helps={"request": "fail an HTTP request to --server after S seconds"},
+        deprecated={"tool_call": ["--tool-timeout"]},
     )
     run.add_argument(
         "--python",
@@ -114,16 +108,24 @@ def _read_script(script: str) -> str:
 
 
 async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
-    from ..host.errors import KernelError
+    from ..exceptions import KernelError
     from ..host.tool_kernel import ToolKernel
     from ..kernels.jupyter_server import JupyterServer
+    from ..kernels.resolve import described_kernel
 
+    timeout = timeout_from(args)
     problem = _remote_usage(args)
     if problem:
         raise UsageError(problem)
     try:
         server = (
-            JupyterServer(args.server, token=args.token, token_option=CLI_TOKEN)
+            JupyterServer(
+                args.server,
+                token=args.token,
+                token_option=CLI_TOKEN,
+                request_timeout=timeout.request,
+                start_timeout=timeout.start,
+            )
             if args.server
             else None
         )
@@ -131,12 +133,13 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
         raise UsageError(f"--server: {exc}") from None
     kernel = ToolKernel(
         tools,
-        python=args.python,
-        kernel_name=args.kernel_name,
-        server=server,
-        kernel_id=args.kernel_id,
-        timeout=args.timeout,
-        tool_timeout=args.tool_timeout,
+        kernel=described_kernel(
+            python=args.python,
+            kernel_name=args.kernel_name,
+            server=server,
+            kernel_id=args.kernel_id,
+        ),
+        timeout=timeout,
     )
     try:
         await kernel.start()
@@ -149,7 +152,7 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
             else ""
         )
         raise UsageError(f"could not start a kernel{where}: {exc}") from None
-    return await _stream(kernel, code, timeout=args.timeout)
+    return await _stream(kernel, code, timeout=timeout.run)
 
 
 def _remote_usage(args: argparse.Namespace) -> str | None:
@@ -275,7 +278,8 @@ class Printer:
             self.console.print(
                 Text.assemble(
                     (f"timed out{after}: ", "bold red"),
-                    f"{error.evalue}; give it longer with --timeout S, or --timeout 0 for no limit",
+                    f"{error.evalue}; give it longer with --timeout S, or --timeout none "
+                    "for no limit",
                 )
             )
         elif error.traceback:  # it ends with the error itself

@@ -16,7 +16,8 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
-from ._common import UsageError, seconds
+from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_SEND, DEFAULT_SESSION_IDLE, Timeout
+from ._common import UsageError, add_timeout_options, seconds
 
 # What progtc clients sending 'Authorization: Bearer' get (progtc_api.DIALECTS; not
 # imported from there: that needs the server extra).
@@ -47,19 +48,15 @@ def add_parser(commands: Subcommands) -> None:
         "a key on the command line shows in ps. Without either, a key is "
         "generated and printed (on a loopback --host only)",
     )
-    serve.add_argument(
-        "--tool-call-timeout",
-        type=seconds,
-        default=10.0,
-        metavar="S",
-        help="ceiling of one tool call (default: 10; 0: none)",
-    )
-    serve.add_argument(
-        "--code-execution-timeout",
-        type=seconds,
-        default=30.0,
-        metavar="S",
-        help="ceiling of one execution (default: 30; 0: none)",
+    add_timeout_options(
+        serve,
+        Timeout(),
+        helps={
+            "run": "ceiling of one execution",
+            "tool_call": "ceiling of one tool call",
+            "start": "how long a pool kernel may take to start and load the extension",
+        },
+        aliases={"run": ["--code-execution-timeout"]},  # progtc's spelling
     )
     serve.add_argument(
         "--pool-size", type=int, default=2, metavar="N", help="warm kernels kept ready (default: 2)"
@@ -74,17 +71,17 @@ def add_parser(commands: Subcommands) -> None:
     serve.add_argument(
         "--pool-timeout",
         type=seconds,
-        default=30.0,
+        default=DEFAULT_POOL_WAIT,
         metavar="S",
-        help="how long a request waits for a free kernel (default: 30; 0: no limit)",
+        help="how long a request waits for a free kernel (default: 30; none: no limit)",
     )
     serve.add_argument(
         "--session-idle-timeout",
         type=seconds,
-        default=600.0,
+        default=DEFAULT_SESSION_IDLE,
         metavar="S",
         help="end a named session (and its kernel) nobody has used for S "
-        "seconds (default: 600; 0: never)",
+        "seconds (default: 600; none: never)",
     )
     serve.add_argument(
         "--kernel-name",
@@ -112,7 +109,7 @@ def add_parser(commands: Subcommands) -> None:
     serve.add_argument(
         "--send-timeout",
         type=seconds,
-        default=60.0,
+        default=DEFAULT_SEND,
         metavar="S",
         help="a progtc API client that takes nothing the server sends for "
         "this long is cut off (default: 60)",
@@ -181,7 +178,8 @@ def command(args: argparse.Namespace) -> int:
         pool_timeout=args.pool_timeout,
         kernel_name=args.kernel_name,
         tool_call_timeout=args.tool_call_timeout,
-        code_execution_timeout=args.code_execution_timeout,
+        code_execution_timeout=args.run_timeout,
+        start_timeout=args.start_timeout,
         progtc_dialect=args.progtc_dialect,
         max_output=args.max_output,
         send_timeout=args.send_timeout,

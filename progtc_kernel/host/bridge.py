@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -21,21 +22,28 @@ import pydantic_core
 
 from .._install import install_hint
 from .._wire import BadMessages
+from ..exceptions import (
+    ExtensionNotLoadedError,
+    KernelDiedError,
+    KernelError,
+    ProtocolMismatchError,
+)
 from ..kernels.base import KernelLifecycle, Transport
-from ..kernels.local import lifecycle_for
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
+    PROTOCOL_VERSION,
     CallsBody,
     CancelledBody,
     Channel,
     ErrorBody,
+    Packed,
     ReadyBody,
     RegisterBody,
     pack,
 )
+from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
-from .errors import ExtensionNotLoadedError, KernelDiedError, KernelError, ProtocolMismatchError
 from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
 from .rate_limits import RateLimitResender
@@ -78,7 +86,7 @@ class ToolBridge:
         kernel: Any,
         tools: ToolsLike = None,
         *,
-        tool_timeout: float | None = 10.0,
+        tool_timeout: float | None = DEFAULT_TOOL_CALL,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
         extension: ExtensionPolicy = "inject",
@@ -116,10 +124,13 @@ class ToolBridge:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
+    async def start(
+        self, *, timeout: float | None = DEFAULT_START, fresh: bool = False
+    ) -> ReadyBody:
         """Connect, register the tools and wait until the kernel confirms.
 
-        ``fresh``: the kernel is starting right now (its first iopub message is news)."""
+        ``timeout``: seconds it may take (``None``: no limit). ``fresh``: the kernel is
+        starting right now (its first iopub message is news)."""
         if not self._started:
             self.transport.add_reconnect_listener(self._on_reconnect)
             await self.transport.start(self._on_message)
@@ -130,13 +141,15 @@ class ToolBridge:
             await self.close()
             raise
 
-    async def reopen(self, *, timeout: float = 30.0, fresh: bool = False) -> ReadyBody:
+    async def reopen(
+        self, *, timeout: float | None = DEFAULT_START, fresh: bool = False
+    ) -> ReadyBody:
         """Register afresh (after a kernel restart) and wait until the kernel confirms."""
         await self._until_iopub_flows(timeout, fresh)
         self.open()
         return await self.wait_ready(timeout)
 
-    async def _until_iopub_flows(self, timeout: float, fresh: bool) -> None:
+    async def _until_iopub_flows(self, timeout: float | None, fresh: bool) -> None:
         """A fresh iopub subscription misses what is published before it lands.
 
         A starting kernel announces itself on iopub: any message proves the way open.
@@ -148,11 +161,11 @@ class ToolBridge:
         if fresh:
             seen = self._iopub_seen = loop.create_future()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(seen), min(timeout, 5))
+                await asyncio.wait_for(asyncio.shield(seen), min(timeout or 5, 5))
             if seen.done():
                 return
         live = self._probe_seen = loop.create_future()
-        deadline = loop.time() + timeout
+        deadline = math.inf if timeout is None else loop.time() + timeout
         try:
             while not live.done():
                 self._probes.add(self.transport.send("control", "kernel_info_request", {}))
@@ -160,7 +173,7 @@ class ToolBridge:
                     await asyncio.wait_for(asyncio.shield(live), 0.2)
                 if not live.done() and loop.time() > deadline:
                     raise KernelDiedError(
-                        f"the kernel did not answer within {timeout:g} s; is it running?"
+                        f"the kernel did not answer within {timeout or 0:g} s; is it running?"
                     )
         finally:
             self._probes.clear()
@@ -197,20 +210,22 @@ class ToolBridge:
         )
         self._registered = self.tools.fingerprint
 
-    async def wait_ready(self, timeout: float = 30.0) -> ReadyBody:
-        """Wait until the kernel confirms the comm (again, after a reconnect)."""
+    async def wait_ready(self, timeout: float | None = DEFAULT_START) -> ReadyBody:
+        """Wait until the kernel confirms the comm (again, after a reconnect); at most
+        ``timeout`` seconds (``None``: no limit)."""
         assert self._ready is not None, "call start() first"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             ready = self._ready
             try:
                 info = await asyncio.wait_for(
-                    asyncio.shield(ready), max(0.0, deadline - loop.time())
+                    asyncio.shield(ready),
+                    None if deadline is None else max(0.0, deadline - loop.time()),
                 )
             except asyncio.TimeoutError:
                 raise KernelError(
-                    f"the kernel did not confirm the progtc_kernel comm within {timeout:g} "
+                    f"the kernel did not confirm the progtc_kernel comm within {timeout or 0:g} "
                     "s; is it busy, or not an IPython kernel?"
                 ) from None
             except KernelError:
@@ -221,7 +236,7 @@ class ToolBridge:
                 break
         self.kernel_info = info
         # On shell, so that the kernel learns which connection is ours (see protocol).
-        self._send("shell", "hello", {})
+        self._send("shell", pack("hello", {}))
         return info
 
     async def close(self) -> None:
@@ -283,8 +298,8 @@ class ToolBridge:
             and not self._ready.exception()
         ):
             return
-        self._send("shell", "hello", {})
-        self._send("control", "resume", {})
+        self._send("shell", pack("hello", {}))
+        self._send("control", pack("resume", {}))
         self._ready = asyncio.get_running_loop().create_future()
         self._recovery = asyncio.ensure_future(self._recover(self._ready))
 
@@ -322,7 +337,7 @@ class ToolBridge:
         registry = ToolRegistry.of(tools)
         self.tools = registry
         if registry.fingerprint != self._registered and self.comm_id:
-            self._send("shell", "tools", self._register_body())
+            self._send("shell", pack("tools", self._register_body(), pydantic_core.to_json))
             self._registered = registry.fingerprint
 
     def _register_body(self) -> RegisterBody:
@@ -381,7 +396,7 @@ class ToolBridge:
     def _resume(self) -> None:
         """Have the kernel send again every call still waiting for a result."""
         if self.comm_id:
-            self._send("control", "resume", {})
+            self._send("control", pack("resume", {}))
 
     # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 
@@ -403,7 +418,16 @@ class ToolBridge:
         self._resolve_ready(body)
 
     def on_error(self, body: ErrorBody) -> None:
-        self._resolve_ready(ProtocolMismatchError(mismatch(body)))
+        """The kernel could not use a message of ours (it says which, and why)."""
+        ready = self._ready
+        if ready is None or ready.done():  # registered: it failed the calls concerned
+            self.bad_messages.report("refused by the kernel", body["message"])
+        elif body.get("protocol") == PROTOCOL_VERSION:
+            self._resolve_ready(
+                ProtocolMismatchError(f"the kernel refused this host: {body['message']}")
+            )
+        else:  # protocol 1 kernels sent the message alone
+            self._resolve_ready(ProtocolMismatchError(mismatch(body)))
 
     def _on_comm_close(self) -> None:
         if self._ready is not None and self._ready.done() and not self._ready.exception():
@@ -453,8 +477,9 @@ class ToolBridge:
 
     # -- sending -------------------------------------------------------------------
 
-    def _send(self, channel: Channel, kind: str, body: Any) -> None:
-        data, buffers = pack(kind, body, pydantic_core.to_json)
+    def _send(self, channel: Channel, message: Packed) -> None:
+        """Send one protocol message (built by ``protocol.pack``) on our comm."""
+        data, buffers = message
         self.transport.send(
             channel, "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
         )
@@ -472,7 +497,9 @@ def _transport_for(kernel: Any) -> Transport:
     if hasattr(kernel, "get_connection_info") or isinstance(kernel, (str, os.PathLike, dict)):
         # A KernelManager, a KernelClient, connection info: the lifecycle of that
         # kernel opens the connection (and is not started: someone else runs it).
-        return lifecycle_for(kernel).connect()  # type: ignore[no-any-return]
+        from ..kernels.resolve import resolve_kernel
+
+        return resolve_kernel(kernel).connect()
     raise TypeError(
         f"ToolBridge cannot reach a kernel through {type(kernel).__name__}; pass a "
         "KernelManager, a KernelClient, a connection-info dict or file, a remote kernel "

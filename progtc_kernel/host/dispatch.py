@@ -42,7 +42,13 @@ class KernelMessageHandler(Protocol):
 def dispatch_comm_msg(
     msg: dict[str, Any], handler: KernelMessageHandler, bad_messages: BadMessages
 ) -> None:
-    """Hand one comm message to ``handler``; one that cannot be read is reported."""
+    """Hand one comm message to ``handler``; one that cannot be read is reported.
+
+    Args:
+        msg: the kernel's ``comm_msg``.
+        handler: receives the message, its body checked against its type.
+        bad_messages: where a message that cannot be read is counted and logged.
+    """
     version, kind = unpack_header(msg["content"].get("data") or {})
     if version != PROTOCOL_VERSION and kind != "error":  # every version reads errors
         bad_messages.report(
@@ -70,7 +76,11 @@ def _dispatch(handler: KernelMessageHandler, kind: str, body: bytes, parent_id: 
 
 
 def mismatch(error: ErrorBody) -> str:
-    """Why a kernel refused this host, and what to do about it."""
+    """Why a kernel of another version refused this host, and what to do about it.
+
+    Args:
+        error: the kernel's ``error`` body.
+    """
     theirs = (
         f"progtc-kernel {error['package']} (protocol {error['protocol']})"
         if "package" in error and "protocol" in error

@@ -19,8 +19,8 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from ..exceptions import ToolDefinitionError
 from ..protocol import ParameterSpec, ToolSpec
-from .errors import ToolDefinitionError
 from .threads import ToolThreads
 from .tools import ArgumentsInvalid, QueueHook, ResultInvalid, Tool, check_name
 

@@ -29,7 +29,14 @@ EXTENSION_POLICIES: tuple[ExtensionPolicy, ...] = ("inject", "installed", "loade
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Every module the kernel side imports, relative to the package (a test checks that
 # a kernel with only ipykernel imports nothing beyond them).
-_KERNEL_SIDE = ("__init__.py", "_version.py", "protocol.py", "_wire.py", "exceptions.py")
+_KERNEL_SIDE = (
+    "__init__.py",
+    "_version.py",
+    "_python.py",
+    "protocol.py",
+    "_wire.py",
+    "exceptions.py",
+)
 
 
 def kernel_side_files() -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ToolDefinitionError
+from ..exceptions import ToolDefinitionError
 from .tools import Tool, ToolRegistry
 
 

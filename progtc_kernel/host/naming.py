@@ -23,7 +23,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from .errors import ToolDefinitionError
+from ..exceptions import ToolDefinitionError
 from .tools import Tool
 
 log = logging.getLogger("progtc_kernel.tools")

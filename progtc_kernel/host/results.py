@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import ExecutionError
+from ..exceptions import ExecutionError
 
 ErrorKind = Literal["syntax", "runtime", "timeout", "cancelled", "kernel_died"]
 

@@ -16,8 +16,8 @@ import keyword
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ..exceptions import ToolDefinitionError
 from ..protocol import ParameterSpec, ToolSpec
-from .errors import ToolDefinitionError
 from .function_tool import encode_json
 from .threads import ToolThreads
 from .tools import ArgumentsInvalid, QueueHook, ResultInvalid, Tool, check_name

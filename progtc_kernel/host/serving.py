@@ -9,16 +9,18 @@ import contextvars
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from ..protocol import Channel
+from ..protocol import Channel, Packed, pack
 from .events import Event, ToolCallFinished, ToolCallStarted
 from .results import ToolCallRecord
 from .threads import ToolThreads
 from .tools import ToolRegistry
 
-# Sends one progtc message to the kernel: (channel, type, body).
-SendToKernel = Callable[[Channel, str, Any], None]
+# Sends one progtc message (built by ``protocol.pack``) to the kernel on a channel.
+SendToKernel = Callable[[Channel, Packed], None]
+# Tells the kernel calls wait for a free thread (``queued``), or run now (``started``).
+Notice = Literal["queued", "started"]
 # Called with the msg_id of the request whose code made the call, and the event.
 ToolEventListener = Callable[[str | None, Event], None]
 
@@ -61,7 +63,7 @@ class CallServer:
         self._answered: OrderedDict[int, bytes] = OrderedDict()  # call id -> result entry
         self._answered_bytes = 0
         self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
-        self._notices: dict[tuple[str, Channel], list[int]] = {}
+        self._notices: dict[tuple[Notice, Channel], list[int]] = {}
         self._flush_scheduled = False
 
     def serve(
@@ -168,7 +170,7 @@ class CallServer:
         else:
             self._outbox[channel].append(entry)
 
-    def _notice(self, kind: str, channel: Channel, call_id: int) -> None:
+    def _notice(self, kind: Notice, channel: Channel, call_id: int) -> None:
         """Tell the kernel a call waits for a thread, or runs now (batched per turn)."""
         self._notices.setdefault((kind, channel), []).append(call_id)
         self._schedule_flush()
@@ -185,11 +187,11 @@ class CallServer:
         self._flush_scheduled = False
         notices, self._notices = self._notices, {}
         for (kind, channel), ids in notices.items():
-            self._send(channel, kind, {"ids": ids})
+            self._send(channel, pack(kind, {"ids": ids}))
         for channel, entries in self._outbox.items():
             if entries:
                 self._outbox[channel] = []
                 self._send_results(channel, entries)
 
     def _send_results(self, channel: Channel, entries: list[bytes]) -> None:
-        self._send(channel, "results", b'{"results":[%s]}' % b",".join(entries))
+        self._send(channel, pack("results", b'{"results":[%s]}' % b",".join(entries)))

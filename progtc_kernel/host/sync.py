@@ -1,36 +1,44 @@
 """Blocking use, for scripts and notebooks (works inside a running event loop).
 
 ``SyncToolKernel`` runs a ``ToolKernel`` on a private event loop in a background
-thread, so it neither needs nor disturbs the caller's loop (Jupyter has one). Its
-methods are ``ToolKernel``'s, each wrapped once, as jupyter_client makes its blocking
-client from the async one: a coroutine method runs to its end on that loop, and
-``stream`` (an async iterator) becomes a plain iterator. Properties and settings
-(``running``, ``timeout``...) are the kernel's own.
+thread (``LoopThread``), so it neither needs nor disturbs the caller's loop (Jupyter
+has one). Its methods are generated from ``ToolKernel``'s, as jupyter_client makes
+its blocking client from the async one, so that it cannot fall behind: a coroutine
+method runs to its end on that loop, ``stream`` (an async iterator) becomes a plain
+iterator, and properties and settings (``running``, ``timeout``...) are the
+kernel's own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import threading
+import inspect
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from .bridge import ToolBridge
 from .results import ExecutionResult
+from .threads import LoopThread
 from .tool_kernel import ToolKernel
 from .tools import ToolsLike
 
+if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
+
+    from ..timeouts import Timeout, TimeoutLike
+    from .bridge import ToolBridge
+
 P = ParamSpec("P")
 T = TypeVar("T")
+LOOP_THREAD_NAME = "progtc-kernel-loop"
 
 
 def _blocking(
-    method: Callable[Concatenate[ToolKernel, P], Coroutine[Any, Any, T]], *, runs_code: bool = False
+    method: Callable[Concatenate[ToolKernel, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[SyncToolKernel, P], T]:
-    """``ToolKernel.method`` without ``await``. ``runs_code``: refuse, before waiting,
-    to be called by a tool of this kernel (that would wait forever for the cell that
-    waits for the tool)."""
+    """``ToolKernel.method`` without ``await``. One that runs code refuses, before
+    waiting, to be called by a tool of this kernel (that would wait forever for the
+    cell that waits for the tool)."""
+    runs_code = getattr(method, "runs_code", False)
 
     @functools.wraps(method)
     def blocking(self: SyncToolKernel, /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -54,6 +62,40 @@ def _iterating(
     return iterating
 
 
+def _delegating(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``ToolKernel.method``, a plain one, called on the kernel."""
+
+    @functools.wraps(method)
+    def delegating(self: SyncToolKernel, /, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.kernel, name)(*args, **kwargs)
+
+    return delegating
+
+
+def _kernels_property(name: str, prop: property) -> property:
+    def get(self: SyncToolKernel) -> Any:
+        return getattr(self.kernel, name)
+
+    def set_(self: SyncToolKernel, value: Any) -> None:
+        setattr(self.kernel, name, value)
+
+    return property(get, set_ if prop.fset else None, doc=prop.__doc__)
+
+
+def _same_arguments_as(
+    init: Callable[Concatenate[ToolKernel, P], None],
+) -> Callable[[Callable[..., None]], Callable[Concatenate[SyncToolKernel, P], None]]:
+    """Give the decorated ``__init__`` the signature and documentation of ``init``."""
+
+    def decorate(own: Callable[..., None]) -> Callable[Concatenate[SyncToolKernel, P], None]:
+        qualname = own.__qualname__
+        functools.update_wrapper(own, init)
+        own.__qualname__ = qualname
+        return cast("Callable[Concatenate[SyncToolKernel, P], None]", own)
+
+    return decorate
+
+
 class SyncToolKernel:
     """``ToolKernel`` with blocking methods::
 
@@ -72,27 +114,21 @@ class SyncToolKernel:
 
     kernel: ToolKernel
 
-    def __init__(self, tools: ToolsLike = None, **options: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="progtc-kernel-loop", daemon=True
-        )
-        self._thread.start()
+    @_same_arguments_as(ToolKernel.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop_thread = LoopThread(LOOP_THREAD_NAME)
         try:
-            self.kernel = self._call(_create(tools, options))
+            self.kernel = self._call(_create(args, kwargs))
         except BaseException:
-            self._stop_loop()
+            self._loop_thread.stop()
             raise
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coroutine.close()
-            raise RuntimeError(
-                "a SyncToolKernel method was called from its own event loop (an async "
-                "tool?), where it would wait forever for itself: await the method of "
-                "kernel.kernel, the ToolKernel, instead"
-            )
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return self._loop_thread.call(
+            coroutine,
+            caller="a SyncToolKernel method (await the method of kernel.kernel, the "
+            "ToolKernel, instead)",
+        )
 
     def _iterate(self, events: AsyncGenerator[T, None]) -> Iterator[T]:
         try:
@@ -102,13 +138,8 @@ class SyncToolKernel:
                 except StopAsyncIteration:
                     return
         finally:
-            if not self._loop.is_closed():
+            if not self._loop_thread.closed:
                 self._call(events.aclose())  # a run left early is interrupted
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
 
     # Settings such as ``timeout`` or ``tools`` are the kernel's: read and set there.
     def __getattr__(self, name: str) -> Any:
@@ -133,45 +164,66 @@ class SyncToolKernel:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- ToolKernel's methods, without await ------------------------------------------
-
-    start = _blocking(ToolKernel.start)
-    execute = _blocking(ToolKernel.execute, runs_code=True)
-    stream = _iterating(ToolKernel.stream)
-    install_modules = _blocking(ToolKernel.install_modules, runs_code=True)
-    reset = _blocking(ToolKernel.reset, runs_code=True)
-    restart = _blocking(ToolKernel.restart)
-    interrupt = _blocking(ToolKernel.interrupt)
-
     def close(self) -> None:
         """Shut the kernel down (one of its own) and end the loop thread."""
-        if self._loop.is_closed():
+        if self._loop_thread.closed:
             return
         try:
             self._call(self.kernel.close())
         finally:
-            self._stop_loop()
+            self._loop_thread.stop()
 
-    def refuse_reentry(self) -> None:
-        self.kernel.refuse_reentry()
+    if TYPE_CHECKING:  # generated below, from ToolKernel; spelled out for type checkers
+        start = _blocking(ToolKernel.start)
+        execute = _blocking(ToolKernel.execute)
+        stream = _iterating(ToolKernel.stream)
+        install_modules = _blocking(ToolKernel.install_modules)
+        reset = _blocking(ToolKernel.reset)
+        restart = _blocking(ToolKernel.restart)
+        interrupt = _blocking(ToolKernel.interrupt)
 
-    @property
-    def running(self) -> bool:
-        """Started (or attached) and not closed."""
-        return self.kernel.running
+        def refuse_reentry(self) -> None: ...
 
-    @property
-    def bridge(self) -> ToolBridge:
-        return self.kernel.bridge
+        @property
+        def timeout(self) -> Timeout: ...
 
-    @property
-    def kernel_manager(self) -> Any:
-        """The jupyter_client manager of a local kernel, if there is one."""
-        return self.kernel.kernel_manager
+        @timeout.setter
+        def timeout(self, value: TimeoutLike) -> None: ...
+
+        @property
+        def running(self) -> bool: ...
+
+        @property
+        def bridge(self) -> ToolBridge: ...
+
+        @property
+        def kernel_manager(self) -> KernelManager | None: ...
 
 
-async def _create(tools: ToolsLike, options: dict[str, Any]) -> ToolKernel:
-    return ToolKernel(tools, **options)  # built on its loop: it owns asyncio primitives
+def _derive_blocking_api() -> None:
+    """Give ``SyncToolKernel`` every public method and property of ``ToolKernel`` it
+    does not define itself (as ``close``), without ``await``."""
+    for name, member in vars(ToolKernel).items():
+        if name.startswith("_") or name in vars(SyncToolKernel):
+            continue
+        if isinstance(member, property):
+            derived: Any = _kernels_property(name, member)
+        elif inspect.isasyncgenfunction(member):
+            derived = _iterating(member)
+        elif inspect.iscoroutinefunction(member):
+            derived = _blocking(member)
+        elif inspect.isfunction(member):
+            derived = _delegating(name, member)
+        else:
+            continue  # class-level settings are read through __getattr__
+        setattr(SyncToolKernel, name, derived)
+
+
+_derive_blocking_api()
+
+
+async def _create(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolKernel:
+    return ToolKernel(*args, **kwargs)  # built on its loop: it owns asyncio primitives
 
 
 async def _next(events: AsyncGenerator[T, None]) -> T:
@@ -179,6 +231,15 @@ async def _next(events: AsyncGenerator[T, None]) -> T:
 
 
 def run(code: str, tools: ToolsLike = None, **options: Any) -> ExecutionResult:
-    """Run code once in a fresh kernel with these tools, and return the result."""
+    """Run code once in a fresh kernel with these tools, and return the result.
+
+    Args:
+        code: The code to run.
+        tools: The tools it may call.
+        **options: As for ``ToolKernel`` (``kernel=``, ``timeout=``...).
+
+    Returns:
+        The run's result; check ``result.ok`` or call ``result.raise_for_error()``.
+    """
     with SyncToolKernel(tools, **options) as kernel:
         return kernel.execute(code)

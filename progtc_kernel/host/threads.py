@@ -1,4 +1,7 @@
-"""Where sync tools run: daemon threads of their own, a bounded number at once.
+"""Threads of the host: where sync tools run (``ToolThreads``), and the one private
+event loop thread of blocking callers (``LoopThread``).
+
+Sync tools run on daemon threads of their own, a bounded number at once.
 
 Not asyncio's default executor: it is small (6 threads on 2 cores), shared with
 everything else on the loop, and both ``asyncio.run`` and the interpreter wait for
@@ -10,13 +13,15 @@ thread, if the tool hangs, is abandoned and dies with the process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 DEFAULT_TOOL_THREADS = 32
+T = TypeVar("T")
 
 # (True, value) or (False, the exception the function raised, whatever its kind)
 Outcome = tuple[bool, Any]
@@ -86,3 +91,60 @@ class ToolThreads:
 def _deliver(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
     if not future.done():
         future.set_result(outcome)
+
+
+class LoopThread:
+    """An event loop of its own, run forever on a daemon thread: for blocking callers
+    (``SyncToolKernel``, a notebook run) and for work that must go on whichever loop
+    its caller runs, or none (tool calls of a notebook driven by nbclient).
+
+    Args:
+        name: The thread's name (``progtc-kernel-...``), to tell it in a dump.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coroutine`` on the loop; its future, to wait on from any thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def call(self, coroutine: Coroutine[Any, Any, T], *, caller: str = "this method") -> T:
+        """Run ``coroutine`` on the loop and wait for its result, blocking this thread.
+
+        Args:
+            coroutine: What to run.
+            caller: What called, as the error for a call from the loop's own thread
+                names it.
+
+        Raises:
+            RuntimeError: Called from the loop's own thread, where it would wait
+                forever for itself.
+        """
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError(
+                f"{caller} was called from its own event loop (an async tool?), where "
+                "it would wait forever for itself"
+            )
+        return self.submit(coroutine).result()
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` run on this loop, from another loop."""
+        return await asyncio.wrap_future(self.submit(coroutine))
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the loop and its thread. The loop is closed once the thread ended
+        (within ``timeout`` seconds; ``None``: however long that takes)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()

@@ -8,16 +8,29 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
-from types import EllipsisType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from ..kernels.base import KernelLifecycle
-from ..kernels.jupyter_server import RemoteKernel, WebsocketTransport
-from ..kernels.local import LocalKernel, lifecycle_for
+from ..exceptions import (
+    KernelDiedError,
+    KernelError,
+    KernelNotStartedError,
+    KernelStartError,
+    ReentrantExecutionError,
+)
+from ..kernels.base import KernelLifecycle, KernelLike, Reconnecting
+from ..protocol import install_modules_code
+from ..timeouts import (
+    USE_DEFAULT,
+    Timeout,
+    TimeoutLike,
+    UseDefault,
+    resolve,
+    run_seconds,
+    with_old_keywords,
+)
 from .bridge import ToolBridge, serving
-from .errors import KernelDiedError, KernelError, KernelStartError, ReentrantExecutionError
 from .events import (
     DisplayOutput,
     Event,
@@ -33,7 +46,7 @@ from .threads import DEFAULT_TOOL_THREADS
 from .tools import ToolRegistry, ToolsLike
 
 if TYPE_CHECKING:
-    from ..kernels.jupyter_server import JupyterServer
+    from jupyter_client.manager import KernelManager
 
 log = logging.getLogger("progtc_kernel")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -43,6 +56,17 @@ _SYNTAX_ERRORS = {"SyntaxError", "IndentationError", "TabError"}
 _INTERRUPTS = {"KeyboardInterrupt", "CancelledError"}
 # How long an interrupted or timed-out run may take to stop before the kernel restarts.
 INTERRUPT_GRACE = 5.0
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def runs_code(method: F) -> F:
+    """Mark a method that runs code on the kernel: its blocking form
+    (``SyncToolKernel``) refuses to be called by a tool of the same kernel before it
+    waits, in the caller's thread, where the tool's context is."""
+    method.runs_code = True  # type: ignore[attr-defined]
+    return method
 
 
 class ToolKernel:
@@ -57,71 +81,80 @@ class ToolKernel:
 
     By default it starts a local kernel of its own on this interpreter, restarts it
     if it dies and shuts it down on close. State persists across ``execute`` calls;
-    ``reset()`` clears it, ``restart()`` starts a fresh process.
+    ``reset()`` clears it, ``restart()`` starts a fresh process. Another kernel is
+    given as ``kernel=``: ``LocalKernel(python=..., cwd=..., env=...)`` for one of
+    its own elsewhere, ``RemoteKernel(server, ...)`` for one on a Jupyter Server, or
+    a kernel someone else runs (a jupyter_client manager or client, a connection
+    file or dict). A kernel attached to is never replaced or restarted behind your
+    back, its files are left alone, and it keeps running on close.
 
-    ``tools``: callables, ``Tool`` objects or a mapping of name to either.
-    ``kernel``: a kernel to attach to instead: a running kernel's connection file or
-    info dict, a jupyter_client ``KernelClient`` or ``KernelManager`` (an idle manager
-    is started, and then owned), or a lifecycle from ``progtc_kernel.kernels``. A
-    kernel attached to is never replaced or restarted behind your back, its files are
-    left alone, and it keeps running on close. ``kernel_manager`` is the same as
-    ``kernel``. ``timeout``: seconds a run may take (default 30; ``None``: no limit).
-    ``tool_timeout``: seconds a tool call may take. ``max_in_flight``: tool calls
-    outstanding at once. ``tool_threads``: how many sync tools may run at once.
-    ``python``, ``kernel_name``, ``cwd``, ``env``: how to start a kernel of its own
-    (another interpreter needs only ipykernel). ``startup_timeout``: seconds
-    a starting kernel may take to answer. ``server``: a ``JupyterServer`` (or Kernel
-    Gateway, Enterprise Gateway) to run the kernel on: one is started there
-    (``kernel_name``: its kernelspec; ``env``: its environment, where the server
-    passes it on) and shut down on close, or with ``kernel_id`` the running kernel
-    of that id is attached to and left running. ``extension``: how the kernel gets
-    the extension (see ``ToolBridge``): by default it is loaded if the kernel has
-    not, from the host's own code where the kernel lacks this version, so any kernel
-    with ipykernel works; ``"installed"`` forbids bringing code, ``"loaded"`` sends
-    nothing (a kernel from ``progtc-kernel serve``'s pool, or one whose profile
-    loads it; saves a round trip).
+    Args:
+        tools: Callables, ``Tool`` objects or a mapping of name to either.
+        kernel: The kernel to run code on (see ``KernelLike``); default
+            ``LocalKernel()``. An idle jupyter_client manager is started, and then
+            owned.
+        timeout: Seconds a run may take (default 30; ``None``: no limit), or a
+            ``Timeout`` that also sets the tool-call and start timeouts
+            (``Timeout(60, tool_call=5)``).
+        tool_timeout: Deprecated spelling of ``Timeout(tool_call=...)``.
+        max_in_flight: Tool calls outstanding at once.
+        tool_threads: How many sync tools may run at once.
+        startup_timeout: Deprecated spelling of ``Timeout(start=...)``.
+        extension: How the kernel gets the extension (see ``ToolBridge``): by
+            default it is loaded if the kernel has not, from the host's own code
+            where the kernel lacks this version, so any kernel with ipykernel
+            works; ``"installed"`` forbids bringing code, ``"loaded"`` sends nothing
+            (a kernel from ``progtc-kernel serve``'s pool, or one whose profile
+            loads it; saves a round trip).
+        **moved: Nothing: the options that describe a kernel (``python=``,
+            ``server=``...) belong to ``LocalKernel`` and ``RemoteKernel``; given
+            here, the error says where.
+
+    Raises:
+        TypeError: ``kernel`` is not a kernel, or an option of ``LocalKernel`` or
+            ``RemoteKernel`` was given here; the message names the fix.
     """
 
     def __init__(
         self,
+        /,
         tools: ToolsLike = None,
         *,
-        kernel: Any = None,
-        timeout: float | None = 30.0,
-        tool_timeout: float | None = 10.0,
+        kernel: KernelLike | None = None,
+        timeout: TimeoutLike = USE_DEFAULT,
+        tool_timeout: float | UseDefault | None = USE_DEFAULT,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
-        python: str | None = None,
-        kernel_name: str | None = None,
-        kernel_manager: Any = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        startup_timeout: float = 60.0,
-        server: JupyterServer | None = None,
-        kernel_id: str | None = None,
+        startup_timeout: float | UseDefault | None = USE_DEFAULT,
         extension: ExtensionPolicy = "inject",
+        **moved: NoReturn,
     ) -> None:
+        from ..kernels.resolve import moved_options, resolve_kernel
+
+        if moved:
+            raise moved_options(type(self).__name__, kernel, moved)
         self.tools = ToolRegistry.of(tools)
-        self.timeout = timeout
-        self.tool_timeout = tool_timeout
+        self.timeout = with_old_keywords(
+            resolve(timeout), tool_timeout=tool_timeout, startup_timeout=startup_timeout
+        )
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
-        self.startup_timeout = startup_timeout
         self.extension = extension
-        self.lifecycle: KernelLifecycle = _lifecycle(
-            kernel if kernel is not None else kernel_manager,
-            server=server,
-            kernel_id=kernel_id,
-            python=python,
-            kernel_name=kernel_name,
-            cwd=cwd,
-            env=env,
-        )
+        self.lifecycle: KernelLifecycle = resolve_kernel(kernel)
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = asyncio.Lock()
         self._dead = False
         self._gone: asyncio.Future[None] | None = None  # done once the kernel is gone
+
+    @property
+    def timeout(self) -> Timeout:
+        """The kernel's timeouts; set a number (the run timeout) or a ``Timeout``."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: TimeoutLike) -> None:
+        self._timeout = resolve(value, getattr(self, "_timeout", Timeout()))
 
     @property
     def running(self) -> bool:
@@ -131,11 +164,13 @@ class ToolKernel:
     @property
     def bridge(self) -> ToolBridge:
         if self._bridge is None:
-            raise RuntimeError("the kernel is not started: use `async with ToolKernel(...)`")
+            raise KernelNotStartedError(
+                "the kernel is not started: use `async with ToolKernel(...)`"
+            )
         return self._bridge
 
     @property
-    def kernel_manager(self) -> Any:
+    def kernel_manager(self) -> KernelManager | None:
         """The jupyter_client manager of a local kernel, if there is one."""
         return getattr(self.lifecycle, "manager", None)
 
@@ -159,7 +194,7 @@ class ToolKernel:
             bridge = ToolBridge(
                 self.lifecycle.connect(),
                 self.tools,
-                tool_timeout=self.tool_timeout,
+                tool_timeout=self.timeout.tool_call,
                 max_in_flight=self.max_in_flight,
                 tool_threads=self.tool_threads,
                 extension=self.extension,
@@ -168,7 +203,7 @@ class ToolKernel:
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge
             await self._while_alive(
-                bridge.start(timeout=self.startup_timeout, fresh=self.lifecycle.owned)
+                bridge.start(timeout=self.timeout.start, fresh=self.lifecycle.owned)
             )
         except BaseException:
             await self.close()
@@ -217,29 +252,30 @@ class ToolKernel:
         await self.lifecycle.restart()
         self._watch_kernel()
         self._dead = False
-        await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
+        await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
     def _lost_connection(self) -> bool:
         """A remote kernel's server was out of reach for longer than its
         ``reconnect_timeout``: the kernel may well have survived it."""
-        transport = self.bridge.transport
-        return isinstance(transport, WebsocketTransport) and transport.gave_up
+        lifecycle = self.lifecycle
+        return isinstance(lifecycle, Reconnecting) and lifecycle.connection_lost(
+            self.bridge.transport
+        )
 
     async def _come_back(self) -> None:
         """Use the server again: the same kernel, state kept, if it survived; else a
         new one of ours (restarting the old one could only fail: it is gone)."""
         lifecycle = self.lifecycle
-        assert isinstance(lifecycle, RemoteKernel)
-        transport = self.bridge.transport
-        assert isinstance(transport, WebsocketTransport)
-        survived = await lifecycle.reconnect(transport)
+        assert isinstance(lifecycle, Reconnecting)
+        survived = await lifecycle.reconnect(self.bridge.transport)
         self._watch_kernel()
         self._dead = False
         if survived:
-            await self._while_alive(self.bridge.wait_ready(self.startup_timeout))
+            await self._while_alive(self.bridge.wait_ready(self.timeout.start))
         else:
-            await self._while_alive(self.bridge.reopen(timeout=self.startup_timeout, fresh=True))
+            await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
 
+    @runs_code
     async def reset(self) -> None:
         """Forget every variable and import of earlier executions (keeps the process)."""
         result = await self.execute("get_ipython().reset(new_session=False)", silent=True)
@@ -248,17 +284,14 @@ class ToolKernel:
     async def interrupt(self) -> None:
         await self.lifecycle.interrupt()
 
+    @runs_code
     async def install_modules(self, modules: Mapping[str, str]) -> None:
         """Make helper modules importable by the code: ``{"helpers": "def f(): ..."}``.
 
         Each runs when first imported (it may ``from tools import ...``); a later call
         replaces them. Raises ``ValueError`` for a name that is not an identifier, is
         ``tools``, or shadows a module the kernel has."""
-        source = (
-            "__import__('progtc_kernel.kernel_side.modules', fromlist=['install'])"
-            f".install({dict(modules)!r})"
-        )
-        result = await self.execute(source, silent=True, timeout=None)
+        result = await self.execute(install_modules_code(modules), silent=True, timeout=None)
         if result.error is not None:
             if result.error.ename == "ValueError":
                 raise ValueError(result.error.evalue)
@@ -266,16 +299,28 @@ class ToolKernel:
 
     # -- running code -----------------------------------------------------------------
 
+    @runs_code
     async def execute(
         self,
         code: str,
         *,
         tools: ToolsLike = None,
-        timeout: float | EllipsisType | None = ...,
+        timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
     ) -> ExecutionResult:
         """Run code; returns its output, error and tool calls. Never raises for the
-        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``."""
+        code's own errors: check ``result.ok`` or call ``result.raise_for_error()``.
+
+        Args:
+            code: the Python (IPython) source to run.
+            tools: replaces the tool set for this run.
+            timeout: seconds this run may take (``None``: no limit; ``USE_DEFAULT``:
+                the kernel's ``timeout.run``; a ``Timeout``: its ``run``).
+            silent: run without history or displayed results.
+
+        Returns:
+            The run's output, error and tool calls.
+        """
         result: ExecutionResult | None = None
         async for event in self.stream(code, tools=tools, timeout=timeout, silent=silent):
             if isinstance(event, ExecutionFinished):
@@ -283,22 +328,32 @@ class ToolKernel:
         assert result is not None
         return result
 
+    @runs_code
     async def stream(
         self,
         code: str,
         *,
         tools: ToolsLike = None,
-        timeout: float | EllipsisType | None = ...,
+        timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Run code, yielding output and tool-call events live; the last one is
         ``ExecutionFinished`` with the result. Leaving early interrupts the run: wrap
         it in ``contextlib.aclosing`` to have that happen at once.
 
-        ``timeout`` (seconds, default: the kernel's) interrupts a run that takes
-        longer; its output so far is kept. ``tools`` replaces the tool set for this
-        run. ``silent`` runs without history or displayed results."""
+        Args:
+            code: the Python (IPython) source to run.
+            tools: replaces the tool set for this run.
+            timeout: seconds after which the run is interrupted, its output so far
+                kept (``None``: no limit; ``USE_DEFAULT``: the kernel's
+                ``timeout.run``; a ``Timeout``: its ``run``).
+            silent: run without history or displayed results.
+
+        Yields:
+            Output and tool-call events, then ``ExecutionFinished``.
+        """
         self.refuse_reentry()
+        limit = run_seconds(timeout, self.timeout.run)
         async with self._lock:
             if self._lost_connection():
                 await self._come_back()
@@ -326,7 +381,6 @@ class ToolKernel:
                 },
             )
             run = self._runs[msg_id] = _Run()
-            limit = self.timeout if timeout is ... else timeout
             finisher = asyncio.create_task(self._finish(run, limit))
             try:
                 while True:
@@ -412,41 +466,6 @@ class ToolKernel:
             run = next(iter(self._runs.values()))  # a call made from a thread or callback
         if run is not None:
             run.on_tool_event(event)
-
-
-def _lifecycle(
-    given: Any,
-    *,
-    server: JupyterServer | None,
-    kernel_id: str | None,
-    python: str | None,
-    kernel_name: str | None,
-    cwd: str | None,
-    env: dict[str, str] | None,
-) -> KernelLifecycle:
-    """The lifecycle of the kernel ToolKernel's arguments describe."""
-    if server is not None:
-        if given is not None or python is not None or cwd is not None:
-            raise TypeError(
-                "server= runs the kernel on that server; kernel=, python= and "
-                "cwd= cannot apply to it"
-            )
-        if kernel_id is not None:
-            return server.kernel(kernel_id)
-        return server.new_kernel(kernel_name, env=env)
-    if kernel_id is not None:
-        raise TypeError(
-            "kernel_id= names a kernel on a Jupyter Server: pass "
-            "server=JupyterServer(url, token=...) too"
-        )
-    if given is None:
-        return LocalKernel(python=python, kernel_name=kernel_name, cwd=cwd, env=env)
-    if any(option is not None for option in (python, kernel_name, cwd, env)):
-        raise TypeError(
-            "python=, kernel_name=, cwd= and env= describe a kernel for "
-            "ToolKernel to start; they cannot apply to the kernel given"
-        )
-    return given if isinstance(given, KernelLifecycle) else lifecycle_for(given)
 
 
 class _Run:

@@ -14,16 +14,15 @@ import functools
 import hashlib
 import json
 import keyword
-import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..exceptions import RESERVED_TOOL_NAMES
+from .. import _python
+from ..exceptions import RESERVED_TOOL_NAMES, ToolDefinitionError
 from ..protocol import CallError, ErrorKind, ToolSpec
-from .errors import ToolDefinitionError
 from .threads import ToolThreads
 
 ToolsLike = Union["ToolRegistry", Mapping[str, Any], Iterable[Any], None]
@@ -168,10 +167,7 @@ class Tool(ABC):
 def _cancelled_by_host() -> bool:
     """Whether the running task is being cancelled (by us), rather than the tool
     having raised CancelledError by itself. Python 3.10 cannot tell: assume us."""
-    task = asyncio.current_task()
-    if task is None or sys.version_info < (3, 11):
-        return True
-    return task.cancelling() > 0
+    return _python.being_cancelled(asyncio.current_task()) is not False
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,7 +10,7 @@
   schemas in the stubs, under Python names (``get-annotated-message`` is
   ``get_annotated_message``; the stub names both, the server is called by its
   own). A server that crashes fails its own tools with a clear error; one that
-  hangs fails its call at the kernel's ``tool_timeout``; the others keep working.
+  hangs fails its call at the kernel's tool-call timeout; the others keep working.
 
 Needs the ``mcp`` extra (the MCP SDK, 2.x); without it, importing this module
 names the ``pip install`` that fixes it.
@@ -47,9 +47,11 @@ except ImportError as exc:
     raise missing_extra("mcp", exc, "progtc-kernel's MCP server needs the MCP SDK") from exc
 
 from .._version import __version__
+from ..exceptions import UpstreamError, UpstreamStartError
 from ..host.naming import ForeignTool, foreign_tools
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
+from ..timeouts import MCP_TIMEOUT, USE_DEFAULT, TimeoutLike, resolve
 from ..toolset import ProgrammaticToolset
 from ..toolset.environment import ENVIRONMENT_SCHEMA
 from ..toolset.toolset import MAX_RESULT_CHARS, error_text
@@ -172,7 +174,7 @@ async def upstream_tools(
     """Start the MCP server ``command`` (kept until ``stack`` closes) and return its
     tools as host tools, under Python names (``get-sum`` is ``get_sum``; see
     ``progtc_kernel.host.naming``). ``timeout``: seconds one of its calls may take
-    (``None``: the kernel's ``tool_timeout`` alone governs). ``taken``: names
+    (``None``: the kernel's tool-call timeout alone governs). ``taken``: names
     already offered."""
     return foreign_tools(await upstream_definitions(stack, command, timeout=timeout), taken=taken)
 
@@ -196,7 +198,7 @@ async def upstream_definitions(
             if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
             else exc
         )
-        raise RuntimeError(f"could not start the MCP server {command!r}: {why}") from None
+        raise UpstreamStartError(f"could not start the MCP server {command!r}: {why}") from None
     return [_as_foreign_tool(session, command, tool, timeout) for tool in listed]
 
 
@@ -211,10 +213,6 @@ async def _list_all(session: ClientSession) -> list[MCPTool]:
         cursor = page.next_cursor
         if not cursor:
             return tools
-
-
-class UpstreamError(Exception):
-    """An upstream MCP server's tool failed, or the server is gone."""
 
 
 def _as_foreign_tool(
@@ -261,7 +259,7 @@ async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) ->
     ``options``: as for ``toolset_for``."""
     try:
         async with contextlib.AsyncExitStack() as stack:
-            # No timeout of the upstream session: the kernel's tool_timeout governs
+            # No timeout of the upstream session: the kernel's tool-call timeout governs
             # every call (it cancels the host's side when it fires).
             upstream = [
                 tool for command in upstreams for tool in await upstream_definitions(stack, command)
@@ -275,34 +273,41 @@ async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) ->
 def toolset_for(
     tools: list[Tool],
     *,
-    tool_timeout: float | None,
     python: str | None = None,
-    kernel_url: str | None = None,
+    server: str | None = None,
     token: str | None = None,
     kernel_name: str | None = None,
     supported_modules: list[str] | None = None,
     max_tool_calls: int | None = None,
-    timeout: float | None = 60.0,
+    timeout: TimeoutLike = USE_DEFAULT,
     max_result_chars: int = MAX_RESULT_CHARS,
 ) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
-    (unstarted). ``tool_timeout`` is the one ceiling of a tool call, upstream or not."""
+    (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
+    ``tool_call`` is the one ceiling of a tool call, upstream or not (default:
+    ``MCP_TIMEOUT``, 60 s each); its ``request``, that of requests to ``server``."""
     from ..kernels.jupyter_server import JupyterServer
+    from ..kernels.resolve import described_kernel
 
-    server = JupyterServer(kernel_url, token=token) if kernel_url else None
+    limits = resolve(timeout, MCP_TIMEOUT)
     kernel = ToolKernel(
-        python=python,
-        kernel_name=kernel_name,
-        server=server,
-        timeout=timeout,
-        tool_timeout=tool_timeout,
+        kernel=described_kernel(
+            python=python,
+            kernel_name=kernel_name,
+            server=(
+                JupyterServer(server, token=token, request_timeout=limits.request)
+                if server
+                else None
+            ),
+        ),
+        timeout=limits,
     )
     return ProgrammaticToolset(
         tools,
         kernel=kernel,
         supported_modules=supported_modules,
         max_tool_calls=max_tool_calls,
-        timeout=timeout,
+        timeout=limits.run,
         max_result_chars=max_result_chars,
         returns_printed_text=True,
     )

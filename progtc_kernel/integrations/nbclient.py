@@ -34,17 +34,19 @@ Needs ``pip install "progtc-kernel[notebook]"`` (nbclient and nbformat).
 from __future__ import annotations
 
 import ast
-import asyncio
 import keyword
+import math
 import os
 import shutil
 import tempfile
-import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .._install import missing_extra
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
 
 try:
     import nbformat
@@ -58,8 +60,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ..host.bridge import ToolBridge
 from ..host.events import Event, ToolCallFinished
 from ..host.results import ToolCallRecord
+from ..host.threads import LoopThread
 from ..host.tools import ToolRegistry, ToolsLike
 from ..kernels.local import SPEC_NAME, single_spec
+from ..timeouts import (
+    DEFAULT_TOOL_CALL,
+    NOTEBOOK_TIMEOUT,
+    USE_DEFAULT,
+    YEAR,
+    Timeout,
+    TimeoutLike,
+    UseDefault,
+    renamed,
+    resolve,
+    seconds,
+    with_old_keywords,
+)
 
 __all__ = [
     "NotebookExecutionError",
@@ -70,7 +86,6 @@ __all__ = [
     "inject_parameters",
 ]
 
-T = TypeVar("T")
 INJECTED_TAG = "injected-parameters"
 
 
@@ -127,20 +142,21 @@ class ToolNotebookClient(NotebookClient):
     def __init__(
         self,
         nb: Any,
-        km: Any = None,
+        km: KernelManager | None = None,
         *,
         tools: ToolsLike = None,
-        tool_timeout: float | None = 10.0,
+        tool_call_timeout: float | None = DEFAULT_TOOL_CALL,
         python: str | None = None,
         **options: Any,
     ) -> None:
         """``nb``: the notebook to run (an nbformat ``NotebookNode``; edited in place).
         ``km``: a jupyter_client kernel manager to use, as nbclient takes it.
         ``tools``: the host tools (functions, ``Tool`` objects, a dict of name to
-        callable, or a ``ToolRegistry``). ``tool_timeout``: seconds a tool call may
-        take (``None``: no limit). ``python``: run the kernel on this interpreter,
-        which needs ipykernel (default: the notebook's kernelspec, or
-        ``kernel_name``). ``options``: ``NotebookClient`` options."""
+        callable, or a ``ToolRegistry``). ``tool_call_timeout``: seconds a tool call
+        may take (``None``: no limit; ``tool_timeout`` is its deprecated spelling).
+        ``timeout`` and ``startup_timeout`` are nbclient's. ``python``: run the
+        kernel on this interpreter, which needs ipykernel (default: the notebook's
+        kernelspec, or ``kernel_name``). ``options``: ``NotebookClient`` options."""
         if python is not None and shutil.which(python) is None:
             raise ValueError(
                 f"no Python interpreter at {python!r}: give the path of a Python "
@@ -149,9 +165,13 @@ class ToolNotebookClient(NotebookClient):
         if python is not None and options.get("kernel_name"):
             raise ValueError("give python (an interpreter) or kernel_name (a kernelspec), not both")
         options.setdefault("interrupt_on_timeout", True)
+        if "tool_timeout" in options:
+            tool_call_timeout = renamed(
+                "tool_timeout", "tool_call_timeout=", options.pop("tool_timeout")
+            )
         super().__init__(nb, km=km, **options)
         self.tools = ToolRegistry.of(tools)  # invalid tools fail here, before any kernel
-        self.tool_timeout = tool_timeout
+        self.tool_call_timeout = seconds("tool_call_timeout", tool_call_timeout)
         self.python = python
         self.tool_calls: list[ToolCallRecord] = []
         self.kernel_died = False
@@ -199,7 +219,7 @@ class ToolNotebookClient(NotebookClient):
             await self._host.start(
                 self.km,
                 self.tools,
-                tool_timeout=self.tool_timeout,
+                tool_timeout=self.tool_call_timeout,
                 timeout=self.startup_timeout,
                 listener=self._on_tool_event,
             )
@@ -313,9 +333,9 @@ def execute_notebook(
     python: str | None = None,
     kernel_name: str | None = None,
     cwd: str | os.PathLike[str] | None = None,
-    timeout: int | None = None,
-    tool_timeout: float | None = 10.0,
-    startup_timeout: int = 60,
+    timeout: TimeoutLike = USE_DEFAULT,
+    tool_timeout: float | UseDefault | None = USE_DEFAULT,
+    startup_timeout: float | UseDefault | None = USE_DEFAULT,
     allow_errors: bool = False,
     **options: Any,
 ) -> NotebookNode:
@@ -330,8 +350,9 @@ def execute_notebook(
     ``kernel_name``: a kernelspec instead (default: the notebook's). ``cwd``: the
     kernel's working directory (default: the notebook's folder for a path, else
     this process's). ``timeout``: seconds a cell may run before it is interrupted
-    (``None``: no limit). ``tool_timeout``: seconds a tool call may take (``None``:
-    no limit). ``startup_timeout``: seconds to wait for the kernel to start.
+    (default and ``None``: no limit), or a ``Timeout`` that also sets how long a tool
+    call (default 10 s) and the kernel's start (60 s) may take; ``tool_timeout`` and
+    ``startup_timeout`` are deprecated spellings of its ``tool_call`` and ``start``.
     ``allow_errors``: run every cell and return the notebook with its errors instead
     of raising at the first one (a dead kernel still ends the run). ``options``:
     other ``NotebookClient`` options.
@@ -352,14 +373,18 @@ def execute_notebook(
         inject_parameters(nb, parameters)
     folder = cwd if cwd is not None else path.resolve().parent if path is not None else None
     resources = {"metadata": {"path": os.fspath(folder)}} if folder is not None else {}
+    limits = with_old_keywords(
+        resolve(timeout, NOTEBOOK_TIMEOUT),
+        tool_timeout=tool_timeout,
+        startup_timeout=startup_timeout,
+    )
     client = ToolNotebookClient(
         nb,
         tools=tools,
-        tool_timeout=tool_timeout,
+        tool_call_timeout=limits.tool_call,
         python=python,
         kernel_name=kernel_name or "",
-        timeout=timeout,
-        startup_timeout=startup_timeout,
+        **nbclient_timeouts(limits),
         allow_errors=allow_errors,
         resources=resources,
         **options,
@@ -395,21 +420,30 @@ def inject_parameters(nb: NotebookNode, parameters: Mapping[str, Any]) -> None:
     nb.cells = cells
 
 
+class NbclientTimeouts(TypedDict):
+    """nbclient's two timeout traits, as ``NotebookClient`` takes them."""
+
+    timeout: int | None
+    startup_timeout: int
+
+
+def nbclient_timeouts(limits: Timeout) -> NbclientTimeouts:
+    """A ``Timeout``'s run and start as nbclient takes them: whole seconds (rounded up),
+    where a start with no limit is a year (nbclient's start timeout has no "none")."""
+    return {
+        "timeout": None if limits.run is None else math.ceil(limits.run),
+        "startup_timeout": math.ceil(YEAR if limits.start is None else limits.start),
+    }
+
+
 class _ToolHost:
     """A ``ToolBridge`` on an event loop and thread of its own, so that tool calls
     are answered whichever loop nbclient runs (its own, a runner thread's when the
     caller's loop is busy, or papermill's cell-by-cell ones, idle between cells)."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, daemon=True, name="progtc-kernel-notebook-tools"
-        )
-        self._thread.start()
+        self._loop_thread = LoopThread("progtc-kernel-notebook-tools")
         self._bridge: ToolBridge | None = None
-
-    async def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
     async def start(
         self,
@@ -417,7 +451,7 @@ class _ToolHost:
         tools: ToolRegistry,
         *,
         tool_timeout: float | None,
-        timeout: float,
+        timeout: float | None,
         listener: Any,
     ) -> None:
         async def start() -> None:
@@ -426,19 +460,16 @@ class _ToolHost:
             bridge.add_tool_listener(listener)
             await bridge.start(timeout=timeout)
 
-        await self._on_loop(start())
+        await self._loop_thread.run(start())
 
     async def close(self) -> None:
         try:
             if self._bridge is not None:
-                await self._on_loop(self._bridge.close())
+                await self._loop_thread.run(self._bridge.close())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
             # Stopping takes one loop turn (the bridge's tasks are done): no executor,
             # which would fail in nbclient's exit hook, once Python is shutting down.
-            self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                self._loop.close()
+            self._loop_thread.stop(timeout=10)
 
 
 def _exit_status(km: Any) -> str:

@@ -41,6 +41,7 @@ from pydantic_core import SchemaValidator, core_schema
 from ..host.naming import ForeignTool, foreign_tools
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import ToolRegistry, ToolsLike
+from ..kernels.base import KernelLike
 from ..toolset import ProgrammaticToolset
 from ..toolset.toolset import error_text
 
@@ -77,7 +78,8 @@ class CodeModeToolset(AbstractToolset[Any]):
     ``tools``: host callables (or ``Tool`` objects) scripts may call. ``toolsets``:
     pydantic-ai toolsets whose tools scripts may call too; they are entered with
     this toolset and called with the agent's run context. ``kernel``: the
-    ``ToolKernel`` scripts run on (default: a local kernel of its own). ``id``: this
+    ``ToolKernel`` scripts run on, or a kernel (``KernelLike``: ``LocalKernel``,
+    ``RemoteKernel``...) for one of its own (default: a local kernel of its own). ``id``: this
     toolset's id. ``options``: as for ``ProgrammaticToolset`` (``supported_modules``,
     ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
     ``max_result_chars``). Tools of ``toolsets`` whose names are not Python names
@@ -107,7 +109,7 @@ class CodeModeToolset(AbstractToolset[Any]):
         tools: ToolsLike = None,
         *,
         toolsets: Sequence[AbstractToolset[Any]] = (),
-        kernel: ToolKernel | None = None,
+        kernel: ToolKernel | KernelLike | None = None,
         id: str | None = "progtc-kernel",
         **options: Any,
     ) -> None:
@@ -260,14 +262,14 @@ class _KernelUsers:
     async def __aenter__(self) -> None:
         async with self._lock:
             if self._users == 0:
-                await self.programmatic.__aenter__()
+                await self.programmatic.start()
             self._users += 1
 
     async def __aexit__(self, *exc: Any) -> None:
         async with self._lock:
             self._users -= 1
             if self._users == 0:
-                await self.programmatic.__aexit__(*exc)
+                await self.programmatic.close()
 
 
 class _Entered:

@@ -34,6 +34,7 @@ from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError, To
 from ..protocol import (
     CallRequest,
     Channel,
+    Packed,
     RegisterBody,
     ToolSpec,
     pack,
@@ -253,7 +254,7 @@ class KernelBridge:
         if calls:
             self._send_calls(calls)
         if cancelled:
-            self.send("cancelled", {"ids": cancelled, "reason": "interrupt"})
+            self.send(pack("cancelled", {"ids": cancelled, "reason": "interrupt"}))
 
     def _send_calls(self, calls: list[PendingCall]) -> None:
         channel = self._reply_channel(on_loop=calls[0].loop is self.loop)
@@ -263,7 +264,7 @@ class KernelBridge:
             channel.encode(),
         )
         _ipykernel.flush_pending_output()
-        self.send("calls", body, calls[0].parent)
+        self.send(pack("calls", body), calls[0].parent)
 
     def resend_in_flight(self) -> None:
         """Send again every call still waiting for its result: the connection to the
@@ -287,9 +288,10 @@ class KernelBridge:
             return "control"
         return "shell"
 
-    def send(self, msg_type: str, body: Any, parent: dict[str, Any] | None = None) -> None:
-        """Send one protocol message to the host, from any thread."""
-        data, buffers = pack(msg_type, body, _dumps)
+    def send(self, message: Packed, parent: dict[str, Any] | None = None) -> None:
+        """Send one protocol message (built by ``protocol.pack``) to the host, from any
+        thread."""
+        data, buffers = message
         _ipykernel.publish_comm_msg(
             self.kernel,
             self.comm_id,
@@ -401,7 +403,7 @@ class KernelBridge:
             known = self._in_flight.pop(call.id, None) is not None
         self._settle(call, error=ToolTimeoutError(call.tool, "TimeoutError", message))
         if known:
-            self.send("cancelled", {"ids": [call.id], "reason": "timeout"}, call.parent)
+            self.send(pack("cancelled", {"ids": [call.id], "reason": "timeout"}), call.parent)
         self._pump()
 
     def _cancel(self, call: PendingCall) -> None:
@@ -416,7 +418,7 @@ class KernelBridge:
             if call.loop is self.loop and _on_loop_thread(self.loop):
                 self._queue(cancelled=[call.id])
             else:
-                self.send("cancelled", {"ids": [call.id], "reason": "interrupt"}, call.parent)
+                self.send(pack("cancelled", {"ids": [call.id], "reason": "interrupt"}), call.parent)
         self._pump()
 
     # -- deadlines: per-call timeouts, woken for, never polled ------------------------

@@ -17,18 +17,24 @@ import logging
 import platform
 import sys
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from .._version import __version__
 from .._wire import BadMessages
 from ..protocol import (
     COMM_TARGET,
+    HOST_BODIES,
     HOST_CLOSED,
     PROTOCOL_VERSION,
+    CallIdsBody,
+    CloseBody,
     ErrorBody,
     ReadyBody,
     RegisterBody,
+    ResultsBody,
     body_bytes,
+    body_problem,
+    pack,
 )
 from . import _ipykernel, tracebacks
 from .bridge import KernelBridge
@@ -117,20 +123,16 @@ class Extension:
             loop=_ipykernel.event_loop(self.kernel),
         )
         if version != PROTOCOL_VERSION:
-            refusal: ErrorBody = {
-                "message": _mismatch(version),
-                "protocol": PROTOCOL_VERSION,
-                "package": __version__,
-            }
-            bridge.send("error", refusal, parent)
+            bridge.send(pack("error", _refusal(_mismatch(version))), parent)
             return
         try:
-            body: RegisterBody = json.loads(body_bytes(msg.get("buffers")))
-            if not isinstance(body, dict):
-                raise ValueError("the body is not a JSON object")
-            bridge.configure(body)
-        except (ValueError, RecursionError) as exc:
-            bridge.send("error", {"message": f"unreadable register message: {exc}"}, parent)
+            body = json.loads(body_bytes(msg.get("buffers")))
+            problem = body_problem("register", body)
+            if problem is not None:
+                raise ValueError(problem)
+            bridge.configure(cast(RegisterBody, body))  # its shape checked just above
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            bridge.send(pack("error", _refusal(f"unreadable register message: {exc}")), parent)
             return
         self.bridges[comm.comm_id] = bridge
         self.comms[comm.comm_id] = comm
@@ -147,7 +149,7 @@ class Extension:
                 "python": platform.python_version(),
                 "shell_replies": shell_replies,
             }
-            bridge.send("ready", body, parent)
+            bridge.send(pack("ready", body), parent)
 
         # Ready only once replies can take the shell route: the host may use it next.
         shell.when_installed(ready)
@@ -178,34 +180,38 @@ class Extension:
         version, msg_type = routing
         try:
             body = json.loads(body_bytes(msg.get("buffers")))
-            if not isinstance(body, dict):
-                raise ValueError("the body is not a JSON object")
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            self.bad_messages.report("unreadable body", exc)
+            self._refuse(bridge, "unreadable body", f"unreadable {msg_type!r} message: {exc}")
             return
         if version != PROTOCOL_VERSION:
-            self.bad_messages.report("protocol version", _mismatch(version))
-            if msg_type == "results" and isinstance(body.get("results"), list):
-                ids = [r.get("id") for r in body["results"] if isinstance(r, dict)]
-                bridge.fail([i for i in ids if type(i) is int], _mismatch(version))
+            self._refuse(bridge, "protocol version", _mismatch(version))
+            if msg_type == "results":  # fail the calls it answers: nothing else will
+                bridge.fail(_result_ids(body), _mismatch(version))
+            return
+        problem = body_problem(msg_type, body)
+        if problem is not None:
+            if msg_type in HOST_BODIES:
+                self._refuse(
+                    bridge, f"bad {msg_type!r} message", f"bad {msg_type!r} message: {problem}"
+                )
+            else:
+                self._refuse(bridge, "unknown type", problem)
             return
         self._dispatch(bridge, msg_type, body)
 
     def _dispatch(self, bridge: KernelBridge, msg_type: str, body: dict[str, Any]) -> None:
-        ids = body.get("ids")
+        """Act on a message whose body ``body_problem`` found sound."""
         if msg_type == "results":
-            for problem in bridge.take_results(body.get("results")):
-                self.bad_messages.report("malformed result", problem)
+            problems = bridge.take_results(cast(ResultsBody, body)["results"])
+            if problems:  # those calls failed in the kernel; the host hears why
+                self._refuse(bridge, "malformed result", "; ".join(problems))
         elif msg_type in ("queued", "started"):
-            if not (isinstance(ids, list) and all(type(i) is int for i in ids)):
-                self.bad_messages.report(msg_type, "'ids' must be a list of call ids")
-                return
-            bridge.mark_queued(ids, msg_type == "queued")
+            bridge.mark_queued(cast(CallIdsBody, body)["ids"], msg_type == "queued")
         elif msg_type == "tools":
             try:
-                bridge.configure(body)  # type: ignore[arg-type]
+                bridge.configure(cast(RegisterBody, body))
             except ValueError as exc:
-                self.bad_messages.report("tools", exc)
+                self._refuse(bridge, "tools", f"bad 'tools' message: {exc}")
                 return
             describe_tools(self.tools)
         elif msg_type == "hello":
@@ -213,9 +219,15 @@ class Extension:
         elif msg_type == "resume":
             bridge.resend_in_flight()
         elif msg_type == "close":
-            self.close(bridge.comm_id, str(body.get("reason") or HOST_CLOSED))
-        else:
-            self.bad_messages.report("unknown type", repr(msg_type))
+            self.close(bridge.comm_id, cast(CloseBody, body)["reason"] or HOST_CLOSED)
+        else:  # register: it comes with the comm_open, once
+            self._refuse(bridge, "bad 'register' message", "register only by opening a comm")
+
+    def _refuse(self, bridge: KernelBridge, kind: str, message: str) -> None:
+        """A host message this kernel cannot use: logged (once per kind), and the host
+        told why in an ``error`` message."""
+        self.bad_messages.report(kind, message)
+        bridge.send(pack("error", _refusal(message)))
 
     def on_host_gone(self, session: str) -> None:
         """A client's shell connection closed: forget the hosts it was."""
@@ -245,6 +257,20 @@ def _routing(data: Any) -> tuple[int, str] | None:
     if type(version) is not int or not isinstance(msg_type, str):
         return None
     return version, msg_type
+
+
+def _result_ids(body: Any) -> list[int]:
+    """The call ids a ``results`` body answers, as far as they can be read."""
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        return []
+    ids = (result.get("id") for result in results if isinstance(result, dict))
+    return [i for i in ids if type(i) is int]
+
+
+def _refusal(message: str) -> ErrorBody:
+    """An ``error`` body: what was wrong, and which protocol this kernel speaks."""
+    return {"message": message, "protocol": PROTOCOL_VERSION, "package": __version__}
 
 
 def _mismatch(version: int) -> str:

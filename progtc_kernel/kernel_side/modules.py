@@ -16,16 +16,7 @@ import sys
 import types
 from collections.abc import Mapping, Sequence
 
-RESERVED = frozenset({"tools"})
-
-
-def problem_with_name(name: str) -> str | None:
-    """Why ``name`` cannot be a helper module's name, if it cannot."""
-    if not isinstance(name, str) or not name.isidentifier():
-        return f"Module name {name!r} is not a valid identifier."
-    if name in RESERVED:
-        return f"Module name {name!r} is reserved."
-    return None
+from ..protocol import problem_with_module_name
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -58,7 +49,7 @@ def install(sources: Mapping[str, str]) -> None:
     import already (``json``, an installed package) is refused with ``ValueError``:
     shadowing it would break code that imports the real one."""
     for name in sources:
-        if problem := problem_with_name(name):
+        if problem := problem_with_module_name(name):
             raise ValueError(problem)
     for finder in [f for f in sys.meta_path if isinstance(f, _SourceFinder)]:
         sys.meta_path.remove(finder)

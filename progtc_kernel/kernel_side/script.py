@@ -20,8 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-OUTCOME_MIME = "application/vnd.progtc-kernel.script-outcome+json"
-ALWAYS_ALLOWED = frozenset({"tools", "__future__"})
+from ..protocol import ALWAYS_ALLOWED, OUTCOME_MIME
 
 _numbers = itertools.count(1)
 _kept: dict[str, dict[str, Any]] = {}  # namespaces kept across scripts, by key

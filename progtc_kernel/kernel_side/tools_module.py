@@ -9,16 +9,14 @@ another; ``asyncio.create_task(get_weather(...))``) runs unchanged, and a plain
 
 from __future__ import annotations
 
-import ast
-import dis
 import inspect
 import linecache
-import sys
 import types
 import warnings
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from .. import _python
 from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError, ToolError
 from ..protocol import ToolSpec, signature_of
 
@@ -32,9 +30,6 @@ RULE = (
     "(however they are reached), in threads, and in cells without `await`."
 )
 
-_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
-_IMPORT_FROM = dis.opmap["IMPORT_FROM"]
-_TRANSPARENT = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
 _NO_HOST = (
     "no host is serving tools to this kernel; connect one with "
     "progtc_kernel.ToolKernel or progtc_kernel.ToolBridge"
@@ -57,14 +52,13 @@ def awaitable_wanted(frame: types.FrameType | None) -> bool:
     Module-level code is a cell's: it can await when its cell awaits anywhere at
     the top level (IPython compiles such a cell statement by statement, so the
     statement's own code object cannot tell)."""
-    while frame is not None and frame.f_code.co_name in _TRANSPARENT:
-        frame = frame.f_back
+    frame = _python.frame_written_in(frame)
     if frame is None:
         return False
     code = frame.f_code
-    if code.co_flags & _ASYNC_FLAGS:
+    if _python.can_await(code):
         return True
-    return code.co_name == "<module>" and _cell_awaits(code.co_filename)
+    return _python.is_module_level(code) and _cell_awaits(code.co_filename)
 
 
 _AWAITING_CELLS: dict[str, tuple[list[str], bool]] = {}
@@ -76,18 +70,7 @@ def _cell_awaits(filename: str) -> bool:
     known = _AWAITING_CELLS.get(filename)
     if known is not None and known[0] is lines:
         return known[1]
-    try:
-        code = compile(
-            "".join(lines),
-            filename,
-            "exec",
-            dont_inherit=True,
-            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-        )
-    except (SyntaxError, ValueError):
-        awaits = False
-    else:
-        awaits = bool(code.co_flags & inspect.CO_COROUTINE)
+    awaits = _python.awaits_at_top_level("".join(lines), filename)
     if len(_AWAITING_CELLS) > 256:
         _AWAITING_CELLS.clear()
     _AWAITING_CELLS[filename] = (lines, awaits)
@@ -275,7 +258,7 @@ def make_tool_function(name: str, spec: ToolSpec | None, bridge_for: BridgeFor) 
             ) from None
         arguments = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()}
         bridge = bridge_for(name)
-        caller = sys._getframe(1)
+        caller = _python.caller()
         if awaitable_wanted(caller):
             call = bridge.new_call(name, arguments)
             return ToolCall(bridge, call, (caller.f_code.co_filename, caller.f_lineno))
@@ -337,8 +320,7 @@ class ToolsModule(types.ModuleType):
         if _is_dunder(name):
             raise AttributeError(name)
         # ``from tools import x`` would swap an AttributeError for a bare ImportError.
-        caller = sys._getframe(1)
-        importing = caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM
+        importing = _python.importing_from(_python.caller())
         return self.__progtc__.function(name, importing)
 
     def __dir__(self) -> list[str]:

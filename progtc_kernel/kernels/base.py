@@ -6,16 +6,30 @@ and come back (a websocket) says so to its reconnect listeners. A
 ``KernelLifecycle`` starts or attaches to a kernel, interrupts, restarts and shuts
 it down, tells whether it is alive (and waits until it is gone, woken by the event
 itself), and opens transports to it. ``local.py`` has the local implementations,
-``jupyter_server/`` the remote ones.
+``jupyter_server/`` the remote ones; ``resolve.py`` turns what a user gives as a
+kernel (``KernelLike``) into a lifecycle.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from jupyter_client.client import KernelClient
+    from jupyter_client.manager import KernelManager
 
 ChannelName = Literal["shell", "control", "iopub", "stdin"]
 MessageCallback = Callable[[str, dict[str, Any]], None]
+
+KernelLike: TypeAlias = (
+    "KernelLifecycle | KernelManager | KernelClient | str | os.PathLike[str] | dict[str, Any]"
+)
+"""A kernel, as every entry point takes it (``kernel=``): a lifecycle
+(``LocalKernel(...)``, ``RemoteKernel(...)``), a jupyter_client ``KernelManager``
+(an idle one is started, and then owned) or ``KernelClient``, or a running kernel's
+connection file or info dict (attached to, left running)."""
 
 
 @runtime_checkable
@@ -90,4 +104,19 @@ class KernelLifecycle(Protocol):
 
     def startup_failure(self) -> str:
         """Why the kernel is not coming up, as far as can be told (its stderr...)."""
+        ...
+
+
+@runtime_checkable
+class Reconnecting(Protocol):
+    """A lifecycle whose connection can be lost for good while the kernel lives on
+    (a server out of reach for longer than its reconnect timeout)."""
+
+    def connection_lost(self, transport: Transport) -> bool:
+        """Whether ``transport`` gave the connection up for lost."""
+        ...
+
+    async def reconnect(self, transport: Transport) -> bool:
+        """Use the kernel again through ``transport``: True when it survived (its state
+        kept), False when a new kernel was started in its place."""
         ...

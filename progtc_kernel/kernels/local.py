@@ -21,14 +21,18 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
 
 from .._wire import BadMessages, SignatureCheck, decode
-from ..host.errors import KernelError
+from ..exceptions import KernelError
 from .base import ChannelName, MessageCallback
 from .watch import ConnectionWatch, process_exit
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from jupyter_client.manager import KernelManager
 
 log = logging.getLogger("progtc_kernel")
 SPEC_NAME = "progtc"
@@ -37,7 +41,7 @@ SPEC_NAME = "progtc"
 class ZmqTransport:
     """One connection to a kernel over ZMQ, through a jupyter_client client."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: AsyncKernelClient) -> None:
         """``client``: a jupyter_client ``AsyncKernelClient`` this transport owns."""
         self.client = client
         self.bad_messages = BadMessages(log, "host")
@@ -161,7 +165,7 @@ class LocalKernel:
         kernel_name: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
-        manager: Any = None,
+        manager: KernelManager | None = None,
         ipython_hist_file: str | None = ":memory:",
     ) -> None:
         self.python = python
@@ -176,7 +180,7 @@ class LocalKernel:
         self._connection_watch: ConnectionWatch | None = None  # for a kernel with no process
         self.manager = manager if manager is not None else self._new_manager()
 
-    def _new_manager(self) -> Any:
+    def _new_manager(self) -> KernelManager:
         manager = _kernel_manager(self.python, self.kernel_name)
         if os.name == "posix":
             # Unix sockets in a private folder: faster than loopback TCP, no ports
@@ -217,7 +221,7 @@ class LocalKernel:
         self._stderr = _StderrTail(pipe) if pipe is not None else None
 
     def connect(self) -> ZmqTransport:
-        return ZmqTransport.connect(self.manager.get_connection_info())
+        return ZmqTransport.connect(dict(self.manager.get_connection_info()))
 
     async def is_alive(self) -> bool:
         return bool(await ensure_async(self.manager.is_alive()))
@@ -232,7 +236,7 @@ class LocalKernel:
             await process_exit(process)
             return
         if self._connection_watch is None:
-            self._connection_watch = ConnectionWatch(self.manager.get_connection_info())
+            self._connection_watch = ConnectionWatch(dict(self.manager.get_connection_info()))
         await self._connection_watch.wait()
 
     async def interrupt(self) -> None:
@@ -286,7 +290,9 @@ class AttachedKernel:
     owned = False
 
     def __init__(
-        self, connection: dict[str, Any] | str | os.PathLike[str], manager: Any = None
+        self,
+        connection: dict[str, Any] | str | os.PathLike[str],
+        manager: KernelManager | None = None,
     ) -> None:
         self.connection = connection
         self.manager = manager
@@ -359,29 +365,7 @@ def kernel_process(manager: Any) -> subprocess.Popen[Any] | None:
     return process if isinstance(process, subprocess.Popen) else None
 
 
-def lifecycle_for(kernel: Any) -> Any:
-    """The lifecycle of what a user holds: a manager, a client, connection info, a file.
-
-    A manager running a kernel, or holding a running kernel's connection info, is
-    attached to; an idle manager is started here (and so owned)."""
-    if isinstance(kernel, (str, os.PathLike, dict)):
-        return AttachedKernel(kernel)
-    if hasattr(kernel, "start_kernel"):  # a KernelManager
-        if kernel.has_kernel:
-            return AttachedKernel(kernel.get_connection_info(), manager=kernel)
-        if kernel.shell_port:  # loaded from a running kernel's connection file
-            return AttachedKernel(kernel.get_connection_info())
-        return LocalKernel(manager=kernel)
-    if hasattr(kernel, "get_connection_info"):  # a KernelClient
-        return AttachedKernel(kernel.get_connection_info())
-    raise TypeError(
-        f"ToolKernel cannot use a {type(kernel).__name__} as a kernel; pass a KernelManager, "
-        "a KernelClient, a connection file or info dict, or a kernel lifecycle "
-        "(progtc_kernel.kernels.local.LocalKernel...)"
-    )
-
-
-def _kernel_manager(python: str | None, kernel_name: str | None) -> Any:
+def _kernel_manager(python: str | None, kernel_name: str | None) -> KernelManager:
     from jupyter_client.manager import AsyncKernelManager
 
     if python is None and kernel_name is not None:

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..host.errors import ServerError
+from ..exceptions import ServerError
 from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
-from ..kernels.jupyter_server import JupyterServer
+from ..kernels.jupyter_server import JupyterServer, RemoteKernel
+from ..timeouts import (
+    DEFAULT_REQUEST,
+    DEFAULT_RUN,
+    DEFAULT_TOOL_CALL,
+    USE_DEFAULT,
+    Timeout,
+    TimeoutLike,
+    UseDefault,
+    run_seconds,
+    seconds,
+)
 from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess
 
 LEASES = "progtc-kernel/api"
-# Timeouts where the client asks for none and the server sets no ceiling (progtc's).
-DEFAULT_EXECUTION_TIMEOUT = 30.0
-DEFAULT_TOOL_CALL_TIMEOUT = 10.0
+# progtc's: how long ping() waits for an answer.
+PING_TIMEOUT = 5.0
 
 # The fix a refused key names: this client's own argument, not JupyterServer's.
 KEY_OPTION = (
@@ -43,30 +53,54 @@ class AsyncProgtcClient:
         client = AsyncProgtcClient(base_url="http://127.0.0.1:8000", api_key="KEY")
         result = await client.execute_code(code, tool_call_handlers={"get_weather": f})
 
-    ``base_url``: the server (``progtc-kernel serve``, or any Jupyter Server: its
-    kernels need only ipykernel). ``api_key``: its key (a Jupyter Server's
-    token). ``headers``: sent with every request (an E2B traffic token, say).
-    ``kernel_name``: the kernelspec to start on a plain Jupyter Server (default: its
-    default); ``progtc-kernel serve`` hands out warm kernels of its own instead.
-    ``request_timeout``: seconds one REST request may take.
+    Each ``execute_code`` runs in a fresh kernel unless it names a ``session``. A
+    ``JupyterServer`` given instead of a URL brings its own settings along
+    (``validate_cert``, ``start_timeout``, headers; ``JupyterServer.e2b(sandbox)``)::
 
-    Each ``execute_code`` runs in a fresh kernel unless it names a ``session``.
+        client = AsyncProgtcClient(JupyterServer.e2b(sandbox))
+
+    Args:
+        base_url: The server (``progtc-kernel serve``, or any Jupyter Server: its
+            kernels need only ipykernel), as a URL or a ``JupyterServer``.
+        api_key: Its key (a Jupyter Server's token); a ``JupyterServer`` has its own.
+        headers: Sent with every request (an E2B traffic token, say).
+        kernel_name: The kernelspec to start on a plain Jupyter Server (default: its
+            default); ``progtc-kernel serve`` hands out warm kernels of its own.
+        request_timeout: Seconds one REST request may take (a ``JupyterServer``
+            given has its own).
+
+    Raises:
+        TypeError: ``api_key`` given with a ``JupyterServer`` (it has its token).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | JupyterServer,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         *,
         kernel_name: str | None = None,
-        request_timeout: float = 10.0,
+        request_timeout: float | None = DEFAULT_REQUEST,
     ) -> None:
-        self.base_url = base_url
-        self.api_key = api_key or ""
+        self.request_timeout = seconds("request_timeout", request_timeout)
+        if isinstance(base_url, JupyterServer):
+            if api_key is not None:
+                raise TypeError(
+                    "the JupyterServer given has its own token: give it there, "
+                    "JupyterServer(url, token=...), not as api_key="
+                )
+            self.server = base_url
+        else:
+            self.server = JupyterServer(
+                base_url,
+                token=api_key or "",
+                request_timeout=self.request_timeout,
+                token_option=KEY_OPTION,
+            )
+        self.base_url = base_url if isinstance(base_url, str) else self.server.url
+        self.api_key = self.server.token or ""
         self.headers = dict(headers or {})
         self.kernel_name = kernel_name
-        self.request_timeout = _checked_timeout("request_timeout", request_timeout)
         self._pooled: bool | None = None  # does the server lease warm kernels? (asked once)
         self._plain_sessions: dict[str, str] = {}  # on a plain server: session -> kernel id
 
@@ -74,35 +108,32 @@ class AsyncProgtcClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        await self.close()
 
     def _server(self, headers: Mapping[str, str] | None = None) -> JupyterServer:
-        return JupyterServer(
-            self.base_url,
-            token=self.api_key,
-            headers={**self.headers, **(headers or {})},
-            request_timeout=self.request_timeout,
-            token_option=KEY_OPTION,
-        )
+        """The server, with this client's and this call's headers."""
+        server = copy.copy(self.server)
+        server.headers = {**self.server.headers, **self.headers, **(headers or {})}
+        return server
 
     # -- the server -------------------------------------------------------------------
 
-    async def ping(self, timeout: float = 5.0) -> bool:
+    async def ping(self, timeout: float | None = PING_TIMEOUT) -> bool:
         """Whether the server answers (its key is not needed)."""
-        _checked_timeout("timeout", timeout)
+        seconds("timeout", timeout)
         try:
             await self._server().request("GET", "api", timeout=timeout)
         except ServerError:
             return False
         return True
 
-    async def wait_for_server(self, timeout: float | None = 10.0) -> None:
+    async def wait_for_server(self, timeout: float | None = DEFAULT_REQUEST) -> None:
         """Return once the server answers; ``TimeoutError`` after ``timeout`` seconds
         (``None``: wait for ever)."""
-        _checked_timeout("timeout", timeout)
+        seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.05
-        while not await self.ping(timeout=min(5.0, timeout or 5.0)):
+        while not await self.ping(timeout=min(PING_TIMEOUT, timeout or PING_TIMEOUT)):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"Progtc server not ready after {timeout}s: nothing answers at {self.base_url}"
@@ -122,11 +153,15 @@ class AsyncProgtcClient:
                 if exc.status != 404:
                     raise
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """End the sessions this client started on a plain Jupyter Server."""
         for session in list(self._plain_sessions):
             with contextlib.suppress(ServerError):
                 await self.close_session(session)
+
+    async def aclose(self) -> None:
+        """``close()``, by progtc's name for it."""
+        await self.close()
 
     # -- running code -----------------------------------------------------------------
 
@@ -137,8 +172,9 @@ class AsyncProgtcClient:
         *,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         modules: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        tool_call_timeout: float | None = None,
+        timeout: TimeoutLike = USE_DEFAULT,
+        tool_call_timeout: float | UseDefault | None = USE_DEFAULT,
+        code_execution_timeout: float | UseDefault | None = USE_DEFAULT,
         session: str | None = None,
         headers: Mapping[str, str] | None = None,
         on_stdout: TextCallback | None = None,
@@ -150,16 +186,18 @@ class AsyncProgtcClient:
         ``tool_call_handlers`` (or ``tools``, progtc 0.2's name): ``{name: callable}``,
         sync or async; arguments are checked against their signatures, and one that
         raises becomes a ``ToolError`` the code can catch. ``modules``: ``{name:
-        source}`` helper modules the code (and each other) can import. ``timeout`` and
-        ``tool_call_timeout``: seconds, at most the server's ceilings (default: those).
+        source}`` helper modules the code (and each other) can import. ``timeout`` (or
+        ``code_execution_timeout``, the server's word) and ``tool_call_timeout``:
+        seconds, never above the server's ceilings; ``None``: no limit of the client's
+        own (the ceiling governs); by default the ceiling (or progtc's 30 s and 10 s
+        where the server sets none). A ``Timeout`` as ``timeout`` gives both.
         ``session``: run in the kernel of that name, keeping its state across calls
         (``close_session`` ends it); by default each call gets a fresh kernel.
         ``headers``: extra headers for this call. ``on_stdout``, ``on_stderr``: called
         with output as it comes; ``on_tool_call``: with ``ToolCallStarted`` and
         ``ToolCallFinished`` events. Callbacks may be async.
         """
-        _checked_timeout("timeout", timeout)
-        _checked_timeout("tool_call_timeout", tool_call_timeout)
+        run, tool_call = _asked(timeout, code_execution_timeout, tool_call_timeout)
         if tool_call_handlers is not None and tools is not None:
             raise TypeError("give the handlers once: tool_call_handlers= or tools=")
         handlers = dict(tool_call_handlers if tool_call_handlers is not None else tools or {})
@@ -167,14 +205,13 @@ class AsyncProgtcClient:
         lease = await self._kernel_for(server, session)
         kernel = ToolKernel(
             handlers,
-            server=server,
-            kernel_id=lease.kernel_id,
+            kernel=RemoteKernel(server, lease.kernel_id),
             extension="loaded" if lease.extension_loaded else "inject",
-            timeout=_within(
-                timeout, lease.limits.get("code_execution_timeout"), DEFAULT_EXECUTION_TIMEOUT
-            ),
-            tool_timeout=_within(
-                tool_call_timeout, lease.limits.get("tool_call_timeout"), DEFAULT_TOOL_CALL_TIMEOUT
+            timeout=Timeout(
+                _within(run, lease.limits.get("code_execution_timeout"), DEFAULT_RUN),
+                tool_call=_within(
+                    tool_call, lease.limits.get("tool_call_timeout"), DEFAULT_TOOL_CALL
+                ),
             ),
         )
         try:
@@ -270,27 +307,36 @@ class _Lease:
     extension_loaded: bool = False
 
 
-def _checked_timeout(name: str, value: Any) -> Any:
-    """A timeout as given, unless it is not a number of seconds: NaN or infinity would
-    turn the timeout off without a word, a negative one means nothing."""
-    if value is not None and (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"{name}={value!r} is not a timeout: give a finite number of seconds >= 0, or None"
-        )
-    return value
+def _asked(
+    timeout: TimeoutLike,
+    code_execution_timeout: float | UseDefault | None,
+    tool_call_timeout: float | UseDefault | None,
+) -> tuple[float | UseDefault | None, float | UseDefault | None]:
+    """The run and tool-call timeouts a caller asked for, however spelt."""
+    if not isinstance(code_execution_timeout, UseDefault):
+        if not isinstance(timeout, UseDefault):
+            raise TypeError("give the run timeout once: timeout= or code_execution_timeout=")
+        timeout = code_execution_timeout
+    run = timeout if isinstance(timeout, UseDefault) else run_seconds(timeout, None)
+    if isinstance(timeout, Timeout):
+        if not isinstance(tool_call_timeout, UseDefault):
+            raise TypeError("give the tool-call timeout once: in the Timeout or tool_call_timeout=")
+        return run, timeout.tool_call
+    if isinstance(tool_call_timeout, UseDefault):
+        return run, tool_call_timeout
+    return run, seconds("tool_call_timeout", tool_call_timeout)
 
 
-def _within(asked: float | None, ceiling: float | None, default: float) -> float:
+def _within(
+    asked: float | UseDefault | None, ceiling: float | None, default: float
+) -> float | None:
     """The client's timeout, never above the server's ceiling; by default the ceiling
-    (or progtc's default, where the server sets none)."""
-    if asked is None or asked <= 0:
+    (or progtc's default, where the server sets none); ``None``: the ceiling alone."""
+    if isinstance(asked, UseDefault):
         return ceiling if ceiling is not None else default
-    return asked if ceiling is None else min(asked, ceiling)
+    if asked is None or ceiling is None:
+        return ceiling if asked is None else asked
+    return min(asked, ceiling)
 
 
 def to_progtc(result: ExecutionResult) -> ExecuteCodeResult:

@@ -23,7 +23,15 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .._version import __version__
-from .pool import SESSION_IDLE_TIMEOUT, KernelPool, ServeKernelManager
+from ..timeouts import (
+    DEFAULT_POOL_WAIT,
+    DEFAULT_RUN,
+    DEFAULT_SEND,
+    DEFAULT_SESSION_IDLE,
+    DEFAULT_START,
+    DEFAULT_TOOL_CALL,
+)
+from .pool import KernelPool, ServeKernelManager
 from .progtc_api import DIALECTS
 
 
@@ -49,7 +57,7 @@ class Service:
     limits: Limits
     dialect: str = DIALECTS[0]
     max_output: int = 10_000_000
-    send_timeout: float = 60.0
+    send_timeout: float = DEFAULT_SEND
     executions: dict[str, Any] = field(default_factory=dict)  # progtc API runs by id
     finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
     output_stopped: int = 0  # executions stopped for printing more than max_output
@@ -91,16 +99,23 @@ class ProgtcKernelApp(ExtensionApp):
     pool_size = Int(2, help="Warm kernels kept ready.").tag(config=True)
     max_kernels = Int(16, help="Kernels running at once, warm and leased.").tag(config=True)
     pool_timeout = Float(
-        30.0, allow_none=True, help="Seconds a request waits for a kernel before a 503."
+        DEFAULT_POOL_WAIT,
+        allow_none=True,
+        help="Seconds a request waits for a kernel before a 503.",
     ).tag(config=True)
     kernel_name = Unicode(
         None, allow_none=True, help="The kernelspec of pool kernels (default: the server's)."
     ).tag(config=True)
     tool_call_timeout = Float(
-        10.0, allow_none=True, help="Ceiling of one tool call, in seconds."
+        DEFAULT_TOOL_CALL, allow_none=True, help="Ceiling of one tool call, in seconds."
     ).tag(config=True)
     code_execution_timeout = Float(
-        30.0, allow_none=True, help="Ceiling of one execution, in seconds."
+        DEFAULT_RUN, allow_none=True, help="Ceiling of one execution, in seconds."
+    ).tag(config=True)
+    start_timeout = Float(
+        DEFAULT_START,
+        allow_none=True,
+        help="Seconds a pool kernel may take to start and load the extension.",
     ).tag(config=True)
     progtc_dialect = Enum(
         list(DIALECTS),
@@ -115,14 +130,14 @@ class ProgtcKernelApp(ExtensionApp):
         "may print; one that prints more is stopped.",
     ).tag(config=True)
     send_timeout = Float(
-        60.0,
+        DEFAULT_SEND,
         help="Seconds a progtc API client may take nothing the server sends before it is cut off.",
     ).tag(config=True)
     announce_key = Bool(False, help="Print the API key with the address (it was generated).").tag(
         config=True
     )
     session_idle_timeout = Float(
-        SESSION_IDLE_TIMEOUT,
+        DEFAULT_SESSION_IDLE,
         allow_none=True,
         help="Seconds a named session may go unused before it is ended (None: never).",
     ).tag(config=True)
@@ -134,8 +149,9 @@ class ProgtcKernelApp(ExtensionApp):
             self.serverapp.kernel_manager,
             size=self.pool_size,
             max_kernels=self.max_kernels,
-            wait_timeout=self.pool_timeout,
-            execution_timeout=self.code_execution_timeout,
+            pool_timeout=self.pool_timeout,
+            code_execution_timeout=self.code_execution_timeout,
+            start_timeout=self.start_timeout,
             kernel_name=self.kernel_name,
             session_idle_timeout=self.session_idle_timeout,
         )

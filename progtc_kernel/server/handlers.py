@@ -20,7 +20,7 @@ from typing import Any
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .pool import PoolError, PoolExhausted
+from ..exceptions import PoolError, PoolExhausted
 
 PREFIX = "/progtc-kernel/api"
 

@@ -31,6 +31,9 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from tornado import web
 from traitlets import Int
 
+from ..exceptions import PoolError, PoolExhausted
+from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_SESSION_IDLE, DEFAULT_START
+
 log = logging.getLogger("progtc_kernel.server")
 
 # A websocket client that drops may come back with the same session (the transport
@@ -41,9 +44,6 @@ CONNECT_GRACE = 30.0
 # After a kernel fails to start, the next attempt waits this long (doubling up to a
 # minute): a broken kernelspec must not become a loop of failing processes.
 RETRY_AFTER = 1.0
-# A named session nobody has used or connected to for this long is ended (its kernel
-# reaped): an abandoned session must not hold a kernel for ever.
-SESSION_IDLE_TIMEOUT = 600.0
 # How often leases are checked. Leases end on the event that ends them where there is
 # one (a release, the execution's end); this only catches clients that vanished.
 WATCH_INTERVAL = 1.0
@@ -137,14 +137,6 @@ class ServeKernelManager(AsyncMappingKernelManager):
             shutil.rmtree(self._sockets, ignore_errors=True)
 
 
-class PoolError(Exception):
-    """The pool cannot hand out a kernel: kernels fail to start (the message says why)."""
-
-
-class PoolExhausted(PoolError):
-    """Every kernel the server may run is busy, and none came free in time."""
-
-
 @dataclass
 class Lease:
     """A kernel handed out. ``session``: the name of a persistent session, if any.
@@ -167,10 +159,11 @@ class KernelPool:
 
     ``kernel_manager``: the server's ``MappingKernelManager``. ``size``: warm kernels kept
     ready. ``max_kernels``: kernels running at once, warm and leased (the bound that
-    makes requests wait). ``wait_timeout``: seconds a request waits for a kernel before
-    ``PoolExhausted``. ``execution_timeout``: the server's ceiling for one execution
+    makes requests wait). ``pool_timeout``: seconds a request waits for a kernel before
+    ``PoolExhausted``. ``code_execution_timeout``: the server's ceiling for one execution
     (``None``: none); a one-shot lease is reaped a grace after it, a session's kernel
-    interrupted. ``kernel_name``: the kernelspec (default: the server's default).
+    interrupted. ``start_timeout``: seconds a warm kernel may take to start and load
+    the extension. ``kernel_name``: the kernelspec (default: the server's default).
     ``session_idle_timeout``: a named session whose kernel nobody has used or been
     connected to for this long is ended (``None``: never).
 
@@ -185,10 +178,11 @@ class KernelPool:
         *,
         size: int = 2,
         max_kernels: int = 16,
-        wait_timeout: float | None = 30.0,
-        execution_timeout: float | None = 30.0,
+        pool_timeout: float | None = DEFAULT_POOL_WAIT,
+        code_execution_timeout: float | None = DEFAULT_RUN,
+        start_timeout: float | None = DEFAULT_START,
         kernel_name: str | None = None,
-        session_idle_timeout: float | None = SESSION_IDLE_TIMEOUT,
+        session_idle_timeout: float | None = DEFAULT_SESSION_IDLE,
     ) -> None:
         if size < 0 or max_kernels < 1 or size > max_kernels:
             raise ValueError(
@@ -198,8 +192,9 @@ class KernelPool:
         self.kernel_manager = kernel_manager
         self.size = size
         self.max_kernels = max_kernels
-        self.wait_timeout = wait_timeout
-        self.execution_timeout = execution_timeout
+        self.pool_timeout = pool_timeout
+        self.code_execution_timeout = code_execution_timeout
+        self.start_timeout = start_timeout
         self.kernel_name = kernel_name
         self.session_idle_timeout = session_idle_timeout
         self.leases: dict[str, Lease] = {}
@@ -326,7 +321,7 @@ class KernelPool:
                 kernel_id=kernel_id, kernel_name=self.kernel_name
             )
             started = True
-            await warm_up(self.kernel_manager.get_kernel(kernel_id))
+            await warm_up(self.kernel_manager.get_kernel(kernel_id), self.start_timeout)
         except Exception as exc:
             if not started and isinstance(exc, web.HTTPError) and exc.status_code == 503:
                 return  # no room after all: a kernel of Jupyter's own API took it
@@ -356,7 +351,7 @@ class KernelPool:
         self._retry_after = min(self._retry_after * 2, 60.0)
 
     async def _take_warm(self) -> str:
-        deadline = time.monotonic() + (self.wait_timeout or float("inf"))
+        deadline = time.monotonic() + (self.pool_timeout or float("inf"))
         self._waiting += 1
         try:
             async with self._changed:
@@ -382,7 +377,7 @@ class KernelPool:
 
     def _exhausted(self) -> str:
         return (
-            f"no kernel came free within {self.wait_timeout or 0:g} s: all "
+            f"no kernel came free within {self.pool_timeout or 0:g} s: all "
             f"{self.max_kernels} kernels the server may run are busy; try again "
             "later, or start the server with a larger --max-kernels"
         )
@@ -433,7 +428,7 @@ class KernelPool:
             log.info("progtc_kernel: reaping kernel %s: %s", lease.kernel_id, why)
             self.release(lease.kernel_id)
             return
-        ceiling = self.execution_timeout
+        ceiling = self.code_execution_timeout
         if (
             ceiling is not None
             and lease.busy_since is not None
@@ -460,7 +455,7 @@ class KernelPool:
     def _client_gone(self, lease: Lease, connections: int, now: float) -> str | None:
         if connections:
             lease.connected, lease.disconnected_at = True, None
-            ceiling = self.execution_timeout
+            ceiling = self.code_execution_timeout
             if ceiling is not None and now - lease.taken_at > ceiling + CONNECT_GRACE:
                 return f"leased past the server's {ceiling:g} s execution ceiling"
             return None
@@ -479,12 +474,12 @@ def _active_since(model: dict[str, Any], moment: datetime) -> bool:
         return False
 
 
-async def warm_up(kernel_manager: Any) -> None:
+async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_START) -> None:
     """Load the extension and run a first cell, so that the lessee's first run is fast."""
     from ..host.bridge import ToolBridge
 
     bridge = ToolBridge(kernel_manager)
     try:
-        await bridge.start(timeout=60.0, fresh=True)
+        await bridge.start(timeout=start_timeout, fresh=True)
     finally:
         await bridge.close()

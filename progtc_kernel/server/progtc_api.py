@@ -48,14 +48,14 @@ from jupyter_server.auth import decorator as auth_decorator
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..host.errors import ToolDefinitionError
+from ..exceptions import PoolError, PoolExhausted, ToolDefinitionError
 from ..host.events import DisplayOutput, ExecutionFinished, StreamOutput
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
-from ..kernel_side.modules import problem_with_name
+from ..protocol import problem_with_module_name
+from ..timeouts import Timeout
 from .handlers import AuthenticatedFirst
-from .pool import PoolError, PoolExhausted
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 # jupyter_server >= 2.13 can refuse unauthenticated requests unless marked (older
@@ -108,7 +108,7 @@ class ExecuteCodeRequest(pydantic.BaseModel):
     @classmethod
     def _module_names(cls, modules: dict[str, str]) -> dict[str, str]:
         for name in modules:
-            if problem := problem_with_name(name):
+            if problem := problem_with_module_name(name):
                 raise ValueError(problem)
         return modules
 
@@ -320,8 +320,11 @@ class ExecuteCodeHandler(_ProgtcHandler):
         kernel = ToolKernel(
             tools,
             kernel=manager,
-            timeout=limits.code_execution_timeout,
-            tool_timeout=limits.tool_call_timeout,
+            timeout=Timeout(
+                limits.code_execution_timeout,
+                tool_call=limits.tool_call_timeout,
+                start=self.service.pool.start_timeout,
+            ),
         )
         async with kernel:
             if request.modules:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Iterator
 
-from ..kernel_side.script import ALWAYS_ALLOWED
+from ..protocol import ALWAYS_ALLOWED
 
 
 def check_script(source: str, modules: Iterable[str]) -> None:

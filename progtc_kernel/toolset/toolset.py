@@ -20,23 +20,20 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..host.errors import KernelDiedError, ScriptError
+from ..exceptions import KernelDiedError, ScriptError, ScriptTimeoutError
 from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
-from ..kernel_side.script import OUTCOME_MIME
+from ..kernels.base import KernelLike
+from ..protocol import OUTCOME_MIME, run_script_code
+from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolve
 from .environment import environment, modules_of
 from .imports import check_script
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
 # 50 MB took 99 s through MCP's stdio layer.
 MAX_RESULT_CHARS = 200_000
-
-_RUNNER = (
-    "from progtc_kernel.kernel_side.script import run_script as _progtc_run_script\n"
-    "await _progtc_run_script({source!r}, {modules!r}, {keep!r})"
-)
 
 
 class ScriptResult(BaseModel):
@@ -53,6 +50,21 @@ class ScriptResult(BaseModel):
     duration: float = 0.0
 
 
+def _check_kernel_timeouts(timeout: TimeoutLike, kernel: ToolKernel) -> None:
+    """A ``Timeout`` whose tool-call or start timeout a kernel given would not use is
+    refused: the kernel has its own, sent to it when it starts."""
+    if not isinstance(timeout, Timeout):
+        return
+    theirs = kernel.timeout
+    if (timeout.tool_call, timeout.start) != (theirs.tool_call, theirs.start):
+        raise ValueError(
+            f"timeout={timeout!r} sets tool-call and start timeouts, but the kernel "
+            f"given has its own ({theirs!r}): set them on the kernel, "
+            "ToolKernel(..., timeout=Timeout(tool_call=...)), and give the toolset "
+            "only the script's seconds"
+        )
+
+
 class ProgrammaticToolset:
     """The agent-facing tools ``get_execution_environment`` and ``execute_tool_script``.
 
@@ -63,16 +75,22 @@ class ProgrammaticToolset:
             out = await toolset.execute_tool_script(script)
 
     ``tools``: the host tools scripts may call (see ``ToolRegistry``). ``kernel``: a
-    ``ToolKernel`` to run scripts on (a remote one, say); by default a local kernel
-    of its own. A kernel given unstarted is started and closed with the toolset.
+    ``ToolKernel`` to run scripts on, or a kernel (``KernelLike``: ``LocalKernel``,
+    ``RemoteKernel``...) for a ``ToolKernel`` of its own; by default a local kernel
+    of its own. A kernel given unstarted is started and closed with the toolset
+    (``async with``, or ``start()`` and ``close()``).
     ``supported_modules``: the modules a script may import, as names or a mapping of
     name to description (default: ``DEFAULT_MODULES``). ``max_tool_calls``: tool
     calls one script may make (``None``: no limit). ``timeout``: seconds a script may
-    run (``None``: no limit). ``fresh_namespace``: each script starts with no names
-    left by earlier ones (set False to keep them). ``max_output_chars``: how much of
-    what a script prints is returned. ``max_result_chars``: how much of the JSON of
-    what ``run()`` returns is passed on (a model's context holds little, and a large
-    result is slow through MCP's stdio); a longer one is cut, the cut said.
+    run (default 60; ``None``: no limit), or a ``Timeout`` that also sets how long one
+    tool call may take (``Timeout(60, tool_call=5)``: the script gets a
+    ``ToolTimeoutError`` it can catch) and how long the kernel may take to start; a
+    kernel given keeps its own (set them on it). ``fresh_namespace``: each script
+    starts with no names left by earlier ones (set False to keep them).
+    ``max_output_chars``: how much of what a script prints is returned.
+    ``max_result_chars``: how much of the JSON of what ``run()`` returns is passed
+    on (a model's context holds little, and a large result is slow through MCP's
+    stdio); a longer one is cut, the cut said.
     ``returns_printed_text``: whether the caller passes what a script prints on to
     the model (``run_script``'s ``stdout``, as the MCP server and ``CodeModeToolset``
     do); ``execute_tool_script`` alone returns only the JSON. The instructions say
@@ -83,20 +101,25 @@ class ProgrammaticToolset:
         self,
         tools: ToolsLike = None,
         *,
-        kernel: ToolKernel | None = None,
+        kernel: ToolKernel | KernelLike | None = None,
         supported_modules: Mapping[str, str] | Iterable[str] | None = None,
         max_tool_calls: int | None = None,
-        timeout: float | None = 60.0,
+        timeout: TimeoutLike = USE_DEFAULT,
         fresh_namespace: bool = True,
         max_output_chars: int = 20_000,
         max_result_chars: int = MAX_RESULT_CHARS,
         returns_printed_text: bool = False,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
-        self.kernel = kernel if kernel is not None else ToolKernel(self.tools)
+        self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
+        self.kernel = (
+            kernel
+            if isinstance(kernel, ToolKernel)
+            else ToolKernel(self.tools, kernel=kernel, timeout=self.timeout)
+        )
+        _check_kernel_timeouts(timeout, self.kernel)
         self.modules = modules_of(supported_modules)
         self.max_tool_calls = max_tool_calls
-        self.timeout = timeout
         self.fresh_namespace = fresh_namespace
         self.max_output_chars = max_output_chars
         self.max_result_chars = max_result_chars
@@ -104,16 +127,24 @@ class ProgrammaticToolset:
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
         self._started_kernel = False
 
-    async def __aenter__(self) -> ProgrammaticToolset:
+    async def start(self) -> None:
+        """Start the kernel, unless it runs already (given started)."""
         if not self.kernel.running:
             await self.kernel.start()
             self._started_kernel = True
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def close(self) -> None:
+        """Close the kernel if ``start()`` started it; one given started is left running."""
         if self._started_kernel:
             self._started_kernel = False
             await self.kernel.close()
+
+    async def __aenter__(self) -> ProgrammaticToolset:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- the two tools ----------------------------------------------------------------
 
@@ -124,7 +155,7 @@ class ProgrammaticToolset:
             self.tools.specs(),
             self.modules,
             max_tool_calls=self.max_tool_calls,
-            timeout=self.timeout,
+            timeout=self.timeout.run,
             fresh_namespace=self.fresh_namespace,
             max_output_chars=self.max_output_chars if self.returns_printed_text else None,
             max_result_chars=self.max_result_chars,
@@ -137,11 +168,11 @@ class ProgrammaticToolset:
     async def run_script(self, script: str) -> ScriptResult:
         """Run the script; returns its value, printed output and tool calls."""
         check_script(script, self.modules)
-        code = _RUNNER.format(source=script, modules=sorted(self.modules), keep=self._namespace_key)
+        code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(
             code,
             tools=_Budgeted(self.tools, self.max_tool_calls),
-            timeout=self.timeout,
+            timeout=self.timeout.run,
             silent=True,
         )
         outcome = self._outcome(result)
@@ -167,9 +198,9 @@ class ProgrammaticToolset:
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
         if error is not None and error.kind == "timeout":
-            raise TimeoutError(
-                f"the script ran for more than {self.timeout:g} s and was stopped: make it "
-                "do less per script (fewer or faster tool calls), or split the work"
+            raise ScriptTimeoutError(
+                f"the script ran for more than {self.timeout.run or 0:g} s and was stopped: "
+                "make it do less per script (fewer or faster tool calls), or split the work"
             )
         if error is not None and error.kind == "kernel_died":
             raise KernelDiedError(f"the kernel running the script died: {error.evalue}")

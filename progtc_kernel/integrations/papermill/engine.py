@@ -1,7 +1,7 @@
 """The papermill engine ``progtc``, registered from here under the ``papermill.engine``
 entry point group (see the package's docstring for why here). The tools are the
-``tools=`` given to ``papermill.execute_notebook`` (with ``tool_timeout=``
-and ``python=``, as ``execute_notebook`` takes them), else those of the modules or
+``tools=`` given to ``papermill.execute_notebook`` (with ``tool_call_timeout=``
+and ``python=``), else those of the modules or
 ``.py`` files named in ``PROGTC_KERNEL_TOOLS``, separated as in ``PATH`` (``:`` on
 POSIX, ``;`` on Windows). Cells run on ``ToolNotebookClient``, so a failing tool
 call, a timeout (``--execution-timeout``) or a dead kernel is a cell error in the
@@ -20,9 +20,10 @@ from papermill.engines import NBClientEngine
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
-from ...host.errors import ToolDefinitionError
+from ...exceptions import ToolDefinitionError
 from ...host.loading import load_tools
 from ...host.tools import ToolsLike
+from ...timeouts import DEFAULT_TOOL_CALL, renamed
 from ..nbclient import ToolNotebookClient
 
 __all__ = ["TOOLS_VARIABLE", "ProgtcEngine", "tools_from_environment"]
@@ -44,17 +45,22 @@ class ProgtcEngine(NBClientEngine):  # type: ignore[misc]
         start_timeout: int = 60,
         execution_timeout: int | None = None,
         tools: ToolsLike = None,
-        tool_timeout: float | None = 10.0,
+        tool_call_timeout: float | None = DEFAULT_TOOL_CALL,
         python: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run ``nb_man``'s notebook, as papermill's own engine does, with ``tools``
         (default: those named in ``PROGTC_KERNEL_TOOLS``) served to its cells.
-        ``tool_timeout``: seconds a tool call may take (``None``: no limit).
+        ``tool_call_timeout``: seconds a tool call may take (``None``: no limit;
+        ``tool_timeout`` is its deprecated spelling).
         ``python``: the kernel's interpreter, instead of ``kernel_name``'s kernelspec.
         The other arguments are papermill's."""
         if tools is None:
             tools = tools_from_environment()
+        if "tool_timeout" in kwargs:
+            tool_call_timeout = renamed(
+                "tool_timeout", "tool_call_timeout=", kwargs.pop("tool_timeout")
+            )
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
         options = merge_kwargs(
             kwargs,
@@ -67,7 +73,7 @@ class ProgtcEngine(NBClientEngine):  # type: ignore[misc]
             stderr_file=stderr_file,
         )
         client = _PapermillToolClient(
-            nb_man, tools=tools, tool_timeout=tool_timeout, python=python, **options
+            nb_man, tools=tools, tool_call_timeout=tool_call_timeout, python=python, **options
         )
         return client.execute()
 

@@ -9,9 +9,17 @@ from typing import Any
 def sandbox_address(
     sandbox: Any, port: int, headers: Mapping[str, str] | None
 ) -> tuple[str, dict[str, str]]:
-    """The server's URL in ``sandbox`` (sync or async E2B ``Sandbox``) and the headers
-    to send: ``headers`` and, where the sandbox's public traffic is off, its
-    ``E2B-Traffic-Access-Token``."""
+    """Where the Jupyter Server in an E2B sandbox is, and the headers it wants.
+
+    Args:
+        sandbox: an E2B ``Sandbox`` or ``AsyncSandbox``.
+        port: the server's port in the sandbox.
+        headers: headers to send besides.
+
+    Returns:
+        The server's URL, and ``headers`` with the sandbox's
+        ``E2B-Traffic-Access-Token`` where its public traffic is off.
+    """
     headers = dict(headers or {})
     traffic_token = getattr(sandbox, "traffic_access_token", None)
     if traffic_token:

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ...host.errors import KernelDiedError, KernelStartError, ServerError
+from ...exceptions import KernelDiedError, KernelNotStartedError, KernelStartError, ServerError
+from ..base import Transport
 from .websocket import WebsocketTransport
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class RemoteKernel:
 
     def connect(self) -> WebsocketTransport:
         if self.kernel_id is None:
-            raise RuntimeError("the kernel is not started yet: await start() first")
+            raise KernelNotStartedError("the kernel is not started yet: await start() first")
         return WebsocketTransport(self.server, self.kernel_id, on_gone=self._gone)
 
     def _gone(self, reason: str, server_restarts: bool) -> None:
@@ -139,13 +140,19 @@ class RemoteKernel:
         self.ended = None
         self._server_restarts = False
 
-    async def reconnect(self, transport: WebsocketTransport) -> bool:
+    def connection_lost(self, transport: Transport) -> bool:
+        """The server was out of reach for longer than its ``reconnect_timeout``: the
+        kernel may well have survived it."""
+        return isinstance(transport, WebsocketTransport) and transport.gave_up
+
+    async def reconnect(self, transport: Transport) -> bool:
         """Use the server again after ``transport`` gave the connection up for lost.
 
         True: the kernel survived, and is connected to again (its state kept). False: it
         is gone (the server restarted, say), and a new kernel of ours was started in its
         place. Raises ``ServerError`` while the server still cannot be reached (a later
         call tries again), ``KernelDiedError`` when a kernel attached to is gone."""
+        assert isinstance(transport, WebsocketTransport)
         try:
             await self.model()
             survived = True

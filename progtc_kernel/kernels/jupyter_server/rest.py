@@ -11,7 +11,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from ...host.errors import ServerError
+from ...exceptions import ServerError
+from ...timeouts import (
+    DEFAULT_RECONNECT,
+    DEFAULT_REMOTE_START,
+    DEFAULT_REQUEST,
+    USE_DEFAULT,
+    YEAR,
+    UseDefault,
+    seconds,
+)
 from .lifecycle import RemoteKernel
 from .websocket import MAX_MESSAGE_SIZE, PING_INTERVAL, PING_TIMEOUT, V1_PROTOCOL
 
@@ -25,7 +34,7 @@ class JupyterServer:
     ::
 
         server = JupyterServer("http://127.0.0.1:8888", token="T")
-        async with ToolKernel(tools=[get_weather], server=server) as kernel: ...
+        async with ToolKernel(tools=[get_weather], kernel=RemoteKernel(server)) as kernel: ...
 
     ``url``: the server's base URL (a URL ``jupyter server`` printed works too: its
     ``?token=`` is used and a trailing ``/lab`` or ``/tree`` dropped). ``token``:
@@ -34,7 +43,8 @@ class JupyterServer:
     seconds a REST request may take. ``start_timeout``: seconds starting or
     restarting a kernel may take (a gateway on a cluster may pull an image).
     ``reconnect_timeout``: how long a dropped websocket keeps trying to come back
-    before the kernel counts as gone. ``validate_cert``: check HTTPS certificates.
+    before the kernel counts as gone. ``None`` in any of them: no limit.
+    ``validate_cert``: check HTTPS certificates.
     ``token_option``: how the user of the API in use gives the token, as the fix a
     refused token names (``AsyncProgtcClient`` says ``api_key=``, the CLI ``--token``).
     """
@@ -45,18 +55,18 @@ class JupyterServer:
         token: str | None = None,
         *,
         headers: Mapping[str, str] | None = None,
-        request_timeout: float = 10.0,
-        start_timeout: float = 120.0,
-        reconnect_timeout: float = 30.0,
+        request_timeout: float | None = DEFAULT_REQUEST,
+        start_timeout: float | None = DEFAULT_REMOTE_START,
+        reconnect_timeout: float | None = DEFAULT_RECONNECT,
         validate_cert: bool = True,
         token_option: str = TOKEN_OPTION,
     ) -> None:
         self.url, token_in_url = _base_url(url)
         self.token = token if token is not None else token_in_url
         self.headers = dict(headers or {})
-        self.request_timeout = request_timeout
-        self.start_timeout = start_timeout
-        self.reconnect_timeout = reconnect_timeout
+        self.request_timeout = seconds("request_timeout", request_timeout)
+        self.start_timeout = seconds("start_timeout", start_timeout)
+        self.reconnect_timeout = seconds("reconnect_timeout", reconnect_timeout)
         self.validate_cert = validate_cert
         self.token_option = token_option
 
@@ -112,23 +122,31 @@ class JupyterServer:
     # -- REST -----------------------------------------------------------------------
 
     async def request(
-        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | UseDefault | None = USE_DEFAULT,
     ) -> Any:
         """Call the REST API; returns the decoded JSON answer (None when empty).
+        ``timeout``: seconds it may take (``None``: no limit; by default
+        ``request_timeout``).
 
         Raises ``ServerError`` naming the fix: a refused token, a server that does
         not answer, a path that does not exist, or what the server said."""
         from tornado.httpclient import HTTPClientError, HTTPRequest
 
-        timeout = timeout or self.request_timeout
+        if isinstance(timeout, UseDefault):
+            timeout = self.request_timeout
         payload = json.dumps(body) if body is not None else ("" if method == "POST" else None)
         request = HTTPRequest(
             self.url + path,
             method=method,
             body=payload,
             headers=self._headers(),
-            connect_timeout=min(timeout, self.request_timeout),
-            request_timeout=timeout,
+            connect_timeout=_tornado_seconds(_shorter(timeout, self.request_timeout)),
+            request_timeout=_tornado_seconds(timeout),
             validate_cert=self.validate_cert,
         )
         try:
@@ -147,10 +165,10 @@ class JupyterServer:
             headers["Authorization"] = f"token {self.token}"
         return headers
 
-    def _unreachable(self, exc: BaseException, timeout: float) -> ServerError:
+    def _unreachable(self, exc: BaseException, timeout: float | None) -> ServerError:
         if "timeout" in str(exc).lower():
             return ServerError(
-                f"{self.url} did not answer within {timeout:g} s: is the server "
+                f"{self.url} did not answer within {timeout or 0:g} s: is the server "
                 "running and reachable from here?"
             )
         return ServerError(
@@ -187,7 +205,11 @@ class JupyterServer:
         )
 
     def no_kernel(self, kernel_id: str) -> str:
-        """Why there is no such kernel, and what to give instead."""
+        """Why there is no such kernel, and what to give instead.
+
+        Args:
+            kernel_id: the id asked for.
+        """
         return (
             f"there is no kernel {kernel_id!r} on {self.url}: give the id of a running "
             "kernel (GET /api/kernels lists them), or leave kernel_id out to start one"
@@ -214,8 +236,8 @@ class JupyterServer:
             url,
             headers=self._headers(),
             validate_cert=self.validate_cert,
-            connect_timeout=self.request_timeout,
-            request_timeout=self.request_timeout,
+            connect_timeout=_tornado_seconds(self.request_timeout),
+            request_timeout=_tornado_seconds(self.request_timeout),
         )
         try:
             return await websocket_connect(
@@ -284,3 +306,14 @@ def _server_message(response: Any) -> str:
     if isinstance(decoded, dict):
         return str(decoded.get("message") or decoded.get("reason") or "")
     return ""
+
+
+def _shorter(a: float | None, b: float | None) -> float | None:
+    """The shorter of two timeouts (``None``: no limit)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _tornado_seconds(timeout: float | None) -> float:
+    """A timeout as tornado takes it: it has no "no limit" (``None`` is its default of
+    20 s), so a year stands for it."""
+    return YEAR if timeout is None else timeout

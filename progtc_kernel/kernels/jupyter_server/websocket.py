@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._wire import BadMessages
-from ...host.errors import ServerError
+from ...exceptions import ServerError
 from ..base import ChannelName, MessageCallback
 from .frames import decode_frame, legacy_frame, v1_frame
 
@@ -212,7 +213,8 @@ class WebsocketTransport:
     async def _reconnect(self) -> bool:
         """Connect again with the same session id until ``reconnect_timeout``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.server.reconnect_timeout
+        limit = self.server.reconnect_timeout
+        deadline = math.inf if limit is None else loop.time() + limit
         delay = 0.05
         while not self._closing:
             try:
