@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 
-from progtc_kernel import ToolKernel
+from progtc_kernel import Timeout, ToolKernel
 from progtc_kernel.kernels.jupyter_server import RemoteKernel
 from progtc_kernel.kernels.local import AttachedKernel, LocalKernel, kernel_process
 
@@ -60,7 +60,7 @@ async def test_an_interrupt_with_a_hundred_calls_pending_cancels_them_all(
     stalls = Stalls(PENDING)
     # A tool timeout far away: the kernel keeps one timer for it, which the interrupt
     # must not wait for.
-    async with make_kernel([stalls.stall], tool_timeout=3600, timeout=None) as kernel:
+    async with make_kernel([stalls.stall], timeout=Timeout(None, tool_call=3600)) as kernel:
         run = asyncio.ensure_future(
             kernel.execute(
                 "import asyncio, tools\n"
@@ -98,7 +98,7 @@ async def test_a_kernel_waiting_on_a_pending_call_goes_quiet(
     woke every 0.1 s for the call's timeout and for Ctrl-C): once it has settled, two
     readings of its wake-up count half a second apart agree."""
     stalls = Stalls(1)
-    async with make_kernel([stalls.stall], tool_timeout=3600) as kernel:
+    async with make_kernel([stalls.stall], timeout=Timeout(tool_call=3600)) as kernel:
         pid = pid_of(kernel.lifecycle)  # type: ignore[arg-type]
         run = asyncio.ensure_future(kernel.execute(code))
         await stalls.all_running.wait()
@@ -268,10 +268,11 @@ async def test_a_kernel_given_that_was_restarted_where_it_runs_is_used_again(
     someone_elses: object,
 ) -> None:
     km = someone_elses
-    lifecycle = AttachedKernel(km.connection_file)  # type: ignore[attr-defined]
+    assert isinstance(km, AsyncKernelManager)
+    lifecycle = AttachedKernel(km.connection_file)
     async with ToolKernel([], kernel=lifecycle) as kernel:
         await lifecycle.until_connected()
-        await km.restart_kernel(now=True)  # type: ignore[attr-defined]
+        await km.restart_kernel(now=True)
         await lifecycle.wait()  # the old process ended
         await lifecycle.until_connected()  # its successor listens on the same ports
         assert (await kernel.execute("print('back')")).stdout == "back\n"
