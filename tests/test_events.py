@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 from progtc_kernel import Timeout, ToolKernel
 from progtc_kernel.kernels.jupyter_server import RemoteKernel
@@ -262,3 +262,17 @@ async def test_wait_returns_when_someone_shuts_a_remote_kernel_down(
         await gone  # the kernel's last words, before the server closes the websocket
         result = await kernel.execute("1")
         assert result.error is not None and result.error.kind == "kernel_died"
+
+
+async def test_a_kernel_given_that_was_restarted_where_it_runs_is_used_again(
+    someone_elses: object,
+) -> None:
+    km = someone_elses
+    assert isinstance(km, AsyncKernelManager)
+    lifecycle = AttachedKernel(km.connection_file)
+    async with ToolKernel([], kernel=lifecycle) as kernel:
+        await lifecycle.until_connected()
+        await km.restart_kernel(now=True)
+        await lifecycle.wait()  # the old process ended
+        await lifecycle.until_connected()  # its successor listens on the same ports
+        assert (await kernel.execute("print('back')")).stdout == "back\n"

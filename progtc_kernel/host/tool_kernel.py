@@ -364,6 +364,8 @@ class ToolKernel:
                         "(or call restart() if ToolKernel holds its manager)"
                     )
                 await self._restart()
+            elif self._gone is not None and self._gone.done() and await self.lifecycle.is_alive():
+                self._watch_kernel()  # a kernel given came back: restarted where it runs
             bridge = self.bridge
             bridge.use_tools(self.tools if tools is None else tools)
             msg_id = bridge.transport.send(
