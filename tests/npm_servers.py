@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import one_at_a_time
+
 NPM_TOOLS = Path(__file__).resolve().parent.parent / ".npm-tools"
 EVERYTHING = "@modelcontextprotocol/server-everything@2026.8.31"
 
@@ -24,6 +26,12 @@ def everything_command() -> str:
 def everything_binary() -> Path:
     """server-everything's program (give it the argument ``stdio``)."""
     binary = NPM_TOOLS / "node_modules" / ".bin" / "mcp-server-everything"
+    with one_at_a_time("npm-tools"):  # (parallel workers install it once)
+        _install(binary)
+    return binary
+
+
+def _install(binary: Path) -> None:
     if not binary.exists():
         npm = shutil.which("npm")
         if npm is None:
@@ -37,4 +45,3 @@ def everything_binary() -> Path:
             capture_output=True,
             timeout=600,
         )
-    return binary
