@@ -178,13 +178,23 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Called by ``%load_ext progtc_kernel``: serve host tools as the ``tools`` module."""
+    """Called by ``%load_ext progtc_kernel``: serve host tools as the ``tools`` module.
+
+    Args:
+        ipython: The kernel's IPython shell.
+    """
     from .kernel_side.extension import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext progtc_kernel``: every host is let go of (their pending
+    calls fail with ``HostDisconnectedError``) and the ``tools`` module is removed.
+
+    Args:
+        ipython: The kernel's IPython shell.
+    """
     from .kernel_side.extension import unload_ipython_extension as unload
 
     unload(ipython)

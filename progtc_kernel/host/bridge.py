@@ -61,24 +61,30 @@ log = logging.getLogger("progtc_kernel")
 class ToolBridge:
     """Serves tools to code running in one kernel, whoever runs that code.
 
-    Give it what you hold: a jupyter_client ``KernelManager`` or ``KernelClient``, a
-    connection-info dict or connection-file path, a kernel on a Jupyter Server
-    (``server.kernel(kernel_id)``), or a ``Transport``. It opens a connection of its
-    own, so your client's messages stay yours::
+    It opens a connection of its own, so your client's messages stay yours, and loads
+    the extension into the kernel if needed. It never starts, restarts or stops the
+    kernel.
 
+    Example:
+        ```python
         async with ToolBridge(km, tools=[get_weather]):
             await run_cells_your_way(km)  # `from tools import get_weather` works there
+        ```
 
-    ``tools``: the tools to serve (see ``ToolRegistry``). ``tool_timeout``: seconds a
-    call may take before the kernel gives up on it (``None``: no limit; time spent
-    waiting for a free thread does not count). ``max_in_flight``: calls outstanding
-    at once; the kernel holds back the rest. ``tool_threads``: how many sync tools
-    may run at once (each on a thread of its own). ``extension``: how the kernel gets
-    the extension: ``"inject"`` (default) loads it if the kernel has not, from the
-    kernel's environment when that has exactly this version's kernel-side code, else
-    from code this host brings along (nothing is written to the kernel's disk), so a
-    kernel needs nothing but ipykernel; ``"installed"`` loads only an installed copy;
-    ``"loaded"`` sends nothing, for kernels that load it at start (saves a round trip).
+    Args:
+        kernel: What you hold: a jupyter_client ``KernelManager`` or ``KernelClient``,
+            a connection-info dict or connection-file path, a kernel on a Jupyter Server
+            (``server.kernel(kernel_id)``), or a ``Transport``.
+        tools: The tools to serve (see ``ToolRegistry``).
+        tool_timeout: Seconds a call may take before the kernel gives up on it
+            (``None``: no limit). Time spent waiting for a free thread does not count.
+        max_in_flight: Calls outstanding at once; the kernel holds back the rest.
+        tool_threads: How many sync tools may run at once, each on a thread of its own.
+        extension: How the kernel gets the extension. ``"inject"`` (default) loads it
+            if the kernel has not, from the kernel's environment when that has exactly
+            this version, else from code this host brings along (nothing is written to
+            the kernel's disk); ``"installed"`` loads only an installed copy;
+            ``"loaded"`` sends nothing, for kernels that load it at start.
     """
 
     def __init__(

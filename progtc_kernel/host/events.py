@@ -10,7 +10,13 @@ from .results import ExecutionResult, Output, ToolCallRecord
 
 @dataclass(frozen=True)
 class StreamOutput:
-    """A chunk the code wrote to stdout or stderr."""
+    """A chunk the code wrote to stdout or stderr.
+
+    Attributes:
+        name: ``"stdout"`` or ``"stderr"``.
+        text: What was written.
+        kind: ``"stream"``, to tell events apart without ``isinstance``.
+    """
 
     name: Literal["stdout", "stderr"]
     text: str
@@ -19,7 +25,12 @@ class StreamOutput:
 
 @dataclass(frozen=True)
 class DisplayOutput:
-    """A rich output: ``display(...)``, a plot, the cell's last value."""
+    """A rich output: ``display(...)``, a plot, the cell's last value.
+
+    Attributes:
+        output: The MIME bundle and its metadata.
+        kind: ``"display"``.
+    """
 
     output: Output
     kind: Literal["display"] = "display"
@@ -27,6 +38,15 @@ class DisplayOutput:
 
 @dataclass(frozen=True)
 class ToolCallStarted:
+    """The code called a tool; the host is about to run it.
+
+    Attributes:
+        id: The call's id, as the kernel numbered it (``ToolCallFinished.call.id``).
+        name: The tool's name.
+        arguments: The arguments, by parameter name, as the kernel sent them.
+        kind: ``"tool_call_started"``.
+    """
+
     id: int
     name: str
     arguments: dict[str, Any]
@@ -35,13 +55,25 @@ class ToolCallStarted:
 
 @dataclass(frozen=True)
 class ToolCallFinished:
+    """A tool call ended, well or not.
+
+    Attributes:
+        call: What happened: the tool, its arguments, ``ok``, ``duration`` and ``error``.
+        kind: ``"tool_call_finished"``.
+    """
+
     call: ToolCallRecord
     kind: Literal["tool_call_finished"] = "tool_call_finished"
 
 
 @dataclass(frozen=True)
 class ExecutionFinished:
-    """Always the last event."""
+    """Always the last event of a run.
+
+    Attributes:
+        result: The whole run's result, as ``execute()`` returns it.
+        kind: ``"finished"``.
+    """
 
     result: ExecutionResult
     kind: Literal["finished"] = "finished"

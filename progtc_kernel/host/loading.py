@@ -27,7 +27,21 @@ from .tools import Tool, ToolRegistry
 
 
 def load_tools(sources: Sequence[str]) -> ToolRegistry:
-    """The tools of every module name or ``.py`` file in ``sources``, in one registry."""
+    """The tools of every module or ``.py`` file in ``sources``, in one registry.
+
+    A module gives its ``TOOLS`` list or dict, else the functions named in its
+    ``__all__``, else its public functions (classes only when ``TOOLS`` lists them).
+
+    Args:
+        sources: Module names (``"my_package.tools"``) or paths of ``.py`` files.
+
+    Returns:
+        One registry with the tools of them all.
+
+    Raises:
+        ToolDefinitionError: A source defines no tools, two define a tool of the same
+            name, or a function cannot be a tool.
+    """
     tools: dict[str, Tool] = {}
     origin: dict[str, str] = {}
     for source in sources:

@@ -97,19 +97,24 @@ def _same_arguments_as(
 
 
 class SyncToolKernel:
-    """``ToolKernel`` with blocking methods::
+    """``ToolKernel`` with blocking methods, for scripts and for notebooks whose event loop
+    already runs.
 
-        with SyncToolKernel(tools=[get_weather]) as kernel:
-            print(kernel.execute("print(tools.get_weather('Oslo', 'Norway'))").stdout)
-            for event in kernel.stream("print(tools.get_weather('Rome', 'Italy'))"):
-                print(event)
-
-    Takes the same arguments as ``ToolKernel`` and has the same methods and
-    properties, without ``await``: ``stream`` is a plain iterator (leaving it early
-    interrupts its run; at once with ``contextlib.closing``). ``kernel`` is the
-    ``ToolKernel`` itself. Async tools run on the kernel's private loop thread; sync
+    It has ``ToolKernel``'s methods and properties, without ``await``: ``stream`` is a
+    plain iterator (leaving it early interrupts its run; at once with
+    ``contextlib.closing``). Async tools run on the kernel's private loop thread, sync
     tools in worker threads. The loop thread ends with ``close()`` (or the ``with``
-    block), and at once when the constructor or ``start`` in ``with`` fails.
+    block), and at once when the constructor or ``start`` fails.
+
+    Example:
+        ```python
+        with SyncToolKernel(tools=[get_weather]) as kernel:
+            print(kernel.execute("import tools\\nprint(tools.get_weather('Oslo', 'NO'))").stdout)
+        ```
+
+    Args:
+        *args: ``ToolKernel``'s arguments: ``tools``...
+        **kwargs: ``ToolKernel``'s keyword arguments: ``kernel=``, ``timeout=``...
     """
 
     kernel: ToolKernel

@@ -73,8 +73,23 @@ class Tool(ABC):
     def from_function(
         function: Any, *, name: str | None = None, description: str | None = None
     ) -> Tool:
-        """A tool from a Python callable (sync or async): its signature and type hints
-        describe it to the kernel and validate its arguments and result."""
+        """A tool from a Python callable, sync or async.
+
+        Its signature and type hints describe it to the kernel, and validate its arguments
+        and its result.
+
+        Args:
+            function: The callable (a ``Tool`` is returned as it is, or renamed).
+            name: The name the kernel calls it by; default: the function's own.
+            description: What the kernel's ``help()`` shows; default: its docstring.
+
+        Returns:
+            The tool.
+
+        Raises:
+            ToolDefinitionError: A parameter or the return type cannot travel as JSON, or
+                the name is reserved.
+        """
         from .function_tool import FunctionTool
 
         if isinstance(function, Tool):
@@ -90,9 +105,22 @@ class Tool(ABC):
         description: str | None = None,
         output_schema: Mapping[str, Any] | None = None,
     ) -> Tool:
-        """A tool from a JSON schema of its arguments and a callable that takes them
-        as one dict (sync or async). The kernel sees a signature built from the schema;
-        arguments (and results, given ``output_schema``) are checked against it."""
+        """A tool from a JSON schema of its arguments, the way MCP and agent frameworks
+        describe tools.
+
+        The kernel sees a signature built from the schema; arguments (and results, given
+        ``output_schema``) are checked against it with jsonschema.
+
+        Args:
+            name: The name the kernel calls it by.
+            input_schema: The JSON schema of the arguments object.
+            function: Called with the arguments as one dict; sync or async.
+            description: What the kernel's ``help()`` shows.
+            output_schema: The JSON schema of the result, if it has one.
+
+        Returns:
+            The tool.
+        """
         from .schema_tool import SchemaTool
 
         return SchemaTool(
@@ -199,10 +227,23 @@ def reserved_name_reason(name: str) -> str | None:
 
 
 class ToolRegistry(Mapping[str, Tool]):
-    """An immutable set of tools, by name.
+    """An immutable set of tools, by name: what a kernel's ``tools`` module offers.
 
-    ``tools``: a list of callables or ``Tool`` objects (named after themselves), or a
-    mapping of name to callable or ``Tool`` (the key is the name, whatever the value)."""
+    Example:
+        ```python
+        registry = ToolRegistry([get_weather, Tool.from_schema("forecast", schema, call)])
+        registry = ToolRegistry({"weather": get_weather})  # the key is the name
+        ```
+
+    Args:
+        tools: A list of callables or ``Tool`` objects (each named after itself), or a
+            mapping of name to callable or ``Tool`` (the key is the name, whatever the
+            value). ``None``: no tools.
+
+    Raises:
+        ToolDefinitionError: A callable cannot be a tool (a type JSON cannot carry, a
+            reserved name); the message says why and what to do.
+    """
 
     def __init__(self, tools: ToolsLike = None) -> None:
         if isinstance(tools, ToolRegistry):

@@ -90,10 +90,18 @@ INJECTED_TAG = "injected-parameters"
 
 
 class NotebookExecutionError(CellExecutionError):
-    """A cell failed, timed out or lost its kernel: nbclient's ``CellExecutionError``
-    (``str()`` shows the cell and its traceback; ``ename``, ``evalue``), plus
-    ``notebook``, the executed notebook with the failing cell's outputs, and
-    ``cell_index``, that cell's position."""
+    """A cell failed, timed out or lost its kernel.
+
+    It is nbclient's ``CellExecutionError`` (``str()`` shows the cell and its traceback),
+    with the executed notebook attached.
+
+    Attributes:
+        traceback: The cell's traceback, as text.
+        ename: The exception's class name.
+        evalue: The exception's message.
+        notebook: The executed notebook, with the failing cell's outputs.
+        cell_index: The failing cell's position in the notebook.
+    """
 
     def __init__(
         self,
@@ -339,30 +347,47 @@ def execute_notebook(
     allow_errors: bool = False,
     **options: Any,
 ) -> NotebookNode:
-    """Run a notebook on a fresh kernel whose ``tools`` module calls ``tools``;
-    return the executed notebook (an nbformat object given is edited in place).
+    """Run a notebook on a fresh kernel whose ``tools`` module calls ``tools``, and return
+    the executed notebook (an nbformat object given is edited in place).
 
-    ``notebook``: a ``.ipynb`` path or an nbformat ``NotebookNode``. ``tools``: the
-    host tools. ``parameters``: values to set, as papermill does: a cell assigning
-    them (tagged ``injected-parameters``) goes after the cell tagged ``parameters``,
-    or first; values are Python literals (str, int, float, bool, None, lists and
-    dicts of them). ``python``: the kernel's interpreter (it needs ipykernel);
-    ``kernel_name``: a kernelspec instead (default: the notebook's). ``cwd``: the
-    kernel's working directory (default: the notebook's folder for a path, else
-    this process's). ``timeout``: seconds a cell may run before it is interrupted
-    (default and ``None``: no limit), or a ``Timeout`` that also sets how long a tool
-    call (default 10 s) and the kernel's start (60 s) may take; ``tool_timeout`` and
-    ``startup_timeout`` are deprecated spellings of its ``tool_call`` and ``start``.
-    ``allow_errors``: run every cell and return the notebook with its errors instead
-    of raising at the first one (a dead kernel still ends the run). ``options``:
-    other ``NotebookClient`` options.
+    It is nbclient (``ToolNotebookClient``): hooks and other ``NotebookClient`` options
+    work as usual, and errors are nbclient's classes.
 
-    Raises ``NotebookExecutionError`` (an nbclient ``CellExecutionError``) when a
-    cell fails, times out (``NotebookTimeoutError``, also nbclient's
-    ``CellTimeoutError``) or its kernel dies (``NotebookKernelDiedError``, also
-    nbclient's ``DeadKernelError``); its ``notebook`` holds the outputs so far, the
-    error included. ``ToolDefinitionError`` for a function that cannot be a
-    tool; ``ExtensionNotLoadedError`` for a kernel that cannot load the extension.
+    Example:
+        ```python
+        nb = execute_notebook("report.ipynb", tools=[get_weather], parameters={"city": "Oslo"})
+        nbformat.write(nb, "report-oslo.ipynb")
+        ```
+
+    Args:
+        notebook: A ``.ipynb`` path or an nbformat ``NotebookNode``.
+        tools: The host tools (see ``ToolRegistry``).
+        parameters: Values to set, as papermill does: a cell assigning them (tagged
+            ``injected-parameters``) goes after the cell tagged ``parameters``, or
+            first. Values are Python literals (str, int, float, bool, None, lists and
+            dicts of them).
+        python: The kernel's interpreter (it needs only ipykernel).
+        kernel_name: A kernelspec instead; default: the notebook's.
+        cwd: The kernel's working directory; default: the notebook's folder for a path,
+            else this process's.
+        timeout: Seconds a cell may run before it is interrupted (default and ``None``:
+            no limit, as nbclient), or a ``Timeout`` that also sets how long a tool call
+            (default 10 s) and the kernel's start (60 s) may take.
+        tool_timeout: Deprecated: give ``Timeout(tool_call=...)`` as ``timeout``.
+        startup_timeout: Deprecated: give ``Timeout(start=...)`` as ``timeout``.
+        allow_errors: Run every cell and return the notebook with its errors instead of
+            raising at the first one (a dead kernel still ends the run).
+        **options: Other ``NotebookClient`` options.
+
+    Returns:
+        The executed notebook.
+
+    Raises:
+        NotebookExecutionError: A cell failed (``NotebookTimeoutError``: it ran past its
+            timeout; ``NotebookKernelDiedError``: the kernel died); ``.notebook`` has
+            the notebook up to that cell, the error included.
+        ToolDefinitionError: A function cannot be a tool.
+        ExtensionNotLoadedError: The kernel cannot load the extension.
     """
     if isinstance(notebook, NotebookNode):
         nb, path = notebook, None

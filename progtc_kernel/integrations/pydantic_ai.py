@@ -73,35 +73,40 @@ _ANY_ARGUMENTS = SchemaValidator(
 
 
 class CodeModeToolset(AbstractToolset[Any]):
-    """``get_execution_environment`` and ``execute_tool_script`` for an ``Agent``.
+    """``get_execution_environment`` and ``execute_tool_script`` for a pydantic-ai ``Agent``.
 
-    ``tools``: host callables (or ``Tool`` objects) scripts may call. ``toolsets``:
-    pydantic-ai toolsets whose tools scripts may call too; they are entered with
-    this toolset and called with the agent's run context. ``kernel``: the
-    ``ToolKernel`` scripts run on, or a kernel (``KernelLike``: ``LocalKernel``,
-    ``RemoteKernel``...) for one of its own (default: a local kernel of its own). ``id``: this
-    toolset's id. ``options``: as for ``ProgrammaticToolset`` (``supported_modules``,
-    ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
-    ``max_result_chars``). Tools of ``toolsets`` whose names are not Python names
+    The model gets the two tools; the tools of ``toolsets`` are served to its scripts,
+    with their schemas in the stubs. Tools whose names are not Python names
     (``get-sum``) get one (``get_sum``; see ``progtc_kernel.host.naming``).
 
-    Runs at once (one agent run twice, or several agents given this toolset) keep
-    apart: each run gets a toolset of its own (``for_run``) holding its run's
-    toolsets, and a script is served the tools of its own run, called with its
-    run's context (its ``deps``). The kernel is the one thing they share: scripts
-    of different runs take turns on it, one at a time (a script's ``timeout``
-    counts from its start, not while it waits for its turn), and with
-    ``fresh_namespace=False`` they share the names scripts leave. A kernel this
-    toolset starts starts with the first run and closes after the last one still
-    going, so runs one after another each get a new kernel; inside ``async with
-    agent:`` (as for pydantic-ai's MCP servers) every run uses one kernel. A kernel
-    given started is left as it is (start it yourself to share it between
-    toolsets). For scripts that run side by side, or runs that must not share a
-    kernel, give each run its own toolset: ``agent.run(prompt,
-    toolsets=[CodeModeToolset(...)])``.
+    Runs at once (one agent run twice, or several agents given this toolset) keep apart:
+    each run gets a toolset of its own (``for_run``), and a script is served the tools
+    of its own run, called with its run's context (its ``deps``). The kernel is the one
+    thing they share: scripts of different runs take turns on it (a script's timeout
+    counts from its start), and with ``fresh_namespace=False`` they share the names
+    scripts leave. A kernel this toolset starts starts with the first run and closes
+    after the last one still going; inside ``async with agent:`` every run uses one
+    kernel. For runs that must not share a kernel, give each run its own toolset:
+    ``agent.run(prompt, toolsets=[CodeModeToolset(...)])``. If a toolset fails to
+    enter, those entered before it are exited, the kernel is not started, and the
+    error says which one failed.
 
-    If a toolset fails to enter, those entered before it are exited, the kernel is
-    not started, and the error (a note on it) says which toolset failed.
+    Example:
+        ```python
+        agent = Agent("openai:gpt-5", toolsets=[CodeModeToolset(toolsets=[FunctionToolset([f])])])
+        ```
+
+    Args:
+        tools: Host callables (or ``Tool`` objects) scripts may call.
+        toolsets: pydantic-ai toolsets whose tools scripts may call too; they are
+            entered with this toolset and called with the agent's run context.
+        kernel: The kernel scripts run on, as ``ToolKernel`` takes it, or a
+            ``ToolKernel`` (a started one is left as it is: start it yourself to share
+            it between toolsets); default: a local kernel of its own.
+        id: This toolset's id.
+        **options: As for ``ProgrammaticToolset``: ``supported_modules``,
+            ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
+            ``max_result_chars``.
     """
 
     def __init__(

@@ -148,13 +148,26 @@ class _StderrTail:
 
 
 class LocalKernel:
-    """A kernel this process starts and owns, on ``python`` (default: this one) or
-    on the kernelspec ``kernel_name``, in ``cwd`` with ``env``.
+    """A kernel this process starts and owns: give it to ``ToolKernel`` as ``kernel=``.
 
-    ``ipython_hist_file``: where IPython keeps the code the kernel ran. ``":memory:"``
-    (the default, as nbclient does) writes nothing to disk, so no later kernel can
-    read it; a path keeps it in that SQLite file; ``None`` leaves it to the kernel's
-    IPython profile (``history.sqlite``, shared by every kernel of that profile)."""
+    Example:
+        ```python
+        kernel = LocalKernel(python="/opt/py/bin/python", cwd="/srv/work", env={"A": "1"})
+        async with ToolKernel(tools, kernel=kernel): ...
+        ```
+
+    Args:
+        python: The kernel's interpreter (it needs only ipykernel); default: this one.
+        kernel_name: A kernelspec to start instead of an interpreter.
+        cwd: The kernel's working directory.
+        env: The kernel's environment variables.
+        manager: A jupyter_client manager to start the kernel with, instead of a new one.
+        ipython_hist_file: Where IPython keeps the code the kernel ran. ``":memory:"``
+            (the default, as nbclient does) writes nothing to disk, so no later kernel
+            can read it; a path keeps it in that SQLite file; ``None`` leaves it to the
+            kernel's IPython profile (``history.sqlite``, shared by every kernel of that
+            profile).
+    """
 
     owned = True
 

@@ -181,21 +181,39 @@ class AsyncProgtcClient:
         on_stderr: TextCallback | None = None,
         on_tool_call: ToolEventCallback | None = None,
     ) -> ExecuteCodeResult:
-        """Run ``code``; its ``from tools import name`` calls your handlers.
+        """Run ``code`` on a fresh kernel (or a session's); its ``from tools import name``
+        calls your handlers.
 
-        ``tool_call_handlers`` (or ``tools``, progtc 0.2's name): ``{name: callable}``,
-        sync or async; arguments are checked against their signatures, and one that
-        raises becomes a ``ToolError`` the code can catch. ``modules``: ``{name:
-        source}`` helper modules the code (and each other) can import. ``timeout`` (or
-        ``code_execution_timeout``, the server's word) and ``tool_call_timeout``:
-        seconds, never above the server's ceilings; ``None``: no limit of the client's
-        own (the ceiling governs); by default the ceiling (or progtc's 30 s and 10 s
-        where the server sets none). A ``Timeout`` as ``timeout`` gives both.
-        ``session``: run in the kernel of that name, keeping its state across calls
-        (``close_session`` ends it); by default each call gets a fresh kernel.
-        ``headers``: extra headers for this call. ``on_stdout``, ``on_stderr``: called
-        with output as it comes; ``on_tool_call``: with ``ToolCallStarted`` and
-        ``ToolCallFinished`` events. Callbacks may be async.
+        Example:
+            ```python
+            result = await client.execute_code(code, tool_call_handlers={"get_weather": f})
+            ```
+
+        Args:
+            code: The code to run.
+            tool_call_handlers: ``{name: callable}``, sync or async. Arguments are checked
+                against their signatures; a handler that raises becomes a ``ToolError`` the
+                code can catch.
+            tools: progtc 0.2's name for ``tool_call_handlers``.
+            modules: ``{name: source}`` helper modules the code (and each other) can import.
+            timeout: Seconds the run may take, never above the server's ceiling; ``None``:
+                no limit of the client's own (the ceiling governs); by default the ceiling
+                (progtc's 30 s where the server sets none). A ``Timeout`` also sets
+                ``tool_call_timeout``.
+            tool_call_timeout: Seconds one tool call may take, never above the server's
+                ceiling (default: the ceiling, or progtc's 10 s).
+            code_execution_timeout: progtc's name for ``timeout``, in seconds.
+            session: Run in the kernel of that name, keeping its state across calls
+                (``close_session`` ends it); by default each call gets a fresh kernel.
+            headers: Extra headers for this call.
+            on_stdout: Called with output as it comes; may be async.
+            on_stderr: Called with error output as it comes; may be async.
+            on_tool_call: Called with ``ToolCallStarted`` and ``ToolCallFinished`` events;
+                may be async.
+
+        Returns:
+            progtc's result: ``MessageType.SUCCESS`` with ``stdout`` and ``stderr``, or
+            ``MessageType.ERROR`` with an ``ErrorCode``.
         """
         run, tool_call = _asked(timeout, code_execution_timeout, tool_call_timeout)
         if tool_call_handlers is not None and tools is not None:

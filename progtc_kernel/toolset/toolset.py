@@ -68,33 +68,36 @@ def _check_kernel_timeouts(timeout: TimeoutLike, kernel: ToolKernel) -> None:
 class ProgrammaticToolset:
     """The agent-facing tools ``get_execution_environment`` and ``execute_tool_script``.
 
-    ::
+    A kernel given unstarted (or the toolset's own) is started and closed with the
+    toolset: ``async with``, or ``start()`` and ``close()``.
 
+    Example:
+        ```python
         async with ProgrammaticToolset(tools=[get_weather, search_database]) as toolset:
             env = await toolset.get_execution_environment()
             out = await toolset.execute_tool_script(script)
+        ```
 
-    ``tools``: the host tools scripts may call (see ``ToolRegistry``). ``kernel``: a
-    ``ToolKernel`` to run scripts on, or a kernel (``KernelLike``: ``LocalKernel``,
-    ``RemoteKernel``...) for a ``ToolKernel`` of its own; by default a local kernel
-    of its own. A kernel given unstarted is started and closed with the toolset
-    (``async with``, or ``start()`` and ``close()``).
-    ``supported_modules``: the modules a script may import, as names or a mapping of
-    name to description (default: ``DEFAULT_MODULES``). ``max_tool_calls``: tool
-    calls one script may make (``None``: no limit). ``timeout``: seconds a script may
-    run (default 60; ``None``: no limit), or a ``Timeout`` that also sets how long one
-    tool call may take (``Timeout(60, tool_call=5)``: the script gets a
-    ``ToolTimeoutError`` it can catch) and how long the kernel may take to start; a
-    kernel given keeps its own (set them on it). ``fresh_namespace``: each script
-    starts with no names left by earlier ones (set False to keep them).
-    ``max_output_chars``: how much of what a script prints is returned.
-    ``max_result_chars``: how much of the JSON of what ``run()`` returns is passed
-    on (a model's context holds little, and a large result is slow through MCP's
-    stdio); a longer one is cut, the cut said.
-    ``returns_printed_text``: whether the caller passes what a script prints on to
-    the model (``run_script``'s ``stdout``, as the MCP server and ``CodeModeToolset``
-    do); ``execute_tool_script`` alone returns only the JSON. The instructions say
-    which.
+    Args:
+        tools: The host tools scripts may call (see ``ToolRegistry``).
+        kernel: The kernel scripts run on, as ``ToolKernel`` takes it (``LocalKernel``,
+            ``RemoteKernel``...), or a ``ToolKernel``; default: a local kernel of its own.
+        supported_modules: The modules a script may import, as names or a mapping of
+            name to description (default: ``DEFAULT_MODULES``, pure computation).
+        max_tool_calls: Tool calls one script may make (``None``: no limit).
+        timeout: Seconds a script may run (default 60; ``None``: no limit), or a
+            ``Timeout`` that also sets how long one tool call may take (the script gets
+            a ``ToolTimeoutError`` it can catch) and how long the kernel may take to
+            start. A ``ToolKernel`` given keeps its own.
+        fresh_namespace: Each script starts with no names left by earlier ones; False
+            keeps them.
+        max_output_chars: How much of what a script prints is returned.
+        max_result_chars: How much of the JSON of what ``run()`` returns is passed on (a
+            model's context holds little); a longer one is cut, and the cut said.
+        returns_printed_text: Whether the caller passes what a script prints on to the
+            model (``run_script``'s ``stdout``, as the MCP server and
+            ``CodeModeToolset`` do); ``execute_tool_script`` alone returns only the
+            JSON. The instructions say which.
     """
 
     def __init__(
@@ -162,11 +165,38 @@ class ProgrammaticToolset:
         )
 
     async def execute_tool_script(self, script: str) -> str:
-        """Run the script; returns the JSON of the dict its ``run()`` returned."""
+        """Run a script; return the JSON of the dict its ``run()`` returned.
+
+        Args:
+            script: Python source defining ``run()``, a plain or an ``async`` function.
+
+        Returns:
+            The JSON text, cut to ``max_result_chars`` (the cut said).
+
+        Raises:
+            SyntaxError: The script does not compile.
+            ValueError: An import the toolset does not support, or no ``run()``.
+            TypeError: ``run()`` returned something that is not a JSON-able dict.
+            ScriptError: The script raised an exception that is not a built-in one (a
+                built-in one is raised as itself).
+        """
         return (await self.run_script(script)).json_text
 
     async def run_script(self, script: str) -> ScriptResult:
-        """Run the script; returns its value, printed output and tool calls."""
+        """Run a script; return its value, its printed output and its tool calls.
+
+        Args:
+            script: Python source defining ``run()``, a plain or an ``async`` function.
+
+        Returns:
+            The value ``run()`` returned, what the script printed and its tool calls.
+
+        Raises:
+            SyntaxError: The script does not compile.
+            ValueError: An import the toolset does not support, or no ``run()``.
+            TypeError: ``run()`` returned something that is not a JSON-able dict.
+            ScriptError: The script raised an exception that is not a built-in one.
+        """
         check_script(script, self.modules)
         code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(

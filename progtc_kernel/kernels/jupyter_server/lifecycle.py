@@ -22,13 +22,30 @@ log = logging.getLogger("progtc_kernel")
 
 
 class RemoteKernel:
-    """A kernel on a ``JupyterServer``, driven through its REST API.
+    """A kernel on a ``JupyterServer``, driven through its REST API: give it to
+    ``ToolKernel`` as ``kernel=``.
 
-    Give ``kernel_id`` to attach to a running kernel: it is never restarted behind
-    your back and keeps running on close. Without it, a kernel is started on the
-    server (``kernel_name``: its kernelspec, default the server's; ``env``: extra
-    environment variables, for servers that pass them on) and owned: restarted when
-    it dies, shut down on close."""
+    Without ``kernel_id`` a kernel is started on the server and owned: restarted when it
+    dies, shut down on close. With it, the running kernel is attached to: never
+    restarted behind your back, left running on close.
+
+    Example:
+        ```python
+        server = JupyterServer("http://127.0.0.1:8888", token="T")
+        async with ToolKernel(tools, kernel=RemoteKernel(server, kernel_name="python3")):
+            ...
+        ```
+
+    Args:
+        server: The server the kernel runs on.
+        kernel_id: A running kernel's id, to attach to it.
+        kernel_name: The kernelspec of a kernel to start; default: the server's.
+        env: Environment variables for a kernel to start, on servers that pass them on.
+
+    Raises:
+        TypeError: ``kernel_name`` or ``env`` given with ``kernel_id`` (they describe a
+            kernel to start).
+    """
 
     def __init__(
         self,

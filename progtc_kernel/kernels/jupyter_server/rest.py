@@ -31,22 +31,26 @@ TOKEN_OPTION = "JupyterServer(url, token=...)"
 class JupyterServer:
     """A Jupyter Server, Kernel Gateway or Enterprise Gateway, reached over HTTP(S).
 
-    ::
-
+    Example:
+        ```python
         server = JupyterServer("http://127.0.0.1:8888", token="T")
         async with ToolKernel(tools=[get_weather], kernel=RemoteKernel(server)) as kernel: ...
+        ```
 
-    ``url``: the server's base URL (a URL ``jupyter server`` printed works too: its
-    ``?token=`` is used and a trailing ``/lab`` or ``/tree`` dropped). ``token``:
-    the server's token, sent as an ``Authorization`` header (``""``: none).
-    ``headers``: more headers for every request and websocket. ``request_timeout``:
-    seconds a REST request may take. ``start_timeout``: seconds starting or
-    restarting a kernel may take (a gateway on a cluster may pull an image).
-    ``reconnect_timeout``: how long a dropped websocket keeps trying to come back
-    before the kernel counts as gone. ``None`` in any of them: no limit.
-    ``validate_cert``: check HTTPS certificates.
-    ``token_option``: how the user of the API in use gives the token, as the fix a
-    refused token names (``AsyncProgtcClient`` says ``api_key=``, the CLI ``--token``).
+    Args:
+        url: The server's base URL. A URL ``jupyter server`` printed works too: its
+            ``?token=`` is used and a trailing ``/lab`` or ``/tree`` dropped.
+        token: The server's token, sent as an ``Authorization`` header (``""``: none).
+        headers: More headers for every request and websocket.
+        request_timeout: Seconds one REST request may take (``None``: no limit).
+        start_timeout: Seconds starting or restarting a kernel may take (a gateway on a
+            cluster may pull an image; ``None``: no limit).
+        reconnect_timeout: Seconds a dropped websocket keeps trying to come back before
+            the kernel counts as gone (``None``: no limit).
+        validate_cert: Check HTTPS certificates.
+        token_option: How the user of the API in use gives the token, for the fix a
+            refused token names (``AsyncProgtcClient`` says ``api_key=``, the CLI
+            ``--token``).
     """
 
     def __init__(
