@@ -71,8 +71,18 @@ def documented_names(obj: Any) -> set[str]:
 
 def parameters_of(obj: Any) -> tuple[list[str], Any]:
     """A callable's parameters and where they are documented (a class: its docstring,
-    as the site merges ``__init__`` into the class)."""
+    as the site merges ``__init__`` into the class). A model's fields count as its
+    parameters, documented in ``Attributes:`` or by a docstring of their own."""
     function = obj.members.get("__init__") if obj.is_class else obj
+    if obj.is_class and function is None:
+        fields = [
+            member
+            for member in obj.members.values()
+            if member.is_attribute and member.annotation is not None
+            if "property" not in member.labels  # a property documents itself
+            if not member.name.startswith("_") and member.name != "model_config"
+        ]
+        return [field.name for field in fields if field.docstring is None], obj
     if function is None or not function.is_function:
         return [], obj
     names = [

@@ -12,7 +12,16 @@ ErrorKind = Literal["syntax", "runtime", "timeout", "cancelled", "kernel_died"]
 
 
 class Output(BaseModel):
-    """A rich output: display data or the value of the cell's last expression."""
+    """A rich output: display data or the value of the cell's last expression.
+
+    Attributes:
+        kind: ``"display_data"`` (``display(...)``, a plot) or ``"execute_result"`` (the
+            cell's last value).
+        data: The MIME bundle: ``{"text/plain": ..., "image/png": <base64>, ...}``.
+        metadata: The output's metadata (an image's size, say).
+        display_id: The id ``display(..., display_id=True)`` gave it, if any; an update
+            of that display replaces it.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -28,7 +37,16 @@ class Output(BaseModel):
 
 
 class RunError(BaseModel):
-    """Why an execution did not succeed."""
+    """Why an execution did not succeed.
+
+    Attributes:
+        kind: ``"syntax"`` (it did not compile), ``"runtime"`` (an exception escaped the
+            code), ``"timeout"`` (interrupted at its timeout), ``"cancelled"``
+            (interrupted) or ``"kernel_died"``.
+        ename: The exception's class name.
+        evalue: The exception's message.
+        traceback: The traceback as plain text: the user's frames, no colour codes.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -40,7 +58,16 @@ class RunError(BaseModel):
 
 
 class ToolCallRecord(BaseModel):
-    """One tool call made by the code, as the host served it."""
+    """One tool call made by the code, as the host served it.
+
+    Attributes:
+        id: The call's id, as the kernel numbered it.
+        name: The tool's name.
+        arguments: The arguments, by parameter name.
+        ok: Whether the tool returned a valid result.
+        duration: Seconds from the call's arrival on the host to its result.
+        error: Why it failed (``"ValueError: ..."``), when it did.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -54,7 +81,19 @@ class ToolCallRecord(BaseModel):
 
 
 class ExecutionResult(BaseModel):
-    """The outcome of ``ToolKernel.execute``."""
+    """The outcome of ``ToolKernel.execute``.
+
+    Attributes:
+        ok: The code ran to its end without an error.
+        stdout: What the code printed.
+        stderr: What it wrote to stderr.
+        outputs: Rich outputs (``display(...)``, plots, the last value), in order.
+        error: Why it did not succeed (``None`` when ``ok``).
+        tool_calls: The tool calls it made.
+        duration: Seconds the run took.
+        execution_count: The kernel's execution counter for the run.
+        output_dropped: A Jupyter Server dropped some output past its rate limits.
+    """
 
     model_config = ConfigDict(frozen=True)
 

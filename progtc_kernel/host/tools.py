@@ -64,7 +64,15 @@ class ResultInvalid(Exception):
 
 
 class Tool(ABC):
-    """A host callable offered to kernel code as ``tools.<name>``."""
+    """A host callable offered to kernel code as ``tools.<name>``.
+
+    Make one with ``Tool.from_function`` or ``Tool.from_schema``; a plain callable given
+    as a tool becomes one by ``from_function``.
+
+    Attributes:
+        name: The name the kernel calls it by.
+        description: What the kernel's ``help()`` shows.
+    """
 
     name: str
     description: str | None

@@ -37,7 +37,16 @@ MAX_RESULT_CHARS = 200_000
 
 
 class ScriptResult(BaseModel):
-    """A script's run: what ``run()`` returned, and what it printed."""
+    """A script's run: what ``run()`` returned, and what it printed.
+
+    Attributes:
+        value: The dict ``run()`` returned.
+        json_text: ``value`` as JSON, cut to ``max_result_chars``.
+        stdout: What the script printed, cut to ``max_output_chars``.
+        stderr: What it wrote to stderr.
+        tool_calls: The tool calls it made.
+        duration: Seconds the script took.
+    """
 
     value: dict[str, Any]
     json_text: str
