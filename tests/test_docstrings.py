@@ -24,10 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ALSO_PUBLIC = ["integrations.pydantic_ai.CodeModeToolset"]
 # Methods whose parameters a user passes every day.
 METHODS = {
-    "ToolKernel": ["execute", "stream"],
+    "ToolKernel": ["execute", "stream", "install_modules"],
+    "ToolBridge": ["start", "wait_ready", "use_tools"],
+    "JupyterServer": ["e2b", "kernel", "new_kernel", "request"],
     "ProgrammaticToolset": ["execute_tool_script", "run_script"],
-    "AsyncProgtcClient": ["execute_code"],
-    "Tool": ["from_function", "from_schema"],
+    "AsyncProgtcClient": ["execute_code", "ping", "wait_for_server", "close_session"],
+    "Tool": ["from_function", "from_schema", "renamed"],
+    "ToolRegistry": ["of"],
 }
 DOCUMENTING = {"parameters", "attributes", "other parameters"}
 

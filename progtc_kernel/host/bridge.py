@@ -135,8 +135,15 @@ class ToolBridge:
     ) -> ReadyBody:
         """Connect, register the tools and wait until the kernel confirms.
 
-        ``timeout``: seconds it may take (``None``: no limit). ``fresh``: the kernel is
-        starting right now (its first iopub message is news)."""
+        ``async with ToolBridge(...)`` calls it.
+
+        Args:
+            timeout: Seconds it may take (``None``: no limit).
+            fresh: The kernel is starting right now (its first iopub message is news).
+
+        Returns:
+            What the kernel side said it runs: protocol, package version, ipykernel...
+        """
         if not self._started:
             self.transport.add_reconnect_listener(self._on_reconnect)
             await self.transport.start(self._on_message)
@@ -217,8 +224,14 @@ class ToolBridge:
         self._registered = self.tools.fingerprint
 
     async def wait_ready(self, timeout: float | None = DEFAULT_START) -> ReadyBody:
-        """Wait until the kernel confirms the comm (again, after a reconnect); at most
-        ``timeout`` seconds (``None``: no limit)."""
+        """Wait until the kernel confirms the comm (again, after a reconnect).
+
+        Args:
+            timeout: Seconds to wait (``None``: no limit).
+
+        Returns:
+            What the kernel side said it runs.
+        """
         assert self._ready is not None, "call start() first"
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -339,7 +352,11 @@ class ToolBridge:
     # -- tools ----------------------------------------------------------------------
 
     def use_tools(self, tools: ToolsLike) -> None:
-        """Serve this tool set from now on (sent to the kernel only when it changed)."""
+        """Serve this tool set from now on (sent to the kernel only when it changed).
+
+        Args:
+            tools: As for ``ToolRegistry``.
+        """
         registry = ToolRegistry.of(tools)
         self.tools = registry
         if registry.fingerprint != self._registered and self.comm_id:

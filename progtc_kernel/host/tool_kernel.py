@@ -286,11 +286,23 @@ class ToolKernel:
 
     @runs_code
     async def install_modules(self, modules: Mapping[str, str]) -> None:
-        """Make helper modules importable by the code: ``{"helpers": "def f(): ..."}``.
+        """Make helper modules importable by the code.
 
         Each runs when first imported (it may ``from tools import ...``); a later call
-        replaces them. Raises ``ValueError`` for a name that is not an identifier, is
-        ``tools``, or shadows a module the kernel has."""
+        replaces them.
+
+        Example:
+            ```python
+            await kernel.install_modules({"helpers": "def double(x):\\n    return 2 * x"})
+            ```
+
+        Args:
+            modules: ``{name: source}``.
+
+        Raises:
+            ValueError: A name is not an identifier, is ``tools``, or shadows a module the
+                kernel has.
+        """
         result = await self.execute(install_modules_code(modules), silent=True, timeout=None)
         if result.error is not None:
             if result.error.ename == "ValueError":

@@ -151,7 +151,14 @@ class Tool(ABC):
 
     @abstractmethod
     def renamed(self, name: str) -> Tool:
-        """The same tool under another name."""
+        """The same tool under another name.
+
+        Args:
+            name: The new name.
+
+        Returns:
+            A new tool; this one is unchanged.
+        """
 
     @abstractmethod
     async def _invoke(
@@ -270,7 +277,14 @@ class ToolRegistry(Mapping[str, Tool]):
 
     @classmethod
     def of(cls, tools: ToolsLike) -> ToolRegistry:
-        """``tools`` itself if it is a registry (they are immutable), else a new one."""
+        """``tools`` itself if it is a registry (they are immutable), else a new one.
+
+        Args:
+            tools: As for ``ToolRegistry``.
+
+        Returns:
+            The registry.
+        """
         return tools if isinstance(tools, ToolRegistry) else cls(tools)
 
     def __getitem__(self, name: str) -> Tool:

@@ -119,7 +119,14 @@ class AsyncProgtcClient:
     # -- the server -------------------------------------------------------------------
 
     async def ping(self, timeout: float | None = PING_TIMEOUT) -> bool:
-        """Whether the server answers (its key is not needed)."""
+        """Whether the server answers (its key is not needed).
+
+        Args:
+            timeout: Seconds to wait for the answer (``None``: no limit).
+
+        Returns:
+            True when it answered.
+        """
         seconds("timeout", timeout)
         try:
             await self._server().request("GET", "api", timeout=timeout)
@@ -128,8 +135,14 @@ class AsyncProgtcClient:
         return True
 
     async def wait_for_server(self, timeout: float | None = DEFAULT_REQUEST) -> None:
-        """Return once the server answers; ``TimeoutError`` after ``timeout`` seconds
-        (``None``: wait for ever)."""
+        """Return once the server answers.
+
+        Args:
+            timeout: Seconds to wait (``None``: for ever).
+
+        Raises:
+            TimeoutError: Nothing answered within ``timeout``.
+        """
         seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.05
@@ -142,7 +155,11 @@ class AsyncProgtcClient:
             pause = min(pause * 2, 0.5)
 
     async def close_session(self, session: str) -> None:
-        """End a persistent session: its kernel and everything in it are gone."""
+        """End a persistent session: its kernel and everything in it are gone.
+
+        Args:
+            session: The name given as ``execute_code(..., session=...)``.
+        """
         server = self._server()
         if kernel_id := self._plain_sessions.pop(session, None):
             await server.request("DELETE", f"api/kernels/{kernel_id}")

@@ -80,10 +80,20 @@ class JupyterServer:
     ) -> JupyterServer:
         """The Jupyter Server inside an E2B sandbox (sync or async ``Sandbox``).
 
-        It is reached at ``https://<sandbox.get_host(port)>``; a sandbox whose
-        public traffic is off gets its ``E2B-Traffic-Access-Token`` header sent
-        along. Its kernels need progtc-kernel: build them from ``e2b/`` (see the
-        README there). ``options``: as for ``JupyterServer``."""
+        It is reached at ``https://<sandbox.get_host(port)>``; a sandbox whose public
+        traffic is off gets its ``E2B-Traffic-Access-Token`` header sent along. E2B's stock
+        code-interpreter template works as it is; the template in ``e2b/`` of the checkout
+        loads the extension at kernel start (see the README there).
+
+        Args:
+            sandbox: The E2B sandbox.
+            port: The port its Jupyter Server listens on.
+            token: The server's token (the stock template's has none).
+            **options: As for ``JupyterServer`` (``headers``, ``start_timeout``...).
+
+        Returns:
+            The server.
+        """
         from .e2b import sandbox_address
 
         url, headers = sandbox_address(sandbox, port, options.pop("headers", None))
@@ -95,14 +105,28 @@ class JupyterServer:
     # -- kernels --------------------------------------------------------------------
 
     def kernel(self, kernel_id: str) -> RemoteKernel:
-        """A running kernel by id: attached to, left running on close."""
+        """A running kernel by id: attached to, left running on close.
+
+        Args:
+            kernel_id: The kernel's id (``GET /api/kernels`` lists them).
+
+        Returns:
+            ``RemoteKernel(self, kernel_id)``.
+        """
         return RemoteKernel(self, kernel_id)
 
     def new_kernel(
         self, kernel_name: str | None = None, *, env: Mapping[str, str] | None = None
     ) -> RemoteKernel:
-        """A kernel to start on the server (its default kernelspec, or
-        ``kernel_name``), owned: shut down on close."""
+        """A kernel to start on the server, owned: shut down on close.
+
+        Args:
+            kernel_name: Its kernelspec; default: the server's.
+            env: Its environment variables, on servers that pass them on.
+
+        Returns:
+            ``RemoteKernel(self, kernel_name=kernel_name, env=env)``.
+        """
         return RemoteKernel(self, kernel_name=kernel_name, env=env)
 
     async def kernels(self) -> list[dict[str, Any]]:
@@ -133,12 +157,21 @@ class JupyterServer:
         *,
         timeout: float | UseDefault | None = USE_DEFAULT,
     ) -> Any:
-        """Call the REST API; returns the decoded JSON answer (None when empty).
-        ``timeout``: seconds it may take (``None``: no limit; by default
-        ``request_timeout``).
+        """Call the server's REST API.
 
-        Raises ``ServerError`` naming the fix: a refused token, a server that does
-        not answer, a path that does not exist, or what the server said."""
+        Args:
+            method: The HTTP method: ``"GET"``, ``"POST"``, ``"DELETE"``...
+            path: The path under the base URL, as ``"api/kernels"``.
+            body: What to send as JSON, if anything.
+            timeout: Seconds it may take (``None``: no limit; default: ``request_timeout``).
+
+        Returns:
+            The decoded JSON answer; ``None`` when it is empty.
+
+        Raises:
+            ServerError: A refused token, a server that does not answer, a path that does
+                not exist, or what the server said; the message names the fix.
+        """
         from tornado.httpclient import HTTPClientError, HTTPRequest
 
         if isinstance(timeout, UseDefault):
