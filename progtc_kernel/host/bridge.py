@@ -28,7 +28,7 @@ from ..exceptions import (
     KernelError,
     ProtocolMismatchError,
 )
-from ..kernels.base import KernelLifecycle, Transport
+from ..kernels.base import KernelLifecycle, KernelLike, Transport
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
@@ -42,7 +42,7 @@ from ..protocol import (
     RegisterBody,
     pack,
 )
-from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL
+from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL, USE_DEFAULT, UseDefault, renamed, seconds
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
 from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
@@ -69,7 +69,7 @@ class ToolBridge:
         async with ToolBridge(km, tools=[get_weather]):
             await run_cells_your_way(km)  # `from tools import get_weather` works there
 
-    ``tools``: the tools to serve (see ``ToolRegistry``). ``tool_timeout``: seconds a
+    ``tools``: the tools to serve (see ``ToolRegistry``). ``tool_call_timeout``: seconds a
     call may take before the kernel gives up on it (``None``: no limit; time spent
     waiting for a free thread does not count). ``max_in_flight``: calls outstanding
     at once; the kernel holds back the rest. ``tool_threads``: how many sync tools
@@ -83,18 +83,21 @@ class ToolBridge:
 
     def __init__(
         self,
-        kernel: Any,
+        kernel: KernelLike | Transport,
         tools: ToolsLike = None,
         *,
-        tool_timeout: float | None = DEFAULT_TOOL_CALL,
+        tool_call_timeout: float | None = DEFAULT_TOOL_CALL,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
         extension: ExtensionPolicy = "inject",
+        tool_timeout: float | UseDefault | None = USE_DEFAULT,
     ) -> None:
         self.extension = check_policy(extension)
         self.transport: Transport = _transport_for(kernel)
         self.tools = ToolRegistry.of(tools)
-        self.tool_timeout = tool_timeout
+        if not isinstance(tool_timeout, UseDefault):  # its spelling before 0.2
+            tool_call_timeout = renamed("tool_timeout", "tool_call_timeout=", tool_timeout)
+        self.tool_call_timeout = seconds("tool_call_timeout", tool_call_timeout)
         self.max_in_flight = max_in_flight
         self.threads = ToolThreads(tool_threads)
         self.kernel_info: ReadyBody | None = None
@@ -343,7 +346,7 @@ class ToolBridge:
     def _register_body(self) -> RegisterBody:
         return {
             "tools": self.tools.specs(),
-            "tool_timeout": self.tool_timeout,
+            "tool_timeout": self.tool_call_timeout,
             "max_in_flight": self.max_in_flight,
         }
 
