@@ -13,8 +13,10 @@ r"""Every exception progtc_kernel raises, in one tree (all exported from
     │   ├── ExtensionNotLoadedError   the kernel has no progtc_kernel extension
     │   ├── ProtocolMismatchError     host and kernel speak different protocol versions
     │   ├── KernelDiedError           the kernel process died or stopped answering
-    │   ├── ReentrantExecutionError   a tool ran code on the kernel that is calling it
+    │   ├── ReentrantExecutionError   a tool ran code on the kernel that is calling it (also
+    │   │                             a RuntimeError)
     │   └── ServerError               a Jupyter Server refused a request or did not answer
+    │       └── ServerNotReadyError   a server did not come up in time (also a TimeoutError)
     ├── ExecutionError                raised by ExecutionResult.raise_for_error()
     ├── ScriptError                   a toolset script raised a non-builtin exception
     ├── ScriptTimeoutError            a toolset script ran out of time (also a TimeoutError)
@@ -126,8 +128,9 @@ class KernelDiedError(KernelError):
     """The kernel process died or stopped answering."""
 
 
-class ReentrantExecutionError(KernelError):
-    """A tool tried to run code on the kernel whose code is waiting for that tool."""
+class ReentrantExecutionError(KernelError, RuntimeError):
+    """A tool tried to run code on the kernel whose code is waiting for that tool (or
+    a blocking call was made from the event loop it would have to wait for)."""
 
 
 class ServerError(KernelError):
@@ -141,6 +144,11 @@ class ServerError(KernelError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServerNotReadyError(ServerError, TimeoutError):
+    """A server did not answer within the time it was given to come up
+    (``AsyncProgtcClient.wait_for_server``)."""
 
 
 class ExecutionError(ProgtcKernelError):

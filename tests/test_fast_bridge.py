@@ -391,7 +391,7 @@ async def test_a_bridge_refuses_what_is_not_a_kernel() -> None:
     with pytest.raises(
         TypeError, match="ToolBridge cannot reach a kernel through int; pass a KernelManager"
     ):
-        ToolBridge(42)
+        ToolBridge(42)  # type: ignore[arg-type]
 
 
 # -- where sync tools run ------------------------------------------------------------

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from progtc_kernel import USE_DEFAULT, JupyterServer, ProgrammaticToolset, Timeout, ToolKernel
+from progtc_kernel import (
+    USE_DEFAULT,
+    JupyterServer,
+    ProgrammaticToolset,
+    Timeout,
+    ToolBridge,
+    ToolKernel,
+)
 from progtc_kernel.cli import _parser, main
 from progtc_kernel.cli._common import timeout_from
 from progtc_kernel.progtc.client import AsyncProgtcClient
@@ -29,7 +36,7 @@ from progtc_kernel.timeouts import (
     run_seconds,
 )
 
-from .fakes import FakeKernel
+from .fakes import FakeKernel, FakeTransport
 
 pytestmark = pytest.mark.fast
 
@@ -269,3 +276,10 @@ def test_nbclient_gets_whole_seconds_and_a_start_with_no_limit_as_a_year() -> No
         "timeout": None,
         "startup_timeout": 365 * 24 * 3600,
     }
+
+
+def test_a_tool_bridge_takes_its_tool_call_timeout_by_its_name_and_warns_for_the_old() -> None:
+    assert ToolBridge(FakeTransport(), tool_call_timeout=None).tool_call_timeout is None
+    with pytest.warns(DeprecationWarning, match="tool_timeout= is deprecated"):
+        bridge = ToolBridge(FakeTransport(), tool_timeout=5)
+    assert bridge.tool_call_timeout == 5

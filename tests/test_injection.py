@@ -114,6 +114,7 @@ async def test_a_second_host_and_a_restart_find_the_injected_side(
 ) -> None:
     async with fresh(bare_kernel_python, tmp_path) as kernel:
         manager = kernel.kernel_manager
+        assert manager is not None
         async with ToolBridge(manager, tools={"ping": lambda: "pong"}):
             result = await kernel.execute("import tools\nprint(tools.ping())")
         assert result.stdout == "pong\n"

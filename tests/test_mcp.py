@@ -215,7 +215,7 @@ def run():
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
     value = json.loads(result.structured_content["returnValue"])
-    assert "no result within 5 s (tool_timeout)" in value["error"]
+    assert "no result within 5 s (the tool-call timeout)" in value["error"]
     assert value["after"] == 2
 
 

@@ -55,5 +55,7 @@ async def run():
 """
         )
     assert json.loads(answer) == {
-        "timed_out": f"tool 'hang' failed: TimeoutError: no result within {RUN:g} s (tool_timeout)"
+        "timed_out": (
+            f"tool 'hang' failed: TimeoutError: no result within {RUN:g} s (the tool-call timeout)"
+        )
     }

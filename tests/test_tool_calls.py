@@ -158,7 +158,8 @@ async def test_per_call_timeout_raises_timeout_error_and_cancels_the_tool(
         )
         assert result.ok, result.error
         assert result.stdout.splitlines() == [
-            "timed out: tool 'slow' failed: TimeoutError: no result within 0.3 s (tool_timeout)",
+            "timed out: tool 'slow' failed: TimeoutError: no result within 0.3 s"
+            " (the tool-call timeout)",
             "blocking call timed out too",
         ]
         await cancelled.wait()
@@ -271,7 +272,7 @@ async def test_a_hung_sync_tool_never_blocks_the_others(
             # The hung call times out and its thread is abandoned; the call waiting for
             # that thread was charged nothing for waiting, and runs.
             assert result.stdout.splitlines() == [
-                "ToolTimeoutError | no result within 1 s (tool_timeout)",
+                "ToolTimeoutError | no result within 1 s (the tool-call timeout)",
                 "int | 1",
             ]
             result = await kernel.execute("import tools\nprint(tools.quick())")

@@ -174,7 +174,7 @@ async def _attach(
     printer = Printer(out, timeout=None)
     try:
         await lifecycle.start()  # the kernel exists, the token is right
-        bridge = ToolBridge(lifecycle, tools, tool_timeout=args.tool_call_timeout)
+        bridge = ToolBridge(lifecycle, tools, tool_call_timeout=args.tool_call_timeout)
         bridge.add_tool_listener(lambda parent, event: printer.show(event))
         host = _Host(lifecycle, bridge, args.start_timeout, out)
         info = await bridge.start(timeout=args.start_timeout)

@@ -28,7 +28,7 @@ from ..exceptions import (
     KernelError,
     ProtocolMismatchError,
 )
-from ..kernels.base import KernelLifecycle, Transport
+from ..kernels.base import KernelLifecycle, KernelLike, Transport
 from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
@@ -42,7 +42,7 @@ from ..protocol import (
     RegisterBody,
     pack,
 )
-from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL
+from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL, USE_DEFAULT, UseDefault, renamed, seconds
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
 from .events import Event
 from .injection import ExtensionPolicy, check_policy, load_cell
@@ -72,11 +72,12 @@ class ToolBridge:
         ```
 
     Args:
-        kernel: What you hold: a jupyter_client ``KernelManager`` or ``KernelClient``,
-            a connection-info dict or connection-file path, a kernel on a Jupyter Server
-            (``server.kernel(kernel_id)``), or a ``Transport``.
+        kernel: What you hold, as ``ToolKernel`` takes it (``KernelLike``): a
+            jupyter_client ``KernelManager`` or ``KernelClient``, a connection-info dict
+            or connection-file path, a kernel on a Jupyter Server
+            (``server.kernel(kernel_id)``); or a ``Transport``.
         tools: The tools to serve (see ``ToolRegistry``).
-        tool_timeout: Seconds a call may take before the kernel gives up on it
+        tool_call_timeout: Seconds a call may take before the kernel gives up on it
             (``None``: no limit). Time spent waiting for a free thread does not count.
         max_in_flight: Calls outstanding at once; the kernel holds back the rest.
         tool_threads: How many sync tools may run at once, each on a thread of its own.
@@ -85,22 +86,26 @@ class ToolBridge:
             this version, else from code this host brings along (nothing is written to
             the kernel's disk); ``"installed"`` loads only an installed copy;
             ``"loaded"`` sends nothing, for kernels that load it at start.
+        tool_timeout: The old name of ``tool_call_timeout`` (deprecated).
     """
 
     def __init__(
         self,
-        kernel: Any,
+        kernel: KernelLike | Transport,
         tools: ToolsLike = None,
         *,
-        tool_timeout: float | None = DEFAULT_TOOL_CALL,
+        tool_call_timeout: float | None = DEFAULT_TOOL_CALL,
         max_in_flight: int = 256,
         tool_threads: int = DEFAULT_TOOL_THREADS,
         extension: ExtensionPolicy = "inject",
+        tool_timeout: float | UseDefault | None = USE_DEFAULT,
     ) -> None:
         self.extension = check_policy(extension)
         self.transport: Transport = _transport_for(kernel)
         self.tools = ToolRegistry.of(tools)
-        self.tool_timeout = tool_timeout
+        if not isinstance(tool_timeout, UseDefault):  # its spelling before 0.2
+            tool_call_timeout = renamed("tool_timeout", "tool_call_timeout=", tool_timeout)
+        self.tool_call_timeout = seconds("tool_call_timeout", tool_call_timeout)
         self.max_in_flight = max_in_flight
         self.threads = ToolThreads(tool_threads)
         self.kernel_info: ReadyBody | None = None
@@ -366,7 +371,7 @@ class ToolBridge:
     def _register_body(self) -> RegisterBody:
         return {
             "tools": self.tools.specs(),
-            "tool_timeout": self.tool_timeout,
+            "tool_timeout": self.tool_call_timeout,
             "max_in_flight": self.max_in_flight,
         }
 

@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ..exceptions import ReentrantExecutionError
+
 DEFAULT_TOOL_THREADS = 32
 T = TypeVar("T")
 
@@ -124,12 +126,12 @@ class LoopThread:
                 names it.
 
         Raises:
-            RuntimeError: Called from the loop's own thread, where it would wait
+            ReentrantExecutionError: Called from the loop's own thread, where it would wait
                 forever for itself.
         """
         if threading.current_thread() is self._thread:
             coroutine.close()
-            raise RuntimeError(
+            raise ReentrantExecutionError(
                 f"{caller} was called from its own event loop (an async tool?), where "
                 "it would wait forever for itself"
             )

@@ -194,7 +194,7 @@ class ToolKernel:
             bridge = ToolBridge(
                 self.lifecycle.connect(),
                 self.tools,
-                tool_timeout=self.timeout.tool_call,
+                tool_call_timeout=self.timeout.tool_call,
                 max_in_flight=self.max_in_flight,
                 tool_threads=self.tool_threads,
                 extension=self.extension,

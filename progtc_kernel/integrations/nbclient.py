@@ -481,7 +481,7 @@ class _ToolHost:
     ) -> None:
         async def start() -> None:
             # Built on its loop: the bridge owns asyncio primitives and sockets there.
-            bridge = self._bridge = ToolBridge(km, tools, tool_timeout=tool_timeout)
+            bridge = self._bridge = ToolBridge(km, tools, tool_call_timeout=tool_timeout)
             bridge.add_tool_listener(listener)
             await bridge.start(timeout=timeout)
 

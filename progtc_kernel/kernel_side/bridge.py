@@ -398,7 +398,7 @@ class KernelBridge:
             )
 
     def _expire(self, call: PendingCall) -> None:
-        message = f"no result within {self.tool_timeout:g} s (tool_timeout)"
+        message = f"no result within {self.tool_timeout:g} s (the tool-call timeout)"
         with self._lock:
             known = self._in_flight.pop(call.id, None) is not None
         self._settle(call, error=ToolTimeoutError(call.tool, "TimeoutError", message))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..exceptions import ServerError
+from ..exceptions import ServerError, ServerNotReadyError
 from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
@@ -148,7 +148,7 @@ class AsyncProgtcClient:
         pause = 0.05
         while not await self.ping(timeout=min(PING_TIMEOUT, timeout or PING_TIMEOUT)):
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(
+                raise ServerNotReadyError(
                     f"Progtc server not ready after {timeout}s: nothing answers at {self.base_url}"
                 )
             await asyncio.sleep(pause)  # polling a server that is not there yet
