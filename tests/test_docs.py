@@ -158,6 +158,15 @@ def test_every_skipped_example_says_why_and_every_directive_is_known() -> None:
 
 
 @pytest.mark.fast
+def test_the_api_reference_shows_everything_the_package_exports() -> None:
+    import progtc_kernel
+
+    reference = "\n".join(path.read_text("utf-8") for path in (DOCS / "reference").glob("*.md"))
+    shown = set(re.findall(r"^::: progtc_kernel\.(\w+)", reference, re.MULTILINE))
+    assert set(progtc_kernel.__all__) - {"__version__"} <= shown
+
+
+@pytest.mark.fast
 def test_the_docs_say_nothing_of_a_public_index() -> None:
     """The package is on no public index: no page may tell a user to install it from one."""
     for page in PAGES:

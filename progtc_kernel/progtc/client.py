@@ -141,7 +141,8 @@ class AsyncProgtcClient:
             timeout: Seconds to wait (``None``: for ever).
 
         Raises:
-            TimeoutError: Nothing answered within ``timeout``.
+            ServerNotReadyError: Nothing answered within ``timeout`` (a
+                ``TimeoutError``, as progtc's client raised).
         """
         seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
