@@ -10,6 +10,12 @@ The first run creates one virtual environment per line under ``.kernel-envs/``
 (with ``uv`` when available, else venv + pip), each with this project installed
 in editable mode; later runs reuse them. ``PROGTC_TEST_KERNELS`` picks lines,
 e.g. ``PROGTC_TEST_KERNELS=7`` for a quick run.
+
+The matrix: a test that needs a kernel runs on the newest selected line; a test marked
+``ipykernel_lines`` (behaviour that differs by line) runs on every selected line, and
+``PROGTC_TEST_EVERY_LINE=1`` runs every test on every line. ``tests/test_pythons.py``
+runs what depends on the Python version on each declared Python (3.10 to 3.13;
+``PROGTC_TEST_PYTHONS`` picks some).
 """
 
 from __future__ import annotations
