@@ -221,6 +221,7 @@ class ShellInterception:
         self._scheduled = False
         self._waiting: list[Callable[[bool], None]] = []
         self._senders: dict[int, str] = {}  # connection fd -> the client identity using it
+        self._stale_events: dict[int, int] = {}  # fd -> disconnects already acted on
         self._monitor: Any = None
         stream: Any = getattr(kernel, "shell_stream", None)
         self.stream = stream if hasattr(stream, "_recv_callback") else None
@@ -271,26 +272,47 @@ class ShellInterception:
             fd = identity.get(_SRCFD)
         except Exception:  # not a zmq Frame, or the option is gone from libzmq
             return
-        self._senders[fd] = _wire.frame_bytes(identity).decode("utf-8", "replace")
+        sender = _wire.frame_bytes(identity).decode("utf-8", "replace")
+        if self._senders.get(fd, sender) != sender:
+            # The OS gave a closed connection's descriptor to a new one. The old one's
+            # disconnect event was queued before this connection existed, but may not
+            # be read yet: read it now, or it would later be taken for the new sender's.
+            self._read_disconnects()
+            previous = self._senders.pop(fd, None)
+            if previous is not None:  # its event is still to come: skip it then
+                self._stale_events[fd] = self._stale_events.get(fd, 0) + 1
+                self.on_peer_gone(previous)  # its connection closed: the fd is reused
+        self._senders[fd] = sender
+
+    def _read_disconnects(self) -> None:
+        """Handle every disconnect event the monitor holds, without waiting."""
+        if self._monitor is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):  # EAGAIN: none left
+            while True:
+                self._on_disconnect(self._monitor.socket.recv_multipart(zmq.NOBLOCK))
+
+    def _on_disconnect(self, frames: list[bytes]) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        fd = int(parse_monitor_message(frames)["value"])
+        if self._stale_events.get(fd):
+            self._stale_events[fd] -= 1  # that sender was forgotten when its fd came back
+            return
+        identity = self._senders.pop(fd, None)
+        if identity is not None:
+            self.on_peer_gone(identity)
 
     def _watch_disconnects(self, stream: Any) -> None:
         from zmq.eventloop.zmqstream import ZMQStream
-        from zmq.utils.monitor import parse_monitor_message
 
         try:
             monitor = stream.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         except zmq.ZMQError:
             log.debug("progtc_kernel: cannot monitor the shell socket", exc_info=True)
             return
-
-        def on_event(frames: list[bytes]) -> None:
-            fd = int(parse_monitor_message(frames)["value"])
-            identity = self._senders.pop(fd, None)
-            if identity is not None:
-                self.on_peer_gone(identity)
-
         self._monitor = ZMQStream(monitor, io_loop=stream.io_loop)
-        self._monitor.on_recv(on_event)
+        self._monitor.on_recv(self._on_disconnect)
         self._close_monitor_at_shutdown(stream)
 
     def _close_monitor_at_shutdown(self, stream: Any) -> None:
