@@ -97,7 +97,7 @@ async def test_host_closing_fails_pending_calls(
         running.set()
         await asyncio.Event().wait()
 
-    bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
+    bridge = ToolBridge(own_kernel, tools=[slow], tool_call_timeout=None)
     await bridge.start()
     cell = asyncio.create_task(
         run_cell(
@@ -152,7 +152,7 @@ async def test_a_host_whose_connection_drops_is_noticed_at_once(
         running.set()
         await asyncio.Event().wait()
 
-    bridge = ToolBridge(own_kernel, tools=[slow], tool_timeout=None)
+    bridge = ToolBridge(own_kernel, tools=[slow], tool_call_timeout=None)
     await bridge.start()
     cell = asyncio.create_task(
         run_cell(
@@ -168,7 +168,7 @@ async def test_a_host_whose_connection_drops_is_noticed_at_once(
     )
     await running.wait()
     await bridge.transport.close()  # sockets closed without a goodbye, as in a crash
-    out = await asyncio.wait_for(cell, 30)  # tool_timeout=None: it would wait forever
+    out = await asyncio.wait_for(cell, 30)  # tool_call_timeout=None: it would wait forever
     assert out == "the host disconnected (its connection to the kernel closed)\n"
     bridge.cancel_calls()
 
@@ -188,7 +188,7 @@ async def test_a_killed_host_is_forgotten_at_once(
             return "A"
 
         async def main() -> None:
-            async with ToolBridge(sys.argv[1], tools={"who": who}, tool_timeout=None):
+            async with ToolBridge(sys.argv[1], tools={"who": who}, tool_call_timeout=None):
                 print("serving", flush=True)
                 await asyncio.Event().wait()
 
@@ -206,7 +206,7 @@ async def test_a_killed_host_is_forgotten_at_once(
     async with ToolBridge(own_kernel, tools={"who": lambda: "B"}):
         assert await run_cell(own_client, "import tools\nprint(tools.who())") == "B\n"
     # B left cleanly and A is dead: the call fails at once instead of waiting on A
-    # (whose tool_timeout was None: it would hang).
+    # (whose tool_call_timeout was None: it would hang).
     out = await run_cell(
         own_client,
         (
@@ -348,7 +348,7 @@ async def test_a_bad_result_fails_its_call_instead_of_orphaning_it(
         await asyncio.Event().wait()
 
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    async with ToolBridge(own_kernel, tools=[stall], tool_timeout=None) as bridge:
+    async with ToolBridge(own_kernel, tools=[stall], tool_call_timeout=None) as bridge:
 
         def on_tool_event(parent: str | None, event: Event) -> None:
             if isinstance(event, ToolCallStarted) and not started.done():
