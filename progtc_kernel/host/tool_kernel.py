@@ -367,6 +367,11 @@ class ToolKernel:
         self.refuse_reentry()
         limit = run_seconds(timeout, self.timeout.run)
         async with self._lock:
+            if self._gone is not None and not self._gone.done():
+                # A kernel's end may be signalled already, with the watch's wake-up
+                # queued behind ours: let it land, or this run would start on a kernel
+                # believed alive and be taken for dead the moment it starts.
+                await asyncio.sleep(0)
             if self._lost_connection():
                 await self._come_back()
             elif self._dead:
@@ -377,7 +382,10 @@ class ToolKernel:
                     )
                 await self._restart()
             elif self._gone is not None and self._gone.done() and await self.lifecycle.is_alive():
-                self._watch_kernel()  # a kernel given came back: restarted where it runs
+                # A kernel given came back, restarted where it runs: a fresh process,
+                # to register with as after a restart of ours.
+                self._watch_kernel()
+                await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
             bridge = self.bridge
             bridge.use_tools(self.tools if tools is None else tools)
             msg_id = bridge.transport.send(
