@@ -73,26 +73,29 @@ async def beta(x: int = 0) -> int:
 
 
 class Stalls:
-    """Counts running ``stall`` calls; ``all_started`` is set once ``expected`` run."""
+    """Host tools that wait until cancelled; ``started`` once ``expected`` run."""
 
     def __init__(self) -> None:
         self.running = 0
-        self.expected = PENDING
-        self.all_started = asyncio.Event()
+        self.expected = 1
+        self.started = asyncio.Event()
+
+    async def stall(self) -> None:
+        """Wait until cancelled."""
+        self.running += 1
+        if self.running >= self.expected:
+            self.started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.running -= 1
+
+    def expect(self, n: int) -> None:
+        self.expected = n
+        self.started.clear()
 
 
 STALLS = Stalls()
-
-
-async def stall() -> None:
-    """Wait until cancelled."""
-    STALLS.running += 1
-    if STALLS.running >= STALLS.expected:
-        STALLS.all_started.set()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        STALLS.running -= 1
 
 
 # -- kernel-side code -----------------------------------------------------------------
@@ -297,9 +300,9 @@ async def run_input_cell(kc: AsyncKernelClient, n: int) -> None:
 
 async def interrupt_latency(kernel: ToolKernel) -> float:
     """Seconds from interrupting a run with PENDING calls outstanding to its result."""
-    STALLS.all_started.clear()
+    STALLS.expect(PENDING)
     run = asyncio.ensure_future(kernel.execute(STALL_CELL.format(n=PENDING), timeout=TIMEOUT))
-    await asyncio.wait_for(STALLS.all_started.wait(), TIMEOUT)
+    await asyncio.wait_for(STALLS.started.wait(), TIMEOUT)
     start = time.perf_counter()
     await kernel.interrupt()
     result = await run
@@ -350,7 +353,7 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         out["rss_bare_mib"] = rss_mib(kernel_pid(bare))
 
         kernel = ToolKernel(
-            [echo, stall],
+            [echo, STALLS.stall],
             kernel=LocalKernel(python=python),
             timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
         )

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import command_line, judged, kernel_pid, print_rows
+from bench import Stalls, command_line, judged, kernel_pid, print_rows
 
 from progtc_kernel import LocalKernel, ToolKernel
 from progtc_kernel.kernels.local import AttachedKernel
@@ -48,29 +48,6 @@ TIMEOUT = 60.0
 AWAITING_CELL = "import asyncio, tools\nawait asyncio.gather(*[tools.stall() for _ in range({n})])"
 BLOCKING_CELL = "import tools\ndef run():\n    tools.stall()\nrun()"
 SLEEP_CELL = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)"
-
-
-class Stalls:
-    """Host tools that wait until cancelled; ``started`` once ``expected`` run."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.expected = 1
-        self.started = asyncio.Event()
-
-    async def stall(self) -> None:
-        """Wait until cancelled."""
-        self.running += 1
-        if self.running >= self.expected:
-            self.started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.running -= 1
-
-    def expect(self, n: int) -> None:
-        self.expected = n
-        self.started.clear()
 
 
 async def pending(kernel: ToolKernel, stalls: Stalls, n: int) -> asyncio.Future[Any]:
