@@ -28,7 +28,7 @@ from jupyter_core.utils import ensure_async
 from .._wire import BadMessages, SignatureCheck, decode
 from ..exceptions import KernelError
 from .base import ChannelName, MessageCallback
-from .watch import ConnectionWatch, process_exit
+from .watch import ConnectionWatch, client_for, process_exit
 
 if TYPE_CHECKING:
     from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -50,14 +50,7 @@ class ZmqTransport:
     @classmethod
     def connect(cls, connection: dict[str, Any] | str | os.PathLike[str]) -> ZmqTransport:
         """A transport with its own client and session, from connection info or file."""
-        from jupyter_client.asynchronous.client import AsyncKernelClient
-
-        client = AsyncKernelClient()
-        if isinstance(connection, dict):
-            client.load_connection_info(connection)  # type: ignore[arg-type]
-        else:
-            client.load_connection_file(os.fspath(connection))
-        return cls(client)
+        return cls(client_for(connection))
 
     @property
     def session_id(self) -> str:

@@ -17,10 +17,13 @@ import os
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous.client import AsyncKernelClient
 
 
 async def process_exit(process: subprocess.Popen[Any]) -> None:
@@ -78,6 +81,19 @@ def _block_until_exit(process: subprocess.Popen[Any], then: Callable[[], Any]) -
         then()
 
 
+def client_for(connection: dict[str, Any] | str | os.PathLike[str]) -> AsyncKernelClient:
+    """A jupyter_client client of its own (its own session), from connection info or
+    a connection file; no channel started yet."""
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+
+    client = AsyncKernelClient()
+    if isinstance(connection, dict):
+        client.load_connection_info(connection)  # type: ignore[arg-type]
+    else:
+        client.load_connection_file(os.fspath(connection))
+    return client
+
+
 class ConnectionWatch:
     """A control connection to a kernel, and whether it is up (see the module doc).
 
@@ -85,13 +101,7 @@ class ConnectionWatch:
     that was never reached is left to the caller's start timeout."""
 
     def __init__(self, connection: dict[str, Any] | str | os.PathLike[str]) -> None:
-        from jupyter_client.asynchronous.client import AsyncKernelClient
-
-        client = AsyncKernelClient()
-        if isinstance(connection, dict):
-            client.load_connection_info(connection)  # type: ignore[arg-type]
-        else:
-            client.load_connection_file(os.fspath(connection))
+        client = client_for(connection)
         client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
         self.client = client  # also sends interrupt requests on control
         socket = self._socket = client.control_channel.socket
