@@ -167,6 +167,7 @@ STALL_CELL = """
 import asyncio as _a, tools as _tools
 await _a.gather(*[_tools.stall() for _ in range({n})])
 """
+BLOCKING_STALL_CELL = "import tools\ndef run():\n    tools.stall()\nrun()"
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -298,11 +299,19 @@ async def run_input_cell(kc: AsyncKernelClient, n: int) -> None:
             return
 
 
-async def interrupt_latency(kernel: ToolKernel) -> float:
-    """Seconds from interrupting a run with PENDING calls outstanding to its result."""
-    STALLS.expect(PENDING)
-    run = asyncio.ensure_future(kernel.execute(STALL_CELL.format(n=PENDING), timeout=TIMEOUT))
-    await asyncio.wait_for(STALLS.started.wait(), TIMEOUT)
+async def pending(kernel: ToolKernel, stalls: Stalls, n: int) -> asyncio.Future[Any]:
+    """Start a run whose cell waits on ``n`` calls (awaited; one blocking call for 0),
+    once all of them run on the host."""
+    stalls.expect(max(n, 1))
+    code = STALL_CELL.format(n=n) if n else BLOCKING_STALL_CELL
+    run = asyncio.ensure_future(kernel.execute(code, timeout=TIMEOUT))
+    await asyncio.wait_for(stalls.started.wait(), TIMEOUT)
+    return run
+
+
+async def interrupt_latency(kernel: ToolKernel, stalls: Stalls, n: int) -> float:
+    """Seconds from interrupting a run with ``n`` calls pending to its result."""
+    run = await pending(kernel, stalls, n)
     start = time.perf_counter()
     await kernel.interrupt()
     result = await run
@@ -414,9 +423,9 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
         out["interrupt_bare_s"] = statistics.median(
             [await bare_interrupt_latency(bare, bare_kc) for _ in range(INTERRUPTS // 2)]
         )
-        await interrupt_latency(kernel)  # warm-up
+        await interrupt_latency(kernel, STALLS, PENDING)  # warm-up
         out["interrupt_s"] = statistics.median(
-            [await interrupt_latency(kernel) for _ in range(INTERRUPTS)]
+            [await interrupt_latency(kernel, STALLS, PENDING) for _ in range(INTERRUPTS)]
         )
         await bare_stack.aclose()
 

@@ -33,7 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Stalls, command_line, judged, kernel_pid, print_rows
+from bench import (
+    Stalls,
+    command_line,
+    interrupt_latency,
+    judged,
+    kernel_pid,
+    pending,
+    print_rows,
+)
 
 from progtc_kernel import LocalKernel, ToolKernel
 from progtc_kernel.kernels.local import AttachedKernel
@@ -45,31 +53,7 @@ DEATHS = 3
 WINDOW = 2.0  # seconds over which wake-ups are counted
 TIMEOUT = 60.0
 
-AWAITING_CELL = "import asyncio, tools\nawait asyncio.gather(*[tools.stall() for _ in range({n})])"
-BLOCKING_CELL = "import tools\ndef run():\n    tools.stall()\nrun()"
 SLEEP_CELL = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)"
-
-
-async def pending(kernel: ToolKernel, stalls: Stalls, n: int) -> asyncio.Future[Any]:
-    """Start a run whose cell waits on ``n`` calls (awaited; one blocking call for 0),
-    once all of them run on the host."""
-    stalls.expect(max(n, 1))
-    code = AWAITING_CELL.format(n=n) if n else BLOCKING_CELL
-    run = asyncio.ensure_future(kernel.execute(code, timeout=TIMEOUT))
-    await asyncio.wait_for(stalls.started.wait(), TIMEOUT)
-    return run
-
-
-async def interrupt_latency(kernel: ToolKernel, stalls: Stalls, n: int) -> float:
-    """Seconds from interrupting a run with ``n`` calls pending to its result."""
-    run = await pending(kernel, stalls, n)
-    start = time.perf_counter()
-    await kernel.interrupt()
-    result = await run
-    latency = time.perf_counter() - start
-    if result.error is None or result.error.kind != "cancelled":
-        raise RuntimeError(f"the interrupted run did not end as cancelled: {result.error}")
-    return latency
 
 
 async def sleep_interrupt_latency(kernel: ToolKernel) -> float:
