@@ -367,11 +367,6 @@ class ToolKernel:
         self.refuse_reentry()
         limit = run_seconds(timeout, self.timeout.run)
         async with self._lock:
-            if self._gone is not None and not self._gone.done():
-                # A kernel's end may be signalled already, with the watch's wake-up
-                # queued behind ours: let it land, or this run would start on a kernel
-                # believed alive and be taken for dead the moment it starts.
-                await asyncio.sleep(0)
             if self._lost_connection():
                 await self._come_back()
             elif self._dead:
