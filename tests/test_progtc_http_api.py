@@ -60,9 +60,12 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Jupy
 
 @pytest.fixture(scope="module")
 async def served_015(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
-    """A server for progtc 0.1.2 to 0.1.5's clients."""
+    """A server for progtc 0.1.2 to 0.1.5's clients, with the default warm pool as the
+    other releases' server has: their client gives up on a response that does not
+    start within 5 s (httpx's default), and with one warm kernel its second execution
+    waits for a kernel start, which a loaded machine can make longer than that."""
     process = await progtc_api_server(
-        tmp_path_factory.mktemp("serve-http-015"), "--progtc-dialect", "0.1.5", "--pool-size", "1"
+        tmp_path_factory.mktemp("serve-http-015"), "--progtc-dialect", "0.1.5"
     ).start()
     yield process
     process.stop()
