@@ -335,7 +335,9 @@ class ApprovalGate:
             self._answer(pending, _failed(exc))
             return
         if inspect.isawaitable(answer):
-            pending.asking = asyncio.ensure_future(self._await_approver(pending, answer))
+            asking = pending.asking = asyncio.ensure_future(self._await_approver(pending, answer))
+            if inspect.iscoroutine(answer):  # cancelled before it started: never awaited
+                asking.add_done_callback(lambda _: answer.close())
         else:
             self._answer(pending, answer)
 

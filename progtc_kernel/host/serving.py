@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -124,7 +125,7 @@ class CallServer:
         loop = asyncio.get_running_loop()
         for call in fresh:
             call_id = call["id"]
-            self.tasks[call_id] = loop.create_task(
+            task = self.tasks[call_id] = loop.create_task(
                 self._run(
                     registry,
                     call,
@@ -134,6 +135,45 @@ class CallServer:
                     RUN_GRANT if call_id in granted else None,
                 )
             )
+            task.add_done_callback(
+                functools.partial(self._never_ran, call, parent_id, waiting.get(call_id))
+            )
+
+    def _never_ran(
+        self,
+        call: CallRequest,
+        parent_id: str | None,
+        waiting: PendingApproval | None,
+        task: asyncio.Task[None],
+    ) -> None:
+        """A call cancelled before its task took a step (its ``finally`` never ran):
+        forget it, and record it as cancelled."""
+        call_id = call["id"]
+        if self.tasks.get(call_id) is not task:
+            return  # it ran, and cleaned up after itself
+        self._forget(call_id)
+        ended = None if waiting is None else waiting.decision
+        approval = (
+            _approval_record(ended.result())
+            if ended is not None and ended.done() and not ended.cancelled()
+            else None
+        )
+        record = ToolCallRecord(
+            id=call_id,
+            name=call["tool"],
+            arguments=call["arguments"],
+            ok=False,
+            duration=0.0,
+            error="cancelled",
+            approval=approval,
+        )
+        self._emit(parent_id, ToolCallFinished(record))
+
+    def _forget(self, call_id: int) -> None:
+        self.tasks.pop(call_id, None)
+        self._cancel_reasons.pop(call_id, None)
+        self._notices.pop(call_id, None)  # it ends: no notice about it is news
+        self._queued.discard(call_id)
 
     def _approval_reason(self, registry: ToolRegistry, call: CallRequest) -> str | None:
         tool = registry.get(call["tool"])
@@ -147,6 +187,7 @@ class CallServer:
             task = self.tasks.get(call_id)
             if task is not None:
                 self._cancel_reasons.setdefault(call_id, reason)
+                self.gate.cancel(call_id, reason)  # at once: it no longer waits
                 task.cancel()
 
     def cancel_all(self, reason: CancelReason = "cancelled") -> None:
@@ -217,7 +258,12 @@ class CallServer:
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(call_id, "cancelled")
             if waiting is not None and approval is None:
-                cancelled = self.gate.cancel(call_id, reason)
+                ended = waiting.decision
+                cancelled = (
+                    ended.result()
+                    if ended.done() and not ended.cancelled()
+                    else self.gate.cancel(call_id, reason)
+                )
                 if cancelled is not None:
                     approval = _approval_record(cancelled)
             record = ToolCallRecord(
@@ -232,10 +278,7 @@ class CallServer:
             self._emit(parent_id, ToolCallFinished(record))
             raise
         finally:
-            self.tasks.pop(call_id, None)
-            self._cancel_reasons.pop(call_id, None)
-            self._notices.pop(call_id, None)  # it ends: no notice about it is news
-            self._queued.discard(call_id)
+            self._forget(call_id)
         entry = outcome.entry(call_id)
         self._reply(channel, entry)
         self._remember(call_id, entry)
