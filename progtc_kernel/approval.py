@@ -321,7 +321,7 @@ class ApprovalGate:
 
     def end_run(self, run_id: str | None) -> None:
         """The run ended: forget its ``allow_for_run`` grants."""
-        if run_id is not None:
+        if run_id is not None and self._grants:
             self._grants = {grant for grant in self._grants if grant[0] != run_id}
 
     # -- inside -------------------------------------------------------------------------
