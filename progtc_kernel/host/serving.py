@@ -105,23 +105,11 @@ class CallServer:
                 continue
             fresh.append(call)
             self._emit(parent_id, ToolCallStarted(call["id"], call["tool"], call["arguments"]))
+        waiting: dict[int, PendingApproval] = {}
+        granted: set[int] = set()
         reasons = {call["id"]: self._approval_reason(registry, call) for call in fresh}
-        granted = {
-            call["id"]
-            for call in fresh
-            if reasons[call["id"]] is not None and self.gate.granted(parent_id, call["tool"])
-        }
-        batch = tuple(i for i, reason in reasons.items() if reason is not None and i not in granted)
-        asked = self.gate.ask(
-            [
-                ApprovalRequest(
-                    call["id"], parent_id, call["tool"], call["arguments"], reason, batch
-                )
-                for call in fresh
-                if (reason := reasons[call["id"]]) is not None and call["id"] not in granted
-            ]
-        )
-        waiting = {pending.request.call_id: pending for pending in asked}
+        if any(reason is not None for reason in reasons.values()):
+            waiting, granted = self._ask(fresh, reasons, parent_id)
         loop = asyncio.get_running_loop()
         for call in fresh:
             call_id = call["id"]
@@ -174,6 +162,29 @@ class CallServer:
         self._cancel_reasons.pop(call_id, None)
         self._notices.pop(call_id, None)  # it ends: no notice about it is news
         self._queued.discard(call_id)
+
+    def _ask(
+        self, calls: list[CallRequest], reasons: dict[int, str | None], run_id: str | None
+    ) -> tuple[dict[int, PendingApproval], set[int]]:
+        """Ask about the calls that need approval, as one batch, but those an earlier
+        ``allow_for_run`` covers. Returns the requests by call id, and the covered ids."""
+        granted = {
+            call["id"]
+            for call in calls
+            if reasons[call["id"]] is not None and self.gate.granted(run_id, call["tool"])
+        }
+        asking = [
+            (call, reason)
+            for call in calls
+            if (reason := reasons[call["id"]]) is not None and call["id"] not in granted
+        ]
+        batch = tuple(call["id"] for call, _ in asking)
+        requests = [
+            ApprovalRequest(call["id"], run_id, call["tool"], call["arguments"], reason, batch)
+            for call, reason in asking
+        ]
+        asked = self.gate.ask(requests)
+        return {pending.request.call_id: pending for pending in asked}, granted
 
     def _approval_reason(self, registry: ToolRegistry, call: CallRequest) -> str | None:
         tool = registry.get(call["tool"])
