@@ -314,13 +314,15 @@ class CodeModeToolset(AbstractToolset[Any]):
         else:
             await script.binding.bind(toolsets, ctx)
             script.resume(_decisions(ctx.tool_call_metadata))
+        ended_waiting = script.task is not None and script.task.done()
         try:
             result = await script.follow()
         except asyncio.CancelledError:
             script.stop()  # the run gave up on it: nobody will resume it
             raise
         except Exception as exc:  # the contract's errors: the model reads them and retries
-            raise ToolFailed(error_text(exc)) from None
+            said = " (it ended while it waited for decisions on its tool calls)"
+            raise ToolFailed(error_text(exc) + (said if ended_waiting else "")) from None
         if result is None:  # it waits for decisions no handler made: the run ends
             script.followed = False
             parked.add(call_id)
