@@ -119,6 +119,9 @@ DONE = {
 }
 
 
+# The kernel sends a gather's calls that may wait for approval together: its loop,
+# which differs by ipykernel line.
+@pytest.mark.ipykernel_lines
 async def test_a_handler_decides_the_scripts_calls_during_the_run(kernel_python: str) -> None:
     disk = Disk()
     asked: list[list[tuple[str, dict[str, Any]]]] = []
