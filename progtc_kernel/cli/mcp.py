@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import UpstreamStartError
+from ..exceptions import ToolDefinitionError, UpstreamStartError
 from ..timeouts import MCP_TIMEOUT
 from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
@@ -37,6 +37,15 @@ def add_parser(commands: Subcommands) -> None:
         default=[],
         metavar="'COMMAND ARGS'",
         help="an MCP server to start; its tools become tools scripts can call (repeatable)",
+    )
+    mcp.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="TOOL",
+        help="ask the MCP client's user (by elicitation) before each call of TOOL runs, "
+        "a host or upstream tool (repeatable; a --tools module may also set "
+        "REQUIRES_APPROVAL = {names} or a function (tool, arguments) -> bool)",
     )
     mcp.add_argument(
         "--module",
@@ -110,10 +119,28 @@ def command(args: argparse.Namespace) -> int:
             "--python picks a local interpreter; with --server the server "
             "runs the kernel: pick its kernelspec with --kernel-name"
         )
+    from ..host.loading import approval_policy
+
     tools = load_tools(args.tools)
     try:
-        asyncio.run(serve(tools, upstreams=args.upstream, **toolset_options(args)))
-    except (ValueError, UpstreamStartError) as exc:  # bad options, an upstream that cannot start
+        declared = approval_policy(args.tools)
+    except ToolDefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        asyncio.run(
+            serve(
+                tools,
+                upstreams=args.upstream,
+                approve=args.approve,
+                requires_approval=declared,
+                **toolset_options(args),
+            )
+        )
+    except (
+        ValueError,
+        ToolDefinitionError,
+        UpstreamStartError,
+    ) as exc:  # bad options, an upstream that cannot start
         raise UsageError(str(exc)) from None
     return 0
 
