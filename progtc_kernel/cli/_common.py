@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def add_approve_option(parser: argparse.ArgumentParser) -> None:
 
 def approval_policy(
     sources: Sequence[str], approve: Sequence[str], tools: Sequence[str]
-) -> Callable[[str, dict[str, Any]], bool] | None:
+) -> Collection[str] | Callable[[str, dict[str, Any]], bool] | None:
     """Which calls need approval: the ``--approve`` names (each one of ``tools``) and
     the ``--tools`` modules' ``REQUIRES_APPROVAL``; None when nothing does."""
     from ..exceptions import ToolDefinitionError
@@ -255,6 +255,8 @@ class TerminalApprover:
             await self._turn.acquire()
         finally:
             self._waiting -= 1
+        # (Calls of the same tool queued here are let through by the kernel when one
+        # of them is allowed for the run: their questions are dropped unasked.)
         try:
             return await self._ask(request)
         finally:

@@ -143,7 +143,7 @@ def with_approved_names(
     approve: Collection[str],
     declared: ApprovalPredicate | None,
     tools: Collection[str],
-) -> ApprovalPredicate | None:
+) -> Collection[str] | ApprovalPredicate | None:
     """Which calls need approval: the tools named in ``approve`` and the calls
     ``declared`` says (a tools module's ``REQUIRES_APPROVAL``); None: none.
 
@@ -153,7 +153,8 @@ def with_approved_names(
         tools: The names of every tool offered.
 
     Returns:
-        A predicate over ``(tool name, arguments)``, or None when no call needs approval.
+        The names alone (a set), a predicate over ``(tool name, arguments)``, or None
+        when no call needs approval.
 
     Raises:
         ToolDefinitionError: A name in ``approve`` is no tool; the message names the tools.
@@ -166,7 +167,7 @@ def with_approved_names(
         )
     named = frozenset(approve)
     if declared is None:
-        return (lambda tool, arguments: tool in named) if named else None
+        return named or None
     return lambda tool, arguments: tool in named or declared(tool, arguments)
 
 

@@ -29,7 +29,7 @@ import json
 import secrets
 import shlex
 import sys
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -250,17 +250,20 @@ class ClientApprover:
         self._current: _Script | None = None
         self._held: dict[str, _Script] = {}  # requestState -> a script waiting for answers
 
-    async def __call__(self, request: ApprovalRequest) -> Approval:
+    def __call__(self, request: ApprovalRequest) -> Awaitable[Approval]:
+        """The question for the client, queued at once: the calls of a batch (a
+        ``gather``'s) are all queued before the first is asked, and asked together."""
         from ..approval import Approval
 
+        answer: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
         script = self._current
         if script is None or script.run.done():
-            return Approval.deny(
-                f"no MCP client is waiting on the script that called {request.tool}"
+            answer.set_result(
+                Approval.deny(f"no MCP client waits on the script that called {request.tool}")
             )
-        answer: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
-        script.questions.put_nowait(_Question(request, answer))
-        return await answer  # cancelled with the call (an interrupt, the run's timeout)
+        else:
+            script.questions.put_nowait(_Question(request, answer))
+        return answer  # cancelled with the call (an interrupt, the run's timeout)
 
     async def run(
         self, ctx: ServerRequestContext, params: CallToolRequestParams, toolset: ProgrammaticToolset
@@ -295,7 +298,7 @@ class ClientApprover:
                 if not asking.done():
                     asking.cancel()
                     return _script_result(script.run.result())
-                questions = await _together(asking.result(), script.questions)
+                questions = _together(asking.result(), script.questions)
                 if not _can_elicit(ctx):
                     for question in questions:
                         _decide(question, self._no_elicitation(question.request))
@@ -343,10 +346,9 @@ class ClientApprover:
         )
 
 
-async def _together(first: _Question, queue: asyncio.Queue[_Question]) -> list[_Question]:
+def _together(first: _Question, queue: asyncio.Queue[_Question]) -> list[_Question]:
     """The question that came, and those of the calls that arrived with it (a
-    ``gather``'s), which the same loop turn queues."""
-    await asyncio.sleep(0)
+    ``gather``'s: the gate asks about a batch at once)."""
     questions = [first]
     while not queue.empty():
         questions.append(queue.get_nowait())
@@ -364,7 +366,7 @@ def _form(request: ApprovalRequest) -> ElicitRequestFormParams:
     arguments = json.dumps(request.arguments, indent=2, ensure_ascii=False, default=repr)
     return ElicitRequestFormParams(
         message=f"The script wants to call {request.tool} with these arguments:\n"
-        f"{arguments}\nAllow it? ({request.reason})",
+        f"{arguments}\nAllow it?",
         requested_schema=APPROVAL_FORM,
     )
 
@@ -545,7 +547,7 @@ def toolset_for(
     timeout: TimeoutLike = USE_DEFAULT,
     max_result_chars: int = MAX_RESULT_CHARS,
     approve: ClientApprover | None = None,
-    requires_approval: Callable[[str, dict[str, Any]], bool] | None = None,
+    requires_approval: Collection[str] | Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
