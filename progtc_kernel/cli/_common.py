@@ -251,16 +251,18 @@ class TerminalApprover:
             self.out.print(error_text(f"denied {request.tool}: {why}"))
             return Approval.deny(why)
         self._waiting += 1
+        queued = True
         try:
-            await self._turn.acquire()
+            async with self._turn:
+                await asyncio.sleep(0)  # one loop turn: the rest of a batch queues up behind
+                self._waiting -= 1
+                queued = False
+                # (Calls of a tool allowed for the run meanwhile are let through by the
+                # kernel: their questions are cancelled here, unasked.)
+                return await self._ask(request)
         finally:
-            self._waiting -= 1
-        # (Calls of the same tool queued here are let through by the kernel when one
-        # of them is allowed for the run: their questions are dropped unasked.)
-        try:
-            return await self._ask(request)
-        finally:
-            self._turn.release()
+            if queued:  # cancelled before its turn
+                self._waiting -= 1
 
     async def _ask(self, request: ApprovalRequest) -> Approval:
         from rich.text import Text
@@ -306,7 +308,7 @@ def describe_call(request: ApprovalRequest) -> list[str | tuple[str, str]]:
     return [
         (request.tool, "bold"),
         f"({arguments})",
-        (f"  needs approval: {request.reason}", "dim"),
+        ("  needs your approval", "dim"),
     ]
 
 
