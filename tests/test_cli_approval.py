@@ -155,7 +155,7 @@ def test_run_asks_at_the_terminal_allow_deny_and_allow_for_the_run(
         terminal.type("n not to her")
         # The three calls of the gather wait together: asked one after another.
         batch = terminal.expect(QUESTION)
-        assert "denied: not to her" in batch
+        assert "denied: tool 'send_email' was denied: not to her" in batch
         assert "send_email(to='u0@example.com', subject='news')" in batch
         assert "(2 more waiting after this one)" in batch
         terminal.type("a")  # allow for the rest of this run: the other two are not asked
@@ -165,8 +165,8 @@ def test_run_asks_at_the_terminal_allow_deny_and_allow_for_the_run(
     rest = terminal.screen[terminal.seen :]
     assert QUESTION not in rest
     assert (
-        "['sent 'news' to u0@example.com', 'sent 'news' to u1@example.com', "
-        "'sent 'news' to u2@example.com']" in rest
+        "[\"sent 'news' to u0@example.com\", \"sent 'news' to u1@example.com\", "
+        "\"sent 'news' to u2@example.com\"]" in rest
     ), terminal.screen
     assert status == 0, terminal.screen
 
@@ -247,7 +247,7 @@ async def test_attach_asks_at_the_terminal(
             terminal.expect, QUESTION
         )
         terminal.type("n: not today")
-        assert await cell == "Sunny in Rome\ndenied: not today\n"
+        assert await cell == "Sunny in Rome\ndenied: tool 'send_email' was denied: not today\n"
         terminal.process.send_signal(2)  # Ctrl-C detaches
         assert await asyncio.to_thread(terminal.finish) == 0
     finally:

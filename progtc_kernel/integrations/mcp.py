@@ -381,7 +381,8 @@ async def _elicit(ctx: ServerRequestContext, question: _Question) -> None:
         )
     )
     try:
-        await asyncio.wait({asking, question.answer}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {asking, question.answer}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not asking.done():  # the call no longer waits (an interrupt, a timeout)
             asking.cancel()
@@ -570,7 +571,8 @@ def toolset_for(
             ),
         ),
         timeout=limits,
-        **({"approve": approve, "requires_approval": requires_approval} if approve else {}),
+        approve=approve,
+        requires_approval=requires_approval,
     )
     return ProgrammaticToolset(
         tools,
