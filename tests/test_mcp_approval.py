@@ -119,7 +119,7 @@ def run():
     try:
         out["eve"] = send_email(to="eve@example.com", subject="Secrets")
     except ToolDeniedError as e:
-        out["eve"] = "denied: " + str(e)
+        out["eve"] = "denied: " + e.message
     return out
 """
 
@@ -161,7 +161,8 @@ async def test_an_unhandled_denial_is_the_scripts_error(
         )
     assert result.is_error
     assert text_of(result)[0].startswith(
-        "ToolDeniedError: the user dismissed the approval of send_email without allowing it"
+        "ToolDeniedError: tool 'send_email' was denied: the user dismissed the approval of "
+        "send_email without allowing it"
     ), text_of(result)
 
 
@@ -178,7 +179,8 @@ async def test_a_client_without_elicitation_gets_an_error_that_says_what_to_do(
         )
         assert result.is_error
         assert text_of(result)[0].startswith(
-            "ToolDeniedError: send_email needs the user's approval, and this MCP client "
+            "ToolDeniedError: tool 'send_email' was denied: send_email needs the user's "
+            "approval, and this MCP client "
             "cannot ask for it (it did not declare the elicitation capability): use a client "
             "with elicitation, or start progtc-kernel mcp without --approve"
         ), text_of(result)
@@ -248,8 +250,8 @@ def run():
     try:
         add(a=1, b=2)
     except ToolDeniedError as e:
-        first = str(e)
-    return {"first": first, "second": add(a=2, b=3)}
+        first = e.message
+    return {"first": first, "second": add(a=2, b=3)["result"]}
 """,
             )
         )

@@ -85,7 +85,7 @@ async def test_a_denial_is_progtcs_runtime_error_unless_the_code_catches_it(
         result = await client.execute_code(SEND, TOOLS)
         assert isinstance(result, ExecuteCodeError), result
         assert result.code == ErrorCode.CODE_RUNTIME_ERROR
-        assert result.message == "ToolDeniedError: no mail today"
+        assert result.message == "ToolDeniedError: tool 'send_email' was denied: no mail today"
         assert result.stdout == "Sunny in Oslo\n"
 
         caught = await client.execute_code(
@@ -93,7 +93,7 @@ async def test_a_denial_is_progtcs_runtime_error_unless_the_code_catches_it(
             "try:\n"
             "    await send_email(to='bob@example.com', subject='Hi')\n"
             "except ToolDeniedError as e:\n"
-            "    print('not sent:', e)\n",
+            "    print('not sent:', e.message)\n",
             TOOLS,
         )
     assert isinstance(caught, ExecuteCodeSuccess), caught
@@ -116,7 +116,9 @@ async def test_each_execution_may_give_its_own_approver_and_policy(
     assert isinstance(allowed, ExecuteCodeSuccess), allowed
     assert [request.tool for request in allow.asked] == ["send_email"]
     assert isinstance(everything, ExecuteCodeError)
-    assert everything.message == "ToolDeniedError: refused by the client's default"
+    assert everything.message == (
+        "ToolDeniedError: tool 'get_weather' was denied: refused by the client's default"
+    )
     assert [request.tool for request in refuse.asked] == ["get_weather"]
     assert isinstance(none, ExecuteCodeSuccess), none
 
