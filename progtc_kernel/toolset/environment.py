@@ -81,14 +81,46 @@ def modules_of(supported: Mapping[str, str] | Iterable[str] | None) -> dict[str,
     return named
 
 
-def stub(spec: ToolSpec) -> str:
+# What the instructions say about approval: the tools each of whose calls needs it,
+# and whether calls of other tools may need it too (by their arguments).
+ApprovalNote = tuple[list[str], bool]
+
+
+def stub(spec: ToolSpec, needs_approval: bool = False) -> str:
     """A tool as a typed Python stub: signature, docstring, output schema."""
     doc = (spec["description"] or "").strip()
+    if needs_approval:
+        doc = f"{doc}\n\n{NEEDS_APPROVAL}".strip()
     if spec["output_schema"]:
         schema = json.dumps(spec["output_schema"], separators=(",", ":"), sort_keys=True)
         doc = f"{doc}\n\nReturns JSON matching: {schema}".strip()
     body = textwrap.indent(f'"""{doc}"""' if doc else "...", "    ")
     return f"def {spec['name']}{signature_of(spec)}:\n{body}"
+
+
+NEEDS_APPROVAL = "Needs approval: each call waits until a person allows or denies it."
+
+
+def approval_text(note: ApprovalNote | None) -> str:
+    """What the instructions say about calls that need approval ('' when none may)."""
+    names, others = note or ([], False)
+    if not names and not others:
+        return ""
+    listed = ", ".join(f"`{name}`" for name in names)
+    if names and others:
+        which = f"Calls of {listed} (and of other tools, depending on their arguments)"
+    elif names:
+        which = f"Calls of {listed}"
+    else:
+        which = "Some tool calls (depending on the tool and its arguments)"
+    return textwrap.fill(
+        f"{which} need a person's approval: such a call waits until it is allowed, then "
+        "returns as usual. A denied call raises `ToolDeniedError` (a `ToolError` and a "
+        "`PermissionError`; import it from `tools`) whose message says why; catch it to "
+        "carry on without that result (e.g. return what was denied), or let the script "
+        "fail with it.",
+        88,
+    )
 
 
 def instructions(
@@ -100,9 +132,10 @@ def instructions(
     fresh_namespace: bool,
     max_output_chars: int | None,
     max_result_chars: int,
+    approval: ApprovalNote | None = None,
 ) -> str:
     """``max_output_chars``: how much printed text the caller returns; ``None``: it
-    returns none."""
+    returns none. ``approval``: which calls need approval."""
     names = ", ".join(spec["name"] for spec in specs) or "(none)"
     first = specs[0]["name"] if specs else "some_tool"
     limits = [
@@ -110,7 +143,12 @@ def instructions(
         f"it may make at most {max_tool_calls} tool calls" if max_tool_calls else None,
     ]
     stated = " and ".join(limit for limit in limits if limit)
-    stubs = "\n\n".join(stub(spec) for spec in specs) or "# no tools are available"
+    asking = set(approval[0]) if approval else set()
+    stubs = (
+        "\n\n".join(stub(spec, spec["name"] in asking) for spec in specs)
+        or "# no tools are available"
+    )
+    approvals = approval_text(approval)
     printed = (
         "Text the script prints is not returned to you: put what you need in the returned dict."
         if max_output_chars is None
@@ -145,6 +183,7 @@ In `async def run()`, await each call; `asyncio.gather` runs calls at the same t
 A tool that fails raises `ToolError` (import it from `tools`; `ToolArgumentError`
 when the arguments do not fit the tool, `ToolTimeoutError` when it takes too long).
 Catch it to carry on without that result; uncaught, the script fails with it.
+{f"{approvals}{chr(10)}" if approvals else ""}\
 The script fails with SyntaxError for invalid syntax, with ValueError when it imports a
 module that is not supported or defines no `run()`, with TypeError when `run()` returns
 something that is not a dict, and with any other exception it raises; each error names

@@ -15,11 +15,12 @@ from __future__ import annotations
 import builtins
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
+from ..approval import Approver, RequiresApproval
 from ..exceptions import KernelDiedError, ScriptError, ScriptTimeoutError
 from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
@@ -28,7 +29,7 @@ from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
 from ..kernels.base import KernelLike
 from ..protocol import OUTCOME_MIME, run_script_code
 from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolve
-from .environment import environment, modules_of
+from .environment import ApprovalNote, environment, modules_of
 from .imports import check_script
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
@@ -59,13 +60,27 @@ class ScriptResult(BaseModel):
     duration: float = 0.0
 
 
+def _check_kernel_approval(approve: Approver | None, requires_approval: RequiresApproval) -> None:
+    """Approval options are the kernel's: a ``ToolKernel`` given has its own."""
+    if approve is not None or requires_approval not in (None, False):
+        raise ValueError(
+            "approve= and requires_approval= go to the kernel, and the ToolKernel given has "
+            "its own: set them there, ToolKernel(..., approve=..., requires_approval=...), "
+            "or give the toolset a LocalKernel/RemoteKernel instead"
+        )
+
+
 def _check_kernel_timeouts(timeout: TimeoutLike, kernel: ToolKernel) -> None:
     """A ``Timeout`` whose tool-call or start timeout a kernel given would not use is
     refused: the kernel has its own, sent to it when it starts."""
     if not isinstance(timeout, Timeout):
         return
     theirs = kernel.timeout
-    if (timeout.tool_call, timeout.start) != (theirs.tool_call, theirs.start):
+    if (timeout.tool_call, timeout.start, timeout.approval) != (
+        theirs.tool_call,
+        theirs.start,
+        theirs.approval,
+    ):
         raise ValueError(
             f"timeout={timeout!r} sets tool-call and start timeouts, but the kernel "
             f"given has its own ({theirs!r}): set them on the kernel, "
@@ -107,6 +122,21 @@ class ProgrammaticToolset:
             model (``run_script``'s ``stdout``, as the MCP server and
             ``CodeModeToolset`` do); ``execute_tool_script`` alone returns only the
             JSON. The instructions say which.
+        approve: Decides each call that needs approval (an ``Approver``: takes an
+            ``ApprovalRequest``, returns an ``Approval``, async or not); the call waits
+            meanwhile. ``None``: calls wait for ``kernel.decide(...)``. A denied call
+            raises ``ToolDeniedError`` in the script, which may catch it; uncaught, the
+            script fails with it (a ``ScriptError``). A ``ToolKernel`` given keeps its
+            own.
+        requires_approval: Which calls need approval besides those whose tool requires
+            it (``Tool.from_function(f, requires_approval=True)``): ``True`` every
+            call, a collection of tool names, or a function ``(tool, arguments) ->
+            bool``. The instructions name these tools and say a denial is an exception
+            the script may catch. A ``ToolKernel`` given keeps its own.
+
+    Raises:
+        ValueError: ``approve``, ``requires_approval`` or a ``Timeout``'s tool-call,
+            start or approval seconds given with a ``ToolKernel``, which has its own.
     """
 
     def __init__(
@@ -121,14 +151,22 @@ class ProgrammaticToolset:
         max_output_chars: int = 20_000,
         max_result_chars: int = MAX_RESULT_CHARS,
         returns_printed_text: bool = False,
+        approve: Approver | None = None,
+        requires_approval: RequiresApproval = None,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
-        self.kernel = (
-            kernel
-            if isinstance(kernel, ToolKernel)
-            else ToolKernel(self.tools, kernel=kernel, timeout=self.timeout)
-        )
+        if isinstance(kernel, ToolKernel):
+            _check_kernel_approval(approve, requires_approval)
+            self.kernel = kernel
+        else:
+            self.kernel = ToolKernel(
+                self.tools,
+                kernel=kernel,
+                timeout=self.timeout,
+                approve=approve,
+                requires_approval=requires_approval,
+            )
         _check_kernel_timeouts(timeout, self.kernel)
         self.modules = modules_of(supported_modules)
         self.max_tool_calls = max_tool_calls
@@ -138,6 +176,9 @@ class ProgrammaticToolset:
         self.returns_printed_text = returns_printed_text
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
         self._started_kernel = False
+        # Which calls need approval, when someone other than the kernel decides it
+        # (CodeModeToolset); None: the kernel's policy and the tools' own say.
+        self.approval_note: ApprovalNote | None = None
 
     async def start(self) -> None:
         """Start the kernel, unless it runs already (given started)."""
@@ -171,7 +212,23 @@ class ProgrammaticToolset:
             fresh_namespace=self.fresh_namespace,
             max_output_chars=self.max_output_chars if self.returns_printed_text else None,
             max_result_chars=self.max_result_chars,
+            approval=self._approval_note(),
         )
+
+    def _approval_note(self) -> ApprovalNote:
+        """The tools each of whose calls needs approval, and whether calls of others
+        may need it (a predicate over the arguments decides)."""
+        if self.approval_note is not None:
+            return self.approval_note
+        policy = self.kernel.requires_approval
+        names = [
+            name
+            for name, tool in self.tools.items()
+            if tool.requires_approval
+            or policy is True
+            or (isinstance(policy, Collection) and name in policy)
+        ]
+        return names, callable(policy)
 
     async def execute_tool_script(self, script: str) -> str:
         """Run a script; return the JSON of the dict its ``run()`` returned.
@@ -278,10 +335,13 @@ def _cut(text: str, limit: int, said: str) -> str:
 
 
 class _Budgeted(ToolRegistry):
-    """The toolset's tools, counting the calls of one script against its budget."""
+    """The toolset's tools, counting the calls of one script against its budget; each
+    call goes to the registry given (which may do more than call the tool: see
+    ``CodeModeToolset``)."""
 
     def __init__(self, tools: ToolRegistry, budget: int | None) -> None:
         super().__init__(tools)
+        self.inner = tools
         self.budget = budget
         self.spent = 0
 
@@ -304,7 +364,7 @@ class _Budgeted(ToolRegistry):
                     "calls per script (batch lookups, or split the work over scripts)"
                 ),
             )
-        return await super().call(
+        return await self.inner.call(
             name, arguments, threads, on_queued=on_queued, on_started=on_started
         )
 
