@@ -132,6 +132,10 @@ async def test_the_user_allows_and_declines_at_the_handshake_era(
     parameters = server_command(kernel_python, mail_tools, "--approve", "send_email")
     async with handshake_client(parameters, user) as session:
         assert session.protocol_version == "2025-11-25"
+        environment = await session.call_tool("get_execution_environment", {})
+        assert environment.structured_content is not None
+        instructions = environment.structured_content["returnValue"]["instructions"]
+        assert "Needs approval" in instructions.split("def send_email")[1].split("def ")[0]
         value = value_of(await script(session, SEND_TWICE))
     assert value == {
         "weather": "Sunny in Oslo",

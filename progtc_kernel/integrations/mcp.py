@@ -531,6 +531,8 @@ async def serve(
             policy = with_approved_names(approve, requires_approval, [tool.name for tool in every])
             approver = ClientApprover() if policy is not None else None
             toolset = toolset_for(every, approve=approver, requires_approval=policy, **options)
+            if requires_approval is not None:  # the names stay known beside the predicate
+                toolset.approval_note = (sorted(approve), True)
             await serve_stdio(toolset, approver)
     except Exception as exc:
         raise _first_cause(exc) from None
