@@ -193,6 +193,32 @@ def test_an_answer_that_is_no_decision_is_asked_again(
         terminal.close()
 
 
+def test_a_question_nobody_answers_is_denied_at_the_approval_timeout(
+    kernel_python: str, mail_tools: Path, tmp_path: Path
+) -> None:
+    script = write(
+        tmp_path / "wait.py",
+        """\
+        from tools import get_weather, ToolDeniedError
+        try:
+            await get_weather("Oslo")
+        except ToolDeniedError as e:
+            print("denied:", e.message)
+        """,
+    )
+    terminal = Terminal(
+        "run", str(script), "--tools", str(mail_tools), "--approve", "get_weather",
+        "--approval-timeout", "1", "--python", kernel_python,
+    )  # fmt: skip
+    try:
+        terminal.expect(QUESTION)  # and nobody answers
+        terminal.expect("no longer waiting: the call was cancelled")
+        terminal.expect("denied: no decision within 1 s (the approval timeout)")
+        assert terminal.finish() == 0, terminal.screen
+    finally:
+        terminal.close()
+
+
 def test_without_a_terminal_such_calls_are_denied_and_stderr_says_the_fix(
     kernel_python: str, mail_tools: Path
 ) -> None:

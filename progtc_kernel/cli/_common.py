@@ -109,6 +109,7 @@ _OPTIONS = {
     "tool_call": ("--tool-call-timeout", "fail a tool call after S seconds"),
     "start": ("--start-timeout", "give up when the kernel has not started within S seconds"),
     "request": ("--request-timeout", "fail an HTTP request to the server after S seconds"),
+    "approval": ("--approval-timeout", "deny a call that waits S seconds for approval"),
 }
 
 
@@ -169,6 +170,7 @@ def timeout_from(args: argparse.Namespace, defaults: Timeout | None = None) -> T
         tool_call=getattr(args, "tool_call_timeout", base.tool_call),
         start=getattr(args, "start_timeout", base.start),
         request=getattr(args, "request_timeout", base.request),
+        approval=getattr(args, "approval_timeout", base.approval),
     )
 
 

@@ -95,7 +95,7 @@ def add_parser(commands: Subcommands) -> None:
     add_timeout_options(
         attach,
         Timeout(),
-        kinds=("tool_call", "start", "request"),
+        kinds=("tool_call", "start", "request", "approval"),
         helps={
             "start": "give up when the kernel does not answer within S seconds (when "
             "attaching, and when it restarts)",
@@ -184,6 +184,7 @@ async def _attach(
             lifecycle,
             tools,
             tool_call_timeout=args.tool_call_timeout,
+            approval_timeout=args.approval_timeout,
             **approval_options(args.requires_approval, approver),
         )
         bridge.add_tool_listener(lambda parent, event: printer.show(event))

@@ -64,7 +64,7 @@ def add_parser(commands: Subcommands) -> None:
     add_timeout_options(
         mcp,
         MCP_TIMEOUT,
-        kinds=("run", "tool_call", "start", "request"),
+        kinds=("run", "tool_call", "start", "request", "approval"),
         helps={
             "run": "stop a script after S seconds",
             "tool_call": "fail a tool call after S seconds, a --tools function's or an "

@@ -63,7 +63,7 @@ def add_parser(commands: Subcommands) -> None:
     add_timeout_options(
         run,
         Timeout(),
-        kinds=("run", "tool_call", "start", "request"),
+        kinds=("run", "tool_call", "start", "request", "approval"),
         helps={"request": "fail an HTTP request to --server after S seconds"},
         deprecated={"tool_call": ["--tool-timeout"]},
     )
