@@ -9,6 +9,7 @@ user's answers. The "user" is the client's elicitation callback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -190,6 +191,48 @@ async def test_a_client_without_elicitation_gets_an_error_that_says_what_to_do(
         ), text_of(result)
         # The server is not stuck: the next script runs.
         assert value_of(await script(session, "def run():\n    return {'ok': 1}")) == {"ok": 1}
+
+
+class AbsentUser(User):
+    """Never answers; remembers that the question was withdrawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.withdrawn = asyncio.Event()
+
+    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+        self.asked.append(params)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.withdrawn.set()
+        raise AssertionError("unreachable")
+
+
+async def test_a_question_nobody_answers_is_withdrawn_at_the_approval_timeout(
+    kernel_python: str, mail_tools: Path
+) -> None:
+    user = AbsentUser()
+    parameters = server_command(
+        kernel_python, mail_tools, "--approve", "send_email", "--approval-timeout", "1"
+    )
+    async with handshake_client(parameters, user) as session:
+        value = value_of(
+            await script(
+                session,
+                """\
+from tools import send_email, ToolDeniedError
+def run():
+    try:
+        send_email(to="bob@example.com", subject="Hi")
+    except ToolDeniedError as e:
+        return {"denied": e.message}
+""",
+            )
+        )
+        await user.withdrawn.wait()  # the client was told the question is gone
+    assert value == {"denied": "no decision within 1 s (the approval timeout)"}
+    assert len(user.asked) == 1
 
 
 async def test_at_2026_07_28_the_client_answers_by_calling_again(
