@@ -307,9 +307,8 @@ class ClientApprover:
                 else:
                     for question in questions:  # one form at a time
                         await _elicit(ctx, question)
-        except asyncio.CancelledError:
-            if not modern:  # the client cancelled its call: the script ends with it
-                script.run.cancel()
+        except asyncio.CancelledError:  # the client cancelled its call, or left
+            script.run.cancel()  # the script ends with it (its questions are withdrawn)
             raise
 
     def _hold(self, script: _Script, questions: list[_Question]) -> InputRequiredResult:
@@ -390,7 +389,7 @@ async def _elicit(ctx: ServerRequestContext, question: _Question) -> None:
         return
     try:
         result = asking.result()
-    except (MCPError, ValueError) as exc:
+    except Exception as exc:  # an error answer, a malformed one: the call is denied
         _decide(
             question,
             Approval.deny(f"the MCP client could not ask about {question.request.tool}: {exc}"),
