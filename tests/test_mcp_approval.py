@@ -198,10 +198,12 @@ class AbsentUser(User):
 
     def __init__(self) -> None:
         super().__init__()
+        self.asking = asyncio.Event()
         self.withdrawn = asyncio.Event()
 
     async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
         self.asked.append(params)
+        self.asking.set()
         try:
             await asyncio.Event().wait()
         finally:
@@ -233,6 +235,21 @@ def run():
         await user.withdrawn.wait()  # the client was told the question is gone
     assert value == {"denied": "no decision within 1 s (the approval timeout)"}
     assert len(user.asked) == 1
+
+
+async def test_a_client_that_cancels_its_call_ends_the_script_and_the_next_one_runs(
+    kernel_python: str, mail_tools: Path
+) -> None:
+    user = AbsentUser()
+    parameters = server_command(kernel_python, mail_tools, "--approve", "send_email")
+    async with handshake_client(parameters, user) as session:
+        call = asyncio.ensure_future(script(session, SEND_TWICE))
+        await user.asking.wait()  # the question is on the user's screen
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await user.withdrawn.wait()
+        assert value_of(await script(session, "def run():\n    return {'ok': 1}")) == {"ok": 1}
 
 
 async def test_at_2026_07_28_the_client_answers_by_calling_again(
