@@ -173,7 +173,7 @@ async def _attach(
 ) -> int:
     from ..exceptions import ExtensionNotLoadedError, KernelError
     from ..host.bridge import ToolBridge
-    from .run import Printer, approval_options
+    from .run import Printer
 
     out = console()
     printer = Printer(out, timeout=None)
@@ -184,8 +184,9 @@ async def _attach(
             lifecycle,
             tools,
             tool_call_timeout=args.tool_call_timeout,
+            approve=approver if args.requires_approval else None,
+            requires_approval=args.requires_approval,
             approval_timeout=args.approval_timeout,
-            **approval_options(args.requires_approval, approver),
         )
         bridge.add_tool_listener(lambda parent, event: printer.show(event))
         host = _Host(lifecycle, bridge, args.start_timeout, out)

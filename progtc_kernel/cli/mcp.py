@@ -136,11 +136,8 @@ def command(args: argparse.Namespace) -> int:
                 **toolset_options(args),
             )
         )
-    except (
-        ValueError,
-        ToolDefinitionError,
-        UpstreamStartError,
-    ) as exc:  # bad options, an upstream that cannot start
+    except (ValueError, ToolDefinitionError, UpstreamStartError) as exc:
+        # Bad options, an --approve name that is no tool, an upstream that cannot start.
         raise UsageError(str(exc)) from None
     return 0
 

@@ -153,7 +153,8 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
             kernel_id=args.kernel_id,
         ),
         timeout=timeout,
-        **approval_options(args.requires_approval, approver),
+        approve=approver if args.requires_approval else None,
+        requires_approval=args.requires_approval,
     )
     try:
         await kernel.start()
@@ -170,13 +171,6 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
         return await _stream(kernel, code, timeout=timeout.run)
     finally:
         approver.close()
-
-
-def approval_options(requires_approval: Any, approver: TerminalApprover) -> dict[str, Any]:
-    """``approve=`` and ``requires_approval=`` for the kernel, when some calls need it."""
-    if requires_approval is None:
-        return {}
-    return {"approve": approver, "requires_approval": requires_approval}
 
 
 def _remote_usage(args: argparse.Namespace) -> str | None:
