@@ -321,7 +321,7 @@ class ApprovalGate:
 
     def end_run(self, run_id: str | None) -> None:
         """The run ended: forget its ``allow_for_run`` grants."""
-        if run_id is not None:
+        if run_id is not None and self._grants:
             self._grants = {grant for grant in self._grants if grant[0] != run_id}
 
     # -- inside -------------------------------------------------------------------------
@@ -335,7 +335,9 @@ class ApprovalGate:
             self._answer(pending, _failed(exc))
             return
         if inspect.isawaitable(answer):
-            pending.asking = asyncio.ensure_future(self._await_approver(pending, answer))
+            asking = pending.asking = asyncio.ensure_future(self._await_approver(pending, answer))
+            if inspect.iscoroutine(answer):  # cancelled before it started: never awaited
+                asking.add_done_callback(lambda _: answer.close())
         else:
             self._answer(pending, answer)
 

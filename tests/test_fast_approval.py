@@ -462,6 +462,22 @@ async def test_a_call_the_kernel_cancels_while_it_waits_cancels_its_request(
     assert "results" not in transport.kinds() and sent_emails == []
 
 
+async def test_a_call_cancelled_before_its_task_ran_is_recorded_and_forgotten(
+    transport: FakeTransport,
+) -> None:
+    async with ToolBridge(
+        transport, [send_email], requires_approval=True, extension="loaded"
+    ) as bridge:
+        watcher = Watcher(bridge)
+        transport.kernel_says("calls", calls((1, "send_email", {"to": "a"})))
+        transport.kernel_says("cancelled", {"ids": [1], "reason": "interrupt"})  # same turn
+        await watcher.wait_for(ToolCallFinished)
+        assert bridge.calls.tasks == {} and bridge.pending_approvals == []
+    assert watcher.record(1).error == "cancelled"
+    assert watcher.record(1).approval.decision == "cancelled"
+    assert [event.reason for event in watcher.of(ApprovalCancelled)] == ["interrupt"]
+
+
 async def test_closing_the_bridge_cancels_the_requests_that_wait(transport: FakeTransport) -> None:
     bridge = ToolBridge(transport, [send_email], requires_approval=True, extension="loaded")
     watcher = Watcher(bridge)

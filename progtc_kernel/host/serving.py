@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -104,27 +105,15 @@ class CallServer:
                 continue
             fresh.append(call)
             self._emit(parent_id, ToolCallStarted(call["id"], call["tool"], call["arguments"]))
+        waiting: dict[int, PendingApproval] = {}
+        granted: set[int] = set()
         reasons = {call["id"]: self._approval_reason(registry, call) for call in fresh}
-        granted = {
-            call["id"]
-            for call in fresh
-            if reasons[call["id"]] is not None and self.gate.granted(parent_id, call["tool"])
-        }
-        batch = tuple(i for i, reason in reasons.items() if reason is not None and i not in granted)
-        asked = self.gate.ask(
-            [
-                ApprovalRequest(
-                    call["id"], parent_id, call["tool"], call["arguments"], reason, batch
-                )
-                for call in fresh
-                if (reason := reasons[call["id"]]) is not None and call["id"] not in granted
-            ]
-        )
-        waiting = {pending.request.call_id: pending for pending in asked}
+        if any(reason is not None for reason in reasons.values()):
+            waiting, granted = self._ask(fresh, reasons, parent_id)
         loop = asyncio.get_running_loop()
         for call in fresh:
             call_id = call["id"]
-            self.tasks[call_id] = loop.create_task(
+            task = self.tasks[call_id] = loop.create_task(
                 self._run(
                     registry,
                     call,
@@ -134,6 +123,68 @@ class CallServer:
                     RUN_GRANT if call_id in granted else None,
                 )
             )
+            task.add_done_callback(
+                functools.partial(self._never_ran, call, parent_id, waiting.get(call_id))
+            )
+
+    def _never_ran(
+        self,
+        call: CallRequest,
+        parent_id: str | None,
+        waiting: PendingApproval | None,
+        task: asyncio.Task[None],
+    ) -> None:
+        """A call cancelled before its task took a step (its ``finally`` never ran):
+        forget it, and record it as cancelled."""
+        call_id = call["id"]
+        if self.tasks.get(call_id) is not task:
+            return  # it ran, and cleaned up after itself
+        self._forget(call_id)
+        ended = None if waiting is None else waiting.decision
+        approval = (
+            _approval_record(ended.result())
+            if ended is not None and ended.done() and not ended.cancelled()
+            else None
+        )
+        record = ToolCallRecord(
+            id=call_id,
+            name=call["tool"],
+            arguments=call["arguments"],
+            ok=False,
+            duration=0.0,
+            error="cancelled",
+            approval=approval,
+        )
+        self._emit(parent_id, ToolCallFinished(record))
+
+    def _forget(self, call_id: int) -> None:
+        self.tasks.pop(call_id, None)
+        self._cancel_reasons.pop(call_id, None)
+        self._notices.pop(call_id, None)  # it ends: no notice about it is news
+        self._queued.discard(call_id)
+
+    def _ask(
+        self, calls: list[CallRequest], reasons: dict[int, str | None], run_id: str | None
+    ) -> tuple[dict[int, PendingApproval], set[int]]:
+        """Ask about the calls that need approval, as one batch, but those an earlier
+        ``allow_for_run`` covers. Returns the requests by call id, and the covered ids."""
+        granted = {
+            call["id"]
+            for call in calls
+            if reasons[call["id"]] is not None and self.gate.granted(run_id, call["tool"])
+        }
+        asking = [
+            (call, reason)
+            for call in calls
+            if (reason := reasons[call["id"]]) is not None and call["id"] not in granted
+        ]
+        batch = tuple(call["id"] for call, _ in asking)
+        requests = [
+            ApprovalRequest(call["id"], run_id, call["tool"], call["arguments"], reason, batch)
+            for call, reason in asking
+        ]
+        asked = self.gate.ask(requests)
+        return {pending.request.call_id: pending for pending in asked}, granted
 
     def _approval_reason(self, registry: ToolRegistry, call: CallRequest) -> str | None:
         tool = registry.get(call["tool"])
@@ -147,6 +198,7 @@ class CallServer:
             task = self.tasks.get(call_id)
             if task is not None:
                 self._cancel_reasons.setdefault(call_id, reason)
+                self.gate.cancel(call_id, reason)  # at once: it no longer waits
                 task.cancel()
 
     def cancel_all(self, reason: CancelReason = "cancelled") -> None:
@@ -217,7 +269,12 @@ class CallServer:
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(call_id, "cancelled")
             if waiting is not None and approval is None:
-                cancelled = self.gate.cancel(call_id, reason)
+                ended = waiting.decision
+                cancelled = (
+                    ended.result()
+                    if ended.done() and not ended.cancelled()
+                    else self.gate.cancel(call_id, reason)
+                )
                 if cancelled is not None:
                     approval = _approval_record(cancelled)
             record = ToolCallRecord(
@@ -232,10 +289,7 @@ class CallServer:
             self._emit(parent_id, ToolCallFinished(record))
             raise
         finally:
-            self.tasks.pop(call_id, None)
-            self._cancel_reasons.pop(call_id, None)
-            self._notices.pop(call_id, None)  # it ends: no notice about it is news
-            self._queued.discard(call_id)
+            self._forget(call_id)
         entry = outcome.entry(call_id)
         self._reply(channel, entry)
         self._remember(call_id, entry)
