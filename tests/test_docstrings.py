@@ -21,7 +21,11 @@ pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parent.parent
 # Beside progtc_kernel.__all__: what the guides send users to, outside the top level.
-ALSO_PUBLIC = ["integrations.pydantic_ai.CodeModeToolset"]
+ALSO_PUBLIC = [
+    "integrations.pydantic_ai.CodeModeToolset",
+    "integrations.pydantic_ai.script_calls",
+    "integrations.pydantic_ai.script_results",
+]
 # Methods whose parameters a user passes every day.
 METHODS = {
     "ToolKernel": ["execute", "stream", "install_modules"],

@@ -16,7 +16,16 @@ import pytest
 
 pytest.importorskip("pydantic_ai", reason="pydantic-ai needs Python 3.11+")
 
-from pydantic_ai import Agent, CombinedToolset, FunctionToolset, RunContext, Tool
+from pydantic_ai import (
+    Agent,
+    CombinedToolset,
+    DeferredToolRequests,
+    DeferredToolResults,
+    FunctionToolset,
+    RunContext,
+    Tool,
+)
+from pydantic_ai.capabilities import HandleDeferredToolCalls
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -347,20 +356,22 @@ async def test_tools_are_called_through_the_toolset_given_which_may_wrap_them(
             return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
         return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
 
+    def deny(ctx: RunContext[Any], requests: DeferredToolRequests) -> DeferredToolResults:
+        return requests.build_results(approvals={c.tool_call_id: False for c in requests.approvals})
+
     combined = CombinedToolset(
         [FunctionToolset([get_weather]), FunctionToolset([delete_account]).approval_required()]
     )
     toolset = CodeModeToolset(toolsets=[combined], kernel=LocalKernel(python=kernel_python))
-    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Rome?")
+    agent = Agent(
+        FunctionModel(model), toolsets=[toolset], capabilities=[HandleDeferredToolCalls(deny)]
+    )
+    result = await agent.run("Rome?")
 
     value = json.loads(result.output)
     assert value["w"] == "Sunny in Rome"
-    assert deleted == []  # a tool that needs approval is not run by a script
-    assert value["deleted"] == (
-        "tool 'delete_account' failed: PermissionError: delete_account asks for approval, "
-        "which a call from a script cannot wait for: give that tool to the agent beside "
-        "CodeModeToolset, not in its toolsets"
-    )
+    assert deleted == []  # the wrapper asked for approval, and the call was denied
+    assert value["deleted"] == "tool 'delete_account' was denied: The tool call was denied."
 
 
 async def test_runs_one_after_another_start_the_kernel_each_unless_the_agent_is_entered(

@@ -54,6 +54,7 @@ async def run():
 """
 
 
+@pytest.mark.ipykernel_lines  # queued notices and the denied error kind, in the kernel
 async def test_a_denied_call_is_an_exception_the_script_catches(kernel_python: str) -> None:
     asked: list[tuple[str, dict[str, Any], str]] = []
 

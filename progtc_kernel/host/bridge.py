@@ -427,7 +427,8 @@ class ToolBridge:
 
     def _tools_asking(self) -> list[str]:
         return self.approvals.tools_asking(
-            (name, tool.requires_approval) for name, tool in self.tools.items()
+            (name, tool.requires_approval or name in self.tools.approved_by_call)
+            for name, tool in self.tools.items()
         )
 
     def _registration(self) -> str:

@@ -289,9 +289,15 @@ class ToolRegistry(Mapping[str, Tool]):
             reserved name); the message says why and what to do.
     """
 
+    # Tools whose calls may wait for an approval this registry's ``call`` asks for
+    # itself, not the kernel's approver (``CodeModeToolset``: pydantic-ai decides); the
+    # kernel sends a ``gather``'s calls of these together, as of those that require it.
+    approved_by_call: frozenset[str] = frozenset()
+
     def __init__(self, tools: ToolsLike = None) -> None:
         if isinstance(tools, ToolRegistry):
             self._tools: dict[str, Tool] = dict(tools._tools)
+            self.approved_by_call = tools.approved_by_call
         elif isinstance(tools, Mapping):
             self._tools = {check_name(str(n)): _tool_for(f, str(n)) for n, f in tools.items()}
         else:

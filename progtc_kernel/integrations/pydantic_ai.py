@@ -15,35 +15,70 @@ with their schemas in the stubs, under Python names (``get-sum`` is ``get_sum``)
 Runs at once keep apart: each script gets its own run's tools and context; they
 share the kernel, taking turns (see ``CodeModeToolset``). Needs the ``pydantic-ai``
 extra; without it, importing this module names the ``pip install`` that fixes it.
+
+Tools that pydantic-ai says need approval (``requires_approval=True``, raising
+``ApprovalRequired``, an ``ApprovalRequiredToolset``) need it inside scripts too, in
+both of pydantic-ai's ways. The script's call waits, live in the kernel, while the
+run's ``HandleDeferredToolCalls`` handlers are asked (inline); if none decides, the
+agent run ends with ``DeferredToolRequests`` for the ``execute_tool_script`` call
+(the calls it waits on in its metadata: ``script_calls`` shows them as requests of
+their own), and the run resumed with ``DeferredToolResults`` (``script_results``)
+lets the same script carry on from where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
+import itertools
 import sys
-from collections.abc import Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeAlias
 
 from .._install import missing_extra
 
 try:
-    from pydantic_ai import ApprovalRequired, CallDeferred, RunContext, ToolFailed, ToolReturn
-    from pydantic_ai.tools import ToolDefinition
-    from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
+    from pydantic_ai import (
+        ApprovalRequired,
+        CallDeferred,
+        DeferredToolRequests,
+        DeferredToolResults,
+        RunContext,
+        ToolApproved,
+        ToolDenied,
+        ToolFailed,
+        ToolReturn,
+    )
+    from pydantic_ai.messages import ModelRequest, ToolCallPart, ToolReturnPart
+    from pydantic_ai.tools import DeferredToolApprovalResult, ToolDefinition
+    from pydantic_ai.toolsets import (
+        AbstractToolset,
+        ApprovalRequiredToolset,
+        CombinedToolset,
+        ToolsetTool,
+        WrapperToolset,
+    )
 except ImportError as exc:
     raise missing_extra(
         "pydantic-ai", exc, "CodeModeToolset needs pydantic-ai (Python 3.11+)"
     ) from exc
+from pydantic import TypeAdapter
 from pydantic_core import SchemaValidator, core_schema
 
 from ..host.naming import ForeignTool, foreign_tools
+from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
-from ..host.tools import ToolRegistry, ToolsLike
+from ..host.tools import Outcome, QueueHook, Tool, ToolRegistry, ToolsLike, failure
 from ..kernels.base import KernelLike
-from ..toolset import ProgrammaticToolset
+from ..toolset import ProgrammaticToolset, ScriptResult
 from ..toolset.toolset import error_text
+
+__all__ = ["CodeModeToolset", "script_calls", "script_results"]
 
 _ENVIRONMENT_DESCRIPTION = (
     "Get details about the execution environment: how to write a script for "
@@ -71,6 +106,20 @@ _ANY_ARGUMENTS = SchemaValidator(
     core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
 )
 
+# The key of ``DeferredToolRequests.metadata[<execute_tool_script call id>]`` that lists
+# the calls the script waits on, and of ``DeferredToolResults.metadata[...]`` that
+# carries the decisions about them (``script_calls``, ``script_results``).
+SCRIPT_CALLS = "script_calls"
+SCRIPT_DECISIONS = "script_decisions"
+# Scripts that ended while no run followed them (a timeout while waiting for a
+# decision), kept to answer the run that resumes them: the last ones, by call id.
+ENDED_SCRIPTS_KEPT = 100
+
+Decision: TypeAlias = ToolApproved | ToolDenied
+# Which calls need approval besides those pydantic-ai marks: as ``ToolKernel`` takes it.
+RequiresApproval: TypeAlias = bool | Collection[str] | Callable[[str, dict[str, Any]], bool] | None
+_DECISION = TypeAdapter[Decision](DeferredToolApprovalResult)
+
 
 class CodeModeToolset(AbstractToolset[Any]):
     """``get_execution_environment`` and ``execute_tool_script`` for a pydantic-ai ``Agent``.
@@ -85,11 +134,25 @@ class CodeModeToolset(AbstractToolset[Any]):
     thing they share: scripts of different runs take turns on it (a script's timeout
     counts from its start), and with ``fresh_namespace=False`` they share the names
     scripts leave. A kernel this toolset starts starts with the first run and closes
-    after the last one still going; inside ``async with agent:`` every run uses one
-    kernel. For runs that must not share a kernel, give each run its own toolset:
+    after the last one still going (or the last script still waiting for a decision);
+    inside ``async with agent:`` every run uses one kernel. For runs that must not
+    share a kernel, give each run its own toolset:
     ``agent.run(prompt, toolsets=[CodeModeToolset(...)])``. If a toolset fails to
     enter, those entered before it are exited, the kernel is not started, and the
     error says which one failed.
+
+    A call that needs approval (a tool with ``requires_approval=True``, one that raises
+    ``ApprovalRequired``, the tools of an ``ApprovalRequiredToolset``, or named by
+    ``requires_approval``) waits in the script while the run's
+    ``HandleDeferredToolCalls`` handlers are asked about it (the calls of a ``gather``
+    together, by the tool's own name, arguments and a call id of their own). A denial
+    raises ``ToolDeniedError`` in the script. If no handler decides, the agent run ends
+    with ``DeferredToolRequests`` (give the agent that output type) for the
+    ``execute_tool_script`` call while the script waits, live: resume the run with
+    ``DeferredToolResults`` (``script_calls`` and ``script_results`` map a script's
+    calls to it) and the same script carries on; the model gets its result. A script
+    that waits longer than its ``timeout`` (or the ``Timeout``'s ``approval``) is
+    stopped; a run resumed after that tells the model so.
 
     Example:
         ```python
@@ -104,9 +167,16 @@ class CodeModeToolset(AbstractToolset[Any]):
             ``ToolKernel`` (a started one is left as it is: start it yourself to share
             it between toolsets); default: a local kernel of its own.
         id: This toolset's id.
+        requires_approval: Which calls need approval besides those pydantic-ai marks:
+            ``True`` every call, a collection of tool names, or a function
+            ``(tool name, arguments) -> bool``. Decided the pydantic-ai way, as above.
         **options: As for ``ProgrammaticToolset``: ``supported_modules``,
             ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
             ``max_result_chars``.
+
+    Raises:
+        TypeError: ``approve=`` was given: here pydantic-ai's handlers or the
+            application decide.
     """
 
     def __init__(
@@ -116,19 +186,49 @@ class CodeModeToolset(AbstractToolset[Any]):
         toolsets: Sequence[AbstractToolset[Any]] = (),
         kernel: ToolKernel | KernelLike | None = None,
         id: str | None = "progtc-kernel",
+        requires_approval: RequiresApproval = None,
         **options: Any,
     ) -> None:
+        if "approve" in options:
+            raise TypeError(
+                "CodeModeToolset takes no approve=: calls that need approval are decided "
+                "the pydantic-ai way, by a HandleDeferredToolCalls capability or by the "
+                "application resuming the run with DeferredToolResults"
+            )
         self.own_tools = ToolRegistry.of(tools)
         self.toolsets = list(toolsets)
+        self.requires_approval = _checked_policy(requires_approval)
         options.setdefault("returns_printed_text", True)  # call_tool returns it
         self.programmatic = ProgrammaticToolset(self.own_tools, kernel=kernel, **options)
         self._id = id
         self._kernel_users = _KernelUsers(self.programmatic)
         self._entered = _Entered(self)
+        # Scripts running, by the id of their execute_tool_script call: a run resumed
+        # with DeferredToolResults finds the one it resumes here.
+        self._scripts: dict[str, _LiveScript] = {}
+        self._ended: OrderedDict[str, _LiveScript] = OrderedDict()
 
     @property
     def id(self) -> str | None:
         return self._id
+
+    @property
+    def waiting_scripts(self) -> dict[str, list[ToolCallPart]]:
+        """The scripts that wait for the application's decisions, by the id of their
+        ``execute_tool_script`` call, with the calls each waits on."""
+        return {
+            call_id: [waiting.call for waiting in script.deferred.values()]
+            for call_id, script in self._scripts.items()
+            if not script.followed and script.deferred
+        }
+
+    async def wait_scripts(self) -> None:
+        """Wait until every script of this toolset has ended. A script left waiting for
+        decisions ends once a resumed run decides them, or when its timeout passes;
+        then it no longer holds the kernel (closed after its last user)."""
+        while self._scripts:
+            tasks = [script.task for script in self._scripts.values() if script.task]
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def for_run(self, ctx: RunContext[Any]) -> AbstractToolset[Any]:
         """A toolset for one run: the run's own copies of the toolsets (an
@@ -148,14 +248,28 @@ class CodeModeToolset(AbstractToolset[Any]):
         """Our two tools; the toolsets' tools are listed when a script is run."""
         return self._list(self, ctx)
 
+    def _stop_answered(self, ctx: RunContext[Any]) -> None:
+        """Stop the waiting scripts whose ``execute_tool_script`` call the run answered
+        without them: the application denied the script call as a whole, and the model
+        was told so."""
+        waiting = {call_id for call_id, script in self._scripts.items() if not script.followed}
+        if not waiting:
+            return
+        for message in ctx.messages:
+            if isinstance(message, ModelRequest):
+                for part in message.parts:
+                    if isinstance(part, ToolReturnPart) and part.tool_call_id in waiting:
+                        self._stop([part.tool_call_id])
+
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
-        return await self._call(self.toolsets, name, tool_args, ctx)
+        return await self._call(self.toolsets, name, tool_args, ctx, set())
 
     def _list(
         self, listed_by: AbstractToolset[Any], ctx: RunContext[Any]
     ) -> dict[str, ToolsetTool[Any]]:
+        self._stop_answered(ctx)
         definitions = [
             ToolDefinition(
                 name="get_execution_environment",
@@ -185,16 +299,34 @@ class CodeModeToolset(AbstractToolset[Any]):
         name: str,
         tool_args: dict[str, Any],
         ctx: RunContext[Any],
+        parked: set[str],
     ) -> Any:
         """One of our two tools, for the run ``ctx`` belongs to: its toolsets' tools are
-        listed and served to this call's script alone, called with ``ctx``."""
-        serving = await self._serving(toolsets, ctx)
+        listed and served to this call's script alone, called with ``ctx``. ``parked``
+        collects the ids of the scripts this run leaves waiting for decisions."""
         if name == "get_execution_environment":
+            serving = await self._serving(toolsets, ctx, _LiveScript("environment", None))
             return await serving.get_execution_environment()
+        call_id = ctx.tool_call_id or f"script-{uuid.uuid4().hex[:12]}"
+        script = self._resumed(call_id, ctx) if ctx.tool_call_approved else None
+        if script is None:
+            script = await self._start(toolsets, ctx, call_id, str(tool_args.get("script", "")))
+        else:
+            await script.binding.bind(toolsets, ctx)
+            script.resume(_decisions(ctx.tool_call_metadata))
+        ended_waiting = script.task is not None and script.task.done()
         try:
-            result = await serving.run_script(str(tool_args.get("script", "")))
+            result = await script.follow()
+        except asyncio.CancelledError:
+            script.stop()  # the run gave up on it: nobody will resume it
+            raise
         except Exception as exc:  # the contract's errors: the model reads them and retries
-            raise ToolFailed(error_text(exc)) from None
+            said = " (it ended while it waited for decisions on its tool calls)"
+            raise ToolFailed(error_text(exc) + (said if ended_waiting else "")) from None
+        if result is None:  # it waits for decisions no handler made: the run ends
+            script.followed = False
+            parked.add(call_id)
+            raise ApprovalRequired(metadata={SCRIPT_CALLS: script.waiting_calls()})
         printed = "".join(part for part in (result.stdout, result.stderr) if part)
         return ToolReturn(
             return_value=result.json_text,
@@ -202,23 +334,96 @@ class CodeModeToolset(AbstractToolset[Any]):
             metadata={"stdout": result.stdout, "stderr": result.stderr},
         )
 
+    def _resumed(self, call_id: str, ctx: RunContext[Any]) -> _LiveScript | None:
+        """The script an approved ``execute_tool_script`` call resumes: one waiting for
+        decisions, or one that ended while it waited; None for a call seen first."""
+        script = self._scripts.get(call_id) or self._ended.pop(call_id, None)
+        if script is not None:
+            script.followed = True
+        return script
+
+    async def _start(
+        self,
+        toolsets: Sequence[AbstractToolset[Any]],
+        ctx: RunContext[Any],
+        call_id: str,
+        source: str,
+    ) -> _LiveScript:
+        script = _LiveScript(call_id, self.programmatic.timeout.approval)
+        serving = await self._serving(toolsets, ctx, script)
+        self._scripts[call_id] = script
+        script.task = asyncio.ensure_future(self._run(serving, source))
+        script.task.add_done_callback(lambda _: self._script_ended(script))
+        return script
+
+    async def _run(self, serving: ProgrammaticToolset, source: str) -> ScriptResult:
+        # The script keeps the kernel open while it runs, after the run that started it
+        # ended with DeferredToolRequests too.
+        async with self._kernel_users:
+            return await serving.run_script(source)
+
+    def _script_ended(self, script: _LiveScript) -> None:
+        if self._scripts.get(script.call_id) is script:
+            del self._scripts[script.call_id]
+        if not script.followed:  # kept for the run that resumes it, to say how it ended
+            self._ended[script.call_id] = script
+            while len(self._ended) > ENDED_SCRIPTS_KEPT:
+                self._ended.popitem(last=False)
+
+    def _stop(self, call_ids: Collection[str]) -> None:
+        """Stop these scripts, if they still wait (the run that left them failed)."""
+        for call_id in call_ids:
+            script = self._scripts.get(call_id)
+            if script is not None and not script.followed:
+                script.stop()
+
     async def _serving(
-        self, toolsets: Sequence[AbstractToolset[Any]], ctx: RunContext[Any]
+        self, toolsets: Sequence[AbstractToolset[Any]], ctx: RunContext[Any], script: _LiveScript
     ) -> ProgrammaticToolset:
         """``self.programmatic`` serving our tools and the toolsets' tools for ``ctx``:
         a copy of it (same kernel, options and kept namespace), so that runs at once
         never swap each other's tools (the kernel takes the tools per execution)."""
-        listed = await asyncio.gather(*(toolset.get_tools(ctx) for toolset in toolsets))
-        forwarded = [
-            _forward(toolset, tool, ctx)
-            for toolset, tools in zip(toolsets, listed, strict=True)
-            for tool in tools.values()
-        ]
+        listed = await script.binding.bind(toolsets, ctx)
+        forwarded = [_forward(script.binding, key, tool) for key, tool in listed]
+        own = [_asking_elsewhere(tool) for tool in self.own_tools.values()]
+        served = foreign_tools(forwarded, taken=list(self.own_tools))
+        # How pydantic-ai (or the script's own tools) name each tool served.
+        names = {tool.name: tool.name for tool in own}
+        names.update({tool.name: f.name for tool, f in zip(served, forwarded, strict=True)})
+        declared = {tool.name for tool in self.own_tools.values() if tool.requires_approval}
+        declared |= {
+            tool.name
+            for tool, (_, listed_tool) in zip(served, listed, strict=True)
+            if listed_tool.tool_def.kind == "unapproved"
+        }
+        policy = self.requires_approval
+        if policy is True:
+            declared = set(names)
+        elif isinstance(policy, frozenset):
+            declared |= {name for name, own_name in names.items() if {name, own_name} & policy}
+        may_ask = {
+            tool.name
+            for tool, ((place, _), _) in zip(served, listed, strict=True)
+            if callable(policy) or _may_ask(toolsets[place])
+        }
+        scripts_tools = _ScriptTools([*own, *served], script, names, self._asks(declared))
+        scripts_tools.approved_by_call = frozenset(declared | may_ask)
         serving = copy.copy(self.programmatic)
-        serving.tools = ToolRegistry(
-            [*self.own_tools.values(), *foreign_tools(forwarded, taken=list(self.own_tools))]
-        )
+        serving.tools = scripts_tools
+        serving.approval_note = (sorted(declared), bool(may_ask - declared))
         return serving
+
+    def _asks(self, declared: set[str]) -> Callable[[str, str, dict[str, Any]], bool]:
+        """Whether a call (by its name in scripts, its own name, its arguments) needs
+        approval before it runs."""
+        policy = self.requires_approval
+
+        def asks(name: str, own_name: str, arguments: dict[str, Any]) -> bool:
+            if name in declared:
+                return True
+            return callable(policy) and bool(policy(own_name, arguments))
+
+        return asks
 
 
 class _CodeModeRun(AbstractToolset[Any]):
@@ -229,6 +434,7 @@ class _CodeModeRun(AbstractToolset[Any]):
         self.shared = shared
         self.toolsets = toolsets
         self._entered = _Entered(shared)
+        self.parked: set[str] = set()  # scripts this run left waiting for decisions
 
     @property
     def id(self) -> str | None:
@@ -243,6 +449,8 @@ class _CodeModeRun(AbstractToolset[Any]):
         return self
 
     async def __aexit__(self, *exc: Any) -> bool | None:
+        if exc and exc[0] is not None:  # the run failed: nobody will resume its scripts
+            self.shared._stop(self.parked)
         await self._entered.exit()
         return None
 
@@ -252,12 +460,12 @@ class _CodeModeRun(AbstractToolset[Any]):
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
-        return await self.shared._call(self.toolsets, name, tool_args, ctx)
+        return await self.shared._call(self.toolsets, name, tool_args, ctx, self.parked)
 
 
 class _KernelUsers:
     """The kernel of a ``CodeModeToolset``, started by the first of its users (the
-    toolset entered, its runs) and closed by the last."""
+    toolset entered, its runs, its scripts) and closed by the last."""
 
     def __init__(self, programmatic: ProgrammaticToolset) -> None:
         self.programmatic = programmatic
@@ -319,25 +527,364 @@ class _Entered:
                 await stack.aclose()
 
 
-def _forward(
-    toolset: AbstractToolset[Any], tool: ToolsetTool[Any], ctx: RunContext[Any]
-) -> ForeignTool:
-    """A tool ``toolset`` listed for the run of ``ctx``, called through ``toolset`` (as
-    pydantic-ai's ``CombinedToolset`` does: a prefixed or filtered toolset knows its
-    tools by names their own toolset does not) by its listed name (scripts may know it
-    by another: see ``progtc_kernel.host.naming``), with ``ctx``."""
+# -- approval inside scripts -------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A script's call waiting for a decision."""
+
+    call: ToolCallPart
+    metadata: dict[str, Any] | None
+    decided: asyncio.Future[tuple[Decision, Any]]
+    counted: bool = False  # counted as running again, the moment it was decided
+
+
+class _LiveScript:
+    """An ``execute_tool_script`` call's script, running in the kernel, and its calls
+    that wait for a decision: asked of the run's ``HandleDeferredToolCalls`` handlers
+    first (the calls that arrive in one loop turn together), then, when none decides,
+    of the application, through the ``DeferredToolRequests`` the run ends with.
+
+    Args:
+        call_id: The id of the ``execute_tool_script`` call.
+        approval_timeout: Seconds a call may wait for a decision before it is denied.
+    """
+
+    def __init__(self, call_id: str, approval_timeout: float | None) -> None:
+        self.call_id = call_id
+        self.approval_timeout = approval_timeout
+        self.binding = _Binding()
+        self.task: asyncio.Task[ScriptResult] | None = None
+        self.followed = True  # a run waits for it: calls are asked of its handlers
+        self.deferred: dict[str, _Waiting] = {}  # waiting for the application
+        self._running = 0  # calls neither finished nor waiting for a decision
+        self._asking = 0  # calls a handler is being asked about
+        self._batch: list[_Waiting] = []
+        self._asked: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._numbers = itertools.count(1)
+
+    def next_id(self) -> str:
+        """An id for one of its calls, unique in the agent run."""
+        return f"{self.call_id}:{next(self._numbers)}"
+
+    def call_started(self) -> None:
+        self._running += 1
+        self._changed.set()
+
+    def call_ended(self) -> None:
+        self._running -= 1
+        self._changed.set()
+
+    @property
+    def blocked(self) -> bool:
+        """It waits for the application's decisions, and for nothing else."""
+        return bool(self.deferred) and self._running == 0 and self._asking == 0
+
+    async def decide(
+        self, call: ToolCallPart, metadata: dict[str, Any] | None
+    ) -> tuple[Decision, Any]:
+        """Wait for the decision about ``call``: (approval or denial, the metadata given
+        with it)."""
+        waiting = _Waiting(call, metadata, asyncio.get_running_loop().create_future())
+        self._running -= 1
+        if self.followed:
+            self._asking += 1
+            self._batch.append(waiting)
+            if len(self._batch) == 1:  # the calls of this loop turn are asked together
+                asyncio.get_running_loop().call_soon(self._ask_batch)
+        else:
+            self.deferred[call.tool_call_id] = waiting
+        self._changed.set()
+        try:
+            if self.approval_timeout is None:
+                return await waiting.decided
+            return await asyncio.wait_for(asyncio.shield(waiting.decided), self.approval_timeout)
+        except asyncio.TimeoutError:
+            message = f"no decision within {self.approval_timeout:g} s (the approval timeout)"
+            return ToolDenied(message), None
+        finally:
+            self.deferred.pop(call.tool_call_id, None)
+            if not waiting.counted:
+                self._running += 1
+            self._changed.set()
+
+    def resume(self, decisions: Mapping[str, Decision] | None) -> None:
+        """A run resumes the script with these decisions (``None``: allow every call it
+        waits on); its later calls are asked of that run's handlers."""
+        self.followed = True
+        for call_id, waiting in list(self.deferred.items()):
+            decision = ToolApproved() if decisions is None else decisions.get(call_id)
+            if decision is not None:
+                self._settle(waiting, decision, None)
+
+    def waiting_calls(self) -> list[dict[str, Any]]:
+        """The calls waiting for the application, as ``DeferredToolRequests`` metadata."""
+        return [
+            {
+                "tool_call_id": waiting.call.tool_call_id,
+                "tool_name": waiting.call.tool_name,
+                "args": waiting.call.args,
+                "metadata": waiting.metadata,
+            }
+            for waiting in self.deferred.values()
+        ]
+
+    async def follow(self) -> ScriptResult | None:
+        """The script's result, once it ends (raising what it raised); ``None`` as soon
+        as it waits for nothing but the application's decisions."""
+        assert self.task is not None
+        while not self.task.done():
+            if self.blocked:
+                return None
+            self._changed.clear()
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({self.task, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+        return self.task.result()
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _settle(self, waiting: _Waiting, decision: Decision, metadata: Any) -> None:
+        self.deferred.pop(waiting.call.tool_call_id, None)
+        if not waiting.decided.done():
+            waiting.decided.set_result((decision, metadata))
+            waiting.counted = True
+            self._running += 1  # now, not when it wakes: it no longer only waits
+            self._changed.set()
+
+    def _ask_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.ensure_future(self._ask(batch))
+        self._asked.add(task)
+        task.add_done_callback(self._asked.discard)
+
+    async def _ask(self, batch: list[_Waiting]) -> None:
+        """Ask the run's handlers about a batch; what none decides waits for the
+        application."""
+        try:
+            decided, metadata = await self._ask_handlers(batch)
+        except Exception as exc:  # a failing handler denies, never allows
+            denial = ToolDenied(f"the approval handler failed ({type(exc).__name__}: {exc})")
+            decided, metadata = {waiting.call.tool_call_id: denial for waiting in batch}, {}
+        self._asking -= len(batch)
+        for waiting in batch:
+            decision = decided.get(waiting.call.tool_call_id)
+            if waiting.decided.done():
+                continue  # the call was cancelled meanwhile
+            if isinstance(decision, ToolApproved | ToolDenied):
+                self._settle(waiting, decision, metadata.get(waiting.call.tool_call_id))
+            else:
+                self.deferred[waiting.call.tool_call_id] = waiting
+        self._changed.set()
+
+    async def _ask_handlers(self, batch: list[_Waiting]) -> tuple[dict[str, Any], dict[str, Any]]:
+        ctx = self.binding.ctx
+        manager = ctx.tool_manager if ctx is not None else None
+        if manager is None or not self.followed:
+            return {}, {}
+        requests = DeferredToolRequests(
+            approvals=[waiting.call for waiting in batch],
+            metadata={w.call.tool_call_id: w.metadata for w in batch if w.metadata},
+        )
+        results = await manager.resolve_deferred_tool_calls(requests)
+        if results is None:
+            return {}, {}
+        return dict(results.to_tool_call_results()), dict(results.metadata)
+
+
+class _Binding:
+    """What a script's pydantic-ai tools are called through: a run's toolsets and
+    context. A run that resumes the script binds it to itself (the toolsets of the run
+    that started it may be closed by now)."""
+
+    def __init__(self) -> None:
+        self.ctx: RunContext[Any] | None = None
+        self.tools: dict[tuple[int, str], tuple[AbstractToolset[Any], ToolsetTool[Any]]] = {}
+
+    async def bind(
+        self, toolsets: Sequence[AbstractToolset[Any]], ctx: RunContext[Any]
+    ) -> list[tuple[tuple[int, str], ToolsetTool[Any]]]:
+        """List the toolsets' tools for ``ctx``, and call them so from now on.
+
+        Returns:
+            Each tool listed, by its key (the toolset's place, the tool's name).
+        """
+        listed = await asyncio.gather(*(toolset.get_tools(ctx) for toolset in toolsets))
+        self.ctx = ctx
+        self.tools = {
+            (place, tool.tool_def.name): (toolset, tool)
+            for place, (toolset, tools) in enumerate(zip(toolsets, listed, strict=True))
+            for tool in tools.values()
+        }
+        return [(key, tool) for key, (_, tool) in self.tools.items()]
+
+
+@dataclass(eq=False)
+class _ScriptCall:
+    """One call a script makes, as the forwarded tool sees it (a context variable)."""
+
+    id: str
+    approved: bool = False
+    approval_metadata: Any = None
+    asks: dict[str, Any] | None = None  # the tool raised ApprovalRequired with this
+
+
+_script_call: contextvars.ContextVar[_ScriptCall | None] = contextvars.ContextVar(
+    "progtc_kernel_script_call", default=None
+)
+
+
+class _AsksApproval(Exception):
+    """The forwarded tool raised ``ApprovalRequired``: the call waits for a decision."""
+
+
+class _ScriptTools(ToolRegistry):
+    """The tools of one script: each call counted (the script is blocked when nothing
+    but decisions runs), and asked about first when it needs approval.
+
+    Args:
+        tools: The tools, by their names in scripts.
+        script: The script.
+        names: Each tool's own name (as pydantic-ai knows it), by its name in scripts.
+        asks: Whether a call needs approval before it runs.
+    """
+
+    def __init__(
+        self,
+        tools: list[Tool],
+        script: _LiveScript,
+        names: dict[str, str],
+        asks: Callable[[str, str, dict[str, Any]], bool],
+    ) -> None:
+        super().__init__(tools)
+        self.script = script
+        self.names = names
+        self.asks = asks
+
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        threads: ToolThreads | None = None,
+        *,
+        on_queued: QueueHook | None = None,
+        on_started: QueueHook | None = None,
+    ) -> Outcome:
+        own_name = self.names.get(name, name)
+        call = _ScriptCall(self.script.next_id())
+        token = _script_call.set(call)
+        self.script.call_started()
+        try:
+            if self.asks(name, own_name, arguments):
+                denied = await self._approve(call, own_name, arguments, None, on_queued, on_started)
+                if denied is not None:
+                    return denied
+            outcome = await self._run(call, name, arguments, threads, on_queued, on_started)
+            if call.asks is not None and not call.approved:
+                denied = await self._approve(
+                    call, own_name, arguments, call.asks, on_queued, on_started
+                )
+                if denied is not None:
+                    return denied
+                outcome = await self._run(call, name, arguments, threads, on_queued, on_started)
+            return outcome
+        finally:
+            _script_call.reset(token)
+            self.script.call_ended()
+
+    async def _run(
+        self,
+        call: _ScriptCall,
+        name: str,
+        arguments: dict[str, Any],
+        threads: ToolThreads | None,
+        on_queued: QueueHook | None,
+        on_started: QueueHook | None,
+    ) -> Outcome:
+        if call.approved and isinstance(call.approval_metadata, _Overridden):
+            arguments = call.approval_metadata.arguments
+        return await super().call(
+            name, arguments, threads, on_queued=on_queued, on_started=on_started
+        )
+
+    async def _approve(
+        self,
+        call: _ScriptCall,
+        own_name: str,
+        arguments: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        on_queued: QueueHook | None,
+        on_started: QueueHook | None,
+    ) -> Outcome | None:
+        """Wait for the decision; the denial's outcome, or None when approved."""
+        if on_queued is not None:
+            on_queued()  # the kernel does not charge the wait to the tool-call timeout
+        request = ToolCallPart(own_name, arguments, tool_call_id=call.id)
+        decision, decided_metadata = await self.script.decide(request, metadata)
+        if on_started is not None:
+            on_started()
+        if isinstance(decision, ToolDenied):
+            return failure("denied", "ToolDeniedError", decision.message)
+        call.approved = True
+        call.approval_metadata = decided_metadata
+        if decision.override_args is not None:
+            call.approval_metadata = _Overridden(decision.override_args, decided_metadata)
+        return None
+
+
+@dataclass(frozen=True)
+class _Overridden:
+    """An approval that gave other arguments for the call."""
+
+    arguments: dict[str, Any]
+    metadata: Any
+
+
+def _forward(binding: _Binding, key: tuple[int, str], tool: ToolsetTool[Any]) -> ForeignTool:
+    """A tool a toolset listed, called through that toolset of the run the script is
+    bound to (as pydantic-ai's ``CombinedToolset`` does: a prefixed or filtered toolset
+    knows its tools by names their own toolset does not) by its listed name (scripts
+    may know it by another: see ``progtc_kernel.host.naming``), with the run's context
+    for this call (its own ``tool_call_id``; approved, once it was)."""
     definition = tool.tool_def
 
     async def call(arguments: dict[str, Any]) -> Any:
-        validated = tool.args_validator.validate_python(arguments)
+        toolset, listed = binding.tools[key]
+        validated = listed.args_validator.validate_python(arguments)
+        script_call = _script_call.get()
+        ctx = binding.ctx
+        assert ctx is not None
+        if script_call is not None:
+            metadata = script_call.approval_metadata
+            ctx = replace(
+                ctx,
+                tool_name=definition.name,
+                tool_call_id=script_call.id,
+                tool_call_approved=script_call.approved,
+                tool_call_metadata=(
+                    metadata.metadata if isinstance(metadata, _Overridden) else metadata
+                ),
+            )
         try:
-            value = await toolset.call_tool(definition.name, validated, ctx, tool)
-        except (ApprovalRequired, CallDeferred) as exc:
-            wants = "approval" if isinstance(exc, ApprovalRequired) else "to be deferred"
+            value = await toolset.call_tool(definition.name, validated, ctx, listed)
+        except ApprovalRequired as exc:
+            if script_call is None or script_call.approved:
+                raise PermissionError(
+                    f"{definition.name} asked for approval again after it was approved"
+                ) from None
+            script_call.asks = exc.metadata or {}
+            raise _AsksApproval from None
+        except CallDeferred:
             raise PermissionError(
-                f"{definition.name} asks for {wants}, which a call from a script cannot "
-                "wait for: give that tool to the agent beside CodeModeToolset, not in its "
-                "toolsets"
+                f"{definition.name} asks to be deferred (run outside the agent), which a "
+                "call from a script cannot wait for: give that tool to the agent beside "
+                "CodeModeToolset, not in its toolsets"
             ) from None
         return value.return_value if isinstance(value, ToolReturn) else value
 
@@ -350,6 +897,142 @@ def _forward(
         description=definition.description,
         output_schema=_as_returned(definition.return_schema),
     )
+
+
+def _asking_elsewhere(tool: Tool) -> Tool:
+    """A tool of our own that requires approval, served without the kernel's approval
+    (which would wait for ``decide``): here pydantic-ai decides (``_ScriptTools``)."""
+    if not tool.requires_approval:
+        return tool
+    served = copy.copy(tool)
+    object.__setattr__(served, "requires_approval", False)  # a frozen dataclass, too
+    return served
+
+
+def _may_ask(toolset: AbstractToolset[Any]) -> bool:
+    """Whether calls of this toolset's tools may ask for approval by their arguments."""
+    if isinstance(toolset, ApprovalRequiredToolset):
+        return True
+    if isinstance(toolset, WrapperToolset):
+        return _may_ask(toolset.wrapped)
+    if isinstance(toolset, CombinedToolset):
+        return any(_may_ask(inner) for inner in toolset.toolsets)
+    return False
+
+
+def _checked_policy(policy: Any) -> RequiresApproval:
+    if policy is None or policy is False or policy is True or callable(policy):
+        return policy or None
+    if isinstance(policy, str) or not isinstance(policy, Collection):
+        raise TypeError(
+            f"requires_approval={policy!r:.80}: give True (every call), a collection of "
+            "tool names, or a function (tool, arguments) -> bool"
+        )
+    return frozenset(str(name) for name in policy)
+
+
+def _decisions(metadata: Any) -> dict[str, Decision] | None:
+    """The decisions ``script_results`` put in an approved call's metadata; ``None``
+    when it has none (the script call as a whole was approved: allow every call)."""
+    if not isinstance(metadata, Mapping) or SCRIPT_DECISIONS not in metadata:
+        return None
+    return {
+        str(call_id): _as_decision(decision)
+        for call_id, decision in dict(metadata[SCRIPT_DECISIONS]).items()
+    }
+
+
+def _as_decision(decision: Any) -> Decision:
+    if decision is True:
+        return ToolApproved()
+    if decision is False:
+        return ToolDenied()
+    return _DECISION.validate_python(decision)
+
+
+def script_calls(requests: DeferredToolRequests) -> DeferredToolRequests:
+    """The calls that scripts wait on, each as a request of its own, beside the others.
+
+    A run that ends while a script waits for decisions defers its
+    ``execute_tool_script`` call; this puts in its place the calls the script waits on,
+    by their tools' own names and arguments, with ids of their own: decide them as any
+    other (``build_results``), then pass the results through ``script_results``.
+
+    Args:
+        requests: The ``DeferredToolRequests`` an agent run ended with.
+
+    Returns:
+        The same requests, a script's call replaced by the calls it waits on.
+    """
+    approvals: list[ToolCallPart] = []
+    metadata = {
+        call_id: value
+        for call_id, value in requests.metadata.items()
+        if not _script_waits(requests, call_id)
+    }
+    for call in requests.approvals:
+        waiting = _waiting_in(requests, call.tool_call_id)
+        if waiting is None:
+            approvals.append(call)
+            continue
+        for item in waiting:
+            approvals.append(
+                ToolCallPart(item["tool_name"], item["args"], tool_call_id=item["tool_call_id"])
+            )
+            if item.get("metadata"):
+                metadata[item["tool_call_id"]] = item["metadata"]
+    return replace(requests, approvals=approvals, metadata=metadata)
+
+
+def script_results(
+    requests: DeferredToolRequests, results: DeferredToolResults
+) -> DeferredToolResults:
+    """``results`` about ``script_calls(requests)``, as the agent run takes them.
+
+    The decisions about a script's calls become an approval of its
+    ``execute_tool_script`` call carrying them: the script carries on, each call
+    allowed or denied (``ToolDenied(message)`` raises ``ToolDeniedError`` with the
+    message in the script). Other results pass as they are.
+
+    Args:
+        requests: The ``DeferredToolRequests`` the agent run ended with.
+        results: The decisions about ``script_calls(requests)``.
+
+    Returns:
+        The results to resume the run with (``deferred_tool_results=``).
+    """
+    script_of = {
+        item["tool_call_id"]: call.tool_call_id
+        for call in requests.approvals
+        for item in _waiting_in(requests, call.tool_call_id) or ()
+    }
+    resumed = DeferredToolResults(
+        calls=dict(results.calls),
+        metadata={k: v for k, v in results.metadata.items() if k not in script_of},
+        answered_by={k: v for k, v in results.answered_by.items() if k not in script_of},
+    )
+    decisions: dict[str, dict[str, Any]] = {}
+    for call_id, approval in results.approvals.items():
+        script = script_of.get(call_id)
+        if script is None:
+            resumed.approvals[call_id] = approval
+        else:
+            decision = _as_decision(approval)
+            decisions.setdefault(script, {})[call_id] = _DECISION.dump_python(decision, mode="json")
+    for script, decided in decisions.items():
+        resumed.approvals[script] = ToolApproved()
+        resumed.metadata[script] = {SCRIPT_DECISIONS: decided}
+    return resumed
+
+
+def _waiting_in(requests: DeferredToolRequests, call_id: str) -> list[dict[str, Any]] | None:
+    metadata = requests.metadata.get(call_id)
+    waiting = metadata.get(SCRIPT_CALLS) if isinstance(metadata, Mapping) else None
+    return list(waiting) if isinstance(waiting, list) else None
+
+
+def _script_waits(requests: DeferredToolRequests, call_id: str) -> bool:
+    return _waiting_in(requests, call_id) is not None
 
 
 def _as_returned(schema: dict[str, Any] | None) -> dict[str, Any] | None:
