@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..timeouts import Timeout
 from ._common import (
     CLI_TOKEN,
+    TerminalApprover,
     UsageError,
+    add_approve_option,
     add_timeout_options,
+    approval_policy,
     console,
     error_text,
     load_tools,
@@ -88,10 +91,11 @@ def add_parser(commands: Subcommands) -> None:
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
         "names in __all__, else its public functions (repeat to combine)",
     )
+    add_approve_option(attach)
     add_timeout_options(
         attach,
         Timeout(),
-        kinds=("tool_call", "start", "request"),
+        kinds=("tool_call", "start", "request", "approval"),
         helps={
             "start": "give up when the kernel does not answer within S seconds (when "
             "attaching, and when it restarts)",
@@ -106,6 +110,7 @@ def command(args: argparse.Namespace) -> int:
     if not args.tools:
         raise UsageError("give the tools to serve: --tools MODULE_OR_FILE (repeatable)")
     tools = load_tools(args.tools)
+    args.requires_approval = approval_policy(args.tools, args.approve, list(tools))
     lifecycle, where = _kernel(args)
     return asyncio.run(_attach(lifecycle, where, tools, args))
 
@@ -172,9 +177,17 @@ async def _attach(
 
     out = console()
     printer = Printer(out, timeout=None)
+    approver = TerminalApprover(out, "progtc-kernel attach")
     try:
         await lifecycle.start()  # the kernel exists, the token is right
-        bridge = ToolBridge(lifecycle, tools, tool_call_timeout=args.tool_call_timeout)
+        bridge = ToolBridge(
+            lifecycle,
+            tools,
+            tool_call_timeout=args.tool_call_timeout,
+            approve=approver if args.requires_approval else None,
+            requires_approval=args.requires_approval,
+            approval_timeout=args.approval_timeout,
+        )
         bridge.add_tool_listener(lambda parent, event: printer.show(event))
         host = _Host(lifecycle, bridge, args.start_timeout, out)
         info = await bridge.start(timeout=args.start_timeout)
@@ -196,6 +209,7 @@ async def _attach(
         gone = await host.serve_until_stopped()
     finally:
         await host.detach()
+        approver.close()
     if gone:
         out.print(error_text(f"{where} went away ({gone}); detached"))
         return 1

@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import UpstreamStartError
+from ..exceptions import ToolDefinitionError, UpstreamStartError
 from ..timeouts import MCP_TIMEOUT
 from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
@@ -39,6 +39,15 @@ def add_parser(commands: Subcommands) -> None:
         help="an MCP server to start; its tools become tools scripts can call (repeatable)",
     )
     mcp.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="TOOL",
+        help="ask the MCP client's user (by elicitation) before each call of TOOL runs, "
+        "a host or upstream tool (repeatable; a --tools module may also set "
+        "REQUIRES_APPROVAL = {names} or a function (tool, arguments) -> bool)",
+    )
+    mcp.add_argument(
         "--module",
         action="append",
         dest="modules",
@@ -55,7 +64,7 @@ def add_parser(commands: Subcommands) -> None:
     add_timeout_options(
         mcp,
         MCP_TIMEOUT,
-        kinds=("run", "tool_call", "start", "request"),
+        kinds=("run", "tool_call", "start", "request", "approval"),
         helps={
             "run": "stop a script after S seconds",
             "tool_call": "fail a tool call after S seconds, a --tools function's or an "
@@ -110,10 +119,25 @@ def command(args: argparse.Namespace) -> int:
             "--python picks a local interpreter; with --server the server "
             "runs the kernel: pick its kernelspec with --kernel-name"
         )
+    from ..host.loading import approval_policy
+
     tools = load_tools(args.tools)
     try:
-        asyncio.run(serve(tools, upstreams=args.upstream, **toolset_options(args)))
-    except (ValueError, UpstreamStartError) as exc:  # bad options, an upstream that cannot start
+        declared = approval_policy(args.tools)
+    except ToolDefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        asyncio.run(
+            serve(
+                tools,
+                upstreams=args.upstream,
+                approve=args.approve,
+                requires_approval=declared,
+                **toolset_options(args),
+            )
+        )
+    except (ValueError, ToolDefinitionError, UpstreamStartError) as exc:
+        # Bad options, an --approve name that is no tool, an upstream that cannot start.
         raise UsageError(str(exc)) from None
     return 0
 

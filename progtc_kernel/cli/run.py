@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..timeouts import Timeout
-from ._common import CLI_TOKEN, UsageError, add_timeout_options, console, load_tools, timeout_from
+from ._common import (
+    CLI_TOKEN,
+    TerminalApprover,
+    UsageError,
+    add_approve_option,
+    add_timeout_options,
+    approval_policy,
+    console,
+    load_tools,
+    timeout_from,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,10 +59,11 @@ def add_parser(commands: Subcommands) -> None:
         help="a module name or .py file with the tools: its TOOLS list or dict, else the "
         "names in __all__, else its public functions (repeat to combine)",
     )
+    add_approve_option(run)
     add_timeout_options(
         run,
         Timeout(),
-        kinds=("run", "tool_call", "start", "request"),
+        kinds=("run", "tool_call", "start", "request", "approval"),
         helps={"request": "fail an HTTP request to --server after S seconds"},
         deprecated={"tool_call": ["--tool-timeout"]},
     )
@@ -88,6 +99,7 @@ def add_parser(commands: Subcommands) -> None:
 def command(args: argparse.Namespace) -> int:
     code = _read_script(args.script)
     tools = load_tools(args.tools)
+    args.requires_approval = approval_policy(args.tools, args.approve, list(tools))
     return asyncio.run(_run(code, tools, args))
 
 
@@ -131,6 +143,7 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
+    approver = TerminalApprover(console(), "progtc-kernel run")
     kernel = ToolKernel(
         tools,
         kernel=described_kernel(
@@ -140,6 +153,8 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
             kernel_id=args.kernel_id,
         ),
         timeout=timeout,
+        approve=approver if args.requires_approval else None,
+        requires_approval=args.requires_approval,
     )
     try:
         await kernel.start()
@@ -152,7 +167,10 @@ async def _run(code: str, tools: ToolRegistry, args: argparse.Namespace) -> int:
             else ""
         )
         raise UsageError(f"could not start a kernel{where}: {exc}") from None
-    return await _stream(kernel, code, timeout=timeout.run)
+    try:
+        return await _stream(kernel, code, timeout=timeout.run)
+    finally:
+        approver.close()
 
 
 def _remote_usage(args: argparse.Namespace) -> str | None:

@@ -5,6 +5,10 @@ one, else the functions named in ``__all__``, else the public functions defined 
 it (not the ones it imports). Classes are tools only when ``TOOLS`` lists them:
 ``--tools json`` serves ``dumps`` and ``loads``, not ``JSONDecoder``. Anything amiss
 raises ``ToolDefinitionError`` saying what to do.
+
+A source may also say which of its tools need a person's approval before they run:
+``REQUIRES_APPROVAL``, a set of tool names or a function ``(tool, arguments) -> bool``.
+It is never a tool itself; ``approval_policy`` reads it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ..exceptions import ToolDefinitionError
 from .tools import Tool, ToolRegistry
+
+# The module attribute that says which tools need approval; never served as a tool.
+APPROVAL_ATTRIBUTE = "REQUIRES_APPROVAL"
+
+# A predicate over (tool name, arguments): does this call need approval?
+ApprovalPredicate = Callable[[str, dict[str, Any]], bool]
 
 
 def load_tools(sources: Sequence[str]) -> ToolRegistry:
@@ -80,16 +90,104 @@ def tools_of(module: ModuleType, source: str | None = None) -> Any:
     if names is not None:
         return [
             value
-            for value in (getattr(module, name, None) for name in names)
+            for value in (
+                getattr(module, name, None) for name in names if name != APPROVAL_ATTRIBUTE
+            )
             if callable(value) and not isinstance(value, type)
         ]
     return [
         value
         for name, value in vars(module).items()
         if not name.startswith("_")
+        and name != APPROVAL_ATTRIBUTE
         and inspect.isfunction(value)
         and value.__module__ == module.__name__
     ]
+
+
+def approval_policy(sources: Sequence[str]) -> ApprovalPredicate | None:
+    """Which calls of these sources' tools need approval, by their ``REQUIRES_APPROVAL``.
+
+    Each source's policy covers its own tools: a set (or list) of its tool names, or
+    a function ``(tool, arguments) -> bool`` asked about each call of them.
+
+    Args:
+        sources: Module names or ``.py`` files, as given to ``load_tools``.
+
+    Returns:
+        A predicate over ``(tool name, arguments)``, or None when no source has a policy.
+
+    Raises:
+        ToolDefinitionError: A policy is neither names nor a function, or names a tool
+            its source does not define.
+    """
+    policies: dict[str, ApprovalPredicate] = {}  # tool name -> its source's policy
+    for source in sources:
+        module = import_tools(source)
+        if not hasattr(module, APPROVAL_ATTRIBUTE):
+            continue
+        names = list(ToolRegistry(tools_of(module, source)))
+        policy = _policy_of(getattr(module, APPROVAL_ATTRIBUTE), names, source)
+        policies.update(dict.fromkeys(names, policy))
+    if not policies:
+        return None
+
+    def requires_approval(tool: str, arguments: dict[str, Any]) -> bool:
+        policy = policies.get(tool)
+        return policy is not None and bool(policy(tool, arguments))
+
+    return requires_approval
+
+
+def with_approved_names(
+    approve: Collection[str],
+    declared: ApprovalPredicate | None,
+    tools: Collection[str],
+) -> Collection[str] | ApprovalPredicate | None:
+    """Which calls need approval: the tools named in ``approve`` and the calls
+    ``declared`` says (a tools module's ``REQUIRES_APPROVAL``); None: none.
+
+    Args:
+        approve: Tool names (``--approve TOOL``).
+        declared: A predicate over ``(tool name, arguments)``, or None.
+        tools: The names of every tool offered.
+
+    Returns:
+        The names alone (a set), a predicate over ``(tool name, arguments)``, or None
+        when no call needs approval.
+
+    Raises:
+        ToolDefinitionError: A name in ``approve`` is no tool; the message names the tools.
+    """
+    unknown = [name for name in approve if name not in tools]
+    if unknown:
+        raise ToolDefinitionError(
+            f"--approve {unknown[0]}: there is no tool of that name; the tools are "
+            f"{', '.join(sorted(tools)) or 'none'}"
+        )
+    named = frozenset(approve)
+    if declared is None:
+        return named or None
+    return lambda tool, arguments: tool in named or declared(tool, arguments)
+
+
+def _policy_of(declared: Any, names: list[str], source: str) -> ApprovalPredicate:
+    if callable(declared) and not isinstance(declared, type):
+        return declared  # type: ignore[no-any-return]
+    if isinstance(declared, str) or not isinstance(declared, Collection):
+        raise ToolDefinitionError(
+            f"{source}: {APPROVAL_ATTRIBUTE} must be a set of tool names, or a function "
+            f"(tool, arguments) -> bool, not {type(declared).__name__}"
+        )
+    unknown = sorted(str(name) for name in declared if name not in names)
+    if unknown:
+        raise ToolDefinitionError(
+            f"{source}: {APPROVAL_ATTRIBUTE} names {', '.join(map(repr, unknown))}, which "
+            f"{'is no tool' if len(unknown) == 1 else 'are no tools'} of it; its tools: "
+            f"{', '.join(names)}"
+        )
+    chosen = frozenset(declared)
+    return lambda tool, arguments: tool in chosen
 
 
 def import_tools(source: str) -> ModuleType:

@@ -11,6 +11,11 @@
   ``get_annotated_message``; the stub names both, the server is called by its
   own). A server that crashes fails its own tools with a clear error; one that
   hangs fails its call at the kernel's tool-call timeout; the others keep working.
+* ``ClientApprover``: the tools that need approval (``--approve TOOL``, or a tools
+  module's ``REQUIRES_APPROVAL``) run only once the MCP client's user allows each
+  call, asked by elicitation while the script waits in the kernel: a request of
+  the server's during the tool call (protocol versions up to 2025-11-25), or an
+  ``InputRequiredResult`` the client answers by calling again (2026-07-28).
 
 Needs the ``mcp`` extra (the MCP SDK, 2.x); without it, importing this module
 names the ``pip install`` that fixes it.
@@ -18,12 +23,15 @@ names the ``pip install`` that fixes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import secrets
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .._install import missing_extra
 
@@ -34,27 +42,37 @@ try:
     from mcp.shared.exceptions import MCPError
     from mcp.types import (
         CONNECTION_CLOSED,
+        INVALID_PARAMS,
         REQUEST_TIMEOUT,
         CallToolRequestParams,
         CallToolResult,
         ContentBlock,
+        ElicitRequest,
+        ElicitRequestFormParams,
+        ElicitResult,
+        InputRequiredResult,
         ListToolsResult,
         PaginatedRequestParams,
         TextContent,
     )
     from mcp.types import Tool as MCPTool
+    from mcp_types.version import is_version_at_least
 except ImportError as exc:
     raise missing_extra("mcp", exc, "progtc-kernel's MCP server needs the MCP SDK") from exc
 
 from .._version import __version__
 from ..exceptions import UpstreamError, UpstreamStartError
+from ..host.loading import with_approved_names
 from ..host.naming import ForeignTool, foreign_tools
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
 from ..timeouts import MCP_TIMEOUT, USE_DEFAULT, TimeoutLike, resolve
 from ..toolset import ProgrammaticToolset
 from ..toolset.environment import ENVIRONMENT_SCHEMA
-from ..toolset.toolset import MAX_RESULT_CHARS, error_text
+from ..toolset.toolset import MAX_RESULT_CHARS, ScriptResult, error_text
+
+if TYPE_CHECKING:
+    from ..approval import Approval, ApprovalRequest
 
 # The contract's schemas (../shared/seeds/programmatic-toolset.txt).
 SCRIPT_INPUT = {
@@ -91,8 +109,10 @@ the modules that may be imported, the script entrypoint and its signature, and a
 typed stub (with its output schema) for every tool a script can call."""
 
 
-def make_server(toolset: ProgrammaticToolset) -> Server:
-    """The MCP server offering ``toolset``'s two tools."""
+def make_server(toolset: ProgrammaticToolset, approver: ClientApprover | None = None) -> Server:
+    """The MCP server offering ``toolset``'s two tools; with ``approver`` (the
+    toolset's kernel's approver), the calls that need approval are asked of the
+    client that sent the script."""
     tools = [
         MCPTool(
             name="get_execution_environment",
@@ -115,9 +135,13 @@ def make_server(toolset: ProgrammaticToolset) -> Server:
 
     async def on_call_tool(
         ctx: ServerRequestContext, params: CallToolRequestParams
-    ) -> CallToolResult:
+    ) -> CallToolResult | InputRequiredResult:
         try:
+            if approver is not None and params.name == "execute_tool_script":
+                return await approver.run(ctx, params, toolset)
             return await _call(toolset, params.name, params.arguments or {})
+        except MCPError:
+            raise
         except Exception as exc:  # the contract's errors, as tool errors the model reads
             return CallToolResult(
                 is_error=True, content=[TextContent(type="text", text=error_text(exc))]
@@ -141,10 +165,17 @@ async def _call(
         raise LookupError(
             f"no tool named {name!r}: use get_execution_environment or execute_tool_script"
         )
+    return _script_result(await toolset.run_script(_script_of(arguments)))
+
+
+def _script_of(arguments: Mapping[str, Any]) -> str:
     script = arguments.get("script")
     if not isinstance(script, str):
         raise TypeError("execute_tool_script takes {'script': '<Python code>'}")
-    result = await toolset.run_script(script)
+    return script
+
+
+def _script_result(result: ScriptResult) -> CallToolResult:
     content: list[ContentBlock] = [TextContent(type="text", text=result.json_text)]
     printed = "".join(part for part in (result.stdout, result.stderr) if part)
     if printed:
@@ -152,13 +183,235 @@ async def _call(
     return CallToolResult(structured_content={"returnValue": result.json_text}, content=content)
 
 
-async def serve_stdio(toolset: ProgrammaticToolset) -> None:
+async def serve_stdio(toolset: ProgrammaticToolset, approver: ClientApprover | None = None) -> None:
     """Serve the toolset over stdin/stdout until the client goes away. The toolset
     (its kernel) starts inside, once stdout is the protocol's alone: what the
-    kernel process writes to its standard output goes to stderr."""
-    server = make_server(toolset)
+    kernel process writes to its standard output goes to stderr. ``approver``:
+    the one the toolset's kernel was given, if some calls need approval."""
+    server = make_server(toolset, approver)
     async with stdio_server() as (read, write), toolset:
         await server.run(read, write, server.create_initialization_options())
+
+
+# -- approval, asked of the MCP client by elicitation ------------------------------------
+
+# The first protocol version whose servers cannot send requests of their own: a tool
+# call that needs the user answers with an InputRequiredResult instead.
+INPUT_REQUIRED_VERSION = "2026-07-28"
+# The form the client shows: allowing is accepting it; "for this run" is a checkbox.
+APPROVAL_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "allow_for_run": {
+            "type": "boolean",
+            "title": "Allow for the rest of this script",
+            "description": "Let this tool's later calls in the same script run without asking",
+            "default": False,
+        }
+    },
+}
+
+
+@dataclass
+class _Question:
+    """A call waiting for the user's decision."""
+
+    request: ApprovalRequest
+    answer: asyncio.Future[Approval]
+
+
+@dataclass
+class _Script:
+    """A script running for one ``execute_tool_script`` call, and its questions."""
+
+    run: asyncio.Task[ScriptResult]
+    questions: asyncio.Queue[_Question] = field(default_factory=asyncio.Queue)
+    asked: dict[str, _Question] = field(default_factory=dict)  # by input-request key
+
+
+class ClientApprover:
+    """The approver of ``progtc-kernel mcp``: each call that needs approval is asked
+    of the MCP client whose ``execute_tool_script`` made it, by elicitation, while
+    the script waits in the kernel. Accepting the form allows the call (or, with its
+    box ticked, the tool for the rest of the script); declining or cancelling denies
+    it. A client that cannot elicit gets the denial, saying what to do, as the
+    script's error (never a hang).
+
+    Scripts run one at a time (the kernel runs one anyway), so that each question
+    goes to the client whose script asks it.
+
+    Args:
+        fix: What to do instead of approving, for a client without elicitation.
+    """
+
+    def __init__(self, fix: str = "start progtc-kernel mcp without --approve") -> None:
+        self.fix = fix
+        self._one_script = asyncio.Lock()
+        self._current: _Script | None = None
+        self._held: dict[str, _Script] = {}  # requestState -> a script waiting for answers
+
+    def __call__(self, request: ApprovalRequest) -> Awaitable[Approval]:
+        """The question for the client, queued at once: the calls of a batch (a
+        ``gather``'s) are all queued before the first is asked, and asked together."""
+        from ..approval import Approval
+
+        answer: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
+        script = self._current
+        if script is None or script.run.done():
+            answer.set_result(
+                Approval.deny(f"no MCP client waits on the script that called {request.tool}")
+            )
+        else:
+            script.questions.put_nowait(_Question(request, answer))
+        return answer  # cancelled with the call (an interrupt, the run's timeout)
+
+    async def run(
+        self, ctx: ServerRequestContext, params: CallToolRequestParams, toolset: ProgrammaticToolset
+    ) -> CallToolResult | InputRequiredResult:
+        """Run the script of an ``execute_tool_script`` call (or carry on with the one a
+        retry's ``requestState`` names), asking the client as its calls need."""
+        if params.request_state is not None:
+            script = self._held.pop(params.request_state, None)
+            if script is None:
+                raise MCPError(
+                    INVALID_PARAMS,
+                    "this requestState names no script waiting for answers (it was "
+                    "answered already, or the server restarted): call execute_tool_script again",
+                )
+            self._answer(script, params.input_responses or {})
+        else:
+            code = _script_of(params.arguments or {})
+            await self._one_script.acquire()
+            script = self._current = _Script(asyncio.ensure_future(toolset.run_script(code)))
+            script.run.add_done_callback(lambda _: self._one_script.release())
+        return await self._drive(ctx, script)
+
+    async def _drive(
+        self, ctx: ServerRequestContext, script: _Script
+    ) -> CallToolResult | InputRequiredResult:
+        """Wait for the script's end, asking the client the questions it raises."""
+        modern = is_version_at_least(ctx.protocol_version, INPUT_REQUIRED_VERSION)
+        try:
+            while True:
+                asking = asyncio.ensure_future(script.questions.get())
+                await asyncio.wait({script.run, asking}, return_when=asyncio.FIRST_COMPLETED)
+                if not asking.done():
+                    asking.cancel()
+                    return _script_result(script.run.result())
+                questions = _together(asking.result(), script.questions)
+                if not _can_elicit(ctx):
+                    for question in questions:
+                        _decide(question, self._no_elicitation(question.request))
+                elif modern:  # the client asks its user, then calls again with the answers
+                    return self._hold(script, questions)
+                else:
+                    for question in questions:  # one form at a time
+                        await _elicit(ctx, question)
+        except asyncio.CancelledError:  # the client cancelled its call, or left
+            script.run.cancel()  # the script ends with it (its questions are withdrawn)
+            raise
+
+    def _hold(self, script: _Script, questions: list[_Question]) -> InputRequiredResult:
+        token = secrets.token_urlsafe(24)
+        self._held[token] = script
+        script.asked = {f"approve-{q.request.call_id}": q for q in questions}
+        return InputRequiredResult(
+            input_requests={
+                key: ElicitRequest(params=_form(q.request)) for key, q in script.asked.items()
+            },
+            request_state=token,
+        )
+
+    def _answer(self, script: _Script, responses: Mapping[str, Any]) -> None:
+        from ..approval import Approval
+
+        for key, question in script.asked.items():
+            response = responses.get(key)
+            _decide(
+                question,
+                _approval(question.request, response)
+                if isinstance(response, ElicitResult)
+                else Approval.deny(f"the MCP client gave no answer about {question.request.tool}"),
+            )
+        script.asked = {}
+
+    def _no_elicitation(self, request: ApprovalRequest) -> Approval:
+        from ..approval import Approval
+
+        return Approval.deny(
+            f"{request.tool} needs the user's approval, and this MCP client cannot ask for "
+            f"it (it did not declare the elicitation capability): use a client with "
+            f"elicitation, or {self.fix}"
+        )
+
+
+def _together(first: _Question, queue: asyncio.Queue[_Question]) -> list[_Question]:
+    """The question that came, and those of the calls that arrived with it (a
+    ``gather``'s: the gate asks about a batch at once)."""
+    questions = [first]
+    while not queue.empty():
+        questions.append(queue.get_nowait())
+    return [question for question in questions if not question.answer.done()]
+
+
+def _can_elicit(ctx: ServerRequestContext) -> bool:
+    capabilities = ctx.session.client_capabilities
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    # A bare `elicitation: {}` (before modes existed) means forms.
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+def _form(request: ApprovalRequest) -> ElicitRequestFormParams:
+    arguments = json.dumps(request.arguments, indent=2, ensure_ascii=False, default=repr)
+    return ElicitRequestFormParams(
+        message=f"The script wants to call {request.tool} with these arguments:\n"
+        f"{arguments}\nAllow it?",
+        requested_schema=APPROVAL_FORM,
+    )
+
+
+async def _elicit(ctx: ServerRequestContext, question: _Question) -> None:
+    """Ask the client during its tool call (protocol versions before 2026-07-28)."""
+    from ..approval import Approval
+
+    asking = asyncio.ensure_future(
+        ctx.session.elicit_form(
+            _form(question.request).message, APPROVAL_FORM, related_request_id=ctx.request_id
+        )
+    )
+    try:
+        either: set[asyncio.Future[Any]] = {asking, question.answer}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not asking.done():  # the call no longer waits (an interrupt, a timeout)
+            asking.cancel()
+    if question.answer.done():
+        return
+    try:
+        result = asking.result()
+    except Exception as exc:  # an error answer, a malformed one: the call is denied
+        _decide(
+            question,
+            Approval.deny(f"the MCP client could not ask about {question.request.tool}: {exc}"),
+        )
+        return
+    _decide(question, _approval(question.request, result))
+
+
+def _approval(request: ApprovalRequest, result: ElicitResult) -> Approval:
+    from ..approval import Approval
+
+    if result.action == "accept":
+        for_run = bool((result.content or {}).get("allow_for_run"))
+        return Approval.allow_for_run() if for_run else Approval.allow()
+    if result.action == "decline":
+        return Approval.deny(f"the user declined the call of {request.tool}")
+    return Approval.deny(f"the user dismissed the approval of {request.tool} without allowing it")
+
+
+def _decide(question: _Question, approval: Approval) -> None:
+    if not question.answer.done():
+        question.answer.set_result(approval)
 
 
 # -- other MCP servers' tools as host tools ---------------------------------------------
@@ -254,9 +507,18 @@ def _as_foreign_tool(
     )
 
 
-async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) -> None:
+async def serve(
+    tools: ToolRegistry,
+    *,
+    upstreams: list[str],
+    approve: Collection[str] = (),
+    requires_approval: Callable[[str, dict[str, Any]], bool] | None = None,
+    **options: Any,
+) -> None:
     """``progtc-kernel mcp``: the toolset over stdio, with the upstream servers' tools.
-    ``options``: as for ``toolset_for``."""
+    ``approve``: tool names (host or upstream) whose calls the client's user must
+    allow; ``requires_approval``: the tools module's policy, too. ``options``: as for
+    ``toolset_for``."""
     try:
         async with contextlib.AsyncExitStack() as stack:
             # No timeout of the upstream session: the kernel's tool-call timeout governs
@@ -265,7 +527,12 @@ async def serve(tools: ToolRegistry, *, upstreams: list[str], **options: Any) ->
                 tool for command in upstreams for tool in await upstream_definitions(stack, command)
             ]
             every = [*tools.values(), *foreign_tools(upstream, taken=list(tools))]
-            await serve_stdio(toolset_for(every, **options))
+            policy = with_approved_names(approve, requires_approval, [tool.name for tool in every])
+            approver = ClientApprover() if policy is not None else None
+            toolset = toolset_for(every, approve=approver, requires_approval=policy, **options)
+            if requires_approval is not None:  # the names stay known beside the predicate
+                toolset.approval_note = (sorted(approve), True)
+            await serve_stdio(toolset, approver)
     except Exception as exc:
         raise _first_cause(exc) from None
 
@@ -281,11 +548,15 @@ def toolset_for(
     max_tool_calls: int | None = None,
     timeout: TimeoutLike = USE_DEFAULT,
     max_result_chars: int = MAX_RESULT_CHARS,
+    approve: ClientApprover | None = None,
+    requires_approval: Collection[str] | Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
     ``tool_call`` is the one ceiling of a tool call, upstream or not (default:
-    ``MCP_TIMEOUT``, 60 s each); its ``request``, that of requests to ``server``."""
+    ``MCP_TIMEOUT``, 60 s each); its ``request``, that of requests to ``server``.
+    ``approve`` and ``requires_approval``: who decides which calls may run, and
+    which calls need it."""
     from ..kernels.jupyter_server import JupyterServer
     from ..kernels.resolve import described_kernel
 
@@ -301,6 +572,8 @@ def toolset_for(
             ),
         ),
         timeout=limits,
+        approve=approve,
+        requires_approval=requires_approval,
     )
     return ProgrammaticToolset(
         tools,

@@ -13,7 +13,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ServerError, ServerNotReadyError
 from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
@@ -32,6 +32,9 @@ from ..timeouts import (
     seconds,
 )
 from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess
+
+if TYPE_CHECKING:
+    from ..approval import Approver, RequiresApproval
 
 LEASES = "progtc-kernel/api"
 # progtc's: how long ping() waits for an answer.
@@ -68,6 +71,11 @@ class AsyncProgtcClient:
             default); ``progtc-kernel serve`` hands out warm kernels of its own.
         request_timeout: Seconds one REST request may take (a ``JupyterServer``
             given has its own).
+        approve: Decides whether a call that needs approval may run (an ``Approver``:
+            ``ApprovalRequest -> Approval``, may be async); each ``execute_code`` may
+            give its own.
+        requires_approval: Which calls need approval: ``True`` (all), tool names, or a
+            predicate ``(tool, arguments) -> bool``; each ``execute_code`` may give its own.
 
     Raises:
         TypeError: ``api_key`` given with a ``JupyterServer`` (it has its token).
@@ -81,8 +89,12 @@ class AsyncProgtcClient:
         *,
         kernel_name: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST,
+        approve: Approver | None = None,
+        requires_approval: RequiresApproval = None,
     ) -> None:
         self.request_timeout = seconds("request_timeout", request_timeout)
+        self.approve = approve
+        self.requires_approval = requires_approval
         if isinstance(base_url, JupyterServer):
             if api_key is not None:
                 raise TypeError(
@@ -198,6 +210,8 @@ class AsyncProgtcClient:
         on_stdout: TextCallback | None = None,
         on_stderr: TextCallback | None = None,
         on_tool_call: ToolEventCallback | None = None,
+        approve: Approver | UseDefault | None = USE_DEFAULT,
+        requires_approval: RequiresApproval | UseDefault = USE_DEFAULT,
     ) -> ExecuteCodeResult:
         """Run ``code`` on a fresh kernel (or a session's); its ``from tools import name``
         calls your handlers.
@@ -228,6 +242,10 @@ class AsyncProgtcClient:
             on_stderr: Called with error output as it comes; may be async.
             on_tool_call: Called with ``ToolCallStarted`` and ``ToolCallFinished`` events;
                 may be async.
+            approve: This run's approver, instead of the client's (``None``: none).
+            requires_approval: Which of this run's calls need approval, instead of the
+                client's. A denied call raises ``ToolDeniedError`` in the code; uncaught,
+                the result is ``CODE_RUNTIME_ERROR`` with its message.
 
         Returns:
             progtc's result: ``MessageType.SUCCESS`` with ``stdout`` and ``stderr``, or
@@ -237,6 +255,7 @@ class AsyncProgtcClient:
         if tool_call_handlers is not None and tools is not None:
             raise TypeError("give the handlers once: tool_call_handlers= or tools=")
         handlers = dict(tool_call_handlers if tool_call_handlers is not None else tools or {})
+        approval = self._approval(approve, requires_approval)
         server = self._server(headers)
         lease = await self._kernel_for(server, session)
         kernel = ToolKernel(
@@ -249,6 +268,7 @@ class AsyncProgtcClient:
                     tool_call, lease.limits.get("tool_call_timeout"), DEFAULT_TOOL_CALL
                 ),
             ),
+            **approval,
         )
         try:
             await kernel.start()
@@ -260,6 +280,29 @@ class AsyncProgtcClient:
             # after, and a task left behind dies with it, leaving the kernel running.
             await self._end(kernel, server, lease, session)
         return to_progtc(result)
+
+    def _approval(
+        self,
+        approve: Approver | UseDefault | None,
+        requires_approval: RequiresApproval | UseDefault,
+    ) -> dict[str, Any]:
+        """The kernel's ``approve=`` and ``requires_approval=``: this call's, else the
+        client's. A call that needs approval and has no approver would wait for a
+        decision nobody can give: refused at once."""
+        approver = self.approve if isinstance(approve, UseDefault) else approve
+        policy = (
+            self.requires_approval
+            if isinstance(requires_approval, UseDefault)
+            else requires_approval
+        )
+        if approver is None and policy:
+            raise TypeError(
+                "requires_approval= says which calls need approval, and no approve= "
+                "decides: give approve= (an ApprovalRequest -> Approval callable)"
+            )
+        if approver is None:
+            return {}
+        return {"approve": approver, "requires_approval": policy}
 
     async def _end(
         self, kernel: ToolKernel, server: JupyterServer, lease: _Lease, session: str | None
