@@ -23,7 +23,13 @@ pytest.importorskip("mcp", reason="the MCP SDK is an optional extra")
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.client import Client
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, TextContent
+from mcp.types import (
+    CallToolResult,
+    ElicitRequestFormParams,
+    ElicitRequestParams,
+    ElicitResult,
+    TextContent,
+)
 
 from .test_cli import progtc_kernel
 from .test_mcp import ROOT, UPSTREAM
@@ -148,6 +154,7 @@ async def test_the_user_allows_and_declines_at_the_handshake_era(
     assert first.startswith("The script wants to call send_email with these arguments:\n")
     assert '"to": "bob@example.com"' in first and '"subject": "Hi"' in first
     assert '"to": "eve@example.com"' in second
+    assert isinstance(user.asked[0], ElicitRequestFormParams)
     assert user.asked[0].requested_schema["properties"]["allow_for_run"]["type"] == "boolean"
 
 

@@ -4,8 +4,9 @@ serve`` on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ async def get_weather(city: str) -> str:
     return f"Sunny in {city}"
 
 
-TOOLS = {"send_email": send_email, "get_weather": get_weather}
+TOOLS: dict[str, Callable[..., Any]] = {"send_email": send_email, "get_weather": get_weather}
 
 
 @pytest.fixture(scope="module")
