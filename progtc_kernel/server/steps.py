@@ -295,9 +295,15 @@ class StepRuns:
         if self.runs.get(run.id) is run and not run.busy:
             self.expired += 1
             log.info("progtc_kernel: step run %s had no next step in %g s", run.id, self.keep)
-            ending = asyncio.ensure_future(self.end(run))
-            self._ending.add(ending)
-            ending.add_done_callback(self._ending.discard)
+            self.end_soon(run)
+
+    def end_soon(self, run: LiveRun) -> None:
+        """End a run in the background: nobody waits for a kernel to shut down."""
+        if self.runs.get(run.id) is not run:
+            return
+        ending = asyncio.ensure_future(self.end(run))
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
 
     async def end(self, run: LiveRun) -> None:
         """End a run: its calls are cancelled and its kernel is shut down."""
@@ -317,7 +323,7 @@ class StepRuns:
 
     async def close(self) -> None:
         """End every live run (the server stops)."""
-        await asyncio.gather(*(self.end(run) for run in list(self.runs.values())))
+        await asyncio.gather(*(self.end(run) for run in list(self.runs.values())), *self._ending)
 
 
 class ExecuteCodeStepHandler(_ProgtcHandler):
@@ -346,7 +352,7 @@ class ExecuteCodeStepHandler(_ProgtcHandler):
             message = await self._resume(run, results)
         else:
             if run is not None and state.progtc_kernel and state.progtc_kernel.step == run.step:
-                await self.steps.end(run)  # superseded
+                self.steps.end_soon(run)  # superseded
             message = await self._replay(request, state, results, client)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(message, separators=(",", ":")))
@@ -443,7 +449,7 @@ class ExecuteCodeStepHandler(_ProgtcHandler):
                 "tool_calls": [call.message for call in found],
                 "state": run.state.encode(),
             }
-        await self.steps.end(run)
+        self.steps.end_soon(run)  # after the answer, not before it
         return found
 
 
