@@ -287,6 +287,51 @@ async def test_gathered_calls_come_in_one_step(served: JupyterProcess) -> None:
     assert (end.type, end.stdout) == ("success", "['Sunny', 'Rainy']\n")
 
 
+async def test_the_same_state_sent_twice_at_once_leaves_the_live_step_alone(
+    served: JupyterProcess, tmp_path: Path
+) -> None:
+    """The second request cannot continue the run the first is continuing: it replays
+    the state in a kernel of its own, and both finish."""
+    resumed, release = tmp_path / "resumed", tmp_path / "release"
+    code = textwrap.dedent(
+        f"""\
+        import asyncio, os
+        from tools import get_weather
+        weather = await get_weather("London")
+        open({str(resumed)!r}, "a").close()
+        while not os.path.exists({str(release)!r}):  # until the test lets it finish
+            await asyncio.sleep(0.01)
+        print(weather)
+        """
+    )
+    progtc = client(served)
+    step = await progtc.execute_code_step(code, tool_names=["get_weather"])
+    assert isinstance(step, ExecuteCodeStepToolCalls)
+
+    async def next_step() -> ExecuteCodeStepEnd | ExecuteCodeStepToolCalls:
+        return await progtc.execute_code_step(
+            code, tool_names=["get_weather"], state=step.state, tool_results=["Sunny"]
+        )
+
+    first = asyncio.ensure_future(next_step())
+
+    async def live_step_running() -> bool:
+        return resumed.exists()
+
+    await until(live_step_running, "continuing the live run")
+    replayed = (await step_api(served))["replayed"]
+    second = asyncio.ensure_future(next_step())
+
+    async def replaying() -> bool:
+        return bool((await step_api(served))["replayed"] > replayed)
+
+    await until(replaying, "replaying the state")
+    release.touch()
+    for end in await asyncio.gather(first, second):
+        assert isinstance(end, ExecuteCodeStepEnd)
+        assert (end.type, end.stdout) == ("success", "Sunny\n"), end.stderr
+
+
 async def test_a_bad_state_is_refused_saying_what_to_send(served: JupyterProcess) -> None:
     with pytest.raises(ServerError, match="send the last step's 'state' as it came"):
         await client(served).execute_code_step("print(1)", tool_names=[], state="not a state")

@@ -351,11 +351,17 @@ class ExecuteCodeStepHandler(_ProgtcHandler):
         if run is not None and self._continues(run, state, request, results):
             message = await self._resume(run, results)
         else:
-            if run is not None and state.progtc_kernel and state.progtc_kernel.step == run.step:
-                self.steps.end_soon(run)  # superseded
+            if run is not None and self._superseded(run, state):
+                self.steps.end_soon(run)
             message = await self._replay(request, state, results, client)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(message, separators=(",", ":")))
+
+    def _superseded(self, run: LiveRun, state: StepState) -> bool:
+        """A run whose latest state comes back for a replay (other code, no results) is
+        of no more use. (A run busy with a step is another request's: left alone.)"""
+        ref = state.progtc_kernel
+        return ref is not None and ref.step == run.step and not run.busy
 
     def _continues(
         self, run: LiveRun, state: StepState, request: ExecuteCodeStepRequest, results: list[Any]
