@@ -176,10 +176,12 @@ async def measure(python: str, log: Any) -> dict[str, Any]:
 
 def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     def step(side: str, how: str = "client") -> float:
-        return statistics.median(statistics.median(run[how]["steps"]) for run in raw[side])
+        return float(
+            statistics.median(float(statistics.median(run[how]["steps"])) for run in raw[side])
+        )
 
     def first(side: str) -> float:
-        return statistics.median(run["client"]["first"] for run in raw[side])
+        return float(statistics.median(float(run["client"]["first"]) for run in raw[side]))
 
     ms = 1000.0
     return judged(
