@@ -2,21 +2,31 @@
 import ErrorCode, ExecuteCodeSuccess, MessageType``."""
 
 from .progtc.types import (
+    DeterminismMode,
     ErrorCode,
     ExecuteCodeError,
     ExecuteCodeResult,
+    ExecuteCodeStepEnd,
+    ExecuteCodeStepMessage,
+    ExecuteCodeStepToolCalls,
     ExecuteCodeSuccess,
     MessageType,
     Output,
+    StepToolCall,
     ToolCallRecord,
 )
 
 __all__ = [
+    "DeterminismMode",
     "ErrorCode",
     "ExecuteCodeError",
     "ExecuteCodeResult",
+    "ExecuteCodeStepEnd",
+    "ExecuteCodeStepMessage",
+    "ExecuteCodeStepToolCalls",
     "ExecuteCodeSuccess",
     "MessageType",
     "Output",
+    "StepToolCall",
     "ToolCallRecord",
 ]

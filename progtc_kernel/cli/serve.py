@@ -115,6 +115,16 @@ def add_parser(commands: Subcommands) -> None:
         "this long is cut off (default: 60)",
     )
     serve.add_argument(
+        "--step-keep",
+        type=seconds,
+        default=300.0,
+        metavar="S",
+        help="how long a run of progtc's step API (/execute-code-step) waits live in "
+        "its kernel for its next step; after that its kernel is shut down and the "
+        "next step replays the code from the start, as progtc's server does "
+        "(default: 300)",
+    )
+    serve.add_argument(
         "--verbose", action="store_true", help="log every request, as Jupyter Server does"
     )
     serve.set_defaults(handler=command)
@@ -146,6 +156,11 @@ def command(args: argparse.Namespace) -> int:
     if args.max_output < 1 or not args.send_timeout:
         raise UsageError(
             "give --max-output of at least 1 character, and --send-timeout of more than 0 seconds"
+        )
+    if args.step_keep is None:
+        raise UsageError(
+            "--step-keep needs a number of seconds: a live step run holds a kernel, "
+            "and must end if its client never comes back"
         )
     api_key = args.api_key or secrets.token_urlsafe(24)
     config = Config()
@@ -184,6 +199,7 @@ def command(args: argparse.Namespace) -> int:
         max_output=args.max_output,
         send_timeout=args.send_timeout,
         session_idle_timeout=args.session_idle_timeout,
+        step_keep=args.step_keep,
         announce=True,
         announce_key=not args.api_key,
     )

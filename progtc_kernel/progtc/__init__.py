@@ -5,13 +5,27 @@ AsyncProgtcClient``, and ``progtc.types`` becomes ``progtc_kernel.types``.
 """
 
 from .client import AsyncProgtcClient
-from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess, MessageType
+from .types import (
+    DeterminismMode,
+    ErrorCode,
+    ExecuteCodeError,
+    ExecuteCodeResult,
+    ExecuteCodeStepEnd,
+    ExecuteCodeStepToolCalls,
+    ExecuteCodeSuccess,
+    MessageType,
+    StepToolCall,
+)
 
 __all__ = [
     "AsyncProgtcClient",
+    "DeterminismMode",
     "ErrorCode",
     "ExecuteCodeError",
     "ExecuteCodeResult",
+    "ExecuteCodeStepEnd",
+    "ExecuteCodeStepToolCalls",
     "ExecuteCodeSuccess",
     "MessageType",
+    "StepToolCall",
 ]

@@ -31,7 +31,15 @@ from ..timeouts import (
     run_seconds,
     seconds,
 )
-from .types import ErrorCode, ExecuteCodeError, ExecuteCodeResult, ExecuteCodeSuccess
+from .types import (
+    DeterminismMode,
+    ErrorCode,
+    ExecuteCodeError,
+    ExecuteCodeResult,
+    ExecuteCodeStepMessage,
+    ExecuteCodeSuccess,
+    step_message,
+)
 
 if TYPE_CHECKING:
     from ..approval import Approver, RequiresApproval
@@ -39,6 +47,8 @@ if TYPE_CHECKING:
 LEASES = "progtc-kernel/api"
 # progtc's: how long ping() waits for an answer.
 PING_TIMEOUT = 5.0
+# progtc 0.2's: how long one execute_code_step request may take.
+DEFAULT_STEP_REQUEST = 30.0
 
 # The fix a refused key names: this client's own argument, not JupyterServer's.
 KEY_OPTION = (
@@ -303,6 +313,73 @@ class AsyncProgtcClient:
         if approver is None:
             return {}
         return {"approve": approver, "requires_approval": policy}
+
+    async def execute_code_step(
+        self,
+        code: str,
+        tool_names: list[str],
+        state: str | None = None,
+        tool_results: list[Any] | None = None,
+        timeout: float | None = DEFAULT_STEP_REQUEST,
+        headers: Mapping[str, str] | None = None,
+        determinism: DeterminismMode | str = DeterminismMode.STRICT,
+        modules: Mapping[str, str] | None = None,
+    ) -> ExecuteCodeStepMessage:
+        """One step of a run, progtc 0.2's way: the code runs until it has made every
+        tool call it can make without a result, and the step returns those calls and a
+        state; you run the calls (whenever, in whatever process) and send the next step
+        with the same code, that state and their results, in the calls' order. Needs
+        ``progtc-kernel serve`` (or progtc's own server).
+
+        On ``progtc-kernel serve`` the run stays live in its kernel between steps (its
+        code waits on the calls; nothing runs twice) for the server's ``--step-keep``
+        seconds; after that, or after a restart, a step replays the code from the start
+        as progtc's server does.
+
+        Example:
+            ```python
+            step = await client.execute_code_step(code, tool_names=["get_weather"])
+            while step.type == "tool_call":
+                results = [await run(call) for call in step.tool_calls]
+                step = await client.execute_code_step(
+                    code, tool_names=["get_weather"], state=step.state, tool_results=results
+                )
+            print(step.stdout)
+            ```
+
+        Args:
+            code: The code (the same at every step of a run).
+            tool_names: The tools it may import from ``tools``.
+            state: The last step's ``state`` (``None``: the first step).
+            tool_results: The results of the last step's ``tool_calls``, in their order.
+            timeout: Seconds the request may take (``None``: no limit).
+            headers: Extra headers for this call.
+            determinism: How a replay checks replayed calls (``"strict"``: same tool
+                and arguments; ``"order_only"``: same tool). The first step's holds.
+            modules: ``{name: source}`` helper modules the code can import.
+
+        Returns:
+            ``ExecuteCodeStepToolCalls`` (``type == "tool_call"``: run them), or
+            ``ExecuteCodeStepEnd`` (``"success"``, ``"syntax_error"``, ``"runtime_error"``,
+            ``"timeout_error"`` or ``"determinism_error"``, with ``stdout``, ``stderr``).
+
+        Raises:
+            ServerError: The server refused the step (the message says why: a wrong
+                number of results, a state of another client's run...).
+        """
+        seconds("timeout", timeout)
+        body = {
+            "tool_names": list(tool_names),
+            "code": code,
+            "state": state,
+            "tool_results": tool_results,
+            "determinism": DeterminismMode(determinism).value,
+            "modules": dict(modules or {}),
+        }
+        answer = await self._server(headers).request(
+            "POST", "execute-code-step", body, timeout=timeout
+        )
+        return step_message(answer)
 
     async def _end(
         self, kernel: ToolKernel, server: JupyterServer, lease: _Lease, session: str | None

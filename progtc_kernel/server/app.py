@@ -6,7 +6,8 @@ is the server's token):
 - a pool of warm kernels with the ``progtc_kernel`` extension loaded, leased through
   ``/progtc-kernel/api/kernels`` (``AsyncProgtcClient`` then drives its kernel over
   the server's own kernel websocket);
-- progtc's HTTP API (``/ping``, ``/execute-code``, ``/tool-results``) for the clients
+- progtc's HTTP API (``/ping``, ``/execute-code``, ``/tool-results``, and 0.2's step
+  API ``/execute-code-step``, whose runs stay live between steps) for the clients
   of the ``progtc`` package, which the server itself hosts on a pool kernel.
 
 It loads into any Jupyter Server too: ``jupyter server
@@ -33,6 +34,7 @@ from ..timeouts import (
 )
 from .pool import KernelPool, ServeKernelManager
 from .progtc_api import DIALECTS
+from .steps import DEFAULT_STEP_KEEP, StepRuns
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Service:
 
     pool: KernelPool
     limits: Limits
+    steps: StepRuns
     dialect: str = DIALECTS[0]
     max_output: int = 10_000_000
     send_timeout: float = DEFAULT_SEND
@@ -82,6 +85,13 @@ class Service:
                 "send_timeout": self.send_timeout,
                 "output_stopped": self.output_stopped,
                 "clients_cut_off": self.clients_cut_off,
+            },
+            "step_api": {
+                "live_runs": len(self.steps.runs),
+                "keep": self.steps.keep,
+                "resumed": self.steps.resumed,
+                "replayed": self.steps.replayed,
+                "expired": self.steps.expired,
             },
         }
 
@@ -141,6 +151,11 @@ class ProgtcKernelApp(ExtensionApp):
         allow_none=True,
         help="Seconds a named session may go unused before it is ended (None: never).",
     ).tag(config=True)
+    step_keep = Float(
+        DEFAULT_STEP_KEEP,
+        help="Seconds a step API run waits live in its kernel for its next step; "
+        "after that its kernel is shut down, and the next step replays the code.",
+    ).tag(config=True)
     announce = Bool(False, help="Print where the server listens, once it does.").tag(config=True)
 
     def initialize_settings(self) -> None:
@@ -162,6 +177,7 @@ class ProgtcKernelApp(ExtensionApp):
         self.service = Service(
             pool,
             limits,
+            StepRuns(pool, self.step_keep),
             dialect=self.progtc_dialect,
             max_output=self.max_output,
             send_timeout=self.send_timeout,
@@ -169,9 +185,9 @@ class ProgtcKernelApp(ExtensionApp):
         self.settings["progtc_kernel"] = self.service
 
     def initialize_handlers(self) -> None:
-        from . import handlers, progtc_api
+        from . import handlers, progtc_api, steps
 
-        self.handlers.extend([*handlers.routes(), *progtc_api.routes()])
+        self.handlers.extend([*handlers.routes(), *progtc_api.routes(), *steps.routes()])
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.service.pool.start()
@@ -192,6 +208,7 @@ class ProgtcKernelApp(ExtensionApp):
             )
 
     async def stop_extension(self) -> None:
+        await self.service.steps.close()
         await self.service.pool.stop()
 
 

@@ -152,6 +152,9 @@ class Lease:
     disconnected_at: float | None = None
     busy_since: float | None = None
     idle_since: float | None = field(default_factory=time.monotonic)  # a session's
+    # A step API run's kernel waits busy between steps on purpose: not interrupted at the
+    # execution ceiling (the step API bounds each step, and the wait, itself).
+    held: bool = False
 
 
 class KernelPool:
@@ -431,6 +434,7 @@ class KernelPool:
         ceiling = self.code_execution_timeout
         if (
             ceiling is not None
+            and not lease.held
             and lease.busy_since is not None
             and now - lease.busy_since > ceiling + RECONNECT_GRACE
         ):

@@ -341,7 +341,8 @@ def _server_message(response: Any) -> str:
         text = body.decode("utf-8", "replace").strip()
         return "" if text.startswith("<") else text[:300]  # a page for browsers says nothing
     if isinstance(decoded, dict):
-        return str(decoded.get("message") or decoded.get("reason") or "")
+        # (Jupyter Server's APIs say "message"; progtc's API on serve says "detail")
+        return str(decoded.get("message") or decoded.get("reason") or decoded.get("detail") or "")
     return ""
 
 
