@@ -32,6 +32,7 @@ log = logging.getLogger("progtc_kernel")
 TEMPLATE_SCRIPT = str(Path(__file__).resolve().with_name("template.py"))
 DEFAULT_MAX_KERNELS = 100
 MAX_REPLY = 1 << 20
+COMMAND_LINE_ROOM = 4096
 
 # Read by an interpreter at its start (or by a preloaded library at import): a kernel
 # whose environment differs here from the template's cannot be forked from it.
@@ -163,14 +164,18 @@ class TemplateProcess:
         self.environment = template_environment()
         self._folder = tempfile.mkdtemp(prefix="progtc-fork-")
         self.socket_path = os.path.join(self._folder, "template.sock")
-        command = [python, TEMPLATE_SCRIPT, "--socket", self.socket_path]
+        # Room for a forked kernel's command line (see template.show_command_line).
+        room = " " * COMMAND_LINE_ROOM
+        command = [python, TEMPLATE_SCRIPT, "--socket", self.socket_path, "--room", room]
         if preload:
             command += ["--preload", ",".join(preload)]
         try:
             self.process = self._start(command)
         except OSError as exc:
             shutil.rmtree(self._folder, ignore_errors=True)
-            raise TemplateError(f"the fork server's template on {python} did not start: {exc}")
+            raise TemplateError(
+                f"the fork server's template on {python} did not start: {exc}"
+            ) from None
         assert self.process.stdout is not None
         line = self.process.stdout.readline().decode()
         if not line.startswith("ready "):
@@ -208,9 +213,11 @@ class TemplateProcess:
     ) -> ForkedProcess:
         """Fork a kernel running ``ipykernel_launcher`` with ``arguments``: returns its
         process (``stdout``, ``stderr``: the descriptors its output goes to;
-        ``stderr_reader``: our end of a pipe there); raises ``StaleTemplate`` or ``TemplateError``."""
+        ``stderr_reader``: our end of a pipe there). Raises ``StaleTemplate`` or
+        ``TemplateError``."""
         request = {
             "op": "fork",
+            "python": self.python,
             "argv0": "ipykernel_launcher",
             "arguments": arguments,
             "env": env,

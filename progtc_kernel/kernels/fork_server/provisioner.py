@@ -44,7 +44,7 @@ __all__ = ["PROVISIONER_NAME", "ForkServerProvisioner", "why_spawn"]
 LAUNCHERS = ("ipykernel_launcher", "ipykernel")
 
 
-class ForkServerProvisioner(LocalProvisioner):  # type: ignore[misc]
+class ForkServerProvisioner(LocalProvisioner):
     """Starts each kernel by forking a template that has imported it already.
 
     Configured by the kernelspec's ``kernel_provisioner.config`` (or traitlets config):

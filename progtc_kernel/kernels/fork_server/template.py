@@ -14,6 +14,7 @@ template's stdin is its own lifeline from the host: at its end every kernel is k
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 #: What a kernel imports while it starts, imported once here (a missing one is skipped).
@@ -56,17 +58,16 @@ def preload(extra: list[str]) -> list[str]:
     fails to import stops the template (the user asked for it), a kernel module only
     missing from this interpreter is skipped."""
     for name in KERNEL_MODULES:
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
-        except ImportError:
-            pass
     for name in extra:
         importlib.import_module(name)
-    return sorted({os.path.realpath(m.__file__) for m in list(sys.modules.values()) if _file_of(m)})
-
-
-def _file_of(module: Any) -> bool:
-    return isinstance(getattr(module, "__file__", None), str)
+    files: set[str] = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str):
+            files.add(os.path.realpath(file))
+    return sorted(files)
 
 
 def stat_files(paths: list[str]) -> dict[str, int]:
@@ -89,7 +90,7 @@ def unclean_state() -> list[str]:
         )
     import asyncio.events
 
-    policy = asyncio.events._event_loop_policy
+    policy = getattr(asyncio.events, "_event_loop_policy", None)
     if policy is not None and getattr(getattr(policy, "_local", None), "_loop", None):
         problems.append("an asyncio event loop")
     zmq = sys.modules.get("zmq")
@@ -104,10 +105,8 @@ def unclean_state() -> list[str]:
 def open_fds() -> dict[int, str]:
     fds = {}
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
             fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # the listing's own descriptor, closed by now
-            pass
     return fds
 
 
@@ -200,10 +199,9 @@ class Template:
         return stat_files(self.files) != self.mtimes
 
     def send(self, connection: socket.socket, message: dict[str, Any]) -> None:
-        try:
+        # The requester may be gone: its lifeline is then read as lost.
+        with contextlib.suppress(OSError):
             connection.send(json.dumps(message).encode())
-        except OSError:  # the requester is gone: its lifeline is read as lost
-            pass
 
     def reap(self, wakeup: int) -> None:
         try:
@@ -272,10 +270,8 @@ class Template:
         os.close(self.wakeup_w)
         for fd in open_fds():
             if fd > 2 and fd not in keep:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
 
 def detach(template_pid: int) -> None:
@@ -304,7 +300,18 @@ def stdio(fds: list[int]) -> None:
             os.close(fd)
 
 
+def show_command_line(words: list[str]) -> None:
+    """Show ``words`` as this process's command line (``ps``, ``/proc/PID/cmdline``):
+    a forked kernel looks like the spawned one it stands for (its connection file
+    says which). They are written over the template's own, which has room for them."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48, 49
+    text = "\0".join(words).encode()[: end - start - 1]
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+
+
 def run_kernel(request: dict[str, Any], template_pid: int) -> int:
+    show_command_line([request["python"], "-m", request["argv0"], *request["arguments"]])
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
@@ -331,10 +338,8 @@ def exit_code(exc: SystemExit) -> int:
 
 
 def kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def main() -> None:
