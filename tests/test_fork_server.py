@@ -10,6 +10,7 @@ its own, that it spawned none either)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -104,6 +105,8 @@ FORKS_NOTHING = {
     "test_the_provisioner_is_registered_for_kernelspecs",
     "test_a_different_start_up_environment_is_spawned",
     "test_the_kernel_dies_with_its_manager",  # another process forks it
+    "test_preload_needs_the_fork_server_and_module_names",
+    "test_serve_forks_its_pool_unless_told_not_to",  # the server's process forks
 }
 
 
@@ -293,9 +296,7 @@ async def test_an_interrupt_reaches_only_that_kernel(kernel_python: str) -> None
         )
         runs = [
             asyncio.ensure_future(
-                client.execute_interactive(
-                    code, output_hook=lambda msg, e=event: e.set(), timeout=600
-                )
+                client.execute_interactive(code, output_hook=on_output(event), timeout=600)
             )
             for client, event in zip(clients, sleeping, strict=True)
         ]
@@ -311,6 +312,16 @@ async def test_an_interrupt_reaches_only_that_kernel(kernel_python: str) -> None
             client.stop_channels()
         for km in kms:
             await km.shutdown_kernel(now=True)
+
+
+def on_output(sleeping: asyncio.Event) -> Callable[[dict[str, Any]], None]:
+    """An output hook that sets ``sleeping`` once the cell printed it."""
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream" and "sleeping" in msg["content"]["text"]:
+            sleeping.set()
+
+    return hook
 
 
 async def test_exit_statuses_are_reported_as_a_spawned_kernels_are(kernel_python: str) -> None:
@@ -484,3 +495,71 @@ async def test_a_template_is_replaced_after_max_kernels_and_when_its_files_chang
     stop_templates()
     assert parents[0] == parents[1] != parents[2] != parents[3]
     assert values == ["1", "1", "1", "2"]
+
+
+# -- the command line: a kernelspec, and serve's pool ----------------------------------
+
+
+async def test_install_writes_a_kernelspec_any_kernel_manager_forks_from(tmp_path: Path) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from progtc_kernel.cli import main
+
+    assert main(["install", "--fork-server", "--preload", "json", "--prefix", str(tmp_path)]) == 0
+    kernels = tmp_path / "share" / "jupyter" / "kernels"
+    spec = json.loads((kernels / "progtc" / "kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "progtc-fork-server",
+        "config": {"preload": ["json"]},
+    }
+    km = AsyncKernelManager(
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]), kernel_name="progtc"
+    )
+    await km.start_kernel()
+    try:
+        assert km.provisioner.forked  # type: ignore[union-attr]
+        said = await run(
+            km, "import sys\nprint('progtc_kernel.kernel_side.extension' in sys.modules)"
+        )
+        assert said == "True\n"  # its --ext=progtc_kernel loaded the extension
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+def test_preload_needs_the_fork_server_and_module_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from progtc_kernel.cli import main
+
+    assert main(["install", "--preload", "numpy", "--prefix", str(tmp_path)]) == 2
+    assert "add --fork-server" in capsys.readouterr().err
+    assert (
+        main(["install", "--fork-server", "--preload", "numpy;rm", "--prefix", str(tmp_path)]) == 2
+    )
+    assert "is not a module name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fork", [True, False])
+async def test_serve_forks_its_pool_unless_told_not_to(tmp_path: Path, fork: bool) -> None:
+    from .servers import pool_status, until
+    from .test_progtc_server import kernel_processes, progtc_serve
+
+    process = await progtc_serve(
+        tmp_path, "--pool-size", "2", *([] if fork else ["--no-fork-server"])
+    ).start()
+    try:
+
+        async def warm() -> bool:
+            return bool((await pool_status(process))["pool"]["warm"] == 2)
+
+        await until(warm, "two warm kernels")
+        kernels = kernel_processes(tmp_path)
+        assert len(kernels) == 2
+        parents = [
+            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] for pid in kernels
+        ]
+        templates = [Path(f"/proc/{ppid}/cmdline").read_bytes() for ppid in parents]
+        assert [TEMPLATE_SCRIPT.encode() in cmd for cmd in templates] == [fork, fork]
+    finally:
+        process.stop()
+    assert kernel_processes(tmp_path) == []
