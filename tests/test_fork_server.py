@@ -209,7 +209,7 @@ async def test_a_kernel_manager_gets_a_forked_kernel_of_its_own(kernel_python: s
         assert isinstance(provisioner, ForkServerProvisioner) and provisioner.forked
         assert (await provisioner.get_provisioner_info())["forked"] is True
         said = await run(km, "import os, sys; print(os.getppid(), os.getsid(0) == os.getpid())")
-        template = running_templates()[0]
+        template = template_for(kernel_python)
         assert said.split() == [str(template.pid), "True"]  # its own session
         # ps shows it as the spawned kernel it stands for.
         cmdline = Path(f"/proc/{provisioner.pid}/cmdline").read_bytes().rstrip(b"\0")
@@ -291,7 +291,7 @@ async def test_an_interrupt_reaches_only_that_kernel(kernel_python: str) -> None
         # Both wait; one is interrupted, the other waits on.
         sleeping = [asyncio.Event(), asyncio.Event()]
         code = (
-            "import time\nprint('sleeping', flush=True)\ntry:\n    time.sleep(3600)\n"
+            "import time\ntry:\n    print('sleeping', flush=True)\n    time.sleep(3600)\n"
             "except KeyboardInterrupt:\n    print('interrupted')"
         )
         runs = [
