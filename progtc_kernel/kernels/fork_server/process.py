@@ -33,6 +33,7 @@ TEMPLATE_SCRIPT = str(Path(__file__).resolve().with_name("template.py"))
 DEFAULT_MAX_KERNELS = 100
 MAX_REPLY = 1 << 20
 COMMAND_LINE_ROOM = 4096
+BOUND_WAIT = 30.0  # seconds: see until_bound
 
 # Read by an interpreter at its start (or by a preloaded library at import): a kernel
 # whose environment differs here from the template's cannot be forked from it.
@@ -145,6 +146,15 @@ class ForkedProcess(subprocess.Popen[bytes]):
         pass
 
 
+def until_bound(ready: int) -> None:
+    """Until the kernel has bound its sockets (it writes to ``ready``) or ended (the
+    pipe closes): a client that connects then is answered at once, where one that came
+    too early would retry only after ZMQ's reconnect interval (100 ms). Not a deadline:
+    a kernel still starting after a while is returned to the manager as it is."""
+    with contextlib.suppress(OSError):
+        select.select([ready], [], [], BOUND_WAIT)
+
+
 def _pidfd(pid: int) -> int | None:
     if not hasattr(os, "pidfd_open"):
         return None
@@ -223,12 +233,20 @@ class TemplateProcess:
             "env": env,
             "cwd": cwd,
         }
-        lifeline = self._request(request, [stdout, stderr])
-        reply = self._reply(lifeline)
-        if "pid" not in reply:
-            lifeline.close()
-            error = str(reply.get("error"))
-            raise StaleTemplate(error) if error == "stale" else TemplateError(error)
+        ready, ready_writer = os.pipe()
+        try:
+            lifeline = self._request(request, [stdout, stderr, ready_writer])
+        finally:
+            os.close(ready_writer)
+        try:
+            reply = self._reply(lifeline)
+            if "pid" not in reply:
+                lifeline.close()
+                error = str(reply.get("error"))
+                raise StaleTemplate(error) if error == "stale" else TemplateError(error)
+            until_bound(ready)
+        finally:
+            os.close(ready)
         self.forked += 1
         global _forked_total
         _forked_total += 1

@@ -245,7 +245,7 @@ class Template:
             detach(template_pid)
             self.close_in_child(fds)
             stdio(fds)
-            code = run_kernel(request, template_pid)
+            code = run_kernel(request, template_pid, ready=fds[2])
         except SystemExit as exc:
             code = exit_code(exc)
         except BaseException:
@@ -295,9 +295,8 @@ def stdio(fds: list[int]) -> None:
     os.close(devnull)
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
-    for fd in fds:
-        if fd > 2:
-            os.close(fd)
+    for fd in fds[:2]:
+        os.close(fd)
 
 
 def show_command_line(words: list[str]) -> None:
@@ -310,7 +309,9 @@ def show_command_line(words: list[str]) -> None:
     ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
 
 
-def run_kernel(request: dict[str, Any], template_pid: int) -> int:
+def run_kernel(request: dict[str, Any], template_pid: int, ready: int) -> int:
+    """Start the kernel app; write to ``ready`` once its sockets are bound (so that the
+    manager's clients connect at once, not after ZMQ's reconnect interval)."""
     show_command_line([request["python"], "-m", request["argv0"], *request["arguments"]])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -324,7 +325,13 @@ def run_kernel(request: dict[str, Any], template_pid: int) -> int:
     from ipykernel.kernelapp import IPKernelApp
 
     # parent_handle's default was read from $JPY_PARENT_PID at import, in the template.
-    IPKernelApp.launch_instance(argv=request["arguments"], parent_handle=template_pid)
+    app = IPKernelApp.instance(parent_handle=template_pid)
+    try:
+        app.initialize(request["arguments"])
+        os.write(ready, b"1")
+    finally:
+        os.close(ready)
+    app.start()
     return 0
 
 
