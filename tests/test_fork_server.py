@@ -81,19 +81,17 @@ def live_processes() -> dict[int, bytes]:
     return found
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:  # ended since
+        return None
+
+
 def kernels_of(templates: list[Any]) -> list[int]:
     """The processes still running that a template forked."""
     pids = {template.pid for template in templates}
-    found = []
-    for pid in live_processes():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent in pids:
-            found.append(pid)
-    return found
+    return [pid for pid in live_processes() if parent_of(pid) in pids]
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +124,11 @@ def _each_test_forks_and_leaves_no_kernel(request: pytest.FixtureRequest) -> Ite
 def _no_template_outlives_the_module() -> Iterator[None]:
     yield
     stop_templates()
-    left = [pid for pid, cmd in live_processes().items() if TEMPLATE_SCRIPT.encode() in cmd]
+    left = [
+        pid
+        for pid, cmd in live_processes().items()
+        if TEMPLATE_SCRIPT.encode() in cmd and parent_of(pid) == os.getpid()
+    ]
     assert left == []
 
 
