@@ -327,11 +327,11 @@ def run_kernel(request: dict[str, Any], template_pid: int, ready: int) -> int:
     # parent_handle's default was read from $JPY_PARENT_PID at import, in the template.
     app = IPKernelApp.instance(parent_handle=template_pid)
     try:
-        app.initialize(request["arguments"])
+        app.initialize(request["arguments"])  # type: ignore[no-untyped-call]
         os.write(ready, b"1")
     finally:
         os.close(ready)
-    app.start()
+    app.start()  # type: ignore[no-untyped-call]
     return 0
 
 
