@@ -89,9 +89,11 @@ def parent_of(pid: int) -> int | None:
 
 
 def kernels_of(templates: list[Any]) -> list[int]:
-    """The processes still running that a template forked."""
+    """The processes a template forked that are still there: running, or ended and not
+    reaped (a zombie counts: the template must reap each kernel)."""
     pids = {template.pid for template in templates}
-    return [pid for pid in live_processes() if parent_of(pid) in pids]
+    every = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [pid for pid in every if parent_of(pid) in pids]
 
 
 @pytest.fixture(autouse=True)
