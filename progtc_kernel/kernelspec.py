@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def kernel_argv(python: str | None = None) -> list[str]:
@@ -32,15 +33,24 @@ def install_kernelspec(
     prefix: str | None = None,
     name: str = "progtc",
     display_name: str = "Python 3 (progtc)",
+    provisioner: dict[str, Any] | None = None,
 ) -> str:
     """Install the kernelspec for this interpreter; return the directory it went to.
 
     ``prefix`` (e.g. ``sys.prefix``) installs under ``PREFIX/share/jupyter/kernels``
     and wins over ``user``; ``user=False`` without a prefix installs system-wide.
+    ``provisioner``: a ``kernel_provisioner`` stanza for its metadata (e.g. the fork
+    server's, ``fork_server_metadata()``).
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = {"argv": kernel_argv(), "display_name": display_name, "language": "python"}
+    spec: dict[str, Any] = {
+        "argv": kernel_argv(),
+        "display_name": display_name,
+        "language": "python",
+    }
+    if provisioner is not None:
+        spec["metadata"] = {"kernel_provisioner": provisioner}
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / name
         source.mkdir()

@@ -29,7 +29,7 @@ from typing import Any
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
-from traitlets import Int
+from traitlets import Bool, Int, List, Unicode
 
 from ..exceptions import PoolError, PoolExhausted
 from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_SESSION_IDLE, DEFAULT_START
@@ -63,6 +63,10 @@ class ServeKernelManager(AsyncMappingKernelManager):
     """
 
     max_kernels = Int(0, help="Kernels running at once (0: no ceiling).").tag(config=True)
+    fork_server = Bool(
+        False, help="Fork Python kernels from a template process (progtc-fork-server)."
+    ).tag(config=True)
+    preload = List(Unicode(), help="Modules the fork server's template imports.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
@@ -119,6 +123,13 @@ class ServeKernelManager(AsyncMappingKernelManager):
 
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> Any:
         km, kernel_name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
+        spec = km.kernel_spec
+        if self.fork_server and spec is not None and str(spec.language).lower() == "python":
+            from ..kernels.fork_server import fork_server_metadata
+
+            # This manager's own copy of the spec: a kernelspec naming another
+            # provisioner keeps it.
+            spec.metadata.setdefault("kernel_provisioner", fork_server_metadata(self.preload))
         if self._sockets is not None:
             km.transport = "ipc"
             km.ip = os.path.join(self._sockets, kernel_id)
@@ -483,7 +494,10 @@ async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_STA
     from ..host.bridge import ToolBridge
 
     bridge = ToolBridge(kernel_manager)
+    # A forked kernel may have announced itself on iopub before the bridge subscribed:
+    # waiting for that first message would stall (up to 5 s); probe it instead.
+    forked = bool(getattr(kernel_manager.provisioner, "forked", False))
     try:
-        await bridge.start(timeout=start_timeout, fresh=True)
+        await bridge.start(timeout=start_timeout, fresh=not forked)
     finally:
         await bridge.close()
