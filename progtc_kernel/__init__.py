@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .approval import Approval, ApprovalRequest, Approver, RequiresApproval
     from .exceptions import (
         ExecutionError,
         ExtensionNotLoadedError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         ServerNotReadyError,
         ToolArgumentError,
         ToolDefinitionError,
+        ToolDeniedError,
         ToolError,
         ToolTimeoutError,
         UpstreamError,
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     )
     from .host.bridge import ToolBridge
     from .host.events import (
+        ApprovalCancelled,
+        ApprovalDecided,
+        ApprovalRequested,
         DisplayOutput,
         Event,
         ExecutionFinished,
@@ -47,7 +52,7 @@ if TYPE_CHECKING:
         ToolCallStarted,
     )
     from .host.loading import load_tools
-    from .host.results import ExecutionResult, Output, RunError, ToolCallRecord
+    from .host.results import ApprovalRecord, ExecutionResult, Output, RunError, ToolCallRecord
     from .host.sync import SyncToolKernel, run
     from .host.tool_kernel import ToolKernel
     from .host.tools import Tool, ToolRegistry
@@ -61,6 +66,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "USE_DEFAULT",
+    "Approval",
+    "ApprovalCancelled",
+    "ApprovalDecided",
+    "ApprovalRecord",
+    "ApprovalRequest",
+    "ApprovalRequested",
+    "Approver",
     "AsyncProgtcClient",
     "DisplayOutput",
     "Event",
@@ -86,6 +98,7 @@ __all__ = [
     "ProtocolMismatchError",
     "ReentrantExecutionError",
     "RemoteKernel",
+    "RequiresApproval",
     "RunError",
     "ScriptError",
     "ScriptResult",
@@ -102,6 +115,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolCallStarted",
     "ToolDefinitionError",
+    "ToolDeniedError",
     "ToolError",
     "ToolKernel",
     "ToolRegistry",
@@ -123,9 +137,13 @@ _HOMES = {
     ".host.sync": ["SyncToolKernel", "run"],
     ".host.tools": ["Tool", "ToolRegistry"],
     ".host.loading": ["load_tools"],
-    ".host.results": ["ExecutionResult", "Output", "RunError", "ToolCallRecord"],
+    ".approval": ["Approval", "ApprovalRequest", "Approver", "RequiresApproval"],
+    ".host.results": ["ApprovalRecord", "ExecutionResult", "Output", "RunError", "ToolCallRecord"],
     ".host.events": [
         "Event",
+        "ApprovalRequested",
+        "ApprovalDecided",
+        "ApprovalCancelled",
         "StreamOutput",
         "DisplayOutput",
         "ToolCallStarted",
@@ -138,6 +156,7 @@ _HOMES = {
         "ToolArgumentError",
         "ToolTimeoutError",
         "HostDisconnectedError",
+        "ToolDeniedError",
         "ToolDefinitionError",
         "KernelError",
         "KernelStartError",

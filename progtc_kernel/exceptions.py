@@ -5,6 +5,8 @@ r"""Every exception progtc_kernel raises, in one tree (all exported from
     ├── ToolError                     in kernel code: a tool call failed on the host
     │   ├── ToolArgumentError         the arguments did not fit the tool's signature
     │   ├── ToolTimeoutError          no reply within the per-call timeout (also a TimeoutError)
+    │   ├── ToolDeniedError           the call needed approval and was denied (also a
+    │   │                             PermissionError)
     │   └── HostDisconnectedError     no host is serving tools, or it left during the call
     ├── ToolDefinitionError           on the host: a callable cannot be served as a tool
     ├── KernelError                   on the host: the kernel side is not usable
@@ -29,7 +31,8 @@ Kernel code sees the ``ToolError`` branch (``from tools import ToolError``), and
 kernel side imports this module: it imports nothing but the standard library. Where
 callers catch a builtin, the class is that builtin too (``except TimeoutError``
 catches ``ToolTimeoutError`` and ``ScriptTimeoutError``; ``ToolArgumentError`` and
-``ToolDefinitionError`` are also ``TypeError``).
+``ToolDefinitionError`` are also ``TypeError``; ``except PermissionError`` catches
+``ToolDeniedError``).
 """
 
 from __future__ import annotations
@@ -78,12 +81,28 @@ class HostDisconnectedError(ToolError, ConnectionError):
     """No host is serving tools, or the host left while the call was pending."""
 
 
+class ToolDeniedError(ToolError, PermissionError):
+    """The call needed approval, and it was denied (or no decision came in time). The
+    tool did not run. ``message`` is the denial's message.
+
+    Args:
+        tool: the tool's name.
+        error_type: ``"ToolDeniedError"``.
+        message: why it was denied, as the approver said.
+    """
+
+    def __init__(self, tool: str, error_type: str, message: str) -> None:
+        super().__init__(tool, error_type, message)
+        self.args = (f"tool {tool!r} was denied: {message}",)
+
+
 # The exceptions kernel code can import from the ``tools`` module.
 TOOL_EXCEPTIONS: tuple[type[ToolError], ...] = (
     ToolError,
     ToolArgumentError,
     ToolTimeoutError,
     HostDisconnectedError,
+    ToolDeniedError,
 )
 
 # Names the kernel's ``tools`` module keeps for itself, with the reason, besides

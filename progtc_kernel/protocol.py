@@ -11,11 +11,13 @@ Kernel to host:  ``ready``, ``calls``, ``cancelled``, ``error``.
 
 ``hello`` follows ``ready`` on the shell channel: from it the kernel learns which
 connection is this host's, to notice when it closes. ``queued`` and ``started``
-concern sync tools that wait for a free host thread: the kernel does not charge
-that wait to ``tool_timeout``. ``resume`` follows a dropped connection that came
+concern calls that wait on the host (for a free thread, or for approval): the kernel
+does not charge that wait to ``tool_timeout``. ``resume`` follows a dropped connection that came
 back (a remote kernel's websocket): the kernel sends again every call still waiting
 for its result, since the call or its result may have been lost with the connection;
-the host answers each call id once, replaying a result it already sent.
+the host answers each call id once, replaying a result it already sent. A call
+that waits for approval is ``queued`` too, and a denied one fails with error kind
+``denied`` (``ToolDeniedError`` in the kernel).
 
 ``error`` is the one message every version reads (a body with a ``message``), so a
 host and a kernel of different versions can always tell each other so; a kernel
@@ -47,7 +49,7 @@ try:  # pydantic (host side) needs typing_extensions' TypedDict before Python 3.
 except ImportError:  # pragma: no cover - a kernel without typing_extensions
     from typing import TypedDict
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 COMM_TARGET = "progtc_kernel"
 HOST_CLOSED = "the host closed the connection"
 
@@ -55,7 +57,7 @@ Channel = Literal["shell", "control"]
 ParameterKind = Literal[
     "positional_only", "positional_or_keyword", "var_positional", "keyword_only", "var_keyword"
 ]
-ErrorKind = Literal["tool", "arguments", "unknown_tool", "result", "cancelled"]
+ErrorKind = Literal["tool", "arguments", "unknown_tool", "result", "cancelled", "denied"]
 CancelReason = Literal["interrupt", "timeout", "cancelled"]
 
 HostMessageType = Literal[
@@ -80,12 +82,20 @@ class ToolSpec(TypedDict):
     output_schema: dict[str, Any] | None
 
 
-class RegisterBody(TypedDict):
-    """Sent with the comm_open, and again as ``tools`` whenever the set changes."""
-
+class _RegisterRequired(TypedDict):
     tools: list[ToolSpec]
     tool_timeout: float | None
     max_in_flight: int
+
+
+class RegisterBody(_RegisterRequired, total=False):
+    """Sent with the comm_open, and again as ``tools`` whenever the set changes.
+
+    ``approval`` names the tools whose calls may wait for a person's approval: the
+    kernel sends those at the end of the loop turn, so that the calls of one
+    ``gather`` reach the host (and its approver) together."""
+
+    approval: list[str]
 
 
 class CallRequest(TypedDict):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, TypeAlias
 
 __all__ = [
+    "DEFAULT_APPROVAL",
     "DEFAULT_POOL_WAIT",
     "DEFAULT_RECONNECT",
     "DEFAULT_REMOTE_START",
@@ -74,6 +75,8 @@ DEFAULT_SESSION_IDLE: Final = 600.0
 DEFAULT_SEND: Final = 60.0
 # How long a dropped websocket to a Jupyter Server keeps trying to come back.
 DEFAULT_RECONNECT: Final = 30.0
+# How long a tool call waits for a person's decision: as long as it takes.
+DEFAULT_APPROVAL: Final = None
 
 
 class UseDefault:
@@ -140,6 +143,10 @@ class Timeout:
             ``ToolTimeoutError``.
         start: seconds a kernel may take to start (or restart) and load the extension.
         request: seconds one HTTP request to a Jupyter Server or progtc server may take.
+        approval: seconds a tool call may wait for a person's decision before it is
+            denied (default ``None``: no limit). The wait is not charged to
+            ``tool_call``; ``run`` still applies, so give runs that wait for a person
+            ``run=None`` or a long one.
 
     Raises:
         ValueError: a field is not a number of seconds above 0 nor None.
@@ -149,6 +156,7 @@ class Timeout:
     tool_call: float | None = DEFAULT_TOOL_CALL
     start: float | None = DEFAULT_START
     request: float | None = DEFAULT_REQUEST
+    approval: float | None = DEFAULT_APPROVAL
 
     def __init__(
         self,
@@ -157,6 +165,7 @@ class Timeout:
         tool_call: float | None = DEFAULT_TOOL_CALL,
         start: float | None = DEFAULT_START,
         request: float | None = DEFAULT_REQUEST,
+        approval: float | None = DEFAULT_APPROVAL,
     ) -> None:
         # Written out (rather than the dataclass's) so that only ``run`` is positional.
         for name, value in (
@@ -164,13 +173,14 @@ class Timeout:
             ("tool_call", tool_call),
             ("start", start),
             ("request", request),
+            ("approval", approval),
         ):
             object.__setattr__(self, name, seconds(name, value))
 
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{name}={_text(getattr(self, name))}"
-            for name in ("run", "tool_call", "start", "request")
+            for name in ("run", "tool_call", "start", "request", "approval")
         )
         return f"Timeout({fields})"
 

@@ -66,6 +66,7 @@ def test_every_exception_is_defined_in_the_exceptions_module() -> None:
         ("ToolArgumentError", TypeError),
         ("ToolTimeoutError", TimeoutError),
         ("HostDisconnectedError", ConnectionError),
+        ("ToolDeniedError", PermissionError),
         ("ToolDefinitionError", TypeError),
         ("KernelNotStartedError", RuntimeError),
         ("ScriptTimeoutError", TimeoutError),

@@ -53,7 +53,7 @@ def test_a_timeout_has_a_default_for_each_wait_and_a_number_is_the_run_timeout()
     assert Timeout(5) == Timeout(run=5.0)
     assert Timeout(5).tool_call == DEFAULT_TOOL_CALL
     assert repr(Timeout(5, tool_call=None)) == (
-        "Timeout(run=5, tool_call=None, start=60, request=10)"
+        "Timeout(run=5, tool_call=None, start=60, request=10, approval=None)"
     )
 
 

@@ -113,7 +113,13 @@ async def test_tools_can_change_per_execution(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "import tools\nprint(dir(tools))\nprint(await tools.shout('hi'))", tools=[shout]
     )
-    errors = ["HostDisconnectedError", "ToolArgumentError", "ToolError", "ToolTimeoutError"]
+    errors = [
+        "HostDisconnectedError",
+        "ToolArgumentError",
+        "ToolDeniedError",
+        "ToolError",
+        "ToolTimeoutError",
+    ]
     assert result.stdout == f"{[*errors, 'shout']}\nHI\n"
     result = await kernel.execute("import tools\nprint(dir(tools))")
     assert result.stdout == f"{[*errors, 'fail', 'get_weather', 'search_database']}\n"

@@ -16,7 +16,13 @@ from progtc_kernel.kernel_side.tools_module import RULE
 
 from .test_cli import progtc_kernel
 
-ERRORS = ["HostDisconnectedError", "ToolArgumentError", "ToolError", "ToolTimeoutError"]
+ERRORS = [
+    "HostDisconnectedError",
+    "ToolArgumentError",
+    "ToolDeniedError",
+    "ToolError",
+    "ToolTimeoutError",
+]
 
 
 async def run_ok(kernel: ToolKernel, code: str) -> str:
@@ -67,13 +73,14 @@ async def test_every_error_a_call_can_raise_is_importable_from_tools(kernel: Too
         kernel,
         (
             "from tools import ToolError, ToolArgumentError, ToolTimeoutError, "
-            "HostDisconnectedError\n"
+            "HostDisconnectedError, ToolDeniedError\n"
             "print(all(issubclass(e, ToolError) for e in "
-            "(ToolArgumentError, ToolTimeoutError, HostDisconnectedError)))\n"
-            "print(issubclass(ToolTimeoutError, TimeoutError))"
+            "(ToolArgumentError, ToolTimeoutError, HostDisconnectedError, ToolDeniedError)))\n"
+            "print(issubclass(ToolTimeoutError, TimeoutError))\n"
+            "print(issubclass(ToolDeniedError, PermissionError))"
         ),
     )
-    assert out.splitlines() == ["True", "True"]
+    assert out.splitlines() == ["True", "True", "True"]
 
 
 async def test_help_states_the_await_rule(kernel: ToolKernel) -> None:

@@ -23,6 +23,14 @@ import pydantic_core
 
 from .._install import install_hint
 from .._wire import BadMessages
+from ..approval import (
+    Approval,
+    ApprovalGate,
+    ApprovalRequest,
+    Approver,
+    CancelReason,
+    RequiresApproval,
+)
 from ..exceptions import (
     ExtensionNotLoadedError,
     KernelDiedError,
@@ -88,6 +96,14 @@ class ToolBridge:
             the kernel's disk); ``"installed"`` loads only an installed copy;
             ``"loaded"`` sends nothing, for kernels that load it at start.
         tool_timeout: The old name of ``tool_call_timeout`` (deprecated).
+        approve: Decides each call that needs approval (an ``Approver``: takes an
+            ``ApprovalRequest``, returns an ``Approval``, sync or async); ``None``: such
+            calls wait for ``decide``.
+        requires_approval: Which calls need approval besides those of tools that
+            require it themselves: ``True`` (all), a collection of tool names, or a
+            function ``(tool, arguments) -> bool``.
+        approval_timeout: Seconds a call may wait for a decision before it is denied
+            (``None``: no limit). Not charged to ``tool_call_timeout``.
     """
 
     def __init__(
@@ -100,6 +116,9 @@ class ToolBridge:
         tool_threads: int = DEFAULT_TOOL_THREADS,
         extension: ExtensionPolicy = "inject",
         tool_timeout: float | UseDefault | None = USE_DEFAULT,
+        approve: Approver | None = None,
+        requires_approval: RequiresApproval = None,
+        approval_timeout: float | None = None,
     ) -> None:
         self.extension = check_policy(extension)
         self.transport: Transport = _transport_for(kernel)
@@ -118,8 +137,11 @@ class ToolBridge:
         self._ready: asyncio.Future[ReadyBody] | None = None
         self._load_msg_id: str | None = None  # while the extension is being loaded
         self._refused: ExtensionNotLoadedError | None = None  # the comm, meanwhile
+        self.approvals = ApprovalGate(
+            approve, requires_approval, timeout=seconds("approval_timeout", approval_timeout)
+        )
         self.calls = CallServer(
-            self, self._send_noting_waits, self._emit, self.threads, max_in_flight
+            self, self._send_noting_waits, self._emit, self.threads, max_in_flight, self.approvals
         )
         self._waiting_calls: set[int] = set()  # said to wait (queued), not started yet
         self._tool_listeners: list[ToolEventListener] = []
@@ -233,7 +255,7 @@ class ToolBridge:
             {"comm_id": self.comm_id, "target_name": COMM_TARGET, "data": data},
             buffers=buffers,
         )
-        self._registered = self.tools.fingerprint
+        self._registered = self._registration()
 
     async def wait_ready(self, timeout: float | None = DEFAULT_START) -> ReadyBody:
         """Wait until the kernel confirms the comm (again, after a reconnect).
@@ -279,7 +301,7 @@ class ToolBridge:
         # turn's notices leave first (they are sent at the end of a loop turn).
         await asyncio.sleep(0)
         waiting = sorted(self._waiting_calls)
-        self.cancel_calls()
+        self.cancel_calls("host_closed")
         if self.comm_id and not self._comm_refused():
             # Control reaches a kernel even while a cell runs there, and handles messages
             # in order: its reply to the probe says the close was seen before our
@@ -293,7 +315,6 @@ class ToolBridge:
                 await self._reply_to(
                     self.transport.send("control", "kernel_info_request", {}), timeout=1
                 )
-        self.cancel_calls()
         if self._recovery is not None:
             self._recovery.cancel()
         self._rate_limits.stop()
@@ -319,9 +340,34 @@ class ToolBridge:
         finally:
             self._replies.pop(msg_id, None)
 
-    def cancel_calls(self) -> None:
-        """Cancel every tool running for this kernel (it restarted, died, or we leave)."""
-        self.calls.cancel_all()
+    def cancel_calls(self, reason: CancelReason = "cancelled") -> None:
+        """Cancel every tool running for this kernel (it restarted, died, or we leave).
+
+        Args:
+            reason: Why, as ``ApprovalCancelled`` tells it for calls waiting for a decision.
+        """
+        self.calls.cancel_all(reason)
+
+    # -- approval -----------------------------------------------------------------------
+
+    async def decide(self, call_id: int, approval: Approval) -> None:
+        """Decide a call that waits for approval (see ``ApprovalRequested``).
+
+        Args:
+            call_id: The request's ``call_id``.
+            approval: ``Approval.allow()``, ``Approval.deny(message)`` or
+                ``Approval.allow_for_run()``.
+
+        Raises:
+            ValueError: No call with this id waits for a decision (the message lists
+                those that do).
+        """
+        self.approvals.decide(call_id, approval)
+
+    @property
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        """The calls waiting for a decision, oldest first."""
+        return self.approvals.pending
 
     def _on_reconnect(self) -> None:
         """The connection dropped and came back (a websocket): tell the kernel which
@@ -377,16 +423,26 @@ class ToolBridge:
         """
         registry = ToolRegistry.of(tools)
         self.tools = registry
-        if registry.fingerprint != self._registered and self.comm_id:
+        if self.comm_id and self._registration() != self._registered:
             self._send("shell", pack("tools", self._register_body(), pydantic_core.to_json))
-            self._registered = registry.fingerprint
+            self._registered = self._registration()
 
     def _register_body(self) -> RegisterBody:
         return {
             "tools": self.tools.specs(),
             "tool_timeout": self.tool_call_timeout,
             "max_in_flight": self.max_in_flight,
+            "approval": self._tools_asking(),
         }
+
+    def _tools_asking(self) -> list[str]:
+        return self.approvals.tools_asking(
+            (name, tool.requires_approval) for name, tool in self.tools.items()
+        )
+
+    def _registration(self) -> str:
+        """What the kernel was told: the tools, and which of them may need approval."""
+        return f"{self.tools.fingerprint}:{','.join(self._tools_asking())}"
 
     # -- listeners ----------------------------------------------------------------------
 
@@ -417,6 +473,8 @@ class ToolBridge:
                 return
         content = msg.get("content", {})
         msg_type = msg["header"]["msg_type"]
+        if msg_type == "status" and content.get("execution_state") == "idle":
+            self.approvals.end_run(msg["parent_header"].get("msg_id"))  # its grants end
         self._rate_limits.watch(channel, msg)
         if channel == "iopub" and content.get("comm_id") == self.comm_id:
             if msg_type == "comm_msg":
@@ -442,18 +500,10 @@ class ToolBridge:
     # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 
     def on_calls(self, body: CallsBody, parent_id: str | None) -> None:
-        for request in body["calls"]:
-            self.calls.serve(
-                self.tools,
-                request["id"],
-                request["tool"],
-                request["arguments"],
-                body["reply_channel"],
-                parent_id,
-            )
+        self.calls.serve(self.tools, body["calls"], body["reply_channel"], parent_id)
 
     def on_cancelled(self, body: CancelledBody) -> None:
-        self.calls.cancel(body["ids"])
+        self.calls.cancel(body["ids"], body["reason"])
 
     def on_ready(self, body: ReadyBody) -> None:
         # Now, before the calls of those runs, which the kernel sends right after.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..approval import Approval, ApprovalRequest, CancelReason
 from .results import ExecutionResult, Output, ToolCallRecord
 
 
@@ -67,6 +68,58 @@ class ToolCallFinished:
 
 
 @dataclass(frozen=True)
+class ApprovalRequested:
+    """A call waits for a decision: the approver is asked, or (without one, or when it
+    said ``Approval.later()``) someone calls ``decide(request.call_id, ...)``.
+
+    Attributes:
+        request: The call: its tool, arguments, ``call_id``, ``run_id``, ``reason`` and
+            the ``batch`` it came with.
+        kind: ``"approval_requested"``.
+    """
+
+    request: ApprovalRequest
+    kind: Literal["approval_requested"] = "approval_requested"
+
+
+@dataclass(frozen=True)
+class ApprovalDecided:
+    """A waiting call was decided.
+
+    Attributes:
+        request: The request decided.
+        approval: The decision.
+        decided_by: ``"approver"``, ``"decide"`` or ``"run_grant"`` (an
+            ``allow_for_run`` of the same tool decided it).
+        waited: Seconds the call waited for it.
+        kind: ``"approval_decided"``.
+    """
+
+    request: ApprovalRequest
+    approval: Approval
+    decided_by: Literal["approver", "decide", "run_grant", "timeout"]
+    waited: float
+    kind: Literal["approval_decided"] = "approval_decided"
+
+
+@dataclass(frozen=True)
+class ApprovalCancelled:
+    """A request ended without a decision; the approver's task, if any, was cancelled.
+
+    Attributes:
+        request: The request.
+        reason: ``"interrupt"``, ``"timeout"`` (the run's), ``"cancelled"`` (the run
+            was left, or the kernel restarted), ``"approval_timeout"`` (no decision
+            within ``Timeout.approval``: the call is denied) or ``"host_closed"``.
+        kind: ``"approval_cancelled"``.
+    """
+
+    request: ApprovalRequest
+    reason: CancelReason
+    kind: Literal["approval_cancelled"] = "approval_cancelled"
+
+
+@dataclass(frozen=True)
 class ExecutionFinished:
     """Always the last event of a run.
 
@@ -79,4 +132,13 @@ class ExecutionFinished:
     kind: Literal["finished"] = "finished"
 
 
-Event = StreamOutput | DisplayOutput | ToolCallStarted | ToolCallFinished | ExecutionFinished
+Event = (
+    StreamOutput
+    | DisplayOutput
+    | ToolCallStarted
+    | ToolCallFinished
+    | ApprovalRequested
+    | ApprovalDecided
+    | ApprovalCancelled
+    | ExecutionFinished
+)

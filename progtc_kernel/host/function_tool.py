@@ -44,10 +44,16 @@ class FunctionTool(Tool):
     arguments_model: type[pydantic.BaseModel] = field(repr=False)
     result_adapter: pydantic.TypeAdapter[Any] | None = field(repr=False)
     is_async: bool = False
+    requires_approval: bool = False
 
     @classmethod
     def build(
-        cls, function: Any, *, name: str | None = None, description: str | None = None
+        cls,
+        function: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
     ) -> FunctionTool:
         if not callable(function):
             raise ToolDefinitionError(f"{function!r} is not callable, so it cannot be a tool")
@@ -72,6 +78,7 @@ class FunctionTool(Tool):
                 )
             ),
             is_async=inspect.iscoroutinefunction(_code_of(function)),
+            requires_approval=bool(requires_approval),
         )
 
     def renamed(self, name: str) -> FunctionTool:

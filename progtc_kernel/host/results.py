@@ -57,6 +57,30 @@ class RunError(BaseModel):
     """The traceback as plain text: user code frames, no ANSI colour codes."""
 
 
+class ApprovalRecord(BaseModel):
+    """How a call that needed approval was decided.
+
+    Attributes:
+        asked: Whether anyone was asked (``False``: an earlier ``allow_for_run`` of
+            this tool in this run covered it).
+        decision: ``"allow"``, ``"deny"``, ``"allow_for_run"``, or ``"cancelled"``
+            (the run was interrupted, timed out or left while the call waited).
+        decided_by: ``"approver"`` (its answer), ``"decide"`` (a ``decide`` call),
+            ``"run_grant"`` (an earlier ``allow_for_run``), ``"timeout"`` (no decision
+            within ``Timeout.approval``: denied), or ``None`` when cancelled.
+        waited: Seconds the call waited for the decision.
+        message: The denial's message; for a cancelled request, why it was cancelled.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    asked: bool
+    decision: Literal["allow", "deny", "allow_for_run", "cancelled"]
+    decided_by: Literal["approver", "decide", "run_grant", "timeout"] | None
+    waited: float = 0.0
+    message: str | None = None
+
+
 class ToolCallRecord(BaseModel):
     """One tool call made by the code, as the host served it.
 
@@ -67,6 +91,7 @@ class ToolCallRecord(BaseModel):
         ok: Whether the tool returned a valid result.
         duration: Seconds from the call's arrival on the host to its result.
         error: Why it failed (``"ValueError: ..."``), when it did.
+        approval: How its approval was decided; ``None`` when it needed none.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -78,6 +103,7 @@ class ToolCallRecord(BaseModel):
     duration: float
     """Seconds from the call's arrival on the host to its result."""
     error: str | None = None
+    approval: ApprovalRecord | None = None
 
 
 class ExecutionResult(BaseModel):
@@ -93,6 +119,7 @@ class ExecutionResult(BaseModel):
         duration: Seconds the run took.
         execution_count: The kernel's execution counter for the run.
         output_dropped: A Jupyter Server dropped some output past its rate limits.
+        run_id: The msg_id of the run's execute_request (``ApprovalRequest.run_id``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -109,6 +136,7 @@ class ExecutionResult(BaseModel):
     """A Jupyter Server dropped some of the run's output past its iopub rate limits
     (its notice, in ``stderr``, says which and how to raise them): ``stdout``,
     ``stderr`` and ``outputs`` are incomplete. Tool calls are not lost."""
+    run_id: str | None = None
 
     def raise_for_error(self) -> ExecutionResult:
         """Raise ``ExecutionError`` if the run failed; return the result otherwise."""

@@ -44,12 +44,14 @@ class SchemaTool(Tool):
         *,
         description: str | None = None,
         output_schema: Mapping[str, Any] | None = None,
+        requires_approval: bool = False,
     ) -> None:
         if not callable(function):
             raise ToolDefinitionError(f"tool {name!r}: {function!r} is not callable")
         self.name = check_name(name)
         self.function = function
         self.description = description
+        self.requires_approval = bool(requires_approval)
         self._input_schema = copy.deepcopy(dict(input_schema))
         self._output_schema = None if output_schema is None else copy.deepcopy(dict(output_schema))
         if self._input_schema.get("type", "object") != "object":
@@ -75,6 +77,7 @@ class SchemaTool(Tool):
             self.function,
             description=self.description,
             output_schema=self._output_schema,
+            requires_approval=self.requires_approval,
         )
 
     @property

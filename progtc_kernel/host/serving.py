@@ -1,25 +1,36 @@
 """Running the tool calls a kernel sends: each on a task of its own, answered once
 (a call sent again after a reconnect is answered from a cache of recent results),
-results and thread notices batched per loop turn."""
+results and notices batched per loop turn. A call that needs approval waits for the
+approval gate's decision (``approval.py``) before its tool runs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from ..protocol import Channel, Packed, pack
-from .events import Event, ToolCallFinished, ToolCallStarted
-from .results import ToolCallRecord
+from ..approval import ApprovalGate, ApprovalRequest, CancelReason, Decision, PendingApproval
+from ..protocol import CallRequest, Channel, Packed, pack
+from .events import (
+    ApprovalCancelled,
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from .results import ApprovalRecord, ToolCallRecord
 from .threads import ToolThreads
-from .tools import ToolRegistry
+from .tools import Outcome, ToolRegistry, failure
 
 # Sends one progtc message (built by ``protocol.pack``) to the kernel on a channel.
 SendToKernel = Callable[[Channel, Packed], None]
-# Tells the kernel calls wait for a free thread (``queued``), or run now (``started``).
+# Tells the kernel calls wait (for a free thread, for approval: ``queued``), or run now
+# (``started``).
 Notice = Literal["queued", "started"]
 # Called with the msg_id of the request whose code made the call, and the event.
 ToolEventListener = Callable[[str | None, Event], None]
@@ -33,6 +44,8 @@ serving: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 # running its tool twice. A lost result belongs to a call still in flight, and at
 # most ``max_in_flight`` calls are: twice that many recent results cover them.
 ANSWER_BYTES_KEPT = 64 * 2**20
+# The record of a call an earlier ``allow_for_run`` covered: not asked, still recorded.
+RUN_GRANT = ApprovalRecord(asked=False, decision="allow", decided_by="run_grant")
 
 
 class CallServer:
@@ -41,9 +54,11 @@ class CallServer:
     Args:
         owner: the bridge, which ``serving`` names while one of its tools runs.
         send: sends a message to the kernel.
-        emit: receives a ``ToolCallStarted`` and a ``ToolCallFinished`` per call.
+        emit: receives a ``ToolCallStarted`` and a ``ToolCallFinished`` per call, and
+            the approval events.
         threads: the threads sync tools run on.
         max_in_flight: calls the kernel keeps outstanding at once.
+        gate: decides the calls that need approval (default: none do).
     """
 
     def __init__(
@@ -53,51 +68,161 @@ class CallServer:
         emit: ToolEventListener,
         threads: ToolThreads,
         max_in_flight: int,
+        gate: ApprovalGate | None = None,
     ) -> None:
         self._owner = owner
         self._send = send
         self._emit = emit
         self.threads = threads
         self.max_in_flight = max_in_flight
+        self.gate = gate or ApprovalGate()
+        self.gate.listener = self
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._answered: OrderedDict[int, bytes] = OrderedDict()  # call id -> result entry
         self._answered_bytes = 0
         self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
-        self._notices: dict[tuple[Notice, Channel], list[int]] = {}
+        self._notices: dict[int, tuple[Notice, Channel]] = {}  # this turn's, per call
+        self._queued: set[int] = set()  # calls the kernel was last told wait
+        self._cancel_reasons: dict[int, CancelReason] = {}
         self._flush_scheduled = False
 
     def serve(
         self,
         registry: ToolRegistry,
-        call_id: int,
-        name: str,
-        arguments: dict[str, Any],
+        calls: list[CallRequest],
         channel: Channel,
         parent_id: str | None,
     ) -> None:
-        """Run one call, unless it runs already or was answered (sent again)."""
-        if call_id in self.tasks:
-            return  # sent again after a reconnect: it runs, and will answer
-        answered = self._answered.get(call_id)
-        if answered is not None:  # sent again after a reconnect: its result was lost
-            self._reply(channel, answered)
-            return
-        self._emit(parent_id, ToolCallStarted(call_id, name, arguments))
-        task = asyncio.get_running_loop().create_task(
-            self._run(registry, call_id, name, arguments, channel, parent_id)
-        )
-        self.tasks[call_id] = task
+        """Run the calls of one ``calls`` message, but those that run already or were
+        answered (sent again). Those that need approval are asked about together."""
+        fresh: list[CallRequest] = []
+        for call in calls:
+            if call["id"] in self.tasks:
+                continue  # sent again after a reconnect: it runs, and will answer
+            answered = self._answered.get(call["id"])
+            if answered is not None:  # sent again after a reconnect: its result was lost
+                self._reply(channel, answered)
+                continue
+            fresh.append(call)
+            self._emit(parent_id, ToolCallStarted(call["id"], call["tool"], call["arguments"]))
+        waiting: dict[int, PendingApproval] = {}
+        granted: set[int] = set()
+        reasons = {call["id"]: self._approval_reason(registry, call) for call in fresh}
+        if any(reason is not None for reason in reasons.values()):
+            waiting, granted = self._ask(fresh, reasons, parent_id)
+        loop = asyncio.get_running_loop()
+        for call in fresh:
+            call_id = call["id"]
+            task = self.tasks[call_id] = loop.create_task(
+                self._run(
+                    registry,
+                    call,
+                    channel,
+                    parent_id,
+                    waiting.get(call_id),
+                    RUN_GRANT if call_id in granted else None,
+                )
+            )
+            task.add_done_callback(
+                functools.partial(self._never_ran, call, parent_id, waiting.get(call_id))
+            )
 
-    def cancel(self, call_ids: list[int]) -> None:
-        """Cancel these calls (the code waiting for them gave up)."""
+    def _never_ran(
+        self,
+        call: CallRequest,
+        parent_id: str | None,
+        waiting: PendingApproval | None,
+        task: asyncio.Task[None],
+    ) -> None:
+        """A call cancelled before its task took a step (its ``finally`` never ran):
+        forget it, and record it as cancelled."""
+        call_id = call["id"]
+        if self.tasks.get(call_id) is not task:
+            return  # it ran, and cleaned up after itself
+        self._forget(call_id)
+        ended = None if waiting is None else waiting.decision
+        approval = (
+            _approval_record(ended.result())
+            if ended is not None and ended.done() and not ended.cancelled()
+            else None
+        )
+        record = ToolCallRecord(
+            id=call_id,
+            name=call["tool"],
+            arguments=call["arguments"],
+            ok=False,
+            duration=0.0,
+            error="cancelled",
+            approval=approval,
+        )
+        self._emit(parent_id, ToolCallFinished(record))
+
+    def _forget(self, call_id: int) -> None:
+        self.tasks.pop(call_id, None)
+        self._cancel_reasons.pop(call_id, None)
+        self._notices.pop(call_id, None)  # it ends: no notice about it is news
+        self._queued.discard(call_id)
+
+    def _ask(
+        self, calls: list[CallRequest], reasons: dict[int, str | None], run_id: str | None
+    ) -> tuple[dict[int, PendingApproval], set[int]]:
+        """Ask about the calls that need approval, as one batch, but those an earlier
+        ``allow_for_run`` covers. Returns the requests by call id, and the covered ids."""
+        granted = {
+            call["id"]
+            for call in calls
+            if reasons[call["id"]] is not None and self.gate.granted(run_id, call["tool"])
+        }
+        asking = [
+            (call, reason)
+            for call in calls
+            if (reason := reasons[call["id"]]) is not None and call["id"] not in granted
+        ]
+        batch = tuple(call["id"] for call, _ in asking)
+        requests = [
+            ApprovalRequest(call["id"], run_id, call["tool"], call["arguments"], reason, batch)
+            for call, reason in asking
+        ]
+        asked = self.gate.ask(requests)
+        return {pending.request.call_id: pending for pending in asked}, granted
+
+    def _approval_reason(self, registry: ToolRegistry, call: CallRequest) -> str | None:
+        tool = registry.get(call["tool"])
+        if tool is None:
+            return None  # no such tool: the call fails without running anything
+        return self.gate.reason_for(call["tool"], call["arguments"], tool.requires_approval)
+
+    def cancel(self, call_ids: list[int], reason: CancelReason = "interrupt") -> None:
+        """Cancel these calls (the code waiting for them gave up, for ``reason``)."""
         for call_id in call_ids:
             task = self.tasks.get(call_id)
             if task is not None:
+                self._cancel_reasons.setdefault(call_id, reason)
+                self.gate.cancel(call_id, reason)  # at once: it no longer waits
                 task.cancel()
 
-    def cancel_all(self) -> None:
-        for task in list(self.tasks.values()):
-            task.cancel()
+    def cancel_all(self, reason: CancelReason = "cancelled") -> None:
+        self.cancel(list(self.tasks), reason)
+
+    def cancel_approvals(self, run_id: str | None, reason: CancelReason) -> None:
+        """Cancel the calls of this run that wait for a decision."""
+        self.cancel(self.gate.waiting_in(run_id), reason)
+
+    # -- what the gate says (an ``ApprovalListener``) ----------------------------------
+
+    def requested(self, request: ApprovalRequest) -> None:
+        self._emit(request.run_id, ApprovalRequested(request))
+
+    def decided(self, request: ApprovalRequest, decision: Decision) -> None:
+        assert decision.approval is not None and decision.decided_by is not None
+        self._emit(
+            request.run_id,
+            ApprovalDecided(request, decision.approval, decision.decided_by, decision.waited),
+        )
+
+    def cancelled(self, request: ApprovalRequest, decision: Decision) -> None:
+        assert decision.cancelled is not None
+        self._emit(request.run_id, ApprovalCancelled(request, decision.cancelled))
 
     def forget_answers(self) -> None:
         """A new comm numbers its calls from 1 again."""
@@ -111,23 +236,47 @@ class CallServer:
     async def _run(
         self,
         registry: ToolRegistry,
-        call_id: int,
-        name: str,
-        arguments: dict[str, Any],
+        call: CallRequest,
         channel: Channel,
         parent_id: str | None,
+        waiting: PendingApproval | None,
+        approval: ApprovalRecord | None,
     ) -> None:
         serving.set(self._owner)
+        call_id, name, arguments = call["id"], call["tool"], call["arguments"]
         started = time.perf_counter()
         try:
-            outcome = await registry.call(
-                name,
-                arguments,
-                self.threads,
-                on_queued=lambda: self._notice("queued", channel, call_id),
-                on_started=lambda: self._notice("started", channel, call_id),
-            )
+            outcome: Outcome | None = None
+            if waiting is not None:
+                if not waiting.decision.done():
+                    self._notice("queued", channel, call_id)  # its clock stops meanwhile
+                decision = await waiting.decision
+                approval = _approval_record(decision)
+                if not decision.allowed:
+                    assert decision.approval is not None
+                    message = decision.approval.message or "denied"
+                    outcome = failure("denied", "ToolDeniedError", message)
+                else:
+                    self._notice("started", channel, call_id)
+            if outcome is None:
+                outcome = await registry.call(
+                    name,
+                    arguments,
+                    self.threads,
+                    on_queued=lambda: self._notice("queued", channel, call_id),
+                    on_started=lambda: self._notice("started", channel, call_id),
+                )
         except asyncio.CancelledError:
+            reason = self._cancel_reasons.get(call_id, "cancelled")
+            if waiting is not None and approval is None:
+                ended = waiting.decision
+                cancelled = (
+                    ended.result()
+                    if ended.done() and not ended.cancelled()
+                    else self.gate.cancel(call_id, reason)
+                )
+                if cancelled is not None:
+                    approval = _approval_record(cancelled)
             record = ToolCallRecord(
                 id=call_id,
                 name=name,
@@ -135,11 +284,12 @@ class CallServer:
                 ok=False,
                 duration=time.perf_counter() - started,
                 error="cancelled",
+                approval=approval,
             )
             self._emit(parent_id, ToolCallFinished(record))
             raise
         finally:
-            self.tasks.pop(call_id, None)
+            self._forget(call_id)
         entry = outcome.entry(call_id)
         self._reply(channel, entry)
         self._remember(call_id, entry)
@@ -150,6 +300,7 @@ class CallServer:
             ok=outcome.ok,
             duration=time.perf_counter() - started,
             error=outcome.describe_error(),
+            approval=approval,
         )
         self._emit(parent_id, ToolCallFinished(record))
 
@@ -171,8 +322,11 @@ class CallServer:
             self._outbox[channel].append(entry)
 
     def _notice(self, kind: Notice, channel: Channel, call_id: int) -> None:
-        """Tell the kernel a call waits for a thread, or runs now (batched per turn)."""
-        self._notices.setdefault((kind, channel), []).append(call_id)
+        """Tell the kernel a call waits (for a thread, for approval), or runs now.
+        Batched per turn: only the last notice of a turn about a call counts, and only
+        if it changes what the kernel knows (``queued`` then ``started`` in one turn,
+        as for an approver that answers at once, sends nothing)."""
+        self._notices[call_id] = (kind, channel)
         self._schedule_flush()
 
     def _schedule_flush(self) -> bool:
@@ -186,7 +340,17 @@ class CallServer:
     def _flush(self) -> None:
         self._flush_scheduled = False
         notices, self._notices = self._notices, {}
-        for (kind, channel), ids in notices.items():
+        news: dict[tuple[Notice, Channel], list[int]] = {}
+        for call_id, (kind, channel) in notices.items():
+            queued = kind == "queued"
+            if queued == (call_id in self._queued):
+                continue  # the kernel knows already
+            if queued:
+                self._queued.add(call_id)
+            else:
+                self._queued.discard(call_id)
+            news.setdefault((kind, channel), []).append(call_id)
+        for (kind, channel), ids in news.items():
             self._send(channel, pack(kind, {"ids": ids}))
         for channel, entries in self._outbox.items():
             if entries:
@@ -195,3 +359,24 @@ class CallServer:
 
     def _send_results(self, channel: Channel, entries: list[bytes]) -> None:
         self._send(channel, pack("results", b'{"results":[%s]}' % b",".join(entries)))
+
+
+def _approval_record(decision: Decision) -> ApprovalRecord:
+    """What the call's record says of how its request ended."""
+    approval = decision.approval
+    if decision.cancelled is not None and approval is None:
+        return ApprovalRecord(
+            asked=True,
+            decision="cancelled",
+            decided_by=None,
+            waited=decision.waited,
+            message=decision.cancelled,
+        )
+    assert approval is not None and approval.decision != "later"
+    return ApprovalRecord(
+        asked=True,
+        decision=approval.decision,
+        decided_by=decision.decided_by,
+        waited=decision.waited,
+        message=approval.message,
+    )

@@ -24,6 +24,7 @@ from .tools import ToolsLike
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
+    from ..approval import ApprovalRequest
     from ..timeouts import Timeout, TimeoutLike
     from .bridge import ToolBridge
 
@@ -186,6 +187,7 @@ class SyncToolKernel:
         reset = _blocking(ToolKernel.reset)
         restart = _blocking(ToolKernel.restart)
         interrupt = _blocking(ToolKernel.interrupt)
+        decide = _blocking(ToolKernel.decide)
 
         def refuse_reentry(self) -> None: ...
 
@@ -203,6 +205,9 @@ class SyncToolKernel:
 
         @property
         def kernel_manager(self) -> KernelManager | None: ...
+
+        @property
+        def pending_approvals(self) -> list[ApprovalRequest]: ...
 
 
 def _derive_blocking_api() -> None:

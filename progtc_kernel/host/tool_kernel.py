@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from ..approval import Approval, ApprovalRequest, Approver, RequiresApproval
 from ..exceptions import (
     KernelDiedError,
     KernelError,
@@ -34,6 +35,9 @@ from ..timeouts import (
 )
 from .bridge import ToolBridge, serving
 from .events import (
+    ApprovalCancelled,
+    ApprovalDecided,
+    ApprovalRequested,
     DisplayOutput,
     Event,
     ExecutionFinished,
@@ -108,6 +112,15 @@ class ToolKernel:
             works; ``"installed"`` forbids bringing code, ``"loaded"`` sends nothing
             (a kernel from ``progtc-kernel serve``'s pool, or one whose profile
             loads it; saves a round trip).
+        approve: Decides each tool call that needs approval: a function (sync or
+            async) that takes an ``ApprovalRequest`` and returns an ``Approval``
+            (``Approval.allow()``, ``.deny(message)``, ``.allow_for_run()``, or
+            ``.later()`` to leave it to ``decide``). ``None``: such calls wait for
+            ``decide``; ``stream()`` shows each as ``ApprovalRequested``.
+        requires_approval: Which calls need approval, besides those of tools that
+            require it themselves (``Tool.from_function(f, requires_approval=True)``):
+            ``True`` (every call), a collection of tool names (``{"send_email"}``), or
+            a function ``(tool, arguments) -> bool``.
         **moved: Nothing: the options that describe a kernel (``python=``,
             ``server=``...) belong to ``LocalKernel`` and ``RemoteKernel``; given
             here, the error says where.
@@ -129,6 +142,8 @@ class ToolKernel:
         tool_threads: int = DEFAULT_TOOL_THREADS,
         startup_timeout: float | UseDefault | None = USE_DEFAULT,
         extension: ExtensionPolicy = "inject",
+        approve: Approver | None = None,
+        requires_approval: RequiresApproval = None,
         **moved: NoReturn,
     ) -> None:
         from ..kernels.resolve import moved_options, resolve_kernel
@@ -142,6 +157,8 @@ class ToolKernel:
         self.max_in_flight = max_in_flight
         self.tool_threads = tool_threads
         self.extension = extension
+        self.approve = approve
+        self.requires_approval = requires_approval
         self.lifecycle: KernelLifecycle = resolve_kernel(kernel)
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
@@ -202,6 +219,9 @@ class ToolKernel:
                 max_in_flight=self.max_in_flight,
                 tool_threads=self.tool_threads,
                 extension=self.extension,
+                approve=self.approve,
+                requires_approval=self.requires_approval,
+                approval_timeout=self.timeout.approval,
             )
             bridge.add_message_listener(self._on_message)
             bridge.add_tool_listener(self._on_tool_event)
@@ -289,6 +309,35 @@ class ToolKernel:
 
     async def interrupt(self) -> None:
         await self.lifecycle.interrupt()
+
+    # -- approval -----------------------------------------------------------------------
+
+    async def decide(self, call_id: int, approval: Approval) -> None:
+        """Decide a tool call that waits for approval (an ``ApprovalRequested`` event,
+        or one of ``pending_approvals``); the code carries on at once.
+
+        Example:
+            ```python
+            async for event in kernel.stream(code):
+                if isinstance(event, ApprovalRequested):
+                    await kernel.decide(event.request.call_id, Approval.allow())
+            ```
+
+        Args:
+            call_id: The request's ``call_id``.
+            approval: ``Approval.allow()``, ``Approval.deny(message)`` or
+                ``Approval.allow_for_run()``.
+
+        Raises:
+            ValueError: No call with this id waits for a decision (the message lists
+                those that do).
+        """
+        await self.bridge.decide(call_id, approval)
+
+    @property
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        """The tool calls waiting for a decision, oldest first."""
+        return self.bridge.pending_approvals if self._bridge is not None else []
 
     @runs_code
     async def install_modules(self, modules: Mapping[str, str]) -> None:
@@ -401,6 +450,7 @@ class ToolKernel:
                 await self._while_alive(self.bridge.reopen(timeout=self.timeout.start, fresh=True))
             bridge = self.bridge
             bridge.use_tools(self.tools if tools is None else tools)
+            bridge.approvals.timeout = self.timeout.approval
             msg_id = bridge.transport.send(
                 "shell",
                 "execute_request",
@@ -414,7 +464,7 @@ class ToolKernel:
                 },
                 metadata=None if grace is None else {HOLD_METADATA: {"grace": grace}},
             )
-            run = self._runs[msg_id] = _Run(resumable=grace is not None)
+            run = self._runs[msg_id] = _Run(msg_id, resumable=grace is not None)
             finisher = asyncio.create_task(self._finish(run, limit))
             try:
                 while True:
@@ -427,6 +477,7 @@ class ToolKernel:
                     finisher.cancel()  # closed: the run goes on, held for another host
                 elif not finisher.done():
                     run.leave()
+                    bridge.calls.cancel_approvals(msg_id, "cancelled")
                     await self._interrupt_quietly()
                 with contextlib.suppress(asyncio.CancelledError):
                     await finisher
@@ -437,6 +488,7 @@ class ToolKernel:
         outcome = await self._wait(run, timeout)
         if outcome == "timeout":
             run.timed_out = True
+            self.bridge.calls.cancel_approvals(run.run_id, "timeout")
             if await self._interrupt_quietly():
                 outcome = await self._wait(run, INTERRUPT_GRACE)
                 if outcome == "timeout":
@@ -520,7 +572,7 @@ class ToolKernel:
         message (its calls come as soon as the kernel has confirmed this host)."""
         run = self._runs.get(run_id)
         if run is None and run_id and run_id in self.held_runs:
-            run = self._runs[run_id] = _Run(followed=True)
+            run = self._runs[run_id] = _Run(run_id, followed=True)
         return run
 
     async def follow(self, run_id: str) -> AsyncGenerator[Event, None]:
@@ -606,7 +658,8 @@ def _grace(resumable: bool | float) -> float | None:
 class _Run:
     """Collects one execution's messages into events and a result."""
 
-    def __init__(self, *, resumable: bool = False, followed: bool = False) -> None:
+    def __init__(self, run_id: str, *, resumable: bool = False, followed: bool = False) -> None:
+        self.run_id = run_id
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.started = time.perf_counter()
@@ -683,7 +736,16 @@ class _Run:
     def on_tool_event(self, event: Event) -> None:
         if isinstance(event, ToolCallFinished):
             self.tool_calls.append(event.call)
-        if isinstance(event, (ToolCallStarted, ToolCallFinished)):
+        if isinstance(
+            event,
+            (
+                ToolCallStarted,
+                ToolCallFinished,
+                ApprovalRequested,
+                ApprovalDecided,
+                ApprovalCancelled,
+            ),
+        ):
             self.events.put_nowait(event)
 
     def finish(self, outcome: str) -> None:
@@ -732,6 +794,7 @@ class _Run:
             duration=time.perf_counter() - self.started,
             execution_count=self.execution_count,
             output_dropped=self.output_dropped,
+            run_id=self.run_id,
         )
         self.events.put_nowait(ExecutionFinished(result))
 

@@ -10,6 +10,7 @@ callable taking the arguments dict: how MCP and agent-framework tools arrive). A
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import hashlib
 import json
@@ -72,14 +73,21 @@ class Tool(ABC):
     Attributes:
         name: The name the kernel calls it by.
         description: What the kernel's ``help()`` shows.
+        requires_approval: Each call waits for a decision (see ``ToolKernel``'s
+            ``approve``) before the tool runs.
     """
 
     name: str
     description: str | None
+    requires_approval: bool = False
 
     @staticmethod
     def from_function(
-        function: Any, *, name: str | None = None, description: str | None = None
+        function: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
     ) -> Tool:
         """A tool from a Python callable, sync or async.
 
@@ -90,6 +98,7 @@ class Tool(ABC):
             function: The callable (a ``Tool`` is returned as it is, or renamed).
             name: The name the kernel calls it by; default: the function's own.
             description: What the kernel's ``help()`` shows; default: its docstring.
+            requires_approval: Each call waits for a decision before the tool runs.
 
         Returns:
             The tool.
@@ -101,8 +110,11 @@ class Tool(ABC):
         from .function_tool import FunctionTool
 
         if isinstance(function, Tool):
-            return function if name is None else function.renamed(name)
-        return FunctionTool.build(function, name=name, description=description)
+            tool = function if name is None else function.renamed(name)
+            return tool.requiring_approval() if requires_approval else tool
+        return FunctionTool.build(
+            function, name=name, description=description, requires_approval=requires_approval
+        )
 
     @staticmethod
     def from_schema(
@@ -112,6 +124,7 @@ class Tool(ABC):
         *,
         description: str | None = None,
         output_schema: Mapping[str, Any] | None = None,
+        requires_approval: bool = False,
     ) -> Tool:
         """A tool from a JSON schema of its arguments, the way MCP and agent frameworks
         describe tools.
@@ -125,6 +138,7 @@ class Tool(ABC):
             function: Called with the arguments as one dict; sync or async.
             description: What the kernel's ``help()`` shows.
             output_schema: The JSON schema of the result, if it has one.
+            requires_approval: Each call waits for a decision before the tool runs.
 
         Returns:
             The tool.
@@ -132,8 +146,23 @@ class Tool(ABC):
         from .schema_tool import SchemaTool
 
         return SchemaTool(
-            name, input_schema, function, description=description, output_schema=output_schema
+            name,
+            input_schema,
+            function,
+            description=description,
+            output_schema=output_schema,
+            requires_approval=requires_approval,
         )
+
+    def requiring_approval(self) -> Tool:
+        """The same tool, whose every call waits for a decision before it runs.
+
+        Returns:
+            A new tool; this one is unchanged.
+        """
+        tool = copy.copy(self)
+        object.__setattr__(tool, "requires_approval", True)  # a frozen dataclass, too
+        return tool
 
     @property
     @abstractmethod

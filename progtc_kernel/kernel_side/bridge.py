@@ -31,7 +31,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import HostDisconnectedError, ToolArgumentError, ToolError, ToolTimeoutError
+from ..exceptions import (
+    HostDisconnectedError,
+    ToolArgumentError,
+    ToolDeniedError,
+    ToolError,
+    ToolTimeoutError,
+)
 from ..protocol import (
     CallRequest,
     Channel,
@@ -52,7 +58,11 @@ WINDOWS_WAKE_INTERVAL = 0.1
 # together time out together, in one wake-up rather than one each.
 TIMER_SLACK = 0.005
 
-_ERRORS: dict[str, type[ToolError]] = {"arguments": ToolArgumentError, "unknown_tool": ToolError}
+_ERRORS: dict[str, type[ToolError]] = {
+    "arguments": ToolArgumentError,
+    "unknown_tool": ToolError,
+    "denied": ToolDeniedError,
+}
 _Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
 
 
@@ -127,6 +137,7 @@ class KernelBridge:
         self.functions: dict[str, Any] = {}
         self.tool_timeout: float | None = None
         self.max_in_flight = 256
+        self.asks_approval: frozenset[str] = frozenset()  # tools whose calls may wait
         self.closed_reason: str | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -153,10 +164,14 @@ class KernelBridge:
         max_in_flight = body.get("max_in_flight") or 256
         if type(max_in_flight) is not int:
             raise ValueError(f"max_in_flight must be an integer, not {max_in_flight!r}")
+        asks_approval = body.get("approval", [])
+        if not (isinstance(asks_approval, list) and all(isinstance(n, str) for n in asks_approval)):
+            raise ValueError(f"'approval' must be a list of tool names, not {asks_approval!r:.80}")
         self.tools = tools
         self.functions = {}
         self.tool_timeout = tool_timeout
         self.max_in_flight = max(1, max_in_flight)
+        self.asks_approval = frozenset(asks_approval)
 
     # -- calls from kernel code -----------------------------------------------------
 
@@ -253,10 +268,17 @@ class KernelBridge:
         self, calls: list[PendingCall] | None = None, cancelled: list[int] | None = None
     ) -> None:
         """Coalesce what one loop turn produces into one message per kind; the first
-        call of a turn leaves at once, so that a lone call waits for nothing."""
+        call of a turn leaves at once, so that a lone call waits for nothing, unless
+        it may need approval: then the turn's calls leave together, so that the host
+        asks about a ``gather``'s calls at once."""
         on_loop = _on_loop_thread(self.loop)
         with self._lock:
-            send_now = bool(calls) and on_loop and not self._flush_scheduled
+            send_now = (
+                bool(calls)
+                and on_loop
+                and not self._flush_scheduled
+                and not any(call.tool in self.asks_approval for call in calls or ())
+            )
             if not send_now:
                 self._outbox.extend(calls or ())
             self._cancelled.extend(cancelled or ())

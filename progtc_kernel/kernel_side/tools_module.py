@@ -391,5 +391,6 @@ def _module_doc(tools: list[str]) -> str:
         "    def run():\n"
         "        return tools.get_weather('Oslo', 'NO')          # blocks: a plain def\n\n"
         "A failed call raises ToolError (ToolArgumentError, ToolTimeoutError, "
-        "HostDisconnectedError), all importable from here."
+        "HostDisconnectedError, ToolDeniedError: a call that needed approval was "
+        "denied), all importable from here."
     )
