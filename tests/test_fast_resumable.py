@@ -68,7 +68,7 @@ async def test_a_held_call_taken_by_the_next_host_is_numbered_as_its_own() -> No
     call = PendingCall(7, "count", {"n": 1}, HELD_RUN, gone)
     sent: list[PendingCall] = []
     next_host = KernelBridge(None, "b", b"t", "b", shell_replies=None, loop=loop)
-    next_host._send_calls = sent.extend  # type: ignore[method-assign]
+    next_host._send_calls = sent.extend  # type: ignore[method-assign,assignment]
 
     next_host.take_calls([call])
 
