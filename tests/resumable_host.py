@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from progtc_kernel import JupyterServer, RemoteKernel, ToolKernel
+from progtc_kernel import Approval, ApprovalRequested, JupyterServer, RemoteKernel, ToolKernel
 from progtc_kernel.host.events import ExecutionFinished, ToolCallStarted
 
 ROLE, KERNEL, WORKDIR = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -32,6 +32,8 @@ CODE = {
         "print(type(busy).__name__, busy.message if hasattr(busy, 'message') else busy)\n"
         "print('count', getattr(count, 'message', count))\n"
     ),
+    # A call that waits for a person's approval.
+    "approval": "import tools\nprint('count', await tools.count())\n",
     # A call made while no host is attached.
     "later": (
         "import tools\n"
@@ -87,6 +89,9 @@ async def confirmed(kernel: ToolKernel) -> None:
 
 async def first(scenario: str, grace: float) -> None:
     """Start the run and wait, killed by the test where the run waits."""
+    if scenario == "approval":
+        await first_asking(grace)
+        return
     global busy_runs
     busy_runs = asyncio.get_running_loop().create_future()
     async with ToolKernel(
@@ -98,6 +103,35 @@ async def first(scenario: str, grace: float) -> None:
                 await busy_runs
                 await confirmed(kernel)
                 print("waiting", flush=True)
+
+
+async def first_asking(grace: float) -> None:
+    """Start a run whose call needs approval; print its id once the approval is asked."""
+    async with ToolKernel(
+        [busy, count], kernel=kernel_given(), requires_approval={"count"}, timeout=None
+    ) as kernel:
+        async for event in kernel.stream(CODE["approval"], resumable=grace):
+            if isinstance(event, ApprovalRequested):
+                print("run", event.request.run_id, flush=True)
+                await confirmed(kernel)
+                print("waiting", flush=True)
+
+
+async def second_approving() -> None:
+    """Attach, approve what the held run asks, and print what it gives."""
+    async with ToolKernel(
+        [busy, count], kernel=kernel_given(), requires_approval={"count"}
+    ) as kernel:
+        held = kernel.held_runs
+        print(json.dumps({"held": held}), flush=True)
+        async for event in kernel.follow(held[0]):
+            if isinstance(event, ApprovalRequested):
+                print(json.dumps({"asked": event.request.tool}), flush=True)
+                await kernel.decide(event.request.call_id, Approval.allow())
+            elif isinstance(event, ExecutionFinished):
+                result = event.result
+                calls = [[call.name, call.ok] for call in result.tool_calls]
+                print(json.dumps({"stdout": result.stdout, "calls": calls}), flush=True)
 
 
 async def close(scenario: str, grace: float) -> None:
@@ -132,5 +166,7 @@ if ROLE == "first":
     asyncio.run(first(sys.argv[4], float(sys.argv[5])))
 elif ROLE == "close":
     asyncio.run(close(sys.argv[4], float(sys.argv[5])))
+elif sys.argv[4:] == ["approval"]:
+    asyncio.run(second_approving())
 else:
     asyncio.run(second())

@@ -88,6 +88,19 @@ async def first_host_killed_while_waiting(
         await first.kill()
 
 
+async def first_host_killed_asking(kernel: str, workdir: Path) -> str:
+    """A first host starts a run whose call waits for approval, and is killed then;
+    returns the run's id."""
+    first = await Host.start("first", kernel, workdir, "approval", "600")
+    try:
+        said, run = (await first.line()).split()
+        assert said == "run"
+        assert await first.line() == "waiting"
+    finally:
+        await first.kill()
+    return run
+
+
 async def take_over(kernel: str, workdir: Path) -> tuple[list[str], dict[str, Any]]:
     """A second host attaches: the runs it took over, and the first one's result."""
     held, result = await (await Host.start("second", kernel, workdir)).json_lines()
@@ -159,6 +172,21 @@ async def test_a_host_that_closes_leaves_its_resumable_run_held(
     assert (runs_of(tmp_path, "busy"), runs_of(tmp_path, "count")) == (1, 1)
 
 
+async def test_a_call_waiting_for_approval_is_approved_by_the_next_host(
+    own_kernel: AsyncKernelManager, tmp_path: Path
+) -> None:
+    kernel = own_kernel.connection_file
+    run = await first_host_killed_asking(kernel, tmp_path)
+
+    second = await Host.start("second", kernel, tmp_path, "approval")
+    held, asked, result = await second.json_lines()
+
+    assert held == {"held": [run]}
+    assert asked == {"asked": "count"}  # asked anew, by the new host's policy
+    assert result == {"stdout": "count 1\n", "calls": [["count", True]]}
+    assert runs_of(tmp_path, "count") == 1
+
+
 # -- what is not held --------------------------------------------------------------
 
 
@@ -206,10 +234,11 @@ async def test_a_run_on_a_jupyter_server_kernel_outlives_its_host(
     rest = server.server()
     kernel_id = str((await rest.request("POST", "api/kernels", {"name": "progtc"}))["id"])
     kernel = f"{server.url}#{server.token}#{kernel_id}"
-    await first_host_killed_while_waiting(kernel, tmp_path, "queued", 600)
+    run = await first_host_killed_asking(kernel, tmp_path)
 
-    held, result = await take_over(kernel, tmp_path)
+    second = await Host.start("second", kernel, tmp_path, "approval")
+    held, asked, result = await second.json_lines()
 
-    assert len(held) == 1
-    assert result["stdout"].endswith("count 1\n"), result
-    assert (runs_of(tmp_path, "busy"), runs_of(tmp_path, "count")) == (1, 1)
+    assert (held, asked) == ({"held": [run]}, {"asked": "count"})
+    assert result == {"stdout": "count 1\n", "calls": [["count", True]]}
+    assert runs_of(tmp_path, "count") == 1
