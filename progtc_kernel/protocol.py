@@ -19,6 +19,10 @@ the host answers each call id once, replaying a result it already sent. A call
 that waits for approval is ``queued`` too, and a denied one fails with error kind
 ``denied`` (``ToolDeniedError`` in the kernel).
 
+A resumable run says so in its ``execute_request``'s metadata (``HoldBody``); a host
+that registers is told in ``ready`` which such runs it takes over, and ``close``
+lists the calls that wait on the host, which may go to the next host.
+
 ``error`` is the one message every version reads (a body with a ``message``), so a
 host and a kernel of different versions can always tell each other so; a kernel
 answers a message it cannot use with one. ``PROTOCOL_VERSION`` covers the messages

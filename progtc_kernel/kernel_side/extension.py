@@ -7,7 +7,9 @@ comm is one ``KernelBridge``. With several hosts, ``tools`` offers every tool an
 of them serves, and a call goes to the host whose client ran the current cell if
 that host serves the tool, else to the most recently connected host that does (so
 a host attached for a notebook serves the cells the notebook's frontend runs). A
-host that disconnects (its socket closes, even without a word) is forgotten at once.
+host that disconnects (its socket closes, even without a word) is forgotten at once,
+except for the calls of resumable runs it never started: those wait for the next host
+(``held.py``).
 """
 
 from __future__ import annotations
