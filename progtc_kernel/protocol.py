@@ -19,6 +19,10 @@ the host answers each call id once, replaying a result it already sent. A call
 that waits for approval is ``queued`` too, and a denied one fails with error kind
 ``denied`` (``ToolDeniedError`` in the kernel).
 
+A resumable run says so in its ``execute_request``'s metadata (``HoldBody``); a host
+that registers is told in ``ready`` which such runs it takes over, and ``close``
+lists the calls that wait on the host, which may go to the next host.
+
 ``error`` is the one message every version reads (a body with a ``message``), so a
 host and a kernel of different versions can always tell each other so; a kernel
 answers a message it cannot use with one. ``PROTOCOL_VERSION`` covers the messages
@@ -144,10 +148,33 @@ class ReadyBody(TypedDict):
     ipykernel: str
     python: str
     shell_replies: bool
+    # Resumable runs whose host went without a word: this host takes them over (their
+    # calls waiting for a host are sent to it once this message is out).
+    held_runs: list[str]
 
 
-class CloseBody(TypedDict):
+class HoldBody(TypedDict):
+    """A resumable run: in its ``execute_request``'s metadata, under ``HOLD_METADATA``.
+
+    Should the host's connection close without a ``close`` (killed, crashed), the
+    kernel keeps the run's tool calls waiting up to ``grace`` seconds for a host to
+    attach and serve them, instead of failing them with ``HostDisconnectedError``.
+    It travels in the request itself, not as a message of its own, because a host
+    learns the request's msg_id only as it sends it, and a message sent after it
+    could reach the kernel after a short run had ended."""
+
+    grace: float
+
+
+class _CloseReason(TypedDict):
     reason: str
+
+
+class CloseBody(_CloseReason, total=False):
+    """``waiting``: the calls this host had said wait (``queued``) and never started;
+    those of a resumable run go to the next host (see ``HoldBody``)."""
+
+    waiting: list[int]
 
 
 class _ErrorMessage(TypedDict):
@@ -176,6 +203,9 @@ HOST_BODIES: dict[HostMessageType, type] = {
     "resume": EmptyBody,
     "close": CloseBody,
 }
+# What a host puts in the metadata of an execute_request, by key.
+HOLD_METADATA = "progtc_kernel_hold"
+RUN_METADATA: dict[str, type] = {HOLD_METADATA: HoldBody}
 KERNEL_BODIES: dict[KernelMessageType, type] = {
     "ready": ReadyBody,
     "calls": CallsBody,

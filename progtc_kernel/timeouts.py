@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_RECONNECT",
     "DEFAULT_REMOTE_START",
     "DEFAULT_REQUEST",
+    "DEFAULT_RESUME_GRACE",
     "DEFAULT_RUN",
     "DEFAULT_SCRIPT_RUN",
     "DEFAULT_SEND",
@@ -57,6 +58,9 @@ DEFAULT_RUN: Final = 30.0
 DEFAULT_TOOL_CALL: Final = 10.0
 DEFAULT_START: Final = 60.0
 DEFAULT_REQUEST: Final = 10.0
+# How long a resumable run's calls wait for a new host after theirs went (minutes: a
+# host process restarts, or a person comes back to answer an approval).
+DEFAULT_RESUME_GRACE: Final = 600.0
 # Stands for "no limit" where a library has no way to say it (tornado, nbclient).
 YEAR: Final = 365 * 24 * 3600.0
 # A script an agent wrote (ProgrammaticToolset, MCP): several tool calls in a row.

@@ -35,6 +35,7 @@ READY: ReadyBody = {
     "ipykernel": "7.1.0",
     "python": "3.11.7",
     "shell_replies": True,
+    "held_runs": [],
 }
 
 

@@ -87,7 +87,7 @@ async def test_closing_tells_the_kernel_on_control_before_leaving(transport: Fak
     async with ToolBridge(transport, [get_weather], extension="loaded"):
         pass
     close = await transport.host_said("close")
-    assert close.channel == "control" and close.body == {"reason": HOST_CLOSED}
+    assert close.channel == "control" and close.body == {"reason": HOST_CLOSED, "waiting": []}
     assert transport.closed
 
 

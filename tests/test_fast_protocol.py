@@ -45,6 +45,7 @@ SOUND_KERNEL_BODIES: dict[str, dict[str, Any]] = {
         "ipykernel": "7.1.0",
         "python": "3.11.7",
         "shell_replies": True,
+        "held_runs": [],
     },
     "calls": {
         "calls": [{"id": 1, "tool": "get_weather", "arguments": {"city": "Oslo"}}],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -128,6 +129,8 @@ class ToolBridge:
         self.max_in_flight = max_in_flight
         self.threads = ToolThreads(tool_threads)
         self.kernel_info: ReadyBody | None = None
+        # Resumable runs whose host went, that this host took over as it registered.
+        self.held_runs: list[str] = []
         self.comm_id = ""
         self.bad_messages = BadMessages(log, "host")
         self._registered = ""
@@ -138,8 +141,9 @@ class ToolBridge:
             approve, requires_approval, timeout=seconds("approval_timeout", approval_timeout)
         )
         self.calls = CallServer(
-            self, self._send, self._emit, self.threads, max_in_flight, self.approvals
+            self, self._send_noting_waits, self._emit, self.threads, max_in_flight, self.approvals
         )
+        self._waiting_calls: set[int] = set()  # said to wait (queued), not started yet
         self._tool_listeners: list[ToolEventListener] = []
         self._message_listeners: list[MessageListener] = []
         self._started = False
@@ -229,6 +233,7 @@ class ToolBridge:
         self._ready = asyncio.get_running_loop().create_future()
         self.comm_id = uuid.uuid4().hex
         self.calls.forget_answers()
+        self._waiting_calls.clear()
         self._refused = None
         if self.extension != "loaded":
             self._load_msg_id = self.transport.send(
@@ -291,11 +296,17 @@ class ToolBridge:
         if not self._started:
             return
         self._started = False
+        # The calls that wait here (for a thread, an approval) never start now, and the
+        # kernel hears which they are: a resumable run's go to the next host. This
+        # turn's notices leave first (they are sent at the end of a loop turn).
+        await asyncio.sleep(0)
+        waiting = sorted(self._waiting_calls)
+        self.cancel_calls("host_closed")
         if self.comm_id and not self._comm_refused():
             # Control reaches a kernel even while a cell runs there, and handles messages
             # in order: its reply to the probe says the close was seen before our
             # connection drops (which the kernel would take for a crash).
-            data, buffers = pack("close", {"reason": HOST_CLOSED})
+            data, buffers = pack("close", {"reason": HOST_CLOSED, "waiting": waiting})
             with contextlib.suppress(Exception):  # a kernel gone or hung is left behind
                 self.transport.send(
                     "control", "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
@@ -304,7 +315,6 @@ class ToolBridge:
                 await self._reply_to(
                     self.transport.send("control", "kernel_info_request", {}), timeout=1
                 )
-        self.cancel_calls("host_closed")
         if self._recovery is not None:
             self._recovery.cancel()
         self._rate_limits.stop()
@@ -497,6 +507,8 @@ class ToolBridge:
         self.calls.cancel(body["ids"], body["reason"])
 
     def on_ready(self, body: ReadyBody) -> None:
+        # Now, before the calls of those runs, which the kernel sends right after.
+        self.held_runs = list(dict.fromkeys([*self.held_runs, *body["held_runs"]]))
         self._resolve_ready(body)
 
     def on_error(self, body: ErrorBody) -> None:
@@ -565,6 +577,18 @@ class ToolBridge:
         self.transport.send(
             channel, "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers=buffers
         )
+
+    def _send_noting_waits(self, channel: Channel, message: Packed) -> None:
+        """Send a message of the call server, noting which calls wait (``close``
+        tells the kernel)."""
+        kind = message.data.get("type")
+        if kind in ("queued", "started"):
+            ids = json.loads(message.buffers[0])["ids"]
+            if kind == "queued":
+                self._waiting_calls.update(ids)
+            else:
+                self._waiting_calls.difference_update(ids)
+        self._send(channel, message)
 
     def _emit(self, parent_id: str | None, event: Event) -> None:
         for listener in self._tool_listeners:

@@ -188,6 +188,8 @@ class SyncToolKernel:
         restart = _blocking(ToolKernel.restart)
         interrupt = _blocking(ToolKernel.interrupt)
         decide = _blocking(ToolKernel.decide)
+        follow = _iterating(ToolKernel.follow)
+        join = _blocking(ToolKernel.join)
 
         def refuse_reentry(self) -> None: ...
 
@@ -208,6 +210,9 @@ class SyncToolKernel:
 
         @property
         def pending_approvals(self) -> list[ApprovalRequest]: ...
+
+        @property
+        def held_runs(self) -> list[str]: ...
 
 
 def _derive_blocking_api() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -21,8 +22,9 @@ from ..exceptions import (
     ReentrantExecutionError,
 )
 from ..kernels.base import KernelLifecycle, KernelLike, Reconnecting
-from ..protocol import install_modules_code
+from ..protocol import HOLD_METADATA, install_modules_code
 from ..timeouts import (
+    DEFAULT_RESUME_GRACE,
     USE_DEFAULT,
     Timeout,
     TimeoutLike,
@@ -163,6 +165,8 @@ class ToolKernel:
         self._lock = asyncio.Lock()
         self._dead = False
         self._gone: asyncio.Future[None] | None = None  # done once the kernel is gone
+        self._closing = False
+        self._ended_held: set[str] = set()  # held runs followed to their end
 
     @property
     def timeout(self) -> Timeout:
@@ -255,6 +259,8 @@ class ToolKernel:
             task.cancel()
 
     async def close(self) -> None:
+        self._closing = True
+        self._detach_resumable_runs()
         if self._gone is not None:
             self._gone.cancel()
             self._gone = None
@@ -368,6 +374,7 @@ class ToolKernel:
         tools: ToolsLike = None,
         timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
+        resumable: bool | float = False,
     ) -> ExecutionResult:
         """Run code; returns its output, error and tool calls. Never raises for the
         code's own errors: check ``result.ok`` or call ``result.raise_for_error()``.
@@ -378,12 +385,15 @@ class ToolKernel:
             timeout: seconds this run may take (``None``: no limit; ``USE_DEFAULT``:
                 the kernel's ``timeout.run``; a ``Timeout``: its ``run``).
             silent: run without history or displayed results.
+            resumable: let the run outlive this host (see ``stream``).
 
         Returns:
             The run's output, error and tool calls.
         """
         result: ExecutionResult | None = None
-        async for event in self.stream(code, tools=tools, timeout=timeout, silent=silent):
+        async for event in self.stream(
+            code, tools=tools, timeout=timeout, silent=silent, resumable=resumable
+        ):
             if isinstance(event, ExecutionFinished):
                 result = event.result
         assert result is not None
@@ -397,6 +407,7 @@ class ToolKernel:
         tools: ToolsLike = None,
         timeout: TimeoutLike = USE_DEFAULT,
         silent: bool = False,
+        resumable: bool | float = False,
     ) -> AsyncGenerator[Event, None]:
         """Run code, yielding output and tool-call events live; the last one is
         ``ExecutionFinished`` with the result. Leaving early interrupts the run: wrap
@@ -409,12 +420,19 @@ class ToolKernel:
                 kept (``None``: no limit; ``USE_DEFAULT``: the kernel's
                 ``timeout.run``; a ``Timeout``: its ``run``).
             silent: run without history or displayed results.
+            resumable: let the run outlive this host: should this process die or
+                close while the run waits on a tool call, the kernel keeps the calls
+                this host never started waiting, for ``True``:
+                ``DEFAULT_RESUME_GRACE`` (600) seconds or the number given, for the
+                next host that attaches with those tools (it ``follow``s or ``join``s
+                the run). Leaving this stream early still interrupts the run.
 
         Yields:
             Output and tool-call events, then ``ExecutionFinished``.
         """
         self.refuse_reentry()
         limit = run_seconds(timeout, self.timeout.run)
+        grace = _grace(resumable)
         async with self._lock:
             if self._lost_connection():
                 await self._come_back()
@@ -444,8 +462,9 @@ class ToolKernel:
                     "allow_stdin": False,
                     "stop_on_error": True,
                 },
+                metadata=None if grace is None else {HOLD_METADATA: {"grace": grace}},
             )
-            run = self._runs[msg_id] = _Run(msg_id)
+            run = self._runs[msg_id] = _Run(msg_id, resumable=grace is not None)
             finisher = asyncio.create_task(self._finish(run, limit))
             try:
                 while True:
@@ -454,11 +473,14 @@ class ToolKernel:
                     if isinstance(event, ExecutionFinished):
                         break
             finally:
-                if not finisher.done():
+                if not finisher.done() and run.detached:
+                    finisher.cancel()  # closed: the run goes on, held for another host
+                elif not finisher.done():
                     run.leave()
                     bridge.calls.cancel_approvals(msg_id, "cancelled")
                     await self._interrupt_quietly()
-                await finisher
+                with contextlib.suppress(asyncio.CancelledError):
+                    await finisher
                 self._runs.pop(msg_id, None)
 
     async def _finish(self, run: _Run, timeout: float | None) -> None:
@@ -523,22 +545,120 @@ class ToolKernel:
             )
 
     def _on_message(self, channel: str, msg: dict[str, Any]) -> None:
-        run = self._runs.get(msg["parent_header"].get("msg_id", ""))
+        run = self._run_of(msg["parent_header"].get("msg_id", ""))
         if run is not None:
             run.handle(channel, msg)
 
     def _on_tool_event(self, parent_id: str | None, event: Event) -> None:
-        run = self._runs.get(parent_id or "")
+        run = self._run_of(parent_id or "")
         if run is None and len(self._runs) == 1:
             run = next(iter(self._runs.values()))  # a call made from a thread or callback
         if run is not None:
             run.on_tool_event(event)
 
+    # -- resumable runs: taking over a run whose host went ------------------------------
+
+    @property
+    def held_runs(self) -> list[str]:
+        """The resumable runs this host took over as it attached (their host went
+        while they waited), not yet followed to their end: ``follow`` or ``join``
+        each."""
+        bridge = self._bridge
+        runs = bridge.held_runs if bridge is not None else []
+        return [run for run in runs if run not in self._ended_held]
+
+    def _run_of(self, run_id: str) -> _Run | None:
+        """The run a message belongs to; a held run's collector is made at its first
+        message (its calls come as soon as the kernel has confirmed this host)."""
+        run = self._runs.get(run_id)
+        if run is None and run_id and run_id in self.held_runs:
+            run = self._runs[run_id] = _Run(run_id, followed=True)
+        return run
+
+    async def follow(self, run_id: str) -> AsyncGenerator[Event, None]:
+        """The events of a held run (see ``held_runs``) from the time this host
+        attached: its output and this host's tool calls, then ``ExecutionFinished``.
+
+        The run's ``execute_reply`` went to the host that started it, so its end is
+        read from iopub (the kernel going idle for it); output published while no
+        host was attached is not replayed. It has no run timeout here: wrap it in
+        ``asyncio.timeout`` to stop waiting (the run goes on).
+
+        Args:
+            run_id: a run id from ``held_runs``.
+
+        Yields:
+            Output and tool-call events, then ``ExecutionFinished``.
+
+        Raises:
+            ValueError: ``run_id`` is not a held run of this host.
+        """
+        run = self._run_of(run_id)
+        if run is None or not run.followed:
+            raise ValueError(
+                f"{run_id!r} is not a held run of this kernel; held runs: {self.held_runs}"
+            )
+        finisher = asyncio.ensure_future(self._finish_followed(run))
+        try:
+            while True:
+                event = await run.events.get()
+                yield event
+                if isinstance(event, ExecutionFinished):
+                    break
+        finally:
+            finisher.cancel()
+            if run.done.done() or finisher.done():
+                self._ended_held.add(run_id)
+                self._runs.pop(run_id, None)
+
+    async def join(self, run_id: str) -> ExecutionResult:
+        """Wait for a held run (see ``held_runs``) to end; returns its result.
+
+        Args:
+            run_id: a run id from ``held_runs``.
+
+        Returns:
+            Its result: output since this host attached, the tool calls this host
+            served, and its error, if any.
+        """
+        result: ExecutionResult | None = None
+        async for event in self.follow(run_id):
+            if isinstance(event, ExecutionFinished):
+                result = event.result
+        assert result is not None
+        return result
+
+    async def _finish_followed(self, run: _Run) -> None:
+        """A followed run ends by itself or with the kernel: no timeout of ours."""
+        if not run.finished:
+            run.finish(await self._wait(run, None, leaving=False))
+
+    def _detach_resumable_runs(self) -> None:
+        """This host closes: each resumable run it streams ends here (its stream ends),
+        and goes on in the kernel, held for the next host."""
+        for run in list(self._runs.values()):
+            if run.resumable and not run.finished:
+                run.detached = True
+                run.finish("detached")
+
+
+def _grace(resumable: bool | float) -> float | None:
+    """Seconds a resumable run waits for a host (None: not resumable)."""
+    if resumable is False:
+        return None
+    if resumable is True:
+        return DEFAULT_RESUME_GRACE
+    if isinstance(resumable, (int, float)) and resumable > 0 and math.isfinite(resumable):
+        return float(resumable)
+    raise ValueError(
+        f"resumable must be True, False or a positive number of seconds, not {resumable!r}"
+    )
+
 
 class _Run:
     """Collects one execution's messages into events and a result."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, *, resumable: bool = False, followed: bool = False) -> None:
         self.run_id = run_id
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -555,6 +675,11 @@ class _Run:
         self.interrupted_by_host = False
         self.left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.output_dropped = False
+        self.resumable = resumable
+        # A held run taken over: its execute_reply went to the host that started it.
+        self.followed = followed
+        self.detached = False  # its host closed; it goes on in the kernel
+        self.finished = False
 
     def leave(self) -> None:
         """The caller left the run early: the host interrupts it."""
@@ -592,7 +717,9 @@ class _Run:
             self.execution_count = content.get("execution_count")
             if content.get("status") == "error" and self.error is None:
                 self.error = _run_error(content)
-        if self.idle and self.replied and not self.done.done():
+        elif msg_type == "execute_input" and self.followed:
+            self.execution_count = content.get("execution_count")
+        if self.idle and (self.replied or self.followed) and not self.done.done():
             self.done.set_result(None)
 
     def _update_display(self, content: dict[str, Any]) -> None:
@@ -622,8 +749,21 @@ class _Run:
             self.events.put_nowait(event)
 
     def finish(self, outcome: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
         error = self.error
-        if outcome in ("died", "stuck"):
+        if outcome == "detached":
+            error = RunError(
+                kind="cancelled",
+                ename="HostClosedError",
+                evalue=(
+                    "this host closed while the run went on; it is held in the kernel "
+                    "for the next host (follow or join it there)"
+                ),
+                traceback="",
+            )
+        elif outcome in ("died", "stuck"):
             what = (
                 "the kernel died while running this code"
                 if outcome == "died"

@@ -104,6 +104,15 @@ def publish_comm_msg(
     )
 
 
+def open_comm(msg: dict[str, Any]) -> None:
+    """Open a comm as ipykernel's shell handler for ``comm_open`` does (the stream and
+    identity it is given go unused), for a message taken off the shell socket."""
+    import comm
+
+    manager: Any = comm.get_comm_manager()
+    manager.comm_open(None, None, msg)
+
+
 def flush_pending_output() -> None:
     """Publish buffered ``print`` output now, so that it stays ahead of a tool call.
 
@@ -210,10 +219,15 @@ class ShellInterception:
         wanted: Wanted,
         handle: MessageHandler,
         on_peer_gone: Callable[[str], None],
+        opens: tuple[str, MessageHandler] | None = None,
     ) -> None:
         self.kernel = kernel
         self.wanted = wanted
         self.handle = handle
+        # (comm target, handler): comm_opens of that target are taken here too, so that
+        # a host can register while a cell runs (on ipykernel 6, ipykernel's own
+        # comm_open handler waits behind the cell; a held run's next host cannot wait).
+        self.opens = opens
         self.on_peer_gone = on_peer_gone
         self.installed = threading.Event()
         self.check = _wire.SignatureCheck(kernel.session)
@@ -255,7 +269,10 @@ class ShellInterception:
                 msg = self._take(frames)
                 if msg is None:
                     return original(frames)
-                _handle_safely(self.handle, msg, "shell")
+                if msg["header"]["msg_type"] == "comm_open" and self.opens is not None:
+                    _handle_safely(self.opens[1], msg, "shell")
+                else:
+                    _handle_safely(self.handle, msg, "shell")
                 return None
 
             on_shell_recv._progtc_wrapped = True  # type: ignore[attr-defined]
@@ -290,9 +307,11 @@ class ShellInterception:
             return
         with contextlib.suppress(zmq.ZMQError):  # EAGAIN: none left
             while True:
-                self._on_disconnect(self._monitor.socket.recv_multipart(zmq.NOBLOCK))
+                frames = self._monitor.socket.recv_multipart(zmq.NOBLOCK)
+                # Not reading the shell socket from here: a message is being taken.
+                self._on_disconnect(frames, read_pending=False)
 
-    def _on_disconnect(self, frames: list[bytes]) -> None:
+    def _on_disconnect(self, frames: list[bytes], read_pending: bool = True) -> None:
         from zmq.utils.monitor import parse_monitor_message
 
         fd = int(parse_monitor_message(frames)["value"])
@@ -301,7 +320,19 @@ class ShellInterception:
             return
         identity = self._senders.pop(fd, None)
         if identity is not None:
+            if read_pending:
+                self._read_pending()
             self.on_peer_gone(identity)
+
+    def _read_pending(self) -> None:
+        """Take in what the shell socket holds before acting on a disconnect: the gone
+        host's last words may be among it (a ``queued`` notice decides whether a
+        resumable run's call may be sent to the next host). On the stream's thread,
+        through the stream itself: a read of its socket behind its back would take the
+        socket's edge-triggered readiness signal, and the stream would sleep on."""
+        stream: Any = self.stream
+        if stream is not None and not stream.closed():
+            stream.flush(zmq.POLLIN)
 
     def _watch_disconnects(self, stream: Any) -> None:
         from zmq.eventloop.zmqstream import ZMQStream
@@ -340,12 +371,26 @@ class ShellInterception:
         try:
             _, rest = session.feed_identities(frames, copy=False)
             head = _wire.head_of(rest)
-            if session.unpack(head[1]).get("msg_type") != "comm_msg":
+            header = session.unpack(head[1])
+            msg_type = header.get("msg_type")
+            if msg_type not in ("comm_msg", "comm_open"):
                 return None
             content = session.unpack(head[4])
-            if not (isinstance(content, dict) and self.wanted(content.get("comm_id"))):
+            if not (isinstance(content, dict) and self._ours(msg_type, content)):
                 return None
             self.check(head)
+            parent = session.unpack(head[2]) if msg_type == "comm_open" else {}
         except Exception:  # unreadable (RecursionError too), unsigned, or not ours
             return None  # let ipykernel see it, and complain about it if it must
-        return {"content": content, "buffers": [memoryview(f) for f in rest[5:]]}
+        return {
+            "header": header,
+            "parent_header": parent,
+            "metadata": {},
+            "content": content,
+            "buffers": [memoryview(f) for f in rest[5:]],
+        }
+
+    def _ours(self, msg_type: str, content: dict[str, Any]) -> bool:
+        if msg_type == "comm_open":
+            return self.opens is not None and content.get("target_name") == self.opens[0]
+        return self.wanted(content.get("comm_id"))

@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import (
@@ -68,10 +69,26 @@ _Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
 class PendingCall:
     """One call, from the line that made it to its result."""
 
-    __slots__ = ("deadline", "future", "id", "loop", "parent", "request", "tool", "wakeup")
+    __slots__ = (
+        "deadline",
+        "future",
+        "id",
+        "loop",
+        "owner",
+        "parent",
+        "queued",
+        "request",
+        "tool",
+        "wakeup",
+    )
 
     def __init__(
-        self, call_id: int, tool: str, arguments: dict[str, Any], parent: dict[str, Any]
+        self,
+        call_id: int,
+        tool: str,
+        arguments: dict[str, Any],
+        parent: dict[str, Any],
+        owner: KernelBridge,
     ) -> None:
         self.id = call_id
         self.tool = tool
@@ -82,6 +99,10 @@ class PendingCall:
         except (TypeError, ValueError) as exc:
             raise ToolArgumentError(tool, "TypeError", _unsendable(exc)) from None
         self.parent = parent
+        # The bridge that has the call now: a held call moves to the next host.
+        self.owner = owner
+        # The host said the call waits (for a thread, or an approval) and has not run.
+        self.queued = False
         self.loop: asyncio.AbstractEventLoop | None = None  # where it is awaited, if it is
         self.deadline: float | None = None
         self.future: _Future | None = None
@@ -158,7 +179,9 @@ class KernelBridge:
         """A call, checked and encoded, not sent yet."""
         if self.closed_reason is not None:
             raise HostDisconnectedError(tool, "HostDisconnectedError", self.closed_reason)
-        return PendingCall(next(self._ids), tool, arguments, _ipykernel.parent_header(self.kernel))
+        return PendingCall(
+            next(self._ids), tool, arguments, _ipykernel.parent_header(self.kernel), self
+        )
 
     async def call_async(self, call: PendingCall) -> Any:
         __tracebackhide__ = True
@@ -168,7 +191,7 @@ class KernelBridge:
             self._start(call)
             return await future
         except asyncio.CancelledError:
-            self._cancel(call)
+            call.owner._cancel(call)
             raise
         except ToolError as error:
             raise error.with_traceback(None) from None  # the caller's frames only
@@ -186,7 +209,7 @@ class KernelBridge:
                 self._start(call)
                 self._sleep_until_done(call, future, wakeup)
         except BaseException as exc:
-            self._cancel(call)
+            call.owner._cancel(call)
             # Ctrl-C lands inside concurrent.futures and threading: show no such frames.
             raise exc.with_traceback(None) from None
         error = future.exception()
@@ -208,7 +231,7 @@ class KernelBridge:
             deadline = call.deadline
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                self._expire(call)
+                call.owner._expire(call)
                 return
             if on_windows_main:
                 left = WINDOWS_WAKE_INTERVAL if left is None else min(left, WINDOWS_WAKE_INTERVAL)
@@ -379,6 +402,7 @@ class KernelBridge:
             for call_id in ids:
                 call = self._in_flight.get(call_id)
                 if call is not None:
+                    call.queued = queued
                     call.deadline = (
                         None if queued or not self.tool_timeout else now + self.tool_timeout
                     )
@@ -407,17 +431,43 @@ class KernelBridge:
             else:
                 future.set_result(value)
 
-    def close(self, reason: str) -> None:
-        """The host is gone: fail every pending call and refuse new ones."""
+    def close(
+        self, reason: str, held: Callable[[PendingCall], bool] | None = None
+    ) -> list[PendingCall]:
+        """The host is gone: refuse new calls, and fail the pending ones, except the
+        calls of held runs (``held``) that the host never started: those are
+        returned, to be sent to the next host. A held run's call the host may have
+        been running fails, saying so: it is not sent again, so it never runs twice."""
         self.closed_reason = reason
         with self._lock:
-            pending = list(self._in_flight.values()) + list(self._waiting)
+            in_flight = list(self._in_flight.values())
+            waiting = list(self._waiting)
             self._in_flight.clear()
             self._waiting.clear()
-        for call in pending:
+        kept: list[PendingCall] = []
+        for call in waiting + in_flight:
+            if held is None or not held(call):
+                message = reason
+            elif call.queued or call in waiting:
+                kept.append(call)
+                continue
+            else:
+                message = f"{reason}; {MAY_HAVE_RUN}"
             self._settle(
-                call, error=HostDisconnectedError(call.tool, "HostDisconnectedError", reason)
+                call, error=HostDisconnectedError(call.tool, "HostDisconnectedError", message)
             )
+        return kept
+
+    def take_calls(self, calls: list[PendingCall]) -> None:
+        """Send these calls of held runs, whose host went, to this host. They are
+        numbered afresh: ids are this connection's own."""
+        with self._lock:
+            for call in sorted(calls, key=lambda call: call.id):
+                call.id = next(self._ids)
+                call.request = _renumbered(call.request, call.id)
+                call.owner = self
+                self._waiting.append(call)
+        self._pump()
 
     def _expire(self, call: PendingCall) -> None:
         message = f"no result within {self.tool_timeout:g} s (the tool-call timeout)"
@@ -566,6 +616,17 @@ def _checked_tools(specs: Any) -> dict[str, ToolSpec]:
             raise ValueError(f"tool {name!r}: unusable signature ({exc!r:.80})") from None
         tools[name] = spec
     return tools
+
+
+MAY_HAVE_RUN = (
+    "the call may or may not have run there (the host had it and had not said it was "
+    "waiting), so it is not sent again to another host"
+)
+
+
+def _renumbered(request: bytes, call_id: int) -> bytes:
+    """A call request (``_dumps`` of a ``CallRequest``: its ``id`` first) with a new id."""
+    return b'{"id":%d,%s' % (call_id, request[request.index(b",") + 1 :])
 
 
 def _is_number(value: Any) -> bool:

@@ -7,7 +7,9 @@ comm is one ``KernelBridge``. With several hosts, ``tools`` offers every tool an
 of them serves, and a call goes to the host whose client ran the current cell if
 that host serves the tool, else to the most recently connected host that does (so
 a host attached for a notebook serves the cells the notebook's frontend runs). A
-host that disconnects (its socket closes, even without a word) is forgotten at once.
+host that disconnects (its socket closes, even without a word) is forgotten at once,
+except for the calls of resumable runs it never started: those wait for the next host
+(``held.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from ..protocol import (
 )
 from . import _ipykernel, tracebacks
 from .bridge import KernelBridge
+from .held import HeldRuns
+from .held import grace_of as held_grace
 from .tools_module import ToolsModule
 from .tools_module import describe as describe_tools
 
@@ -60,6 +64,7 @@ class Extension:
         self.bad_messages = BadMessages(log, "kernel")
         self.routes: Counter[str] = Counter()  # which route brought each host message
         self.interrupt_wakeup = _ipykernel.InterruptWakeup()
+        self.held: HeldRuns | None = None  # made with the first resumable run
         self._replaced_tools = sys.modules.get("tools")
 
     def load(self) -> None:
@@ -70,6 +75,8 @@ class Extension:
         # Now if loaded by a cell, else before the first cell (the loop runs by then).
         self.interrupt_wakeup.install()
         self.kernel.shell.events.register("pre_execute", self.interrupt_wakeup.install)
+        self.kernel.shell.events.register("pre_execute", self.on_run_start)
+        self.kernel.shell.events.register("post_execute", self.on_run_end)
         if self._replaced_tools is not None:
             log.warning(
                 "progtc_kernel: the module 'tools' now refers to host tools, shadowing %r",
@@ -84,9 +91,11 @@ class Extension:
         tracebacks.uninstall(self.kernel.shell)
         comm.get_comm_manager().unregister_target(COMM_TARGET, self.on_open)
         self.kernel.shell.events.unregister("pre_execute", self.interrupt_wakeup.install)
+        self.kernel.shell.events.unregister("pre_execute", self.on_run_start)
+        self.kernel.shell.events.unregister("post_execute", self.on_run_end)
         self.interrupt_wakeup.uninstall()
         for comm_id in list(self.bridges):
-            self.close(comm_id, "the progtc_kernel extension was unloaded")
+            self.close(comm_id, "the progtc_kernel extension was unloaded", hold=False)
         if sys.modules.get("tools") is self.tools:
             del sys.modules["tools"]
             if self._replaced_tools is not None:
@@ -99,19 +108,26 @@ class Extension:
         """The connected hosts in the order calls prefer them: the host whose client
         ran the current cell, then the others, most recently connected first."""
         newest_first = list(self.bridges.values())[::-1]  # one C-level copy: thread-safe
-        if len(newest_first) < 2:
-            return newest_first
-        session = _ipykernel.parent_session(self.kernel)
-        return sorted(newest_first, key=lambda bridge: bridge.host_session != session)
+        if len(newest_first) >= 2:
+            session = _ipykernel.parent_session(self.kernel)
+            newest_first.sort(key=lambda bridge: bridge.host_session != session)
+        if self.held is not None and self.held.current_run_held():
+            # Last: a call of a held run that no attached host serves waits for one.
+            newest_first.append(self.held)
+        return newest_first
 
     # -- comm events ----------------------------------------------------------------
 
     def on_open(self, comm: Any, msg: dict[str, Any]) -> None:
         version, _ = _routing(msg["content"].get("data")) or (0, "")
-        parent = _ipykernel.parent_header(self.kernel)
+        parent = msg  # the request this answers (as ipykernel's parent header is)
         if self.shell is None:
             self.shell = _ipykernel.ShellInterception(
-                self.kernel, self.owns, self.on_message, self.on_host_gone
+                self.kernel,
+                self.owns,
+                self.on_message,
+                self.on_host_gone,
+                opens=(COMM_TARGET, self.open_from_shell),
             )
         shell = self.shell
         bridge = KernelBridge(
@@ -148,11 +164,18 @@ class Extension:
                 "ipykernel": _ipykernel.ipykernel_version(),
                 "python": platform.python_version(),
                 "shell_replies": shell_replies,
+                "held_runs": self.held.orphaned_runs() if self.held is not None else [],
             }
             bridge.send(pack("ready", body), parent)
+            if self.held is not None:  # after ready: the host takes calls from now on
+                self.held.hand_over(bridge)
 
         # Ready only once replies can take the shell route: the host may use it next.
         shell.when_installed(ready)
+
+    def open_from_shell(self, msg: dict[str, Any], route: str) -> None:
+        """A host's comm_open, taken off the shell socket (a cell may be running)."""
+        _ipykernel.open_comm(msg)
 
     def on_message(self, msg: dict[str, Any], route: str) -> None:
         """A host message, from whichever thread (route) brought it.
@@ -219,7 +242,10 @@ class Extension:
         elif msg_type == "resume":
             bridge.resend_in_flight()
         elif msg_type == "close":
-            self.close(bridge.comm_id, cast(CloseBody, body)["reason"] or HOST_CLOSED)
+            close = cast(CloseBody, body)
+            # Said here, not left to the notices: those may come on another channel.
+            bridge.mark_queued(close.get("waiting", []), True)
+            self.close(bridge.comm_id, close["reason"] or HOST_CLOSED)
         else:  # register: it comes with the comm_open, once
             self._refuse(bridge, "bad 'register' message", "register only by opening a comm")
 
@@ -229,16 +255,40 @@ class Extension:
         self.bad_messages.report(kind, message)
         bridge.send(pack("error", _refusal(message)))
 
+    # -- resumable runs (see held.py) -----------------------------------------------
+
+    def on_run_start(self, *_: object) -> None:
+        """(IPython's pre_execute.) A run that asks to be resumable is held from now."""
+        parent = _ipykernel.parent_header(self.kernel)
+        if self.held is None and held_grace(parent) is not None:
+            self.held = HeldRuns(self.kernel, _ipykernel.event_loop(self.kernel))
+        if self.held is not None:
+            self.held.run_starts(parent)
+
+    def on_run_end(self, *_: object) -> None:
+        if self.held is not None:
+            self.held.run_ends(_ipykernel.parent_header(self.kernel))
+
     def on_host_gone(self, session: str) -> None:
         """A client's shell connection closed: forget the hosts it was."""
         for comm_id, bridge in list(self.bridges.items()):
             if bridge.host_session == session:
                 self.close(comm_id, HOST_GONE)
 
-    def close(self, comm_id: str, reason: str) -> None:
+    def close(self, comm_id: str, reason: str, *, hold: bool = True) -> None:
+        """Forget a host. The calls of held runs it never started wait for the next
+        host (``hold``), whether it left without a word or said ``close``: a run
+        started as resumable outlives the host that started it, either way."""
         bridge = self.bridges.pop(comm_id, None)
+        held = self.held if hold else None
         if bridge is not None:
-            bridge.close(reason)
+            if held is not None:  # first: the code goes on as soon as a call fails
+                held.host_leaves(bridge)
+            kept = bridge.close(reason, held.holds_call if held is not None else None)
+            if held is not None:
+                held.keep(kept)
+                for other in list(self.bridges.values()):
+                    held.hand_over(other)
         comm = self.comms.pop(comm_id, None)
         if comm is not None and reason != HOST_CLOSED:
             # Say so on iopub (and forget the comm): a host whose connection came back
