@@ -333,7 +333,7 @@ class CodeModeToolset(AbstractToolset[Any]):
         return ToolReturn(
             return_value=_returned(result),
             content=f"The script printed:\n{printed}" if printed else None,
-            metadata={"stdout": result.stdout, "stderr": result.stderr, "outputs": result.outputs},
+            metadata={"stdout": result.stdout, "stderr": result.stderr},
         )
 
     def _resumed(self, call_id: str, ctx: RunContext[Any]) -> _LiveScript | None:
