@@ -179,6 +179,30 @@ async def test_a_long_text_output_is_cut_saying_so(kernel_python: str) -> None:
     )
 
 
+@pytest.mark.fast
+def test_the_notice_counts_what_was_left_out_and_says_sizes_as_people_do() -> None:
+    from progtc_kernel import Output
+    from progtc_kernel.toolset.outputs import script_outputs
+
+    big_png = base64.b64encode(b"\x89PNG" + bytes(3_100_000)).decode()
+    outputs = [
+        Output(kind="display_data", data={"image/png": big_png, "text/plain": "<Figure>"}),
+        Output(kind="display_data", data={"text/html": "<p>" + "x" * 2_000_000 + "</p>"}),
+        Output(kind="display_data", data={"text/plain": "kept"}),
+    ]
+
+    kept, left_out = script_outputs(
+        outputs, max_bytes=1_000_000, max_total_bytes=3_000_000, max_chars=3_000_000
+    )
+
+    assert kept == [ScriptOutput(mime_type="text/plain", text="kept")]
+    assert left_out == (
+        "[1 image and 1 text output the script displayed were left out (5.1 MB), each over "
+        "the 1 MB limit per output: display smaller ones (fewer pixels, a lower dpi, fewer "
+        "rows) or return the data in the dict]"
+    )
+
+
 # -- MCP: image content blocks, from a real progtc-kernel mcp -------------------------
 
 
@@ -212,13 +236,15 @@ async def test_an_mcp_client_gets_the_chart_as_an_image_block(kernel_python: str
     assert result.content[1].text == "The script printed:\ndrawn\n"  # type: ignore[union-attr]
 
 
-def test_the_mcp_limits_take_a_whole_number_of_bytes() -> None:
+@pytest.mark.fast
+def test_the_mcp_limits_take_a_whole_number_of_bytes(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("mcp", reason="the MCP SDK is an optional extra")
-    from .test_cli import progtc_kernel
+    from progtc_kernel.cli import main
 
-    refused = progtc_kernel("mcp", "--max-output-bytes", "1MB")
-    assert refused.returncode == 2
-    assert "'1MB': give a whole number of bytes, 1 or more" in " ".join(refused.stderr.split())
+    assert main(["mcp", "--max-output-bytes", "1MB"]) == 2
+    assert "'1MB': give a whole number of bytes, 1 or more" in " ".join(
+        capsys.readouterr().err.split()
+    )
 
 
 # -- pydantic-ai: BinaryContent in the tool return ------------------------------------
