@@ -89,6 +89,7 @@ def toolset_on(kernel_python: str, **options: Any) -> ProgrammaticToolset:
 # -- Python: ScriptResult.outputs -----------------------------------------------------
 
 
+@pytest.mark.ipykernel_lines
 async def test_what_a_script_displays_comes_back_in_order_beside_its_value(
     kernel_python: str,
 ) -> None:
@@ -110,8 +111,10 @@ async def test_what_a_script_displays_comes_back_in_order_beside_its_value(
     assert "`display(...)`" in " ".join(instructions.split())
 
 
-async def test_a_matplotlib_figure_left_open_comes_back_as_a_png() -> None:
-    line = selected_lines()[-1]
+# ipykernel shows a cell's figures on IPython's post_execute, which each line fires
+# (differently) for a silent run too: a script runs silently.
+@pytest.mark.parametrize("line", selected_lines(), ids=lambda line: f"ipykernel-{line}")
+async def test_a_matplotlib_figure_left_open_comes_back_as_a_png(line: str) -> None:
     python = build_env(f"ipykernel-{line}-matplotlib", ["-e", str(ROOT), LINES[line], "matplotlib"])
     script = """\
 import matplotlib.pyplot as plt
