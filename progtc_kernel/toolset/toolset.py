@@ -125,15 +125,15 @@ class ProgrammaticToolset:
         max_output_chars: How much of what a script prints is returned.
         max_result_chars: How much of the JSON of what ``run()`` returns is passed on (a
             model's context holds little); a longer one is cut, and the cut said.
-        returns_printed_text: Whether the caller passes what a script prints and
-            displays on to the model (``run_script``'s ``stdout`` and ``outputs``, as
-            the MCP server and ``CodeModeToolset`` do); ``execute_tool_script`` alone
-            returns only the JSON. The instructions say which.
         max_output_bytes: The most bytes one displayed output (an image, an HTML
             table) may have to be returned (default 1 MB); a bigger one is left out,
             and ``outputs_left_out`` says so.
         max_total_output_bytes: The most bytes all of a script's displayed outputs may
             have (default 3 MB); those past it are left out, and said.
+        returns_printed_text: Whether the caller passes what a script prints and
+            displays on to the model (``run_script``'s ``stdout`` and ``outputs``, as
+            the MCP server and ``CodeModeToolset`` do); ``execute_tool_script`` alone
+            returns only the JSON. The instructions say which.
         approve: Decides each call that needs approval (an ``Approver``: takes an
             ``ApprovalRequest``, returns an ``Approval``, async or not); the call waits
             meanwhile. ``None``: calls wait for ``kernel.decide(...)``. A denied call
@@ -162,11 +162,11 @@ class ProgrammaticToolset:
         fresh_namespace: bool = True,
         max_output_chars: int = 20_000,
         max_result_chars: int = MAX_RESULT_CHARS,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_total_output_bytes: int = MAX_TOTAL_OUTPUT_BYTES,
         returns_printed_text: bool = False,
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
-        max_output_bytes: int = MAX_OUTPUT_BYTES,
-        max_total_output_bytes: int = MAX_TOTAL_OUTPUT_BYTES,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
