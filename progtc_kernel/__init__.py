@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from .kernels.local import LocalKernel
     from .progtc.client import AsyncProgtcClient
     from .timeouts import USE_DEFAULT, Timeout
-    from .toolset import ProgrammaticToolset, ScriptResult
+    from .toolset import ProgrammaticToolset, ScriptOutput, ScriptResult
 
 __all__ = [
     "USE_DEFAULT",
@@ -101,6 +101,7 @@ __all__ = [
     "RequiresApproval",
     "RunError",
     "ScriptError",
+    "ScriptOutput",
     "ScriptResult",
     "ScriptTimeoutError",
     "ServerError",
@@ -178,7 +179,7 @@ _HOMES = {
     ".kernels.base": ["KernelLifecycle", "KernelLike", "Transport"],
     ".kernels.local": ["LocalKernel"],
     ".kernels.jupyter_server": ["JupyterServer", "RemoteKernel"],
-    ".toolset": ["ProgrammaticToolset", "ScriptResult"],
+    ".toolset": ["ProgrammaticToolset", "ScriptOutput", "ScriptResult"],
     ".integrations.nbclient": ["execute_notebook", "NotebookExecutionError"],  # [notebook]
     ".progtc.client": ["AsyncProgtcClient"],
     ".timeouts": ["Timeout", "USE_DEFAULT"],

@@ -80,6 +80,19 @@ def add_parser(commands: Subcommands) -> None:
         help="cut the JSON a script returns after N characters, saying so (default: 200,000)",
     )
     mcp.add_argument(
+        "--max-output-bytes",
+        type=_byte_count,
+        metavar="N",
+        help="leave out an image or other output a script displays past N bytes, "
+        "saying so (default: 1,000,000)",
+    )
+    mcp.add_argument(
+        "--max-total-output-bytes",
+        type=_byte_count,
+        metavar="N",
+        help="leave out what a script displays past N bytes in all, saying so (default: 3,000,000)",
+    )
+    mcp.add_argument(
         "--python", metavar="PATH", help="the local kernel's interpreter (default: this one)"
     )
     mcp.add_argument(
@@ -97,6 +110,15 @@ def add_parser(commands: Subcommands) -> None:
     )
     mcp.add_argument("--kernel-name", metavar="NAME", help="the kernelspec to start")
     mcp.set_defaults(handler=command)
+
+
+def _byte_count(text: str) -> int:
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a whole number of bytes, 1 or more"
+        ) from None
 
 
 def _positive_int(text: str) -> int:
@@ -153,4 +175,11 @@ def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
         "supported_modules": args.modules,
         "max_tool_calls": args.max_tool_calls,
         **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
+        **_given(args, "max_output_bytes", "max_total_output_bytes"),
     }
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options among ``names`` given on the command line (the others keep their
+    defaults)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}

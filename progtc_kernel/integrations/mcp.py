@@ -3,7 +3,11 @@
 * ``serve_stdio(toolset)``: an MCP server on stdin/stdout with the contract's two
   tools and their input and output schemas. A script's value comes back as
   ``{"returnValue": "<JSON>"}`` (with the JSON as text too); what it printed as a
-  second text block; a contract error as a tool error whose text starts with the
+  second text block; what it displayed after that, in order: images as image
+  blocks (base64, as MCP carries them), HTML, markdown and other text as text blocks
+  saying their type (MCP has no block for them: an embedded resource is for data a
+  client keeps, not for the model to read), then the notice of the outputs left out
+  past the size limits; a contract error as a tool error whose text starts with the
   exception's type (``ValueError: ...``).
 * ``upstream_tools(stack, command)``: connects to an MCP server ("code mode" for
   any of them) and offers its tools as host tools, with their input and output
@@ -24,6 +28,7 @@ names the ``pip install`` that fixes it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import secrets
@@ -50,6 +55,7 @@ try:
         ElicitRequest,
         ElicitRequestFormParams,
         ElicitResult,
+        ImageContent,
         InputRequiredResult,
         ListToolsResult,
         PaginatedRequestParams,
@@ -69,6 +75,7 @@ from ..host.tools import Tool, ToolRegistry
 from ..timeouts import MCP_TIMEOUT, USE_DEFAULT, TimeoutLike, resolve
 from ..toolset import ProgrammaticToolset
 from ..toolset.environment import ENVIRONMENT_SCHEMA
+from ..toolset.outputs import MAX_OUTPUT_BYTES, MAX_TOTAL_OUTPUT_BYTES
 from ..toolset.toolset import MAX_RESULT_CHARS, ScriptResult, error_text
 
 if TYPE_CHECKING:
@@ -180,7 +187,24 @@ def _script_result(result: ScriptResult) -> CallToolResult:
     printed = "".join(part for part in (result.stdout, result.stderr) if part)
     if printed:
         content.append(TextContent(type="text", text=f"The script printed:\n{printed}"))
+    content.extend(_output_blocks(result))
     return CallToolResult(structured_content={"returnValue": result.json_text}, content=content)
+
+
+def _output_blocks(result: ScriptResult) -> list[ContentBlock]:
+    """What the script displayed, as content blocks the model sees: images as images,
+    text forms as text saying their type; then what was left out, said."""
+    blocks: list[ContentBlock] = [
+        ImageContent(
+            type="image", data=base64.b64encode(output.data).decode(), mime_type=output.mime_type
+        )
+        if output.is_image
+        else TextContent(type="text", text=output.described())
+        for output in result.outputs
+    ]
+    if result.outputs_left_out:
+        blocks.append(TextContent(type="text", text=result.outputs_left_out))
+    return blocks
 
 
 async def serve_stdio(toolset: ProgrammaticToolset, approver: ClientApprover | None = None) -> None:
@@ -548,6 +572,8 @@ def toolset_for(
     max_tool_calls: int | None = None,
     timeout: TimeoutLike = USE_DEFAULT,
     max_result_chars: int = MAX_RESULT_CHARS,
+    max_output_bytes: int = MAX_OUTPUT_BYTES,
+    max_total_output_bytes: int = MAX_TOTAL_OUTPUT_BYTES,
     approve: ClientApprover | None = None,
     requires_approval: Collection[str] | Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> ProgrammaticToolset:
@@ -555,6 +581,8 @@ def toolset_for(
     (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
     ``tool_call`` is the one ceiling of a tool call, upstream or not (default:
     ``MCP_TIMEOUT``, 60 s each); its ``request``, that of requests to ``server``.
+    ``max_output_bytes``, ``max_total_output_bytes``: the limits of what a script's
+    displays return, each and in all (see ``ProgrammaticToolset``).
     ``approve`` and ``requires_approval``: who decides which calls may run, and
     which calls need it."""
     from ..kernels.jupyter_server import JupyterServer
@@ -582,6 +610,8 @@ def toolset_for(
         max_tool_calls=max_tool_calls,
         timeout=limits.run,
         max_result_chars=max_result_chars,
+        max_output_bytes=max_output_bytes,
+        max_total_output_bytes=max_total_output_bytes,
         returns_printed_text=True,
     )
 

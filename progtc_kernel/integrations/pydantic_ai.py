@@ -13,7 +13,9 @@ The agent sees two tools, ``get_execution_environment`` and ``execute_tool_scrip
 server's tools...) are not offered to the model directly but served to its scripts,
 with their schemas in the stubs, under Python names (``get-sum`` is ``get_sum``).
 Runs at once keep apart: each script gets its own run's tools and context; they
-share the kernel, taking turns (see ``CodeModeToolset``). Needs the ``pydantic-ai``
+share the kernel, taking turns (see ``CodeModeToolset``). What a script displays (a
+chart, a table's HTML) comes back in the tool's result after the JSON: images as
+``BinaryContent``, so a vision model sees them. Needs the ``pydantic-ai``
 extra; without it, importing this module names the ``pip install`` that fixes it.
 
 Tools that pydantic-ai says need approval (``requires_approval=True``, raising
@@ -54,7 +56,7 @@ try:
         ToolFailed,
         ToolReturn,
     )
-    from pydantic_ai.messages import ModelRequest, ToolCallPart, ToolReturnPart
+    from pydantic_ai.messages import BinaryContent, ModelRequest, ToolCallPart, ToolReturnPart
     from pydantic_ai.tools import DeferredToolApprovalResult, ToolDefinition
     from pydantic_ai.toolsets import (
         AbstractToolset,
@@ -172,7 +174,7 @@ class CodeModeToolset(AbstractToolset[Any]):
             ``(tool name, arguments) -> bool``. Decided the pydantic-ai way, as above.
         **options: As for ``ProgrammaticToolset``: ``supported_modules``,
             ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
-            ``max_result_chars``.
+            ``max_result_chars``, ``max_output_bytes``, ``max_total_output_bytes``.
 
     Raises:
         TypeError: ``approve=`` was given: here pydantic-ai's handlers or the
@@ -329,7 +331,7 @@ class CodeModeToolset(AbstractToolset[Any]):
             raise ApprovalRequired(metadata={SCRIPT_CALLS: script.waiting_calls()})
         printed = "".join(part for part in (result.stdout, result.stderr) if part)
         return ToolReturn(
-            return_value=result.json_text,
+            return_value=_returned(result),
             content=f"The script printed:\n{printed}" if printed else None,
             metadata={"stdout": result.stdout, "stderr": result.stderr},
         )
@@ -1033,6 +1035,25 @@ def _waiting_in(requests: DeferredToolRequests, call_id: str) -> list[dict[str, 
 
 def _script_waits(requests: DeferredToolRequests, call_id: str) -> bool:
     return _waiting_in(requests, call_id) is not None
+
+
+def _returned(result: ScriptResult) -> str | list[str | BinaryContent]:
+    """What the model gets back from a script: the JSON, then what the script
+    displayed, in the tool's result itself (pydantic-ai sends images there natively, or
+    in a message after it to a model whose tool results hold only text), then what was
+    left out past the size limits, said. Just the JSON when nothing was displayed."""
+    if not result.outputs and not result.outputs_left_out:
+        return result.json_text
+    returned: list[str | BinaryContent] = [result.json_text]
+    returned.extend(
+        BinaryContent(output.data, media_type=output.mime_type)
+        if output.is_image
+        else output.described()
+        for output in result.outputs
+    )
+    if result.outputs_left_out:
+        returned.append(result.outputs_left_out)
+    return returned
 
 
 def _as_returned(schema: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -154,7 +154,9 @@ def instructions(
         if max_output_chars is None
         else "Text the script prints is returned to you after the return value (at "
         f"most {max_output_chars:,} characters); put what you need in the "
-        "returned dict."
+        "returned dict. What it shows with `display(...)` (a builtin: an image, a "
+        "table's HTML) and the plots it leaves open come back to you too, images as "
+        "images."
     )
     return f"""\
 Write a Python script that defines `run()` and returns a dict. The script runs in a

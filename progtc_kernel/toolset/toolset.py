@@ -31,6 +31,7 @@ from ..protocol import OUTCOME_MIME, run_script_code
 from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolve
 from .environment import ApprovalNote, environment, modules_of
 from .imports import check_script
+from .outputs import MAX_OUTPUT_BYTES, MAX_TOTAL_OUTPUT_BYTES, ScriptOutput, script_outputs
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
 # 50 MB took 99 s through MCP's stdio layer.
@@ -38,7 +39,7 @@ MAX_RESULT_CHARS = 200_000
 
 
 class ScriptResult(BaseModel):
-    """A script's run: what ``run()`` returned, and what it printed.
+    """A script's run: what ``run()`` returned, what it printed and displayed.
 
     Attributes:
         value: The dict ``run()`` returned.
@@ -47,6 +48,10 @@ class ScriptResult(BaseModel):
         stderr: What it wrote to stderr.
         tool_calls: The tool calls it made.
         duration: Seconds the script took.
+        outputs: What it displayed (images, HTML, markdown, text), in order, within
+            ``max_output_bytes`` each and ``max_total_output_bytes`` in all.
+        outputs_left_out: The outputs left out past those limits, said in words for the
+            model (``''`` when none were).
     """
 
     value: dict[str, Any]
@@ -58,6 +63,8 @@ class ScriptResult(BaseModel):
     stderr: str = ""
     tool_calls: list[ToolCallRecord] = []
     duration: float = 0.0
+    outputs: list[ScriptOutput] = []
+    outputs_left_out: str = ""
 
 
 def _check_kernel_approval(approve: Approver | None, requires_approval: RequiresApproval) -> None:
@@ -118,10 +125,15 @@ class ProgrammaticToolset:
         max_output_chars: How much of what a script prints is returned.
         max_result_chars: How much of the JSON of what ``run()`` returns is passed on (a
             model's context holds little); a longer one is cut, and the cut said.
-        returns_printed_text: Whether the caller passes what a script prints on to the
-            model (``run_script``'s ``stdout``, as the MCP server and
-            ``CodeModeToolset`` do); ``execute_tool_script`` alone returns only the
-            JSON. The instructions say which.
+        max_output_bytes: The most bytes one displayed output (an image, an HTML
+            table) may have to be returned (default 1 MB); a bigger one is left out,
+            and ``outputs_left_out`` says so.
+        max_total_output_bytes: The most bytes all of a script's displayed outputs may
+            have (default 3 MB); those past it are left out, and said.
+        returns_printed_text: Whether the caller passes what a script prints and
+            displays on to the model (``run_script``'s ``stdout`` and ``outputs``, as
+            the MCP server and ``CodeModeToolset`` do); ``execute_tool_script`` alone
+            returns only the JSON. The instructions say which.
         approve: Decides each call that needs approval (an ``Approver``: takes an
             ``ApprovalRequest``, returns an ``Approval``, async or not); the call waits
             meanwhile. ``None``: calls wait for ``kernel.decide(...)``. A denied call
@@ -150,6 +162,8 @@ class ProgrammaticToolset:
         fresh_namespace: bool = True,
         max_output_chars: int = 20_000,
         max_result_chars: int = MAX_RESULT_CHARS,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_total_output_bytes: int = MAX_TOTAL_OUTPUT_BYTES,
         returns_printed_text: bool = False,
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
@@ -174,6 +188,8 @@ class ProgrammaticToolset:
         self.max_output_chars = max_output_chars
         self.max_result_chars = max_result_chars
         self.returns_printed_text = returns_printed_text
+        self.max_output_bytes = max_output_bytes
+        self.max_total_output_bytes = max_total_output_bytes
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
         self._started_kernel = False
         # Which calls need approval, when someone other than the kernel decides it
@@ -249,13 +265,14 @@ class ProgrammaticToolset:
         return (await self.run_script(script)).json_text
 
     async def run_script(self, script: str) -> ScriptResult:
-        """Run a script; return its value, its printed output and its tool calls.
+        """Run a script; return its value, what it printed and displayed, its tool calls.
 
         Args:
             script: Python source defining ``run()``, a plain or an ``async`` function.
 
         Returns:
-            The value ``run()`` returned, what the script printed and its tool calls.
+            The value ``run()`` returned, what the script printed and displayed (within
+            the limits, those left out said) and its tool calls.
 
         Raises:
             SyntaxError: The script does not compile.
@@ -275,6 +292,12 @@ class ProgrammaticToolset:
         if not outcome["ok"]:
             raise _script_exception(outcome)
         text = str(outcome["json"])
+        outputs, left_out = script_outputs(
+            result.outputs,
+            max_bytes=self.max_output_bytes,
+            max_total_bytes=self.max_total_output_bytes,
+            max_chars=self.max_output_chars,
+        )
         return ScriptResult(
             value=json.loads(text),
             json_text=_cut(
@@ -289,6 +312,8 @@ class ProgrammaticToolset:
             stderr=self._cut(result.stderr),
             tool_calls=result.tool_calls,
             duration=result.duration,
+            outputs=outputs,
+            outputs_left_out=left_out,
         )
 
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
