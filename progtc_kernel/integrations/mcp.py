@@ -550,13 +550,14 @@ def toolset_for(
     max_result_chars: int = MAX_RESULT_CHARS,
     approve: ClientApprover | None = None,
     requires_approval: Collection[str] | Callable[[str, dict[str, Any]], bool] | None = None,
+    check_types: bool | None = None,
 ) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
     ``tool_call`` is the one ceiling of a tool call, upstream or not (default:
     ``MCP_TIMEOUT``, 60 s each); its ``request``, that of requests to ``server``.
     ``approve`` and ``requires_approval``: who decides which calls may run, and
-    which calls need it."""
+    which calls need it. ``check_types``: as for ``ProgrammaticToolset``."""
     from ..kernels.jupyter_server import JupyterServer
     from ..kernels.resolve import described_kernel
 
@@ -583,6 +584,7 @@ def toolset_for(
         timeout=limits.run,
         max_result_chars=max_result_chars,
         returns_printed_text=True,
+        check_types=check_types,
     )
 
 

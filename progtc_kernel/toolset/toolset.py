@@ -31,6 +31,7 @@ from ..protocol import OUTCOME_MIME, run_script_code
 from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolve
 from .environment import ApprovalNote, environment, modules_of
 from .imports import check_script
+from .typecheck import ScriptChecker, checker_installed, script_error
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
 # 50 MB took 99 s through MCP's stdio layer.
@@ -133,10 +134,17 @@ class ProgrammaticToolset:
             call, a collection of tool names, or a function ``(tool, arguments) ->
             bool``. The instructions name these tools and say a denial is an exception
             the script may catch. A ``ToolKernel`` given keeps its own.
+        check_types: Type-check each script against the tools' stubs before it runs
+            (with ``ty``, the ``typecheck`` extra): a problem found is raised as the
+            contract's ``TypeError`` (``ValueError`` for an import ``tools`` lacks)
+            with the script's line, and the script does not run. ``None``: on when
+            ``ty`` is installed.
 
     Raises:
         ValueError: ``approve``, ``requires_approval`` or a ``Timeout``'s tool-call,
             start or approval seconds given with a ``ToolKernel``, which has its own.
+        ModuleNotFoundError: ``check_types=True`` without ``ty``; the message names
+            the command that installs it.
     """
 
     def __init__(
@@ -153,6 +161,7 @@ class ProgrammaticToolset:
         returns_printed_text: bool = False,
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
+        check_types: bool | None = None,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
@@ -175,6 +184,7 @@ class ProgrammaticToolset:
         self.max_result_chars = max_result_chars
         self.returns_printed_text = returns_printed_text
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
+        self.checker = _checker(check_types, self.kernel)
         self._started_kernel = False
         # Which calls need approval, when someone other than the kernel decides it
         # (CodeModeToolset); None: the kernel's policy and the tools' own say.
@@ -264,6 +274,7 @@ class ProgrammaticToolset:
             ScriptError: The script raised an exception that is not a built-in one.
         """
         check_script(script, self.modules)
+        await self._check_types(script)
         code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(
             code,
@@ -290,6 +301,16 @@ class ProgrammaticToolset:
             tool_calls=result.tool_calls,
             duration=result.duration,
         )
+
+    async def _check_types(self, script: str) -> None:
+        """Raise what the type checker finds in the script, before it runs."""
+        if self.checker is None:
+            return
+        findings = await self.checker.check(
+            script, self.tools.specs(), names_kept=not self.fresh_namespace
+        )
+        if findings:
+            raise script_error(findings, script)
 
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
@@ -325,6 +346,15 @@ class ProgrammaticToolset:
             self.max_output_chars,
             "characters were printed and cut; return data in the dict instead",
         )
+
+
+def _checker(check_types: bool | None, kernel: ToolKernel) -> ScriptChecker | None:
+    """The type checker scripts go through (None: they run unchecked). It resolves
+    imports in the kernel's interpreter when the kernel runs here with one given."""
+    if check_types is False or (check_types is None and not checker_installed()):
+        return None
+    python = getattr(kernel.lifecycle, "python", None)
+    return ScriptChecker(python=python if isinstance(python, str) else None)
 
 
 def _cut(text: str, limit: int, said: str) -> str:
