@@ -4,7 +4,8 @@ A script is type-checked with ``ty`` (the ``typecheck`` extra) against the very 
 ``get_execution_environment`` shows (``stubs_source``): each tool's signature, and the
 ``TypedDict`` of its result where its output schema is an object. What ``ty`` finds
 comes back as the contract's error (``TypeError``; ``ValueError`` for an import of a
-name ``tools`` does not have) with the script's line, and the script does not run.
+name ``tools`` does not have; ``NameError`` for names never defined) with the script's
+line, and the script does not run.
 
 Whether a tool call returns its result or an awaitable depends on where it is written
 (the kernel's ``RULE``): in ``async def`` code it is awaitable. The checked copy of the
@@ -137,8 +138,12 @@ def script_error(findings: list[Finding], script: str) -> Exception:
         f"get_execution_environment's instructions) found {count}; fix the script and "
         "send it whole again:\n" + "\n".join(said)
     )
-    only_imports = all(finding.rule in _IMPORT_RULES for finding in findings)
-    return ValueError(message) if only_imports else TypeError(message)
+    rules = {finding.rule for finding in findings}
+    if rules <= _IMPORT_RULES:
+        return ValueError(message)
+    if rules == {"unresolved-reference"}:
+        return NameError(message)  # what the run would raise, sooner
+    return TypeError(message)
 
 
 class ScriptChecker:
