@@ -229,7 +229,7 @@ async def test_a_pydantic_ai_model_gets_the_finding_and_corrects_itself(
     )
     result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Forecast?")
 
-    first, second = seen
+    first, _ = seen
     assert first.outcome == "failed"
     assert str(first.content).startswith("TypeError: the script did not run")
     assert 'Unknown key "temp"' in str(first.content)
