@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,6 +66,19 @@ async def test_names_an_earlier_script_left_are_no_error_when_namespaces_are_kep
 
 
 @pytest.mark.fast
+@pytest.mark.filterwarnings("ignore:Default value")  # pydantic: the default is no JSON
+async def test_tools_whose_stub_is_no_python_leave_scripts_unchecked() -> None:
+    sentinel = object()
+
+    def pick(key: str, default: object = sentinel) -> str:
+        """A default shown as `<object object at 0x...>`: the stub is no Python."""
+        return key
+
+    script = "from tools import pick\ndef run():\n    return {'x': pick(1, 2, 3)}"
+    assert await ScriptChecker().check(script, ToolRegistry.of([pick]).specs()) == []
+
+
+@pytest.mark.fast
 def test_check_types_true_without_ty_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -76,6 +90,18 @@ def test_check_types_true_without_ty_says_how_to_install_it(
     # By default, without ty, scripts run unchecked.
     assert ProgrammaticToolset(TOOLS).checker is None
     assert ProgrammaticToolset(TOOLS, check_types=False).checker is None
+
+
+@pytest.mark.fast
+def test_unchecked_toolsets_do_not_import_the_checker() -> None:
+    code = (
+        "import sys\n"
+        "from progtc_kernel import ProgrammaticToolset\n"
+        "ProgrammaticToolset([], check_types=False)\n"
+        "print('ty' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout == "False\n", done.stderr
 
 
 @pytest.mark.fast

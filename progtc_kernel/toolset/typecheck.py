@@ -180,9 +180,12 @@ class ScriptChecker:
         tree = ast.parse(script)
         if _awaits_at_top_level(tree) or not all(spec["name"].isidentifier() for spec in specs):
             return []  # the run says what is wrong / tools in namespaces: not checked
+        stubs = _HEADER + stubs_source(specs)
+        if not _parses(stubs):
+            return []  # a signature shown as text Python cannot read: nothing to check against
         names = {spec["name"] for spec in specs}
         checked = _awaitable_calls_marked(script, tree, names)
-        output = await self._run(checked, _HEADER + stubs_source(specs))
+        output = await self._run(checked, stubs)
         if output is None:
             return []
         return [
@@ -218,6 +221,14 @@ class ScriptChecker:
                     await process.wait()
         # 0: no findings, 1: findings; anything else is the checker's own failure.
         return out.decode("utf-8", "replace") if process.returncode in (0, 1) else None
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        return False
+    return True
 
 
 def _findings(output: str) -> Iterator[Finding]:
