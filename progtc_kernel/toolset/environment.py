@@ -135,12 +135,12 @@ class ResultTypes:
         self._named: dict[int, str] = {}  # id(schema) -> its class, drawn once
 
     def of(self, spec: ToolSpec) -> str | None:
-        """The return annotation for ``spec`` (None: its own annotation stays)."""
+        """The return annotation for ``spec``: a record, or a list of records, typed
+        (None: its own annotation stays)."""
         schema = spec["output_schema"]
-        if not _is_record(schema):
+        if schema is None or not (_is_record(schema) or _is_record(_items(schema))):
             return None
-        assert schema is not None
-        return self._typed_dict(schema, schema, _camel(spec["name"]) + "Result")
+        return self._type(schema, schema, _camel(spec["name"]) + "Result")
 
     def _type(self, schema: Any, root: dict[str, Any], name: str) -> str:
         if not isinstance(schema, dict):
@@ -206,6 +206,14 @@ def _is_record(schema: Any) -> bool:
         and bool(schema["properties"])
         and schema.get("additionalProperties") in (None, False)
     )
+
+
+def _items(schema: dict[str, Any]) -> Any:
+    """The schema of an array's items, its ``$ref`` followed (None: no array)."""
+    items = schema.get("items") if schema.get("type") == "array" else None
+    if isinstance(items, dict) and "$ref" in items:
+        return _resolve(schema, str(items["$ref"]))
+    return items
 
 
 def _resolve(root: dict[str, Any], ref: str) -> Any:

@@ -141,4 +141,10 @@ def summary(city):
 def run():
     return {"ok": True, "summary": summary("Oslo")}
 """,
+    "list_of_records_attribute": """
+from tools import find_hotels
+
+def run():
+    return {"names": [hotel.name for hotel in find_hotels("Paris")]}  # error
+""",
 }

@@ -62,6 +62,16 @@ async def get_user(user_id: int) -> User:
     return User(id=user_id, name=f"user{user_id}", tags=["a", "b"][: user_id - 1])
 
 
+class Hotel(pydantic.BaseModel):
+    name: str
+    stars: int
+
+
+def find_hotels(city: str, limit: int = 3) -> list[Hotel]:
+    """Hotels in a city, best first."""
+    return [Hotel(name=f"{city} Hotel {i}", stars=5 - i) for i in range(limit)]
+
+
 TOOLS = [
     examples.get_weather,
     examples.search_database,
@@ -69,6 +79,7 @@ TOOLS = [
     examples.book_hotel,
     get_forecast,
     get_user,
+    find_hotels,
 ]
 
 # A helper module scripts import (installed with ``install_modules``, and supported).

@@ -554,4 +554,13 @@ async def run():
     names = [u["name"] async for u in users([1, 3])]
     return {"names": names}
 """,
+    "list_of_records": """
+import asyncio
+from tools import find_hotels
+
+async def run():
+    paris, rome = await asyncio.gather(find_hotels("Paris"), find_hotels("Rome", limit=1))
+    best = max(paris + rome, key=lambda hotel: hotel["stars"])
+    return {"best": best["name"], "count": len(paris) + len(rome)}
+""",
 }
