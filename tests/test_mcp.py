@@ -140,7 +140,8 @@ async def test_the_environment_lists_host_and_upstream_tools(session: ClientSess
     assert result.structured_content is not None
     instructions = result.structured_content["returnValue"]["instructions"]
     assert "def get_weather(city: str, country: str) -> str:" in instructions  # host
-    assert "def add(a: int, b: int) -> dict:" in instructions  # upstream
+    assert "def add(a: int, b: int) -> AddOutput:" in instructions  # upstream
+    assert "class AddOutput(TypedDict):\n    result: int" in instructions  # its result
     assert '"result":{"title":"Result","type":"integer"}' in instructions  # its output schema
 
 

@@ -237,13 +237,15 @@ async def test_the_scripts_own_exception_is_raised_with_its_line(
 
 
 async def test_a_tool_called_with_bad_arguments_names_its_signature(
-    toolset: ProgrammaticToolset,
+    make_toolset: Callable[..., Any],
 ) -> None:
-    with pytest.raises(ScriptError) as raised:
-        await run(
-            toolset,
-            "from tools import find_hotels\ndef run():\n    return {'h': find_hotels(limit=2)}",
-        )
+    # Unchecked: the type checker would refuse the script before it runs.
+    async with make_toolset(check_types=False) as toolset:
+        with pytest.raises(ScriptError) as raised:
+            await run(
+                toolset,
+                "from tools import find_hotels\ndef run():\n    return {'h': find_hotels(limit=2)}",
+            )
     assert raised.value.type_name == "ToolArgumentError"
     assert "find_hotels(city: str, limit: int = 3) -> list[Hotel]" in str(raised.value)
     assert "line 3" in str(raised.value)
@@ -376,7 +378,8 @@ async def test_tools_defined_by_schema_show_as_stubs(make_toolset: Callable[...,
     )
     async with make_toolset([price]) as toolset:
         instructions = (await toolset.get_execution_environment())["instructions"]
-        assert "def price(qty: int) -> dict:" in instructions
+        assert "def price(qty: int) -> PriceResult:" in instructions
+        assert "class PriceResult(TypedDict):\n    price: NotRequired[float]" in instructions
         assert '{"properties":{"price":{"type":"number"}},"type":"object"}' in instructions
         assert await run(
             toolset, "from tools import price\ndef run():\n    return price(qty=2)"

@@ -109,6 +109,13 @@ def add_parser(commands: Subcommands) -> None:
         help="the server's token (default: $JUPYTER_TOKEN)",
     )
     mcp.add_argument("--kernel-name", metavar="NAME", help="the kernelspec to start")
+    mcp.add_argument(
+        "--check-types",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="type-check each script against the tools' stubs before it runs (with ty, "
+        "the 'typecheck' extra; default: on when ty is installed)",
+    )
     mcp.set_defaults(handler=command)
 
 
@@ -174,6 +181,7 @@ def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
         "kernel_name": args.kernel_name,
         "supported_modules": args.modules,
         "max_tool_calls": args.max_tool_calls,
+        "check_types": args.check_types,
         **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
         **_given(args, "max_output_bytes", "max_total_output_bytes"),
     }

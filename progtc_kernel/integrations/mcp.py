@@ -576,6 +576,7 @@ def toolset_for(
     max_total_output_bytes: int = MAX_TOTAL_OUTPUT_BYTES,
     approve: ClientApprover | None = None,
     requires_approval: Collection[str] | Callable[[str, dict[str, Any]], bool] | None = None,
+    check_types: bool | None = None,
 ) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
@@ -584,7 +585,7 @@ def toolset_for(
     ``max_output_bytes``, ``max_total_output_bytes``: the limits of what a script's
     displays return, each and in all (see ``ProgrammaticToolset``).
     ``approve`` and ``requires_approval``: who decides which calls may run, and
-    which calls need it."""
+    which calls need it. ``check_types``: as for ``ProgrammaticToolset``."""
     from ..kernels.jupyter_server import JupyterServer
     from ..kernels.resolve import described_kernel
 
@@ -613,6 +614,7 @@ def toolset_for(
         max_output_bytes=max_output_bytes,
         max_total_output_bytes=max_total_output_bytes,
         returns_printed_text=True,
+        check_types=check_types,
     )
 
 

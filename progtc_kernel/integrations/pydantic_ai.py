@@ -174,7 +174,9 @@ class CodeModeToolset(AbstractToolset[Any]):
             ``(tool name, arguments) -> bool``. Decided the pydantic-ai way, as above.
         **options: As for ``ProgrammaticToolset``: ``supported_modules``,
             ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
-            ``max_result_chars``, ``max_output_bytes``, ``max_total_output_bytes``.
+            ``max_result_chars``, ``max_output_bytes``, ``max_total_output_bytes``,
+            ``check_types`` (scripts type-checked against the tools' stubs before they
+            run; default: on when ``ty`` is installed).
 
     Raises:
         TypeError: ``approve=`` was given: here pydantic-ai's handlers or the

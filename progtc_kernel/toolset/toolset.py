@@ -32,6 +32,7 @@ from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolv
 from .environment import ApprovalNote, environment, modules_of
 from .imports import check_script
 from .outputs import MAX_OUTPUT_BYTES, MAX_TOTAL_OUTPUT_BYTES, ScriptOutput, script_outputs
+from .typecheck import ScriptChecker, checker_installed, script_error
 
 # A script's returned JSON passed on at most: a model's context holds far less, and
 # 50 MB took 99 s through MCP's stdio layer.
@@ -145,10 +146,17 @@ class ProgrammaticToolset:
             call, a collection of tool names, or a function ``(tool, arguments) ->
             bool``. The instructions name these tools and say a denial is an exception
             the script may catch. A ``ToolKernel`` given keeps its own.
+        check_types: Type-check each script against the tools' stubs before it runs
+            (with ``ty``, the ``typecheck`` extra): a problem found is raised as the
+            contract's ``TypeError`` (``ValueError`` for an import ``tools`` lacks)
+            with the script's line, and the script does not run. ``None``: on when
+            ``ty`` is installed.
 
     Raises:
         ValueError: ``approve``, ``requires_approval`` or a ``Timeout``'s tool-call,
             start or approval seconds given with a ``ToolKernel``, which has its own.
+        ModuleNotFoundError: ``check_types=True`` without ``ty``; the message names
+            the command that installs it.
     """
 
     def __init__(
@@ -167,6 +175,7 @@ class ProgrammaticToolset:
         returns_printed_text: bool = False,
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
+        check_types: bool | None = None,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
@@ -191,6 +200,7 @@ class ProgrammaticToolset:
         self.max_output_bytes = max_output_bytes
         self.max_total_output_bytes = max_total_output_bytes
         self._namespace_key = None if fresh_namespace else uuid.uuid4().hex
+        self.checker = _checker(check_types, self.kernel)
         self._started_kernel = False
         # Which calls need approval, when someone other than the kernel decides it
         # (CodeModeToolset); None: the kernel's policy and the tools' own say.
@@ -281,6 +291,7 @@ class ProgrammaticToolset:
             ScriptError: The script raised an exception that is not a built-in one.
         """
         check_script(script, self.modules)
+        await self._check_types(script)
         code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(
             code,
@@ -316,6 +327,16 @@ class ProgrammaticToolset:
             outputs_left_out=left_out,
         )
 
+    async def _check_types(self, script: str) -> None:
+        """Raise what the type checker finds in the script, before it runs."""
+        if self.checker is None:
+            return
+        findings = await self.checker.check(
+            script, self.tools.specs(), names_kept=not self.fresh_namespace
+        )
+        if findings:
+            raise script_error(findings, script)
+
     def _outcome(self, result: ExecutionResult) -> dict[str, Any]:
         error = result.error
         if error is not None and error.kind == "timeout":
@@ -350,6 +371,15 @@ class ProgrammaticToolset:
             self.max_output_chars,
             "characters were printed and cut; return data in the dict instead",
         )
+
+
+def _checker(check_types: bool | None, kernel: ToolKernel) -> ScriptChecker | None:
+    """The type checker scripts go through (None: they run unchecked). It resolves
+    imports in the kernel's interpreter when the kernel runs here with one given."""
+    if check_types is False or (check_types is None and not checker_installed()):
+        return None
+    python = getattr(kernel.lifecycle, "python", None)
+    return ScriptChecker(python=python if isinstance(python, str) else None)
 
 
 def _cut(text: str, limit: int, said: str) -> str:
