@@ -89,6 +89,11 @@ def _check_kernel_timeouts(timeout: TimeoutLike, kernel: ToolKernel) -> None:
         )
 
 
+# Above this many tools the environment lists them by name and one line (see the
+# catalog): 30 stubs are about 15,000 characters, a model's context can spare that.
+LIST_TOOLS_ABOVE = 30
+
+
 class ProgrammaticToolset:
     """The agent-facing tools ``get_execution_environment`` and ``execute_tool_script``.
 
@@ -128,6 +133,11 @@ class ProgrammaticToolset:
             raises ``ToolDeniedError`` in the script, which may catch it; uncaught, the
             script fails with it (a ``ScriptError``). A ``ToolKernel`` given keeps its
             own.
+        list_tools_above: With more tools than this, the environment lists them by
+            name and one line instead of a full stub each, and scripts find the rest
+            with ``tools.catalog.search(words)`` and ``tools.catalog.describe(name)``
+            (the instructions say how). Default: 30, about 15,000 characters of stubs;
+            ``0``: always; ``None``: never.
         requires_approval: Which calls need approval besides those whose tool requires
             it (``Tool.from_function(f, requires_approval=True)``): ``True`` every
             call, a collection of tool names, or a function ``(tool, arguments) ->
@@ -153,8 +163,15 @@ class ProgrammaticToolset:
         returns_printed_text: bool = False,
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
+        list_tools_above: int | None = LIST_TOOLS_ABOVE,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
+        if list_tools_above is not None and list_tools_above < 0:
+            raise ValueError(
+                f"list_tools_above={list_tools_above!r}: give 0 or more tools (0: always "
+                "list by name; None: always list every stub)"
+            )
+        self.list_tools_above = list_tools_above
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
         if isinstance(kernel, ToolKernel):
             _check_kernel_approval(approve, requires_approval)
@@ -213,6 +230,7 @@ class ProgrammaticToolset:
             max_output_chars=self.max_output_chars if self.returns_printed_text else None,
             max_result_chars=self.max_result_chars,
             approval=self._approval_note(),
+            list_tools_above=self.list_tools_above,
         )
 
     def _approval_note(self) -> ApprovalNote:
