@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ToolDefinitionError, UpstreamStartError
 from ..timeouts import MCP_TIMEOUT
+from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
 if TYPE_CHECKING:
@@ -35,8 +36,19 @@ def add_parser(commands: Subcommands) -> None:
         "--upstream",
         action="append",
         default=[],
-        metavar="'COMMAND ARGS'",
-        help="an MCP server to start; its tools become tools scripts can call (repeatable)",
+        metavar="[NAME=]'COMMAND ARGS'",
+        help="an MCP server to start; its tools become tools scripts can call "
+        "(repeatable); with NAME=, in the namespace tools.NAME (from tools.NAME import "
+        "x), so that two servers may offer tools of the same name",
+    )
+    mcp.add_argument(
+        "--list-tools-above",
+        type=_tool_count,
+        default=LIST_TOOLS_ABOVE,
+        metavar="N",
+        help="with more than N tools, the environment lists them by name and one line, "
+        "and scripts find them with tools.catalog.search/describe (default: "
+        f"{LIST_TOOLS_ABOVE}; 0: always; 'never': list every stub)",
     )
     mcp.add_argument(
         "--approve",
@@ -109,6 +121,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tool_count(text: str) -> int | None:
+    if text == "never":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of tools, 0 or more, or never")
+    return value
+
+
 def command(args: argparse.Namespace) -> int:
     try:
         from ..integrations.mcp import serve
@@ -152,5 +176,6 @@ def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
         "kernel_name": args.kernel_name,
         "supported_modules": args.modules,
         "max_tool_calls": args.max_tool_calls,
+        "list_tools_above": args.list_tools_above,
         **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
     }

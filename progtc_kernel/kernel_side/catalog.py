@@ -21,6 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ..protocol import ToolSpec, signature_of
 
+# Above this many tools the environment lists them by name and one line (the default
+# of ``list_tools_above``): 30 stubs are about 15,000 characters, which a model's
+# context can spare; more crowd out the task.
+LIST_TOOLS_ABOVE = 30
 NEEDS_APPROVAL = "Needs approval: each call waits until a person allows or denies it."
 # Where the search weighs a word it finds: in a tool's name most, then its parameters.
 _NAME, _PARAMETER, _DESCRIPTION = 3.0, 1.5, 1.0

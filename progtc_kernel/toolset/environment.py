@@ -24,6 +24,7 @@ DEFAULT_MODULES: dict[str, str] = {
     "asyncio": "concurrency: `await asyncio.gather(...)` runs tool calls at once "
     "(inside `async def run()`)",
     "json": "encode and decode JSON",
+    "base64": "decode the base64 `data` of images and files that tools return",
     "math": "mathematical functions",
     "re": "regular expressions",
     "datetime": "dates, times and time deltas",

@@ -26,6 +26,7 @@ from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
+from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ..kernels.base import KernelLike
 from ..protocol import OUTCOME_MIME, run_script_code
 from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolve
@@ -87,11 +88,6 @@ def _check_kernel_timeouts(timeout: TimeoutLike, kernel: ToolKernel) -> None:
             "ToolKernel(..., timeout=Timeout(tool_call=...)), and give the toolset "
             "only the script's seconds"
         )
-
-
-# Above this many tools the environment lists them by name and one line (see the
-# catalog): 30 stubs are about 15,000 characters, a model's context can spare that.
-LIST_TOOLS_ABOVE = 30
 
 
 class ProgrammaticToolset:
