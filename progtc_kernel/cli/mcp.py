@@ -8,8 +8,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ToolDefinitionError, UpstreamStartError
-from ..timeouts import MCP_TIMEOUT
 from ..kernel_side.catalog import LIST_TOOLS_ABOVE
+from ..timeouts import MCP_TIMEOUT
 from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
 if TYPE_CHECKING:

@@ -44,15 +44,15 @@ try:
         CONNECTION_CLOSED,
         INVALID_PARAMS,
         REQUEST_TIMEOUT,
-        CallToolRequestParams,
         AudioContent,
         BlobResourceContents,
+        CallToolRequestParams,
         CallToolResult,
         ContentBlock,
-        EmbeddedResource,
         ElicitRequest,
         ElicitRequestFormParams,
         ElicitResult,
+        EmbeddedResource,
         ImageContent,
         InputRequiredResult,
         ListToolsResult,
@@ -72,10 +72,10 @@ from ..host.loading import with_approved_names
 from ..host.naming import ForeignTool, foreign_tools, is_python_name
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
+from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ..timeouts import MCP_TIMEOUT, USE_DEFAULT, TimeoutLike, resolve
 from ..toolset import ProgrammaticToolset
 from ..toolset.environment import ENVIRONMENT_SCHEMA
-from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ..toolset.toolset import MAX_RESULT_CHARS, ScriptResult, error_text
 
 if TYPE_CHECKING:
