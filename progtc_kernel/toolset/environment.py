@@ -239,7 +239,7 @@ def stubs_text(specs: list[ToolSpec], asking: set[str] | frozenset[str] = frozen
 
 # How much of the environment a long tool list may take: tools are listed with their
 # one line while they fit, then by name, then only counted (the catalog finds them).
-CATALOG_LISTING_CHARS = 6_000
+CATALOG_LISTING_CHARS = 4_000
 
 
 def catalog_listing(specs: list[ToolSpec]) -> str:
