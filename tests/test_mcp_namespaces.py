@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 pytest.importorskip("mcp", reason="the MCP SDK is an optional extra")
 
 from mcp import ClientSession
+
+from progtc_kernel import LocalKernel
 
 from .npm_servers import everything_command
 from .test_cli import progtc_kernel
@@ -236,3 +239,56 @@ def test_the_upstream_option_reads_a_name_only_before_the_command(tmp_path: Path
     assert upstream_of("github=npx -y server") == ("github", "npx -y server")
     assert upstream_of("npx -y server --flag=x") == (None, "npx -y server --flag=x")
     assert upstream_of("python -c 'a=1'") == (None, "python -c 'a=1'")
+
+
+# -- CodeModeToolset(toolsets={name: toolset}) -------------------------------------------
+
+
+async def test_code_mode_toolsets_by_name_are_namespaces(kernel_python: str) -> None:
+    pytest.importorskip("pydantic_ai", reason="pydantic-ai needs Python 3.11+")
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai import Agent
+    from pydantic_ai.mcp import MCPToolset
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from progtc_kernel.integrations.pydantic_ai import CodeModeToolset
+
+    from .npm_servers import everything_binary
+    from .test_pydantic_ai import UPSTREAM as PYTHON_UPSTREAM
+    from .test_pydantic_ai import returns
+
+    def server(command: str, args: list[str], id: str) -> MCPToolset:
+        return MCPToolset(StdioTransport(command=command, args=args), id=id, init_timeout=None)
+
+    script = """\
+import tools
+from tools.everything import get_sum
+
+def run():
+    return {"everything": get_sum(a=2, b=3), "mine": tools.mine.get_sum(a=2, b=3)}
+"""
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        step = sum(isinstance(message, ModelResponse) for message in messages)
+        if step == 0:
+            return ModelResponse(parts=[ToolCallPart("get_execution_environment", {})])
+        if step == 1:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": script})])
+        return ModelResponse(parts=[TextPart(str(returns(messages)[-1].content))])
+
+    toolset = CodeModeToolset(
+        toolsets={
+            "everything": server(str(everything_binary()), ["stdio"], "everything"),
+            "mine": server(sys.executable, [str(PYTHON_UPSTREAM)], "mine"),
+        },
+        kernel=LocalKernel(python=kernel_python),
+    )
+    result = await Agent(FunctionModel(model), toolsets=[toolset]).run("Sums?")
+
+    environment = returns(result.all_messages())[0].content
+    assert isinstance(environment, dict)
+    assert "# tools.mine: from tools.mine import " in environment["instructions"]
+    value = json.loads(result.output)
+    assert "5" in json.dumps(value["everything"])
+    assert value["mine"] == {"sum": 5, "by": "upstream-test"}
