@@ -142,7 +142,12 @@ def instructions(
     returns none. ``approval``: which calls need approval. ``list_tools_above``: with
     more tools than this, they are listed by name and one line, and scripts find the
     rest with ``tools.catalog`` (``None``: every stub is listed)."""
-    names = ", ".join(spec["name"] for spec in specs) or "(none)"
+    by_catalog = list_tools_above is not None and len(specs) > list_tools_above
+    names = (
+        f"{len(specs):,} tools, listed below"
+        if by_catalog or len(specs) > 50
+        else ", ".join(spec["name"] for spec in specs) or "(none)"
+    )
     first_name = specs[0]["name"] if specs else "some_tool"
     first = short_name(first_name)
     module = f"tools.{first_name.rpartition('.')[0]}" if "." in first_name else "tools"
@@ -154,7 +159,7 @@ def instructions(
     asking = set(approval[0]) if approval else set()
     listed = (
         catalog_listing(specs)
-        if list_tools_above is not None and len(specs) > list_tools_above
+        if by_catalog
         else f"""\
 The tools, as Python stubs (with the JSON schema of what a tool returns, where known):
 
@@ -177,9 +182,7 @@ Python kernel; the dict comes back to you as JSON (use only str, int, float, boo
 None, lists and dicts with string keys). Use the script to call several tools, combine
 their results in code and return only what you need.
 
-Call the tools by importing them from the `tools` module ({
-        names if len(specs) <= 50 else f"{len(specs):,} tools, listed below"
-    }).
+Call the tools by importing them from the `tools` module ({names}).
 In a plain `def run()`, each call returns its result:
 
     from {module} import {first}
