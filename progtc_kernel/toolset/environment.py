@@ -231,7 +231,8 @@ def stubs_text(specs: list[ToolSpec], asking: set[str] | frozenset[str] = frozen
         return "# no tools are available"
     parts: list[str] = []
     namespace = ""
-    for spec in sorted(specs, key=lambda spec: ("." in spec["name"], spec["name"])):
+    # in the order given, the namespaced ones after, by namespace (a stable sort)
+    for spec in sorted(specs, key=lambda spec: spec["name"].rpartition(".")[0]):
         space = spec["name"].rpartition(".")[0]
         if space != namespace:
             namespace = space
