@@ -175,7 +175,7 @@ class CodeModeToolset(AbstractToolset[Any]):
             ``(tool name, arguments) -> bool``. Decided the pydantic-ai way, as above.
         **options: As for ``ProgrammaticToolset``: ``supported_modules``,
             ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
-            ``max_result_chars``.
+            ``max_result_chars``, ``list_tools_above``.
 
     Raises:
         TypeError: ``approve=`` was given: here pydantic-ai's handlers or the
