@@ -113,6 +113,10 @@ RESERVED_TOOL_NAMES: dict[str, str] = {
     f"(from tools import {exception.__name__})"
     for exception in TOOL_EXCEPTIONS
 }
+RESERVED_TOOL_NAMES["catalog"] = (
+    "it is the tool catalog scripts search (tools.catalog.search('words'), "
+    "tools.catalog.describe('name'))"
+)
 
 
 # -- on the host: tools and kernels ------------------------------------------------

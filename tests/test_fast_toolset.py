@@ -58,7 +58,7 @@ def test_supported_imports_pass(script: str) -> None:
         (
             "import os",
             "importing 'os' is not allowed: use only the supported modules "
-            "(asyncio, bisect, collections",
+            "(asyncio, base64, bisect, collections",
         ),
         ("import json\n\nimport subprocess as sp", "(line 3: `import subprocess as sp`)"),
         ("from os.path import join", "importing 'os.path' is not allowed"),

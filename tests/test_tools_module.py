@@ -65,7 +65,9 @@ async def test_tools_have_real_signatures_and_docstrings(kernel: ToolKernel) -> 
 
 async def test_dir_lists_the_tools_and_their_errors(kernel: ToolKernel) -> None:
     out = await run_ok(kernel, "import tools; print(dir(tools))")
-    assert out.strip() == str(sorted([*ERRORS, "fail", "get_weather", "search_database"]))
+    assert out.strip() == str(
+        sorted([*ERRORS, "catalog", "fail", "get_weather", "search_database"])
+    )
 
 
 async def test_every_error_a_call_can_raise_is_importable_from_tools(kernel: ToolKernel) -> None:

@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ToolDefinitionError, UpstreamStartError
+from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ..timeouts import MCP_TIMEOUT
 from ._common import UsageError, add_timeout_options, load_tools, timeout_from
 
@@ -35,8 +36,19 @@ def add_parser(commands: Subcommands) -> None:
         "--upstream",
         action="append",
         default=[],
-        metavar="'COMMAND ARGS'",
-        help="an MCP server to start; its tools become tools scripts can call (repeatable)",
+        metavar="[NAME=]'COMMAND ARGS'",
+        help="an MCP server to start; its tools become tools scripts can call "
+        "(repeatable); with NAME=, in the namespace tools.NAME (from tools.NAME import "
+        "x), so that two servers may offer tools of the same name",
+    )
+    mcp.add_argument(
+        "--list-tools-above",
+        type=_tool_count,
+        default=LIST_TOOLS_ABOVE,
+        metavar="N",
+        help="with more than N tools, the environment lists them by name and one line, "
+        "and scripts find them with tools.catalog.search/describe (default: "
+        f"{LIST_TOOLS_ABOVE}; 0: always; 'never': list every stub)",
     )
     mcp.add_argument(
         "--approve",
@@ -138,6 +150,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tool_count(text: str) -> int | None:
+    if text == "never":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of tools, 0 or more, or never")
+    return value
+
+
 def command(args: argparse.Namespace) -> int:
     try:
         from ..integrations.mcp import serve
@@ -182,6 +206,7 @@ def toolset_options(args: argparse.Namespace) -> dict[str, Any]:
         "supported_modules": args.modules,
         "max_tool_calls": args.max_tool_calls,
         "check_types": args.check_types,
+        "list_tools_above": args.list_tools_above,
         **({"max_result_chars": args.max_result_chars} if args.max_result_chars else {}),
         **_given(args, "max_output_bytes", "max_total_output_bytes"),
     }

@@ -248,13 +248,17 @@ def _default_threads() -> ToolThreads:
 
 
 def check_name(name: str) -> str:
-    """``name`` if kernel code can call a tool by it as ``tools.<name>``."""
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+    """``name`` if kernel code can call a tool by it as ``tools.<name>``, or, for a
+    tool of a namespace, ``namespace.tool`` (``from tools.<namespace> import tool``)."""
+    parts = name.split(".", 1) if isinstance(name, str) else [name]
+    if not all(isinstance(p, str) and p.isidentifier() and not keyword.iskeyword(p) for p in parts):
         raise ToolDefinitionError(
             f"{name!r} is not a valid Python name for a tool; pass tools as a mapping "
             "to name it, e.g. tools={'lookup': my_callable}"
         )
-    reason = reserved_name_reason(name)
+    reason = reserved_name_reason(parts[0])
+    if reason is None and len(parts) > 1 and _is_dunder(parts[1]):
+        reason = f"{parts[1]!r} is a dunder name, kept for Python's own module attributes"
     if reason is not None:
         raise ToolDefinitionError(
             f"{name!r} cannot name a tool: in the kernel's tools module {reason}; pass "
@@ -263,11 +267,27 @@ def check_name(name: str) -> str:
     return name
 
 
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
 def reserved_name_reason(name: str) -> str | None:
     """Why the ``tools`` module keeps ``name`` for itself, or None if a tool may take it."""
-    if len(name) > 4 and name.startswith("__") and name.endswith("__"):
+    if _is_dunder(name):
         return "it is a dunder name, kept for Python's own module attributes"
     return RESERVED_TOOL_NAMES.get(name)
+
+
+def _check_namespaces(names: Iterable[str]) -> None:
+    """A namespace (``github`` of ``github.search_issues``) cannot also be a tool's name."""
+    listed = set(names)
+    for name in listed:
+        namespace, dot, _ = name.partition(".")
+        if dot and namespace in listed:
+            raise ToolDefinitionError(
+                f"{namespace!r} names both a tool and the namespace of {name!r}; rename "
+                "the tool or the namespace"
+            )
 
 
 class ToolRegistry(Mapping[str, Tool]):
@@ -309,6 +329,7 @@ class ToolRegistry(Mapping[str, Tool]):
                         f"two tools are named {tool.name!r}; pass a mapping to name them apart"
                     )
                 self._tools[tool.name] = tool
+        _check_namespaces(self._tools)
 
     @classmethod
     def of(cls, tools: ToolsLike) -> ToolRegistry:

@@ -49,17 +49,22 @@ try:
         CONNECTION_CLOSED,
         INVALID_PARAMS,
         REQUEST_TIMEOUT,
+        AudioContent,
+        BlobResourceContents,
         CallToolRequestParams,
         CallToolResult,
         ContentBlock,
         ElicitRequest,
         ElicitRequestFormParams,
         ElicitResult,
+        EmbeddedResource,
         ImageContent,
         InputRequiredResult,
         ListToolsResult,
         PaginatedRequestParams,
+        ResourceLink,
         TextContent,
+        TextResourceContents,
     )
     from mcp.types import Tool as MCPTool
     from mcp_types.version import is_version_at_least
@@ -69,9 +74,10 @@ except ImportError as exc:
 from .._version import __version__
 from ..exceptions import UpstreamError, UpstreamStartError
 from ..host.loading import with_approved_names
-from ..host.naming import ForeignTool, foreign_tools
+from ..host.naming import ForeignTool, foreign_tools, is_python_name
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
+from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ..timeouts import MCP_TIMEOUT, USE_DEFAULT, TimeoutLike, resolve
 from ..toolset import ProgrammaticToolset
 from ..toolset.environment import ENVIRONMENT_SCHEMA
@@ -511,15 +517,7 @@ def _as_foreign_tool(
             raise UpstreamError(f"the MCP server {command!r} refused the call: {exc}") from None
         except RuntimeError as exc:  # the SDK's check of structured content
             raise UpstreamError(str(exc)) from None
-        text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-        if result.is_error:
-            raise UpstreamError(text or f"{tool.name} failed")
-        if result.structured_content is not None:
-            return result.structured_content
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        return value_of(result, tool.name)
 
     return ForeignTool(
         tool.name,
@@ -529,6 +527,81 @@ def _as_foreign_tool(
         description=tool.description,
         output_schema=tool.output_schema,
     )
+
+
+def value_of(result: CallToolResult, tool: str = "the tool") -> Any:
+    """What an upstream's tool result is to a script.
+
+    ``structuredContent`` is the value (data, as its output schema says); otherwise
+    the content: one block is its value, several are a list of their values, in
+    order, none is ``None``. A text block is a ``str`` (JSON sent as text stays text:
+    ``json.loads`` it); an image or audio block is ``{"type": "image", "mime_type":
+    "image/png", "data": "<base64>"}``; an embedded resource is ``{"type":
+    "resource", "uri": ..., "mime_type": ..., "text": ...}`` (``"blob"``, base64, for
+    binary ones); a resource link is ``{"type": "resource_link", "uri": ...,
+    "name": ...}``. ``isError`` raises ``UpstreamError`` with the server's text: a
+    ``ToolError`` in the script."""
+    if result.is_error:
+        text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
+        raise UpstreamError(text or f"{tool} failed (the MCP server said no more)")
+    if result.structured_content is not None:
+        return result.structured_content
+    values = [_block_value(block) for block in result.content]
+    return values[0] if len(values) == 1 else values or None
+
+
+def _block_value(block: ContentBlock) -> Any:
+    if isinstance(block, TextContent):
+        return block.text
+    if isinstance(block, (ImageContent, AudioContent)):
+        return {"type": block.type, "mime_type": block.mime_type, "data": block.data}
+    if isinstance(block, EmbeddedResource):
+        contents = block.resource
+        kept = {"type": "resource", "uri": str(contents.uri), "mime_type": contents.mime_type}
+        if isinstance(contents, TextResourceContents):
+            return {**kept, "text": contents.text}
+        if isinstance(contents, BlobResourceContents):
+            return {**kept, "blob": contents.blob}
+        return kept
+    if isinstance(block, ResourceLink):
+        link = block.model_dump(mode="json", exclude_none=True, exclude={"meta", "annotations"})
+        return {key: link[key] for key in sorted(link, key=lambda k: k != "type")}
+    return block.model_dump(mode="json", exclude_none=True)
+
+
+def upstream_of(text: str) -> tuple[str | None, str]:
+    """``github=npx ...`` -> ``("github", "npx ...")``: a name (a Python name before the
+    first ``=``) puts the server's tools in the namespace ``tools.github``; a
+    command alone keeps them flat."""
+    name, equals, command = text.partition("=")
+    if equals and is_python_name(name.strip()) and command.strip():
+        return name.strip(), command.strip()
+    return None, text
+
+
+async def upstream_host_tools(
+    stack: contextlib.AsyncExitStack, upstreams: Iterable[str], taken: Iterable[str]
+) -> list[Tool]:
+    """The tools of every upstream (``NAME=COMMAND`` or ``COMMAND``), started in order:
+    the unnamed ones' flat beside ``taken``, each named one's as ``name.tool``."""
+    flat: list[ForeignTool] = []
+    spaced: dict[str, list[ForeignTool]] = {}
+    for text in upstreams:
+        name, command = upstream_of(text)
+        listed = await upstream_definitions(stack, command)
+        if name is None:
+            flat.extend(listed)
+        else:
+            spaced.setdefault(name, []).extend(listed)
+    tools = foreign_tools(flat, taken=list(taken))
+    for name, listed in spaced.items():
+        tools.extend(namespaced(name, foreign_tools(listed)))
+    return tools
+
+
+def namespaced(namespace: str, tools: Iterable[Tool]) -> list[Tool]:
+    """``tools`` renamed ``namespace.tool``: ``from tools.<namespace> import tool``."""
+    return [tool.renamed(f"{namespace}.{tool.name}") for tool in tools]
 
 
 async def serve(
@@ -547,10 +620,7 @@ async def serve(
         async with contextlib.AsyncExitStack() as stack:
             # No timeout of the upstream session: the kernel's tool-call timeout governs
             # every call (it cancels the host's side when it fires).
-            upstream = [
-                tool for command in upstreams for tool in await upstream_definitions(stack, command)
-            ]
-            every = [*tools.values(), *foreign_tools(upstream, taken=list(tools))]
+            every = [*tools.values(), *await upstream_host_tools(stack, upstreams, list(tools))]
             policy = with_approved_names(approve, requires_approval, [tool.name for tool in every])
             approver = ClientApprover() if policy is not None else None
             toolset = toolset_for(every, approve=approver, requires_approval=policy, **options)
@@ -577,6 +647,7 @@ def toolset_for(
     approve: ClientApprover | None = None,
     requires_approval: Collection[str] | Callable[[str, dict[str, Any]], bool] | None = None,
     check_types: bool | None = None,
+    list_tools_above: int | None = LIST_TOOLS_ABOVE,
 ) -> ProgrammaticToolset:
     """The ``ProgrammaticToolset`` ``progtc-kernel mcp`` serves, on its own kernel
     (unstarted). ``timeout``: the script's seconds, or a ``Timeout``; its
@@ -585,7 +656,8 @@ def toolset_for(
     ``max_output_bytes``, ``max_total_output_bytes``: the limits of what a script's
     displays return, each and in all (see ``ProgrammaticToolset``).
     ``approve`` and ``requires_approval``: who decides which calls may run, and
-    which calls need it. ``check_types``: as for ``ProgrammaticToolset``."""
+    which calls need it. ``check_types``, ``list_tools_above``: as for
+    ``ProgrammaticToolset``."""
     from ..kernels.jupyter_server import JupyterServer
     from ..kernels.resolve import described_kernel
 
@@ -615,6 +687,7 @@ def toolset_for(
         max_total_output_bytes=max_total_output_bytes,
         returns_printed_text=True,
         check_types=check_types,
+        list_tools_above=list_tools_above,
     )
 
 

@@ -75,7 +75,7 @@ from pydantic_core import SchemaValidator, core_schema
 from ..host.naming import ForeignTool, foreign_tools
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
-from ..host.tools import Outcome, QueueHook, Tool, ToolRegistry, ToolsLike, failure
+from ..host.tools import Outcome, QueueHook, Tool, ToolRegistry, ToolsLike, check_name, failure
 from ..kernels.base import KernelLike
 from ..toolset import ProgrammaticToolset, ScriptResult
 from ..toolset.toolset import error_text
@@ -164,7 +164,10 @@ class CodeModeToolset(AbstractToolset[Any]):
     Args:
         tools: Host callables (or ``Tool`` objects) scripts may call.
         toolsets: pydantic-ai toolsets whose tools scripts may call too; they are
-            entered with this toolset and called with the agent's run context.
+            entered with this toolset and called with the agent's run context. A
+            mapping of name to toolset puts each one's tools in a namespace
+            (``{"github": MCPToolset(...)}``: ``from tools.github import
+            search_issues``), so that two toolsets may offer the same tool name.
         kernel: The kernel scripts run on, as ``ToolKernel`` takes it, or a
             ``ToolKernel`` (a started one is left as it is: start it yourself to share
             it between toolsets); default: a local kernel of its own.
@@ -175,8 +178,8 @@ class CodeModeToolset(AbstractToolset[Any]):
         **options: As for ``ProgrammaticToolset``: ``supported_modules``,
             ``max_tool_calls``, ``timeout``, ``fresh_namespace``, ``max_output_chars``,
             ``max_result_chars``, ``max_output_bytes``, ``max_total_output_bytes``,
-            ``check_types`` (scripts type-checked against the tools' stubs before they
-            run; default: on when ``ty`` is installed).
+            ``list_tools_above``, ``check_types`` (scripts type-checked against the tools'
+            stubs before they run; default: on when ``ty`` is installed).
 
     Raises:
         TypeError: ``approve=`` was given: here pydantic-ai's handlers or the
@@ -187,7 +190,7 @@ class CodeModeToolset(AbstractToolset[Any]):
         self,
         tools: ToolsLike = None,
         *,
-        toolsets: Sequence[AbstractToolset[Any]] = (),
+        toolsets: Sequence[AbstractToolset[Any]] | Mapping[str, AbstractToolset[Any]] = (),
         kernel: ToolKernel | KernelLike | None = None,
         id: str | None = "progtc-kernel",
         requires_approval: RequiresApproval = None,
@@ -200,7 +203,12 @@ class CodeModeToolset(AbstractToolset[Any]):
                 "application resuming the run with DeferredToolResults"
             )
         self.own_tools = ToolRegistry.of(tools)
-        self.toolsets = list(toolsets)
+        if isinstance(toolsets, Mapping):
+            self.namespaces: list[str | None] = [check_name(str(n)) for n in toolsets]
+            self.toolsets = list(toolsets.values())
+        else:
+            self.toolsets = list(toolsets)
+            self.namespaces = [None] * len(self.toolsets)
         self.requires_approval = _checked_policy(requires_approval)
         options.setdefault("returns_printed_text", True)  # call_tool returns it
         self.programmatic = ProgrammaticToolset(self.own_tools, kernel=kernel, **options)
@@ -390,7 +398,7 @@ class CodeModeToolset(AbstractToolset[Any]):
         listed = await script.binding.bind(toolsets, ctx)
         forwarded = [_forward(script.binding, key, tool) for key, tool in listed]
         own = [_asking_elsewhere(tool) for tool in self.own_tools.values()]
-        served = foreign_tools(forwarded, taken=list(self.own_tools))
+        served = self._named(forwarded, [place for (place, _), _ in listed])
         # How pydantic-ai (or the script's own tools) name each tool served.
         names = {tool.name: tool.name for tool in own}
         names.update({tool.name: f.name for tool, f in zip(served, forwarded, strict=True)})
@@ -416,6 +424,24 @@ class CodeModeToolset(AbstractToolset[Any]):
         serving.tools = scripts_tools
         serving.approval_note = (sorted(declared), bool(may_ask - declared))
         return serving
+
+    def _named(self, forwarded: list[ForeignTool], places: list[int]) -> list[Tool]:
+        """The toolsets' tools as host tools, in their order: those of the toolsets
+        given in a list beside ours, those of a named toolset as ``name.tool``."""
+        groups: dict[str | None, list[int]] = {}
+        for index, place in enumerate(places):
+            groups.setdefault(self.namespaces[place], []).append(index)
+        served: list[Tool | None] = [None] * len(forwarded)
+        for namespace, indexes in groups.items():
+            tools = [forwarded[index] for index in indexes]
+            built = (
+                foreign_tools(tools, taken=list(self.own_tools))
+                if namespace is None
+                else [t.renamed(f"{namespace}.{t.name}") for t in foreign_tools(tools)]
+            )
+            for index, tool in zip(indexes, built, strict=True):
+                served[index] = tool
+        return [tool for tool in served if tool is not None]
 
     def _asks(self, declared: set[str]) -> Callable[[str, str, dict[str, Any]], bool]:
         """Whether a call (by its name in scripts, its own name, its arguments) needs

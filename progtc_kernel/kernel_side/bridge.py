@@ -606,7 +606,8 @@ def _checked_tools(specs: Any) -> dict[str, ToolSpec]:
     tools: dict[str, ToolSpec] = {}
     for spec in specs:
         name = spec.get("name") if isinstance(spec, dict) else None
-        if not isinstance(name, str) or not name.isidentifier():
+        # ``namespace.tool`` for the tools of a named upstream (``tools.github``)
+        if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".", 1)):
             raise ValueError(f"a tool needs a name that is a Python identifier: {spec!r:.80}")
         if not isinstance(spec.get("description"), (str, type(None))):
             raise ValueError(f"tool {name!r}: 'description' must be a string or null")

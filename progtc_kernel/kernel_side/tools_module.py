@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import sys
 import types
 import warnings
 from collections.abc import Callable, Coroutine, Generator
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _python
 from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError, ToolError
 from ..protocol import ToolSpec, signature_of
+from .catalog import Catalog, short_name
 
 if TYPE_CHECKING:
     from .bridge import KernelBridge, PendingCall
@@ -264,8 +266,9 @@ def make_tool_function(name: str, spec: ToolSpec | None, bridge_for: BridgeFor) 
             return ToolCall(bridge, call, (caller.f_code.co_filename, caller.f_lineno))
         return bridge.call_blocking(bridge.new_call(name, arguments))
 
-    tool.__name__ = tool.__qualname__ = name
-    tool.__module__ = "tools"
+    tool.__name__ = tool.__qualname__ = short_name(name)
+    namespace = name.rpartition(".")[0]
+    tool.__module__ = f"tools.{namespace}" if namespace else "tools"
     if spec is not None:
         tool.__doc__ = spec["description"]
         tool.__signature__ = known  # type: ignore[attr-defined]
@@ -312,24 +315,62 @@ class ToolsModule(types.ModuleType):
         self.__progtc__ = _Tools(hosts)
         for exception in TOOL_EXCEPTIONS:
             setattr(self, exception.__name__, exception)
+        self.catalog = Catalog(self.__progtc__.specs, self.__progtc__.asks_approval)
 
     def __getattr__(self, name: str) -> Any:
         __tracebackhide__ = True
         if name == "__all__":  # for ``from tools import *``
-            return [*self.__progtc__.served(), *_EXCEPTION_NAMES]
+            return [*self.__progtc__.flat(), *_EXCEPTION_NAMES]
         if _is_dunder(name):
             raise AttributeError(name)
+        namespace = self.__progtc__.namespaces.get(name)
+        if namespace is not None and name in self.__progtc__.served_namespaces():
+            return namespace
         # ``from tools import x`` would swap an AttributeError for a bare ImportError.
         importing = _python.importing_from(_python.caller())
         return self.__progtc__.function(name, importing)
 
     def __dir__(self) -> list[str]:
-        return sorted([*self.__progtc__.served(), *_EXCEPTION_NAMES])
+        tools = self.__progtc__
+        return sorted([*tools.flat(), *tools.served_namespaces(), *_EXCEPTION_NAMES, "catalog"])
+
+
+class NamespaceModule(types.ModuleType):
+    """``tools.github`` (``sys.modules["tools.github"]``): the tools of one named
+    upstream, so that ``from tools.github import search_issues`` works. Its calls
+    travel as ``github.search_issues``."""
+
+    def __init__(self, name: str, tools: _Tools) -> None:
+        super().__init__(f"tools.{name}", f"Tools of the {name!r} namespace.")
+        self.__progtc__ = tools
+        self.__progtc_namespace__ = name
+
+    def __getattr__(self, name: str) -> Any:
+        __tracebackhide__ = True
+        prefix = f"{self.__progtc_namespace__}."
+        if name == "__all__":
+            return [short_name(n) for n in self.__progtc__.served() if n.startswith(prefix)]
+        if _is_dunder(name):
+            raise AttributeError(name)
+        importing = _python.importing_from(_python.caller())
+        return self.__progtc__.function(prefix + name, importing)
+
+    def __dir__(self) -> list[str]:
+        return list(self.__getattr__("__all__"))
 
 
 def describe(module: ToolsModule) -> None:
-    """Refresh ``help(tools)`` for the tools now served."""
-    module.__doc__ = _module_doc(module.__progtc__.served())
+    """Refresh ``help(tools)`` for the tools now served, and the namespace modules
+    (``tools.github``) in ``sys.modules``, so that ``from tools.github import x``
+    finds them."""
+    tools = module.__progtc__
+    module.__doc__ = _module_doc(tools.served())
+    for name in tools.served_namespaces():
+        namespace = tools.namespaces.get(name)
+        if namespace is None:
+            namespace = tools.namespaces[name] = NamespaceModule(name, tools)
+        if sys.modules.get("tools") is module:
+            sys.modules[f"tools.{name}"] = namespace
 
 
 class _Tools:
@@ -338,6 +379,7 @@ class _Tools:
     def __init__(self, hosts: Hosts) -> None:
         self.hosts = hosts
         self.offline: dict[str, Any] = {}
+        self.namespaces: dict[str, NamespaceModule] = {}
 
     def bridge_for(self, tool: str) -> KernelBridge:
         __tracebackhide__ = True
@@ -348,6 +390,24 @@ class _Tools:
 
     def served(self) -> list[str]:
         return sorted({name for bridge in self.hosts() for name in bridge.tools})
+
+    def flat(self) -> list[str]:
+        """The tools outside namespaces: ``tools.<name>``."""
+        return [name for name in self.served() if "." not in name]
+
+    def served_namespaces(self) -> list[str]:
+        return sorted({name.partition(".")[0] for name in self.served() if "." in name})
+
+    def specs(self) -> dict[str, ToolSpec]:
+        """Every tool served, as the host that calls prefer describes it."""
+        specs: dict[str, ToolSpec] = {}
+        for bridge in self.hosts():
+            for name, spec in bridge.tools.items():
+                specs.setdefault(name, spec)
+        return dict(sorted(specs.items()))
+
+    def asks_approval(self) -> frozenset[str]:
+        return frozenset(name for bridge in self.hosts() for name in bridge.asks_approval)
 
     def function(self, name: str, importing: bool) -> Any:
         __tracebackhide__ = True

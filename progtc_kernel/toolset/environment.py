@@ -14,9 +14,11 @@ import json
 import keyword
 import re
 import textwrap
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from ..kernel_side.catalog import one_line, short_name
 from ..protocol import ToolSpec, signature_of
 
 # Modules a script may import by default: pure computation, no files, processes or
@@ -25,6 +27,7 @@ DEFAULT_MODULES: dict[str, str] = {
     "asyncio": "concurrency: `await asyncio.gather(...)` runs tool calls at once "
     "(inside `async def run()`)",
     "json": "encode and decode JSON",
+    "base64": "decode the base64 `data` of images and files that tools return",
     "math": "mathematical functions",
     "re": "regular expressions",
     "datetime": "dates, times and time deltas",
@@ -102,7 +105,7 @@ def stub(spec: ToolSpec, needs_approval: bool = False, returns: str | None = Non
     signature = signature_of(spec)
     if returns is not None:
         signature = signature.replace(return_annotation=_Shown(returns))
-    return f"def {spec['name']}{signature}:\n{body}"
+    return f"def {short_name(spec['name'])}{signature}:\n{body}"
 
 
 class _Shown:
@@ -117,12 +120,24 @@ class _Shown:
 
 def stubs_source(specs: list[ToolSpec], asking: Collection[str] = ()) -> str:
     """Every tool's stub, after the ``TypedDict`` of each result with an object output
-    schema (what a script gets is JSON: ``result["temp"]``, typed). This is the text
-    the instructions show, and what ``check_types`` checks scripts against."""
-    results = ResultTypes({spec["name"] for spec in specs})
+    schema (what a script gets is JSON: ``result["temp"]``, typed); the tools of a
+    namespace under a comment saying how to import them (``from tools.github import
+    search_issues``). This is the text the instructions show, and what ``check_types``
+    checks scripts against."""
+    if not specs:
+        return "# no tools are available"
+    results = ResultTypes({short_name(spec["name"]) for spec in specs})
     returns = {spec["name"]: results.of(spec) for spec in specs}
-    stubs = [stub(spec, spec["name"] in asking, returns[spec["name"]]) for spec in specs]
-    return "\n\n".join([*results.classes, *stubs])
+    parts: list[str] = []
+    namespace = ""
+    # in the order given, the namespaced ones after, by namespace (a stable sort)
+    for spec in sorted(specs, key=lambda spec: spec["name"].rpartition(".")[0]):
+        space = spec["name"].rpartition(".")[0]
+        if space != namespace:
+            namespace = space
+            parts.append(f"# tools.{space}: from tools.{space} import {short_name(spec['name'])}")
+        parts.append(stub(spec, spec["name"] in asking, returns[spec["name"]]))
+    return "\n\n".join([*results.classes, *parts])
 
 
 class ResultTypes:
@@ -280,18 +295,38 @@ def instructions(
     max_output_chars: int | None,
     max_result_chars: int,
     approval: ApprovalNote | None = None,
+    list_tools_above: int | None = None,
 ) -> str:
     """``max_output_chars``: how much printed text the caller returns; ``None``: it
-    returns none. ``approval``: which calls need approval."""
-    names = ", ".join(spec["name"] for spec in specs) or "(none)"
-    first = specs[0]["name"] if specs else "some_tool"
+    returns none. ``approval``: which calls need approval. ``list_tools_above``: with
+    more tools than this, they are listed by name and one line, and scripts find the
+    rest with ``tools.catalog`` (``None``: every stub is listed)."""
+    by_catalog = list_tools_above is not None and len(specs) > list_tools_above
+    names = (
+        f"{len(specs):,} tools, listed below"
+        if by_catalog or len(specs) > 50
+        else ", ".join(spec["name"] for spec in specs) or "(none)"
+    )
+    first_name = specs[0]["name"] if specs else "some_tool"
+    first = short_name(first_name)
+    module = f"tools.{first_name.rpartition('.')[0]}" if "." in first_name else "tools"
     limits = [
         f"it may run for at most {timeout:g} s" if timeout else None,
         f"it may make at most {max_tool_calls} tool calls" if max_tool_calls else None,
     ]
     stated = " and ".join(limit for limit in limits if limit)
     asking = set(approval[0]) if approval else set()
-    stubs = stubs_source(specs, asking) or "# no tools are available"
+    listed = (
+        catalog_listing(specs)
+        if by_catalog
+        else f"""\
+The tools, as Python stubs (with the JSON schema of what a tool returns, where known):
+
+```python
+{stubs_source(specs, asking)}
+```
+"""
+    )
     approvals = approval_text(approval)
     printed = (
         "Text the script prints is not returned to you: put what you need in the returned dict."
@@ -311,7 +346,7 @@ their results in code and return only what you need.
 Call the tools by importing them from the `tools` module ({names}).
 In a plain `def run()`, each call returns its result:
 
-    from tools import {first}
+    from {module} import {first}
 
     def run():
         result = {first}(...)
@@ -320,7 +355,7 @@ In a plain `def run()`, each call returns its result:
 In `async def run()`, await each call; `asyncio.gather` runs calls at the same time:
 
     import asyncio
-    from tools import {first}
+    from {module} import {first}
 
     async def run():
         results = await asyncio.gather({first}(...), {first}(...))
@@ -347,11 +382,59 @@ characters: return what you need, not everything the tools gave.
 Only these modules can be imported (besides `tools`):
 {chr(10).join(f"- {name}: {text}" if text else f"- {name}" for name, text in modules.items())}
 
-The tools, as Python stubs (with the JSON schema of what a tool returns, where known):
+{listed}"""
 
-```python
-{stubs}
-```
+
+# How much of the environment a long tool list may take: tools are listed with their
+# one line while they fit, then by name, then only counted (the catalog finds them).
+CATALOG_LISTING_CHARS = 4_000
+
+
+def catalog_listing(specs: list[ToolSpec]) -> str:
+    """The tools by name and one line, and how scripts find and read the rest."""
+    names = sorted(spec["name"] for spec in specs)
+    example = next((name for name in names if "." in name), None)
+    namespaced = (
+        f"A tool named `space.name` (e.g. `{example}`) is imported with "
+        "`from tools.space import name`. "
+        if example
+        else ""
+    )
+    lines: list[str] = []
+    used = 0
+    for spec in sorted(specs, key=lambda spec: spec["name"]):
+        line = f"- {spec['name']}: {one_line(spec)}" if spec["description"] else f"- {spec['name']}"
+        if used + len(line) > CATALOG_LISTING_CHARS:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    rest = len(specs) - len(lines)
+    namespaces = Counter(name.partition(".")[0] for name in names if "." in name)
+    if rest:
+        spaces = ", ".join(
+            f"tools.{space} ({count})" for space, count in sorted(namespaces.items())
+        )
+        lines.append(
+            f"- ... and {rest:,} more tools"
+            + (f" (namespaces: {spaces})" if spaces else "")
+            + ": find them with catalog.search"
+        )
+    return f"""\
+There are {len(specs):,} tools, too many to show each one's stub here. Find the ones you
+need with a script first, then call them in the next script: `catalog.search(words)`
+returns the names of the matching tools, best first, and `catalog.describe(name)`
+returns a tool's full stub (its signature, docstring and the JSON schema of what it
+returns) as text:
+
+    from tools import catalog
+
+    def run():
+        names = catalog.search("weather forecast")
+        return {{"tools": {{name: catalog.describe(name) for name in names[:3]}}}}
+
+{namespaced}The tools, by name and one line:
+
+{chr(10).join(lines)}
 """
 
 

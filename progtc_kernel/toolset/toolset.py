@@ -26,6 +26,7 @@ from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Outcome, QueueHook, ToolRegistry, ToolsLike, failure
+from ..kernel_side.catalog import LIST_TOOLS_ABOVE
 from ..kernels.base import KernelLike
 from ..protocol import OUTCOME_MIME, run_script_code
 from ..timeouts import SCRIPT_TIMEOUT, USE_DEFAULT, Timeout, TimeoutLike, resolve
@@ -141,6 +142,11 @@ class ProgrammaticToolset:
             raises ``ToolDeniedError`` in the script, which may catch it; uncaught, the
             script fails with it (a ``ScriptError``). A ``ToolKernel`` given keeps its
             own.
+        list_tools_above: With more tools than this, the environment lists them by
+            name and one line instead of a full stub each, and scripts find the rest
+            with ``tools.catalog.search(words)`` and ``tools.catalog.describe(name)``
+            (the instructions say how). Default: 30, about 15,000 characters of stubs;
+            ``0``: always; ``None``: never.
         requires_approval: Which calls need approval besides those whose tool requires
             it (``Tool.from_function(f, requires_approval=True)``): ``True`` every
             call, a collection of tool names, or a function ``(tool, arguments) ->
@@ -176,8 +182,15 @@ class ProgrammaticToolset:
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
         check_types: bool | None = None,
+        list_tools_above: int | None = LIST_TOOLS_ABOVE,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
+        if list_tools_above is not None and list_tools_above < 0:
+            raise ValueError(
+                f"list_tools_above={list_tools_above!r}: give 0 or more tools (0: always "
+                "list by name; None: always list every stub)"
+            )
+        self.list_tools_above = list_tools_above
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
         if isinstance(kernel, ToolKernel):
             _check_kernel_approval(approve, requires_approval)
@@ -239,6 +252,7 @@ class ProgrammaticToolset:
             max_output_chars=self.max_output_chars if self.returns_printed_text else None,
             max_result_chars=self.max_result_chars,
             approval=self._approval_note(),
+            list_tools_above=self.list_tools_above,
         )
 
     def _approval_note(self) -> ApprovalNote:
