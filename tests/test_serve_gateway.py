@@ -1,11 +1,12 @@
 """``progtc-kernel serve --gateway-url``: the warm pool on a gateway, as on a cluster.
 
-An Enterprise Gateway runs on loopback from an environment of its own (it pins
-jupyter_server<2), with a kernelspec of this ipykernel line; ``serve`` hands it every
-kernel and keeps nothing but the HTTP front. progtc's own client (0.2.0, from PyPI)
-and ``AsyncProgtcClient`` run code with tool calls through that front; leases,
-the execution ceiling, the step API and shutdown are checked on the gateway's own
-list of kernels (``GET /api/kernels``). Nothing is mocked.
+An Enterprise Gateway (from an environment of its own: it pins jupyter_server<2) and
+a Kernel Gateway run on loopback, each with a kernelspec of this ipykernel line;
+``serve`` hands the gateway every kernel and keeps nothing but the HTTP front.
+progtc's own client (0.2.0, from PyPI) and ``AsyncProgtcClient`` run code with tool
+calls through that front; leases, the execution ceiling, the step API and shutdown
+are checked on the gateway's own list of kernels (``GET /api/kernels``). Nothing is
+mocked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .servers import (
     JupyterProcess,
     enterprise_gateway,
     free_port,
+    kernel_gateway,
     kernelspec,
     pool_status,
     until,
@@ -75,19 +77,28 @@ def serve_on(gateway: JupyterProcess, home: Path, *args: str) -> JupyterProcess:
     )
 
 
-@pytest.fixture(scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[JupyterProcess]:
-    """Enterprise Gateway on loopback, its kernels on the newest ipykernel line tested."""
-    home = tmp_path_factory.mktemp("gateway")
+def _enterprise_gateway(home: Path) -> JupyterProcess:
+    python = build_env("enterprise-gateway", ["jupyter_enterprise_gateway==3.3.0"])
+    # (listing kernels is off by default; the tests look at the gateway's list)
+    return enterprise_gateway(home, python, "--EnterpriseGatewayApp.list_kernels=True")
+
+
+def _kernel_gateway(home: Path) -> JupyterProcess:
+    return kernel_gateway(home, "--JupyterWebsocketPersonality.list_kernels=True")
+
+
+GATEWAYS = {"enterprise-gateway": _enterprise_gateway, "kernel-gateway": _kernel_gateway}
+
+
+@pytest.fixture(scope="module", params=list(GATEWAYS))
+async def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[JupyterProcess]:
+    """A gateway on loopback, its kernels on the newest ipykernel line tested."""
+    home = tmp_path_factory.mktemp(request.param)
     line = selected_lines()[-1]
     kernelspec(home / "share", "progtc", await asyncio.to_thread(kernel_env, line))
-    python = await asyncio.to_thread(
-        build_env, "enterprise-gateway", ["jupyter_enterprise_gateway==3.3.0"]
-    )
-    # (listing kernels is off by default; the tests look at the gateway's list)
-    process = await enterprise_gateway(
-        home, python, "--EnterpriseGatewayApp.list_kernels=True"
-    ).start()
+    process = await (await asyncio.to_thread(GATEWAYS[request.param], home)).start()
     yield process
     process.stop()
 
