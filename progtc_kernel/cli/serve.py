@@ -220,6 +220,10 @@ def command(args: argparse.Namespace) -> int:
         # The gateway runs every kernel; Jupyter Server's gateway managers and websocket
         # (its defaults once GatewayClient.url is set) start them there and proxy to them.
         config.GatewayClient.update(url=args.gateway_url, auth_token=args.gateway_token or "")
+        if args.start_timeout is not None:
+            # A kernel start is one request to the gateway (a pod may pull an image):
+            # it may take --start-timeout, not only Jupyter Server's 42 s.
+            config.GatewayClient.request_timeout = max(args.start_timeout, 42.0)
         # (Jupyter Server's own proxy relays binary messages as text: the gateway
         # closes the connection at the first tool call's.)
         config.ServerApp.kernel_websocket_connection_class = (
