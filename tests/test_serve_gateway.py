@@ -26,6 +26,7 @@ from progtc_kernel import AsyncProgtcClient
 from .conftest import build_env, kernel_env, selected_lines
 from .servers import (
     TOKEN,
+    Frontend,
     JupyterProcess,
     enterprise_gateway,
     free_port,
@@ -196,6 +197,25 @@ async def test_an_execution_past_the_ceiling_is_stopped_and_its_kernel_reaped(
         return kernel_id not in await on_gateway(gateway)
 
     await until(reaped, "rid of the kernel that overstayed, on the gateway")
+
+
+async def test_a_lease_whose_client_went_away_is_reaped_on_the_gateway(
+    gateway: JupyterProcess, served: JupyterProcess
+) -> None:
+    await warm(served)
+    front = served.server()
+    lease = await front.request("POST", "progtc-kernel/api/kernels", {})
+    kernel_id = str(lease["id"])
+    # A client of the lease, over the front's kernel websocket (relayed to the gateway)
+    async with Frontend(front, kernel_id) as client:
+        assert (await client.run("print(6 * 7)")).strip() == "42"
+    # ...that goes away without ending its lease: the gateway reports no connection.
+
+    async def reaped() -> bool:
+        return kernel_id not in await on_gateway(gateway)
+
+    await until(reaped, "rid of the abandoned kernel, on the gateway")
+    assert (await pool_status(served))["pool"]["leased"] == 0
 
 
 async def test_a_step_api_run_lives_in_a_gateway_kernel_between_steps(
