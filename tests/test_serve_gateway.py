@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from progtc_kernel import AsyncProgtcClient
+from progtc_kernel import AsyncProgtcClient, ServerError
 
 from .conftest import build_env, kernel_env, selected_lines
 from .servers import (
@@ -234,13 +234,18 @@ async def test_a_step_api_run_lives_in_a_gateway_kernel_between_steps(
     assert mine == await on_gateway(gateway)
 
 
-async def test_serve_shut_down_leaves_no_kernel_on_the_gateway(
+async def test_max_kernels_holds_on_the_gateway_and_shutdown_leaves_no_kernel_there(
     gateway: JupyterProcess, tmp_path: Path
 ) -> None:
     before = await on_gateway(gateway)
-    process = await serve_on(gateway, tmp_path, "--pool-size", "2").start()
+    process = await serve_on(gateway, tmp_path, "--pool-size", "1", "--max-kernels", "2").start()
     try:
-        await warm(process)
+        await warm(process, size=1)
+        front = process.server()
+        await front.request("POST", "api/kernels", {"name": "progtc"})  # Jupyter's own API
+        with pytest.raises(ServerError, match=r"at most 2 kernels.*--max-kernels") as caught:
+            await front.request("POST", "api/kernels", {"name": "progtc"})
+        assert caught.value.status == 503
         assert len(await on_gateway(gateway) - before) == 2
     finally:
         process.stop()  # SIGTERM, and the server exits once it shut its kernels down

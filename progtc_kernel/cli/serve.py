@@ -229,6 +229,10 @@ def command(args: argparse.Namespace) -> int:
         config.ServerApp.kernel_websocket_connection_class = (
             "progtc_kernel.server.gateway.BinaryGatewayConnection"
         )
+        # (Jupyter's own POST /api/kernels under --max-kernels too)
+        config.ServerApp.kernel_manager_class = (
+            "progtc_kernel.server.pool.ServeGatewayKernelManager"
+        )
     else:
         config.ServerApp.update(
             # Kernel websocket frames are checked before Jupyter Server decodes them,

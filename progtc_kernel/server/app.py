@@ -32,7 +32,7 @@ from ..timeouts import (
     DEFAULT_START,
     DEFAULT_TOOL_CALL,
 )
-from .pool import GatewayKernelPool, KernelPool, ServeKernelManager
+from .pool import GatewayKernelPool, KernelPool, ServeGatewayKernelManager, ServeKernelManager
 from .progtc_api import DIALECTS
 from .steps import DEFAULT_STEP_KEEP, StepRuns
 
@@ -169,7 +169,9 @@ class ProgtcKernelApp(ExtensionApp):
             kernel_name=self.kernel_name,
             session_idle_timeout=self.session_idle_timeout,
         )
-        if isinstance(self.serverapp.kernel_manager, ServeKernelManager):
+        if isinstance(
+            self.serverapp.kernel_manager, (ServeKernelManager, ServeGatewayKernelManager)
+        ):
             # The ceiling holds for every kernel the server starts, not only the pool's.
             self.serverapp.kernel_manager.max_kernels = self.max_kernels
         limits = Limits(self.tool_call_timeout, self.code_execution_timeout)

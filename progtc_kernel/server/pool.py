@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.gateway.managers import GatewayMappingKernelManager
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
 from traitlets import Bool, Int, List, Unicode
@@ -86,12 +87,7 @@ class ServeKernelManager(AsyncMappingKernelManager):
         if kernel_id is not None and kernel_id in self:
             return str(await super().start_kernel(kernel_id=kernel_id, **kwargs))
         if self.max_kernels and len(self.running_ids()) >= self.max_kernels:
-            raise web.HTTPError(
-                503,
-                f"this server runs at most {self.max_kernels} kernels "
-                "at once (--max-kernels), and all are in use: shut one down "
-                "first, or start the server with a larger --max-kernels",
-            )
+            raise no_room(self.max_kernels)
         kernel_id = kernel_id or self.new_kernel_id()
         if self._is_python(kwargs.get("kernel_name")):
             kwargs["extra_arguments"] = [
@@ -147,6 +143,30 @@ class ServeKernelManager(AsyncMappingKernelManager):
         """Once the server's kernels are shut down (each removes its own sockets)."""
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
+
+
+def no_room(max_kernels: int) -> web.HTTPError:
+    """A kernel start refused at the server's ceiling."""
+    return web.HTTPError(
+        503,
+        f"this server runs at most {max_kernels} kernels at once (--max-kernels), and all "
+        "are in use: shut one down first, or start the server with a larger --max-kernels",
+    )
+
+
+class ServeGatewayKernelManager(GatewayMappingKernelManager):
+    """The kernel manager of ``serve --gateway-url``: Jupyter Server's, for kernels on a
+    gateway, with ``max_kernels`` a ceiling for Jupyter's own ``POST /api/kernels`` too
+    (the pool keeps to it for its own kernels)."""
+
+    max_kernels = Int(0, help="Kernels running at once (0: no ceiling).").tag(config=True)
+
+    async def start_kernel(  # type: ignore[override]  # as jupyter_server's
+        self, *, kernel_id: str | None = None, path: str | None = None, **kwargs: Any
+    ) -> str:
+        if kernel_id is None and self.max_kernels and len(self._kernels) >= self.max_kernels:
+            raise no_room(self.max_kernels)
+        return str(await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs))  # type: ignore[no-untyped-call]
 
 
 @dataclass
