@@ -105,6 +105,19 @@ def add_parser(commands: Subcommands) -> None:
         "comma-separated (e.g. numpy,pandas)",
     )
     serve.add_argument(
+        "--gateway-url",
+        metavar="URL",
+        help="keep the pool's kernels on this Jupyter Enterprise Gateway or Kernel Gateway "
+        "(on a cluster, say) rather than on this machine",
+    )
+    serve.add_argument(
+        "--gateway-token",
+        default=os.environ.get("JUPYTER_GATEWAY_AUTH_TOKEN"),
+        metavar="TOKEN",
+        help="the gateway's token. Prefer setting JUPYTER_GATEWAY_AUTH_TOKEN: a token on "
+        "the command line shows in ps",
+    )
+    serve.add_argument(
         "--progtc-dialect",
         choices=DIALECTS,
         default=DIALECTS[0],
@@ -178,7 +191,11 @@ def command(args: argparse.Namespace) -> int:
             "--step-keep needs a number of seconds: a live step run holds a kernel, "
             "and must end if its client never comes back"
         )
-    fork_server = fork_server_wanted(args.fork_server)
+    if args.gateway_url:
+        check_gateway(args)
+        fork_server = False
+    else:
+        fork_server = fork_server_wanted(args.fork_server)
     if args.preload and not fork_server:
         raise UsageError("--preload applies to the fork server: drop --no-fork-server")
     api_key = args.api_key or secrets.token_urlsafe(24)
@@ -192,12 +209,6 @@ def command(args: argparse.Namespace) -> int:
         allow_root=True,  # sandboxes and containers often run as root
         # (Jupyter Server spells "warning" WARN)
         log_level="INFO" if args.verbose else args.log_level.upper().replace("WARNING", "WARN"),
-        # Kernel websocket frames are checked before Jupyter Server decodes them, and
-        # none may be larger than this.
-        kernel_websocket_connection_class="progtc_kernel.server.websocket.CheckedConnection",
-        # Every kernel, the pool's or Jupyter's own API's: under --max-kernels, its
-        # IPython history in memory (no client reads another's code), on Unix sockets.
-        kernel_manager_class="progtc_kernel.server.pool.ServeKernelManager",
         # Jupyter Server's websocket ping timeout (90 s by default) is longer than its
         # interval, which tornado warns about at every connection: make them equal.
         tornado_settings={
@@ -205,7 +216,35 @@ def command(args: argparse.Namespace) -> int:
             "ws_ping_timeout": 30000,
         },
     )
-    config.ServeKernelManager.update(fork_server=fork_server, preload=preload_list(args.preload))
+    if args.gateway_url:
+        # The gateway runs every kernel; Jupyter Server's gateway managers and websocket
+        # (its defaults once GatewayClient.url is set) start them there and proxy to them.
+        config.GatewayClient.update(url=args.gateway_url, auth_token=args.gateway_token or "")
+        if args.start_timeout is not None:
+            # A kernel start is one request to the gateway (a pod may pull an image):
+            # it may take --start-timeout, not only Jupyter Server's 42 s.
+            config.GatewayClient.request_timeout = max(args.start_timeout, 42.0)
+        # (Jupyter Server's own proxy relays binary messages as text: the gateway
+        # closes the connection at the first tool call's.)
+        config.ServerApp.kernel_websocket_connection_class = (
+            "progtc_kernel.server.gateway.BinaryGatewayConnection"
+        )
+        # (Jupyter's own POST /api/kernels under --max-kernels too)
+        config.ServerApp.kernel_manager_class = (
+            "progtc_kernel.server.pool.ServeGatewayKernelManager"
+        )
+    else:
+        config.ServerApp.update(
+            # Kernel websocket frames are checked before Jupyter Server decodes them,
+            # and none may be larger than this.
+            kernel_websocket_connection_class="progtc_kernel.server.websocket.CheckedConnection",
+            # Every kernel, the pool's or Jupyter's own API's: under --max-kernels, its
+            # IPython history in memory (no client reads another's code), on Unix sockets.
+            kernel_manager_class="progtc_kernel.server.pool.ServeKernelManager",
+        )
+        config.ServeKernelManager.update(
+            fork_server=fork_server, preload=preload_list(args.preload)
+        )
     config.IdentityProvider.token = api_key
     config.ProgtcKernelApp.update(
         pool_size=args.pool_size,
@@ -233,6 +272,23 @@ def command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda signum, frame: server.stop(from_signal=True))
     server.start()
     return 0
+
+
+def check_gateway(args: argparse.Namespace) -> None:
+    """``--gateway-url`` is a server's URL, and asks for nothing that runs kernels here."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(args.gateway_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(
+            f"--gateway-url {args.gateway_url!r} is not a gateway's URL: give one like "
+            "http://gateway.example:8888 (or https://...)"
+        )
+    if args.fork_server or args.preload:
+        raise UsageError(
+            "--fork-server and --preload fork kernels on this machine, but with "
+            "--gateway-url the gateway runs them: drop one or the other"
+        )
 
 
 def fork_server_wanted(given: bool | None) -> bool:

@@ -32,7 +32,7 @@ from ..timeouts import (
     DEFAULT_START,
     DEFAULT_TOOL_CALL,
 )
-from .pool import KernelPool, ServeKernelManager
+from .pool import GatewayKernelPool, KernelPool, ServeGatewayKernelManager, ServeKernelManager
 from .progtc_api import DIALECTS
 from .steps import DEFAULT_STEP_KEEP, StepRuns
 
@@ -160,8 +160,7 @@ class ProgtcKernelApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None  # linked before settings are initialized
-        pool = KernelPool(
-            self.serverapp.kernel_manager,
+        pool = self._pool(
             size=self.pool_size,
             max_kernels=self.max_kernels,
             pool_timeout=self.pool_timeout,
@@ -170,7 +169,9 @@ class ProgtcKernelApp(ExtensionApp):
             kernel_name=self.kernel_name,
             session_idle_timeout=self.session_idle_timeout,
         )
-        if isinstance(self.serverapp.kernel_manager, ServeKernelManager):
+        if isinstance(
+            self.serverapp.kernel_manager, (ServeKernelManager, ServeGatewayKernelManager)
+        ):
             # The ceiling holds for every kernel the server starts, not only the pool's.
             self.serverapp.kernel_manager.max_kernels = self.max_kernels
         limits = Limits(self.tool_call_timeout, self.code_execution_timeout)
@@ -183,6 +184,24 @@ class ProgtcKernelApp(ExtensionApp):
             send_timeout=self.send_timeout,
         )
         self.settings["progtc_kernel"] = self.service
+
+    def _pool(self, **options: Any) -> KernelPool:
+        """The server's own kernels' pool, or one on the gateway the server hands its
+        kernels to (``--GatewayClient.url``)."""
+        assert self.serverapp is not None
+        gateway = self.serverapp.gateway_config
+        if not gateway.gateway_enabled:
+            return KernelPool(self.serverapp.kernel_manager, **options)
+        from ..kernels.jupyter_server import JupyterServer
+
+        server = JupyterServer(
+            str(gateway.url),
+            token=gateway.auth_token or "",
+            headers=_gateway_headers(gateway),
+            validate_cert=gateway.validate_cert,
+            token_option="--gateway-token",
+        )
+        return GatewayKernelPool(self.serverapp.kernel_manager, server, **options)
 
     def initialize_handlers(self) -> None:
         from . import handlers, progtc_api, steps
@@ -214,3 +233,10 @@ class ProgtcKernelApp(ExtensionApp):
 
 def _seconds(value: float | None) -> str:
     return "none" if value is None else f"{value:g} s"
+
+
+def _gateway_headers(gateway: Any) -> dict[str, str]:
+    """The headers Jupyter Server sends the gateway (``GatewayClient.headers``, JSON)."""
+    import json
+
+    return {str(k): str(v) for k, v in json.loads(gateway.headers or "{}").items()}

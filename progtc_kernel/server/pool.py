@@ -27,11 +27,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.gateway.managers import GatewayMappingKernelManager
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
 from traitlets import Bool, Int, List, Unicode
 
 from ..exceptions import PoolError, PoolExhausted
+from ..kernels.jupyter_server import JupyterServer, RemoteKernel
 from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_SESSION_IDLE, DEFAULT_START
 
 log = logging.getLogger("progtc_kernel.server")
@@ -85,12 +87,7 @@ class ServeKernelManager(AsyncMappingKernelManager):
         if kernel_id is not None and kernel_id in self:
             return str(await super().start_kernel(kernel_id=kernel_id, **kwargs))
         if self.max_kernels and len(self.running_ids()) >= self.max_kernels:
-            raise web.HTTPError(
-                503,
-                f"this server runs at most {self.max_kernels} kernels "
-                "at once (--max-kernels), and all are in use: shut one down "
-                "first, or start the server with a larger --max-kernels",
-            )
+            raise no_room(self.max_kernels)
         kernel_id = kernel_id or self.new_kernel_id()
         if self._is_python(kwargs.get("kernel_name")):
             kwargs["extra_arguments"] = [
@@ -146,6 +143,30 @@ class ServeKernelManager(AsyncMappingKernelManager):
         """Once the server's kernels are shut down (each removes its own sockets)."""
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
+
+
+def no_room(max_kernels: int) -> web.HTTPError:
+    """A kernel start refused at the server's ceiling."""
+    return web.HTTPError(
+        503,
+        f"this server runs at most {max_kernels} kernels at once (--max-kernels), and all "
+        "are in use: shut one down first, or start the server with a larger --max-kernels",
+    )
+
+
+class ServeGatewayKernelManager(GatewayMappingKernelManager):
+    """The kernel manager of ``serve --gateway-url``: Jupyter Server's, for kernels on a
+    gateway, with ``max_kernels`` a ceiling for Jupyter's own ``POST /api/kernels`` too
+    (the pool keeps to it for its own kernels)."""
+
+    max_kernels = Int(0, help="Kernels running at once (0: no ceiling).").tag(config=True)
+
+    async def start_kernel(  # type: ignore[override]  # as jupyter_server's
+        self, *, kernel_id: str | None = None, path: str | None = None, **kwargs: Any
+    ) -> str:
+        if kernel_id is None and self.max_kernels and len(self._kernels) >= self.max_kernels:
+            raise no_room(self.max_kernels)
+        return str(await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs))  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -328,14 +349,34 @@ class KernelPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_one(self, kernel_id: str) -> None:
+    # -- what a pool on a gateway does its own way (GatewayKernelPool) ---------------------
+
+    def kernel(self, kernel_id: str) -> Any:
+        """What ``ToolKernel(kernel=...)`` takes for a leased kernel: its manager here."""
+        return self.kernel_manager.get_kernel(kernel_id)
+
+    async def _start_kernel(self, kernel_id: str) -> str:
+        """Start a kernel under this id; the id it runs under."""
+        await self.kernel_manager.start_kernel(kernel_id=kernel_id, kernel_name=self.kernel_name)
+        return kernel_id
+
+    async def _warm_up(self, kernel_id: str) -> None:
+        await warm_up(self.kernel_manager.get_kernel(kernel_id), self.start_timeout)
+
+    async def _model(self, kernel_id: str) -> dict[str, Any]:
+        """The server's model of a kernel: its execution state, connections, activity."""
+        return dict(self.kernel_manager.kernel_model(kernel_id))
+
+    async def _start_one(self, placeholder: str) -> None:
+        kernel_id: str | None = None
         started = False
         try:
-            await self.kernel_manager.start_kernel(
-                kernel_id=kernel_id, kernel_name=self.kernel_name
-            )
+            kernel_id = await self._start_kernel(placeholder)
+            if kernel_id != placeholder:  # its id is the one the kernel got, from now on
+                self._starting.discard(placeholder)
+                self._starting.add(kernel_id)
             started = True
-            await warm_up(self.kernel_manager.get_kernel(kernel_id), self.start_timeout)
+            await self._warm_up(kernel_id)
         except Exception as exc:
             if not started and isinstance(exc, web.HTTPError) and exc.status_code == 503:
                 return  # no room after all: a kernel of Jupyter's own API took it
@@ -345,8 +386,11 @@ class KernelPool:
                     await self.kernel_manager.shutdown_kernel(kernel_id, now=True)
             started = False
         finally:
-            self._starting.discard(kernel_id)
+            self._starting.discard(placeholder)
+            if kernel_id is not None:
+                self._starting.discard(kernel_id)
         if started:
+            assert kernel_id is not None
             if self._stopped:
                 await self._shut_down(kernel_id)
                 return
@@ -422,7 +466,7 @@ class KernelPool:
                     log.exception("progtc_kernel: checking lease %s", lease.kernel_id)
 
     async def _check(self, lease: Lease, now: float) -> None:
-        model = self.kernel_manager.kernel_model(lease.kernel_id)
+        model = await self._model(lease.kernel_id)
         busy = model.get("execution_state") == "busy"
         lease.busy_since = (lease.busy_since or now) if busy else None
         if not lease.connected and _active_since(model, lease.taken_on):
@@ -501,3 +545,59 @@ async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_STA
         await bridge.start(timeout=start_timeout, fresh=not forked)
     finally:
         await bridge.close()
+
+
+class GatewayKernelPool(KernelPool):
+    """A ``KernelPool`` whose kernels live on a Jupyter Enterprise Gateway or Kernel
+    Gateway (on a cluster, say), for a server run with ``--GatewayClient.url``.
+
+    The server's ``GatewayMappingKernelManager`` starts, interrupts and shuts them down
+    through the gateway's REST API, and proxies Jupyter's own kernel websocket to it
+    (``AsyncProgtcClient``'s leases work unchanged). What the server drives itself
+    (the warm-up, progtc's API, the step API) goes straight to the gateway's
+    websocket as a ``RemoteKernel``: the gateway's kernels have no ZMQ sockets here.
+    Leases are watched on the gateway's model of each kernel.
+
+    Args:
+        kernel_manager: The server's ``GatewayMappingKernelManager``.
+        gateway: The gateway, as its websockets are reached (URL, token, headers).
+        **options: As for ``KernelPool`` (``size``, ``max_kernels``...).
+    """
+
+    def __init__(self, kernel_manager: Any, gateway: JupyterServer, **options: Any) -> None:
+        super().__init__(kernel_manager, **options)
+        self.gateway = gateway
+
+    def kernel(self, kernel_id: str) -> RemoteKernel:
+        """The leased kernel, attached to by id: a ``ToolKernel`` closed leaves it
+        running (the pool shuts it down when the lease ends)."""
+        return RemoteKernel(self.gateway, kernel_id)
+
+    async def _start_kernel(self, kernel_id: str) -> str:
+        # The gateway names its kernels: an id given would mean "use this running one".
+        name = {"kernel_name": self.kernel_name} if self.kernel_name else {}
+        return str(await self.kernel_manager.start_kernel(**name))
+
+    async def _warm_up(self, kernel_id: str) -> None:
+        from ..host.bridge import ToolBridge
+
+        # The gateway answers the start once the kernel runs: its first iopub messages
+        # are gone by now, so the bridge probes rather than waits for them.
+        bridge = ToolBridge(self.kernel(kernel_id).connect())
+        try:
+            await bridge.start(timeout=self.start_timeout, fresh=False)
+        finally:
+            await bridge.close()
+
+    async def _model(self, kernel_id: str) -> dict[str, Any]:
+        model = await self.kernel_manager.get_kernel(kernel_id).refresh_model()
+        if model is None:
+            raise KeyError(f"kernel {kernel_id} is gone from the gateway")
+        return dict(model)
+
+    async def _alive(self, kernel_id: str) -> bool:
+        try:
+            model = await self._model(kernel_id)
+        except (KeyError, web.HTTPError):
+            return False
+        return model.get("execution_state") != "dead"

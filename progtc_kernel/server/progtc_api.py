@@ -316,10 +316,9 @@ class ExecuteCodeHandler(_ProgtcHandler):
         self, tools: ToolRegistry, request: ExecuteCodeRequest, kernel_id: str
     ) -> None:
         limits = self.service.limits
-        manager = self.service.pool.kernel_manager.get_kernel(kernel_id)
         kernel = ToolKernel(
             tools,
-            kernel=manager,
+            kernel=self.service.pool.kernel(kernel_id),
             timeout=Timeout(
                 limits.code_execution_timeout,
                 tool_call=limits.tool_call_timeout,

@@ -418,7 +418,7 @@ class ExecuteCodeStepHandler(_ProgtcHandler):
         pool = self.service.pool
         run.kernel = ToolKernel(
             run.tools(),
-            kernel=pool.kernel_manager.get_kernel(run.kernel_id),
+            kernel=pool.kernel(run.kernel_id),
             timeout=Timeout(None, tool_call=None, start=pool.start_timeout),
         )
         await run.kernel.start()

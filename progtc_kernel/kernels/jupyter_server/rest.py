@@ -139,7 +139,7 @@ class JupyterServer:
             raise ServerError(
                 f"{self.url} refused to list its kernels (HTTP 403): the token is wrong, or "
                 "the server does not list kernels (a Kernel Gateway needs "
-                "--KernelGatewayApp.list_kernels=True)",
+                "--JupyterWebsocketPersonality.list_kernels=True)",
                 403,
             ) from None
 
