@@ -65,6 +65,7 @@ class Service:
     finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
     output_stopped: int = 0  # executions stopped for printing more than max_output
     clients_cut_off: int = 0  # clients that took nothing for send_timeout
+    lease_keepalives: int = 0  # keep-alives sent to requests waiting for a kernel
 
     def end(self, execution_id: str) -> None:
         """A progtc API execution is over: forget it, remembering that it was."""
@@ -85,6 +86,7 @@ class Service:
                 "send_timeout": self.send_timeout,
                 "output_stopped": self.output_stopped,
                 "clients_cut_off": self.clients_cut_off,
+                "lease_keepalives": self.lease_keepalives,
             },
             "step_api": {
                 "live_runs": len(self.steps.runs),

@@ -56,6 +56,7 @@ from ..host.tools import Tool, ToolRegistry
 from ..protocol import problem_with_module_name
 from ..timeouts import Timeout
 from .handlers import AuthenticatedFirst
+from .pool import Lease
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 # jupyter_server >= 2.13 can refuse unauthenticated requests unless marked (older
@@ -67,6 +68,11 @@ allow_unauthenticated: Callable[[_Method], _Method] = getattr(
 log = logging.getLogger("progtc_kernel.server")
 
 KEEPALIVE = 15.0  # seconds of silence before a keep-alive comment, as progtc sends
+# A request that finds no warm kernel waits silently this long, then its stream starts
+# and a keep-alive goes out every as many seconds until it has a kernel: a client's
+# read timeout (httpx's default is 5 s) must not run out while it waits. Shorter waits
+# keep their HTTP status (a 503 when the pool is exhausted, a 500 when kernels fail).
+LEASE_KEEPALIVE = 2.0
 ERROR_CODES = {
     "syntax_error": "code_compilation_error",
     "runtime_error": "code_runtime_error",
@@ -282,7 +288,9 @@ class ToolResultsHandler(_ProgtcHandler):
 
 class ExecuteCodeHandler(_ProgtcHandler):
     _run: asyncio.Task[dict[str, Any]] | None = None
+    _taking: asyncio.Task[Lease] | None = None
     _gone = False
+    _streaming = False  # its headers are sent: what follows are events
 
     async def post(self) -> None:
         self.authenticate()
@@ -294,12 +302,9 @@ class ExecuteCodeHandler(_ProgtcHandler):
             raise _Detail(
                 422, [{"type": "value_error", "loc": ["body", "tool_names"], "msg": str(exc)}]
             ) from None
-        try:
-            lease = await self.service.pool.take(websocket=False)
-        except PoolExhausted as exc:
-            raise _Detail(503, str(exc)) from None
-        except PoolError as exc:
-            raise _Detail(500, str(exc)) from None
+        lease = await self._lease()
+        if lease is None:
+            return
         self.service.executions[execution.id] = execution
         try:
             if not self._gone:
@@ -311,6 +316,53 @@ class ExecuteCodeHandler(_ProgtcHandler):
             execution.cancel()
             self.service.end(execution.id)
             self._reap(lease.kernel_id)
+
+    async def _lease(self) -> Lease | None:
+        """A pool kernel for this execution, streaming keep-alives while it waits for
+        one (``None``: the client left, or was told why there is none)."""
+        taking: asyncio.Task[Lease] = asyncio.ensure_future(self.service.pool.take(websocket=False))
+        self._taking = taking
+        try:
+            await asyncio.wait({taking}, timeout=LEASE_KEEPALIVE)
+            while not taking.done():
+                self._start_stream()
+                self.service.lease_keepalives += 1
+                await self._write(b": waiting for a kernel\n\n")
+                await asyncio.wait({taking}, timeout=LEASE_KEEPALIVE)
+            lease = taking.result()
+        except asyncio.CancelledError:
+            if taking.done() and not taking.cancelled() and taking.exception() is None:
+                self._reap(taking.result().kernel_id)  # leased as this handler was stopped
+            if not self._gone:
+                raise
+            return None  # the client left while it waited
+        except PoolError as exc:
+            status = 503 if isinstance(exc, PoolExhausted) else 500
+            if not self._streaming:
+                raise _Detail(status, str(exc)) from None
+            await self._refuse(f"{type(exc).__name__}: {exc}")
+            return None
+        finally:
+            self._taking = None
+            taking.cancel()  # (if this handler was stopped while it waited)
+        if self._gone:
+            self._reap(lease.kernel_id)
+            return None
+        return lease
+
+    def _start_stream(self) -> None:
+        """Send the stream's headers (once): its events follow."""
+        if not self._streaming:
+            self._streaming = True
+            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.set_header("Cache-Control", "no-store")
+
+    async def _refuse(self, message: str) -> None:
+        """Once the stream has started, an error can only be its final message."""
+        dialect = None if "X-Progtc-API-Key" in self.request.headers else self.service.dialect
+        await self._send(error_message("runtime_error", "", f"{message}\n", message, dialect))
+        if not self._gone:
+            self.finish()
 
     async def _stream(
         self, tools: ToolRegistry, request: ExecuteCodeRequest, kernel_id: str
@@ -330,9 +382,11 @@ class ExecuteCodeHandler(_ProgtcHandler):
                 try:
                     await kernel.install_modules(request.modules)
                 except ValueError as exc:
-                    raise _Detail(400, str(exc)) from None
-            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.set_header("Cache-Control", "no-store")
+                    if not self._streaming:
+                        raise _Detail(400, str(exc)) from None
+                    await self._refuse(str(exc))
+                    return
+            self._start_stream()
             self._run = asyncio.ensure_future(self._final(kernel, request.code, kernel_id))
             while not self._run.done():
                 await asyncio.wait({self._run}, timeout=KEEPALIVE)
@@ -407,6 +461,8 @@ class ExecuteCodeHandler(_ProgtcHandler):
     def on_connection_close(self) -> None:
         """The client went away: stop its code (the kernel is reaped after)."""
         self._gone = True
+        if self._taking is not None:
+            self._taking.cancel()  # no kernel for a client that is gone
         if self._run is not None:
             self._run.cancel()
 
