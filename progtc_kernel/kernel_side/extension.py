@@ -40,6 +40,7 @@ from . import _ipykernel, tracebacks
 from .bridge import KernelBridge
 from .tools_module import ToolsModule
 from .tools_module import describe as describe_tools
+from .tracing import CellTrace
 
 log = logging.getLogger("progtc_kernel")
 
@@ -60,6 +61,7 @@ class Extension:
         self.bad_messages = BadMessages(log, "kernel")
         self.routes: Counter[str] = Counter()  # which route brought each host message
         self.interrupt_wakeup = _ipykernel.InterruptWakeup()
+        self.cell_trace = CellTrace(kernel)
         self._replaced_tools = sys.modules.get("tools")
 
     def load(self) -> None:
@@ -70,6 +72,8 @@ class Extension:
         # Now if loaded by a cell, else before the first cell (the loop runs by then).
         self.interrupt_wakeup.install()
         self.kernel.shell.events.register("pre_execute", self.interrupt_wakeup.install)
+        self.kernel.shell.events.register("pre_execute", self.cell_trace.pre_execute)
+        self.kernel.shell.events.register("post_execute", self.cell_trace.post_execute)
         if self._replaced_tools is not None:
             log.warning(
                 "progtc_kernel: the module 'tools' now refers to host tools, shadowing %r",
@@ -84,6 +88,8 @@ class Extension:
         tracebacks.uninstall(self.kernel.shell)
         comm.get_comm_manager().unregister_target(COMM_TARGET, self.on_open)
         self.kernel.shell.events.unregister("pre_execute", self.interrupt_wakeup.install)
+        self.kernel.shell.events.unregister("pre_execute", self.cell_trace.pre_execute)
+        self.kernel.shell.events.unregister("post_execute", self.cell_trace.post_execute)
         self.interrupt_wakeup.uninstall()
         for comm_id in list(self.bridges):
             self.close(comm_id, "the progtc_kernel extension was unloaded")

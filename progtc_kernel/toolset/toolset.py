@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ..approval import Approver, RequiresApproval
 from ..exceptions import KernelDiedError, ScriptError, ScriptTimeoutError
+from ..host import tracing
 from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
@@ -133,6 +134,9 @@ class ProgrammaticToolset:
             call, a collection of tool names, or a function ``(tool, arguments) ->
             bool``. The instructions name these tools and say a denial is an exception
             the script may catch. A ``ToolKernel`` given keeps its own.
+        trace_content: With OpenTelemetry tracing on, also record each script in its
+            span and each tool call's arguments and result in its span (see
+            ``ToolKernel``). A ``ToolKernel`` given keeps its own.
 
     Raises:
         ValueError: ``approve``, ``requires_approval`` or a ``Timeout``'s tool-call,
@@ -153,6 +157,7 @@ class ProgrammaticToolset:
         returns_printed_text: bool = False,
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
+        trace_content: bool = False,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         self.timeout = resolve(timeout, SCRIPT_TIMEOUT)
@@ -166,6 +171,7 @@ class ProgrammaticToolset:
                 timeout=self.timeout,
                 approve=approve,
                 requires_approval=requires_approval,
+                trace_content=trace_content,
             )
         _check_kernel_timeouts(timeout, self.kernel)
         self.modules = modules_of(supported_modules)
@@ -263,6 +269,13 @@ class ProgrammaticToolset:
             TypeError: ``run()`` returned something that is not a JSON-able dict.
             ScriptError: The script raised an exception that is not a built-in one.
         """
+        if not tracing.ENABLED:
+            return await self._run_script(script)
+        content = {"progtc_kernel.script": script} if self.kernel.trace_content else None
+        with tracing.current_span("execute_tool_script", content):
+            return await self._run_script(script)
+
+    async def _run_script(self, script: str) -> ScriptResult:
         check_script(script, self.modules)
         code = run_script_code(script, sorted(self.modules), self._namespace_key)
         result = await self.kernel.execute(
