@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,8 +32,9 @@ from progtc_kernel import (
     Timeout,
     ToolKernel,
 )
+from progtc_kernel.host.results import ExecutionResult
 
-from .conftest import ENVS, LINES, ROOT, build_env
+from .conftest import LINES, ROOT, build_env
 from .servers import jupyter_server, kernelspec, until
 
 EXPORTER = InMemorySpanExporter()
@@ -87,6 +87,19 @@ class Trace:
         (span,) = self.named(name)
         return span
 
+    def run(self, result: ExecutionResult) -> ReadableSpan:
+        """The span of the run that gave ``result``."""
+        (span,) = [
+            span
+            for span in self.named("execute_code")
+            if (span.attributes or {}).get("progtc_kernel.run_id") == result.run_id
+        ]
+        return span
+
+    def runs_in(self, parent: ReadableSpan) -> list[ReadableSpan]:
+        """The run spans whose parent is ``parent``."""
+        return [span for span in self.named("execute_code") if parent_id(span) == span_id(parent)]
+
     def children(self, parent: ReadableSpan | int) -> list[str]:
         parent_id = parent if isinstance(parent, int) else span_id(parent)
         return sorted(
@@ -98,7 +111,7 @@ class Trace:
 
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def parent_id(span: ReadableSpan) -> int | None:
@@ -107,7 +120,8 @@ def parent_id(span: ReadableSpan) -> int | None:
 
 def traceparent_of(span: ReadableSpan) -> str:
     assert span.context is not None
-    return f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-01"
+    context = span.context
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 @pytest.fixture
@@ -271,23 +285,20 @@ async def test_spans_opened_in_the_kernel_nest_under_the_run_and_parent_its_call
         blocking.raise_for_error()
         after = await kernel.execute(
             "from opentelemetry import trace as t\n"
-            "print(t.get_current_span().get_span_context().is_valid)"
+            "print(f'{t.get_current_span().get_span_context().span_id:016x}')"
         )
         kernel_spans = json.loads((await kernel.execute(KERNEL_SPANS)).stdout)
 
-    runs = {span.attributes["progtc_kernel.run_id"]: span for span in traced.named("execute_code")}  # type: ignore[index]
     for name, result in [("gathering", awaiting), ("blocking", blocking)]:
         (opened,) = [span for span in kernel_spans if span["name"] == name]
-        run = runs[result.run_id]
+        run = traced.run(result)
         assert opened["trace"] == traced.trace_id
         assert opened["parent"] == span_id(run)  # the run's span, sent with the cell
         assert traced.children(run) == []  # the calls nest under the kernel's span...
         calls = traced.children(opened["id"])
         assert calls == ["execute_tool get_weather"] * (2 if name == "gathering" else 1)
-    assert after.stdout == "False\n"  # the cell's context is gone once it ends...
-    # ... but the next traced cell has its own: the run span of `after` parents nothing
-    # the kernel made, and its trace is the test's.
-    assert runs[after.run_id].context.trace_id == traced.trace_id  # type: ignore[union-attr]
+    # Each cell has its own context: an earlier cell's spans are not left current.
+    assert int(after.stdout, 16) == span_id(traced.run(after))
 
 
 @pytest.mark.ipykernel_lines
@@ -302,11 +313,9 @@ async def test_without_opentelemetry_the_kernel_sees_the_traceparent(
         )
         after = await kernel.execute("import os\nprint(os.environ.get('TRACEPARENT'))")
     no_otel, traceparent = seen.stdout.split()
-    run = [span for span in traced.named("execute_code") if span.attributes and span.attributes["progtc_kernel.run_id"] == seen.run_id]
     assert no_otel == "True"
-    assert traceparent == traceparent_of(run[0])
-    after_run = [span for span in traced.named("execute_code") if span.attributes and span.attributes["progtc_kernel.run_id"] == after.run_id]
-    assert after.stdout.strip() == traceparent_of(after_run[0])  # each cell its own
+    assert traceparent == traceparent_of(traced.run(seen))
+    assert after.stdout.strip() == traceparent_of(traced.run(after))  # each cell its own
 
 
 # -- over a Jupyter Server's websocket ----------------------------------------------------
@@ -327,10 +336,11 @@ async def test_over_a_jupyter_servers_websocket(
         assert traced.children(run) == ["execute_tool get_weather"] * 2
 
         async with AsyncProgtcClient(process.server(), kernel_name="progtc") as client:
-            answer = await client.execute_code(GATHER, tool_call_handlers={"get_weather": get_weather})
-        assert "Sunny in Lima" in answer.stdout  # type: ignore[union-attr]
-        client_span = traced.one("progtc.execute_code")
-        (client_run,) = [s for s in traced.named("execute_code") if parent_id(s) == span_id(client_span)]
+            answer = await client.execute_code(
+                GATHER, tool_call_handlers={"get_weather": get_weather}
+            )
+        assert "Sunny in Lima" in answer.stdout
+        (client_run,) = traced.runs_in(traced.one("progtc.execute_code"))
         assert traced.children(client_run) == ["execute_tool get_weather"] * 2
     finally:
         process.stop()
@@ -357,5 +367,111 @@ async def test_a_scripts_span_holds_its_run_and_its_calls(
 
     script = traced.one("execute_tool_script")
     assert parent_id(script) == traced.root_id
-    (run,) = [span for span in traced.named("execute_code") if parent_id(span) == span_id(script)]
+    (run,) = traced.runs_in(script)
     assert traced.children(run) == ["execute_tool get_weather"] * 2
+
+
+def ancestors(spans: list[ReadableSpan], span: ReadableSpan) -> list[str]:
+    """The names of a span's ancestors, nearest first."""
+    by_id = {span_id(other): other for other in spans}
+    names = []
+    while span.parent is not None and span.parent.span_id in by_id:
+        span = by_id[span.parent.span_id]
+        names.append(span.name)
+    return names
+
+
+async def test_an_mcp_requests_traceparent_parents_the_scripts_span(kernel_python: str) -> None:
+    from mcp import Client
+
+    from progtc_kernel.integrations.mcp import make_server
+
+    async with (
+        ProgrammaticToolset([get_weather], kernel=LocalKernel(python=kernel_python)) as toolset,
+        # Over JSON-RPC (in memory), the server in a task of its own with no span current.
+        Client(make_server(toolset), mode="legacy") as client,
+    ):
+        with tracer.start_as_current_span("the caller") as caller:
+            # The MCP SDK's client sends the caller's span as the request's
+            # _meta.traceparent; the server's span of the request is its child.
+            result = await client.call_tool("execute_tool_script", {"script": SCRIPT})
+    assert not result.is_error, result.content
+
+    spans = Trace(caller).spans
+    (script,) = [span for span in spans if span.name == "execute_tool_script"]
+    assert ancestors(spans, script) == [
+        "tools/call execute_tool_script",  # the MCP server's, parented by _meta.traceparent
+        "MCP send tools/call execute_tool_script",  # the MCP client's
+        "the caller",
+    ]
+    (run,) = [span for span in spans if parent_id(span) == span_id(script)]
+    assert (
+        sorted(s.name for s in spans if parent_id(s) == span_id(run))
+        == ["execute_tool get_weather"] * 2
+    )
+
+
+async def test_a_pydantic_ai_agent_runs_span_parents_the_scripts(
+    kernel_python: str, traced: Trace
+) -> None:
+    pytest.importorskip("pydantic_ai", reason="pydantic-ai needs Python 3.11+")
+    from pydantic_ai import Agent, ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.capabilities.instrumentation import Instrumentation
+    from pydantic_ai.messages import ModelMessage
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from progtc_kernel.integrations.pydantic_ai import CodeModeToolset
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if sum(isinstance(message, ModelResponse) for message in messages) == 0:
+            return ModelResponse(parts=[ToolCallPart("execute_tool_script", {"script": SCRIPT})])
+        return ModelResponse(parts=[TextPart("done")])
+
+    toolset = CodeModeToolset([get_weather], kernel=LocalKernel(python=kernel_python))
+    agent = Agent(FunctionModel(model), toolsets=[toolset], capabilities=[Instrumentation()])
+    result = await agent.run("Weather?")
+    assert result.output == "done"
+
+    script = traced.one("execute_tool_script")
+    # pydantic-ai's span of the tool call, in its span of the agent run.
+    assert ancestors(traced.spans, script) == [
+        "execute_tool execute_tool_script",
+        "invoke_agent agent",
+    ]
+    (run,) = traced.runs_in(script)
+    assert traced.children(run) == ["execute_tool get_weather"] * 2
+
+
+# -- without opentelemetry ----------------------------------------------------------------
+
+BLOCKED = """\
+import sys
+
+class NoOpenTelemetry:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ImportError(f"{name} is not installed (blocked)")
+        return None
+
+sys.meta_path.insert(0, NoOpenTelemetry())
+
+import progtc_kernel
+from progtc_kernel import AsyncProgtcClient, ProgrammaticToolset, ToolKernel
+from progtc_kernel.host import serving, tool_kernel, tracing
+from progtc_kernel.kernel_side import extension
+
+assert tracing.ENABLED is False
+imported = sorted(name for name in sys.modules if name.startswith("opentelemetry"))
+assert imported == [], imported
+print("nothing imported")
+"""
+
+
+@pytest.mark.fast
+def test_without_opentelemetry_nothing_of_it_is_imported() -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKED], capture_output=True, text=True, check=False
+    )
+    assert result.stdout == "nothing imported\n", result.stderr
