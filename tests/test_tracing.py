@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,6 +258,7 @@ tracer = provider.get_tracer("the kernel's code")
 
 KERNEL_SPANS = """\
 import json
+import os
 print(json.dumps([
     {"name": s.name, "trace": s.context.trace_id, "id": s.context.span_id,
      "parent": s.parent.span_id if s.parent else None}
@@ -475,3 +478,53 @@ def test_without_opentelemetry_nothing_of_it_is_imported() -> None:
         [sys.executable, "-c", BLOCKED], capture_output=True, text=True, check=False
     )
     assert result.stdout == "nothing imported\n", result.stderr
+
+
+@pytest.mark.fast
+def test_a_call_carries_a_traceparent_as_an_optional_key_of_protocol_3() -> None:
+    from progtc_kernel.host.dispatch import _calls
+    from progtc_kernel.kernel_side.bridge import PendingCall
+    from progtc_kernel.protocol import PROTOCOL_VERSION
+
+    traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    traced = PendingCall(1, "get_weather", {"city": "Oslo"}, {}, traceparent)
+    plain = PendingCall(2, "get_weather", {"city": "Oslo"}, {})
+    body = b'{"calls":[%s,%s],"reply_channel":"shell"}' % (traced.request, plain.request)
+
+    first, second = _calls.validate_json(body)["calls"]  # the host's check of the body
+    assert first.get("traceparent") == traceparent
+    assert "traceparent" not in second
+    assert PROTOCOL_VERSION == 3
+
+
+class FakeKernel:
+    """What CellTrace reads of ipykernel's kernel: the request the cell runs for."""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.parent = {"header": {"msg_id": "m"}, "metadata": metadata}
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        return self.parent
+
+
+@pytest.mark.fast
+def test_the_cells_traceparent_is_its_environments_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from progtc_kernel.kernel_side import tracing as kernel_tracing
+
+    monkeypatch.setenv("TRACEPARENT", "what the kernel was started with")
+    traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    cell = kernel_tracing.CellTrace(FakeKernel({"traceparent": traceparent}))
+    cell.pre_execute()
+    assert os.environ["TRACEPARENT"] == traceparent
+    assert kernel_tracing.running == traceparent
+    cell.post_execute()
+    assert os.environ["TRACEPARENT"] == "what the kernel was started with"
+    assert kernel_tracing.running is None
+
+    malformed = kernel_tracing.CellTrace(FakeKernel({"traceparent": "not one"}))
+    malformed.pre_execute()
+    assert os.environ["TRACEPARENT"] == "what the kernel was started with"
+    assert kernel_tracing.running is None
+    malformed.post_execute()

@@ -92,8 +92,13 @@ def start_tool_call(
     """A tool call's span (GenAI ``execute_tool``), made current in the calling task
     so that what the tool does nests under it; returns it and the token that
     ``end_tool_call`` detaches."""
-    parent = call.get(TRACEPARENT) or _run_parents.get(run_id or "")
-    parent_context = _w3c.extract({TRACEPARENT: parent}) if isinstance(parent, str) else None
+    parent_context = None
+    for parent in (call.get(TRACEPARENT), _run_parents.get(run_id or "")):
+        if isinstance(parent, str):
+            parent_context = _w3c.extract({TRACEPARENT: parent})
+            if _trace.get_current_span(parent_context).get_span_context().is_valid:
+                break  # else (malformed): the run's, or the span current here
+            parent_context = None
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call["tool"],
