@@ -11,6 +11,8 @@ on first use). Per line, on one ToolKernel:
    sent with each) / untraced call (goal <= 1.3)
 2. a call in a run with opentelemetry-api installed but no tracer provider set (its
    no-op spans) / untraced call (for information)
+3. the host's own time per traced call: a tool call's span started and ended, with
+   the SDK's provider (for information; the round trip it adds to is above)
 
 "Untraced" is the path taken without opentelemetry-api (``tracing.ENABLED`` off in
 this process). Runs of each kind alternate, so that a slower stretch of the machine
@@ -26,6 +28,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +43,10 @@ from progtc_kernel.host import tracing
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 3
-ROUNDS = 4  # cells of each kind per run, alternating
-CALLS = 200  # per cell
+ROUNDS = 10  # cells of each kind per run, alternating
+CALLS = 100  # per cell
 TIMEOUT = 120.0
+SPANS = 5000  # per run of span_cost
 
 CELL = """
 import json as _j, statistics as _s, time as _t, tools as _tools
@@ -95,6 +99,19 @@ async def measure(python: str, log: Any, exporter: InMemorySpanExporter) -> dict
     }
 
 
+def span_cost() -> float:
+    """Seconds of host time per tool-call span (started, made current, ended)."""
+    call = {"id": 1, "tool": "echo", "arguments": {"x": 1}}
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        for _ in range(SPANS):
+            span, token = tracing.start_tool_call(call, None, False)
+            tracing.end_tool_call(span, token, error_type=None)
+        times.append((time.perf_counter() - started) / SPANS)
+    return statistics.median(times)
+
+
 def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     us, line = 1e6, f"ipykernel {raw['ipykernel']}"
     rows = []
@@ -139,7 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     raws = [
         {"ipykernel": a["ipykernel"], "api": a, "sdk": s} for a, s in zip(api, sdk, strict=True)
     ]
+    per_span = span_cost()
+    exporter.clear()
     rows = [row for raw in raws for row in summarize(raw)]
+    untraced = raws[-1]["sdk"]["off_s"]
+    rows += judged(
+        [
+            {
+                "name": "host time per span, added to an untraced call (estimate)",
+                "ratio": (untraced + per_span) / untraced,
+                "goal": None,
+                "detail": f"{per_span * 1e6:.0f} us per span (SDK, in-memory exporter; "
+                f"median of {RUNS} runs of {SPANS})",
+            }
+        ]
+    )
     if args.json:
         print(json.dumps({"results": rows, "raw": raws, "load": os.getloadavg()}, indent=2))
     else:
