@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span
 
 try:
@@ -41,6 +42,7 @@ TRACEPARENT = "traceparent"
 # The traceparent of each run in flight, by the msg_id of its execute_request: the
 # parent of a call whose kernel did not send one (an older extension's).
 _run_parents: dict[str, str] = {}
+_last_parent: tuple[str | None, Context | None] = (None, None)
 
 
 def traceparent(span: Span) -> str | None:
@@ -95,10 +97,9 @@ def start_tool_call(
     parent_context = None
     for parent in (call.get(TRACEPARENT), _run_parents.get(run_id or "")):
         if isinstance(parent, str):
-            parent_context = _w3c.extract({TRACEPARENT: parent})
-            if _trace.get_current_span(parent_context).get_span_context().is_valid:
+            parent_context = _parent_context(parent)
+            if parent_context is not None:
                 break  # else (malformed): the run's, or the span current here
-            parent_context = None
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call["tool"],
@@ -111,6 +112,19 @@ def start_tool_call(
         f"execute_tool {call['tool']}", context=parent_context, attributes=attributes
     )
     return span, _context.attach(_trace.set_span_in_context(span))
+
+
+def _parent_context(traceparent: str) -> Context | None:
+    """The context a traceparent names, None for a malformed one. The calls of a run
+    share it: the last one is kept."""
+    global _last_parent
+    if _last_parent[0] == traceparent:
+        return _last_parent[1]
+    context = _w3c.extract({TRACEPARENT: traceparent})
+    if not _trace.get_current_span(context).get_span_context().is_valid:
+        return None
+    _last_parent = (traceparent, context)
+    return context
 
 
 def end_tool_call(
