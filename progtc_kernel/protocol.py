@@ -102,10 +102,18 @@ class RegisterBody(_RegisterRequired, total=False):
     approval: list[str]
 
 
-class CallRequest(TypedDict):
+class _CallRequired(TypedDict):
     id: int
     tool: str
     arguments: dict[str, Any]
+
+
+class CallRequest(_CallRequired, total=False):
+    """One tool call. ``traceparent``: the W3C trace context of the span the code
+    made the call in (its cell's run, or a span the code opened), when the run is
+    traced: the host's span of the call is its child."""
+
+    traceparent: str
 
 
 class CallsBody(TypedDict):

@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..approval import ApprovalGate, ApprovalRequest, CancelReason, Decision, PendingApproval
 from ..protocol import CallRequest, Channel, Packed, pack
+from . import tracing
 from .events import (
     ApprovalCancelled,
     ApprovalDecided,
@@ -85,6 +86,8 @@ class CallServer:
         self._queued: set[int] = set()  # calls the kernel was last told wait
         self._cancel_reasons: dict[int, CancelReason] = {}
         self._flush_scheduled = False
+        # With tracing on: record each call's arguments and result in its span.
+        self.trace_content = False
 
     def serve(
         self,
@@ -242,6 +245,34 @@ class CallServer:
         waiting: PendingApproval | None,
         approval: ApprovalRecord | None,
     ) -> None:
+        if not tracing.ENABLED:
+            await self._serve(registry, call, channel, parent_id, waiting, approval, None)
+            return
+        span, token = tracing.start_tool_call(call, parent_id, self.trace_content)
+        traced = _Traced()
+        try:
+            await self._serve(registry, call, channel, parent_id, waiting, approval, traced)
+        finally:
+            tracing.end_tool_call(
+                span,
+                token,
+                error_type=traced.error_type,
+                message=traced.message,
+                result_json=traced.result_json if self.trace_content else None,
+            )
+
+    async def _serve(
+        self,
+        registry: ToolRegistry,
+        call: CallRequest,
+        channel: Channel,
+        parent_id: str | None,
+        waiting: PendingApproval | None,
+        approval: ApprovalRecord | None,
+        traced: _Traced | None,
+    ) -> None:
+        """Run one call (once approved, if it needs approval) and answer it; ``traced``,
+        if given, learns how it ended (for its span)."""
         serving.set(self._owner)
         call_id, name, arguments = call["id"], call["tool"], call["arguments"]
         started = time.perf_counter()
@@ -286,10 +317,14 @@ class CallServer:
                 error="cancelled",
                 approval=approval,
             )
+            if traced is not None:
+                traced.cancelled(reason)
             self._emit(parent_id, ToolCallFinished(record))
             raise
         finally:
             self._forget(call_id)
+        if traced is not None:
+            traced.outcome(outcome)
         entry = outcome.entry(call_id)
         self._reply(channel, entry)
         self._remember(call_id, entry)
@@ -380,3 +415,27 @@ def _approval_record(decision: Decision) -> ApprovalRecord:
         waited=decision.waited,
         message=approval.message,
     )
+
+
+class _Traced:
+    """How a traced call ended, for its span: the error's type and message, or the
+    result's JSON."""
+
+    __slots__ = ("error_type", "message", "result_json")
+
+    def __init__(self) -> None:
+        self.error_type: str | None = None
+        self.message = ""
+        self.result_json: bytes | None = None
+
+    def outcome(self, outcome: Outcome) -> None:
+        if outcome.error is None:
+            self.result_json = outcome.value_json
+        else:
+            self.error_type = outcome.error["type"]
+            self.message = outcome.error["message"]
+
+    def cancelled(self, reason: CancelReason) -> None:
+        # The kernel's tool-call timeout ends the call as the kernel's code sees it.
+        self.error_type = "TimeoutError" if reason == "timeout" else "cancelled"
+        self.message = f"the call was cancelled ({reason})"

@@ -33,6 +33,7 @@ from ..timeouts import (
     run_seconds,
     with_old_keywords,
 )
+from . import tracing
 from .bridge import ToolBridge, serving
 from .events import (
     ApprovalCancelled,
@@ -121,6 +122,11 @@ class ToolKernel:
             require it themselves (``Tool.from_function(f, requires_approval=True)``):
             ``True`` (every call), a collection of tool names (``{"send_email"}``), or
             a function ``(tool, arguments) -> bool``.
+        trace_content: With OpenTelemetry tracing on (``opentelemetry-api`` installed,
+            a tracer provider set), also record the code in each run's span and the
+            arguments and result of each tool call in its span
+            (``gen_ai.tool.call.arguments`` / ``.result``); off by default, since
+            they may hold what should not leave the host.
         **moved: Nothing: the options that describe a kernel (``python=``,
             ``server=``...) belong to ``LocalKernel`` and ``RemoteKernel``; given
             here, the error says where.
@@ -144,6 +150,7 @@ class ToolKernel:
         extension: ExtensionPolicy = "inject",
         approve: Approver | None = None,
         requires_approval: RequiresApproval = None,
+        trace_content: bool = False,
         **moved: NoReturn,
     ) -> None:
         from ..kernels.resolve import moved_options, resolve_kernel
@@ -159,6 +166,7 @@ class ToolKernel:
         self.extension = extension
         self.approve = approve
         self.requires_approval = requires_approval
+        self.trace_content = trace_content
         self.lifecycle: KernelLifecycle = resolve_kernel(kernel)
         self._bridge: ToolBridge | None = None
         self._runs: dict[str, _Run] = {}
@@ -223,6 +231,7 @@ class ToolKernel:
                 requires_approval=self.requires_approval,
                 approval_timeout=self.timeout.approval,
             )
+            bridge.calls.trace_content = self.trace_content
             bridge.add_message_listener(self._on_message)
             bridge.add_tool_listener(self._on_tool_event)
             self._bridge = bridge
@@ -433,6 +442,44 @@ class ToolKernel:
         self.refuse_reentry()
         limit = run_seconds(timeout, self.timeout.run)
         grace = _grace(resumable)
+        if not tracing.ENABLED:
+            async with contextlib.aclosing(
+                self._stream(code, tools, limit, silent, grace, None)
+            ) as run:
+                async for event in run:
+                    yield event
+            return
+        span = tracing.start_run(
+            "execute_code", {"progtc_kernel.code": code} if self.trace_content else {}
+        )
+        traced = _Traced(span)
+        try:
+            async with contextlib.aclosing(
+                self._stream(code, tools, limit, silent, grace, traced)
+            ) as run:
+                async for event in run:
+                    if isinstance(event, ExecutionFinished):
+                        traced.finished(event.result)
+                    yield event
+        except BaseException as exc:
+            if traced.done:
+                raise  # left after the result: the run ended as the result says
+            left = isinstance(exc, (GeneratorExit, asyncio.CancelledError))
+            traced.error_type = "cancelled" if left else type(exc).__qualname__
+            traced.message = "the run was left early" if left else str(exc)
+            raise
+        finally:
+            tracing.end_run(span, traced.msg_id, traced.error_type, traced.message)
+
+    async def _stream(
+        self,
+        code: str,
+        tools: ToolsLike,
+        limit: float | None,
+        silent: bool,
+        grace: float | None,
+        traced: _Traced | None,
+    ) -> AsyncGenerator[Event, None]:
         async with self._lock:
             if self._lost_connection():
                 await self._come_back()
@@ -462,8 +509,10 @@ class ToolKernel:
                     "allow_stdin": False,
                     "stop_on_error": True,
                 },
-                metadata=None if grace is None else {HOLD_METADATA: {"grace": grace}},
+                metadata=_metadata(grace, traced),
             )
+            if traced is not None:
+                traced.sent(msg_id)
             run = self._runs[msg_id] = _Run(msg_id, resumable=grace is not None)
             finisher = asyncio.create_task(self._finish(run, limit))
             try:
@@ -655,6 +704,31 @@ def _grace(resumable: bool | float) -> float | None:
     )
 
 
+class _Traced:
+    """A run's span, what its ``execute_request`` carried, and how it ended."""
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.traceparent = tracing.traceparent(span)
+        self.msg_id: str | None = None
+        self.error_type: str | None = None  # how the run failed, if it did
+        self.message = ""
+        self.done = False
+
+    def finished(self, result: ExecutionResult) -> None:
+        self.done = True
+        if result.error is not None:
+            self.error_type = result.error.ename
+            self.message = result.error.evalue
+
+    def metadata(self) -> dict[str, Any] | None:
+        return None if self.traceparent is None else {tracing.TRACEPARENT: self.traceparent}
+
+    def sent(self, msg_id: str) -> None:
+        self.msg_id = msg_id
+        tracing.run_sent(self.span, msg_id, self.traceparent)
+
+
 class _Run:
     """Collects one execution's messages into events and a result."""
 
@@ -797,6 +871,16 @@ class _Run:
             run_id=self.run_id,
         )
         self.events.put_nowait(ExecutionFinished(result))
+
+
+def _metadata(grace: float | None, traced: _Traced | None) -> dict[str, Any] | None:
+    """The execute_request's metadata: the hold of a resumable run, the trace."""
+    metadata: dict[str, Any] = {}
+    if grace is not None:
+        metadata[HOLD_METADATA] = {"grace": grace}
+    if traced is not None:
+        metadata.update(traced.metadata() or {})
+    return metadata or None
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:

@@ -48,7 +48,7 @@ from ..protocol import (
     result_problem,
     signature_of,
 )
-from . import _ipykernel
+from . import _ipykernel, tracing
 
 # POSIX lets Ctrl-C interrupt a thread's wait on a lock (the main thread's signal
 # handler then runs); Windows does not, so there a blocking call on the main thread
@@ -89,11 +89,14 @@ class PendingCall:
         arguments: dict[str, Any],
         parent: dict[str, Any],
         owner: KernelBridge,
+        traceparent: str | None = None,
     ) -> None:
         self.id = call_id
         self.tool = tool
         # Encoded now, so that an unsendable argument fails on the caller's own line.
         request: CallRequest = {"id": call_id, "tool": tool, "arguments": arguments}
+        if traceparent is not None:
+            request["traceparent"] = traceparent
         try:
             self.request = _dumps(request)
         except (TypeError, ValueError) as exc:
@@ -180,7 +183,12 @@ class KernelBridge:
         if self.closed_reason is not None:
             raise HostDisconnectedError(tool, "HostDisconnectedError", self.closed_reason)
         return PendingCall(
-            next(self._ids), tool, arguments, _ipykernel.parent_header(self.kernel), self
+            next(self._ids),
+            tool,
+            arguments,
+            _ipykernel.parent_header(self.kernel),
+            self,
+            tracing.call_traceparent(),
         )
 
     async def call_async(self, call: PendingCall) -> Any:

@@ -44,6 +44,7 @@ from .held import HeldRuns
 from .held import grace_of as held_grace
 from .tools_module import ToolsModule
 from .tools_module import describe as describe_tools
+from .tracing import CellTrace
 
 log = logging.getLogger("progtc_kernel")
 
@@ -65,6 +66,7 @@ class Extension:
         self.routes: Counter[str] = Counter()  # which route brought each host message
         self.interrupt_wakeup = _ipykernel.InterruptWakeup()
         self.held: HeldRuns | None = None  # made with the first resumable run
+        self.cell_trace = CellTrace(kernel)
         self._replaced_tools = sys.modules.get("tools")
 
     def load(self) -> None:
@@ -77,6 +79,8 @@ class Extension:
         self.kernel.shell.events.register("pre_execute", self.interrupt_wakeup.install)
         self.kernel.shell.events.register("pre_execute", self.on_run_start)
         self.kernel.shell.events.register("post_execute", self.on_run_end)
+        self.kernel.shell.events.register("pre_execute", self.cell_trace.pre_execute)
+        self.kernel.shell.events.register("post_execute", self.cell_trace.post_execute)
         if self._replaced_tools is not None:
             log.warning(
                 "progtc_kernel: the module 'tools' now refers to host tools, shadowing %r",
@@ -93,6 +97,8 @@ class Extension:
         self.kernel.shell.events.unregister("pre_execute", self.interrupt_wakeup.install)
         self.kernel.shell.events.unregister("pre_execute", self.on_run_start)
         self.kernel.shell.events.unregister("post_execute", self.on_run_end)
+        self.kernel.shell.events.unregister("pre_execute", self.cell_trace.pre_execute)
+        self.kernel.shell.events.unregister("post_execute", self.cell_trace.post_execute)
         self.interrupt_wakeup.uninstall()
         for comm_id in list(self.bridges):
             self.close(comm_id, "the progtc_kernel extension was unloaded", hold=False)

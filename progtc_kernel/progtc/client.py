@@ -13,9 +13,10 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..exceptions import ServerError, ServerNotReadyError
+from ..host import tracing
 from ..host.events import ExecutionFinished, StreamOutput, ToolCallFinished, ToolCallStarted
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
@@ -265,7 +266,29 @@ class AsyncProgtcClient:
         if tool_call_handlers is not None and tools is not None:
             raise TypeError("give the handlers once: tool_call_handlers= or tools=")
         handlers = dict(tool_call_handlers if tool_call_handlers is not None else tools or {})
-        approval = self._approval(approve, requires_approval)
+        kernel_options = self._approval(approve, requires_approval)
+        callbacks = _Callbacks(on_stdout, on_stderr, on_tool_call)
+        if not tracing.ENABLED:
+            return await self._execute(
+                code, handlers, modules, run, tool_call, session, headers, callbacks, kernel_options
+            )
+        with tracing.current_span("progtc.execute_code"):
+            return await self._execute(
+                code, handlers, modules, run, tool_call, session, headers, callbacks, kernel_options
+            )
+
+    async def _execute(
+        self,
+        code: str,
+        handlers: dict[str, Callable[..., Any]],
+        modules: Mapping[str, str] | None,
+        run: float | UseDefault | None,
+        tool_call: float | UseDefault | None,
+        session: str | None,
+        headers: Mapping[str, str] | None,
+        callbacks: _Callbacks,
+        approval: dict[str, Any],
+    ) -> ExecuteCodeResult:
         server = self._server(headers)
         lease = await self._kernel_for(server, session)
         kernel = ToolKernel(
@@ -284,7 +307,7 @@ class AsyncProgtcClient:
             await kernel.start()
             if modules:
                 await kernel.install_modules(modules)
-            result = await self._run(kernel, code, on_stdout, on_stderr, on_tool_call)
+            result = await self._run(kernel, code, *callbacks)
         finally:
             # Before returning, not in a task of its own: a script's loop may end right
             # after, and a task left behind dies with it, leaving the kernel running.
@@ -450,6 +473,14 @@ class AsyncProgtcClient:
         )
         with contextlib.suppress(ServerError):  # already reaped: a dead kernel, say
             await server.request("DELETE", path)
+
+
+class _Callbacks(NamedTuple):
+    """``execute_code``'s output and tool-call callbacks."""
+
+    on_stdout: TextCallback | None
+    on_stderr: TextCallback | None
+    on_tool_call: ToolEventCallback | None
 
 
 @dataclass

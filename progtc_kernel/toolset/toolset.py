@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ..approval import Approver, RequiresApproval
 from ..exceptions import KernelDiedError, ScriptError, ScriptTimeoutError
+from ..host import tracing
 from ..host.results import ExecutionResult, ToolCallRecord
 from ..host.threads import ToolThreads
 from ..host.tool_kernel import ToolKernel
@@ -157,6 +158,9 @@ class ProgrammaticToolset:
             contract's ``TypeError`` (``ValueError`` for an import ``tools`` lacks)
             with the script's line, and the script does not run. ``None``: on when
             ``ty`` is installed.
+        trace_content: With OpenTelemetry tracing on, also record each script in its
+            span and each tool call's arguments and result in its span (see
+            ``ToolKernel``). A ``ToolKernel`` given keeps its own.
 
     Raises:
         ValueError: ``approve``, ``requires_approval`` or a ``Timeout``'s tool-call,
@@ -183,6 +187,7 @@ class ProgrammaticToolset:
         requires_approval: RequiresApproval = None,
         check_types: bool | None = None,
         list_tools_above: int | None = LIST_TOOLS_ABOVE,
+        trace_content: bool = False,
     ) -> None:
         self.tools = ToolRegistry.of(tools)
         if list_tools_above is not None and list_tools_above < 0:
@@ -202,6 +207,7 @@ class ProgrammaticToolset:
                 timeout=self.timeout,
                 approve=approve,
                 requires_approval=requires_approval,
+                trace_content=trace_content,
             )
         _check_kernel_timeouts(timeout, self.kernel)
         self.modules = modules_of(supported_modules)
@@ -304,6 +310,13 @@ class ProgrammaticToolset:
             TypeError: ``run()`` returned something that is not a JSON-able dict.
             ScriptError: The script raised an exception that is not a built-in one.
         """
+        if not tracing.ENABLED:
+            return await self._run_script(script)
+        content = {"progtc_kernel.script": script} if self.kernel.trace_content else None
+        with tracing.current_span("execute_tool_script", content):
+            return await self._run_script(script)
+
+    async def _run_script(self, script: str) -> ScriptResult:
         check_script(script, self.modules)
         await self._check_types(script)
         code = run_script_code(script, sorted(self.modules), self._namespace_key)

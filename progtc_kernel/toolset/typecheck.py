@@ -81,6 +81,16 @@ _FIXES = {
     "unresolved-attribute": "results are JSON values (a dict: index it with its keys)",
     "not-subscriptable": "in `async def` code, `await` each tool call before using its result",
 }
+# The only findings reported: what a script gets wrong about the tools, and names
+# that do not exist (the run's NameError).
+_REPORTED = {*_FIXES, "unresolved-reference", "import-not-found"}
+# Findings about a call, and any not in _REPORTED: only where the line calls a tool.
+_CALL_RULES = {
+    "invalid-argument-type",
+    "missing-argument",
+    "too-many-positional-arguments",
+    "unknown-argument",
+}
 # Findings about imports: the contract's ValueError when they are all there is.
 _IMPORT_RULES = {"unresolved-import", "import-not-found", "missing-module-member"}
 # A module the checker cannot find may be in the kernel (helper modules, packages
@@ -188,10 +198,11 @@ class ScriptChecker:
         output = await self._run(checked, stubs)
         if output is None:
             return []
+        lines = script.splitlines()
         return [
             finding
             for finding in _findings(output)
-            if _kept(finding, tree, names_kept, script.count("\n") + 1)
+            if _kept(finding, tree, names_kept, lines, names)
         ]
 
     async def _run(self, script: str, stubs: str) -> str | None:
@@ -239,10 +250,23 @@ def _findings(output: str) -> Iterator[Finding]:
             yield Finding(int(match[1]), match[2], message)
 
 
-def _kept(finding: Finding, tree: ast.Module, names_kept: bool, line_count: int) -> bool:
-    """Whether a finding is one code that works cannot trigger (see the module doc)."""
-    if finding.line > line_count:
+def _kept(
+    finding: Finding, tree: ast.Module, names_kept: bool, lines: list[str], tools: Collection[str]
+) -> bool:
+    """Whether a finding is one code that works cannot trigger (see the module doc).
+
+    Findings about the tools' contract (a result's keys, imports from ``tools``) and
+    unknown names are reported; any other only on a line that calls a tool: the
+    checker is stricter than Python elsewhere (``max(d, key=d.get)`` matches no
+    overload of ``max``, and runs)."""
+    if finding.line > len(lines):
         return False
+    if finding.message.startswith("Cannot index an object"):
+        return True  # a result indexed as its type does not allow (see _BAD_INDEX)
+    if finding.rule not in _REPORTED or finding.rule in _CALL_RULES:
+        return any(
+            re.search(rf"\b{re.escape(tool)}\s*\(", lines[finding.line - 1]) for tool in tools
+        )
     if finding.rule == "unresolved-reference":
         return not names_kept
     if finding.rule in _MODULE_NOT_FOUND:
