@@ -505,6 +505,7 @@ class ToolBridge:
         """Have the kernel send again every call still waiting for a result."""
         if self.comm_id:
             self._send("control", pack("resume", {}))
+            self.calls.ask_acks_again()  # an ack may have been lost with them
 
     # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 

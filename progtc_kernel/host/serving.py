@@ -87,7 +87,7 @@ class CallServer:
         self._acks: dict[int, tuple[asyncio.Future[None], Channel]] = {}
         self._held: set[int] = set()  # calls of resumable runs (``CallRequest.held``)
         # Held calls told to wait, whose ``queued`` the kernel has not acknowledged yet.
-        self._queue_acks: dict[int, asyncio.Future[None]] = {}
+        self._queue_acks: dict[int, tuple[asyncio.Future[None], Channel]] = {}
         self._cancel_reasons: dict[int, CancelReason] = {}
         self._flush_scheduled = False
 
@@ -351,6 +351,7 @@ class CallServer:
         if call.get("held") and call_id in self._queued:
             ready = asyncio.get_running_loop().create_future()
             self._acks[call_id] = (ready, channel)
+        self.acknowledged_queued([call_id])  # no longer waits: its start says more
         self._notice("started", channel, call_id)
         return ready
 
@@ -365,7 +366,7 @@ class CallServer:
         """The kernel counts these held calls as waiting here (it would send them to
         the next host, should this one go)."""
         for call_id in call_ids:
-            known = self._queue_acks.pop(call_id, None)
+            known, _ = self._queue_acks.pop(call_id, (None, None))
             if known is not None and not known.done():
                 known.set_result(None)
 
@@ -381,16 +382,22 @@ class CallServer:
             )
             if not (unsent or self._flush_scheduled):
                 break
-        await asyncio.gather(*self._queue_acks.values())
+        await asyncio.gather(*(known for known, _ in self._queue_acks.values()))
 
     def ask_acks_again(self) -> None:
-        """Ask again for the acks not come yet (a dropped connection may have lost
-        them; the kernel acks a call it counts as started again)."""
-        by_channel: dict[Channel, list[int]] = {}
-        for call_id, (_, channel) in self._acks.items():
-            by_channel.setdefault(channel, []).append(call_id)
-        for channel, ids in by_channel.items():
-            self._send(channel, pack("started", {"ids": ids, "ack": True}))
+        """Ask again for the acks not come yet (a dropped connection, or a server's
+        iopub rate limit, may have lost them; the kernel acks again what it knows)."""
+        pending: list[tuple[Notice, dict[int, tuple[asyncio.Future[None], Channel]]]] = [
+            ("queued", self._queue_acks),
+            ("started", self._acks),
+        ]
+        for kind, acks in pending:
+            by_channel: dict[Channel, list[int]] = {}
+            for call_id, (_, channel) in acks.items():
+                if kind == "started" or call_id in self._queued:
+                    by_channel.setdefault(channel, []).append(call_id)
+            for channel, ids in by_channel.items():
+                self._send(channel, pack(kind, {"ids": ids, "ack": True}))
 
     def _schedule_flush(self) -> bool:
         """Flush at the end of this loop turn; True if this call scheduled it."""
@@ -414,7 +421,8 @@ class CallServer:
                 self._queued.discard(call_id)
             ack = call_id in self._acks if not queued else call_id in self._held
             if queued and ack:
-                self._queue_acks[call_id] = asyncio.get_running_loop().create_future()
+                known = asyncio.get_running_loop().create_future()
+                self._queue_acks[call_id] = (known, channel)
             news.setdefault((kind, channel, ack), []).append(call_id)
         for (kind, channel, ack), ids in news.items():
             self._send(channel, pack(kind, {"ids": ids, "ack": True} if ack else {"ids": ids}))
