@@ -7,7 +7,7 @@ per-message JSON cleaning and are never encoded twice.
 
 Host to kernel:  ``register`` (the comm_open), ``hello``, ``tools``, ``results``,
                  ``queued``, ``started``, ``resume``, ``close``.
-Kernel to host:  ``ready``, ``calls``, ``cancelled``, ``error``.
+Kernel to host:  ``ready``, ``calls``, ``cancelled``, ``queued``, ``started``, ``error``.
 
 ``hello`` follows ``ready`` on the shell channel: from it the kernel learns which
 connection is this host's, to notice when it closes. ``queued`` and ``started``
@@ -21,7 +21,10 @@ that waits for approval is ``queued`` too, and a denied one fails with error kin
 
 A resumable run says so in its ``execute_request``'s metadata (``HoldBody``); a host
 that registers is told in ``ready`` which such runs it takes over, and ``close``
-lists the calls that wait on the host, which may go to the next host.
+lists the calls that wait on the host, which may go to the next host. A held call
+(``CallRequest.held``) that the host said waits runs only after the kernel answered
+its ``started`` (``ack``) with a ``started`` of its own, so that the kernel always
+knows whether the host may have run it: nothing runs twice.
 
 ``error`` is the one message every version reads (a body with a ``message``), so a
 host and a kernel of different versions can always tell each other so; a kernel
@@ -67,7 +70,7 @@ CancelReason = Literal["interrupt", "timeout", "cancelled"]
 HostMessageType = Literal[
     "register", "hello", "tools", "results", "queued", "started", "resume", "close"
 ]
-KernelMessageType = Literal["ready", "calls", "cancelled", "error"]
+KernelMessageType = Literal["ready", "calls", "cancelled", "queued", "started", "error"]
 
 
 class ParameterSpec(TypedDict):
@@ -111,9 +114,12 @@ class _CallRequired(TypedDict):
 class CallRequest(_CallRequired, total=False):
     """One tool call. ``traceparent``: the W3C trace context of the span the code
     made the call in (its cell's run, or a span the code opened), when the run is
-    traced: the host's span of the call is its child."""
+    traced: the host's span of the call is its child. ``held``: the call belongs to a
+    resumable run; a host that said it waits (``queued``) runs it only once the kernel
+    acknowledged its ``started``."""
 
     traceparent: str
+    held: bool
 
 
 class CallsBody(TypedDict):
@@ -138,10 +144,18 @@ class ResultsBody(TypedDict):
     results: list[CallResult]
 
 
-class CallIdsBody(TypedDict):
-    """``queued``: these calls wait for a free host thread; ``started``: now they run."""
-
+class _CallIds(TypedDict):
     ids: list[int]
+
+
+class CallIdsBody(_CallIds, total=False):
+    """``queued``: these calls wait on the host (for a thread, an approval); ``started``:
+    they run now. With ``ack`` (held calls), the kernel answers with a message of the
+    same type and the ids it counts so. A held call the host said waits runs only once
+    that ``started`` answer came: from then on the kernel counts it as started (a host
+    gone later may have run it); before, it is safe to send to another host."""
+
+    ack: bool
 
 
 class CancelledBody(TypedDict):
@@ -218,6 +232,8 @@ KERNEL_BODIES: dict[KernelMessageType, type] = {
     "ready": ReadyBody,
     "calls": CallsBody,
     "cancelled": CancelledBody,
+    "queued": CallIdsBody,
+    "started": CallIdsBody,
     "error": ErrorBody,
 }
 

@@ -34,6 +34,14 @@ CODE = {
     ),
     # A call that waits for a person's approval.
     "approval": "import tools\nprint('count', await tools.count())\n",
+    # A call that waits for approval, whose host is killed once it decided.
+    "decided": (
+        "import tools\n"
+        "try:\n"
+        "    print('count', await tools.count())\n"
+        "except tools.HostDisconnectedError as e:\n"
+        "    print('HostDisconnectedError', e.message)\n"
+    ),
     # A call made while no host is attached.
     "later": (
         "import tools\n"
@@ -60,7 +68,11 @@ busy_runs: asyncio.Future[None] | None = None
 
 
 def count() -> int:
-    return record("count")
+    """Counts its runs; in the first host (which the test kills) it then never ends."""
+    runs = record("count")
+    if ROLE == "first":
+        threading.Event().wait()
+    return runs
 
 
 def busy() -> str:
@@ -80,17 +92,10 @@ def kernel_given() -> Any:
     return RemoteKernel(JupyterServer(url, token=token), kernel_id)
 
 
-async def confirmed(kernel: ToolKernel) -> None:
-    """One round trip to the kernel, so that what this host told it before (a call
-    waits for a thread) has left this process before the test kills it."""
-    bridge = kernel.bridge
-    await bridge._reply_to(bridge.transport.send("control", "kernel_info_request", {}), 60)
-
-
 async def first(scenario: str, grace: float) -> None:
     """Start the run and wait, killed by the test where the run waits."""
-    if scenario == "approval":
-        await first_asking(grace)
+    if scenario in ("approval", "decided"):
+        await first_asking(scenario, grace)
         return
     global busy_runs
     busy_runs = asyncio.get_running_loop().create_future()
@@ -101,20 +106,25 @@ async def first(scenario: str, grace: float) -> None:
         async for event in kernel.stream(CODE[scenario], resumable=grace or False):
             if isinstance(event, ToolCallStarted) and event.name == waits_on:
                 await busy_runs
-                await confirmed(kernel)
+                await kernel.confirm_waiting()  # the kernel knows what waits here
                 print("waiting", flush=True)
 
 
-async def first_asking(grace: float) -> None:
-    """Start a run whose call needs approval; print its id once the approval is asked."""
+async def first_asking(scenario: str, grace: float) -> None:
+    """Start a run whose call needs approval; print its id once the approval is asked.
+    In ``decided``, approve it when a line comes on stdin, and say so."""
     async with ToolKernel(
         [busy, count], kernel=kernel_given(), requires_approval={"count"}, timeout=None
     ) as kernel:
-        async for event in kernel.stream(CODE["approval"], resumable=grace):
+        async for event in kernel.stream(CODE[scenario], resumable=grace):
             if isinstance(event, ApprovalRequested):
                 print("run", event.request.run_id, flush=True)
-                await confirmed(kernel)
+                await kernel.confirm_waiting()  # the kernel knows the call waits here
                 print("waiting", flush=True)
+                if scenario == "decided":
+                    await asyncio.to_thread(sys.stdin.readline)
+                    await kernel.decide(event.request.call_id, Approval.allow())
+                    print("decided", flush=True)
 
 
 async def second_approving() -> None:

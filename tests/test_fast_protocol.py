@@ -52,6 +52,8 @@ SOUND_KERNEL_BODIES: dict[str, dict[str, Any]] = {
         "reply_channel": "shell",
     },
     "cancelled": {"ids": [1], "reason": "timeout"},
+    "queued": {"ids": [1]},
+    "started": {"ids": [1]},
     "error": {"message": "no", "protocol": PROTOCOL_VERSION, "package": "0.2.0"},
 }
 

@@ -73,7 +73,7 @@ async def test_a_held_call_taken_by_the_next_host_is_numbered_as_its_own() -> No
     next_host.take_calls([call])
 
     assert (call.id, call.owner, sent) == (1, next_host, [call])
-    assert call.request == b'{"id":1,"tool":"count","arguments":{"n":1}}'
+    assert call.request == b'{"id":1,"tool":"count","arguments":{"n":1},"held":true}'
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,73 @@ async def test_resumable_takes_true_false_or_seconds(resumable: Any) -> None:
     kernel = ToolKernel()  # not started: the value is checked first
     with pytest.raises(ValueError, match="resumable must be True, False or a positive number"):
         await kernel.execute("pass", resumable=resumable)
+
+
+async def test_a_held_call_that_waited_runs_only_once_the_kernel_counts_it_started(
+    transport: FakeTransport,
+) -> None:
+    release = threading.Event()
+    ran: list[str] = []
+
+    def slow() -> None:
+        release.wait()
+
+    def count() -> int:
+        ran.append("count")
+        return 1
+
+    async with ToolBridge(transport, [slow, count], extension="loaded", tool_threads=1) as host:
+        transport.kernel_says(
+            "calls",
+            {
+                "calls": [
+                    {"id": 1, "tool": "slow", "arguments": {}, "held": True},
+                    {"id": 2, "tool": "count", "arguments": {}, "held": True},
+                ],
+                "reply_channel": "shell",
+            },
+        )
+        assert (await transport.host_said("queued")).body == {"ids": [2], "ack": True}
+        confirmed = asyncio.ensure_future(host.confirm_waiting())
+        transport.kernel_says("queued", {"ids": [2]})
+        await confirmed  # the kernel knows count waits here
+        release.set()  # slow ends, count takes the thread, and asks first
+        assert (await transport.host_said("started")).body == {"ids": [2], "ack": True}
+        await transport.host_said("results")  # slow's
+        assert ran == []  # a host killed now never ran it: the kernel sends it again
+        transport.kernel_says("started", {"ids": [2]})
+        results = await transport.host_said("results")
+        assert results.body == {"results": [{"id": 2, "ok": True, "value": 1}]}
+        assert ran == ["count"]
+
+
+async def test_a_call_of_a_run_not_held_runs_without_waiting_for_the_kernel(
+    transport: FakeTransport,
+) -> None:
+    release = threading.Event()
+
+    def slow() -> None:
+        release.wait()
+
+    def count() -> int:
+        return 1
+
+    async with ToolBridge(transport, [slow, count], extension="loaded", tool_threads=1):
+        transport.kernel_says(
+            "calls",
+            {
+                "calls": [
+                    {"id": 1, "tool": "slow", "arguments": {}},
+                    {"id": 2, "tool": "count", "arguments": {}},
+                ],
+                "reply_channel": "shell",
+            },
+        )
+        assert (await transport.host_said("queued")).body == {"ids": [2]}
+        release.set()
+        assert (await transport.host_said("started")).body == {"ids": [2]}
+        assert any(
+            result["id"] == 2
+            for said in [await transport.host_said("results"), await transport.host_said("results")]
+            for result in said.body["results"]
+        )

@@ -58,6 +58,7 @@ class Host:
             kernel,
             str(workdir),
             *args,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr.open("ab"),
         )
@@ -66,6 +67,11 @@ class Host:
     async def line(self) -> str:
         assert self.process.stdout is not None
         return (await asyncio.wait_for(self.process.stdout.readline(), LONG)).decode().strip()
+
+    async def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{line}\n".encode())
+        await self.process.stdin.drain()
 
     async def kill(self) -> None:
         self.process.kill()  # SIGKILL: no goodbye
@@ -185,6 +191,36 @@ async def test_a_call_waiting_for_approval_is_approved_by_the_next_host(
     assert asked == {"asked": "count"}  # asked anew, by the new host's policy
     assert result == {"stdout": "count 1\n", "calls": [["count", True]]}
     assert runs_of(tmp_path, "count") == 1
+
+
+async def test_a_host_killed_between_approving_and_running_a_call_never_runs_it_twice(
+    own_kernel: AsyncKernelManager, tmp_path: Path
+) -> None:
+    """The first host approves the call and is killed at once, before or after the
+    kernel counted the call as started: either the next host runs it (the first one
+    never did), or the code hears it may or may not have run. Never both."""
+    kernel = own_kernel.connection_file
+    first = await Host.start("first", kernel, tmp_path, "decided", "600")
+    try:
+        said, run = (await first.line()).split()
+        assert said == "run"
+        assert await first.line() == "waiting"
+        await first.say("approve")
+        assert await first.line() == "decided"
+    finally:
+        await first.kill()
+
+    second = await Host.start("second", kernel, tmp_path, "approval")
+    held, *_, result = await second.json_lines()
+
+    assert held == {"held": [run]}
+    if result["calls"]:  # the kernel sent the call again: the first host never ran it
+        assert result == {"stdout": "count 1\n", "calls": [["count", True]]}
+        assert runs_of(tmp_path, "count") == 1
+    else:  # the kernel counted it as started there
+        assert result["stdout"].startswith("HostDisconnectedError")
+        assert MAY_HAVE_RUN in result["stdout"]
+        assert runs_of(tmp_path, "count") <= 1
 
 
 # -- what is not held --------------------------------------------------------------

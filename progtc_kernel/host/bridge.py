@@ -42,6 +42,7 @@ from ..protocol import (
     COMM_TARGET,
     HOST_CLOSED,
     PROTOCOL_VERSION,
+    CallIdsBody,
     CallsBody,
     CancelledBody,
     Channel,
@@ -364,6 +365,12 @@ class ToolBridge:
         """
         self.approvals.decide(call_id, approval)
 
+    async def confirm_waiting(self) -> None:
+        """Wait until the kernel has confirmed that it counts the calls of resumable
+        runs waiting here (for an approval, a thread) as not started: should this host
+        go from then on, the next host gets them. See ``ToolKernel.confirm_waiting``."""
+        await self.calls.confirm_waiting()
+
     @property
     def pending_approvals(self) -> list[ApprovalRequest]:
         """The calls waiting for a decision, oldest first."""
@@ -383,6 +390,7 @@ class ToolBridge:
             return
         self._send("shell", pack("hello", {}))
         self._send("control", pack("resume", {}))
+        self.calls.ask_acks_again()  # the drop may have lost an ack
         self._ready = asyncio.get_running_loop().create_future()
         self._recovery = asyncio.ensure_future(self._recover(self._ready))
 
@@ -497,6 +505,7 @@ class ToolBridge:
         """Have the kernel send again every call still waiting for a result."""
         if self.comm_id:
             self._send("control", pack("resume", {}))
+            self.calls.ask_acks_again()  # an ack may have been lost with them
 
     # -- what the kernel says on the comm (see dispatch.py) -----------------------------
 
@@ -505,6 +514,15 @@ class ToolBridge:
 
     def on_cancelled(self, body: CancelledBody) -> None:
         self.calls.cancel(body["ids"], body["reason"])
+
+    def on_queued(self, body: CallIdsBody) -> None:
+        """The kernel counts these held calls as waiting here."""
+        self.calls.acknowledged_queued(body["ids"])
+
+    def on_started(self, body: CallIdsBody) -> None:
+        """The kernel counts these held calls as started now: they may run."""
+        self._waiting_calls.difference_update(body["ids"])
+        self.calls.acknowledged(body["ids"])
 
     def on_ready(self, body: ReadyBody) -> None:
         # Now, before the calls of those runs, which the kernel sends right after.
@@ -583,10 +601,11 @@ class ToolBridge:
         tells the kernel)."""
         kind = message.data.get("type")
         if kind in ("queued", "started"):
-            ids = json.loads(message.buffers[0])["ids"]
+            body = json.loads(message.buffers[0])
+            ids = body["ids"]
             if kind == "queued":
                 self._waiting_calls.update(ids)
-            else:
+            elif not body.get("ack"):  # acked: they wait until the kernel answers
                 self._waiting_calls.difference_update(ids)
         self._send(channel, message)
 

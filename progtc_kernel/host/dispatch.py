@@ -12,6 +12,7 @@ from .._version import __version__
 from .._wire import BadMessages
 from ..protocol import (
     PROTOCOL_VERSION,
+    CallIdsBody,
     CallsBody,
     CancelledBody,
     ErrorBody,
@@ -25,6 +26,7 @@ _calls = pydantic.TypeAdapter(CallsBody)
 _cancelled = pydantic.TypeAdapter(CancelledBody)
 _ready = pydantic.TypeAdapter(ReadyBody)
 _error = pydantic.TypeAdapter(ErrorBody)
+_call_ids = pydantic.TypeAdapter(CallIdsBody)
 
 
 class KernelMessageHandler(Protocol):
@@ -35,6 +37,10 @@ class KernelMessageHandler(Protocol):
     def on_cancelled(self, body: CancelledBody) -> None: ...
 
     def on_ready(self, body: ReadyBody) -> None: ...
+
+    def on_queued(self, body: CallIdsBody) -> None: ...
+
+    def on_started(self, body: CallIdsBody) -> None: ...
 
     def on_error(self, body: ErrorBody) -> None: ...
 
@@ -69,6 +75,10 @@ def _dispatch(handler: KernelMessageHandler, kind: str, body: bytes, parent_id: 
         handler.on_cancelled(_cancelled.validate_json(body))
     elif kind == "ready":
         handler.on_ready(_ready.validate_json(body))
+    elif kind == "queued":
+        handler.on_queued(_call_ids.validate_json(body))
+    elif kind == "started":
+        handler.on_started(_call_ids.validate_json(body))
     elif kind == "error":
         handler.on_error(_error.validate_json(body))
     else:

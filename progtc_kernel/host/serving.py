@@ -84,6 +84,11 @@ class CallServer:
         self._outbox: dict[Channel, list[bytes]] = {"shell": [], "control": []}
         self._notices: dict[int, tuple[Notice, Channel]] = {}  # this turn's, per call
         self._queued: set[int] = set()  # calls the kernel was last told wait
+        # Held calls told to wait, now to run once the kernel acknowledges their start.
+        self._acks: dict[int, tuple[asyncio.Future[None], Channel]] = {}
+        self._held: set[int] = set()  # calls of resumable runs (``CallRequest.held``)
+        # Held calls told to wait, whose ``queued`` the kernel has not acknowledged yet.
+        self._queue_acks: dict[int, tuple[asyncio.Future[None], Channel]] = {}
         self._cancel_reasons: dict[int, CancelReason] = {}
         self._flush_scheduled = False
         # With tracing on: record each call's arguments and result in its span.
@@ -107,6 +112,8 @@ class CallServer:
                 self._reply(channel, answered)
                 continue
             fresh.append(call)
+            if call.get("held"):
+                self._held.add(call["id"])
             self._emit(parent_id, ToolCallStarted(call["id"], call["tool"], call["arguments"]))
         waiting: dict[int, PendingApproval] = {}
         granted: set[int] = set()
@@ -165,6 +172,9 @@ class CallServer:
         self._cancel_reasons.pop(call_id, None)
         self._notices.pop(call_id, None)  # it ends: no notice about it is news
         self._queued.discard(call_id)
+        self._acks.pop(call_id, None)
+        self._held.discard(call_id)
+        self.acknowledged_queued([call_id])  # nothing waits here for it now
 
     def _ask(
         self, calls: list[CallRequest], reasons: dict[int, str | None], run_id: str | None
@@ -288,14 +298,16 @@ class CallServer:
                     message = decision.approval.message or "denied"
                     outcome = failure("denied", "ToolDeniedError", message)
                 else:
-                    self._notice("started", channel, call_id)
+                    ready = self._start(call, channel)
+                    if ready is not None:
+                        await ready
             if outcome is None:
                 outcome = await registry.call(
                     name,
                     arguments,
                     self.threads,
                     on_queued=lambda: self._notice("queued", channel, call_id),
-                    on_started=lambda: self._notice("started", channel, call_id),
+                    on_started=lambda: self._start(call, channel),
                 )
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(call_id, "cancelled")
@@ -364,6 +376,64 @@ class CallServer:
         self._notices[call_id] = (kind, channel)
         self._schedule_flush()
 
+    def _start(self, call: CallRequest, channel: Channel) -> asyncio.Future[None] | None:
+        """Tell the kernel a call that waited runs now. A held call (a resumable run's)
+        the kernel was told waits must not run before the kernel counts it as started:
+        until then, should this host die, the kernel sends it to the next host, which
+        runs it. Returns the future of that ack, for such a call."""
+        call_id = call["id"]
+        ready: asyncio.Future[None] | None = None
+        if call.get("held") and call_id in self._queued:
+            ready = asyncio.get_running_loop().create_future()
+            self._acks[call_id] = (ready, channel)
+        self.acknowledged_queued([call_id])  # no longer waits: its start says more
+        self._notice("started", channel, call_id)
+        return ready
+
+    def acknowledged(self, call_ids: list[int]) -> None:
+        """The kernel counts these held calls as started: they run now."""
+        for call_id in call_ids:
+            ready, _ = self._acks.pop(call_id, (None, None))
+            if ready is not None and not ready.done():
+                ready.set_result(None)
+
+    def acknowledged_queued(self, call_ids: list[int]) -> None:
+        """The kernel counts these held calls as waiting here (it would send them to
+        the next host, should this one go)."""
+        for call_id in call_ids:
+            known, _ = self._queue_acks.pop(call_id, (None, None))
+            if known is not None and not known.done():
+                known.set_result(None)
+
+    async def confirm_waiting(self) -> None:
+        """Until the kernel has acknowledged every held call that waits here (for an
+        approval, a thread) as waiting: this host may go from then on, and they go
+        to the next host."""
+        while True:
+            await asyncio.sleep(0)  # calls just sent take their first step, notices leave
+            unsent = any(
+                request.call_id in self._held and request.call_id not in self._queued
+                for request in self.gate.pending
+            )
+            if not (unsent or self._flush_scheduled):
+                break
+        await asyncio.gather(*(known for known, _ in self._queue_acks.values()))
+
+    def ask_acks_again(self) -> None:
+        """Ask again for the acks not come yet (a dropped connection, or a server's
+        iopub rate limit, may have lost them; the kernel acks again what it knows)."""
+        pending: list[tuple[Notice, dict[int, tuple[asyncio.Future[None], Channel]]]] = [
+            ("queued", self._queue_acks),
+            ("started", self._acks),
+        ]
+        for kind, acks in pending:
+            by_channel: dict[Channel, list[int]] = {}
+            for call_id, (_, channel) in acks.items():
+                if kind == "started" or call_id in self._queued:
+                    by_channel.setdefault(channel, []).append(call_id)
+            for channel, ids in by_channel.items():
+                self._send(channel, pack(kind, {"ids": ids, "ack": True}))
+
     def _schedule_flush(self) -> bool:
         """Flush at the end of this loop turn; True if this call scheduled it."""
         if self._flush_scheduled:
@@ -375,7 +445,7 @@ class CallServer:
     def _flush(self) -> None:
         self._flush_scheduled = False
         notices, self._notices = self._notices, {}
-        news: dict[tuple[Notice, Channel], list[int]] = {}
+        news: dict[tuple[Notice, Channel, bool], list[int]] = {}
         for call_id, (kind, channel) in notices.items():
             queued = kind == "queued"
             if queued == (call_id in self._queued):
@@ -384,9 +454,13 @@ class CallServer:
                 self._queued.add(call_id)
             else:
                 self._queued.discard(call_id)
-            news.setdefault((kind, channel), []).append(call_id)
-        for (kind, channel), ids in news.items():
-            self._send(channel, pack(kind, {"ids": ids}))
+            ack = call_id in self._acks if not queued else call_id in self._held
+            if queued and ack:
+                known = asyncio.get_running_loop().create_future()
+                self._queue_acks[call_id] = (known, channel)
+            news.setdefault((kind, channel, ack), []).append(call_id)
+        for (kind, channel, ack), ids in news.items():
+            self._send(channel, pack(kind, {"ids": ids, "ack": True} if ack else {"ids": ids}))
         for channel, entries in self._outbox.items():
             if entries:
                 self._outbox[channel] = []

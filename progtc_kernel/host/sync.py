@@ -188,6 +188,7 @@ class SyncToolKernel:
         restart = _blocking(ToolKernel.restart)
         interrupt = _blocking(ToolKernel.interrupt)
         decide = _blocking(ToolKernel.decide)
+        confirm_waiting = _blocking(ToolKernel.confirm_waiting)
         follow = _iterating(ToolKernel.follow)
         join = _blocking(ToolKernel.join)
 

@@ -17,7 +17,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..exceptions import ReentrantExecutionError
@@ -55,8 +55,8 @@ class ToolThreads:
         args: list[Any],
         kwargs: dict[str, Any],
         *,
-        on_queued: Callable[[], None] | None = None,
-        on_started: Callable[[], None] | None = None,
+        on_queued: Callable[[], Awaitable[None] | None] | None = None,
+        on_started: Callable[[], Awaitable[None] | None] | None = None,
     ) -> Outcome:
         """Run ``function`` on a thread of its own once a slot is free.
 
@@ -68,7 +68,9 @@ class ToolThreads:
             on_queued()
         async with slots:
             if queued and on_started is not None:
-                on_started()
+                ready = on_started()
+                if ready is not None:  # the kernel's ack that it counts the call as started
+                    await ready
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Outcome] = loop.create_future()
             context = contextvars.copy_context()  # the caller's context vars, as to_thread

@@ -343,6 +343,24 @@ class ToolKernel:
         """
         await self.bridge.decide(call_id, approval)
 
+    async def confirm_waiting(self) -> None:
+        """Wait until the kernel has confirmed the calls of resumable runs that wait
+        here (for an approval, or a free thread) as not started: from then on, should
+        this host exit or die, the next host that attaches gets them (at once after an
+        ``ApprovalRequested``, the kernel may not have heard yet, and a host killed then
+        leaves the call failing with ``HostDisconnectedError``).
+
+        Example:
+            ```python
+            async for event in kernel.stream(code, resumable=True):
+                if isinstance(event, ApprovalRequested):
+                    await kernel.confirm_waiting()
+                    break  # this host may go now: the next one is asked
+            ```
+        """
+        if self._bridge is not None:
+            await self._bridge.confirm_waiting()
+
     @property
     def pending_approvals(self) -> list[ApprovalRequest]:
         """The tool calls waiting for a decision, oldest first."""

@@ -27,7 +27,9 @@ from ..protocol import CallError, ErrorKind, ToolSpec
 from .threads import ToolThreads
 
 ToolsLike = Union["ToolRegistry", Mapping[str, Any], Iterable[Any], None]
-QueueHook = Callable[[], None]
+# ``on_queued``/``on_started`` of a call: a call may run once what ``on_started``
+# returns, if anything, is done (the kernel's ack of a held call).
+QueueHook = Callable[[], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from ..exceptions import (
     ToolTimeoutError,
 )
 from ..protocol import (
+    HOLD_METADATA,
     CallRequest,
     Channel,
     Packed,
@@ -97,6 +98,9 @@ class PendingCall:
         request: CallRequest = {"id": call_id, "tool": tool, "arguments": arguments}
         if traceparent is not None:
             request["traceparent"] = traceparent
+        metadata = parent.get("metadata")
+        if isinstance(metadata, dict) and HOLD_METADATA in metadata:
+            request["held"] = True  # a resumable run's: the host waits for our ack to run it
         try:
             self.request = _dumps(request)
         except (TypeError, ValueError) as exc:
@@ -399,17 +403,20 @@ class KernelBridge:
             self._settle(call, error=ToolError(call.tool, "ProtocolError", message))
         self._pump()
 
-    def mark_queued(self, ids: list[int], queued: bool) -> None:
+    def mark_queued(self, ids: list[int], queued: bool) -> list[int]:
         """The host says these calls wait for a free thread (or, no longer: they run
         now). Waiting is not charged to ``tool_timeout``: the clock stops while they
         wait and starts afresh when they run. (Slots free up as running calls end or
-        time out, and a host that leaves fails them all, so nothing waits forever.)"""
+        time out, and a host that leaves fails them all, so nothing waits forever.)
+        Returns the ids of the calls this host still has (those it may run)."""
         now = time.monotonic()
         started: list[PendingCall] = []
+        marked: list[int] = []
         with self._lock:
             for call_id in ids:
                 call = self._in_flight.get(call_id)
                 if call is not None:
+                    marked.append(call_id)
                     call.queued = queued
                     call.deadline = (
                         None if queued or not self.tool_timeout else now + self.tool_timeout
@@ -418,6 +425,7 @@ class KernelBridge:
                         started.append(call)
         # A deadline taken away needs no wake-up: whoever watched it finds none then.
         self._deadlines_set(started)
+        return marked
 
     def _settle_all(self, batch: list[_Settlement]) -> None:
         for settlement in batch:

@@ -235,7 +235,15 @@ class Extension:
             if problems:  # those calls failed in the kernel; the host hears why
                 self._refuse(bridge, "malformed result", "; ".join(problems))
         elif msg_type in ("queued", "started"):
-            bridge.mark_queued(cast(CallIdsBody, body)["ids"], msg_type == "queued")
+            notice = cast(CallIdsBody, body)
+            marked = bridge.mark_queued(notice["ids"], msg_type == "queued")
+            if msg_type == "queued" and notice.get("ack"):
+                bridge.send(pack("queued", {"ids": notice["ids"]}))  # counted as waiting
+            elif msg_type == "started" and notice.get("ack") and marked:
+                # Counted as started from now (a host gone later may have run them):
+                # the host runs them only when this reaches it. Calls no longer this
+                # host's (handed over, cancelled) get no ack, so they never run here.
+                bridge.send(pack("started", {"ids": marked}))
         elif msg_type == "tools":
             try:
                 bridge.configure(cast(RegisterBody, body))
