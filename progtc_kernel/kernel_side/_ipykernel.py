@@ -104,6 +104,46 @@ def publish_comm_msg(
     )
 
 
+def send_on_stdin(
+    kernel: Any,
+    identity: bytes,
+    comm_id: str,
+    data: dict[str, Any],
+    buffers: list[bytes],
+    parent: dict[str, Any],
+) -> bool:
+    """Send a ``comm_msg`` to one client alone, on the kernel's stdin socket, as
+    ``input()`` sends its ``input_request``; False (nothing sent) where that cannot be
+    done now, and the caller sends on iopub instead.
+
+    Why: every client receives iopub, and a Jupyter Server rate-checks and decodes
+    each iopub message for each websocket; it forwards stdin as it comes, to the one
+    connection whose ZMQ identity (its session id) the message names.
+
+    The stdin socket is a plain ZMQ socket that ipykernel uses from the main thread
+    only (``input()``): we send from there too, or not at all. ``ROUTER_MANDATORY``
+    (for our send only) makes a client that has no stdin connection (gone, or never
+    connected) an error instead of a silent drop, and ``NOBLOCK`` a full queue.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    socket = getattr(kernel, "stdin_socket", None)
+    if socket is None:
+        return False
+    session = kernel.session
+    msg = session.msg("comm_msg", {"comm_id": comm_id, "data": data}, parent=parent)
+    frames = [*session.serialize(msg, ident=identity), *buffers]
+    try:
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        finally:
+            socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    except zmq.ZMQError:  # EHOSTUNREACH: no such connection; EAGAIN: its queue is full
+        return False
+    return True
+
+
 def flush_pending_output() -> None:
     """Publish buffered ``print`` output now, so that it stays ahead of a tool call.
 
