@@ -164,15 +164,26 @@ async def test_calls_travel_on_the_hosts_own_stdin_connection(kernel: ToolKernel
     result = await kernel.execute(
         "import asyncio\nfrom tools import get_weather\n"
         "done = await asyncio.gather(*(get_weather(str(i), 'X') for i in range(100)))\n"
-        "print(len(set(done)), done[99])\n"
         "def run():\n    return get_weather('Bern', 'CH')\n"
-        "print(run())"
+        "bern = run()\n"
+        "print(len(set(done)), done[99])\n"
+        "print(bern)"
     )
     assert result.stdout == (
         "100 Weather in 99, X: Sunny, 22°C\nWeather in Bern, CH: Sunny, 22°C\n"
     ), result.error
     assert len(result.tool_calls) == 101
     assert (await kernel.execute(SENT_ROUTES)).stdout == "stdin\n"
+
+
+async def test_a_call_right_after_printed_output_follows_it_on_iopub(kernel: ToolKernel) -> None:
+    """No order holds between two channels: a call made while printed output waits
+    to be published goes on iopub behind it, so that the host sees both in order."""
+    await kernel.execute(SENT_ROUTES)
+    code = "from tools import get_weather\nprint('asking')\nprint(await get_weather('Rome', 'IT'))"
+    kinds = [type(event) async for event in kernel.stream(code)]
+    assert kinds[:2] == [StreamOutput, ToolCallStarted]
+    assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub\n"
 
 
 async def test_calls_from_a_thread_take_iopub(kernel: ToolKernel) -> None:

@@ -11,6 +11,9 @@ versions (a deadlock), so replies take one of two other routes:
 * **control channel** (always available): ``kernel.control_handlers`` is a plain
   dict of handlers, and control has its own thread on every supported version.
 
+Calls go the other way on the kernel's **stdin socket**, to the host's connection
+alone, where it listens there (``send_on_stdin``), else on iopub.
+
 Sending on iopub, reading the current parent header and finding the kernel's event
 loop are here too: they are ipykernel attributes without a documented contract.
 Tested against ipykernel 6.29+ and 7.x; keep every version difference in here.
@@ -144,15 +147,19 @@ def send_on_stdin(
     return True
 
 
-def flush_pending_output() -> None:
-    """Publish buffered ``print`` output now, so that it stays ahead of a tool call.
+def flush_pending_output() -> bool:
+    """Publish buffered ``print`` output now, so that it stays ahead of a tool call;
+    True if there was some.
 
     ipykernel's streams batch output for up to 0.2 s; flushing costs a thread round
     trip, so only streams with output pending (a private flag) are flushed.
     """
+    flushed = False
     for stream in (sys.stdout, sys.stderr):
         if getattr(stream, "_flush_pending", False):
             stream.flush()
+            flushed = True
+    return flushed
 
 
 class InterruptWakeup:

@@ -289,8 +289,14 @@ class KernelBridge:
             b",".join(c.request for c in calls),
             channel.encode(),
         )
-        _ipykernel.flush_pending_output()
-        self.send_direct(pack("calls", body), calls[0].parent)
+        if _ipykernel.flush_pending_output():
+            # Output just published goes on iopub: the calls follow it there, so that
+            # the host sees them in the order the cell made them (no channel order
+            # holds between stdin and iopub).
+            self.send(pack("calls", body), calls[0].parent)
+            self.sent_routes["iopub"] += 1
+        else:
+            self.send_direct(pack("calls", body), calls[0].parent)
 
     def resend_in_flight(self) -> None:
         """Send again every call still waiting for its result: the connection to the
