@@ -152,7 +152,7 @@ def test_tools_files_serve_the_functions_they_define(kernel_python: str, tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
         "['HostDisconnectedError', 'ToolArgumentError', 'ToolDeniedError', 'ToolError', "
-        "'ToolTimeoutError', 'shout']\nHELLO!\n"
+        "'ToolTimeoutError', 'catalog', 'shout']\nHELLO!\n"
     )
 
 

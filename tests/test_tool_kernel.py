@@ -120,9 +120,9 @@ async def test_tools_can_change_per_execution(kernel: ToolKernel) -> None:
         "ToolError",
         "ToolTimeoutError",
     ]
-    assert result.stdout == f"{[*errors, 'shout']}\nHI\n"
+    assert result.stdout == f"{[*errors, 'catalog', 'shout']}\nHI\n"
     result = await kernel.execute("import tools\nprint(dir(tools))")
-    assert result.stdout == f"{[*errors, 'fail', 'get_weather', 'search_database']}\n"
+    assert result.stdout == f"{[*errors, 'catalog', 'fail', 'get_weather', 'search_database']}\n"
 
 
 async def test_tools_as_a_mapping_name_them(make_kernel: Callable[..., ToolKernel]) -> None:
