@@ -21,7 +21,17 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
-USER_EXTRAS = {"server", "mcp", "pydantic-ai", "notebook", "papermill", "typecheck", "otel", "e2b", "all"}
+USER_EXTRAS = {
+    "server",
+    "mcp",
+    "pydantic-ai",
+    "notebook",
+    "papermill",
+    "typecheck",
+    "otel",
+    "e2b",
+    "all",
+}
 
 
 def test_the_published_extras_are_features_of_the_package_only() -> None:
