@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -552,6 +552,37 @@ def command_line(
             print(f"  .. {text}", file=sys.stderr, flush=True)
 
     return args, log
+
+
+def ipykernel_lines(python: str | None) -> list[str]:
+    """The kernel interpreter given, else one per ipykernel line the tests use (their
+    environments, built on first use as the tests build them)."""
+    if python is not None:
+        return [python]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, root)
+    from tests.conftest import LINES, kernel_env
+
+    return [kernel_env(line) for line in LINES]
+
+
+def main_per_line(
+    doc: str,
+    argv: list[str] | None,
+    measure: Callable[[str, Callable[[str], None]], Coroutine[Any, Any, dict[str, Any]]],
+    summarize: Callable[[dict[str, Any]], list[dict[str, Any]]],
+) -> int:
+    """Measure on each ipykernel line (or ``--python``), then print the rows (or the
+    JSON report) with the machine's load; exit 1 if a goal was missed."""
+    args, log = command_line(doc, argv, python_default=None)
+    raws = [asyncio.run(measure(python, log)) for python in ipykernel_lines(args.python)]
+    rows = [row for raw in raws for row in summarize(raw)]
+    if args.json:
+        print(json.dumps({"results": rows, "raw": raws, "load": os.getloadavg()}, indent=2))
+    else:
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print_rows(rows)
+    return 0 if all(row["pass"] for row in rows) else 1
 
 
 def judged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

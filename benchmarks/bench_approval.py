@@ -18,16 +18,14 @@ in the same cell and takes the median per-call time, timed inside the kernel wit
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench import command_line, judged, print_rows
+from bench import judged, main_per_line
 
 from progtc_kernel import Approval, ApprovalRequest, LocalKernel, Timeout, Tool, ToolKernel
 
@@ -113,25 +111,8 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return judged(rows)
 
 
-def interpreters(python: str | None) -> list[str]:
-    if python is not None:
-        return [python]
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import LINES, kernel_env
-
-    return [kernel_env(line) for line in LINES]
-
-
 def main(argv: list[str] | None = None) -> int:
-    args, log = command_line(__doc__, argv, python_default=None)
-    raws = [asyncio.run(measure(python, log)) for python in interpreters(args.python)]
-    rows = [row for raw in raws for row in summarize(raw)]
-    if args.json:
-        print(json.dumps({"results": rows, "raw": raws, "load": os.getloadavg()}, indent=2))
-    else:
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print_rows(rows)
-    return 0 if all(row["pass"] for row in rows) else 1
+    return main_per_line(__doc__, argv, measure, summarize)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -35,12 +34,11 @@ from typing import Any
 
 from bench import (
     Stalls,
-    command_line,
     interrupt_latency,
     judged,
     kernel_pid,
+    main_per_line,
     pending,
-    print_rows,
 )
 
 from progtc_kernel import LocalKernel, ToolKernel
@@ -217,25 +215,8 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
-def interpreters(python: str | None) -> list[str]:
-    if python is not None:
-        return [python]
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import LINES, kernel_env
-
-    return [kernel_env(line) for line in LINES]
-
-
 def main(argv: list[str] | None = None) -> int:
-    args, log = command_line(__doc__, argv, python_default=None)
-    raws = [asyncio.run(measure(python, log)) for python in interpreters(args.python)]
-    rows = [row for raw in raws for row in summarize(raw)]
-    if args.json:
-        print(json.dumps({"results": rows, "raw": raws, "load": os.getloadavg()}, indent=2))
-    else:
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print_rows(rows)
-    return 0 if all(row["pass"] for row in rows) else 1
+    return main_per_line(__doc__, argv, measure, summarize)
 
 
 if __name__ == "__main__":

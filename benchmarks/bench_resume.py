@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bare_kernel_manager, command_line, judged, print_rows
+from bench import bare_kernel_manager, command_line, ipykernel_lines, judged, print_rows
 
 from progtc_kernel import ToolKernel
 
@@ -125,18 +125,9 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
-def interpreters(python: str | None) -> list[str]:
-    if python is not None:
-        return [python]
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import LINES, kernel_env
-
-    return [kernel_env(line) for line in LINES]
-
-
 def main(argv: list[str] | None = None) -> int:
     args, log = command_line(__doc__, argv, python_default=None)
-    raws = [asyncio.run(measure(python, log)) for python in interpreters(args.python)]
+    raws = [asyncio.run(measure(python, log)) for python in ipykernel_lines(args.python)]
     rows = [row for raw in raws for row in summarize(raw)]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     if args.json:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import command_line, judged, print_rows
+from bench import command_line, ipykernel_lines, judged, print_rows
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -134,19 +134,10 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return judged(rows)
 
 
-def interpreters(python: str | None) -> list[str]:
-    if python is not None:
-        return [python]
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import LINES, kernel_env
-
-    return [kernel_env(line) for line in LINES]
-
-
 def main(argv: list[str] | None = None) -> int:
     args, log = command_line(__doc__, argv, python_default=None)
     exporter = InMemorySpanExporter()
-    pythons = interpreters(args.python)
+    pythons = ipykernel_lines(args.python)
     # First with no tracer provider set (the API's no-op spans), then with the SDK's.
     api = [asyncio.run(measure(python, log, exporter)) for python in pythons]
     provider = TracerProvider()
