@@ -10,6 +10,8 @@ cell, and shut the kernel down; they alternate, and each figure is a median:
 
 1. the whole run with tools / the whole run with local functions   (goal <= 1.3)
 2. the cells alone, first start to last reply (for information)
+   - both again with the calls kept on iopub, where nbclient's client sees and
+     decodes each of them too (the route before calls took stdin)   (for information)
 3. starting the kernel, and the bridge (for information)
 4. shutting the kernel down (for information)
 """
@@ -31,6 +33,7 @@ from nbclient import NotebookClient
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_notebook
 
+from progtc_kernel import ToolBridge
 from progtc_kernel.integrations.nbclient import ToolNotebookClient
 from progtc_kernel.kernels.local import SPEC_NAME, single_spec
 
@@ -108,7 +111,15 @@ class Phases:
         }
 
 
-def run(python: str, with_tools: bool) -> dict[str, float]:
+def run(python: str, with_tools: bool, calls_on_stdin: bool = True) -> dict[str, float]:
+    ToolBridge.calls_on_stdin = calls_on_stdin
+    try:
+        return _run(python, with_tools)
+    finally:
+        ToolBridge.calls_on_stdin = True
+
+
+def _run(python: str, with_tools: bool) -> dict[str, float]:
     phases = Phases()
     if with_tools:
         nb = notebook("from tools import lookup")
@@ -126,12 +137,13 @@ def run(python: str, with_tools: bool) -> dict[str, float]:
 
 
 def measure(python: str, log: Any) -> dict[str, Any]:
-    samples: dict[str, list[dict[str, float]]] = {"tools": [], "local": []}
+    samples: dict[str, list[dict[str, float]]] = {"tools": [], "local": [], "iopub": []}
     run(python, True)  # warm-up: imports, disk caches
     for i in range(RUNS):
-        log(f"run {i + 1}/{RUNS}: with tools, then with local functions")
+        log(f"run {i + 1}/{RUNS}: with tools, with local functions, with tools on iopub")
         samples["tools"].append(run(python, True))
         samples["local"].append(run(python, False))
+        samples["iopub"].append(run(python, True, calls_on_stdin=False))
     return {
         side: {phase: statistics.median(s[phase] for s in runs) for phase in runs[0]}
         for side, runs in samples.items()
@@ -139,9 +151,12 @@ def measure(python: str, log: Any) -> dict[str, Any]:
 
 
 def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    tools, local = raw["tools"], raw["local"]
+    local = raw["local"]
 
-    def row(name: str, phase: str, goal: tuple[str, float] | None) -> dict[str, Any]:
+    def row(
+        name: str, phase: str, goal: tuple[str, float] | None, side: str = "tools"
+    ) -> dict[str, Any]:
+        tools = raw[side]
         return {
             "name": name,
             "ratio": tools[phase] / local[phase],
@@ -157,6 +172,8 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
                 ("<=", 1.3),
             ),
             row("  the cells alone", "cells", None),
+            row("  whole run, calls on iopub / local functions", "whole", None, "iopub"),
+            row("  the cells alone, calls on iopub", "cells", None, "iopub"),
             row("  starting the kernel (and the bridge)", "start", None),
             row("  shutting the kernel down", "shutdown", None),
         ]

@@ -8,6 +8,8 @@ same interpreter, then measures:
 
 1. awaited tool call over the websocket / ``input()`` round trip over the same
    websocket                                                        (goal <= 1.2)
+   - the same with calls kept on iopub (the route before calls took stdin), on a
+     second kernel of the same server                               (for information)
 2. tool call over the websocket / tool call over local ZMQ, shown beside its floor:
    ``input()`` over the websocket / ``input()`` over ZMQ             (for information)
 3. 2000 gathered calls over the websocket: calls/s and calls lost   (goal: none lost)
@@ -47,7 +49,7 @@ from bench import (
     run_input_cell,
 )
 
-from progtc_kernel import LocalKernel, RemoteKernel, Timeout, ToolKernel
+from progtc_kernel import LocalKernel, RemoteKernel, Timeout, ToolBridge, ToolKernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import jupyter_server, kernelspec  # the tests' server harness
@@ -55,6 +57,12 @@ from tests.servers import jupyter_server, kernelspec  # the tests' server harnes
 GATHERED = 2000
 GATHER_REPEATS = 3
 TIMEOUT = 120.0
+
+ROUTES_CELL = """
+import json as _j
+from progtc_kernel.kernel_side import extension as _e
+print(_j.dumps(dict(_e.current().sent_routes)))
+"""
 
 GATHER_CELL = """
 import asyncio as _a, json as _j, time as _t, tools as _tools
@@ -134,12 +142,28 @@ async def measure(python: str, log: Callable[[str], None]) -> dict[str, Any]:
                         timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
                     )
                 )
+                ToolBridge.calls_on_stdin = False  # this one's calls stay on iopub
+                try:
+                    on_iopub = await stack.enter_async_context(
+                        ToolKernel(
+                            [echo],
+                            kernel=RemoteKernel(served.server(), kernel_name="bench"),
+                            timeout=Timeout(TIMEOUT, tool_call=TIMEOUT),
+                        )
+                    )
+                finally:
+                    ToolBridge.calls_on_stdin = True
                 info = remote.bridge.kernel_info
                 out["kernel"] = dict(info) if info else {}
                 out["framing"] = getattr(remote.bridge.transport, "framing", None)
 
                 log("1: websocket: awaited call vs input() on the same websocket")
                 out["ws"] = await calls_and_inputs(remote, lambda n: input_rounds_over(remote, n))
+                out["ws_iopub"] = await calls_and_inputs(
+                    on_iopub, lambda n: input_rounds_over(on_iopub, n)
+                )
+                out["routes"] = await run_cell(remote, ROUTES_CELL)
+                out["routes_iopub"] = await run_cell(on_iopub, ROUTES_CELL)
 
                 log("2: local ZMQ: awaited call vs input() from a second client")
                 kc = await plain_client(local.kernel_manager, iopub=False, stdin=True)
@@ -180,6 +204,14 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "goal": ("<=", 1.2),
             "detail": f"call {ws['call']['median'] * ms:.3f} ms, input() "
             f"{ws['input']['median'] * ms:.3f} ms over the same websocket",
+        },
+        {
+            "name": "  the same, calls on iopub",
+            "ratio": raw["ws_iopub"]["call"]["median"] / raw["ws_iopub"]["input"]["median"],
+            "goal": None,
+            "detail": f"call {raw['ws_iopub']['call']['median'] * ms:.3f} ms, input() "
+            f"{raw['ws_iopub']['input']['median'] * ms:.3f} ms; routes taken: "
+            f"{raw['routes']} vs {raw['routes_iopub']}",
         },
         {
             "name": "ws call / ZMQ call",

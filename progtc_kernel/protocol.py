@@ -100,9 +100,14 @@ class RegisterBody(_RegisterRequired, total=False):
 
     ``approval`` names the tools whose calls may wait for a person's approval: the
     kernel sends those at the end of the loop turn, so that the calls of one
-    ``gather`` reach the host (and its approver) together."""
+    ``gather`` reach the host (and its approver) together.
+
+    ``calls_on_stdin``: the host listens on a stdin connection whose ZMQ identity is
+    its session id; from its ``hello`` on, the kernel sends calls there (to it alone)
+    when it can, and on iopub otherwise."""
 
     approval: list[str]
+    calls_on_stdin: bool
 
 
 class _CallRequired(TypedDict):

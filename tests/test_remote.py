@@ -147,6 +147,72 @@ async def test_2000_gathered_calls_all_come_back(kernel: ToolKernel) -> None:
     assert len(result.tool_calls) == 2000
 
 
+# Which route took the kernel's calls to its hosts since the last look (the counters
+# the extension keeps), one word per route used.
+SENT_ROUTES = (
+    "from progtc_kernel.kernel_side import extension\n"
+    "routes = extension.current().sent_routes\n"
+    "print(*sorted(route for route, count in routes.items() if count))\n"
+    "routes.clear()\n"
+)
+
+
+async def test_calls_travel_on_the_hosts_own_stdin_connection(kernel: ToolKernel) -> None:
+    """The server forwards stdin to our connection alone, without the work it does
+    for every iopub message: awaited and blocking calls from the cell take it."""
+    await kernel.execute(SENT_ROUTES)  # counts from here on
+    result = await kernel.execute(
+        "import asyncio\nfrom tools import get_weather\n"
+        "done = await asyncio.gather(*(get_weather(str(i), 'X') for i in range(100)))\n"
+        "def run():\n    return get_weather('Bern', 'CH')\n"
+        "bern = run()\n"
+        "print(len(set(done)), done[99])\n"
+        "print(bern)"
+    )
+    assert result.stdout == (
+        "100 Weather in 99, X: Sunny, 22°C\nWeather in Bern, CH: Sunny, 22°C\n"
+    ), result.error
+    assert len(result.tool_calls) == 101
+    assert (await kernel.execute(SENT_ROUTES)).stdout == "stdin\n"
+
+
+async def test_a_call_right_after_printed_output_follows_it_on_iopub(kernel: ToolKernel) -> None:
+    """No order holds between two channels: a call made while printed output waits
+    to be published goes on iopub behind it, so that the host sees both in order."""
+    await kernel.execute(SENT_ROUTES)
+    code = "from tools import get_weather\nprint('asking')\nprint(await get_weather('Rome', 'IT'))"
+    kinds = [type(event) async for event in kernel.stream(code)]
+    assert kinds[:2] == [StreamOutput, ToolCallStarted]
+    assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub\n"
+
+
+async def test_calls_from_a_thread_take_iopub(kernel: ToolKernel) -> None:
+    """ipykernel uses its stdin socket from the main thread only: a call made on
+    another thread goes on iopub, as every call did before."""
+    await kernel.execute(SENT_ROUTES)
+    result = await kernel.execute(
+        "import threading\nfrom tools import get_weather\nout = []\n"
+        "thread = threading.Thread(target=lambda: out.append(get_weather('Rome', 'IT')))\n"
+        "thread.start()\nthread.join()\nprint(out[0])"
+    )
+    assert result.stdout == "Weather in Rome, IT: Sunny, 22°C\n", result.error
+    assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub\n"
+
+
+async def test_a_host_that_does_not_ask_for_stdin_gets_its_calls_on_iopub(
+    remote_kernel: Callable[..., ToolKernel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ToolBridge, "calls_on_stdin", False)
+    async with remote_kernel() as kernel:
+        result = await kernel.execute(
+            "import asyncio\nfrom tools import get_weather\n"
+            "done = await asyncio.gather(*(get_weather(str(i), 'X') for i in range(100)))\n"
+            "print(len(set(done)))"
+        )
+        assert result.stdout == "100\n", result.error
+        assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub\n"
+
+
 async def test_blocking_calls_in_def_run(kernel: ToolKernel) -> None:
     result = await kernel.execute(
         "from tools import search_database\n"
@@ -276,7 +342,10 @@ async def test_a_bridge_serves_cells_someone_else_runs(
         printed = await someone_else.run(
             "from tools import get_weather\nprint(get_weather('Bern', 'CH'))"
         )
+        # Sent to the bridge's own connection, whoever ran the cell.
+        routes = await someone_else.run(SENT_ROUTES)
     assert printed == "Weather in Bern, CH: Sunny, 22°C\n"
+    assert routes == "stdin\n"
 
 
 async def test_a_bridge_that_drops_while_others_stay_connected_registers_again(

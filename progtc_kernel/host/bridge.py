@@ -67,6 +67,10 @@ MessageListener = Callable[[str, dict[str, Any]], None]
 
 log = logging.getLogger("progtc_kernel")
 
+# Where the kernel's messages to this host come: iopub, or calls on our own stdin
+# connection (see protocol.RegisterBody).
+_COMM_CHANNELS = frozenset({"iopub", "stdin"})
+
 
 class ToolBridge:
     """Serves tools to code running in one kernel, whoever runs that code.
@@ -106,6 +110,11 @@ class ToolBridge:
         approval_timeout: Seconds a call may wait for a decision before it is denied
             (``None``: no limit). Not charged to ``tool_call_timeout``.
     """
+
+    # Ask the kernel to send calls on our own stdin connection where the transport has
+    # one (see protocol.RegisterBody); False keeps them all on iopub, as before
+    # (the benchmarks compare both in one run).
+    calls_on_stdin = True
 
     def __init__(
         self,
@@ -436,12 +445,15 @@ class ToolBridge:
             self._registered = self._registration()
 
     def _register_body(self) -> RegisterBody:
-        return {
+        body: RegisterBody = {
             "tools": self.tools.specs(),
             "tool_timeout": self.tool_call_timeout,
             "max_in_flight": self.max_in_flight,
             "approval": self._tools_asking(),
         }
+        if self.calls_on_stdin and getattr(self.transport, "carries_stdin", False):
+            body["calls_on_stdin"] = True
+        return body
 
     def _tools_asking(self) -> list[str]:
         return self.approvals.tools_asking(
@@ -485,7 +497,8 @@ class ToolBridge:
         if msg_type == "status" and content.get("execution_state") == "idle":
             self.approvals.end_run(msg["parent_header"].get("msg_id"))  # its grants end
         self._rate_limits.watch(channel, msg)
-        if channel == "iopub" and content.get("comm_id") == self.comm_id:
+        # Calls come on our stdin connection where the kernel can send them there.
+        if channel in _COMM_CHANNELS and content.get("comm_id") == self.comm_id:
             if msg_type == "comm_msg":
                 dispatch_comm_msg(msg, self, self.bad_messages)
             elif msg_type == "comm_close":

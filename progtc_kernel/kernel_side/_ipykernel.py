@@ -11,6 +11,9 @@ versions (a deadlock), so replies take one of two other routes:
 * **control channel** (always available): ``kernel.control_handlers`` is a plain
   dict of handlers, and control has its own thread on every supported version.
 
+Calls go the other way on the kernel's **stdin socket**, to the host's connection
+alone, where it listens there (``send_on_stdin``), else on iopub.
+
 Sending on iopub, reading the current parent header and finding the kernel's event
 loop are here too: they are ipykernel attributes without a documented contract.
 Tested against ipykernel 6.29+ and 7.x; keep every version difference in here.
@@ -113,15 +116,59 @@ def open_comm(msg: dict[str, Any]) -> None:
     manager.comm_open(None, None, msg)
 
 
-def flush_pending_output() -> None:
-    """Publish buffered ``print`` output now, so that it stays ahead of a tool call.
+def send_on_stdin(
+    kernel: Any,
+    identity: bytes,
+    comm_id: str,
+    data: dict[str, Any],
+    buffers: list[bytes],
+    parent: dict[str, Any],
+) -> bool:
+    """Send a ``comm_msg`` to one client alone, on the kernel's stdin socket, as
+    ``input()`` sends its ``input_request``; False (nothing sent) where that cannot be
+    done now, and the caller sends on iopub instead.
+
+    Why: every client receives iopub, and a Jupyter Server rate-checks and decodes
+    each iopub message for each websocket; it forwards stdin as it comes, to the one
+    connection whose ZMQ identity (its session id) the message names.
+
+    The stdin socket is a plain ZMQ socket that ipykernel uses from the main thread
+    only (``input()``): we send from there too, or not at all. ``ROUTER_MANDATORY``
+    (for our send only) makes a client that has no stdin connection (gone, or never
+    connected) an error instead of a silent drop, and ``NOBLOCK`` a full queue.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    socket = getattr(kernel, "stdin_socket", None)
+    if socket is None:
+        return False
+    session = kernel.session
+    msg = session.msg("comm_msg", {"comm_id": comm_id, "data": data}, parent=parent)
+    frames = [*session.serialize(msg, ident=identity), *buffers]
+    try:
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        finally:
+            socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    except zmq.ZMQError:  # EHOSTUNREACH: no such connection; EAGAIN: its queue is full
+        return False
+    return True
+
+
+def flush_pending_output() -> bool:
+    """Publish buffered ``print`` output now, so that it stays ahead of a tool call;
+    True if there was some.
 
     ipykernel's streams batch output for up to 0.2 s; flushing costs a thread round
     trip, so only streams with output pending (a private flag) are flushed.
     """
+    flushed = False
     for stream in (sys.stdout, sys.stderr):
         if getattr(stream, "_flush_pending", False):
             stream.flush()
+            flushed = True
+    return flushed
 
 
 class InterruptWakeup:

@@ -27,7 +27,7 @@ import os
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -156,6 +156,10 @@ class KernelBridge:
         # The one timer, on the kernel's loop, for the nearest deadline of awaited calls.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        # The host's stdin connection, once it said it listens there (see send_direct),
+        # and how many messages each route carried (for diagnostics and tests).
+        self.stdin_identity: bytes | None = None
+        self.sent_routes: Counter[str] = Counter()
 
     # -- configuration from the host ------------------------------------------------
 
@@ -311,7 +315,7 @@ class KernelBridge:
         if calls:
             self._send_calls(calls)
         if cancelled:
-            self.send(pack("cancelled", {"ids": cancelled, "reason": "interrupt"}))
+            self.send_direct(pack("cancelled", {"ids": cancelled, "reason": "interrupt"}))
 
     def _send_calls(self, calls: list[PendingCall]) -> None:
         channel = self._reply_channel(on_loop=calls[0].loop is self.loop)
@@ -320,8 +324,14 @@ class KernelBridge:
             b",".join(c.request for c in calls),
             channel.encode(),
         )
-        _ipykernel.flush_pending_output()
-        self.send(pack("calls", body), calls[0].parent)
+        if _ipykernel.flush_pending_output():
+            # Output just published goes on iopub: the calls follow it there, so that
+            # the host sees them in the order the cell made them (no channel order
+            # holds between stdin and iopub).
+            self.send(pack("calls", body), calls[0].parent)
+            self.sent_routes["iopub"] += 1
+        else:
+            self.send_direct(pack("calls", body), calls[0].parent)
 
     def resend_in_flight(self) -> None:
         """Send again every call still waiting for its result: the connection to the
@@ -357,6 +367,25 @@ class KernelBridge:
             buffers,
             parent if parent is not None else _ipykernel.parent_header(self.kernel),
         )
+
+    def send_direct(self, message: Packed, parent: dict[str, Any] | None = None) -> None:
+        """Send calls and cancellations to this host alone, on its stdin connection,
+        where it listens there and this is the main thread; else on iopub (``send``).
+
+        The stdin route skips what a Jupyter Server does to every iopub message
+        (rate-checks it and decodes it again, for every connected client) and what
+        every other client on the kernel does with it (decode it, nbclient too)."""
+        data, buffers = message
+        if parent is None:
+            parent = _ipykernel.parent_header(self.kernel)
+        identity = self.stdin_identity
+        if identity is not None and _ipykernel.send_on_stdin(
+            self.kernel, identity, self.comm_id, data, buffers, parent
+        ):
+            self.sent_routes["stdin"] += 1
+            return
+        self.sent_routes["iopub"] += 1
+        self.send(message, parent)
 
     # -- results and cancellation -----------------------------------------------------
 
@@ -491,7 +520,9 @@ class KernelBridge:
             known = self._in_flight.pop(call.id, None) is not None
         self._settle(call, error=ToolTimeoutError(call.tool, "TimeoutError", message))
         if known:
-            self.send(pack("cancelled", {"ids": [call.id], "reason": "timeout"}), call.parent)
+            self.send_direct(
+                pack("cancelled", {"ids": [call.id], "reason": "timeout"}), call.parent
+            )
         self._pump()
 
     def _cancel(self, call: PendingCall) -> None:
@@ -506,7 +537,9 @@ class KernelBridge:
             if call.loop is self.loop and _on_loop_thread(self.loop):
                 self._queue(cancelled=[call.id])
             else:
-                self.send(pack("cancelled", {"ids": [call.id], "reason": "interrupt"}), call.parent)
+                self.send_direct(
+                    pack("cancelled", {"ids": [call.id], "reason": "interrupt"}), call.parent
+                )
         self._pump()
 
     # -- deadlines: per-call timeouts, woken for, never polled ------------------------

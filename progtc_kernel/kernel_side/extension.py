@@ -64,6 +64,8 @@ class Extension:
         self.tools = ToolsModule(self.hosts)
         self.bad_messages = BadMessages(log, "kernel")
         self.routes: Counter[str] = Counter()  # which route brought each host message
+        self.sent_routes: Counter[str] = Counter()  # which route took calls to hosts
+        self._listens_on_stdin: dict[str, bool] = {}  # by comm id: what the host said
         self.interrupt_wakeup = _ipykernel.InterruptWakeup()
         self.held: HeldRuns | None = None  # made with the first resumable run
         self.cell_trace = CellTrace(kernel)
@@ -157,6 +159,8 @@ class Extension:
             bridge.send(pack("error", _refusal(f"unreadable register message: {exc}")), parent)
             return
         self.bridges[comm.comm_id] = bridge
+        self._listens_on_stdin[comm.comm_id] = body.get("calls_on_stdin") is True
+        bridge.sent_routes = self.sent_routes
         self.comms[comm.comm_id] = comm
         describe_tools(self.tools)
         comm.on_msg(lambda comm_msg: self.on_message(comm_msg, "comm"))
@@ -252,7 +256,8 @@ class Extension:
                 return
             describe_tools(self.tools)
         elif msg_type == "hello":
-            pass  # seen by the shell interception: it now knows this host's connection
+            # Seen by the shell interception: it now knows this host's connection.
+            self._use_stdin_route(bridge)
         elif msg_type == "resume":
             bridge.resend_in_flight()
         elif msg_type == "close":
@@ -262,6 +267,14 @@ class Extension:
             self.close(bridge.comm_id, close["reason"] or HOST_CLOSED)
         else:  # register: it comes with the comm_open, once
             self._refuse(bridge, "bad 'register' message", "register only by opening a comm")
+
+    def _use_stdin_route(self, bridge: KernelBridge) -> None:
+        """Send this host's calls on its stdin connection from now on, if it said it
+        listens there. Only once ``hello`` came: the host has seen ``ready`` (a call
+        cannot overtake it) and its stdin connection is up (it connected it first).
+        Its ZMQ identity is its session id, for jupyter_client and Jupyter Server."""
+        if self._listens_on_stdin.get(bridge.comm_id) and bridge.host_session:
+            bridge.stdin_identity = bridge.host_session.encode()
 
     def _refuse(self, bridge: KernelBridge, kind: str, message: str) -> None:
         """A host message this kernel cannot use: logged (once per kind), and the host
@@ -295,6 +308,7 @@ class Extension:
         started as resumable outlives the host that started it, either way."""
         bridge = self.bridges.pop(comm_id, None)
         held = self.held if hold else None
+        self._listens_on_stdin.pop(comm_id, None)
         if bridge is not None:
             if held is not None:  # first: the code goes on as soon as a call fails
                 held.host_leaves(bridge)

@@ -47,6 +47,8 @@ class ZmqTransport:
         self.client = client
         self.bad_messages = BadMessages(log, "host")
         self._readers: list[asyncio.Task[None]] = []
+        # Its stdin connection's ZMQ identity is its session id (jupyter_client's rule).
+        self.carries_stdin = True
 
     @classmethod
     def connect(cls, connection: dict[str, Any] | str | os.PathLike[str]) -> ZmqTransport:
@@ -58,9 +60,10 @@ class ZmqTransport:
         return str(self.client.session.session)
 
     async def start(self, on_message: MessageCallback) -> None:
-        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        # stdin: the kernel sends tool calls there, to this connection alone.
+        self.client.start_channels(shell=True, iopub=True, stdin=True, hb=False, control=True)
         check = SignatureCheck(self.client.session)
-        for name in ("iopub", "shell", "control"):
+        for name in ("iopub", "shell", "control", "stdin"):
             socket = getattr(self.client, f"{name}_channel").socket
             reader = self._read(name, socket, check, on_message)
             self._readers.append(asyncio.create_task(reader))

@@ -69,6 +69,9 @@ class WebsocketTransport:
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._closing = False
         self.gave_up = False  # the connection was lost for longer than reconnect_timeout
+        # The server gives this connection a stdin socket whose ZMQ identity is our
+        # session id: the kernel can send tool calls to us alone.
+        self.carries_stdin = True
 
     @property
     def session_id(self) -> str:
