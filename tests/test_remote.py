@@ -156,11 +156,50 @@ SENT_ROUTES = (
     "routes.clear()\n"
 )
 
+# A silent cell with one call. Once the host answered it, the kernel knows the host
+# has seen every output before it (SENT_ROUTES's too): calls made with no output
+# since then can take stdin. Counts routes from here on.
+SETTLED = (
+    "from tools import get_weather\n"
+    "_ = await get_weather('Oslo', 'NO')\n"
+    "from progtc_kernel.kernel_side import extension\n"
+    "extension.current().sent_routes.clear()\n"
+)
+
+# Output and calls, alternating: flushed output, then output still buffered.
+ALTERNATING = (
+    "from tools import get_weather\n"
+    "for i in range(20):\n"
+    "    print(i, flush=True)\n"
+    "    await get_weather(str(i), 'X')\n"
+    "    print(f'{i} again')\n"
+    "    await get_weather(str(i), 'Y')\n"
+)
+
+
+async def in_order_seen(kernel: ToolKernel, code: str) -> list[str]:
+    """Printed lines and the calls' arguments, in the order the host saw them (a
+    line may come in several chunks)."""
+    seen: list[str] = []
+    printed = ""
+    async for event in kernel.stream(code):
+        if isinstance(event, StreamOutput):
+            printed += event.text
+        elif isinstance(event, ToolCallStarted):
+            seen += printed.splitlines()
+            printed = ""
+            seen.append(event.arguments["city"] + event.arguments["country"])
+    return seen + printed.splitlines()
+
+
+def alternating_order() -> list[str]:
+    return [line for i in range(20) for line in (str(i), f"{i}X", f"{i} again", f"{i}Y")]
+
 
 async def test_calls_travel_on_the_hosts_own_stdin_connection(kernel: ToolKernel) -> None:
     """The server forwards stdin to our connection alone, without the work it does
     for every iopub message: awaited and blocking calls from the cell take it."""
-    await kernel.execute(SENT_ROUTES)  # counts from here on
+    await kernel.execute(SETTLED)
     result = await kernel.execute(
         "import asyncio\nfrom tools import get_weather\n"
         "done = await asyncio.gather(*(get_weather(str(i), 'X') for i in range(100)))\n"
@@ -177,19 +216,38 @@ async def test_calls_travel_on_the_hosts_own_stdin_connection(kernel: ToolKernel
 
 
 async def test_a_call_right_after_printed_output_follows_it_on_iopub(kernel: ToolKernel) -> None:
-    """No order holds between two channels: a call made while printed output waits
-    to be published goes on iopub behind it, so that the host sees both in order."""
-    await kernel.execute(SENT_ROUTES)
-    code = "from tools import get_weather\nprint('asking')\nprint(await get_weather('Rome', 'IT'))"
-    kinds = [type(event) async for event in kernel.stream(code)]
-    assert kinds[:2] == [StreamOutput, ToolCallStarted]
+    """No order holds between two channels: a call made after output the host may
+    not have seen yet goes on iopub behind it; once the host answered it, the next
+    calls take stdin again."""
+    await kernel.execute(SETTLED)
+    code = (
+        "from tools import get_weather\nprint('asking')\n"
+        "rome = await get_weather('Rome', 'IT')\n"
+        "print(rome, await get_weather('Bern', 'CH'), await get_weather('Nice', 'FR'))"
+    )
+    assert await in_order_seen(kernel, code) == [
+        "asking",
+        "RomeIT",
+        "BernCH",
+        "NiceFR",
+        "Weather in Rome, IT: Sunny, 22°C Weather in Bern, CH: Sunny, 22°C "
+        "Weather in Nice, FR: Sunny, 22°C",
+    ]
+    assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub stdin\n"
+
+
+async def test_output_and_calls_reach_the_host_in_the_cells_order(kernel: ToolKernel) -> None:
+    """Over a Jupyter Server, iopub takes longer than stdin (the server checks and
+    decodes each message): a call on stdin would overtake the output before it."""
+    await kernel.execute(SETTLED)
+    assert await in_order_seen(kernel, ALTERNATING) == alternating_order()
     assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub\n"
 
 
 async def test_calls_from_a_thread_take_iopub(kernel: ToolKernel) -> None:
     """ipykernel uses its stdin socket from the main thread only: a call made on
     another thread goes on iopub, as every call did before."""
-    await kernel.execute(SENT_ROUTES)
+    await kernel.execute(SETTLED)
     result = await kernel.execute(
         "import threading\nfrom tools import get_weather\nout = []\n"
         "thread = threading.Thread(target=lambda: out.append(get_weather('Rome', 'IT')))\n"

@@ -14,7 +14,7 @@ from progtc_kernel.protocol import RegisterBody, body_problem
 
 from .conftest import TOOLS
 from .test_notebooks import notebook, printed
-from .test_remote import SENT_ROUTES
+from .test_remote import ALTERNATING, SENT_ROUTES, alternating_order, in_order_seen
 
 GATHER_100 = (
     "import asyncio\nfrom tools import get_weather\n"
@@ -29,6 +29,16 @@ async def test_a_local_hosts_calls_take_its_stdin_connection(kernel_python: str)
         assert result.stdout == "100 Weather in 99, X: Sunny, 22°C\n", result.error
         assert len(result.tool_calls) == 100
         assert (await kernel.execute(SENT_ROUTES)).stdout == "stdin\n"
+
+
+async def test_output_and_calls_reach_a_local_host_in_the_cells_order(
+    kernel_python: str,
+) -> None:
+    """A call on stdin could overtake output published on iopub just before it: such
+    a call goes on iopub behind the output."""
+    async with ToolKernel(TOOLS, kernel=LocalKernel(python=kernel_python)) as kernel:
+        assert await in_order_seen(kernel, ALTERNATING) == alternating_order()
+        assert (await kernel.execute(SENT_ROUTES)).stdout == "iopub\n"
 
 
 async def test_calls_stay_on_iopub_for_a_host_that_does_not_ask(

@@ -156,19 +156,63 @@ def send_on_stdin(
     return True
 
 
-def flush_pending_output() -> bool:
-    """Publish buffered ``print`` output now, so that it stays ahead of a tool call;
-    True if there was some.
+def flush_pending_output() -> None:
+    """Publish buffered ``print`` output now, so that it stays ahead of a tool call.
 
     ipykernel's streams batch output for up to 0.2 s; flushing costs a thread round
     trip, so only streams with output pending (a private flag) are flushed.
     """
-    flushed = False
     for stream in (sys.stdout, sys.stderr):
         if getattr(stream, "_flush_pending", False):
             stream.flush()
-            flushed = True
-    return flushed
+
+
+# iopub messages whose order against a tool call no host relies on.
+_UNORDERED = frozenset({"status", "execute_input"})
+
+
+class IopubCount:
+    """How many messages the kernel has published on iopub (output, displays, comm
+    messages: all but ``status`` and ``execute_input``), counted where each one is
+    sent: the kernel's ``Session.send``, which its streams, display publisher, comms
+    and this package share.
+
+    Why: iopub and stdin are separate connections, so a call sent on stdin can reach
+    the host before output published on iopub just before it. The kernel bridge sends
+    a call on stdin only when the host has seen every counted message (see
+    ``KernelBridge.host_seen``), else on iopub behind them.
+    """
+
+    def __init__(self, kernel: Any) -> None:
+        self.value = 0
+        iopub = (kernel.iopub_socket, kernel.iopub_thread)  # the socket, or its thread
+        send = kernel.session.send
+
+        def counted_send(stream: Any, msg_or_type: Any, *args: Any, **kwargs: Any) -> Any:
+            if (
+                any(stream is target for target in iopub)
+                and _msg_type(msg_or_type) not in _UNORDERED
+            ):
+                self.value += 1
+            return send(stream, msg_or_type, *args, **kwargs)
+
+        kernel.session.send = counted_send
+
+
+def _msg_type(msg_or_type: Any) -> str:
+    if isinstance(msg_or_type, str):
+        return msg_or_type
+    return str(msg_or_type.get("header", {}).get("msg_type", ""))
+
+
+def iopub_count(kernel: Any) -> IopubCount:
+    """The kernel's one ``IopubCount`` (made on first use: the extension may be loaded
+    again)."""
+    count = getattr(kernel.session, "_progtc_iopub_count", None)
+    if not isinstance(count, IopubCount):
+        count = IopubCount(kernel)
+        kernel.session._progtc_iopub_count = count
+    return count
 
 
 class InterruptWakeup:

@@ -74,6 +74,7 @@ class PendingCall:
         "deadline",
         "future",
         "id",
+        "iopub_mark",
         "loop",
         "owner",
         "parent",
@@ -110,6 +111,8 @@ class PendingCall:
         self.owner = owner
         # The host said the call waits (for a thread, or an approval) and has not run.
         self.queued = False
+        # Sent on iopub: the kernel's iopub count once it was (see KernelBridge.host_seen).
+        self.iopub_mark: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where it is awaited, if it is
         self.deadline: float | None = None
         self.future: _Future | None = None
@@ -160,6 +163,12 @@ class KernelBridge:
         # and how many messages each route carried (for diagnostics and tests).
         self.stdin_identity: bytes | None = None
         self.sent_routes: Counter[str] = Counter()
+        # The kernel's iopub messages (see _ipykernel.IopubCount) and how many of them
+        # the host is known to have received: the count when it was sent a message it
+        # answered (ready, or a call on iopub). stdin carries a message only while the
+        # two are equal, so that it cannot overtake output on its way to the host.
+        self.iopub: _ipykernel.IopubCount | None = None
+        self.host_seen = 0
 
     # -- configuration from the host ------------------------------------------------
 
@@ -324,14 +333,10 @@ class KernelBridge:
             b",".join(c.request for c in calls),
             channel.encode(),
         )
-        if _ipykernel.flush_pending_output():
-            # Output just published goes on iopub: the calls follow it there, so that
-            # the host sees them in the order the cell made them (no channel order
-            # holds between stdin and iopub).
-            self.send(pack("calls", body), calls[0].parent)
-            self.sent_routes["iopub"] += 1
-        else:
-            self.send_direct(pack("calls", body), calls[0].parent)
+        _ipykernel.flush_pending_output()  # counted in self.iopub, if there was some
+        mark = self.send_direct(pack("calls", body), calls[0].parent)
+        for call in calls:
+            call.iopub_mark = mark
 
     def resend_in_flight(self) -> None:
         """Send again every call still waiting for its result: the connection to the
@@ -368,9 +373,11 @@ class KernelBridge:
             parent if parent is not None else _ipykernel.parent_header(self.kernel),
         )
 
-    def send_direct(self, message: Packed, parent: dict[str, Any] | None = None) -> None:
+    def send_direct(self, message: Packed, parent: dict[str, Any] | None = None) -> int | None:
         """Send calls and cancellations to this host alone, on its stdin connection,
-        where it listens there and this is the main thread; else on iopub (``send``).
+        where it listens there, this is the main thread and nothing the kernel
+        published on iopub may still be on its way to the host; else on iopub
+        (``send``). Returns the kernel's iopub count after an iopub send, else None.
 
         The stdin route skips what a Jupyter Server does to every iopub message
         (rate-checks it and decodes it again, for every connected client) and what
@@ -379,13 +386,18 @@ class KernelBridge:
         if parent is None:
             parent = _ipykernel.parent_header(self.kernel)
         identity = self.stdin_identity
-        if identity is not None and _ipykernel.send_on_stdin(
-            self.kernel, identity, self.comm_id, data, buffers, parent
+        iopub = self.iopub
+        if (
+            identity is not None
+            and iopub is not None
+            and iopub.value == self.host_seen
+            and _ipykernel.send_on_stdin(self.kernel, identity, self.comm_id, data, buffers, parent)
         ):
             self.sent_routes["stdin"] += 1
-            return
+            return None
         self.sent_routes["iopub"] += 1
         self.send(message, parent)
+        return iopub.value if iopub is not None else None
 
     # -- results and cancellation -----------------------------------------------------
 
@@ -412,6 +424,8 @@ class KernelBridge:
                 call = self._in_flight.pop(call_id, None)
                 if call is not None:  # a call missing here timed out or was cancelled
                     settlements.append(_settlement(call, entry, problem))
+                    if call.iopub_mark is not None:  # the host got it: and all before it
+                        self.host_seen = max(self.host_seen, call.iopub_mark)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
         for settlement in settlements:
             loop = settlement[0].loop

@@ -177,6 +177,9 @@ class Extension:
                 "held_runs": self.held.orphaned_runs() if self.held is not None else [],
             }
             bridge.send(pack("ready", body), parent)
+            # What the host has seen once it says hello: stdin calls start from there.
+            bridge.iopub = _ipykernel.iopub_count(self.kernel)
+            bridge.host_seen = bridge.iopub.value
             if self.held is not None:  # after ready: the host takes calls from now on
                 self.held.hand_over(bridge)
 
