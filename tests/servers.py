@@ -87,6 +87,10 @@ class JupyterProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def server(self, **options: Any) -> JupyterServer:
+        # A loaded machine (2 busy cores, a server pushing megabytes of output) can take
+        # longer than the 10 s a request is given by default: give the tests' requests
+        # time enough that only a server that is gone fails them.
+        options.setdefault("request_timeout", 120)
         return JupyterServer(self.url, token=self.token, **options)
 
     async def start(self, timeout: float = 120) -> JupyterProcess:
