@@ -124,11 +124,12 @@ class LeaseHandler(_LeaseAnswers):
         session = self._session_from_body()
         preferences = _preferences(self.request.headers.get("Prefer", ""))
         if "respond-async" in preferences:
+            wait = _ask_wait(preferences)
             request_id = uuid.uuid4().hex
             taking = asyncio.ensure_future(self.service.pool.take(session=session))
             self.service.lease_requests[request_id] = WaitingLease(taking, session)
             self.set_status(201)  # (once leased; 202 while it waits)
-            await self._answer(request_id, _ask_wait(preferences))
+            await self._answer(request_id, wait)
             return
         self.set_status(201)
         self._leased(await _lease_of(self.service.pool.take(session=session)))
