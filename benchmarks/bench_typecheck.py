@@ -36,8 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from progtc_kernel._stubs import stubs_source  # noqa: E402
 from progtc_kernel.host.tools import ToolRegistry  # noqa: E402
-from progtc_kernel.toolset.environment import stubs_source  # noqa: E402
 from progtc_kernel.toolset.typecheck import (  # noqa: E402
     _HEADER,
     ScriptChecker,

@@ -7,12 +7,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pydantic
 import pytest
+from typing_extensions import TypedDict
 
 from progtc_kernel import LocalKernel, ProgrammaticToolset, Tool, ToolKernel
+from progtc_kernel._stubs import stub, stubs_source
 from progtc_kernel.exceptions import ToolDefinitionError
-from progtc_kernel.kernel_side.catalog import search, stub
-from progtc_kernel.toolset.environment import stubs_source
+from progtc_kernel.kernel_side.catalog import search
 
 
 def tool(name: str, description: str, **parameters: str) -> Tool:
@@ -178,6 +180,60 @@ def run():
         assert text in instructions
     assert described["get_forecast"].startswith("def get_forecast(city: str, days: int)")
     assert stubs_source([toolset.tools["get_alerts"].spec()]) in instructions
+
+
+class Hotel(pydantic.BaseModel):
+    name: str
+    stars: int
+
+
+class Forecast(TypedDict):
+    city: str
+    highs: list[float]
+
+
+def find_hotels(city: str, limit: int = 3) -> list[Hotel]:
+    """Hotels in a city, best first."""
+    return [Hotel(name=f"{city} Hotel {i}", stars=5 - i) for i in range(limit)]
+
+
+def forecast(city: str) -> Forecast:
+    """The week's highs in a city."""
+    return {"city": city, "highs": [20.5] * 7}
+
+
+async def test_describe_shows_a_typed_result_as_the_full_listing_does(
+    kernel_python: str,
+) -> None:
+    typed = [find_hotels, forecast, *TOOLS]
+    kernel = ToolKernel(kernel=LocalKernel(python=kernel_python))
+    async with ProgrammaticToolset(typed, kernel=kernel, list_tools_above=1) as toolset:
+        described = await run(
+            toolset,
+            """\
+from tools import catalog
+
+def run():
+    return {name: catalog.describe(name) for name in ("find_hotels", "forecast")}
+""",
+        )
+        hotel = find_hotels("Oslo", 1)[0]  # what a script gets: the JSON of a Hotel
+        hotels = await run(
+            toolset,
+            "from tools import find_hotels\n\ndef run():\n    return find_hotels('Oslo', 1)[0]",
+        )
+    full = ProgrammaticToolset(typed, list_tools_above=None)
+    listing = (await full.get_execution_environment())["instructions"]
+    assert described["find_hotels"].startswith("class Hotel(TypedDict):\n    name: str\n")
+    assert (
+        "\ndef find_hotels(city: str, limit: int = 3) -> list[Hotel]:" in (described["find_hotels"])
+    )
+    assert described["forecast"].startswith("class Forecast(TypedDict):")
+    assert "\ndef forecast(city: str) -> Forecast:" in described["forecast"]
+    for text in described.values():
+        for part in text.split("\n\n"):  # each class, then the stub: as listed
+            assert part in listing
+    assert hotels == hotel.model_dump()
 
 
 async def test_describing_an_unknown_tool_suggests_near_names(

@@ -8,7 +8,8 @@ fails here, before any kernel runs.
   ``kernels/resolve.py``: no ``host/`` module imports a concrete kernel.
 * The kernel side (``kernel_side/``, and the modules it shares with the host)
   imports only the standard library, ipykernel and what ipykernel brings (IPython,
-  comm, pyzmq), itself, and ``protocol``, ``_wire``, ``exceptions``, ``_version``.
+  comm, pyzmq), itself, and ``protocol``, ``_wire``, ``exceptions``, ``_version``,
+  ``_stubs``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = "progtc_kernel"
 # user gave as a kernel into a lifecycle.
 HOST_MAY_KNOW = {"progtc_kernel.kernels.base", "progtc_kernel.kernels.resolve"}
 
-KERNEL_SIDE_SHARED = {"protocol", "_wire", "exceptions", "_version", "_python"}
+KERNEL_SIDE_SHARED = {"protocol", "_wire", "exceptions", "_version", "_python", "_stubs"}
 # Besides the standard library: ipykernel and what it brings into every kernel.
 KERNEL_SIDE_THIRD_PARTY = {
     "ipykernel",

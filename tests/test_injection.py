@@ -284,7 +284,7 @@ def test_the_load_cell_carries_every_kernel_side_module() -> None:
     side = ROOT / "progtc_kernel/kernel_side"
     kernel_modules = {f"kernel_side/{p.name}" for p in side.glob("*.py")}
     assert kernel_modules <= set(files)
-    assert {"__init__.py", "protocol.py", "_wire.py", "exceptions.py"} <= set(files)
+    assert {"__init__.py", "protocol.py", "_wire.py", "_stubs.py", "exceptions.py"} <= set(files)
 
 
 # -- progtc's client and server on kernels with ipykernel alone ----------------------

@@ -8,11 +8,14 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from progtc_kernel import AsyncProgtcClient, JupyterServer
+
 from .conftest import build_env
-from .servers import pool_status, until
+from .servers import JupyterProcess, pool_status, until
 from .test_progtc_server import progtc_serve
 
 pytestmark = pytest.mark.timeout(300)
@@ -95,4 +98,75 @@ async def test_a_request_waiting_for_a_kernel_is_kept_alive(tmp_path: Path) -> N
     finally:
         child.kill()
         child.wait()
+        process.stop()
+
+
+async def held_pool(tmp_path: Path) -> tuple[JupyterProcess, asyncio.Event, asyncio.Task[Any]]:
+    """A server whose only kernel an execution holds until the event is set."""
+    process = await progtc_serve(
+        tmp_path, "--pool-size", "1", "--max-kernels", "1", "--pool-timeout", "none"
+    ).start()
+    holder = AsyncProgtcClient(process.url, api_key=process.token)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> str:
+        started.set()
+        await release.wait()
+        return "released"
+
+    holding = asyncio.ensure_future(
+        holder.execute_code("from tools import hold\nprint(await hold())", {"hold": hold})
+    )
+    await started.wait()
+    return process, release, holding
+
+
+async def test_a_lease_request_waiting_for_a_kernel_outlasts_the_clients_timeout(
+    tmp_path: Path,
+) -> None:
+    process, release, holding = await held_pool(tmp_path)
+    try:
+        # This client's requests may take 4 s; the kernel comes free later than that.
+        server = JupyterServer(process.url, token=process.token, start_timeout=4)
+        second = asyncio.ensure_future(AsyncProgtcClient(server).execute_code("print('second')"))
+
+        async def waited_past_the_clients_timeout() -> bool:
+            # Each "still waiting" answer comes 2 s after the ask: the third is sent
+            # more than 4 s after the request began to wait.
+            asks = (await pool_status(process))["lease_requests"]["answered_pending"]
+            return bool(asks >= 3)
+
+        kept_waiting = asyncio.ensure_future(until(waited_past_the_clients_timeout, "waiting"))
+        # (answered once, the request would time out first and say so)
+        await asyncio.wait({second, kept_waiting}, return_when=asyncio.FIRST_COMPLETED)
+        kept_waiting.cancel()
+        release.set()
+        assert (await holding).stdout == "released\n"
+        assert (await second).stdout == "second\n"
+    finally:
+        release.set()
+        process.stop()
+
+
+async def test_a_client_that_stops_waiting_for_a_kernel_gives_up_its_place(
+    tmp_path: Path,
+) -> None:
+    process, release, holding = await held_pool(tmp_path)
+    try:
+        client = AsyncProgtcClient(process.url, api_key=process.token)
+        waiting = asyncio.ensure_future(client.execute_code("print('never')"))
+
+        async def lease_requests_waiting(count: int) -> bool:
+            status = await pool_status(process)
+            return bool(status["lease_requests"]["waiting"] == status["pool"]["waiting"] == count)
+
+        await until(lambda: lease_requests_waiting(1), "waiting")
+        waiting.cancel()
+        await until(lambda: lease_requests_waiting(0), "given up")
+        release.set()
+        assert (await holding).stdout == "released\n"
+        again = await client.execute_code("print('the kernel is free again')")
+        assert again.stdout == "the kernel is free again\n"
+    finally:
+        release.set()
         process.stop()

@@ -498,14 +498,9 @@ def test_a_call_carries_a_traceparent_as_an_optional_key_of_protocol_3() -> None
     assert PROTOCOL_VERSION == 3
 
 
-class FakeKernel:
-    """What CellTrace reads of ipykernel's kernel: the request the cell runs for."""
-
-    def __init__(self, metadata: dict[str, Any]) -> None:
-        self.parent = {"header": {"msg_id": "m"}, "metadata": metadata}
-
-    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
-        return self.parent
+def request(metadata: dict[str, Any]) -> dict[str, Any]:
+    """An execute_request as ipykernel keeps it while its cell runs (its parent)."""
+    return {"header": {"msg_id": "m"}, "metadata": metadata}
 
 
 @pytest.mark.fast
@@ -516,16 +511,16 @@ def test_the_cells_traceparent_is_its_environments_while_it_runs(
 
     monkeypatch.setenv("TRACEPARENT", "what the kernel was started with")
     traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
-    cell = kernel_tracing.CellTrace(FakeKernel({"traceparent": traceparent}))
-    cell.pre_execute()
+    cell = kernel_tracing.CellTrace()
+    cell.pre_execute(request({"traceparent": traceparent}))
     assert os.environ["TRACEPARENT"] == traceparent
     assert kernel_tracing.running == traceparent
     cell.post_execute()
     assert os.environ["TRACEPARENT"] == "what the kernel was started with"
     assert kernel_tracing.running is None
 
-    malformed = kernel_tracing.CellTrace(FakeKernel({"traceparent": "not one"}))
-    malformed.pre_execute()
+    malformed = kernel_tracing.CellTrace()
+    malformed.pre_execute(request({"traceparent": "not one"}))
     assert os.environ["TRACEPARENT"] == "what the kernel was started with"
     assert kernel_tracing.running is None
     malformed.post_execute()

@@ -35,6 +35,7 @@ _KERNEL_SIDE = (
     "_python.py",
     "protocol.py",
     "_wire.py",
+    "_stubs.py",
     "exceptions.py",
 )
 

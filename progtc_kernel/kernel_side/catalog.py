@@ -13,39 +13,20 @@ here; a script imports them with ``from tools.github import search_issues``.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import textwrap
 from collections.abc import Callable, Iterable, Mapping
 
-from ..protocol import ToolSpec, signature_of
+from .._stubs import described, short_name
+from ..protocol import ToolSpec
 
 # Above this many tools the environment lists them by name and one line (the default
 # of ``list_tools_above``): 30 stubs are about 15,000 characters, which a model's
 # context can spare; more crowd out the task.
 LIST_TOOLS_ABOVE = 30
-NEEDS_APPROVAL = "Needs approval: each call waits until a person allows or denies it."
 # Where the search weighs a word it finds: in a tool's name most, then its parameters.
 _NAME, _PARAMETER, _DESCRIPTION = 3.0, 1.5, 1.0
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
-
-
-def short_name(name: str) -> str:
-    """``github.search_issues`` -> ``search_issues``: the name a stub defines."""
-    return name.rpartition(".")[2]
-
-
-def stub(spec: ToolSpec, needs_approval: bool = False) -> str:
-    """A tool as a typed Python stub: signature, docstring, output schema."""
-    doc = (spec["description"] or "").strip()
-    if needs_approval:
-        doc = f"{doc}\n\n{NEEDS_APPROVAL}".strip()
-    if spec["output_schema"]:
-        schema = json.dumps(spec["output_schema"], separators=(",", ":"), sort_keys=True)
-        doc = f"{doc}\n\nReturns JSON matching: {schema}".strip()
-    body = textwrap.indent(f'"""{doc}"""' if doc else "...", "    ")
-    return f"def {short_name(spec['name'])}{signature_of(spec)}:\n{body}"
 
 
 def one_line(spec: ToolSpec, width: int = 80) -> str:
@@ -147,7 +128,8 @@ class Catalog:
         return search(self._specs(), query, limit)
 
     def describe(self, name: str) -> str:
-        """The full stub of tool ``name``: its signature, docstring and what it returns.
+        """The full stub of tool ``name``: its signature, docstring and what it returns
+        (after the ``TypedDict`` of its result), as the full listing shows it.
 
         Args:
             name: A tool's name, as ``search`` gives it.
@@ -161,7 +143,7 @@ class Catalog:
             near = search(specs, name, 5)
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             raise LookupError(f"no tool named {name!r}{hint} (find tools with catalog.search)")
-        return stub(spec, name in self._asks_approval())
+        return described(list(specs.values()), name, name in self._asks_approval())
 
     def __len__(self) -> int:
         return len(self._specs())

@@ -68,7 +68,7 @@ class Extension:
         self._listens_on_stdin: dict[str, bool] = {}  # by comm id: what the host said
         self.interrupt_wakeup = _ipykernel.InterruptWakeup()
         self.held: HeldRuns | None = None  # made with the first resumable run
-        self.cell_trace = CellTrace(kernel)
+        self.cell_trace = CellTrace()
         self._replaced_tools = sys.modules.get("tools")
 
     def load(self) -> None:
@@ -78,11 +78,8 @@ class Extension:
         _ipykernel.install_control_route(self.kernel, self.owns, self.on_message)
         # Now if loaded by a cell, else before the first cell (the loop runs by then).
         self.interrupt_wakeup.install()
-        self.kernel.shell.events.register("pre_execute", self.interrupt_wakeup.install)
         self.kernel.shell.events.register("pre_execute", self.on_run_start)
         self.kernel.shell.events.register("post_execute", self.on_run_end)
-        self.kernel.shell.events.register("pre_execute", self.cell_trace.pre_execute)
-        self.kernel.shell.events.register("post_execute", self.cell_trace.post_execute)
         if self._replaced_tools is not None:
             log.warning(
                 "progtc_kernel: the module 'tools' now refers to host tools, shadowing %r",
@@ -96,11 +93,8 @@ class Extension:
 
         tracebacks.uninstall(self.kernel.shell)
         comm.get_comm_manager().unregister_target(COMM_TARGET, self.on_open)
-        self.kernel.shell.events.unregister("pre_execute", self.interrupt_wakeup.install)
         self.kernel.shell.events.unregister("pre_execute", self.on_run_start)
         self.kernel.shell.events.unregister("post_execute", self.on_run_end)
-        self.kernel.shell.events.unregister("pre_execute", self.cell_trace.pre_execute)
-        self.kernel.shell.events.unregister("post_execute", self.cell_trace.post_execute)
         self.interrupt_wakeup.uninstall()
         for comm_id in list(self.bridges):
             self.close(comm_id, "the progtc_kernel extension was unloaded", hold=False)
@@ -285,19 +279,25 @@ class Extension:
         self.bad_messages.report(kind, message)
         bridge.send(pack("error", _refusal(message)))
 
-    # -- resumable runs (see held.py) -----------------------------------------------
+    # -- each run, as it starts and ends (IPython's pre/post_execute) -----------------
 
     def on_run_start(self, *_: object) -> None:
-        """(IPython's pre_execute.) A run that asks to be resumable is held from now."""
+        """(IPython's pre_execute: silent runs have it too.) The interrupt wake-up is
+        installed (once the loop runs), a run that asks to be resumable is held from
+        now, and a traced run's trace context is set."""
+        self.interrupt_wakeup.install()
         parent = _ipykernel.parent_header(self.kernel)
         if self.held is None and held_grace(parent) is not None:
             self.held = HeldRuns(self.kernel, _ipykernel.event_loop(self.kernel))
         if self.held is not None:
             self.held.run_starts(parent)
+        self.cell_trace.pre_execute(parent)
 
     def on_run_end(self, *_: object) -> None:
+        """(IPython's post_execute.) The run is no longer held, nor traced."""
         if self.held is not None:
             self.held.run_ends(_ipykernel.parent_header(self.kernel))
+        self.cell_trace.post_execute()
 
     def on_host_gone(self, session: str) -> None:
         """A client's shell connection closed: forget the hosts it was."""

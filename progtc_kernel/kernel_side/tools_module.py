@@ -18,9 +18,10 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from .. import _python
+from .._stubs import short_name
 from ..exceptions import TOOL_EXCEPTIONS, HostDisconnectedError, ToolArgumentError, ToolError
 from ..protocol import ToolSpec, signature_of
-from .catalog import Catalog, short_name
+from .catalog import Catalog
 
 if TYPE_CHECKING:
     from .bridge import KernelBridge, PendingCall

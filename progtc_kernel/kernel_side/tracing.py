@@ -19,8 +19,6 @@ import re
 import sys
 from typing import Any
 
-from . import _ipykernel
-
 ENV = "TRACEPARENT"
 METADATA_KEY = "traceparent"
 _VALID = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -45,15 +43,15 @@ class CellTrace:
     """Sets the trace context of each cell before it runs, and takes it away after
     (IPython's ``pre_execute``/``post_execute`` events: silent runs have them too)."""
 
-    def __init__(self, kernel: Any) -> None:
-        self.kernel = kernel
+    def __init__(self) -> None:
         self._env_before: object = _UNSET  # TRACEPARENT before the cell set it
         self._otel: tuple[Any, Any] | bool | None = False  # False: not looked for yet
         self._context_before: Any = None
 
-    def pre_execute(self) -> None:
+    def pre_execute(self, parent: dict[str, Any]) -> None:
+        """Set the trace context of the cell that runs for request ``parent``."""
         global running
-        metadata = _ipykernel.parent_header(self.kernel).get("metadata")
+        metadata = parent.get("metadata")
         traceparent = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
         if not (isinstance(traceparent, str) and _VALID.fullmatch(traceparent)):
             traceparent = None

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from ..approval import Approver, RequiresApproval
 
 LEASES = "progtc-kernel/api"
+# How long the server may hold one lease request (or ask about it) before it answers
+# "still waiting": well within any client's timeout.
+LEASE_ASK_WAIT = 2.0
 # progtc's: how long ping() waits for an answer.
 PING_TIMEOUT = 5.0
 # progtc 0.2's: how long one execute_code_step request may take.
@@ -441,10 +444,7 @@ class AsyncProgtcClient:
         Jupyter Server (or the session's, either way)."""
         if self._pooled is not False:
             try:
-                # The server may make the request wait for a kernel to come free.
-                lease = await server.request(
-                    "POST", f"{LEASES}/kernels", {"session": session}, timeout=server.start_timeout
-                )
+                lease = await _lease_from_pool(server, session)
             except ServerError as exc:
                 if exc.status != 404:
                     raise
@@ -473,6 +473,44 @@ class AsyncProgtcClient:
         )
         with contextlib.suppress(ServerError):  # already reaped: a dead kernel, say
             await server.request("DELETE", path)
+
+
+async def _lease_from_pool(server: JupyterServer, session: str | None) -> dict[str, Any]:
+    """A kernel leased from ``progtc-kernel serve``'s pool. The server may make the
+    request wait for one to come free, longer than this client's timeout: asked to
+    answer within ``LEASE_ASK_WAIT`` seconds, it says "still waiting" (202) instead,
+    and is asked again, keeping the request's place (an older server answers once)."""
+    timeout = server.start_timeout
+    wait = LEASE_ASK_WAIT if timeout is None else min(LEASE_ASK_WAIT, timeout / 2)
+    asking = copy.copy(server)
+    asking.headers = {**server.headers, "Prefer": f"respond-async, wait={wait:g}"}
+    given_up = asyncio.Event()
+    # An ask cancelled midway would leave the server waiting for a kernel for nobody:
+    # the asks go on to their answer, and then give the request (or the kernel) back.
+    leasing = asyncio.ensure_future(_ask_until_leased(asking, session, timeout, given_up))
+    try:
+        return await asyncio.shield(leasing)
+    except asyncio.CancelledError:
+        given_up.set()
+        leasing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        raise
+
+
+async def _ask_until_leased(
+    server: JupyterServer, session: str | None, timeout: float | None, given_up: asyncio.Event
+) -> dict[str, Any]:
+    answer = await server.request(
+        "POST", f"{LEASES}/kernels", {"session": session}, timeout=timeout
+    )
+    while "pending" in answer:
+        pending = f"{LEASES}/lease-requests/{answer['pending']}"
+        if given_up.is_set():
+            await server.request("DELETE", pending)
+            return {}
+        answer = await server.request("GET", pending, timeout=timeout)
+    if given_up.is_set() and session is None:
+        await server.request("DELETE", f"{LEASES}/kernels/{answer['id']}")
+    return dict(answer)
 
 
 class _Callbacks(NamedTuple):

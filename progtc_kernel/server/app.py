@@ -66,6 +66,10 @@ class Service:
     output_stopped: int = 0  # executions stopped for printing more than max_output
     clients_cut_off: int = 0  # clients that took nothing for send_timeout
     lease_keepalives: int = 0  # keep-alives sent to requests waiting for a kernel
+    # Lease requests (Prefer: respond-async) waiting for a kernel, by id, and how many
+    # times one was answered "still waiting" (202).
+    lease_requests: dict[str, Any] = field(default_factory=dict)
+    lease_asks_pending: int = 0
 
     def end(self, execution_id: str) -> None:
         """A progtc API execution is over: forget it, remembering that it was."""
@@ -79,6 +83,10 @@ class Service:
             "version": __version__,
             "pool": self.pool.status(),
             "limits": asdict(self.limits),
+            "lease_requests": {
+                "waiting": len(self.lease_requests),
+                "answered_pending": self.lease_asks_pending,
+            },
             "progtc_api": {
                 "dialect": self.dialect,
                 "running": len(self.executions),

@@ -9,17 +9,14 @@ what it returns.
 
 from __future__ import annotations
 
-import builtins
-import json
-import keyword
-import re
 import textwrap
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..kernel_side.catalog import one_line, short_name
-from ..protocol import ToolSpec, signature_of
+from .._stubs import short_name, stubs_source
+from ..kernel_side.catalog import one_line
+from ..protocol import ToolSpec
 
 # Modules a script may import by default: pure computation, no files, processes or
 # network. A guard-rail for models, not a sandbox.
@@ -90,177 +87,6 @@ def modules_of(supported: Mapping[str, str] | Iterable[str] | None) -> dict[str,
 # What the instructions say about approval: the tools each of whose calls needs it,
 # and whether calls of other tools may need it too (by their arguments).
 ApprovalNote = tuple[list[str], bool]
-
-
-def stub(spec: ToolSpec, needs_approval: bool = False, returns: str | None = None) -> str:
-    """A tool as a typed Python stub: signature, docstring, output schema.
-    ``returns``: the return annotation shown instead of the tool's own."""
-    doc = (spec["description"] or "").strip()
-    if needs_approval:
-        doc = f"{doc}\n\n{NEEDS_APPROVAL}".strip()
-    if spec["output_schema"]:
-        schema = json.dumps(spec["output_schema"], separators=(",", ":"), sort_keys=True)
-        doc = f"{doc}\n\nReturns JSON matching: {schema}".strip()
-    body = textwrap.indent(f'"""{doc}"""' if doc else "...", "    ")
-    signature = signature_of(spec)
-    if returns is not None:
-        signature = signature.replace(return_annotation=_Shown(returns))
-    return f"def {short_name(spec['name'])}{signature}:\n{body}"
-
-
-class _Shown:
-    """Shows as the annotation text it holds (in ``inspect.Signature``'s text)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def stubs_source(specs: list[ToolSpec], asking: Collection[str] = ()) -> str:
-    """Every tool's stub, after the ``TypedDict`` of each result with an object output
-    schema (what a script gets is JSON: ``result["temp"]``, typed); the tools of a
-    namespace under a comment saying how to import them (``from tools.github import
-    search_issues``). This is the text the instructions show, and what ``check_types``
-    checks scripts against."""
-    if not specs:
-        return "# no tools are available"
-    results = ResultTypes({short_name(spec["name"]) for spec in specs})
-    returns = {spec["name"]: results.of(spec) for spec in specs}
-    parts: list[str] = []
-    namespace = ""
-    # in the order given, the namespaced ones after, by namespace (a stable sort)
-    for spec in sorted(specs, key=lambda spec: spec["name"].rpartition(".")[0]):
-        space = spec["name"].rpartition(".")[0]
-        if space != namespace:
-            namespace = space
-            parts.append(f"# tools.{space}: from tools.{space} import {short_name(spec['name'])}")
-        parts.append(stub(spec, spec["name"] in asking, returns[spec["name"]]))
-    return "\n\n".join([*results.classes, *parts])
-
-
-class ResultTypes:
-    """``TypedDict`` classes for tools' object output schemas, named after the schema's
-    title (else the tool's), nested objects and ``$defs`` included."""
-
-    def __init__(self, taken: Iterable[str]) -> None:
-        self.classes: list[str] = []
-        self._taken = set(taken) | _TYPING_NAMES
-        self._named: dict[int, str] = {}  # id(schema) -> its class, drawn once
-
-    def of(self, spec: ToolSpec) -> str | None:
-        """The return annotation for ``spec``: a record, or a list of records, typed
-        (None: its own annotation stays)."""
-        schema = spec["output_schema"]
-        if schema is None or not (_is_record(schema) or _is_record(_items(schema))):
-            return None
-        return self._type(schema, schema, _camel(spec["name"]) + "Result")
-
-    def _type(self, schema: Any, root: dict[str, Any], name: str) -> str:
-        if not isinstance(schema, dict):
-            return "Any"
-        if "$ref" in schema:
-            ref = str(schema["$ref"])
-            target = _resolve(root, ref)
-            return self._type(target, root, ref.rpartition("/")[2]) if target else "Any"
-        for union in ("anyOf", "oneOf"):
-            if isinstance(schema.get(union), list):
-                return _union(self._type(s, root, name) for s in schema[union])
-        if "enum" in schema and all(isinstance(v, (str, int, bool)) for v in schema["enum"]):
-            return "Literal[" + ", ".join(repr(v) for v in schema["enum"]) + "]"
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            return _union(self._type({**schema, "type": k}, root, name) for k in kind)
-        if kind == "object" and _is_record(schema):
-            return self._typed_dict(schema, root, name)
-        if kind == "object":
-            values = schema.get("additionalProperties")
-            value = self._type(values, root, name + "Value") if isinstance(values, dict) else "Any"
-            return f"dict[str, {value}]"
-        if kind == "array":
-            return f"list[{self._type(schema.get('items'), root, name + 'Item')}]"
-        return _JSON_TYPES.get(str(kind), "Any")
-
-    def _typed_dict(self, schema: dict[str, Any], root: dict[str, Any], name: str) -> str:
-        drawn = self._named.get(id(schema))
-        if drawn is not None:
-            return drawn
-        title = _camel(str(schema.get("title") or ""))
-        if title.isidentifier() and not keyword.iskeyword(title):
-            name = title
-        while name in self._taken:
-            name += "_"
-        self._taken.add(name)
-        self._named[id(schema)] = name
-        required = set(schema.get("required") or ())
-        fields = {
-            key: self._type(value, root, name + _camel(key))
-            if key in required
-            else f"NotRequired[{self._type(value, root, name + _camel(key))}]"
-            for key, value in schema["properties"].items()
-        }
-        self.classes.append(_class_text(name, fields))
-        return name
-
-
-def _class_text(name: str, fields: dict[str, str]) -> str:
-    if all(key.isidentifier() and not keyword.iskeyword(key) for key in fields):
-        lines = [f"    {key}: {kind}" for key, kind in fields.items()] or ["    pass"]
-        return f"class {name}(TypedDict):\n" + "\n".join(lines)
-    items = ", ".join(f"{key!r}: {kind}" for key, kind in fields.items())
-    return f"{name} = TypedDict({name!r}, {{{items}}})"
-
-
-def _is_record(schema: Any) -> bool:
-    """An object schema with named properties and no others: a ``TypedDict``."""
-    return (
-        isinstance(schema, dict)
-        and schema.get("type") == "object"
-        and isinstance(schema.get("properties"), dict)
-        and bool(schema["properties"])
-        and schema.get("additionalProperties") in (None, False)
-    )
-
-
-def _items(schema: dict[str, Any]) -> Any:
-    """The schema of an array's items, its ``$ref`` followed (None: no array)."""
-    items = schema.get("items") if schema.get("type") == "array" else None
-    if isinstance(items, dict) and "$ref" in items:
-        return _resolve(schema, str(items["$ref"]))
-    return items
-
-
-def _resolve(root: dict[str, Any], ref: str) -> Any:
-    if not ref.startswith("#/"):
-        return None
-    node: Any = root
-    for part in ref[2:].split("/"):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _union(kinds: Iterable[str]) -> str:
-    unique = list(dict.fromkeys(kinds))
-    return "Any" if "Any" in unique else " | ".join(unique)
-
-
-def _camel(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^0-9A-Za-z]+", name) if part)
-
-
-_JSON_TYPES = {
-    "string": "str",
-    "integer": "int",
-    "number": "float",
-    "boolean": "bool",
-    "null": "None",
-}
-# Names a result class must not take: the stub's imports and the builtins.
-_TYPING_NAMES = {"Any", "Literal", "NotRequired", "TypedDict", *dir(builtins)}
-
-
-NEEDS_APPROVAL = "Needs approval: each call waits until a person allows or denies it."
 
 
 def approval_text(note: ApprovalNote | None) -> str:

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._install import missing_extra
+from .._stubs import stubs_source
 from ..exceptions import TOOL_EXCEPTIONS
 from ..protocol import ToolSpec
-from .environment import stubs_source
 
 EXTRA = "typecheck"
 # Seconds the checker may take before the script runs unchecked (a check takes ~50 ms).
