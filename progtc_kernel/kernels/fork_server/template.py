@@ -87,7 +87,8 @@ def warm_caches() -> None:
     with contextlib.suppress(ImportError):
         from IPython.core.inputtransformer2 import TransformerManager
 
-        TransformerManager().transform_cell("from tools import echo\nprint(await echo(1))\n")
+        cells = TransformerManager()  # type: ignore[no-untyped-call]
+        cells.transform_cell("from tools import echo\nprint(await echo(1))\n")
 
 
 def stat_files(paths: list[str]) -> dict[str, int]:
