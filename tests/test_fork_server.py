@@ -225,6 +225,29 @@ async def test_a_kernel_manager_gets_a_forked_kernel_of_its_own(kernel_python: s
     assert not await km.is_alive()
 
 
+@pytest.mark.ipykernel_lines
+async def test_the_pools_warm_up_loads_the_extension_whether_installed_or_not(
+    kernel_python: str, bare_kernel_python: str, tmp_path: Path
+) -> None:
+    # The warm-up's one-line cell loads an installed copy that is the host's; a kernel
+    # without one gets the full cell, which brings the kernel side along. (They run
+    # in tmp_path: in the checkout, progtc_kernel is importable from the folder.)
+    from progtc_kernel.server.pool import warm_up
+
+    loaded = (
+        "import sys\n"
+        "extension = sys.modules['progtc_kernel.kernel_side.extension']\n"
+        "print(extension.current() is not None, getattr(extension, '__injected__', False))"
+    )
+    for python, injected in ((kernel_python, False), (bare_kernel_python, True)):
+        km = await started(python, cwd=str(tmp_path))
+        try:
+            await warm_up(km)
+            assert await run(km, loaded) == f"True {injected}\n"
+        finally:
+            await km.shutdown_kernel(now=True)
+
+
 async def test_the_template_holds_no_thread_loop_context_or_stray_descriptor(
     kernel_python: str,
 ) -> None:

@@ -139,6 +139,28 @@ def _forget_package() -> None:
 _EXTENSION_MODULES = (f"{PACKAGE}.kernel_side.extension", f"{PACKAGE}.kernel.extension")
 
 
+def load_installed(ipython: Any, *, digest: str, paths: Sequence[str]) -> str:
+    """Load the extension when it is loaded already or installed here with exactly the
+    host's kernel-side files (``paths``, their fingerprint ``digest``); returns how
+    ("loaded" or "installed").
+
+    The host runs this from the installed copy first (a cell of one line, where the
+    full load cell is ~60 KB that the kernel hashes and tokenizes before it runs it),
+    and sends the full cell only when it raises: ``LookupError`` (or, from a kernel
+    without this package or with a release without this function, ``ImportError``)."""
+    if any(
+        extension is not None and extension.current() is not None
+        for extension in map(sys.modules.get, _EXTENSION_MODULES)
+    ):
+        return "loaded"
+    if _injected():
+        raise LookupError(f"an injected {PACKAGE} is present: the full load cell decides")
+    if installed_fingerprint(paths) != digest:
+        raise LookupError(f"the installed {PACKAGE} is not the host's")
+    ipython.extension_manager.load_extension(PACKAGE)
+    return "installed"
+
+
 def load(ipython: Any, *, version: str, digest: str, packed: str, inject: bool) -> str:
     """Load the extension into this kernel; returns how: "loaded" (it already was),
     "installed" or "injected". ``inject``: whether the host may bring its own code.

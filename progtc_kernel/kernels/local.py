@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("progtc_kernel")
 SPEC_NAME = "progtc"
+# Those a ZmqTransport starts; stdin: the kernel sends tool calls there, to it alone.
+CHANNELS = ("iopub", "shell", "control", "stdin")
 
 
 class ZmqTransport:
@@ -63,7 +65,7 @@ class ZmqTransport:
         # stdin: the kernel sends tool calls there, to this connection alone.
         self.client.start_channels(shell=True, iopub=True, stdin=True, hb=False, control=True)
         check = SignatureCheck(self.client.session)
-        for name in ("iopub", "shell", "control", "stdin"):
+        for name in CHANNELS:
             socket = getattr(self.client, f"{name}_channel").socket
             reader = self._read(name, socket, check, on_message)
             self._readers.append(asyncio.create_task(reader))
@@ -98,7 +100,13 @@ class ZmqTransport:
                 await task
         self._readers.clear()
         if self.client.channels_running:
-            self.client.stop_channels()
+            # The channels started, not stop_channels(): it opens the stdin channel
+            # (a socket connected to the kernel) only to find it is not running.
+            for name in CHANNELS:
+                getattr(self.client, f"{name}_channel").stop()
+            context = self.client.context
+            if getattr(self.client, "_created_context", False) and not context.closed:
+                context.destroy(linger=100)  # as stop_channels() does: the client's own
 
     async def _read(
         self, name: str, socket: Any, check: SignatureCheck, on_message: MessageCallback

@@ -15,22 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import shutil
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from jupyter_client.session import Session
 from jupyter_core.utils import ensure_async
+from jupyter_server._tz import utcnow
 from jupyter_server.gateway.managers import GatewayMappingKernelManager
-from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.services.kernels.kernelmanager import (
+    AsyncMappingKernelManager,
+    ServerKernelManager,
+)
 from tornado import web
-from traitlets import Bool, Int, List, Unicode
+from traitlets import Bool, Int, List, Unicode, default
 
 from ..exceptions import KernelError, PoolError, PoolExhausted
 from ..kernels.jupyter_server import JupyterServer, RemoteKernel
@@ -49,6 +56,39 @@ RETRY_AFTER = 1.0
 # How often leases are checked. Leases end on the event that ends them where there is
 # one (a release, the execution's end); this only catches clients that vanished.
 WATCH_INTERVAL = 1.0
+
+
+class ServeKernel(ServerKernelManager):
+    """Jupyter Server's manager of one kernel, less two costs it pays per kernel that
+    add up under sustained load (a kernel per execution), with the same behaviour:
+
+    * its event logger is the server's, whose event schemas the first kernel
+      registered: Jupyter Server registers them again for each kernel (reading and
+      validating the YAML schemas: several milliseconds, only to be told they are
+      there already);
+    * its iopub activity watcher (``last_activity``, ``execution_state``) reads only
+      each message's headers, and the content of status messages, as Jupyter
+      Server's does, without converting their dates (most of its cost).
+    """
+
+    @default("event_logger")
+    def _default_event_logger(self) -> Any:
+        server = getattr(self.parent, "parent", None)
+        shared = getattr(server, "event_logger", None)
+        paths = tuple(
+            str(p) for p in [*self.core_event_schema_paths, *self.extra_event_schema_paths]
+        )
+        if shared is not None and paths in _registered_schemas.get(shared, ()):
+            return shared
+        logger = super()._default_event_logger()
+        _registered_schemas.setdefault(logger, set()).add(paths)
+        return logger
+
+
+# Event loggers, and the sets of schema paths registered with them by a ServeKernel.
+_registered_schemas: weakref.WeakKeyDictionary[Any, set[tuple[str, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class ServeKernelManager(AsyncMappingKernelManager):
@@ -76,6 +116,44 @@ class ServeKernelManager(AsyncMappingKernelManager):
         self._folders: dict[str, str] = {}  # kernel id -> its own working directory
         self.removal_listeners: list[Callable[[], None]] = []
         self._sockets = tempfile.mkdtemp(prefix="progtc-serve-") if os.name == "posix" else None
+
+    @default("kernel_manager_class")
+    def _default_kernel_manager_class(self) -> str:
+        return f"{ServeKernel.__module__}.{ServeKernel.__qualname__}"
+
+    def start_watching_activity(self, kernel_id: str) -> None:
+        """Jupyter Server's watcher of a kernel's iopub (``last_activity``,
+        ``execution_state``), reading what it reads without converting the dates in
+        every message's headers: most of its cost, paid for every iopub message."""
+        kernel = self._kernels[kernel_id]
+        kernel.reason = ""
+        kernel.last_activity = utcnow()
+        kernel._activity_stream = kernel.connect_iopub()
+        # A session of its own, as Jupyter Server's: the signatures it has seen are
+        # not those of the kernel's other clients.
+        session = Session(config=kernel.session.config, key=kernel.session.key)
+        unpack = session.unpack
+
+        tracked: Callable[[str | None], bool] = self.track_message_type
+
+        def record_activity(msg_list: list[bytes]) -> None:
+            frames: list[bytes] = session.feed_identities(msg_list)[1]  # type: ignore[assignment]
+            if not _signed(session, frames):
+                self.log.warning("kernel %s: an iopub message with a bad signature", kernel_id)
+                return
+            msg_type = unpack(frames[1]).get("msg_type")
+            parent_msg_type = unpack(frames[2]).get("msg_type")
+            if tracked(msg_type) or tracked(parent_msg_type) or kernel.execution_state == "busy":
+                self.last_kernel_activity = kernel.last_activity = utcnow()
+            if msg_type == "status":
+                session._add_digest(frames[0])  # as Session.deserialize does
+                execution_state = unpack(frames[4])["execution_state"]
+                if tracked(parent_msg_type):
+                    kernel.execution_state = execution_state
+                elif kernel.execution_state == "starting" and execution_state != "starting":
+                    kernel.execution_state = "idle"  # as Jupyter Server normalizes it
+
+        kernel._activity_stream.on_recv(record_activity)
 
     def running_ids(self) -> set[str]:
         """Every kernel that counts against the ceiling: running, or being started."""
@@ -143,6 +221,17 @@ class ServeKernelManager(AsyncMappingKernelManager):
         """Once the server's kernels are shut down (each removes its own sockets)."""
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
+
+
+def _signed(session: Any, frames: list[bytes]) -> bool:
+    """Whether a message's signature is the session's own and new, as
+    ``Session.deserialize`` checks it."""
+    if session.auth is None:
+        return True
+    signature = frames[0]
+    if not signature or signature in session.digest_history:
+        return False
+    return hmac.compare_digest(signature, session.sign(frames[1:5]))
 
 
 def no_room(max_kernels: int) -> web.HTTPError:
@@ -537,11 +626,16 @@ async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_STA
     """Load the extension with a first (silent) cell, so that the lessee's first run is
     fast, and wait for its reply on shell.
 
+    The first cell is one line that loads the kernel's installed copy when it is the
+    host's (a kernel of this environment, forked or not); only when that fails does
+    the full load cell follow, which carries the kernel side (~60 KB that ipykernel
+    hashes and IPython tokenizes: tens of milliseconds of the kernel's CPU).
+
     No comm is opened: the lessee's bridge registers its own. (A warm-up bridge that
     registered a comm and closed it cost about a fifth of the CPU of each execution
     under sustained load, kernel and server.) Shell requests wait in ZMQ's queue
     until the kernel listens, so this needs no probe, forked or spawned."""
-    from ..host.injection import load_cell
+    from ..host.injection import load_cell, quick_load_cell
     from ..kernels.resolve import resolve_kernel
 
     transport = resolve_kernel(kernel_manager).connect()
@@ -552,20 +646,25 @@ async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_STA
         if channel == "shell" and reply is not None and not reply.done():
             reply.set_result(msg["content"])
 
-    await transport.start(on_reply)
-    try:
+    async def run(code: str) -> dict[str, Any]:
         request = {
-            "code": load_cell(inject=True),
+            "code": code,
             "silent": True,
             "store_history": False,
             "user_expressions": {},
             "allow_stdin": False,
             "stop_on_error": False,
         }
-        reply = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         replies[transport.send("shell", "execute_request", request)] = reply
+        return await reply
+
+    await transport.start(on_reply)
+    try:
         try:
-            content = await asyncio.wait_for(reply, start_timeout)
+            content = await asyncio.wait_for(run(quick_load_cell()), start_timeout)
+            if content.get("status") != "ok":  # not installed here as the host's: bring it
+                content = await asyncio.wait_for(run(load_cell(inject=True)), start_timeout)
         except asyncio.TimeoutError:
             raise KernelError(
                 f"the kernel did not load the progtc_kernel extension within "

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import uuid
@@ -50,6 +52,7 @@ from tornado.iostream import StreamClosedError
 
 from ..exceptions import PoolError, PoolExhausted, ToolDefinitionError
 from ..host.events import DisplayOutput, ExecutionFinished, StreamOutput
+from ..host.function_tool import FunctionTool
 from ..host.results import ExecutionResult
 from ..host.tool_kernel import ToolKernel
 from ..host.tools import Tool, ToolRegistry
@@ -147,7 +150,9 @@ class Execution:
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await self.call(name, list(args), kwargs)
 
-        return Tool.from_function(call, name=name, description=f"The client's {name!r}.")
+        # The same tool for every execution but for its function: built once per name
+        # (its pydantic model is most of the cost of a small execution's tools).
+        return dataclasses.replace(_proxy_tool(name), function=call)
 
     async def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         call_id = uuid.uuid4().hex
@@ -179,6 +184,14 @@ class Execution:
     def cancel(self) -> None:
         for future in self.waiting.values():
             future.cancel()
+
+
+@functools.lru_cache(maxsize=1024)
+def _proxy_tool(name: str) -> FunctionTool:
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError  # replaced by each execution's own
+
+    return FunctionTool.build(call, name=name, description=f"The client's {name!r}.")
 
 
 class _ProgtcHandler(AuthenticatedFirst):
@@ -371,6 +384,9 @@ class ExecuteCodeHandler(_ProgtcHandler):
         kernel = ToolKernel(
             tools,
             kernel=self.service.pool.kernel(kernel_id),
+            # The pool's warm-up loaded it: the load cell again would cost the kernel
+            # tens of milliseconds (hashing and tokenizing ~60 KB) for nothing.
+            extension="loaded",
             timeout=Timeout(
                 limits.code_execution_timeout,
                 tool_call=limits.tool_call_timeout,
