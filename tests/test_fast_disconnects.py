@@ -76,3 +76,35 @@ def test_the_same_host_on_its_connection_is_not_forgotten() -> None:
         shell._note_sender(Identity(b"host-a", 7))
 
     assert gone == []
+
+
+class PendingEvents:
+    """A monitor socket holding events not read yet (ZMQ says EAGAIN after them)."""
+
+    def __init__(self, *events: list[bytes]) -> None:
+        self.events = list(events)
+
+    def recv_multipart(self, flags: int) -> list[bytes]:
+        if not self.events:
+            raise zmq.Again()
+        return self.events.pop(0)
+
+
+def test_a_gone_hosts_departure_is_acted_on_before_a_new_host_registers() -> None:
+    """A killed host's disconnect event may wait in the monitor while the next host's
+    comm_open is read: the next host must hear of the runs the gone one left."""
+    seen: list[str] = []
+    kernel = SimpleNamespace(session=SimpleNamespace(auth=None))
+    shell = ShellInterception(
+        kernel,
+        lambda msg: False,
+        lambda msg, channel: None,
+        lambda host: seen.append(f"{host} gone"),
+        opens=("progtc", lambda msg, channel: seen.append("registered")),
+    )
+    shell._note_sender(Identity(b"host-a", 7))
+    shell._monitor = SimpleNamespace(socket=PendingEvents(disconnected(7)))
+
+    shell._dispatch({"header": {"msg_type": "comm_open"}, "content": {}})
+
+    assert seen == ["host-a gone", "registered"]

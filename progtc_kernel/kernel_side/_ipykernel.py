@@ -360,10 +360,7 @@ class ShellInterception:
                 msg = self._take(frames)
                 if msg is None:
                     return original(frames)
-                if msg["header"]["msg_type"] == "comm_open" and self.opens is not None:
-                    _handle_safely(self.opens[1], msg, "shell")
-                else:
-                    _handle_safely(self.handle, msg, "shell")
+                self._dispatch(msg)
                 return None
 
             on_shell_recv._progtc_wrapped = True  # type: ignore[attr-defined]
@@ -374,6 +371,18 @@ class ShellInterception:
             waiting, self._waiting = self._waiting, []
         for then in waiting:
             then(original is not None)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        """Hand one of our messages to its handler."""
+        if msg["header"]["msg_type"] == "comm_open" and self.opens is not None:
+            # A host may register right after another one went (killed, or its last
+            # words lost with its socket), before the monitor's event for that was
+            # read: act on it first, so that the newcomer's ``ready`` offers it the
+            # resumable runs the gone host left.
+            self._read_disconnects()
+            _handle_safely(self.opens[1], msg, "shell")
+        else:
+            _handle_safely(self.handle, msg, "shell")
 
     def _note_sender(self, identity: Any) -> None:
         try:
