@@ -134,6 +134,8 @@ async def second_approving() -> None:
     ) as kernel:
         held = kernel.held_runs
         print(json.dumps({"held": held}), flush=True)
+        if not held:  # the run ended before this host came
+            return
         async for event in kernel.follow(held[0]):
             if isinstance(event, ApprovalRequested):
                 print(json.dumps({"asked": event.request.tool}), flush=True)

@@ -553,6 +553,10 @@ class ToolKernel:
     async def _finish(self, run: _Run, timeout: float | None) -> None:
         """Wait for the run to end, by itself or by timeout or death; emit the result."""
         outcome = await self._wait(run, timeout)
+        if run.detached:
+            # This host closed (which also ends the wait): the run goes on in the
+            # kernel, held for the next host. Nothing to interrupt, no call to cancel.
+            return
         if outcome == "timeout":
             run.timed_out = True
             self.bridge.calls.cancel_approvals(run.run_id, "timeout")
