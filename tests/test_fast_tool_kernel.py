@@ -315,3 +315,42 @@ def test_kernel_arguments_that_cannot_go_together_are_refused(
 def test_an_unstarted_kernel_says_how_to_start_it() -> None:
     with pytest.raises(RuntimeError, match=r"use `async with ToolKernel\(...\)`"):
         ToolKernel(kernel=FakeKernel()).bridge  # noqa: B018
+
+
+async def send_email(to: str) -> str:
+    return f"sent to {to}"
+
+
+async def test_a_host_that_closes_leaves_its_resumable_run_waiting_in_the_kernel() -> None:
+    """Closing while a resumable run waits for an approval ends this host's stream,
+    and nothing more: the call is neither answered nor cancelled, and the kernel is
+    not interrupted, so that the next host can take the run over."""
+    fake = FakeKernel()
+    transport = fake.transport
+    async with ToolKernel(
+        [send_email], kernel=fake, extension="loaded", requires_approval={"send_email"}
+    ) as kernel:
+
+        async def host() -> ExecutionResult:
+            async for event in kernel.stream("await send_email('ops@x.example')", resumable=True):
+                if event.kind == "approval_requested":
+                    await kernel.close()  # leave while it waits
+                elif isinstance(event, ExecutionFinished):
+                    return event.result
+            raise AssertionError("the stream ended without its result")
+
+        hosting = asyncio.ensure_future(host())
+        request = await transport.request("execute_request")
+        transport.kernel_says(
+            "calls",
+            {
+                "calls": [{"id": 1, "tool": "send_email", "arguments": {"to": "ops@x.example"}}],
+                "reply_channel": "shell",
+            },
+            parent=request,
+        )
+        result = await hosting
+
+    assert result.error is not None and result.error.ename == "HostClosedError"
+    assert fake.interrupts == 0
+    assert "results" not in transport.kinds()
