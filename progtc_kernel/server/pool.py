@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from jupyter_server.services.kernels.kernelmanager import (
 from tornado import web
 from traitlets import Bool, Int, List, Unicode, default
 
+from .._wire import SignatureCheck, head_of
 from ..exceptions import KernelError, PoolError, PoolExhausted
 from ..kernels.jupyter_server import JupyterServer, RemoteKernel
 from ..timeouts import DEFAULT_POOL_WAIT, DEFAULT_RUN, DEFAULT_SESSION_IDLE, DEFAULT_START
@@ -136,17 +136,20 @@ class ServeKernelManager(AsyncMappingKernelManager):
 
         tracked: Callable[[str | None], bool] = self.track_message_type
 
+        check = SignatureCheck(session)
+
         def record_activity(msg_list: list[bytes]) -> None:
             frames: list[bytes] = session.feed_identities(msg_list)[1]  # type: ignore[assignment]
-            if not _signed(session, frames):
-                self.log.warning("kernel %s: an iopub message with a bad signature", kernel_id)
+            try:
+                check(head_of(frames))
+            except ValueError as exc:
+                self.log.warning("kernel %s: an iopub message refused: %s", kernel_id, exc)
                 return
             msg_type = unpack(frames[1]).get("msg_type")
             parent_msg_type = unpack(frames[2]).get("msg_type")
             if tracked(msg_type) or tracked(parent_msg_type) or kernel.execution_state == "busy":
                 self.last_kernel_activity = kernel.last_activity = utcnow()
             if msg_type == "status":
-                session._add_digest(frames[0])  # as Session.deserialize does
                 execution_state = unpack(frames[4])["execution_state"]
                 if tracked(parent_msg_type):
                     kernel.execution_state = execution_state
@@ -221,17 +224,6 @@ class ServeKernelManager(AsyncMappingKernelManager):
         """Once the server's kernels are shut down (each removes its own sockets)."""
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
-
-
-def _signed(session: Any, frames: list[bytes]) -> bool:
-    """Whether a message's signature is the session's own and new, as
-    ``Session.deserialize`` checks it."""
-    if session.auth is None:
-        return True
-    signature = frames[0]
-    if not signature or signature in session.digest_history:
-        return False
-    return hmac.compare_digest(signature, session.sign(frames[1:5]))
 
 
 def no_room(max_kernels: int) -> web.HTTPError:
