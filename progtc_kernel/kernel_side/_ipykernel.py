@@ -185,14 +185,12 @@ class IopubCount:
 
     def __init__(self, kernel: Any) -> None:
         self.value = 0
-        iopub = (kernel.iopub_socket, kernel.iopub_thread)  # the socket, or its thread
+        # Output goes to the iopub socket, or (print) to its thread.
+        socket, thread = kernel.iopub_socket, kernel.iopub_thread
         send = kernel.session.send
 
         def counted_send(stream: Any, msg_or_type: Any, *args: Any, **kwargs: Any) -> Any:
-            if (
-                any(stream is target for target in iopub)
-                and _msg_type(msg_or_type) not in _UNORDERED
-            ):
+            if (stream is socket or stream is thread) and _msg_type(msg_or_type) not in _UNORDERED:
                 self.value += 1
             return send(stream, msg_or_type, *args, **kwargs)
 
