@@ -334,3 +334,70 @@ def test_signature_of_shows_a_tool_as_the_kernel_does(
     signature = signature_of(spec(parameters, returns))
     assert str(signature) == shown
     assert isinstance(signature, inspect.Signature)
+
+
+# -- ZmqTransport against raw sockets standing in for a kernel --------------------------
+
+
+@pytest.mark.fast
+async def test_zmq_transport_keeps_every_message_in_order_when_the_kernel_reads_late(
+    tmp_path: Any,
+) -> None:
+    """A kernel that reads nothing for a while: the transport's sends fill ZMQ's queues
+    and then wait in the transport, and all arrive, in order, once the kernel reads;
+    meanwhile what the kernel sends still comes in (ZMQ signals a socket's changes, not
+    its messages: a send must not swallow the signal of a message that came)."""
+    import asyncio
+
+    from progtc_kernel.kernels.local import ZmqTransport
+
+    key = b"secret"
+    info = {
+        "transport": "ipc",
+        "ip": str(tmp_path / "kernel"),
+        "key": key.decode(),
+        "signature_scheme": "hmac-sha256",
+        **{f"{name}_port": port for port, name in enumerate(CHANNEL_NAMES, start=1)},
+    }
+    context = zmq.Context()
+    kernel_session = Session(key=key)
+    sockets = {
+        name: context.socket(zmq.PUB if name == "iopub" else zmq.ROUTER) for name in CHANNEL_NAMES
+    }
+    for name, socket in sockets.items():
+        socket.bind(f"ipc://{info['ip']}-{info[f'{name}_port']}")
+    transport = ZmqTransport.connect(info)
+    received: list[tuple[str, Any]] = []
+    got_reply = asyncio.Event()
+
+    def on_message(channel: str, msg: dict[str, Any]) -> None:
+        received.append((channel, msg["content"]))
+        got_reply.set()
+
+    try:
+        await transport.start(on_message)
+        count = 10_000  # more than ZMQ queues (1,000 messages each way) and buffers hold
+        for n in range(count):
+            transport.send("shell", "comm_msg", {"n": n})
+        assert transport._sockets["shell"].waiting  # the kernel reads nothing yet
+        shell = sockets["shell"]
+        identity, first = kernel_session.recv(shell, mode=0)
+        assert first is not None and first["content"] == {"n": 0}
+        kernel_session.send(shell, "comm_msg", {"reply": 1}, ident=identity)
+        seen = [first["content"]["n"]]
+        while len(seen) < count:
+            if shell.poll(0):
+                _, msg = kernel_session.recv(shell, mode=0)
+                assert msg is not None
+                seen.append(msg["content"]["n"])
+            else:
+                await asyncio.sleep(0)  # the transport sends what waited as room frees
+        assert seen == list(range(count))
+        await got_reply.wait()
+        assert received == [("shell", {"reply": 1})]
+    finally:
+        await transport.close()
+        context.destroy(linger=0)
+
+
+CHANNEL_NAMES = ("shell", "iopub", "stdin", "control", "hb")

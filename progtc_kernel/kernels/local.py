@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -21,8 +22,9 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import zmq
 from jupyter_core.utils import ensure_async
 
 from .._wire import BadMessages, SignatureCheck, decode
@@ -48,7 +50,7 @@ class ZmqTransport:
         """``client``: a jupyter_client ``AsyncKernelClient`` this transport owns."""
         self.client = client
         self.bad_messages = BadMessages(log, "host")
-        self._readers: list[asyncio.Task[None]] = []
+        self._sockets: dict[str, _Socket] = {}
         # Its stdin connection's ZMQ identity is its session id (jupyter_client's rule).
         self.carries_stdin = True
 
@@ -65,10 +67,11 @@ class ZmqTransport:
         # stdin: the kernel sends tool calls there, to this connection alone.
         self.client.start_channels(shell=True, iopub=True, stdin=True, hb=False, control=True)
         check = SignatureCheck(self.client.session)
+        loop = asyncio.get_running_loop()
         for name in CHANNELS:
             socket = getattr(self.client, f"{name}_channel").socket
-            reader = self._read(name, socket, check, on_message)
-            self._readers.append(asyncio.create_task(reader))
+            handle = functools.partial(self._handle, name, check, on_message)
+            self._sockets[name] = _Socket(socket, handle, loop)
 
     def send(
         self,
@@ -79,26 +82,18 @@ class ZmqTransport:
         buffers: list[bytes] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
-        socket = getattr(self.client, f"{channel}_channel").socket
         session = self.client.session
         msg = session.msg(msg_type, content, metadata=metadata)
-        # Through the asyncio socket itself, not Session.send: that sends on a plain
-        # shadow of the socket, which consumes ZMQ's edge-triggered readiness signal
-        # behind the asyncio socket's back, so a reader waiting on the same socket
-        # could sleep forever with a reply queued (a stall seen on attach).
-        socket.send_multipart([*session.serialize(msg), *(buffers or ())], copy=False)
+        self._sockets[channel].send([*session.serialize(msg), *(buffers or ())])
         return str(msg["header"]["msg_id"])
 
     def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
         """A ZMQ connection never drops and comes back: nothing to listen for."""
 
     async def close(self) -> None:
-        for task in self._readers:
-            task.cancel()
-        for task in self._readers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._readers.clear()
+        for socket in self._sockets.values():
+            socket.stop()
+        self._sockets.clear()
         if self.client.channels_running:
             # The channels started, not stop_channels(): it opens the stdin channel
             # (a socket connected to the kernel) only to find it is not running.
@@ -108,24 +103,86 @@ class ZmqTransport:
             if getattr(self.client, "_created_context", False) and not context.closed:
                 context.destroy(linger=100)  # as stop_channels() does: the client's own
 
-    async def _read(
-        self, name: str, socket: Any, check: SignatureCheck, on_message: MessageCallback
+    def _handle(
+        self, name: str, check: SignatureCheck, on_message: MessageCallback, frames: list[Any]
     ) -> None:
-        session = self.client.session
-        while True:
-            frames = await socket.recv_multipart(copy=False)
+        try:
+            msg = decode(self.client.session, check, frames)
+        except Exception as exc:
+            self.bad_messages.report(f"unreadable {name} message", exc)
+            return
+        try:
+            on_message(name, msg)
+        except Exception as exc:
+            self.bad_messages.report(f"unhandled {name} message", repr(exc))
+
+
+class _Socket:
+    """A ZMQ socket served by a callback on its file descriptor.
+
+    Why not ``await socket.recv_multipart()``: pyzmq's asyncio futures cost about a
+    fifth of the host's CPU per tool call. The socket's descriptor signals a change
+    (edge-triggered), not a message: every wake-up, and every send (which can take
+    the signal for a message that arrived meanwhile), is followed by reading
+    until the socket says nothing is left. One message per turn of the event loop,
+    so that what ``handle`` queued runs between messages. A send the socket cannot
+    take now (its queue to the kernel is full) waits here, in order, for room.
+    """
+
+    def __init__(
+        self, socket: Any, handle: Callable[[list[Any]], None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        # A plain socket on the same ZMQ socket: pyzmq's asyncio wrapper keeps state
+        # (its own descriptor watch) this class must not share.
+        self.socket: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
+        self.handle = handle
+        self.loop = loop
+        self.waiting: deque[list[Any]] = deque()
+        self.scheduled = False
+        self.stopped = False
+        self.fd = self.socket.FD
+        loop.add_reader(self.fd, self._serve)
+        self._soon()  # messages queued before the watch began signal nothing
+
+    def send(self, frames: list[Any]) -> None:
+        if not self.waiting:
             try:
-                msg = decode(session, check, frames)
-            except Exception as exc:
-                self.bad_messages.report(f"unreadable {name} message", exc)
-                continue
-            try:
-                on_message(name, msg)
-            except Exception as exc:
-                self.bad_messages.report(f"unhandled {name} message", repr(exc))
-            # A received message's await does not yield when more are queued: let the
-            # loop (and whoever consumes what on_message queued) run between them.
-            await asyncio.sleep(0)
+                self.socket.send_multipart(frames, flags=zmq.DONTWAIT, copy=False)
+            except zmq.Again:
+                self.waiting.append(frames)
+        else:
+            self.waiting.append(frames)
+        self._soon()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.loop.remove_reader(self.fd)
+
+    def _soon(self) -> None:
+        if not (self.scheduled or self.stopped):
+            self.scheduled = True
+            self.loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self.scheduled = False
+        self._serve()
+
+    def _serve(self) -> None:
+        if self.stopped:
+            return
+        events = self._events()
+        while self.waiting and events & _POLLOUT:
+            self.socket.send_multipart(self.waiting.popleft(), flags=zmq.DONTWAIT, copy=False)
+            events = self._events()
+        if events & _POLLIN:
+            self.handle(self.socket.recv_multipart(flags=zmq.DONTWAIT, copy=False))
+            self._soon()  # maybe more: read on the next turn, after what handle queued
+
+    def _events(self) -> int:
+        return cast(int, self.socket.get(zmq.EVENTS))
+
+
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)  # plain ints: no enum per message
 
 
 class _StderrTail:
