@@ -4,10 +4,10 @@
 
 Each sample starts a plain kernel (no extension) and waits until it answers (not
 timed), then times one
-``ToolKernel(kernel=km)``: from ``start()`` (the extension-loading cell, the comm,
+``ToolKernel(kernel=km)``: from ``start()`` (the extension-loading request, the comm,
 the kernel's confirmation) to the answer of a first awaited tool call. On
 ``--python`` (ipykernel and this checkout installed) the kernel loads its own copy;
-on ``--bare-python`` (ipykernel alone) the host's kernel-side code travels in the cell
+on ``--bare-python`` (ipykernel alone) the host's kernel-side code travels in the request
 and is compiled there. By default both are built alike (uv, else venv + pip), from the
 same ipykernel release, so that they differ only in that. Samples alternate between
 the two; each kernel is fresh, so nothing is cached in the kernel.
@@ -32,7 +32,7 @@ from typing import Any
 from bench import bare_kernel_manager, command_line, judged, plain_client, print_rows
 
 from progtc_kernel import Timeout, ToolKernel
-from progtc_kernel.host.injection import load_cell
+from progtc_kernel.host.injection import load_expression
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = 9  # each side
@@ -95,7 +95,7 @@ async def measure(python: str, bare: str, log: Any) -> dict[str, Any]:
     return {
         "installed_s": statistics.median(samples["installed"]),
         "injected_s": statistics.median(samples["injected"]),
-        "cell_bytes": len(load_cell(inject=True).encode()),
+        "load_bytes": len(load_expression(inject=True).encode()),
         "samples": samples,
     }
 
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 "goal": None,
                 "detail": (
                     f"{raw['injected_s'] * 1000:.0f} ms vs {raw['installed_s'] * 1000:.0f} ms"
-                    f" (median of {SAMPLES}); the cell carries"
-                    f" {raw['cell_bytes'] / 1024:.0f} KiB"
+                    f" (median of {SAMPLES}); the load request carries"
+                    f" {raw['load_bytes'] / 1024:.0f} KiB"
                 ),
             }
         ]

@@ -91,12 +91,13 @@ async def test_closing_tells_the_kernel_on_control_before_leaving(transport: Fak
     assert transport.closed
 
 
-async def test_the_inject_policy_sends_the_load_cell_before_registering(
+async def test_the_inject_policy_sends_the_load_expression_before_registering(
     transport: FakeTransport,
 ) -> None:
     async with ToolBridge(transport, [get_weather]):
         load = await transport.request("execute_request")
-        assert load.content["silent"] and "progtc_kernel" in load.content["code"]
+        assert load.content["silent"] and not load.content["code"]
+        assert "progtc_kernel" in load.content["user_expressions"]["progtc_kernel"]
 
 
 # -- a kernel it cannot work with ------------------------------------------------------
@@ -142,17 +143,14 @@ async def test_a_kernel_without_the_installed_extension_gets_an_install_hint() -
         ToolBridge(transport, [get_weather], extension="installed").start()
     )
     load = await transport.request("execute_request")
-    transport.deliver(
-        "shell",
-        "execute_reply",
-        {
-            "status": "error",
-            "ename": "ModuleNotFoundError",
-            "evalue": "No module named 'progtc_kernel'",
-            "traceback": [],
-        },
-        parent=load,
-    )
+    failed = {
+        "status": "error",
+        "ename": "ModuleNotFoundError",
+        "evalue": "No module named 'progtc_kernel'",
+        "traceback": [],
+    }
+    reply = {"status": "ok", "user_expressions": {"progtc_kernel": failed}}
+    transport.deliver("shell", "execute_reply", reply, parent=load)
     with pytest.raises(ExtensionNotLoadedError) as refused:
         await starting
     assert "No module named 'progtc_kernel'" in str(refused.value)

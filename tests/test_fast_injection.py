@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from progtc_kernel._install import install_hint, missing_extra
-from progtc_kernel.host.injection import kernel_side_files, load_cell
+from progtc_kernel.host.injection import kernel_side_files, load_expression
 from progtc_kernel.kernel_side import bootstrap
 
 from .conftest import ROOT
@@ -51,12 +51,12 @@ def test_this_installed_checkout_has_exactly_the_hosts_kernel_side() -> None:
     assert bootstrap.installed_fingerprint(["kernel/no_such_module.py"]) is None
 
 
-def test_the_load_cell_runs_the_bootstrap_in_a_namespace_of_its_own() -> None:
-    cell = load_cell(inject=True)
-    assert cell.startswith("exec(compile(") and "'<progtc_kernel bootstrap>'" in cell
-    assert "inject=True" in cell and "inject=False" in load_cell(inject=False)
-    assert cell.rstrip().endswith("del _progtc_kernel_ns")
-    compile(cell, "<cell>", "exec")  # valid Python as sent
+def test_the_load_expression_runs_the_bootstrap_in_a_namespace_of_its_own() -> None:
+    expression = load_expression(inject=True)
+    assert "'<progtc_kernel bootstrap>'" in expression and "inject=True" in expression
+    assert "inject=False" in load_expression(inject=False)
+    assert ":=" not in expression  # no name bound in the user's namespace
+    compile(expression, "<user expression>", "eval")  # an expression, as sent
 
 
 # -- the in-memory package, in a fresh interpreter ----------------------------------
@@ -129,7 +129,7 @@ seen = []
 for digest, inject in given["loads"]:
     try:
         how = ns["load"](IPython(), version="9.9", digest=digest or given["digest"],
-                         packed=given["packed"], inject=inject)
+                         paths=given["paths"], packed=given["packed"], inject=inject)
     except ModuleNotFoundError as exc:
         how = "ModuleNotFoundError: " + str(exc)
     finders = [f for f in sys.meta_path if hasattr(f, "progtc_kernel_digest")]
@@ -146,6 +146,7 @@ def load_in_a_plain_interpreter(
     files = kernel_side_files()
     given = {
         "digest": bootstrap.fingerprint(files),
+        "paths": sorted(files),
         "packed": bootstrap.pack_sources(files),
         "loads": loads,
     }

@@ -55,7 +55,13 @@ from ..protocol import (
 from ..timeouts import DEFAULT_START, DEFAULT_TOOL_CALL, USE_DEFAULT, UseDefault, renamed, seconds
 from .dispatch import KERNEL_PYTHON, dispatch_comm_msg, mismatch
 from .events import Event
-from .injection import ExtensionPolicy, check_policy, load_cell
+from .injection import (
+    ExtensionPolicy,
+    check_policy,
+    load_expression,
+    load_outcome,
+    load_request,
+)
 from .rate_limits import RateLimitResender
 from .serving import CallServer, ToolEventListener, serving
 from .threads import DEFAULT_TOOL_THREADS, ToolThreads
@@ -246,17 +252,9 @@ class ToolBridge:
         self._waiting_calls.clear()
         self._refused = None
         if self.extension != "loaded":
+            expression = load_expression(inject=self.extension == "inject")
             self._load_msg_id = self.transport.send(
-                "shell",
-                "execute_request",
-                {
-                    "code": load_cell(inject=self.extension == "inject"),
-                    "silent": True,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": False,
-                },
+                "shell", "execute_request", load_request(expression)
             )
         data, buffers = pack("register", self._register_body(), pydantic_core.to_json)
         self.transport.send(
@@ -573,8 +571,9 @@ class ToolBridge:
         else:
             self._resolve_ready(refused)
 
-    def _on_extension_loaded(self, content: dict[str, Any]) -> None:
+    def _on_extension_loaded(self, reply: dict[str, Any]) -> None:
         self._load_msg_id = None
+        content = load_outcome(reply)
         if content.get("status") != "error":
             if self._refused is not None:
                 self._resolve_ready(self._refused)

@@ -615,19 +615,24 @@ def _active_since(model: dict[str, Any], moment: datetime) -> bool:
 
 
 async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_START) -> None:
-    """Load the extension with a first (silent) cell, so that the lessee's first run is
-    fast, and wait for its reply on shell.
+    """Load the extension with a first (silent) request, so that the lessee's first run
+    is fast, and wait for its reply on shell.
 
-    The first cell is one line that loads the kernel's installed copy when it is the
-    host's (a kernel of this environment, forked or not); only when that fails does
-    the full load cell follow, which carries the kernel side (~60 KB that ipykernel
-    hashes and IPython tokenizes: tens of milliseconds of the kernel's CPU).
+    The first asks for the kernel's installed copy when it is the host's (a kernel of
+    this environment, forked or not), in one line; only when that fails does the full
+    load expression follow, which carries the kernel side (~75 KB for Python to
+    compile, and the bootstrap to unpack).
 
     No comm is opened: the lessee's bridge registers its own. (A warm-up bridge that
     registered a comm and closed it cost about a fifth of the CPU of each execution
     under sustained load, kernel and server.) Shell requests wait in ZMQ's queue
     until the kernel listens, so this needs no probe, forked or spawned."""
-    from ..host.injection import load_cell, quick_load_cell
+    from ..host.injection import (
+        load_expression,
+        load_outcome,
+        load_request,
+        quick_load_expression,
+    )
     from ..kernels.resolve import resolve_kernel
 
     transport = resolve_kernel(kernel_manager).connect()
@@ -638,25 +643,17 @@ async def warm_up(kernel_manager: Any, start_timeout: float | None = DEFAULT_STA
         if channel == "shell" and reply is not None and not reply.done():
             reply.set_result(msg["content"])
 
-    async def run(code: str) -> dict[str, Any]:
-        request = {
-            "code": code,
-            "silent": True,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": False,
-        }
+    async def load(expression: str) -> dict[str, Any]:
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        replies[transport.send("shell", "execute_request", request)] = reply
-        return await reply
+        replies[transport.send("shell", "execute_request", load_request(expression))] = reply
+        return load_outcome(await reply)
 
     await transport.start(on_reply)
     try:
         try:
-            content = await asyncio.wait_for(run(quick_load_cell()), start_timeout)
+            content = await asyncio.wait_for(load(quick_load_expression()), start_timeout)
             if content.get("status") != "ok":  # not installed here as the host's: bring it
-                content = await asyncio.wait_for(run(load_cell(inject=True)), start_timeout)
+                content = await asyncio.wait_for(load(load_expression(inject=True)), start_timeout)
         except asyncio.TimeoutError:
             raise KernelError(
                 f"the kernel did not load the progtc_kernel extension within "

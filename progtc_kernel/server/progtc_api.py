@@ -384,8 +384,8 @@ class ExecuteCodeHandler(_ProgtcHandler):
         kernel = ToolKernel(
             tools,
             kernel=self.service.pool.kernel(kernel_id),
-            # The pool's warm-up loaded it: the load cell again would cost the kernel
-            # tens of milliseconds (hashing and tokenizing ~60 KB) for nothing.
+            # The pool's warm-up loaded it: the full load expression again would cost
+            # the kernel milliseconds (compiling ~75 KB) for nothing.
             extension="loaded",
             timeout=Timeout(
                 limits.code_execution_timeout,
