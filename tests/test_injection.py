@@ -150,6 +150,35 @@ async def test_extension_installed_forbids_bringing_code_and_says_so(
     assert "pip install progtc-kernel" not in message  # on no public index
 
 
+async def test_a_load_that_fails_shows_no_traceback_to_the_kernels_other_clients(
+    bare_kernel_python: str, tmp_path: Path
+) -> None:
+    # The load is a silent request's expression: its error comes back in the reply
+    # alone, where a cell's would reach every client on iopub (JupyterLab's, say).
+    manager = AsyncKernelManager(
+        kernel_spec_manager=single_spec(bare_kernel_python), kernel_name=SPEC_NAME
+    )
+    await manager.start_kernel(cwd=str(tmp_path))
+    other = manager.client()
+    other.start_channels()
+    try:
+        await other.wait_for_ready(timeout=600)
+        with pytest.raises(ExtensionNotLoadedError, match="not installed"):
+            await ToolBridge(manager, TOOLS, extension="installed").start()
+        published = []
+        while True:  # what the kernel published about the host's load request
+            msg = await other.get_iopub_msg()
+            if msg["parent_header"].get("msg_type") != "execute_request":
+                continue
+            published.append(msg["msg_type"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert published == ["status", "status"]  # busy, idle: no error
+    finally:
+        other.stop_channels()
+        await manager.shutdown_kernel(now=True)
+
+
 async def test_extension_loaded_sends_nothing_and_says_what_to_do(
     bare_kernel_python: str, tmp_path: Path
 ) -> None:
