@@ -146,9 +146,14 @@ async def test_progtcs_own_client_runs_code_with_tool_calls_on_the_gateway(
     assert report["ok"] == ["success", "[3, 6]\n"]
     assert report["failed"] == ["runtime_error", None, "x\n", True]
     assert report["syntax"] == ["syntax_error", None]
-    # serve's kernels are the gateway's: the ones it lists are all there.
-    mine = {str(k["id"]) for k in await served.server().kernels()}
-    assert mine and mine <= await on_gateway(gateway)
+
+    # serve's kernels are the gateway's: the ones it lists are all there, once the
+    # used kernels' shutdowns settle (the gateway forgets a kernel before serve does).
+    async def all_on_the_gateway() -> bool:
+        mine = {str(k["id"]) for k in await served.server().kernels()}
+        return bool(mine) and mine <= await on_gateway(gateway)
+
+    await until(all_on_the_gateway, "every kernel of serve on the gateway", deadline=180)
 
 
 async def test_each_execution_gets_a_warm_kernel_of_the_gateway_and_reaps_it(
