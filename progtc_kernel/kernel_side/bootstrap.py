@@ -141,6 +141,14 @@ def _forget_package() -> None:
 _EXTENSION_MODULES = (f"{PACKAGE}.kernel_side.extension", f"{PACKAGE}.kernel.extension")
 
 
+def _extension_loaded() -> bool:
+    """Whether a progtc_kernel extension (of any release) is loaded in this kernel."""
+    return any(
+        extension is not None and extension.current() is not None
+        for extension in map(sys.modules.get, _EXTENSION_MODULES)
+    )
+
+
 def load_installed(ipython: Any, *, digest: str, paths: Sequence[str]) -> str:
     """Load the extension when it is loaded already or installed here with exactly the
     host's kernel-side files (``paths``, their fingerprint ``digest``); returns how
@@ -150,10 +158,7 @@ def load_installed(ipython: Any, *, digest: str, paths: Sequence[str]) -> str:
     line, where the full load expression is ~75 KB for Python to compile), and sends
     the full one only when it raises: ``LookupError`` (or, from a kernel
     without this package or with a release without this function, ``ImportError``)."""
-    if any(
-        extension is not None and extension.current() is not None
-        for extension in map(sys.modules.get, _EXTENSION_MODULES)
-    ):
+    if _extension_loaded():
         return "loaded"
     if _injected():
         raise LookupError(f"an injected {PACKAGE} is present: the full load expression decides")
@@ -173,10 +178,7 @@ def load(
 
     Raises ``ModuleNotFoundError`` when the kernel has no ``progtc_kernel`` and the
     host may not bring one."""
-    if any(
-        extension is not None and extension.current() is not None
-        for extension in map(sys.modules.get, _EXTENSION_MODULES)
-    ):
+    if _extension_loaded():
         return "loaded"
     present = _injected()
     if present and present[0].progtc_kernel_digest == digest:
