@@ -338,6 +338,8 @@ def test_signature_of_shows_a_tool_as_the_kernel_does(
 
 # -- ZmqTransport against raw sockets standing in for a kernel --------------------------
 
+CHANNEL_NAMES = ("shell", "iopub", "stdin", "control", "hb")
+
 
 @pytest.mark.fast
 async def test_zmq_transport_keeps_every_message_in_order_when_the_kernel_reads_late(
@@ -398,6 +400,3 @@ async def test_zmq_transport_keeps_every_message_in_order_when_the_kernel_reads_
     finally:
         await transport.close()
         context.destroy(linger=0)
-
-
-CHANNEL_NAMES = ("shell", "iopub", "stdin", "control", "hb")
